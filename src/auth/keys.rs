@@ -1,0 +1,238 @@
+//! API key hashing and verification.
+//!
+//! Keys are stored only as argon2id hashes. Verifying one costs tens of milliseconds of CPU, so:
+//! verified keys are cached (keyed by key id, holding the SHA-256 of the presented key, compared
+//! in constant time) for at most `ttl`; argon2 runs on the blocking pool behind a semaphore of
+//! `argon2_threads` permits; and failed verifications are rate-limited per key id, so a flood of
+//! wrong secrets cannot exhaust the CPU. Unknown key ids cost no argon2 work at all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use super::{AuthError, Principal};
+use crate::domain::ids::{AccountId, ApiKey, KeyId};
+use crate::store::{now_millis, ApiKeyRecord, Millis, Store, StoreError};
+
+/// Failed verifications allowed per key id in a burst, and refilled per second.
+const FAILURE_BURST: f64 = 10.0;
+const FAILURE_REFILL_PER_SEC: f64 = 1.0;
+
+struct CachedKey {
+    digest: [u8; 32],
+    principal: Principal,
+    expires_at: Option<Millis>,
+    cached_at: Instant,
+}
+
+struct FailureBucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Verifies presented API keys against the store, with the cache and limits described above.
+pub struct KeyVerifier {
+    verified: Mutex<HashMap<KeyId, CachedKey>>,
+    /// Bumped by every `forget`, so a verification that raced a revocation is not cached.
+    revocations: AtomicU64,
+    failures: Mutex<HashMap<KeyId, FailureBucket>>,
+    argon2_permits: Arc<Semaphore>,
+    ttl: Duration,
+}
+
+/// Hashes a key with argon2id and a random salt, into a PHC string. CPU-heavy: call from a
+/// blocking context.
+pub fn hash_key(key: &ApiKey) -> Result<String, StoreError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(key.expose_secret().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::db("hashing an API key", HashError(e.to_string())))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct HashError(String);
+
+fn verify_hash(presented: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(presented.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+impl KeyVerifier {
+    /// A verifier with `argon2_threads` concurrent hashes and a cache TTL (capped at 5 min).
+    pub fn new(argon2_threads: usize, ttl: Duration) -> Self {
+        Self {
+            verified: Mutex::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
+            failures: Mutex::new(HashMap::new()),
+            argon2_permits: Arc::new(Semaphore::new(argon2_threads.max(1))),
+            ttl: ttl.min(Duration::from_secs(300)),
+        }
+    }
+
+    /// Hashes a new key on the bounded argon2 pool.
+    pub async fn hash(&self, key: &ApiKey) -> Result<String, StoreError> {
+        let _permit = self
+            .argon2_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || hash_key(&key))
+            .await
+            .map_err(|e| StoreError::db("hashing an API key", e))?
+    }
+
+    /// Verifies `presented` for a request on `account`. The root key is valid for every account.
+    pub async fn verify(
+        &self,
+        store: &dyn Store,
+        presented: &str,
+        account: &AccountId,
+    ) -> Result<Principal, AuthError> {
+        let key = ApiKey::parse(presented).ok_or(AuthError::InvalidKey)?;
+        if key.account() != account && !key.account().is_root() {
+            return Err(AuthError::InvalidKey);
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if let Some(principal) = self.cached(key.key_id(), &digest) {
+            return Ok(principal);
+        }
+
+        let revocations = self.revocations.load(Ordering::Acquire);
+        let record = store.get_api_key(key.key_id()).await?;
+        let Some(record) = record.filter(|r| usable(r, key.account())) else {
+            return Err(AuthError::InvalidKey);
+        };
+        if !self.take_failure_budget(key.key_id(), false) {
+            return Err(AuthError::InvalidKey);
+        }
+        let ok = {
+            let _permit = self
+                .argon2_permits
+                .acquire()
+                .await
+                .map_err(|_| AuthError::Store(StoreError::ShuttingDown))?;
+            let (presented, hash) = (presented.to_owned(), record.hash.clone());
+            tokio::task::spawn_blocking(move || verify_hash(&presented, &hash))
+                .await
+                .map_err(|e| AuthError::Store(StoreError::db("verifying an API key", e)))?
+        };
+        if !ok {
+            self.take_failure_budget(key.key_id(), true);
+            return Err(AuthError::InvalidKey);
+        }
+        let principal = Principal {
+            key_id: record.key_id.clone(),
+            account: record.account.clone(),
+            role: record.role,
+            projects: record.projects.clone(),
+        };
+        let mut verified = self.verified.lock();
+        if self.revocations.load(Ordering::Acquire) == revocations {
+            verified.insert(
+                record.key_id,
+                CachedKey {
+                    digest,
+                    principal: principal.clone(),
+                    expires_at: record.expires_at,
+                    cached_at: Instant::now(),
+                },
+            );
+        }
+        Ok(principal)
+    }
+
+    /// Drops a key from the cache at once (on revoke).
+    pub fn forget(&self, key_id: &KeyId) {
+        let mut verified = self.verified.lock();
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+        verified.remove(key_id);
+    }
+
+    fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> Option<Principal> {
+        let mut verified = self.verified.lock();
+        let entry = verified.get(key_id)?;
+        let fresh = entry.cached_at.elapsed() < self.ttl
+            && entry.expires_at.is_none_or(|t| t > now_millis());
+        if !fresh {
+            verified.remove(key_id);
+            return None;
+        }
+        bool::from(entry.digest.ct_eq(digest)).then(|| entry.principal.clone())
+    }
+
+    /// Checks (and, when `spend`, consumes) the failure budget of a key id. Returns false when
+    /// the budget is exhausted.
+    fn take_failure_budget(&self, key_id: &KeyId, spend: bool) -> bool {
+        let mut failures = self.failures.lock();
+        let now = Instant::now();
+        let bucket = failures.entry(key_id.clone()).or_insert(FailureBucket {
+            tokens: FAILURE_BURST,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * FAILURE_REFILL_PER_SEC).min(FAILURE_BURST);
+        bucket.updated = now;
+        if bucket.tokens < 1.0 {
+            return false;
+        }
+        if spend {
+            bucket.tokens -= 1.0;
+        }
+        if bucket.tokens >= FAILURE_BURST {
+            failures.remove(key_id);
+        }
+        true
+    }
+}
+
+fn usable(record: &ApiKeyRecord, claimed_account: &AccountId) -> bool {
+    &record.account == claimed_account
+        && record.revoked_at.is_none()
+        && record.expires_at.is_none_or(|t| t > now_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_only_the_same_key() {
+        let acc = AccountId::parse("acc").unwrap();
+        let key = ApiKey::generate(&acc);
+        let other = ApiKey::generate(&acc);
+        let phc = hash_key(&key).unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_hash(key.expose_secret(), &phc));
+        assert!(!verify_hash(other.expose_secret(), &phc));
+        assert!(!verify_hash(key.expose_secret(), "not a hash"));
+    }
+
+    #[test]
+    fn failure_budget_runs_out_and_refills() {
+        let v = KeyVerifier::new(1, Duration::from_secs(60));
+        let id = KeyId::generate();
+        for _ in 0..FAILURE_BURST as usize {
+            assert!(v.take_failure_budget(&id, true));
+        }
+        assert!(!v.take_failure_budget(&id, false));
+        v.failures.lock().get_mut(&id).unwrap().updated -= Duration::from_secs(2);
+        assert!(v.take_failure_budget(&id, false));
+    }
+}

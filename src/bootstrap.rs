@@ -1,0 +1,95 @@
+//! First-start set-up: the root key, and the demo seeded by `serve --demo`.
+
+use anyhow::{bail, Context as _};
+
+use crate::domain::ids::{AccountId, ApiKey, Identifier, ProjectRef};
+use crate::domain::BodyFormat;
+use crate::service::manage::TriggerView;
+use crate::service::Gateway;
+use crate::store::{now_millis, ApiKeyRecord, Role};
+
+/// Makes sure a root key exists. With `supplied` (from `TRIGGERD_ROOT_KEY`) that key is
+/// registered if new and checked if known; it is never printed. Otherwise, on an empty
+/// database, a key is generated and returned so the caller can print it once.
+pub async fn ensure_root_key(
+    gw: &Gateway,
+    supplied: Option<&str>,
+) -> anyhow::Result<Option<ApiKey>> {
+    if let Some(text) = supplied {
+        let key = ApiKey::parse(text)
+            .filter(|k| k.account().is_root())
+            .context("TRIGGERD_ROOT_KEY must look like pat._root.<24 hex keyId>.<secret of 16-128 base62 chars>")?;
+        match gw.store.get_api_key(key.key_id()).await? {
+            None => register_root(gw, &key).await?,
+            Some(_) => {
+                gw.keys
+                    .verify(gw.store.as_ref(), text, &AccountId::root())
+                    .await
+                    .ok()
+                    .context(
+                        "TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId",
+                    )?;
+            }
+        }
+        return Ok(None);
+    }
+    if gw.store.has_root_key().await? {
+        return Ok(None);
+    }
+    let key = ApiKey::generate(&AccountId::root());
+    register_root(gw, &key).await?;
+    Ok(Some(key))
+}
+
+async fn register_root(gw: &Gateway, key: &ApiKey) -> anyhow::Result<()> {
+    let record = ApiKeyRecord {
+        key_id: key.key_id().clone(),
+        account: AccountId::root(),
+        name: "root".into(),
+        role: Role::Admin,
+        projects: None,
+        hash: gw.keys.hash(key).await?,
+        created_at: now_millis(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    gw.store.insert_api_key(record).await?;
+    Ok(())
+}
+
+/// The demo pipeline (also in `examples/pipelines/hello.yaml`).
+const DEMO_PIPELINE: &str = include_str!("../examples/pipelines/hello.yaml");
+/// The demo trigger (also in `examples/triggers/hello.yaml`).
+const DEMO_TRIGGER: &str = include_str!("../examples/triggers/hello.yaml");
+
+/// Seeds account `demo`, org `default`, project `demo`, pipeline `hello` and trigger
+/// `hello_trigger`. Idempotent: a second run keeps the trigger's token.
+pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<TriggerView> {
+    let id = |s: &str| Identifier::parse(s, "demo identifier").map_err(anyhow::Error::from);
+    let project = ProjectRef {
+        account: AccountId::parse("demo")?,
+        org: id("default")?,
+        project: id("demo")?,
+    };
+    gw.store.put_account(&project.account, "Demo").await?;
+    gw.store.put_project(&project, "Demo project").await?;
+    let pipeline = id("hello")?;
+    gw.put_pipeline(&project, &pipeline, DEMO_PIPELINE, BodyFormat::Yaml)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the demo pipeline: {e}"))?;
+    let trigger = id("hello_trigger")?;
+    let (view, _) = gw
+        .put_trigger(
+            &project,
+            &pipeline,
+            &trigger,
+            DEMO_TRIGGER,
+            BodyFormat::Yaml,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the demo trigger: {e}"))?;
+    if !view.enabled {
+        bail!("the demo trigger is disabled");
+    }
+    Ok(view)
+}

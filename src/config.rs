@@ -1,0 +1,292 @@
+//! Typed settings: defaults → `triggerd.toml` → `TRIGGERD_*` env vars → CLI flags, validated at
+//! load so that a bad value stops the start with a one-line reason. Every key is documented in
+//! `examples/triggerd.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds, e.g. `127.0.0.1:8080`. Port 0 picks a free port.
+    pub listen: String,
+    /// Base URL used in generated links (`apiUrl`, `webhookUrl`, `curl`). Defaults to
+    /// `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `sqlite://PATH`.
+    pub database_url: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Logging.
+    pub log: LogSettings,
+    /// The SQLite writer.
+    pub writer: WriterSettings,
+    /// API key verification.
+    pub auth: AuthSettings,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `triggerd=debug,actix_web=warn`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// SQLite writer settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterSettings {
+    /// Writes that may wait for the writer; intake answers 503 beyond this.
+    pub queue_capacity: usize,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+/// API key verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Concurrent argon2 verifications; 0 means one per core.
+    pub argon2_threads: usize,
+    /// Seconds a verified key stays cached (at most 300).
+    pub key_cache_ttl_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            database_url: "sqlite://triggerd.db".into(),
+            max_body_bytes: 1024 * 1024,
+            http_workers: 0,
+            shutdown_grace_secs: 30,
+            log: LogSettings::default(),
+            writer: WriterSettings::default(),
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            max_batch: 512,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            argon2_threads: 0,
+            key_cache_ttl_secs: 300,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--public-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+/// A configuration problem, in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Env vars with the `TRIGGERD_` prefix that are not settings keys.
+const NON_SETTING_ENV: &[&str] = &["config", "root_key"];
+
+impl Settings {
+    /// Loads settings from `file` (or `triggerd.toml` when it exists), the environment and
+    /// `overrides`, and validates them.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )))
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None if Path::new("triggerd.toml").exists() => {
+                figment = figment.merge(Toml::file("triggerd.toml"))
+            }
+            None => {}
+        }
+        let settings: Settings = figment
+            .merge(
+                Env::prefixed("TRIGGERD_")
+                    .split("__")
+                    .ignore(NON_SETTING_ENV),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value; the error names the key and what is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return fail(format!(
+                "listen = {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return fail(format!("public_url = {url:?} is not an http(s) URL")),
+            }
+        }
+        if self.database_path().is_none() {
+            return fail(format!(
+                "database_url = {:?} is not supported; use sqlite://PATH (PostgreSQL comes later)",
+                self.database_url
+            ));
+        }
+        if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return fail(format!(
+                "max_body_bytes = {} must be between 1 and 67108864",
+                self.max_body_bytes
+            ));
+        }
+        if self.writer.queue_capacity == 0 || self.writer.max_batch == 0 {
+            return fail("writer.queue_capacity and writer.max_batch must be at least 1".into());
+        }
+        if self.auth.key_cache_ttl_secs > 300 {
+            return fail(format!(
+                "auth.key_cache_ttl_secs = {} must be at most 300",
+                self.auth.key_cache_ttl_secs
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail(format!("log.level = {:?} is invalid: {e}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The SQLite file path from `database_url`.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        crate::store::sqlite::path_from_url(&self.database_url)
+    }
+
+    /// The public base URL for a server bound to `bound`, without a trailing slash.
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let mut s = Settings::default();
+        s.listen = "nope".into();
+        assert!(s.validate().unwrap_err().to_string().contains("listen"));
+        let mut s = Settings::default();
+        s.database_url = "postgres://x".into();
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("database_url"));
+        let mut s = Settings::default();
+        s.max_body_bytes = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_body_bytes"));
+        let mut s = Settings::default();
+        s.public_url = Some("ftp://x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("public_url"));
+    }
+
+    #[test]
+    fn public_base_falls_back_to_the_bound_address() {
+        let s = Settings::default();
+        assert_eq!(
+            s.public_base("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        let s = Settings {
+            public_url: Some("https://hooks.example.com/".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.public_base("127.0.0.1:1".parse().unwrap()),
+            "https://hooks.example.com"
+        );
+    }
+
+    #[test]
+    fn file_values_are_loaded_and_unknown_keys_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "max_body_bytes = 2048\n[log]\nformat = \"json\"\n").unwrap();
+        let s = Settings::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(s.max_body_bytes, 2048);
+        assert_eq!(s.log.format, LogFormat::Json);
+        std::fs::write(&path, "max_body_byte = 2048\n").unwrap();
+        let err = Settings::load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("max_body_byte"), "{err}");
+    }
+}

@@ -1,0 +1,381 @@
+//! Identifier newtypes (DESIGN §1). Each is built only through `parse` (or `generate`), so a value
+//! that exists is valid and handlers never re-check strings.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::rngs::OsRng;
+use rand::RngCore;
+
+use super::DomainError;
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    OsRng.fill_bytes(&mut buf);
+    buf
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl $name {
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// An org, project, pipeline, trigger, stage, step or rule identifier:
+    /// `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+    Identifier
+);
+
+impl Identifier {
+    /// Parses an identifier; `what` names the field in the error message.
+    pub fn parse(value: &str, what: &str) -> Result<Self, DomainError> {
+        let mut chars = value.chars();
+        let valid = value.len() <= 128
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(DomainError::invalid(format!(
+                "{what} '{}' is not a valid identifier (expected ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$)",
+                truncate_for_message(value)
+            )))
+        }
+    }
+}
+
+string_newtype!(
+    /// An account identifier: `^[A-Za-z0-9_-]{1,64}$` (Harness account ids contain `-`).
+    /// `_root` is reserved for the root key.
+    AccountId
+);
+
+/// The reserved account id that owns the root key.
+pub const ROOT_ACCOUNT: &str = "_root";
+
+impl AccountId {
+    /// Parses an account identifier.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        if Self::is_valid(value) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(DomainError::invalid(format!(
+                "accountIdentifier '{}' is not a valid account identifier (expected ^[A-Za-z0-9_-]{{1,64}}$)",
+                truncate_for_message(value)
+            )))
+        }
+    }
+
+    /// Parses an account identifier that a user may create (not the reserved `_root`).
+    pub fn parse_user(value: &str) -> Result<Self, DomainError> {
+        let id = Self::parse(value)?;
+        if id.is_root() {
+            return Err(DomainError::invalid(format!(
+                "accountIdentifier '{ROOT_ACCOUNT}' is reserved"
+            )));
+        }
+        Ok(id)
+    }
+
+    fn is_valid(value: &str) -> bool {
+        (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    /// True for the reserved root account.
+    pub fn is_root(&self) -> bool {
+        self.0 == ROOT_ACCOUNT
+    }
+
+    pub(crate) fn root() -> Self {
+        Self(ROOT_ACCOUNT.to_owned())
+    }
+}
+
+string_newtype!(
+    /// A custom webhook token: 16 CSPRNG bytes, base64url without padding (22 chars).
+    WebhookToken
+);
+
+impl WebhookToken {
+    /// A fresh token from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(URL_SAFE_NO_PAD.encode(random_bytes::<16>()))
+    }
+
+    /// Parses a token as it appears in a URL; `None` when it cannot be one of ours.
+    pub fn parse(value: &str) -> Option<Self> {
+        (value.len() == 22
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(value.to_owned()))
+    }
+}
+
+string_newtype!(
+    /// An eventCorrelationId: 12 CSPRNG bytes as 24 lowercase hex chars.
+    EventId
+);
+
+impl EventId {
+    /// A fresh, unguessable event id.
+    pub fn generate() -> Self {
+        Self(hex::encode(random_bytes::<12>()))
+    }
+
+    /// Parses an event id; `None` when it is not 24 lowercase hex chars.
+    pub fn parse(value: &str) -> Option<Self> {
+        (value.len() == 24
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(value.to_owned()))
+    }
+}
+
+string_newtype!(
+    /// A planExecutionId: 16 CSPRNG bytes, base64url without padding (22 chars).
+    PlanExecutionId
+);
+
+impl PlanExecutionId {
+    /// A fresh execution id.
+    pub fn generate() -> Self {
+        Self(URL_SAFE_NO_PAD.encode(random_bytes::<16>()))
+    }
+
+    /// Parses an execution id as it appears in a URL.
+    pub fn parse(value: &str) -> Option<Self> {
+        WebhookToken::parse(value).map(|t| Self(t.0))
+    }
+}
+
+string_newtype!(
+    /// The id part of an API key: 24 lowercase hex chars.
+    KeyId
+);
+
+impl KeyId {
+    /// A fresh key id.
+    pub fn generate() -> Self {
+        Self(hex::encode(random_bytes::<12>()))
+    }
+
+    /// Parses a key id as given in a URL or inside a key.
+    pub fn parse(value: &str) -> Option<Self> {
+        EventId::parse(value).map(|e| Self(e.0))
+    }
+}
+
+/// A presented or freshly generated API key, `pat.<account>.<keyId>.<secret>`.
+///
+/// `Debug` never prints the secret.
+#[derive(Clone)]
+pub struct ApiKey {
+    full: String,
+    account: AccountId,
+    key_id: KeyId,
+}
+
+/// Length of the base62 secret part: 32 chars ≈ 190 bits.
+const SECRET_LEN: usize = 32;
+
+impl ApiKey {
+    /// Generates a new key for `account` from the OS CSPRNG.
+    pub fn generate(account: &AccountId) -> Self {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let key_id = KeyId::generate();
+        let mut secret = String::with_capacity(SECRET_LEN);
+        while secret.len() < SECRET_LEN {
+            // Rejection sampling keeps every character uniformly likely.
+            for b in random_bytes::<48>() {
+                if (b as usize) < 248 && secret.len() < SECRET_LEN {
+                    secret.push(ALPHABET[b as usize % 62] as char);
+                }
+            }
+        }
+        Self {
+            full: format!("pat.{account}.{key_id}.{secret}"),
+            account: account.clone(),
+            key_id,
+        }
+    }
+
+    /// Parses a presented key; `None` when it is malformed.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split('.');
+        let (pat, account, key_id, secret) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if pat != "pat" || parts.next().is_some() {
+            return None;
+        }
+        let secret_ok = (16..=128).contains(&secret.len())
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !secret_ok || !AccountId::is_valid(account) {
+            return None;
+        }
+        Some(Self {
+            full: value.to_owned(),
+            account: AccountId(account.to_owned()),
+            key_id: KeyId::parse(key_id)?,
+        })
+    }
+
+    /// The account the key claims to belong to.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The key's id (not secret).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The whole key, secret included: only for hashing and for showing once at creation.
+    pub fn expose_secret(&self) -> &str {
+        &self.full
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey(pat.{}.{}.***)", self.account, self.key_id)
+    }
+}
+
+/// The account/org/project triple that scopes pipelines, triggers, events and executions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProjectRef {
+    /// The account.
+    pub account: AccountId,
+    /// The org inside the account.
+    pub org: Identifier,
+    /// The project inside the org.
+    pub project: Identifier,
+}
+
+impl fmt::Display for ProjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.account, self.org, self.project)
+    }
+}
+
+/// Cuts user input that is echoed into an error message to a sane length.
+pub(crate) fn truncate_for_message(value: &str) -> String {
+    const MAX: usize = 130;
+    if value.len() <= MAX {
+        return value.to_owned();
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_design_pattern() {
+        assert!(Identifier::parse("CD_Docs", "x").is_ok());
+        assert!(Identifier::parse("_a1", "x").is_ok());
+        assert!(Identifier::parse(&"a".repeat(128), "x").is_ok());
+        assert!(Identifier::parse(&"a".repeat(129), "x").is_err());
+        assert!(Identifier::parse("1abc", "x").is_err());
+        assert!(Identifier::parse("a-b", "x").is_err());
+        assert!(Identifier::parse("", "x").is_err());
+        assert!(Identifier::parse("é", "x").is_err());
+    }
+
+    #[test]
+    fn account_ids_allow_dash_and_reserve_root() {
+        assert!(AccountId::parse("px7xd_BFRCi-pfWPYXVjvw").is_ok());
+        assert!(AccountId::parse("").is_err());
+        assert!(AccountId::parse(&"a".repeat(65)).is_err());
+        assert!(AccountId::parse("a.b").is_err());
+        assert!(AccountId::parse_user("_root").is_err());
+    }
+
+    #[test]
+    fn generated_ids_have_the_documented_shapes() {
+        let token = WebhookToken::generate();
+        assert_eq!(token.as_str().len(), 22);
+        assert!(WebhookToken::parse(token.as_str()).is_some());
+        let event = EventId::generate();
+        assert!(EventId::parse(event.as_str()).is_some());
+        assert_ne!(EventId::generate(), EventId::generate());
+        assert_eq!(PlanExecutionId::generate().as_str().len(), 22);
+    }
+
+    #[test]
+    fn generated_keys_parse_back_and_hide_their_secret() {
+        let acc = AccountId::parse("acc-1").unwrap();
+        let key = ApiKey::generate(&acc);
+        let parsed = ApiKey::parse(key.expose_secret()).expect("parses");
+        assert_eq!(parsed.account(), &acc);
+        assert_eq!(parsed.key_id(), key.key_id());
+        let secret = key.expose_secret().rsplit('.').next().unwrap().to_owned();
+        assert_eq!(secret.len(), SECRET_LEN);
+        assert!(!format!("{key:?}").contains(&secret));
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        for bad in [
+            "",
+            "pat",
+            "pat.acc.0123456789abcdef01234567",
+            "pat.acc.0123456789abcdef01234567.short",
+            "tok.acc.0123456789abcdef01234567.aaaaaaaaaaaaaaaaaaaa",
+            "pat.acc.XYZ.aaaaaaaaaaaaaaaaaaaa",
+            "pat.a c.0123456789abcdef01234567.aaaaaaaaaaaaaaaaaaaa",
+            "pat.acc.0123456789abcdef01234567.aaaaaaaaaaaaaaaaaaaa.extra",
+        ] {
+            assert!(ApiKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Domain types and pure logic: identifiers, keys, triggers, pipelines, settings.
+//! Nothing here does I/O; everything here is unit-tested next to the code.
+
+pub mod ids;
+pub mod payload;
+pub mod pipeline;
+pub mod settings;
+pub mod trigger;
+
+/// A problem with user-supplied input, with a message fit to show to the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The input is invalid; the message says exactly what and where.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DomainError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+/// How a management request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json`.
+    Json,
+    /// `application/yaml` (also `application/x-yaml`, `text/yaml`).
+    Yaml,
+}
+
+impl BodyFormat {
+    /// Parses `text` into `T`, mapping syntax errors to [`DomainError::Invalid`] with the position.
+    pub fn parse<T: serde::de::DeserializeOwned>(self, text: &str) -> Result<T, DomainError> {
+        match self {
+            BodyFormat::Json => serde_json::from_str(text)
+                .map_err(|e| DomainError::invalid(format!("Invalid JSON body: {e}"))),
+            BodyFormat::Yaml => serde_yaml_ng::from_str(text)
+                .map_err(|e| DomainError::invalid(format!("Invalid YAML body: {e}"))),
+        }
+    }
+}

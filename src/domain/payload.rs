@@ -1,0 +1,113 @@
+//! Rules for what intake accepts and stores of a request: body shape and secret headers.
+
+use super::DomainError;
+
+/// Deepest JSON nesting accepted (DESIGN §2.4).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Checks that a body is UTF-8 and, when it looks like a JSON object or array, that it nests no
+/// deeper than [`MAX_JSON_DEPTH`]. Returns the body as text. Malformed JSON is not an error: it
+/// is kept as a raw string payload.
+pub fn check_body(body: &[u8]) -> Result<&str, DomainError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        DomainError::invalid(format!(
+            "Invalid request: the body is not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    if json_depth(text) > MAX_JSON_DEPTH {
+        return Err(DomainError::invalid(format!(
+            "Invalid request: the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    Ok(text)
+}
+
+/// The deepest bracket nesting outside strings; stops counting once past the limit.
+fn json_depth(text: &str) -> usize {
+    let trimmed = text.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return 0;
+    }
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in trimmed.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+                if max > MAX_JSON_DEPTH {
+                    return max;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Headers whose values are never stored or shown (DESIGN §2.3): keys, credentials, cookies
+/// and signatures. Matching is on the lower-case name.
+pub fn is_secret_header(lower_name: &str) -> bool {
+    matches!(
+        lower_name,
+        "x-api-key" | "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || lower_name.contains("signature")
+        || lower_name.contains("token")
+        || lower_name.contains("secret")
+}
+
+/// What a stored secret header's value is replaced with.
+pub const REDACTED: &str = "********";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert_eq!(json_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a":"[[[[[[{{{{"}"#), 1);
+        assert_eq!(json_depth(r#"{"a":"\"[["}"#), 1);
+        assert_eq!(json_depth("plain [[[ text"), 0);
+    }
+
+    #[test]
+    fn nesting_at_the_limit_passes_and_beyond_fails() {
+        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(check_body(ok.as_bytes()).is_ok());
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(check_body(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_with_the_offset() {
+        let err = check_body(b"ab\xffcd").unwrap_err();
+        assert!(err.to_string().contains("offset 2"), "{err}");
+    }
+
+    #[test]
+    fn secret_headers_are_recognised() {
+        for h in [
+            "x-api-key",
+            "authorization",
+            "cookie",
+            "x-hub-signature-256",
+            "x-gitlab-token",
+        ] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        assert!(!is_secret_header("content-type"));
+        assert!(!is_secret_header("x-github-event"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Accounts, orgs and projects: `PUT`/`GET` (and `DELETE` for orgs and projects).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{
+    api_key, body, deleted, envelope, path_account, path_identifier, path_project, resource,
+};
+use crate::error::Error;
+use crate::service::Gateway;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/v1/accounts/{acc}")
+            .route(web::put().to(put_account))
+            .route(web::get().to(get_account)),
+    )
+    .service(
+        resource("/api/v1/accounts/{acc}/orgs/{org}")
+            .route(web::put().to(put_org))
+            .route(web::get().to(get_org))
+            .route(web::delete().to(delete_org)),
+    )
+    .service(
+        resource("/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}")
+            .route(web::put().to(put_project))
+            .route(web::get().to(get_project))
+            .route(web::delete().to(delete_project)),
+    );
+}
+
+/// The body of a tenancy `PUT`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: Option<String>,
+}
+
+async fn read_name(
+    req: &HttpRequest,
+    payload: web::Payload,
+    gw: &Gateway,
+    default: &str,
+) -> Result<String, Error> {
+    let (text, format) = body::read_text(req, payload, gw.max_body_bytes).await?;
+    let body: NameBody = if text.trim().is_empty() {
+        NameBody::default()
+    } else {
+        format.parse(&text)?
+    };
+    let name = body.name.unwrap_or_else(|| default.to_owned());
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(Error::InvalidRequest(
+            "Invalid request: name must be 1 to 256 characters".into(),
+        ));
+    }
+    Ok(name)
+}
+
+async fn put_account(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let acc = crate::domain::ids::AccountId::parse_user(req.match_info().get("acc").unwrap_or(""))?;
+    gw.authorize_root(api_key(&req), &acc).await?;
+    let name = read_name(&req, payload, &gw, acc.as_str()).await?;
+    let (account, created) = gw.store.put_account(&acc, &name).await?;
+    Ok(envelope::put_result(created, account))
+}
+
+async fn get_account(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    gw.authorize_manage(api_key(&req), &acc).await?;
+    let account = gw.store.get_account(&acc).await?;
+    account
+        .map(envelope::ok)
+        .ok_or_else(|| Error::NotFound(format!("Account {acc} does not exist")))
+}
+
+async fn put_org(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    let org = path_identifier(&req, "org", "orgIdentifier")?;
+    gw.authorize_manage(api_key(&req), &acc).await?;
+    let name = read_name(&req, payload, &gw, org.as_str()).await?;
+    let (scope, created) = gw.store.put_org(&acc, &org, &name).await?;
+    Ok(envelope::put_result(created, scope))
+}
+
+async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    let org = path_identifier(&req, "org", "orgIdentifier")?;
+    gw.authorize_manage(api_key(&req), &acc).await?;
+    gw.store
+        .get_org(&acc, &org)
+        .await?
+        .map(envelope::ok)
+        .ok_or_else(|| Error::NotFound(format!("Org {acc}/{org} does not exist")))
+}
+
+async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    let org = path_identifier(&req, "org", "orgIdentifier")?;
+    gw.authorize_manage(api_key(&req), &acc).await?;
+    deleted(gw.delete_org(&acc, &org).await?, || {
+        format!("Org {acc}/{org} does not exist")
+    })
+}
+
+async fn put_project(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    let name = read_name(&req, payload, &gw, project.project.as_str()).await?;
+    let (scope, created) = gw.store.put_project(&project, &name).await?;
+    Ok(envelope::put_result(created, scope))
+}
+
+async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    gw.store
+        .get_project(&project)
+        .await?
+        .map(envelope::ok)
+        .ok_or_else(|| Error::NotFound(format!("Project {project} does not exist")))
+}
+
+async fn delete_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    deleted(gw.delete_project(&project).await?, || {
+        format!("Project {project} does not exist")
+    })
+}

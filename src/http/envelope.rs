@@ -1,0 +1,91 @@
+//! The response envelopes of DESIGN §2.4, and the one place that maps [`Error`] to HTTP.
+
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+
+use super::middleware::correlation_id;
+use crate::error::Error;
+
+/// `{"status":"SUCCESS","data":...,"metaData":null,"correlationId":...}` with `status`.
+pub fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "status": "SUCCESS",
+        "data": data,
+        "metaData": null,
+        "correlationId": correlation_id(),
+    }))
+}
+
+/// A 200 success envelope.
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    success(StatusCode::OK, data)
+}
+
+/// 201 on create, 200 on update.
+pub fn put_result<T: Serialize>(created: bool, data: T) -> HttpResponse {
+    success(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        data,
+    )
+}
+
+/// A page of a list, with the cursor for the next page.
+pub fn page<T: Serialize>(items: Vec<T>, next_cursor: Option<String>) -> HttpResponse {
+    ok(json!({ "content": items, "nextCursor": next_cursor }))
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let correlation_id = correlation_id();
+        if let Error::Unexpected(cause) = self {
+            // Logged once, here at the edge, with its whole source chain.
+            tracing::error!(correlation_id, error = %ErrorChain(cause), "request failed");
+        }
+        let (code, message) = (self.code(), self.public_message());
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after() {
+            response.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        response.json(json!({
+            "status": "ERROR",
+            "code": code,
+            "message": message,
+            "correlationId": correlation_id,
+            "detailedMessage": null,
+            "responseMessages": [{
+                "code": code,
+                "level": "ERROR",
+                "message": message,
+                "exception": null,
+                "failureTypes": [],
+            }],
+            "metadata": null,
+        }))
+    }
+}
+
+/// Displays an error and every `source()` below it.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

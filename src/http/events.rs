@@ -1,0 +1,50 @@
+//! `GET P/webhookevents?triggerIdentifier=&status=`: received events, newest first.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::{api_key, envelope, list_params, path_project, query, resource};
+use crate::error::Error;
+use crate::service::Gateway;
+use crate::store::EventFilter;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/webhookevents")
+            .route(web::get().to(list)),
+    );
+}
+
+async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_read(api_key(&req), &project).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let filter = EventFilter {
+        trigger: q.get("triggerIdentifier").cloned(),
+        status: q.get("status").cloned(),
+    };
+    let page = gw
+        .store
+        .list_events(&project, &filter, cursor, limit)
+        .await?;
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|e| {
+            json!({
+                "eventId": e.event_id,
+                "triggerIdentifier": e.trigger,
+                "pipelineIdentifier": e.pipeline,
+                "status": e.status,
+                "message": e.message,
+                "exceptionOccured": e.exception_occured,
+                "pipelineExecutionId": e.plan_execution_id,
+                "eventCreatedAt": e.created_at,
+                "headers": e.headers,
+                "payload": e.payload,
+            })
+        })
+        .collect();
+    Ok(envelope::page(items, page.next_cursor))
+}

@@ -1,0 +1,43 @@
+//! `GET /healthz` (liveness), `GET /readyz` (database reachable, migrations applied) and
+//! `GET /metrics` (Prometheus text).
+
+use actix_web::{web, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use super::{envelope, resource};
+use crate::error::Error;
+use crate::service::Gateway;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
+}
+
+async fn healthz() -> HttpResponse {
+    envelope::ok(json!({"status": "UP"}))
+}
+
+async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    match gw.store.ready().await {
+        Ok(true) => Ok(envelope::ok(json!({"status": "READY"}))),
+        Ok(false) => Err(Error::Unavailable {
+            message: "Not ready: database migrations are not applied".into(),
+            retry_after_secs: 5,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(Error::Unavailable {
+                message: "Not ready: the database is not reachable".into(),
+                retry_after_secs: 5,
+            })
+        }
+    }
+}
+
+async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}

@@ -1,0 +1,138 @@
+//! The HTTP surface. Each resource module registers its own routes with `configure`; handlers
+//! are thin: extract, parse into domain types, call the service, render the envelope.
+//!
+//! Every route is served at the root and under `/gateway/pipeline/api`, so a Harness URL works
+//! after only the host is changed.
+
+pub mod body;
+pub mod envelope;
+pub mod middleware;
+
+mod accounts;
+mod apikeys;
+mod events;
+mod health;
+mod intake;
+mod pipelines;
+mod settings;
+mod status;
+mod triggers;
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::domain::ids::{AccountId, Identifier, ProjectRef};
+use crate::error::Error;
+
+/// The Harness-compatible alias prefix.
+pub const HARNESS_PREFIX: &str = "/gateway/pipeline/api";
+
+/// Registers every route, at the root and under the Harness prefix, plus JSON 404s.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::scope(HARNESS_PREFIX).configure(routes))
+        .configure(routes)
+        .default_service(web::to(not_found));
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    intake::configure(cfg);
+    status::configure(cfg);
+    health::configure(cfg);
+    accounts::configure(cfg);
+    apikeys::configure(cfg);
+    settings::configure(cfg);
+    pipelines::configure(cfg);
+    triggers::configure(cfg);
+    events::configure(cfg);
+}
+
+/// A resource whose unlisted methods answer 405 with the envelope.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::NotFound(format!(
+        "No route for {} {}",
+        req.method(),
+        crate::domain::ids::truncate_for_message(req.path())
+    )))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed(format!(
+        "Method {} is not allowed on this resource",
+        req.method()
+    )))
+}
+
+/// The first value of a header, when it is valid visible ASCII. A header that is present but
+/// not ASCII yields `Some("")`, which no check accepts.
+pub(crate) fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers().get(name).map(|v| v.to_str().unwrap_or(""))
+}
+
+/// `X-Api-Key`.
+pub(crate) fn api_key(req: &HttpRequest) -> Option<&str> {
+    header(req, "x-api-key")
+}
+
+/// The query string as a map (first value wins).
+pub(crate) fn query(req: &HttpRequest) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    map
+}
+
+/// A path segment that must be an account id.
+pub(crate) fn path_account(req: &HttpRequest) -> Result<AccountId, Error> {
+    Ok(AccountId::parse(req.match_info().get("acc").unwrap_or(""))?)
+}
+
+/// A path segment that must be an identifier.
+pub(crate) fn path_identifier(
+    req: &HttpRequest,
+    name: &str,
+    what: &str,
+) -> Result<Identifier, Error> {
+    Ok(Identifier::parse(
+        req.match_info().get(name).unwrap_or(""),
+        what,
+    )?)
+}
+
+/// The `{acc}/{org}/{proj}` of a project-scoped path.
+pub(crate) fn path_project(req: &HttpRequest) -> Result<ProjectRef, Error> {
+    Ok(ProjectRef {
+        account: path_account(req)?,
+        org: path_identifier(req, "org", "orgIdentifier")?,
+        project: path_identifier(req, "proj", "projectIdentifier")?,
+    })
+}
+
+/// `limit` (default 50, at most 500) and `cursor` of a list request.
+pub(crate) fn list_params(q: &HashMap<String, String>) -> Result<(u32, Option<&str>), Error> {
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                Error::InvalidRequest("Invalid request: limit must be between 1 and 500".into())
+            })?,
+    };
+    Ok((limit, q.get("cursor").map(String::as_str)))
+}
+
+/// 200 with an empty success envelope, for deletes.
+pub(crate) fn deleted(found: bool, what: impl FnOnce() -> String) -> Result<HttpResponse, Error> {
+    if found {
+        Ok(envelope::ok(serde_json::Value::Null))
+    } else {
+        Err(Error::NotFound(what()))
+    }
+}

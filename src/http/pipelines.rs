@@ -1,0 +1,66 @@
+//! Pipelines under `P = /api/v1/accounts/{acc}/orgs/{org}/projects/{proj}`: `PUT`, `GET`,
+//! `DELETE` and list. Bodies are JSON or YAML in the Harness shape (DESIGN §6.1).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{
+    api_key, body, deleted, envelope, list_params, path_identifier, path_project, query, resource,
+};
+use crate::error::Error;
+use crate::service::manage::PipelineView;
+use crate::service::Gateway;
+
+const P: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}";
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource(&format!("{P}/pipelines")).route(web::get().to(list)))
+        .service(
+            resource(&format!("{P}/pipelines/{{pipe}}"))
+                .route(web::put().to(put))
+                .route(web::get().to(get))
+                .route(web::delete().to(delete)),
+        );
+}
+
+async fn put(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let (view, created) = gw.put_pipeline(&project, &id, &text, format).await?;
+    Ok(envelope::put_result(created, view))
+}
+
+async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    gw.store
+        .get_pipeline(&project, &id)
+        .await?
+        .map(|p| envelope::ok(PipelineView::from(&p)))
+        .ok_or_else(|| Error::NotFound(format!("Pipeline {id} does not exist in {project}")))
+}
+
+async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let page = gw.store.list_pipelines(&project, cursor, limit).await?;
+    let items: Vec<PipelineView> = page.items.iter().map(PipelineView::from).collect();
+    Ok(envelope::page(items, page.next_cursor))
+}
+
+async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    deleted(gw.delete_pipeline(&project, &id).await?, || {
+        format!("Pipeline {id} does not exist in {project}")
+    })
+}

@@ -1,0 +1,90 @@
+//! `PUT`/`GET`/`DELETE /api/v1/settings/{name}?accountIdentifier=&orgIdentifier=&projectIdentifier=`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{api_key, body, envelope, query, resource};
+use crate::domain::ids::{AccountId, Identifier};
+use crate::domain::settings::{parse_setting_name, ScopedValue};
+use crate::error::Error;
+use crate::service::Gateway;
+use crate::store::SettingScope;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/v1/settings/{name}")
+            .route(web::put().to(put))
+            .route(web::get().to(get))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// The body of a setting `PUT`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingBody {
+    value: bool,
+    #[serde(default = "default_allow_overrides")]
+    allow_overrides: bool,
+}
+
+fn default_allow_overrides() -> bool {
+    true
+}
+
+/// Parses the name and scope, and checks the caller may manage the account.
+async fn scope(req: &HttpRequest, gw: &Gateway) -> Result<(&'static str, SettingScope), Error> {
+    let name = parse_setting_name(req.match_info().get("name").unwrap_or(""))?;
+    let q = query(req);
+    let account = q.get("accountIdentifier").ok_or_else(|| {
+        Error::InvalidRequest(
+            "Invalid request: query parameter accountIdentifier is required".into(),
+        )
+    })?;
+    let account = AccountId::parse(account)?;
+    let org = q
+        .get("orgIdentifier")
+        .map(|o| Identifier::parse(o, "orgIdentifier"))
+        .transpose()?;
+    let project = q
+        .get("projectIdentifier")
+        .map(|p| Identifier::parse(p, "projectIdentifier"))
+        .transpose()?;
+    if project.is_some() && org.is_none() {
+        return Err(Error::InvalidRequest(
+            "Invalid request: projectIdentifier requires orgIdentifier".into(),
+        ));
+    }
+    gw.authorize_manage(api_key(req), &account).await?;
+    Ok((
+        name,
+        SettingScope {
+            account,
+            org,
+            project,
+        },
+    ))
+}
+
+async fn put(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let (name, scope) = scope(&req, &gw).await?;
+    let body: SettingBody = body::read_json(&req, payload, gw.max_body_bytes).await?;
+    let value = ScopedValue {
+        value: body.value,
+        allow_overrides: body.allow_overrides,
+    };
+    Ok(envelope::ok(gw.put_setting(&scope, name, value).await?))
+}
+
+async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (name, scope) = scope(&req, &gw).await?;
+    Ok(envelope::ok(gw.get_setting(&scope, name).await?))
+}
+
+async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (name, scope) = scope(&req, &gw).await?;
+    Ok(envelope::ok(gw.delete_setting(&scope, name).await?))
+}

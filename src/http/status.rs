@@ -1,0 +1,96 @@
+//! `GET /webhook/triggerExecutionDetails/{eventCorrelationId}` (DESIGN §2.3).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::{api_key, envelope, query, resource};
+use crate::error::Error;
+use crate::service::intake::{self, EventStatus};
+use crate::service::Gateway;
+use crate::store::Execution;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/webhook/triggerExecutionDetails/{id}")
+            .route(web::get().to(trigger_execution_details)),
+    );
+}
+
+async fn trigger_execution_details(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let q = query(&req);
+    let id = req.match_info().get("id").unwrap_or("");
+    let status = intake::event_status(
+        &gw,
+        id,
+        q.get("accountIdentifier").map(String::as_str),
+        api_key(&req),
+    )
+    .await?;
+    Ok(envelope::ok(render(&status)))
+}
+
+fn render(s: &EventStatus) -> Value {
+    let e = &s.event;
+    json!({
+        "webhookProcessingDetails": {
+            "eventFound": true,
+            "eventId": e.event_id,
+            "accountIdentifier": e.scope.account,
+            "orgIdentifier": e.scope.org,
+            "projectIdentifier": e.scope.project,
+            "triggerIdentifier": e.trigger,
+            "pipelineIdentifier": e.pipeline,
+            "pipelineExecutionId": e.plan_execution_id,
+            "exceptionOccured": e.exception_occured,
+            "status": e.status,
+            "message": e.message,
+            "payload": e.payload,
+            "eventCreatedAt": e.created_at,
+            "runtimeInput": e.runtime_input,
+            "conditionResults": e.condition_results,
+        },
+        "executionDetails": s.execution.as_ref().map(|x| json!({
+            "pipelineExecutionSummary": summary(x),
+        })),
+    })
+}
+
+/// The Harness `pipelineExecutionSummary` (DESIGN §6.4) for what is known before the engine
+/// runs: identity, trigger info and status. Stage nodes arrive with the execution engine.
+fn summary(x: &Execution) -> Value {
+    let p = &x.scope;
+    json!({
+        "pipelineIdentifier": x.pipeline,
+        "planExecutionId": x.plan_execution_id,
+        "name": x.pipeline_name,
+        "status": x.status,
+        "tags": [],
+        "executionTriggerInfo": {
+            "triggerType": x.trigger_type,
+            "triggeredBy": {
+                "uuid": "systemUser",
+                "identifier": x.trigger,
+                "extraInfo": {
+                    "execution_trigger_tag_needed_for_abort": format!("{}:{}:{}:{}", p.account, p.org, p.project, x.pipeline),
+                    "triggerRef": x.trigger.as_ref().map(|t| format!("{}/{}/{}/{t}", p.account, p.org, p.project)),
+                    "eventCorrelationId": x.event_id,
+                },
+            },
+            "isRerun": false,
+        },
+        "layoutNodeMap": {},
+        "startingNodeId": null,
+        "startTs": x.started_at,
+        "endTs": x.ended_at,
+        "createdAt": x.created_at,
+        "runSequence": x.run_sequence,
+        "successfulStagesCount": 0,
+        "runningStagesCount": 0,
+        "failedStagesCount": 0,
+        "totalStagesCount": 0,
+        "failureInfo": {"message": ""},
+    })
+}

@@ -1,0 +1,123 @@
+//! Triggers under `P/pipelines/{pipe}/triggers`: `PUT`, `GET`, `PATCH` (enable/disable),
+//! `DELETE`, list, and the `curl` snippet. Responses carry `webhookUrl`, `curl` and
+//! `customWebhookToken`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{
+    api_key, body, deleted, envelope, list_params, path_identifier, path_project, query, resource,
+};
+use crate::domain::ids::{Identifier, ProjectRef};
+use crate::error::Error;
+use crate::service::Gateway;
+
+const T: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers";
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource(T).route(web::get().to(list)))
+        .service(
+            resource(&format!("{T}/{{trig}}"))
+                .route(web::put().to(put))
+                .route(web::get().to(get))
+                .route(web::patch().to(patch))
+                .route(web::delete().to(delete)),
+        )
+        .service(resource(&format!("{T}/{{trig}}/curl")).route(web::get().to(curl)));
+}
+
+/// Parses the pipeline path and checks the caller manages the account.
+async fn target_pipeline(
+    req: &HttpRequest,
+    gw: &Gateway,
+) -> Result<(ProjectRef, Identifier), Error> {
+    let project = path_project(req)?;
+    let pipeline = path_identifier(req, "pipe", "pipelineIdentifier")?;
+    gw.authorize_manage(api_key(req), &project.account).await?;
+    Ok((project, pipeline))
+}
+
+/// Parses the trigger path and checks the caller manages the account.
+async fn target(
+    req: &HttpRequest,
+    gw: &Gateway,
+) -> Result<(ProjectRef, Identifier, Identifier), Error> {
+    let trigger = path_identifier(req, "trig", "triggerIdentifier")?;
+    let (project, pipeline) = target_pipeline(req, gw).await?;
+    Ok((project, pipeline, trigger))
+}
+
+fn missing(project: &ProjectRef, pipeline: &Identifier, trigger: &Identifier) -> Error {
+    Error::NotFound(format!(
+        "Trigger {trigger} does not exist on pipeline {pipeline} in {project}"
+    ))
+}
+
+async fn put(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let (project, pipeline, trigger) = target(&req, &gw).await?;
+    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let (view, created) = gw
+        .put_trigger(&project, &pipeline, &trigger, &text, format)
+        .await?;
+    Ok(envelope::put_result(created, view))
+}
+
+async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (project, pipeline, trigger) = target(&req, &gw).await?;
+    gw.get_trigger(&project, &pipeline, &trigger)
+        .await?
+        .map(envelope::ok)
+        .ok_or_else(|| missing(&project, &pipeline, &trigger))
+}
+
+/// The body of a `PATCH`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    enabled: bool,
+}
+
+async fn patch(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let (project, pipeline, trigger) = target(&req, &gw).await?;
+    let body: PatchBody = body::read_json(&req, payload, gw.max_body_bytes).await?;
+    gw.set_trigger_enabled(&project, &pipeline, &trigger, body.enabled)
+        .await?
+        .map(envelope::ok)
+        .ok_or_else(|| missing(&project, &pipeline, &trigger))
+}
+
+async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (project, pipeline, trigger) = target(&req, &gw).await?;
+    deleted(
+        gw.delete_trigger(&project, &pipeline, &trigger).await?,
+        || missing(&project, &pipeline, &trigger).to_string(),
+    )
+}
+
+async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (project, pipeline) = target_pipeline(&req, &gw).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let page = gw.list_triggers(&project, &pipeline, cursor, limit).await?;
+    Ok(envelope::page(page.items, page.next_cursor))
+}
+
+async fn curl(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let (project, pipeline, trigger) = target(&req, &gw).await?;
+    let record = gw
+        .store
+        .get_trigger(&project, &pipeline, &trigger)
+        .await?
+        .ok_or_else(|| missing(&project, &pipeline, &trigger))?;
+    let snippet = gw.trigger_curl(&record).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{snippet}\n")))
+}

@@ -1,0 +1,29 @@
+//! # triggerd
+//!
+//! A self-hosted gateway that starts pipelines from webhooks, wire-compatible with Harness
+//! custom triggers. The external contract is `DESIGN.md`; this crate is its implementation.
+//!
+//! ## Layout
+//! - [`config`]: typed settings (defaults → `triggerd.toml` → `TRIGGERD_*` → flags).
+//! - [`startup`]: builds the application and runs it until shutdown.
+//! - [`domain`]: identifiers, keys, triggers, pipelines, settings; pure and unit-tested.
+//! - [`auth`]: API key verification, roles, the key cache.
+//! - [`store`]: the storage trait, its SQLite backend (all SQL lives here) and the hot cache.
+//! - [`service`]: the use cases (intake, status, management) the HTTP layer calls.
+//! - [`http`]: routes, envelopes, middleware; one module per resource.
+//! - [`bootstrap`]: the root key and the demo.
+//!
+//! Dependencies point inward: `http` → `service` → `auth`/`domain` → `store`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

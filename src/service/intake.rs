@@ -1,0 +1,346 @@
+//! Webhook intake (DESIGN §2.1, §2.2) and the status read (§2.3).
+//!
+//! The checks run in exactly the documented order; the HTTP layer has already enforced the body
+//! limit (step 1) while streaming.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{mandate_message, Gateway};
+use crate::domain::ids::{
+    truncate_for_message, AccountId, EventId, Identifier, PlanExecutionId, ProjectRef,
+};
+use crate::domain::payload::{check_body, is_secret_header, REDACTED};
+use crate::error::Error;
+use crate::store::cache::CachedTrigger;
+use crate::store::{now_millis, Execution, NewExecution, RecordOutcome, WebhookEvent};
+
+/// Status of an event that queued its pipeline.
+pub const TARGET_EXECUTION_REQUESTED: &str = "TARGET_EXECUTION_REQUESTED";
+const EXECUTION_REQUESTED_MESSAGE: &str = "Pipeline execution was requested successfully";
+/// `runtimeInput` when the trigger gives none.
+pub const EMPTY_RUNTIME_INPUT: &str = "pipeline: {}\n";
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The identifier query parameters of an intake URL, as given.
+#[derive(Debug, Default, Clone)]
+pub struct IntakeQuery {
+    /// `accountIdentifier`.
+    pub account: Option<String>,
+    /// `orgIdentifier`.
+    pub org: Option<String>,
+    /// `projectIdentifier`.
+    pub project: Option<String>,
+    /// `pipelineIdentifier`.
+    pub pipeline: Option<String>,
+    /// `triggerIdentifier`.
+    pub trigger: Option<String>,
+}
+
+impl IntakeQuery {
+    /// Builds the query from `key=value` pairs; the first occurrence of each key wins.
+    pub fn from_pairs<'a>(
+        pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+    ) -> Self {
+        let mut q = IntakeQuery::default();
+        for (k, v) in pairs {
+            let slot = match k.as_ref() {
+                "accountIdentifier" => &mut q.account,
+                "orgIdentifier" => &mut q.org,
+                "projectIdentifier" => &mut q.project,
+                "pipelineIdentifier" => &mut q.pipeline,
+                "triggerIdentifier" => &mut q.trigger,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
+        }
+        q
+    }
+}
+
+/// The parts of an intake request the service needs.
+#[derive(Debug)]
+pub struct IntakeRequest<'a> {
+    /// The identifier query parameters.
+    pub query: IntakeQuery,
+    /// `X-Api-Key`, when sent.
+    pub api_key: Option<&'a str>,
+    /// `Idempotency-Key`, when sent.
+    pub idempotency_key: Option<&'a str>,
+    /// Every request header (lower-case name, first value); secrets are redacted here.
+    pub headers: Vec<(String, String)>,
+    /// The body, already within the size limit.
+    pub body: Bytes,
+}
+
+/// An accepted event: stored now, or the original of an idempotent replay.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The stored event.
+    pub event: WebhookEvent,
+    /// True when this answers a repeated `Idempotency-Key`.
+    pub replayed: bool,
+}
+
+fn require<'q>(value: &'q Option<String>, name: &str) -> Result<&'q str, Error> {
+    value.as_deref().ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "Invalid request: query parameter {name} is required"
+        ))
+    })
+}
+
+/// POST /webhook/custom/{token}/v3.
+pub async fn custom_v3(
+    gw: &Gateway,
+    token: &str,
+    req: IntakeRequest<'_>,
+) -> Result<Accepted, Error> {
+    // 2. The token.
+    let unknown = || {
+        Error::InvalidRequest(format!(
+            "No custom trigger found for the used custom webhook token: {}",
+            truncate_for_message(token)
+        ))
+    };
+    let trigger = match crate::domain::ids::WebhookToken::parse(token) {
+        Some(t) => {
+            gw.cache
+                .trigger_by_token(gw.store.as_ref(), t.as_str())
+                .await?
+        }
+        None => None,
+    }
+    .ok_or_else(unknown)?;
+    let t = &trigger.record;
+
+    // 3. Identifier cross-check.
+    let q = &req.query;
+    let given = [
+        (
+            "accountIdentifier",
+            require(&q.account, "accountIdentifier")?,
+        ),
+        ("orgIdentifier", require(&q.org, "orgIdentifier")?),
+        (
+            "projectIdentifier",
+            require(&q.project, "projectIdentifier")?,
+        ),
+    ];
+    let expected = [
+        t.scope.account.as_str(),
+        t.scope.org.as_str(),
+        t.scope.project.as_str(),
+    ];
+    let optional = [
+        (
+            "pipelineIdentifier",
+            q.pipeline.as_deref(),
+            t.pipeline.as_str(),
+        ),
+        (
+            "triggerIdentifier",
+            q.trigger.as_deref(),
+            t.identifier.as_str(),
+        ),
+    ];
+    let mismatched = given
+        .iter()
+        .zip(expected)
+        .map(|(&(name, value), want)| (name, Some(value), want))
+        .chain(optional)
+        .find(|&(_, value, want)| value.is_some_and(|v| v != want));
+    if let Some((name, Some(value), _)) = mismatched {
+        return Err(Error::InvalidRequest(format!(
+            "Invalid request: {name} '{}' does not match the trigger of this custom webhook token",
+            truncate_for_message(value)
+        )));
+    }
+
+    // 4. Disabled trigger.
+    if !t.enabled {
+        return Err(Error::InvalidRequest(format!(
+            "No enabled custom trigger found for the used custom webhook token: {}",
+            t.token
+        )));
+    }
+
+    // 5. Authorization, with the mandate.
+    let mandate = gw.cache.mandate(gw.store.as_ref(), &t.scope).await?;
+    gw.authorize_execute(req.api_key, &t.scope, mandate.value)
+        .await?;
+
+    accept(gw, &trigger, req).await
+}
+
+/// POST /webhook/custom/v2: identifiers instead of a token, and a key is always required.
+pub async fn custom_v2(gw: &Gateway, req: IntakeRequest<'_>) -> Result<Accepted, Error> {
+    let q = &req.query;
+    let account = require(&q.account, "accountIdentifier")?;
+    let org = require(&q.org, "orgIdentifier")?;
+    let project = require(&q.project, "projectIdentifier")?;
+    let pipeline = require(&q.pipeline, "pipelineIdentifier")?;
+    let trigger = require(&q.trigger, "triggerIdentifier")?;
+    let scope = ProjectRef {
+        account: AccountId::parse(account)?,
+        org: Identifier::parse(org, "orgIdentifier")?,
+        project: Identifier::parse(project, "projectIdentifier")?,
+    };
+    let pipeline = Identifier::parse(pipeline, "pipelineIdentifier")?;
+    let trigger_id = Identifier::parse(trigger, "triggerIdentifier")?;
+
+    // Identifiers are guessable, so the key comes before anything about the trigger is revealed.
+    gw.authorize_execute(req.api_key, &scope, true).await?;
+
+    let described =
+        format!("pipelineIdentifier {pipeline} and triggerIdentifier {trigger_id} in {scope}");
+    let record = gw
+        .store
+        .get_trigger(&scope, &pipeline, &trigger_id)
+        .await?
+        .ok_or_else(|| Error::InvalidRequest(format!("No custom trigger found for {described}")))?;
+    let trigger = gw
+        .cache
+        .trigger_by_token(gw.store.as_ref(), &record.token)
+        .await?
+        .ok_or_else(|| Error::InvalidRequest(format!("No custom trigger found for {described}")))?;
+    if !trigger.record.enabled {
+        return Err(Error::InvalidRequest(format!(
+            "No enabled custom trigger found for {described}"
+        )));
+    }
+    accept(gw, &trigger, req).await
+}
+
+/// Steps 7 and 8, shared by v2 and v3: validate the body, then record the event and queue its
+/// execution in one durable transaction (or replay an idempotent request).
+async fn accept(
+    gw: &Gateway,
+    trigger: &Arc<CachedTrigger>,
+    req: IntakeRequest<'_>,
+) -> Result<Accepted, Error> {
+    let payload = check_body(&req.body)?.to_owned();
+    let idempotency_key = req
+        .idempotency_key
+        .map(validate_idempotency_key)
+        .transpose()?;
+    let t = &trigger.record;
+
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers
+        .into_iter()
+        .map(|(name, value)| {
+            let value = if is_secret_header(&name) {
+                REDACTED.to_owned()
+            } else {
+                value
+            };
+            (name, serde_json::Value::String(value))
+        })
+        .collect();
+
+    let runtime_input = t
+        .spec
+        .pointer("/trigger/inputYaml")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(EMPTY_RUNTIME_INPUT)
+        .to_owned();
+    let plan = PlanExecutionId::generate();
+    let event = WebhookEvent {
+        event_id: EventId::generate(),
+        scope: t.scope.clone(),
+        pipeline: t.pipeline.to_string(),
+        trigger: t.identifier.to_string(),
+        status: TARGET_EXECUTION_REQUESTED.into(),
+        message: EXECUTION_REQUESTED_MESSAGE.into(),
+        exception_occured: false,
+        payload,
+        headers: serde_json::Value::Object(headers),
+        runtime_input,
+        condition_results: serde_json::Value::Array(Vec::new()),
+        plan_execution_id: Some(plan.clone()),
+        idempotency_key,
+        created_at: now_millis(),
+    };
+    let execution = NewExecution {
+        plan_execution_id: plan,
+        pipeline_name: trigger.pipeline_name.clone(),
+        trigger_type: "WEBHOOK_CUSTOM",
+    };
+    let outcome = gw.store.record_event(event, Some(execution)).await?;
+    metrics::counter!("triggerd_webhook_events_total").increment(1);
+    Ok(match outcome {
+        RecordOutcome::Stored(event) => Accepted {
+            event,
+            replayed: false,
+        },
+        RecordOutcome::Replayed(event) => Accepted {
+            event,
+            replayed: true,
+        },
+    })
+}
+
+fn validate_idempotency_key(key: &str) -> Result<String, Error> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    {
+        return Err(Error::InvalidRequest(format!(
+            "Invalid request: Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
+/// An event and the execution it requested, for the status endpoint.
+#[derive(Debug)]
+pub struct EventStatus {
+    /// The event.
+    pub event: WebhookEvent,
+    /// Its execution, when one was requested.
+    pub execution: Option<Execution>,
+}
+
+/// GET /webhook/triggerExecutionDetails/{id}: readable without a key unless the mandate is on
+/// for the event's project; a key that is sent must be valid.
+pub async fn event_status(
+    gw: &Gateway,
+    event_id: &str,
+    account: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<EventStatus, Error> {
+    let account = account.ok_or_else(|| {
+        Error::InvalidRequest(
+            "Invalid request: query parameter accountIdentifier is required".into(),
+        )
+    })?;
+    let not_found = || {
+        Error::NotFound(format!(
+            "Trigger event history doesn't exist for event with eventId {}",
+            truncate_for_message(event_id)
+        ))
+    };
+    let id = EventId::parse(event_id).ok_or_else(not_found)?;
+    let event = gw
+        .store
+        .get_event(&id)
+        .await?
+        .filter(|e| e.scope.account.as_str() == account)
+        .ok_or_else(not_found)?;
+    let mandate = gw.cache.mandate(gw.store.as_ref(), &event.scope).await?;
+    if api_key.is_none() && mandate.value {
+        return Err(Error::InvalidRequest(mandate_message(&event.scope)));
+    }
+    gw.authorize_execute(api_key, &event.scope, false).await?;
+    let execution = match &event.plan_execution_id {
+        Some(plan) => gw.store.get_execution(plan).await?,
+        None => None,
+    };
+    Ok(EventStatus { event, execution })
+}

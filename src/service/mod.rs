@@ -1,0 +1,141 @@
+//! Use cases behind the HTTP handlers: intake, status, and management. Handlers parse the
+//! request and render the response; everything in between happens here, so the demo seeder and
+//! later front ends share one implementation.
+
+pub mod intake;
+pub mod links;
+pub mod manage;
+
+use std::sync::Arc;
+
+use crate::auth::keys::KeyVerifier;
+use crate::auth::{AuthError, Principal};
+use crate::domain::ids::{AccountId, ProjectRef};
+use crate::error::Error;
+use crate::store::cache::HotCache;
+use crate::store::Store;
+
+/// Everything a request needs: the store, the hot caches, the key verifier and the settings
+/// that shape responses. Shared by every HTTP worker.
+pub struct Gateway {
+    /// The storage backend.
+    pub store: Arc<dyn Store>,
+    /// Token → trigger and resolved settings, in memory.
+    pub cache: HotCache,
+    /// API key verification with its cache.
+    pub keys: KeyVerifier,
+    /// Base URL for generated links, without a trailing slash.
+    pub public_url: String,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+}
+
+/// The message for a key that is malformed, unknown, revoked, expired or wrong.
+pub fn invalid_key_message(account: &str) -> String {
+    format!("Invalid call: Invalid token or token expired. Account id for API called: {account}")
+}
+
+/// The message for a missing key where one is mandatory.
+pub fn mandate_message(project: &ProjectRef) -> String {
+    format!(
+        "Invalid request: Authorization is mandatory for custom triggers in {}:{}:{}. Please add X-Api-Key header in the request",
+        project.account, project.org, project.project
+    )
+}
+
+impl Gateway {
+    /// Verifies a management key: admin of `account`, or root.
+    pub async fn authorize_manage(
+        &self,
+        api_key: Option<&str>,
+        account: &AccountId,
+    ) -> Result<Principal, Error> {
+        let principal = self.verify_key(api_key, account).await?;
+        if principal.can_manage(account) {
+            Ok(principal)
+        } else {
+            Err(Error::AccessDenied(format!(
+                "Missing permission to manage account {account}: this API key has role {}",
+                principal.role.as_str()
+            )))
+        }
+    }
+
+    /// Verifies the root key.
+    pub async fn authorize_root(
+        &self,
+        api_key: Option<&str>,
+        account: &AccountId,
+    ) -> Result<Principal, Error> {
+        let principal = self.verify_key(api_key, account).await?;
+        if principal.is_root() {
+            Ok(principal)
+        } else {
+            Err(Error::AccessDenied(
+                "Missing permission: only the root key may create or change accounts".into(),
+            ))
+        }
+    }
+
+    /// Applies the intake/status key rules of DESIGN §2.1 step 5 for `project`: a present key
+    /// must be valid and allowed to execute there; an absent key is refused when `required`.
+    pub async fn authorize_execute(
+        &self,
+        api_key: Option<&str>,
+        project: &ProjectRef,
+        required: bool,
+    ) -> Result<Option<Principal>, Error> {
+        let Some(key) = api_key else {
+            return if required {
+                Err(Error::InvalidRequest(mandate_message(project)))
+            } else {
+                Ok(None)
+            };
+        };
+        let principal = self.verify_key(Some(key), &project.account).await?;
+        if principal.can_execute(project) {
+            Ok(Some(principal))
+        } else {
+            Err(Error::AccessDenied(format!(
+                "Missing permission to execute pipelines in {project}"
+            )))
+        }
+    }
+
+    /// Verifies a key that may read status, events and executions in `project` (any key of the
+    /// account that may execute there). A missing key is 401, as everywhere on the management
+    /// API.
+    pub async fn authorize_read(
+        &self,
+        api_key: Option<&str>,
+        project: &ProjectRef,
+    ) -> Result<Principal, Error> {
+        let principal = self.verify_key(api_key, &project.account).await?;
+        if principal.can_execute(project) {
+            Ok(principal)
+        } else {
+            Err(Error::AccessDenied(format!(
+                "Missing permission to read {project}"
+            )))
+        }
+    }
+
+    async fn verify_key(
+        &self,
+        api_key: Option<&str>,
+        account: &AccountId,
+    ) -> Result<Principal, Error> {
+        let Some(key) = api_key else {
+            return Err(Error::InvalidToken(format!(
+                "Invalid call: X-Api-Key header is required. Account id for API called: {account}"
+            )));
+        };
+        self.keys
+            .verify(self.store.as_ref(), key, account)
+            .await
+            .map_err(|e| match e {
+                AuthError::InvalidKey => Error::InvalidToken(invalid_key_message(account.as_str())),
+                AuthError::Store(e) => e.into(),
+            })
+    }
+}

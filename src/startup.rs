@@ -1,0 +1,165 @@
+//! Building and running the application: open the store, bind the listener, start the HTTP
+//! server, and stop it all gracefully when the `shutdown` future given to
+//! [`Application::run_until_stopped`] resolves.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::keys::KeyVerifier;
+use crate::config::Settings;
+use crate::http;
+use crate::service::Gateway;
+use crate::store::cache::HotCache;
+use crate::store::sqlite::{SqliteStore, WriterOptions};
+
+/// A built, listening application.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    store: Arc<SqliteStore>,
+    gateway: web::Data<Gateway>,
+}
+
+/// The process-wide Prometheus recorder; installed once, shared by every application in the
+/// process (tests start several).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("triggerd-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok();
+            handle
+        })
+        .clone()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl Application {
+    /// Opens and migrates the database, binds `settings.listen` and starts serving.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let path = settings
+            .database_path()
+            .context("database_url must be sqlite://PATH")?;
+        let store = Arc::new(
+            SqliteStore::open(
+                &path,
+                WriterOptions {
+                    queue_capacity: settings.writer.queue_capacity,
+                    max_batch: settings.writer.max_batch,
+                },
+            )
+            .with_context(|| format!("opening database {}", path.display()))?,
+        );
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let bound = listener.local_addr()?;
+        let argon2_threads = match settings.auth.argon2_threads {
+            0 => cores(),
+            n => n,
+        };
+        let gateway = web::Data::new(Gateway {
+            store: store.clone(),
+            cache: HotCache::new(),
+            keys: KeyVerifier::new(
+                argon2_threads,
+                Duration::from_secs(settings.auth.key_cache_ttl_secs),
+            ),
+            public_url: settings.public_base(bound),
+            max_body_bytes: settings.max_body_bytes,
+        });
+        let metrics = web::Data::new(metrics_handle());
+        let app_gateway = gateway.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(http::middleware::RequestContext)
+                .app_data(app_gateway.clone())
+                .app_data(metrics.clone())
+                .configure(http::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace_secs)
+        .listen(listener)?;
+        if settings.http_workers > 0 {
+            server = server.workers(settings.http_workers);
+        }
+        tracing::info!(listen = %bound, public_url = %gateway.public_url, "triggerd listening");
+        Ok(Self {
+            port: bound.port(),
+            server: server.run(),
+            store,
+            gateway,
+        })
+    }
+
+    /// The bound port (useful with `listen = "127.0.0.1:0"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared services, for bootstrap and the demo seeder.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.clone().into_inner()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
+    /// commits every queued write and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        tokio::select! {
+            result = &mut server => {
+                result.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+            }
+            () = shutdown => {
+                tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
+                handle.stop(true).await;
+                server.await.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+            }
+        }
+        self.store.shutdown().await;
+        tracing::info!("stopped: every acknowledged write is committed");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

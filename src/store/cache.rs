@@ -1,0 +1,151 @@
+//! Hot lookups served from memory: token → trigger and project → resolved mandate.
+//!
+//! Entries are filled on a miss and dropped whenever the data behind them changes. A
+//! generation counter, bumped under the same lock as every invalidation, stops a reader that
+//! loaded a row just before a change from caching that stale row just after it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::{SettingScope, Store, StoreResult, TriggerRecord};
+use crate::domain::ids::ProjectRef;
+use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
+
+/// A trigger as intake needs it.
+#[derive(Debug)]
+pub struct CachedTrigger {
+    /// The stored trigger.
+    pub record: TriggerRecord,
+    /// The name of the pipeline it fires.
+    pub pipeline_name: String,
+}
+
+/// A map whose entries may only be filled by a reader whose load started after the last
+/// invalidation.
+struct Guarded<K, V> {
+    map: RwLock<HashMap<K, V>>,
+    generation: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Guarded<K, V> {
+    fn new() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map.read().get(key).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn fill(&self, generation: u64, key: K, value: V) {
+        let mut map = self.map.write();
+        if self.generation.load(Ordering::Acquire) == generation {
+            map.insert(key, value);
+        }
+    }
+
+    fn remove(&self, key: &K) {
+        let mut map = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(key);
+    }
+
+    fn clear(&self) {
+        let mut map = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
+    }
+}
+
+/// The hot-lookup cache in front of a [`Store`].
+pub struct HotCache {
+    triggers: Guarded<String, Arc<CachedTrigger>>,
+    mandates: Guarded<ProjectRef, Resolved>,
+}
+
+impl Default for HotCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HotCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self {
+            triggers: Guarded::new(),
+            mandates: Guarded::new(),
+        }
+    }
+
+    /// The trigger with this token, from memory or the store. Unknown tokens are not cached,
+    /// so random tokens cannot grow the cache.
+    pub async fn trigger_by_token(
+        &self,
+        store: &dyn Store,
+        token: &str,
+    ) -> StoreResult<Option<Arc<CachedTrigger>>> {
+        if let Some(hit) = self.triggers.get(&token.to_owned()) {
+            return Ok(Some(hit));
+        }
+        let generation = self.triggers.generation();
+        let Some(record) = store.get_trigger_by_token(token).await? else {
+            return Ok(None);
+        };
+        let pipeline_name = store
+            .get_pipeline(&record.scope, &record.pipeline)
+            .await?
+            .map(|p| p.name)
+            .unwrap_or_else(|| record.pipeline.to_string());
+        let entry = Arc::new(CachedTrigger {
+            record,
+            pipeline_name,
+        });
+        self.triggers
+            .fill(generation, token.to_owned(), Arc::clone(&entry));
+        Ok(Some(entry))
+    }
+
+    /// The resolved `mandate_custom_webhook_authorization` for a project.
+    pub async fn mandate(&self, store: &dyn Store, project: &ProjectRef) -> StoreResult<Resolved> {
+        if let Some(hit) = self.mandates.get(project) {
+            return Ok(hit);
+        }
+        let generation = self.mandates.generation();
+        let scope = SettingScope {
+            account: project.account.clone(),
+            org: Some(project.org.clone()),
+            project: Some(project.project.clone()),
+        };
+        let resolved = store
+            .setting_chain(&scope, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION)
+            .await?
+            .resolve();
+        self.mandates.fill(generation, project.clone(), resolved);
+        Ok(resolved)
+    }
+
+    /// Drops the trigger with this token (after it changed or was deleted).
+    pub fn invalidate_trigger(&self, token: &str) {
+        self.triggers.remove(&token.to_owned());
+    }
+
+    /// Drops every cached trigger (after a pipeline, project or org changed).
+    pub fn invalidate_all_triggers(&self) {
+        self.triggers.clear();
+    }
+
+    /// Drops every resolved setting (after any setting changed).
+    pub fn invalidate_settings(&self) {
+        self.mandates.clear();
+    }
+}

@@ -1,0 +1,432 @@
+//! Storage: the [`Store`] trait that every backend implements, the records it speaks in, and
+//! the in-memory hot-lookup cache. All SQL lives below this folder.
+//!
+//! Callers see only the trait, so a PostgreSQL backend can be added without touching them.
+
+pub mod cache;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::ids::{AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef};
+use crate::domain::settings::{ScopedValue, SettingChain};
+
+/// Errors a backend reports. Each maps to one envelope code at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A resource the write depends on does not exist (e.g. the org of a new project).
+    #[error("{0}")]
+    ParentMissing(String),
+    /// The write would create a duplicate.
+    #[error("{0}")]
+    Conflict(String),
+    /// The write queue is full; the caller should retry shortly.
+    #[error("the write queue is full")]
+    Overloaded,
+    /// The writer has stopped (shutting down).
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// The database failed; `context` says during what.
+    #[error("{context}")]
+    Database {
+        /// What the store was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn db(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Database {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Epoch milliseconds, the time unit of every stored timestamp.
+pub type Millis = i64;
+
+/// The current time in epoch milliseconds.
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An account.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// `accountIdentifier`.
+    pub identifier: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last update time.
+    pub updated_at: Millis,
+}
+
+/// An org or a project: a named node in the tenancy tree.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    /// The account.
+    pub account_identifier: String,
+    /// The org (for an org, its own identifier).
+    pub org_identifier: String,
+    /// The project, for a project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_identifier: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last update time.
+    pub updated_at: Millis,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in its account.
+    Admin,
+    /// Fire triggers and read status, optionally limited to listed projects.
+    Executor,
+}
+
+impl Role {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Executor => "executor",
+        }
+    }
+
+    pub(crate) fn from_stored(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "executor" => Some(Role::Executor),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key: everything but the secret, plus its argon2id hash.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    /// The key id.
+    pub key_id: KeyId,
+    /// The owning account (`_root` for the root key).
+    pub account: AccountId,
+    /// A label.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+    /// `org/project` pairs the key is limited to; `None` means every project.
+    pub projects: Option<Vec<String>>,
+    /// argon2id PHC string of the whole key.
+    pub hash: String,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Expiry time, if any.
+    pub expires_at: Option<Millis>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<Millis>,
+}
+
+/// Where a setting is being written.
+#[derive(Debug, Clone)]
+pub struct SettingScope {
+    /// The account.
+    pub account: AccountId,
+    /// The org, for org or project scope.
+    pub org: Option<Identifier>,
+    /// The project, for project scope (requires `org`).
+    pub project: Option<Identifier>,
+}
+
+/// A stored pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineRecord {
+    /// Where it lives.
+    pub scope: ProjectRef,
+    /// Its identifier.
+    pub identifier: Identifier,
+    /// Its name.
+    pub name: String,
+    /// Canonical JSON (the Harness `{"pipeline":{...}}` shape).
+    pub spec: serde_json::Value,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last update time.
+    pub updated_at: Millis,
+}
+
+/// A stored custom trigger.
+#[derive(Debug, Clone)]
+pub struct TriggerRecord {
+    /// Where it lives.
+    pub scope: ProjectRef,
+    /// The pipeline it fires.
+    pub pipeline: Identifier,
+    /// Its identifier.
+    pub identifier: Identifier,
+    /// Its name.
+    pub name: String,
+    /// The immutable webhook token.
+    pub token: String,
+    /// Whether it accepts events.
+    pub enabled: bool,
+    /// Canonical JSON (`{"trigger":{...}}`), secrets included.
+    pub spec: serde_json::Value,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last update time.
+    pub updated_at: Millis,
+}
+
+/// A webhook event as stored (and as the status endpoint reports it).
+#[derive(Debug, Clone)]
+pub struct WebhookEvent {
+    /// `eventCorrelationId`.
+    pub event_id: EventId,
+    /// Where the trigger lives.
+    pub scope: ProjectRef,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// Its trigger.
+    pub trigger: String,
+    /// `webhookProcessingDetails.status`.
+    pub status: String,
+    /// Human-readable outcome.
+    pub message: String,
+    /// Harness's `exceptionOccured`.
+    pub exception_occured: bool,
+    /// The body as received.
+    pub payload: String,
+    /// Received headers (JSON object), secret headers removed.
+    pub headers: serde_json::Value,
+    /// Resolved runtime input YAML.
+    pub runtime_input: String,
+    /// Per-condition results (JSON array).
+    pub condition_results: serde_json::Value,
+    /// The execution requested, if any.
+    pub plan_execution_id: Option<PlanExecutionId>,
+    /// The caller's `Idempotency-Key`, if given.
+    pub idempotency_key: Option<String>,
+    /// Receipt time.
+    pub created_at: Millis,
+}
+
+/// An execution to queue together with its event.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Its id.
+    pub plan_execution_id: PlanExecutionId,
+    /// The pipeline's display name at queue time.
+    pub pipeline_name: String,
+    /// `WEBHOOK_CUSTOM` or `MANUAL`.
+    pub trigger_type: &'static str,
+}
+
+/// A stored execution (the engine issue extends this with stages and steps).
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// `planExecutionId`.
+    pub plan_execution_id: PlanExecutionId,
+    /// Where it runs.
+    pub scope: ProjectRef,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The pipeline's name at queue time.
+    pub pipeline_name: String,
+    /// Execution status (`Queued`, `Running`, ...).
+    pub status: String,
+    /// `WEBHOOK_CUSTOM` or `MANUAL`.
+    pub trigger_type: String,
+    /// The trigger that fired it.
+    pub trigger: Option<String>,
+    /// The event that fired it.
+    pub event_id: Option<String>,
+    /// Per-pipeline run counter.
+    pub run_sequence: i64,
+    /// Resolved runtime input YAML.
+    pub runtime_input: String,
+    /// Queue time.
+    pub created_at: Millis,
+    /// Start time.
+    pub started_at: Option<Millis>,
+    /// End time.
+    pub ended_at: Option<Millis>,
+}
+
+/// What recording an event did.
+#[derive(Debug)]
+pub enum RecordOutcome {
+    /// The event (and its execution, if any) is committed.
+    Stored(WebhookEvent),
+    /// An event with the same `Idempotency-Key` was already stored within 24 h; nothing was written.
+    Replayed(WebhookEvent),
+}
+
+/// One page of a list and the cursor for the next.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Opaque cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for listing webhook events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this trigger's events.
+    pub trigger: Option<String>,
+    /// Only events with this status.
+    pub status: Option<String>,
+}
+
+/// Window within which an `Idempotency-Key` replays the original response.
+pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
+
+/// The storage interface. Writes are durable when the returned future resolves.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// True when the database answers and every migration is applied.
+    async fn ready(&self) -> StoreResult<bool>;
+
+    /// Creates or renames an account (and its `default` org on creation). Returns the account
+    /// and whether it was created.
+    async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)>;
+    /// Reads an account.
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+
+    /// Creates or renames an org. `ParentMissing` when the account does not exist.
+    async fn put_org(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        name: &str,
+    ) -> StoreResult<(Scope, bool)>;
+    /// Reads an org.
+    async fn get_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<Option<Scope>>;
+    /// Deletes an org and everything configured under it. False when it did not exist.
+    async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool>;
+
+    /// Creates or renames a project. `ParentMissing` when the org does not exist.
+    async fn put_project(&self, p: &ProjectRef, name: &str) -> StoreResult<(Scope, bool)>;
+    /// Reads a project.
+    async fn get_project(&self, p: &ProjectRef) -> StoreResult<Option<Scope>>;
+    /// Deletes a project and everything configured under it.
+    async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()>;
+    /// Reads a key by id.
+    async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Lists an account's keys, oldest first.
+    async fn list_api_keys(&self, acc: &AccountId) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key of `acc`. False when there is no such unrevoked key.
+    async fn revoke_api_key(&self, acc: &AccountId, key_id: &KeyId) -> StoreResult<bool>;
+    /// True when a root key exists.
+    async fn has_root_key(&self) -> StoreResult<bool>;
+
+    /// Sets a boolean setting at one scope.
+    async fn put_setting(
+        &self,
+        scope: &SettingScope,
+        name: &str,
+        value: ScopedValue,
+    ) -> StoreResult<()>;
+    /// Removes a setting at one scope. False when it was not set.
+    async fn delete_setting(&self, scope: &SettingScope, name: &str) -> StoreResult<bool>;
+    /// The values of a setting along a scope chain (project/org parts may be absent).
+    async fn setting_chain(&self, scope: &SettingScope, name: &str) -> StoreResult<SettingChain>;
+
+    /// Creates or replaces a pipeline. Returns whether it was created.
+    async fn put_pipeline(&self, p: PipelineRecord) -> StoreResult<bool>;
+    /// Reads a pipeline.
+    async fn get_pipeline(
+        &self,
+        p: &ProjectRef,
+        id: &Identifier,
+    ) -> StoreResult<Option<PipelineRecord>>;
+    /// Lists a project's pipelines by identifier.
+    async fn list_pipelines(
+        &self,
+        p: &ProjectRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<PipelineRecord>>;
+    /// Deletes a pipeline and its triggers.
+    async fn delete_pipeline(&self, p: &ProjectRef, id: &Identifier) -> StoreResult<bool>;
+
+    /// Creates or replaces a trigger. The token of an existing trigger is kept whatever
+    /// `t.token` says. Returns the stored record and whether it was created.
+    async fn put_trigger(&self, t: TriggerRecord) -> StoreResult<(TriggerRecord, bool)>;
+    /// Reads a trigger.
+    async fn get_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<TriggerRecord>>;
+    /// Reads a trigger by its webhook token.
+    async fn get_trigger_by_token(&self, token: &str) -> StoreResult<Option<TriggerRecord>>;
+    /// Lists a pipeline's triggers by identifier.
+    async fn list_triggers(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<TriggerRecord>>;
+    /// Enables or disables a trigger; `None` when it does not exist.
+    async fn set_trigger_enabled(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+        enabled: bool,
+    ) -> StoreResult<Option<TriggerRecord>>;
+    /// Deletes a trigger; returns its token when it existed.
+    async fn delete_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<String>>;
+
+    /// Records an event and, when given, queues its execution, in one transaction — unless an
+    /// event with the same idempotency key exists for the trigger within 24 h. Fails fast with
+    /// `Overloaded` when the write queue is full.
+    async fn record_event(
+        &self,
+        event: WebhookEvent,
+        execution: Option<NewExecution>,
+    ) -> StoreResult<RecordOutcome>;
+    /// Reads an event.
+    async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>>;
+    /// Lists a project's events, newest first.
+    async fn list_events(
+        &self,
+        p: &ProjectRef,
+        filter: &EventFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookEvent>>;
+    /// Reads an execution.
+    async fn get_execution(&self, id: &PlanExecutionId) -> StoreResult<Option<Execution>>;
+}

@@ -1,0 +1,74 @@
+//! Embedded SQL migrations, tracked with `PRAGMA user_version`.
+//!
+//! A dozen lines do what a migration crate would: every file under `migrations/sqlite/` is
+//! compiled into the binary and applied once, in order, each in its own transaction.
+
+use rusqlite::Connection;
+
+use crate::store::{StoreError, StoreResult};
+
+/// The migrations, in order; version N is the N-th entry.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    include_str!("../../../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// The schema version a fully migrated database has.
+pub(super) fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Applies every migration newer than the database's `user_version`. Returns how many ran.
+pub(super) fn apply(conn: &mut Connection) -> StoreResult<usize> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| StoreError::db("reading the schema version", e))?;
+    if current > latest_version() {
+        return Err(StoreError::db(
+            "checking the schema version",
+            NewerSchema(current, latest_version()),
+        ));
+    }
+    let pending = &MIGRATIONS[current as usize..];
+    for (i, (name, sql)) in pending.iter().enumerate() {
+        let version = current + i as i64 + 1;
+        let tx = conn
+            .transaction()
+            .map_err(|e| StoreError::db("starting a migration", e))?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", version))
+            .and_then(|_| tx.commit())
+            .map_err(|e| StoreError::db(format!("applying migration {name}"), e))?;
+        tracing::info!(migration = name, "applied migration");
+    }
+    Ok(pending.len())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database has schema version {0}, newer than this triggerd knows ({1}); upgrade triggerd"
+)]
+struct NewerSchema(i64, i64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_set_the_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len());
+        assert_eq!(apply(&mut conn).unwrap(), 0);
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest_version());
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(apply(&mut conn).is_err());
+    }
+}

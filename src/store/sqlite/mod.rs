@@ -1,0 +1,1127 @@
+//! The embedded SQLite backend: bundled SQLite in WAL mode with `synchronous=FULL`, one
+//! group-committing writer thread and a small pool of read-only connections.
+//!
+//! Reads run inline on the calling task: they are indexed point or page lookups that take
+//! microseconds in WAL mode (readers never wait for the writer), so handing them to a blocking
+//! pool would cost more than it saves.
+
+mod migrate;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use self::writer::{Writer, WriterThread};
+use super::{
+    Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
+    RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
+    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
+};
+use crate::domain::ids::{AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef};
+use crate::domain::settings::{ScopedValue, SettingChain};
+
+/// Tuning for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Writes that may wait for the writer before intake answers 503.
+    pub queue_capacity: usize,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: Writer,
+    writer_thread: Mutex<Option<WriterThread>>,
+    readers: ReadPool,
+}
+
+/// Parses `sqlite://PATH` (relative or absolute) into a file path.
+pub fn path_from_url(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    (!rest.is_empty()).then(|| PathBuf::from(rest))
+}
+
+fn open_rw(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::db(format!("opening database {}", path.display()), e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000;",
+    )
+    .map_err(|e| StoreError::db("configuring the database connection", e))?;
+    Ok(conn)
+}
+
+/// Creates the database if needed and applies pending migrations. Returns how many ran.
+pub fn migrate(path: &Path) -> StoreResult<usize> {
+    let mut conn = open_rw(path)?;
+    migrate::apply(&mut conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`, and starts the writer.
+    pub fn open(path: &Path, options: WriterOptions) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::db(format!("creating {}", dir.display()), e))?;
+        }
+        let mut conn = open_rw(path)?;
+        migrate::apply(&mut conn)?;
+        let (writer, thread) = Writer::start(conn, options.queue_capacity, options.max_batch)
+            .map_err(|e| StoreError::db("starting the writer thread", e))?;
+        Ok(Self {
+            writer,
+            writer_thread: Mutex::new(Some(thread)),
+            readers: ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            },
+        })
+    }
+
+    /// Commits every queued write and stops the writer. Later writes fail with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        let thread = self.writer_thread.lock().take();
+        if let Some(thread) = thread {
+            thread.shutdown().await;
+        }
+    }
+
+    fn read<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        self.readers.with(what, f)
+    }
+}
+
+/// Read-only connections, opened on demand and kept for reuse.
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 16;
+
+impl ReadPool {
+    fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        let conn = match self.idle.lock().pop() {
+            Some(c) => c,
+            None => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| c.busy_timeout(std::time::Duration::from_secs(5)).map(|_| c))
+            .map_err(|e| StoreError::db("opening a read connection", e))?,
+        };
+        let result = f(&conn).map_err(|e| StoreError::db(what.to_owned(), e));
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn encode_cursor(parts: &[&str]) -> String {
+    URL_SAFE_NO_PAD.encode(parts.join("\n"))
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Vec<String> {
+    cursor
+        .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|s| s.split('\n').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn conversion_error(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        format!("stored {what} is invalid").into(),
+    )
+}
+
+fn identifier_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Identifier> {
+    let s: String = row.get(idx)?;
+    Identifier::parse(&s, "stored identifier").map_err(|_| conversion_error(idx, "identifier"))
+}
+
+fn account_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<AccountId> {
+    let s: String = row.get(idx)?;
+    AccountId::parse(&s).map_err(|_| conversion_error(idx, "account id"))
+}
+
+fn project_cols(row: &Row<'_>, first: usize) -> rusqlite::Result<ProjectRef> {
+    Ok(ProjectRef {
+        account: account_col(row, first)?,
+        org: identifier_col(row, first + 1)?,
+        project: identifier_col(row, first + 2)?,
+    })
+}
+
+fn scope_row(row: &Row<'_>, has_project: bool) -> rusqlite::Result<Scope> {
+    let o = if has_project { 1 } else { 0 };
+    Ok(Scope {
+        account_identifier: row.get(0)?,
+        org_identifier: row.get(1)?,
+        project_identifier: if has_project { Some(row.get(2)?) } else { None },
+        name: row.get(2 + o)?,
+        created_at: row.get(3 + o)?,
+        updated_at: row.get(4 + o)?,
+    })
+}
+
+const API_KEY_COLS: &str =
+    "key_id, account_id, name, role, projects, hash, created_at, expires_at, revoked_at";
+
+fn api_key_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let key_id: String = row.get(0)?;
+    let role: String = row.get(3)?;
+    let projects: Option<String> = row.get(4)?;
+    Ok(ApiKeyRecord {
+        key_id: KeyId::parse(&key_id).ok_or_else(|| conversion_error(0, "key id"))?,
+        account: account_col(row, 1)?,
+        name: row.get(2)?,
+        role: Role::from_stored(&role).ok_or_else(|| conversion_error(3, "role"))?,
+        projects: projects
+            .map(|p| serde_json::from_str(&p).map_err(|_| conversion_error(4, "project list")))
+            .transpose()?,
+        hash: row.get(5)?,
+        created_at: row.get(6)?,
+        expires_at: row.get(7)?,
+        revoked_at: row.get(8)?,
+    })
+}
+
+const PIPELINE_COLS: &str =
+    "account_id, org_id, project_id, id, name, spec, created_at, updated_at";
+
+fn pipeline_row(row: &Row<'_>) -> rusqlite::Result<PipelineRecord> {
+    Ok(PipelineRecord {
+        scope: project_cols(row, 0)?,
+        identifier: identifier_col(row, 3)?,
+        name: row.get(4)?,
+        spec: json_col(row, 5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
+
+const TRIGGER_COLS: &str =
+    "account_id, org_id, project_id, pipeline_id, id, name, token, enabled, spec, created_at, updated_at";
+
+fn trigger_row(row: &Row<'_>) -> rusqlite::Result<TriggerRecord> {
+    Ok(TriggerRecord {
+        scope: project_cols(row, 0)?,
+        pipeline: identifier_col(row, 3)?,
+        identifier: identifier_col(row, 4)?,
+        name: row.get(5)?,
+        token: row.get(6)?,
+        enabled: row.get(7)?,
+        spec: json_col(row, 8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+const EVENT_COLS: &str =
+    "event_id, account_id, org_id, project_id, pipeline_id, trigger_id, status, \
+     message, exception_occured, payload, headers, runtime_input, condition_results, \
+     plan_execution_id, idempotency_key, created_at";
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<WebhookEvent> {
+    let event_id: String = row.get(0)?;
+    let plan: Option<String> = row.get(13)?;
+    Ok(WebhookEvent {
+        event_id: EventId::parse(&event_id).ok_or_else(|| conversion_error(0, "event id"))?,
+        scope: project_cols(row, 1)?,
+        pipeline: row.get(4)?,
+        trigger: row.get(5)?,
+        status: row.get(6)?,
+        message: row.get(7)?,
+        exception_occured: row.get(8)?,
+        payload: row.get(9)?,
+        headers: json_col(row, 10)?,
+        runtime_input: row.get(11)?,
+        condition_results: json_col(row, 12)?,
+        plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
+        idempotency_key: row.get(14)?,
+        created_at: row.get(15)?,
+    })
+}
+
+const EXECUTION_COLS: &str = "plan_execution_id, account_id, org_id, project_id, pipeline_id, \
+     pipeline_name, status, trigger_type, trigger_id, event_id, run_sequence, runtime_input, \
+     created_at, started_at, ended_at";
+
+fn execution_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
+    let id: String = row.get(0)?;
+    Ok(Execution {
+        plan_execution_id: PlanExecutionId::parse(&id)
+            .ok_or_else(|| conversion_error(0, "execution id"))?,
+        scope: project_cols(row, 1)?,
+        pipeline: row.get(4)?,
+        pipeline_name: row.get(5)?,
+        status: row.get(6)?,
+        trigger_type: row.get(7)?,
+        trigger: row.get(8)?,
+        event_id: row.get(9)?,
+        run_sequence: row.get(10)?,
+        runtime_input: row.get(11)?,
+        created_at: row.get(12)?,
+        started_at: row.get(13)?,
+        ended_at: row.get(14)?,
+    })
+}
+
+fn settings_key(scope: &SettingScope) -> (String, String, String) {
+    (
+        scope.account.to_string(),
+        scope
+            .org
+            .as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        scope
+            .project
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn sql_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::db(what, e)
+}
+
+/// Upserts a named scope row; returns whether it was created.
+fn upsert_scope(
+    conn: &Connection,
+    table: &str,
+    key_cols: &[&str],
+    key: &[&dyn rusqlite::ToSql],
+    name: &str,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    let where_clause = key_cols
+        .iter()
+        .map(|c| format!("{c} = ?"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let mut update_params: Vec<&dyn rusqlite::ToSql> = vec![&name, &now];
+    update_params.extend_from_slice(key);
+    let updated = conn.execute(
+        &format!("UPDATE {table} SET name = ?, updated_at = ? WHERE {where_clause}"),
+        update_params.as_slice(),
+    )?;
+    if updated > 0 {
+        return Ok(false);
+    }
+    let cols = key_cols.join(", ");
+    let marks = vec!["?"; key_cols.len() + 3].join(", ");
+    let mut insert_params: Vec<&dyn rusqlite::ToSql> = key.to_vec();
+    insert_params.extend_from_slice(&[&name, &now, &now]);
+    conn.execute(
+        &format!("INSERT INTO {table} ({cols}, name, created_at, updated_at) VALUES ({marks})"),
+        insert_params.as_slice(),
+    )?;
+    Ok(true)
+}
+
+fn is_fk_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ready(&self) -> StoreResult<bool> {
+        self.read("checking readiness", |c| {
+            let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok(version == migrate::latest_version())
+        })
+    }
+
+    async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)> {
+        let (id, name) = (id.to_string(), name.to_owned());
+        self.writer
+            .write(move |c| {
+                let now = super::now_millis();
+                let created = upsert_scope(c, "accounts", &["id"], &[&id], &name, now)
+                    .map_err(sql_err("writing an account"))?;
+                if created {
+                    upsert_scope(
+                        c,
+                        "orgs",
+                        &["account_id", "id"],
+                        &[&id, &"default"],
+                        "Default",
+                        now,
+                    )
+                    .map_err(sql_err("creating the default org"))?;
+                }
+                let account = c
+                    .query_row(
+                        "SELECT id, name, created_at, updated_at FROM accounts WHERE id = ?1",
+                        [&id],
+                        |r| {
+                            Ok(Account {
+                                identifier: r.get(0)?,
+                                name: r.get(1)?,
+                                created_at: r.get(2)?,
+                                updated_at: r.get(3)?,
+                            })
+                        },
+                    )
+                    .map_err(sql_err("reading an account"))?;
+                Ok((account, created))
+            })
+            .await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        self.read("reading an account", |c| {
+            c.prepare_cached("SELECT id, name, created_at, updated_at FROM accounts WHERE id = ?1")?
+                .query_row([id.as_str()], |r| {
+                    Ok(Account {
+                        identifier: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    async fn put_org(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        name: &str,
+    ) -> StoreResult<(Scope, bool)> {
+        let (acc, org, name) = (acc.to_string(), org.to_string(), name.to_owned());
+        self.writer
+            .write(move |c| {
+                let now = super::now_millis();
+                let created = upsert_scope(c, "orgs", &["account_id", "id"], &[&acc, &org], &name, now)
+                    .map_err(|e| {
+                        if is_fk_violation(&e) {
+                            StoreError::ParentMissing(format!("Account {acc} does not exist"))
+                        } else {
+                            StoreError::db("writing an org", e)
+                        }
+                    })?;
+                let scope = c
+                    .query_row(
+                        "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = ?1 AND id = ?2",
+                        [&acc, &org],
+                        |r| scope_row(r, false),
+                    )
+                    .map_err(sql_err("reading an org"))?;
+                Ok((scope, created))
+            })
+            .await
+    }
+
+    async fn get_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<Option<Scope>> {
+        self.read("reading an org", |c| {
+            c.prepare_cached(
+                "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = ?1 AND id = ?2",
+            )?
+            .query_row([acc.as_str(), org.as_str()], |r| scope_row(r, false))
+            .optional()
+        })
+    }
+
+    async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool> {
+        let (acc, org) = (acc.to_string(), org.to_string());
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM settings WHERE account_id = ?1 AND org_id = ?2",
+                    [&acc, &org],
+                )
+                .map_err(sql_err("deleting org settings"))?;
+                let n = c
+                    .execute(
+                        "DELETE FROM orgs WHERE account_id = ?1 AND id = ?2",
+                        [&acc, &org],
+                    )
+                    .map_err(sql_err("deleting an org"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn put_project(&self, p: &ProjectRef, name: &str) -> StoreResult<(Scope, bool)> {
+        let (acc, org, proj, name) = (
+            p.account.to_string(),
+            p.org.to_string(),
+            p.project.to_string(),
+            name.to_owned(),
+        );
+        self.writer
+            .write(move |c| {
+                let now = super::now_millis();
+                let created = upsert_scope(
+                    c,
+                    "projects",
+                    &["account_id", "org_id", "id"],
+                    &[&acc, &org, &proj],
+                    &name,
+                    now,
+                )
+                .map_err(|e| {
+                    if is_fk_violation(&e) {
+                        StoreError::ParentMissing(format!("Org {acc}/{org} does not exist"))
+                    } else {
+                        StoreError::db("writing a project", e)
+                    }
+                })?;
+                let scope = c
+                    .query_row(
+                        "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+                         WHERE account_id = ?1 AND org_id = ?2 AND id = ?3",
+                        [&acc, &org, &proj],
+                        |r| scope_row(r, true),
+                    )
+                    .map_err(sql_err("reading a project"))?;
+                Ok((scope, created))
+            })
+            .await
+    }
+
+    async fn get_project(&self, p: &ProjectRef) -> StoreResult<Option<Scope>> {
+        self.read("reading a project", |c| {
+            c.prepare_cached(
+                "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+                 WHERE account_id = ?1 AND org_id = ?2 AND id = ?3",
+            )?
+            .query_row(
+                [p.account.as_str(), p.org.as_str(), p.project.as_str()],
+                |r| scope_row(r, true),
+            )
+            .optional()
+        })
+    }
+
+    async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool> {
+        let (acc, org, proj) = (
+            p.account.to_string(),
+            p.org.to_string(),
+            p.project.to_string(),
+        );
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM settings WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3",
+                    [&acc, &org, &proj],
+                )
+                .map_err(sql_err("deleting project settings"))?;
+                let n = c
+                    .execute(
+                        "DELETE FROM projects WHERE account_id = ?1 AND org_id = ?2 AND id = ?3",
+                        [&acc, &org, &proj],
+                    )
+                    .map_err(sql_err("deleting a project"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
+        self.writer
+            .write(move |c| {
+                let projects = key
+                    .projects
+                    .as_ref()
+                    .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+                c.execute(
+                    &format!("INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                    params![
+                        key.key_id.as_str(),
+                        key.account.as_str(),
+                        key.name,
+                        key.role.as_str(),
+                        projects,
+                        key.hash,
+                        key.created_at,
+                        key.expires_at,
+                        key.revoked_at
+                    ],
+                )
+                .map_err(sql_err("storing an API key"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>> {
+        self.read("reading an API key", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE key_id = ?1"
+            ))?
+            .query_row([key_id.as_str()], api_key_row)
+            .optional()
+        })
+    }
+
+    async fn list_api_keys(&self, acc: &AccountId) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.read("listing API keys", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE account_id = ?1 ORDER BY created_at, key_id"
+            ))?
+            .query_map([acc.as_str()], api_key_row)?
+            .collect()
+        })
+    }
+
+    async fn revoke_api_key(&self, acc: &AccountId, key_id: &KeyId) -> StoreResult<bool> {
+        let (acc, key_id) = (acc.to_string(), key_id.to_string());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE api_keys SET revoked_at = ?1 WHERE account_id = ?2 AND key_id = ?3 AND revoked_at IS NULL",
+                        params![super::now_millis(), acc, key_id],
+                    )
+                    .map_err(sql_err("revoking an API key"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn has_root_key(&self) -> StoreResult<bool> {
+        self.read("looking for a root key", |c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM api_keys WHERE account_id = '_root' AND revoked_at IS NULL)",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    async fn put_setting(
+        &self,
+        scope: &SettingScope,
+        name: &str,
+        value: ScopedValue,
+    ) -> StoreResult<()> {
+        let (acc, org, proj) = settings_key(scope);
+        let name = name.to_owned();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO settings (account_id, org_id, project_id, name, value, allow_overrides, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (account_id, org_id, project_id, name) DO UPDATE SET \
+                     value = excluded.value, allow_overrides = excluded.allow_overrides, updated_at = excluded.updated_at",
+                    params![acc, org, proj, name, value.value, value.allow_overrides, super::now_millis()],
+                )
+                .map_err(sql_err("writing a setting"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_setting(&self, scope: &SettingScope, name: &str) -> StoreResult<bool> {
+        let (acc, org, proj) = settings_key(scope);
+        let name = name.to_owned();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "DELETE FROM settings WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND name = ?4",
+                        params![acc, org, proj, name],
+                    )
+                    .map_err(sql_err("deleting a setting"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn setting_chain(&self, scope: &SettingScope, name: &str) -> StoreResult<SettingChain> {
+        let (acc, org, proj) = settings_key(scope);
+        self.read("reading settings", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT org_id, project_id, value, allow_overrides FROM settings \
+                 WHERE account_id = ?1 AND name = ?2 AND \
+                 ((org_id = '' AND project_id = '') OR (org_id = ?3 AND project_id = '') OR (org_id = ?3 AND project_id = ?4))",
+            )?;
+            let mut chain = SettingChain::default();
+            let rows = stmt.query_map(params![acc, name, org, proj], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    ScopedValue {
+                        value: r.get(2)?,
+                        allow_overrides: r.get(3)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (o, p, v) = row?;
+                match (o.is_empty(), p.is_empty()) {
+                    (true, _) => chain.account = Some(v),
+                    (false, true) if !org.is_empty() => chain.org = Some(v),
+                    (false, false) if !proj.is_empty() => chain.project = Some(v),
+                    _ => {}
+                }
+            }
+            Ok(chain)
+        })
+    }
+
+    async fn put_pipeline(&self, p: PipelineRecord) -> StoreResult<bool> {
+        self.writer
+            .write(move |c| {
+                let spec = p.spec.to_string();
+                let existed: bool = c
+                    .query_row(
+                        "SELECT EXISTS(SELECT 1 FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4)",
+                        params![p.scope.account.as_str(), p.scope.org.as_str(), p.scope.project.as_str(), p.identifier.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql_err("reading a pipeline"))?;
+                let result = if existed {
+                    c.execute(
+                        "UPDATE pipelines SET name = ?5, spec = ?6, updated_at = ?7 \
+                         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+                        params![p.scope.account.as_str(), p.scope.org.as_str(), p.scope.project.as_str(), p.identifier.as_str(), p.name, spec, p.updated_at],
+                    )
+                } else {
+                    c.execute(
+                        &format!("INSERT INTO pipelines ({PIPELINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                        params![p.scope.account.as_str(), p.scope.org.as_str(), p.scope.project.as_str(), p.identifier.as_str(), p.name, spec, p.created_at, p.updated_at],
+                    )
+                };
+                result.map_err(|e| {
+                    if is_fk_violation(&e) {
+                        StoreError::ParentMissing(format!("Project {} does not exist", p.scope))
+                    } else {
+                        StoreError::db("writing a pipeline", e)
+                    }
+                })?;
+                Ok(!existed)
+            })
+            .await
+    }
+
+    async fn get_pipeline(
+        &self,
+        p: &ProjectRef,
+        id: &Identifier,
+    ) -> StoreResult<Option<PipelineRecord>> {
+        self.read("reading a pipeline", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
+            ))?
+            .query_row(
+                [p.account.as_str(), p.org.as_str(), p.project.as_str(), id.as_str()],
+                pipeline_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn list_pipelines(
+        &self,
+        p: &ProjectRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<PipelineRecord>> {
+        let after = decode_cursor(cursor).into_iter().next().unwrap_or_default();
+        let items = self.read("listing pipelines", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND id > ?4 ORDER BY id LIMIT ?5"
+            ))?
+            .query_map(
+                params![p.account.as_str(), p.org.as_str(), p.project.as_str(), after, limit + 1],
+                pipeline_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |p| {
+            encode_cursor(&[p.identifier.as_str()])
+        }))
+    }
+
+    async fn delete_pipeline(&self, p: &ProjectRef, id: &Identifier) -> StoreResult<bool> {
+        let key = [
+            p.account.to_string(),
+            p.org.to_string(),
+            p.project.to_string(),
+            id.to_string(),
+        ];
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "DELETE FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+                        key,
+                    )
+                    .map_err(sql_err("deleting a pipeline"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn put_trigger(&self, t: TriggerRecord) -> StoreResult<(TriggerRecord, bool)> {
+        self.writer
+            .write(move |c| {
+                let key = params![
+                    t.scope.account.as_str(),
+                    t.scope.org.as_str(),
+                    t.scope.project.as_str(),
+                    t.pipeline.as_str(),
+                    t.identifier.as_str()
+                ];
+                let existing = c
+                    .query_row(
+                        &format!("SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5"),
+                        key,
+                        trigger_row,
+                    )
+                    .optional()
+                    .map_err(sql_err("reading a trigger"))?;
+                let spec = t.spec.to_string();
+                match existing {
+                    Some(old) => {
+                        c.execute(
+                            "UPDATE triggers SET name = ?6, enabled = ?7, spec = ?8, updated_at = ?9 \
+                             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5",
+                            params![t.scope.account.as_str(), t.scope.org.as_str(), t.scope.project.as_str(), t.pipeline.as_str(), t.identifier.as_str(), t.name, t.enabled, spec, t.updated_at],
+                        )
+                        .map_err(sql_err("updating a trigger"))?;
+                        let stored = TriggerRecord {
+                            token: old.token,
+                            created_at: old.created_at,
+                            ..t
+                        };
+                        Ok((stored, false))
+                    }
+                    None => {
+                        c.execute(
+                            &format!("INSERT INTO triggers ({TRIGGER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                            params![t.scope.account.as_str(), t.scope.org.as_str(), t.scope.project.as_str(), t.pipeline.as_str(), t.identifier.as_str(), t.name, t.token, t.enabled, spec, t.created_at, t.updated_at],
+                        )
+                        .map_err(|e| {
+                            if is_fk_violation(&e) {
+                                StoreError::ParentMissing(format!("Pipeline {} does not exist in {}", t.pipeline, t.scope))
+                            } else {
+                                StoreError::db("creating a trigger", e)
+                            }
+                        })?;
+                        Ok((t, true))
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn get_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<TriggerRecord>> {
+        self.read("reading a trigger", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5"
+            ))?
+            .query_row(
+                [p.account.as_str(), p.org.as_str(), p.project.as_str(), pipeline.as_str(), id.as_str()],
+                trigger_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn get_trigger_by_token(&self, token: &str) -> StoreResult<Option<TriggerRecord>> {
+        self.read("reading a trigger by token", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE token = ?1"
+            ))?
+            .query_row([token], trigger_row)
+            .optional()
+        })
+    }
+
+    async fn list_triggers(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let after = decode_cursor(cursor).into_iter().next().unwrap_or_default();
+        let items = self.read("listing triggers", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND pipeline_id = ?4 AND id > ?5 ORDER BY id LIMIT ?6"
+            ))?
+            .query_map(
+                params![p.account.as_str(), p.org.as_str(), p.project.as_str(), pipeline.as_str(), after, limit + 1],
+                trigger_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |t| {
+            encode_cursor(&[t.identifier.as_str()])
+        }))
+    }
+
+    async fn set_trigger_enabled(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+        enabled: bool,
+    ) -> StoreResult<Option<TriggerRecord>> {
+        let key = [
+            p.account.to_string(),
+            p.org.to_string(),
+            p.project.to_string(),
+            pipeline.to_string(),
+            id.to_string(),
+        ];
+        self.writer
+            .write(move |c| {
+                let select = format!("SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5");
+                let Some(mut t) = c.query_row(&select, rusqlite::params_from_iter(&key), trigger_row).optional().map_err(sql_err("reading a trigger"))? else {
+                    return Ok(None);
+                };
+                t.enabled = enabled;
+                t.updated_at = super::now_millis();
+                if let Some(obj) = t.spec.get_mut("trigger").and_then(|v| v.as_object_mut()) {
+                    obj.insert("enabled".into(), serde_json::Value::Bool(enabled));
+                }
+                c.execute(
+                    "UPDATE triggers SET enabled = ?6, spec = ?7, updated_at = ?8 \
+                     WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5",
+                    params![key[0], key[1], key[2], key[3], key[4], enabled, t.spec.to_string(), t.updated_at],
+                )
+                .map_err(sql_err("updating a trigger"))?;
+                Ok(Some(t))
+            })
+            .await
+    }
+
+    async fn delete_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let key = [
+            p.account.to_string(),
+            p.org.to_string(),
+            p.project.to_string(),
+            pipeline.to_string(),
+            id.to_string(),
+        ];
+        self.writer
+            .write(move |c| {
+                c.query_row(
+                    "DELETE FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND id = ?5 RETURNING token",
+                    rusqlite::params_from_iter(&key),
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err("deleting a trigger"))
+            })
+            .await
+    }
+
+    async fn record_event(
+        &self,
+        event: WebhookEvent,
+        execution: Option<NewExecution>,
+    ) -> StoreResult<RecordOutcome> {
+        self.writer
+            .try_write(move |c| {
+                let e = &event;
+                if let Some(key) = &e.idempotency_key {
+                    let previous = c
+                        .prepare_cached(&format!(
+                            "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                             AND pipeline_id = ?4 AND trigger_id = ?5 AND idempotency_key = ?6 AND created_at > ?7 \
+                             ORDER BY created_at LIMIT 1"
+                        ))
+                        .and_then(|mut s| {
+                            s.query_row(
+                                params![e.scope.account.as_str(), e.scope.org.as_str(), e.scope.project.as_str(), e.pipeline, e.trigger, key, e.created_at - IDEMPOTENCY_WINDOW_MS],
+                                event_row,
+                            )
+                            .optional()
+                        })
+                        .map_err(sql_err("looking up an idempotency key"))?;
+                    if let Some(previous) = previous {
+                        return Ok(RecordOutcome::Replayed(previous));
+                    }
+                }
+                if let (Some(x), Some(plan)) = (&execution, &e.plan_execution_id) {
+                    let run_sequence: i64 = c
+                        .prepare_cached(
+                            "SELECT COALESCE(MAX(run_sequence), 0) + 1 FROM executions \
+                             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row(
+                                params![e.scope.account.as_str(), e.scope.org.as_str(), e.scope.project.as_str(), e.pipeline],
+                                |r| r.get(0),
+                            )
+                        })
+                        .map_err(sql_err("numbering an execution"))?;
+                    c.prepare_cached(&format!(
+                        "INSERT INTO executions ({EXECUTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL)"
+                    ))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            plan.as_str(),
+                            e.scope.account.as_str(),
+                            e.scope.org.as_str(),
+                            e.scope.project.as_str(),
+                            e.pipeline,
+                            x.pipeline_name,
+                            x.trigger_type,
+                            e.trigger,
+                            e.event_id.as_str(),
+                            run_sequence,
+                            e.runtime_input,
+                            e.created_at
+                        ])
+                    })
+                    .map_err(sql_err("queueing an execution"))?;
+                }
+                c.prepare_cached(&format!(
+                    "INSERT INTO webhook_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        e.event_id.as_str(),
+                        e.scope.account.as_str(),
+                        e.scope.org.as_str(),
+                        e.scope.project.as_str(),
+                        e.pipeline,
+                        e.trigger,
+                        e.status,
+                        e.message,
+                        e.exception_occured,
+                        e.payload,
+                        e.headers.to_string(),
+                        e.runtime_input,
+                        e.condition_results.to_string(),
+                        e.plan_execution_id.as_ref().map(|p| p.as_str()),
+                        e.idempotency_key,
+                        e.created_at
+                    ])
+                })
+                .map_err(sql_err("recording a webhook event"))?;
+                Ok(RecordOutcome::Stored(event))
+            })
+            .await
+    }
+
+    async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {
+        self.read("reading a webhook event", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = ?1"
+            ))?
+            .query_row([id.as_str()], event_row)
+            .optional()
+        })
+    }
+
+    async fn list_events(
+        &self,
+        p: &ProjectRef,
+        filter: &EventFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookEvent>> {
+        let parts = decode_cursor(cursor);
+        let (before_ts, before_id) = match parts.as_slice() {
+            [ts, id] => (ts.parse::<i64>().unwrap_or(i64::MAX), id.clone()),
+            _ => (i64::MAX, String::new()),
+        };
+        let items = self.read("listing webhook events", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND (?4 IS NULL OR trigger_id = ?4) AND (?5 IS NULL OR status = ?5) \
+                 AND (created_at < ?6 OR (created_at = ?6 AND (?7 = '' OR event_id < ?7))) \
+                 ORDER BY created_at DESC, event_id DESC LIMIT ?8"
+            ))?
+            .query_map(
+                params![
+                    p.account.as_str(),
+                    p.org.as_str(),
+                    p.project.as_str(),
+                    filter.trigger,
+                    filter.status,
+                    before_ts,
+                    before_id,
+                    limit + 1
+                ],
+                event_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |e| {
+            encode_cursor(&[&e.created_at.to_string(), e.event_id.as_str()])
+        }))
+    }
+
+    async fn get_execution(&self, id: &PlanExecutionId) -> StoreResult<Option<Execution>> {
+        self.read("reading an execution", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EXECUTION_COLS} FROM executions WHERE plan_execution_id = ?1"
+            ))?
+            .query_row([id.as_str()], execution_row)
+            .optional()
+        })
+    }
+}

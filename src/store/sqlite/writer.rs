@@ -1,0 +1,202 @@
+//! The single writer: one thread owns the read-write connection and group-commits every write
+//! that is queued while the previous batch was committing.
+//!
+//! With `synchronous=FULL` each commit costs one fsync; batching turns N concurrent writes into
+//! one fsync while each caller still learns of its own success only after the commit. Each job
+//! runs inside its own SAVEPOINT, so one failing job does not undo the others in its batch.
+
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{StoreError, StoreResult};
+
+/// What a job hands back after running: called once the batch has committed (or failed).
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A unit of work for the writer thread; given an error instead of the connection when the
+/// batch could not even begin.
+type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send>;
+
+enum Msg {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread. Cloning shares the same thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Joins the writer thread on shutdown.
+pub(crate) struct WriterThread {
+    handle: Option<JoinHandle<()>>,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(
+        conn: Connection,
+        capacity: usize,
+        max_batch: usize,
+    ) -> std::io::Result<(Writer, WriterThread)> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let handle = std::thread::Builder::new()
+            .name("triggerd-sqlite-writer".into())
+            .spawn(move || run(conn, rx, max_batch.max(1)))?;
+        Ok((
+            Writer { tx: tx.clone() },
+            WriterThread {
+                handle: Some(handle),
+                tx,
+            },
+        ))
+    }
+
+    /// Runs `f` in the next batch, waiting for queue space if needed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (job, rx) = make_job(f);
+        self.tx
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Like [`Writer::write`] but fails with `Overloaded` at once when the queue is full.
+    pub(crate) async fn try_write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (job, rx) = make_job(f);
+        self.tx.try_send(Msg::Job(job)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+        })?;
+        metrics::gauge!("triggerd_writer_queue_depth")
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+}
+
+impl WriterThread {
+    /// Commits everything queued so far, then stops the thread. Later writes fail with
+    /// `ShuttingDown`.
+    pub(crate) async fn shutdown(mut self) {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(ack_tx)).await.is_ok() {
+            let _ = ack_rx.await;
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn make_job<T, F>(f: F) -> (Job, oneshot::Receiver<StoreResult<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(
+        move |conn: Result<&Connection, &StoreError>| -> Completion {
+            let result = match conn {
+                Ok(conn) => in_savepoint(conn, f),
+                Err(e) => Err(batch_failed(e)),
+            };
+            Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match (commit_error, result) {
+                    (Some(e), _) => Err(batch_failed(e)),
+                    (None, r) => r,
+                };
+                let _ = tx.send(result);
+            })
+        },
+    );
+    (job, rx)
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job")
+        .map_err(|e| StoreError::db("opening a savepoint", e))?;
+    let result = f(conn);
+    let end = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end)
+        .map_err(|e| StoreError::db("closing a savepoint", e))?;
+    result
+}
+
+/// The error each caller of a failed batch receives (the original stays with the writer's log).
+fn batch_failed(e: &StoreError) -> StoreError {
+    StoreError::db("writing a batch", BatchFailed(e.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BatchFailed(String);
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Shutdown(ack)) => shutdown = Some(ack),
+            None => break,
+        }
+        while batch.len() < max_batch && shutdown.is_none() {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Shutdown(ack)) => shutdown = Some(ack),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&conn, &mut batch);
+        }
+    }
+    rx.close();
+    if let Some(ack) = shutdown {
+        let _ = ack.send(());
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    metrics::histogram!("triggerd_writer_batch_size").record(batch.len() as f64);
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StoreError::db("starting a write batch", e);
+        tracing::error!(error = %err, "write batch failed");
+        for job in batch.drain(..) {
+            job(Err(&err))(Some(&err));
+        }
+        return;
+    }
+    let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(conn))).collect();
+    let commit_error = conn
+        .execute_batch("COMMIT")
+        .err()
+        .map(|e| StoreError::db("committing a write batch", e));
+    if let Some(e) = &commit_error {
+        tracing::error!(error = %e, "write batch commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for done in completions {
+        done(commit_error.as_ref());
+    }
+}

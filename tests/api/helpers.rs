@@ -1,0 +1,421 @@
+//! Test harness: the real application on a free loopback port with a fresh SQLite file, and
+//! typed helpers for the calls tests make.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use triggerd::bootstrap;
+use triggerd::config::Settings;
+use triggerd::startup::Application;
+
+/// A running application.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The root key.
+    pub root_key: String,
+    /// A shared HTTP client.
+    pub client: reqwest::Client,
+    /// The settings it was started with.
+    pub settings: Settings,
+    /// Holds the temporary directory with the database.
+    pub dir: std::sync::Arc<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A trigger created through the API.
+pub struct TestTrigger {
+    pub account: String,
+    pub org: String,
+    pub project: String,
+    pub pipeline: String,
+    pub trigger: String,
+    pub token: String,
+    /// An admin key of the account.
+    pub admin_key: String,
+}
+
+impl TestTrigger {
+    /// The v3 intake path with every identifier.
+    pub fn v3_path(&self) -> String {
+        format!(
+            "/webhook/custom/{}/v3?accountIdentifier={}&orgIdentifier={}&projectIdentifier={}&pipelineIdentifier={}&triggerIdentifier={}",
+            self.token, self.account, self.org, self.project, self.pipeline, self.trigger
+        )
+    }
+
+    /// The v2 intake path with every identifier.
+    pub fn v2_path(&self) -> String {
+        format!(
+            "/webhook/custom/v2?accountIdentifier={}&orgIdentifier={}&projectIdentifier={}&pipelineIdentifier={}&triggerIdentifier={}",
+            self.account, self.org, self.project, self.pipeline, self.trigger
+        )
+    }
+
+    /// `P` of the management API.
+    pub fn project_path(&self) -> String {
+        format!(
+            "/api/v1/accounts/{}/orgs/{}/projects/{}",
+            self.account, self.org, self.project
+        )
+    }
+
+    /// The trigger's management URL path.
+    pub fn trigger_path(&self) -> String {
+        format!(
+            "{}/pipelines/{}/triggers/{}",
+            self.project_path(),
+            self.pipeline,
+            self.trigger
+        )
+    }
+}
+
+/// Default test settings: loopback port 0, a database in `dir`, quiet.
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let db: PathBuf = dir.path().join("triggerd.db");
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}", db.display()),
+        http_workers: 2,
+        shutdown_grace_secs: 5,
+        ..Settings::default()
+    }
+}
+
+/// Starts the app with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app after `tweak` adjusts the settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let mut settings = test_settings(&dir);
+    tweak(&mut settings);
+    start(settings, dir, None).await
+}
+
+async fn start(
+    settings: Settings,
+    dir: std::sync::Arc<TempDir>,
+    root_key: Option<String>,
+) -> TestApp {
+    let app = Application::build(&settings).await.expect("app builds");
+    let port = app.port();
+    let gateway = app.gateway();
+    let root_key = match root_key {
+        Some(k) => {
+            bootstrap::ensure_root_key(&gateway, Some(&k))
+                .await
+                .expect("root key accepted");
+            k
+        }
+        None => bootstrap::ensure_root_key(&gateway, None)
+            .await
+            .expect("root key")
+            .expect("fresh database gets a root key")
+            .expose_secret()
+            .to_owned(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        root_key,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        settings,
+        dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Stops the app gracefully and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app stopped cleanly");
+        }
+    }
+
+    /// Stops the app and starts a new one on the same database file.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            ..self.settings.clone()
+        };
+        start(settings, self.dir.clone(), Some(self.root_key.clone())).await
+    }
+
+    /// A request to `path` on the app.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.address, path))
+    }
+
+    /// A request with `X-Api-Key: key`.
+    pub fn with_key(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.request(method, path).header("X-Api-Key", key)
+    }
+
+    /// Creates (or renames) an account with the root key.
+    pub async fn create_account(&self, account: &str) {
+        let res = self
+            .with_key(
+                Method::PUT,
+                &format!("/api/v1/accounts/{account}"),
+                &self.root_key,
+            )
+            .json(&json!({"name": account}))
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            res.status().is_success(),
+            "create account: {}",
+            res.text().await.unwrap()
+        );
+    }
+
+    /// Creates a key in `account` with `role` (and an optional project list); returns the key.
+    pub async fn create_key(
+        &self,
+        account: &str,
+        role: &str,
+        projects: Option<Vec<&str>>,
+    ) -> String {
+        let mut body = json!({"name": format!("{role} key"), "role": role});
+        if let Some(p) = projects {
+            body["projects"] = json!(p);
+        }
+        let res = self
+            .with_key(
+                Method::POST,
+                &format!("/api/v1/accounts/{account}/apikeys"),
+                &self.root_key,
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 201, "create key");
+        let body: Value = res.json().await.expect("json");
+        body["data"]["key"].as_str().expect("key").to_owned()
+    }
+
+    /// Creates an account (if needed), an org and a project.
+    pub async fn create_project(&self, account: &str, org: &str, project: &str) {
+        self.create_account(account).await;
+        for path in [
+            format!("/api/v1/accounts/{account}/orgs/{org}"),
+            format!("/api/v1/accounts/{account}/orgs/{org}/projects/{project}"),
+        ] {
+            let res = self
+                .with_key(Method::PUT, &path, &self.root_key)
+                .json(&json!({"name": "test"}))
+                .send()
+                .await
+                .expect("request");
+            assert!(
+                res.status().is_success(),
+                "{path}: {}",
+                res.text().await.unwrap()
+            );
+        }
+    }
+
+    /// Stores a one-stage pipeline `pipeline` in the project.
+    pub async fn create_pipeline(&self, account: &str, org: &str, project: &str, pipeline: &str) {
+        let yaml = pipeline_yaml(pipeline);
+        let res = self
+            .with_key(
+                Method::PUT,
+                &format!(
+                    "/api/v1/accounts/{account}/orgs/{org}/projects/{project}/pipelines/{pipeline}"
+                ),
+                &self.root_key,
+            )
+            .header("content-type", "application/yaml")
+            .body(yaml)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            res.status().is_success(),
+            "pipeline: {}",
+            res.text().await.unwrap()
+        );
+    }
+
+    /// Stores a trigger from YAML; returns the response body.
+    pub async fn put_trigger_yaml(&self, t: &TestTrigger, yaml: &str) -> Response {
+        self.with_key(Method::PUT, &t.trigger_path(), &self.root_key)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates account/org/project/pipeline/trigger with the given ids; returns the trigger.
+    pub async fn create_trigger_in(&self, account: &str, org: &str, project: &str) -> TestTrigger {
+        self.create_project(account, org, project).await;
+        self.create_pipeline(account, org, project, "deploy").await;
+        let admin_key = self.create_key(account, "admin", None).await;
+        let mut t = TestTrigger {
+            account: account.into(),
+            org: org.into(),
+            project: project.into(),
+            pipeline: "deploy".into(),
+            trigger: "on_push".into(),
+            token: String::new(),
+            admin_key,
+        };
+        let res = self.put_trigger_yaml(&t, &trigger_yaml("on_push")).await;
+        assert_eq!(res.status(), 201, "trigger created");
+        let body: Value = res.json().await.expect("json");
+        t.token = body["data"]["customWebhookToken"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        t
+    }
+
+    /// A ready trigger in account `acc`, org `default`, project `proj`.
+    pub async fn create_trigger(&self) -> TestTrigger {
+        self.create_trigger_in("acc", "default", "proj").await
+    }
+
+    /// Sets `mandate_custom_webhook_authorization` at a scope (org/project may be empty).
+    pub async fn set_mandate(
+        &self,
+        account: &str,
+        org: &str,
+        project: &str,
+        value: bool,
+        allow_overrides: bool,
+    ) {
+        let mut path = format!(
+            "/api/v1/settings/mandate_custom_webhook_authorization?accountIdentifier={account}"
+        );
+        if !org.is_empty() {
+            path.push_str(&format!("&orgIdentifier={org}"));
+        }
+        if !project.is_empty() {
+            path.push_str(&format!("&projectIdentifier={project}"));
+        }
+        let res = self
+            .with_key(Method::PUT, &path, &self.root_key)
+            .json(&json!({"value": value, "allowOverrides": allow_overrides}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "setting: {}", res.text().await.unwrap());
+    }
+
+    /// POSTs `body` to `path` with optional `X-Api-Key`.
+    pub async fn post_webhook(&self, path: &str, key: Option<&str>, body: &str) -> Response {
+        let mut req = self
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            req = req.header("X-Api-Key", key);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// GETs the status of an event.
+    pub async fn get_status(&self, event_id: &str, account: &str, key: Option<&str>) -> Response {
+        let mut req = self.request(
+            Method::GET,
+            &format!("/webhook/triggerExecutionDetails/{event_id}?accountIdentifier={account}"),
+        );
+        if let Some(key) = key {
+            req = req.header("X-Api-Key", key);
+        }
+        req.send().await.expect("request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A one-stage pipeline YAML.
+pub fn pipeline_yaml(id: &str) -> String {
+    format!(
+        "pipeline:\n  name: {id}\n  identifier: {id}\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: wait\n              type: Wait\n              spec:\n                duration: 0s\n"
+    )
+}
+
+/// A custom-trigger YAML with no conditions.
+pub fn trigger_yaml(id: &str) -> String {
+    format!(
+        "trigger:\n  name: {id}\n  identifier: {id}\n  enabled: true\n  source:\n    type: Webhook\n    spec:\n      type: Custom\n      spec:\n        payloadConditions: []\n        headerConditions: []\n"
+    )
+}
+
+/// Asserts an error envelope of DESIGN §2.4 with `status`, `code`, and a message containing
+/// `message`. Returns the body.
+pub async fn assert_error(res: Response, status: u16, code: &str, message: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "HTTP status");
+    let correlation = res
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = res.json().await.expect("an envelope body");
+    assert_eq!(body["status"], "ERROR", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let text = body["message"].as_str().expect("message");
+    assert!(
+        text.contains(message),
+        "message {text:?} should contain {message:?}"
+    );
+    assert_eq!(body["responseMessages"][0]["code"], code, "{body}");
+    assert_eq!(body["responseMessages"][0]["message"], body["message"]);
+    assert_eq!(body["responseMessages"][0]["level"], "ERROR");
+    assert!(body["detailedMessage"].is_null());
+    assert!(body["metadata"].is_null());
+    assert_eq!(
+        body["correlationId"].as_str(),
+        correlation.as_deref(),
+        "header and body ids agree"
+    );
+    body
+}
+
+/// Reads a success envelope and returns `data`.
+pub async fn success_data(res: Response) -> Value {
+    let status = res.status();
+    let body: Value = res.json().await.expect("json body");
+    assert!(
+        status.is_success(),
+        "expected success, got {status}: {body}"
+    );
+    assert_eq!(body["status"], "SUCCESS", "{body}");
+    assert!(body["metaData"].is_null());
+    body["data"].clone()
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server on a loopback port, a real SQLite file per test.
+
+mod helpers;
+
+mod apikeys;
+mod durability;
+mod intake;
+mod management;
+mod mandate;
+mod robustness;
+mod secrets;
+mod status;

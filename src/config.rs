@@ -238,26 +238,50 @@ mod tests {
 
     #[test]
     fn bad_values_are_named_in_the_error() {
-        let mut s = Settings::default();
-        s.listen = "nope".into();
-        assert!(s.validate().unwrap_err().to_string().contains("listen"));
-        let mut s = Settings::default();
-        s.database_url = "postgres://x".into();
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("database_url"));
-        let mut s = Settings::default();
-        s.max_body_bytes = 0;
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("max_body_bytes"));
-        let mut s = Settings::default();
-        s.public_url = Some("ftp://x".into());
-        assert!(s.validate().unwrap_err().to_string().contains("public_url"));
+        let cases = [
+            (
+                "listen",
+                Settings {
+                    listen: "nope".into(),
+                    ..Settings::default()
+                },
+            ),
+            (
+                "database_url",
+                Settings {
+                    database_url: "postgres://x".into(),
+                    ..Settings::default()
+                },
+            ),
+            (
+                "max_body_bytes",
+                Settings {
+                    max_body_bytes: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "public_url",
+                Settings {
+                    public_url: Some("ftp://x".into()),
+                    ..Settings::default()
+                },
+            ),
+            (
+                "log.level",
+                Settings {
+                    log: LogSettings {
+                        level: "[".into(),
+                        ..LogSettings::default()
+                    },
+                    ..Settings::default()
+                },
+            ),
+        ];
+        for (key, settings) in cases {
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
     }
 
     #[test]

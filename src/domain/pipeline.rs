@@ -537,7 +537,7 @@ fn parse_step(item: &Value, si: usize, ji: usize) -> Result<Step, DomainError> {
     let at = |key: &str| format!("{ctx}: {key}");
     reject_unknown_keys(map, STEP_KEYS, &ctx)?;
     let name = opt_name(map, "name", &at("name"))?.unwrap_or_else(|| identifier.to_string());
-    let timeout = opt_duration(map, "timeout", &at("timeout"))?;
+    let timeout = opt_timeout(map, &at("timeout"))?;
     let retries = match map.get("retries").filter(|v| !v.is_null()) {
         None => 0,
         Some(v) => v
@@ -708,7 +708,8 @@ fn parse_http(spec: &Map<String, Value>, ctx: &str) -> Result<StepSpec, DomainEr
         )));
     }
     let lower = url.to_ascii_lowercase();
-    // With an expression the scheme may come from the payload; the engine checks it at run time.
+    // With an expression the scheme may come from the payload, so it can only be checked once
+    // the URL is resolved.
     let plausible =
         url.contains("<+") || lower.starts_with("http://") || lower.starts_with("https://");
     if !plausible {
@@ -767,7 +768,7 @@ fn parse_http(spec: &Map<String, Value>, ctx: &str) -> Result<StepSpec, DomainEr
         headers,
         body,
         expected_status,
-        timeout: opt_duration(spec, "timeout", &at("spec.timeout"))?,
+        timeout: opt_timeout(spec, &at("spec.timeout"))?,
     })
 }
 
@@ -1442,6 +1443,16 @@ fn opt_duration(
         .map_err(|DomainError::Invalid(e)| DomainError::invalid(format!("{what}: {e}")))
 }
 
+/// A `timeout` field: a duration greater than zero (a zero timeout would fail every run).
+fn opt_timeout(map: &Map<String, Value>, what: &str) -> Result<Option<Duration>, DomainError> {
+    match opt_duration(map, "timeout", what)? {
+        Some(Duration::ZERO) => Err(DomainError::invalid(format!(
+            "{what} must be greater than 0s"
+        ))),
+        other => Ok(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2096,6 +2107,28 @@ pipeline:
             message.contains("spec.timeout: invalid duration '-5s'"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn zero_timeouts_are_rejected_but_zero_waits_are_not() {
+        let message = error(&with_steps(
+            "          - step: {identifier: w, type: Approval, timeout: 0s}\n",
+        ));
+        assert_eq!(
+            message,
+            "stages[0].steps[0] (identifier 'w'): timeout must be greater than 0s"
+        );
+        let message = error(&with_steps(
+            "          - step: {identifier: h, type: Http, spec: {url: 'https://x', timeout: 0ms}}\n",
+        ));
+        assert!(
+            message.ends_with("spec.timeout must be greater than 0s"),
+            "{message}"
+        );
+        assert!(yaml(&with_steps(
+            "          - step: {identifier: w, type: Wait, spec: {duration: 0s}}\n"
+        ))
+        .is_ok());
     }
 
     #[test]

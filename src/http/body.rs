@@ -57,7 +57,10 @@ pub fn body_format(req: &HttpRequest) -> Result<BodyFormat, Error> {
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "application/json" | "text/json" => Ok(BodyFormat::Json),
+        // curl -d sends form-urlencoded unless told otherwise; the body is JSON all the same.
+        "application/json" | "text/json" | "application/x-www-form-urlencoded" => {
+            Ok(BodyFormat::Json)
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
             Ok(BodyFormat::Yaml)
         }

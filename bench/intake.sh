@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Intake benchmark (DESIGN §10): v3 intake with X-Api-Key against a minimal actix handler that
+# parses the same body, measured in the same run, on loopback. Prints both rates, p99s and the
+# ratio (target >= 0.5).
+#
+#   bench/intake.sh [seconds=15] [connections=64]
+#
+# Needs wrk (apt-get install wrk). Everything runs on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15}
+CONNS=${2:-64}
+TRIGGERD_PORT=18080
+RAW_PORT=18081
+command -v wrk >/dev/null || { echo "wrk is required: apt-get install -y wrk" >&2; exit 1; }
+
+cargo build --release --quiet --bin triggerd --example raw_actix
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+ROOT="pat._root.$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n').$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
+TRIGGERD_ROOT_KEY="$ROOT" TRIGGERD_LOG__LEVEL=warn \
+  ./target/release/triggerd serve --listen 127.0.0.1:$TRIGGERD_PORT --database-url "sqlite://$TMP/bench.db" >"$TMP/triggerd.log" 2>&1 &
+PIDS+=($!)
+./target/release/examples/raw_actix 127.0.0.1:$RAW_PORT >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port $TRIGGERD_PORT
+wait_port $RAW_PORT
+
+API=http://127.0.0.1:$TRIGGERD_PORT/api/v1
+call() { curl -sf -X "$1" -H "X-Api-Key: $ROOT" -H "content-type: ${4:-application/json}" --data-binary "$3" "$API$2"; }
+call PUT /accounts/bench '{"name":"bench"}' >/dev/null
+call PUT /accounts/bench/orgs/default/projects/bench '{"name":"bench"}' >/dev/null
+call PUT /accounts/bench/orgs/default/projects/bench/pipelines/hello @examples/pipelines/hello.yaml application/yaml >/dev/null
+TOKEN=$(sed 's/projectIdentifier: demo/projectIdentifier: bench/' examples/triggers/hello.yaml \
+  | call PUT /accounts/bench/orgs/default/projects/bench/pipelines/hello/triggers/hello_trigger @- application/yaml \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["customWebhookToken"])')
+KEY=$(call POST /accounts/bench/apikeys '{"name":"bench","role":"executor"}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])')
+URL="http://127.0.0.1:$TRIGGERD_PORT/webhook/custom/$TOKEN/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench&pipelineIdentifier=hello&triggerIdentifier=hello_trigger"
+
+run() { # name url key
+  BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "$2" >/dev/null   # warm-up
+  local out; out=$(BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
+  echo "$out" | grep -E 'Non-2xx' >&2 || true
+  echo "$1 $(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')"
+}
+echo "== ${DURATION}s per target, $CONNS connections, wrk -t2, on $(nproc) cores"
+RAW=$(run raw_actix "http://127.0.0.1:$RAW_PORT/" "")
+echo "$RAW"
+TRG=$(run triggerd_v3_intake "$URL" "$KEY")
+echo "$TRG"
+STORED=$(curl -s -H "X-Api-Key: $ROOT" "$API/accounts/bench/orgs/default/projects/bench/webhookevents?limit=1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["data"]["content"]))')
+[ "$STORED" = 1 ] || { echo "no events stored?" >&2; exit 1; }
+python3 - "$RAW" "$TRG" <<'PY'
+import sys
+def rps(line): return float(dict(kv.split("=") for kv in line.split()[1:])["rps"])
+raw, trg = rps(sys.argv[1]), rps(sys.argv[2])
+print(f"ratio triggerd/raw = {trg/raw:.2f} (target >= 0.50)")
+PY
+echo "RSS of triggerd after the run: $(ps -o rss= -p "${PIDS[0]}" | awk '{printf "%.1f MiB", $1/1024}')"

@@ -1,0 +1,15 @@
+-- wrk script: POST the benchmark body, with X-Api-Key when BENCH_API_KEY is set.
+wrk.method = "POST"
+wrk.body = '{"ref":"refs/heads/main","repository":{"name":"api-server","full_name":"acme/api-server"},"pusher":{"name":"ci"},"size":4,"sample_key":"sample_value"}'
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_API_KEY")
+if key ~= nil and key ~= "" then
+  wrk.headers["X-Api-Key"] = key
+end
+
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.requests, errors))
+end

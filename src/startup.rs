@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::keys::KeyVerifier;
 use crate::config::Settings;
+use crate::domain::ratelimit::KeyedLimiter;
 use crate::http;
 use crate::service::Gateway;
 use crate::store::cache::HotCache;
@@ -86,6 +87,7 @@ impl Application {
             ),
             public_url: settings.public_base(bound),
             max_body_bytes: settings.max_body_bytes,
+            rate_limits: KeyedLimiter::new(),
         });
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();

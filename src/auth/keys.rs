@@ -1,10 +1,16 @@
 //! API key hashing and verification.
 //!
-//! Keys are stored only as argon2id hashes. Verifying one costs tens of milliseconds of CPU, so:
-//! verified keys are cached (keyed by key id, holding the SHA-256 of the presented key, compared
-//! in constant time) for at most `ttl`; argon2 runs on the blocking pool behind a semaphore of
-//! `argon2_threads` permits; and failed verifications are rate-limited per key id, so a flood of
-//! wrong secrets cannot exhaust the CPU. Unknown key ids cost no argon2 work at all.
+//! Keys are stored only as argon2id hashes. Verifying one costs milliseconds of CPU and 19 MiB
+//! of memory, so:
+//! - verified keys are cached (keyed by key id, holding the SHA-256 of the presented key,
+//!   compared in constant time) for at most `ttl`;
+//! - concurrent requests with the same uncached key wait for one verification instead of each
+//!   running their own (a cold cache under load would otherwise start a herd of them);
+//! - argon2 runs on a fixed pool of `argon2_threads` threads, which bounds both the CPU it takes
+//!   and the memory the allocator keeps per thread (on the tokio blocking pool every new thread
+//!   kept its own 19 MiB);
+//! - failed verifications are rate-limited per key id, so a flood of wrong secrets cannot
+//!   exhaust the CPU. Unknown key ids cost no argon2 work at all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +23,7 @@ use argon2::Argon2;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::{AuthError, Principal};
 use crate::domain::ids::{AccountId, ApiKey, KeyId};
@@ -45,8 +51,73 @@ pub struct KeyVerifier {
     /// Bumped by every `forget`, so a verification that raced a revocation is not cached.
     revocations: AtomicU64,
     failures: Mutex<HashMap<KeyId, FailureBucket>>,
-    argon2_permits: Arc<Semaphore>,
+    /// One gate per key id being verified; see [`KeyVerifier::verify`].
+    inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
+    pool: Argon2Pool,
     ttl: Duration,
+}
+
+type PoolJob = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads that run argon2 work.
+struct Argon2Pool {
+    tx: std::sync::mpsc::SyncSender<PoolJob>,
+}
+
+/// Hash jobs that may wait for a pool thread before callers get `Overloaded`.
+const POOL_QUEUE: usize = 1024;
+
+impl Argon2Pool {
+    fn new(threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PoolJob>(POOL_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("triggerd-argon2-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break, // the verifier was dropped
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start an argon2 thread");
+            }
+        }
+        Self { tx }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx
+            .try_send(Box::new(move || {
+                let _ = done_tx.send(f());
+            }))
+            .map_err(|_| StoreError::Overloaded)?;
+        done_rx.await.map_err(|_| StoreError::ShuttingDown)
+    }
+}
+
+/// Removes a key id's gate from `inflight` once nobody else holds or waits on it.
+struct GateCleanup<'a> {
+    inflight: &'a Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
+    key_id: &'a KeyId,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for GateCleanup<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock();
+        // Ours and the map's: nobody else can take a clone while we hold the map lock.
+        if Arc::strong_count(&self.gate) == 2 {
+            inflight.remove(self.key_id);
+        }
+    }
 }
 
 /// Hashes a key with argon2id and a random salt, into a PHC string. CPU-heavy: call from a
@@ -80,22 +151,16 @@ impl KeyVerifier {
             verified: Mutex::new(HashMap::new()),
             revocations: AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
-            argon2_permits: Arc::new(Semaphore::new(argon2_threads.max(1))),
+            inflight: Mutex::new(HashMap::new()),
+            pool: Argon2Pool::new(argon2_threads),
             ttl: ttl.min(Duration::from_secs(300)),
         }
     }
 
     /// Hashes a new key on the bounded argon2 pool.
     pub async fn hash(&self, key: &ApiKey) -> Result<String, StoreError> {
-        let _permit = self
-            .argon2_permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?;
         let key = key.clone();
-        tokio::task::spawn_blocking(move || hash_key(&key))
-            .await
-            .map_err(|e| StoreError::db("hashing an API key", e))?
+        self.pool.run(move || hash_key(&key)).await?
     }
 
     /// Verifies `presented` for a request on `account`. The root key is valid for every account.
@@ -114,6 +179,24 @@ impl KeyVerifier {
             return Ok(principal);
         }
 
+        // Single flight: the first request for this key id verifies; the others wait here and
+        // then find it in the cache.
+        let gate = Arc::clone(
+            self.inflight
+                .lock()
+                .entry(key.key_id().clone())
+                .or_default(),
+        );
+        let cleanup = GateCleanup {
+            inflight: &self.inflight,
+            key_id: key.key_id(),
+            gate,
+        };
+        let _turn = cleanup.gate.lock().await;
+        if let Some(principal) = self.cached(key.key_id(), &digest) {
+            return Ok(principal);
+        }
+
         let revocations = self.revocations.load(Ordering::Acquire);
         let record = store.get_api_key(key.key_id()).await?;
         let Some(record) = record.filter(|r| usable(r, key.account())) else {
@@ -122,17 +205,11 @@ impl KeyVerifier {
         if !self.take_failure_budget(key.key_id(), false) {
             return Err(AuthError::InvalidKey);
         }
-        let ok = {
-            let _permit = self
-                .argon2_permits
-                .acquire()
-                .await
-                .map_err(|_| AuthError::Store(StoreError::ShuttingDown))?;
-            let (presented, hash) = (presented.to_owned(), record.hash.clone());
-            tokio::task::spawn_blocking(move || verify_hash(&presented, &hash))
-                .await
-                .map_err(|e| AuthError::Store(StoreError::db("verifying an API key", e)))?
-        };
+        let (candidate, hash) = (presented.to_owned(), record.hash.clone());
+        let ok = self
+            .pool
+            .run(move || verify_hash(&candidate, &hash))
+            .await?;
         if !ok {
             self.take_failure_budget(key.key_id(), true);
             return Err(AuthError::InvalidKey);

@@ -4,6 +4,7 @@
 pub mod ids;
 pub mod payload;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod settings;
 pub mod trigger;
 

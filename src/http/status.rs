@@ -9,6 +9,9 @@ use crate::service::intake::{self, EventStatus};
 use crate::service::Gateway;
 use crate::store::Execution;
 
+/// Longest long poll, in seconds.
+const MAX_WAIT_SECS: u64 = 60;
+
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource("/webhook/triggerExecutionDetails/{id}")
@@ -22,11 +25,24 @@ async fn trigger_execution_details(
 ) -> Result<HttpResponse, Error> {
     let q = query(&req);
     let id = req.match_info().get("id").unwrap_or("");
+    let wait = match q.get("wait") {
+        None => 0,
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= MAX_WAIT_SECS)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "Invalid request: wait must be 0 to {MAX_WAIT_SECS} seconds"
+                ))
+            })?,
+    };
     let status = intake::event_status(
         &gw,
         id,
         q.get("accountIdentifier").map(String::as_str),
         api_key(&req),
+        std::time::Duration::from_secs(wait),
     )
     .await?;
     Ok(envelope::ok(render(&status)))

@@ -216,13 +216,14 @@ pub async fn custom_v2(gw: &Gateway, req: IntakeRequest<'_>) -> Result<Accepted,
     accept(gw, &trigger, req).await
 }
 
-/// Steps 7 and 8, shared by v2 and v3: validate the body, then record the event and queue its
+/// Steps 6 to 8, shared by v2 and v3: the rate limit, then validate the body, then record the event and queue its
 /// execution in one durable transaction (or replay an idempotent request).
 async fn accept(
     gw: &Gateway,
     trigger: &Arc<CachedTrigger>,
     req: IntakeRequest<'_>,
 ) -> Result<Accepted, Error> {
+    check_rate_limit(gw, trigger)?;
     let payload = check_body(&req.body)?.to_owned();
     let idempotency_key = req
         .idempotency_key
@@ -307,13 +308,29 @@ pub struct EventStatus {
     pub execution: Option<Execution>,
 }
 
+/// Execution statuses after which a long poll answers at once: terminal, or waiting for a person.
+const SETTLED: &[&str] = &[
+    "Success",
+    "Failed",
+    "Aborted",
+    "Expired",
+    "ApprovalRejected",
+    "Errored",
+    "ApprovalWaiting",
+];
+
+/// How often a long poll re-reads the execution.
+const LONG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// GET /webhook/triggerExecutionDetails/{id}: readable without a key unless the mandate is on
-/// for the event's project; a key that is sent must be valid.
+/// for the event's project; a key that is sent must be valid. With `wait`, answers as soon as
+/// the execution settles, or when `wait` has passed, with the state then.
 pub async fn event_status(
     gw: &Gateway,
     event_id: &str,
     account: Option<&str>,
     api_key: Option<&str>,
+    wait: std::time::Duration,
 ) -> Result<EventStatus, Error> {
     let account = account.ok_or_else(|| {
         Error::InvalidRequest(
@@ -338,9 +355,37 @@ pub async fn event_status(
         return Err(Error::InvalidRequest(mandate_message(&event.scope)));
     }
     gw.authorize_execute(api_key, &event.scope, false).await?;
-    let execution = match &event.plan_execution_id {
-        Some(plan) => gw.store.get_execution(plan).await?,
-        None => None,
+    let Some(plan) = &event.plan_execution_id else {
+        return Ok(EventStatus {
+            event,
+            execution: None,
+        });
     };
-    Ok(EventStatus { event, execution })
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let execution = gw.store.get_execution(plan).await?;
+        let settled = execution
+            .as_ref()
+            .is_none_or(|x| SETTLED.contains(&x.status.as_str()));
+        if settled || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
+            return Ok(EventStatus { event, execution });
+        }
+        tokio::time::sleep(LONG_POLL_INTERVAL).await;
+    }
+}
+
+/// Step 6: the trigger's own `rateLimit`, when configured.
+fn check_rate_limit(gw: &Gateway, trigger: &CachedTrigger) -> Result<(), Error> {
+    let Some(limit) = &trigger.spec.rate_limit else {
+        return Ok(());
+    };
+    gw.rate_limits
+        .check(&trigger.record.token, limit.per_second, limit.burst)
+        .map_err(|wait| Error::TooManyRequests {
+            message: format!(
+                "Too many requests: trigger {} accepts {} per second (burst {}); retry later",
+                trigger.record.identifier, limit.per_second, limit.burst
+            ),
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
 }

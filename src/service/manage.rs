@@ -472,6 +472,7 @@ impl Gateway {
         };
         let (stored, created) = self.store.put_trigger(record).await?;
         self.cache.invalidate_trigger(&stored.token);
+        self.rate_limits.forget(&stored.token);
         Ok((self.trigger_view(&stored).await?, created))
     }
 

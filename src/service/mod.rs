@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::auth::keys::KeyVerifier;
 use crate::auth::{AuthError, Principal};
 use crate::domain::ids::{AccountId, ProjectRef};
+use crate::domain::ratelimit::KeyedLimiter;
 use crate::error::Error;
 use crate::store::cache::HotCache;
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub public_url: String,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Per-trigger `rateLimit` buckets, keyed by webhook token.
+    pub rate_limits: KeyedLimiter<String>,
 }
 
 /// The message for a key that is malformed, unknown, revoked, expired or wrong.

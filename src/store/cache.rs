@@ -10,15 +10,19 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{SettingScope, Store, StoreResult, TriggerRecord};
+use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord};
 use crate::domain::ids::ProjectRef;
 use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
+use crate::domain::trigger::{parse_trigger, TriggerSpec};
+use crate::domain::BodyFormat;
 
 /// A trigger as intake needs it.
 #[derive(Debug)]
 pub struct CachedTrigger {
     /// The stored trigger.
     pub record: TriggerRecord,
+    /// Its definition, parsed once when cached.
+    pub spec: TriggerSpec,
     /// The name of the pipeline it fires.
     pub pipeline_name: String,
 }
@@ -106,8 +110,11 @@ impl HotCache {
             .await?
             .map(|p| p.name)
             .unwrap_or_else(|| record.pipeline.to_string());
+        let spec = parse_trigger(&record.spec.to_string(), BodyFormat::Json)
+            .map_err(|e| StoreError::db("reading a stored trigger", e))?;
         let entry = Arc::new(CachedTrigger {
             record,
+            spec,
             pipeline_name,
         });
         self.triggers

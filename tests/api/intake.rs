@@ -801,6 +801,63 @@ async fn v2_with_a_key_of_another_account_is_rejected_with_401() {
     .await;
 }
 
+// ---- step 6: the per-trigger rate limit --------------------------------------------------------
+
+#[tokio::test]
+async fn trigger_over_its_rate_limit_answers_429_with_retry_after() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    // A burst of 2 that refills once every 100 s: the third request in a row is over.
+    let yaml = format!(
+        "{}  rateLimit:\n    perSecond: 0.01\n    burst: 2\n",
+        trigger_yaml(&t.trigger)
+    );
+    let res = app.put_trigger_yaml(&t, &yaml).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "trigger updated: {}",
+        res.text().await.unwrap()
+    );
+
+    let first = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+    let second = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+    let third = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+
+    success_data(first).await;
+    success_data(second).await;
+    assert_eq!(third.status(), 429, "the third request is over the limit");
+    let retry_after = header(&third, "retry-after").expect("Retry-After on a 429");
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
+        "Retry-After in seconds: {retry_after}"
+    );
+    assert_error(third, 429, "TOO_MANY_REQUESTS", "").await;
+    assert_eq!(
+        listed_events(&app, &t).await.len(),
+        2,
+        "the refused request is not recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_key_is_reported_before_the_rate_limit() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let yaml = format!(
+        "{}  rateLimit:\n    perSecond: 0.01\n    burst: 1\n",
+        trigger_yaml(&t.trigger)
+    );
+    assert_eq!(app.put_trigger_yaml(&t, &yaml).await.status(), 200);
+    success_data(app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await).await;
+
+    let res = app
+        .post_webhook(&t.v3_path(), Some("garbage"), SAMPLE_BODY)
+        .await;
+
+    assert_error(res, 401, "INVALID_TOKEN", "").await;
+}
+
 // ---- step 7: idempotency -----------------------------------------------------------------------
 
 #[tokio::test]

@@ -66,16 +66,24 @@ async fn fire(app: &TestApp, t: &TestTrigger, body: &str) -> String {
         .to_owned()
 }
 
-/// Creates trigger `trigger` on the same pipeline as `t` and returns it with its token.
-async fn create_sibling(app: &TestApp, t: &TestTrigger, trigger: &str) -> TestTrigger {
-    let mut s = TestTrigger {
+/// A copy of `t` (`TestTrigger` is not `Clone`).
+fn copy_of(t: &TestTrigger) -> TestTrigger {
+    TestTrigger {
         account: t.account.clone(),
         org: t.org.clone(),
         project: t.project.clone(),
         pipeline: t.pipeline.clone(),
-        trigger: trigger.into(),
-        token: String::new(),
+        trigger: t.trigger.clone(),
+        token: t.token.clone(),
         admin_key: t.admin_key.clone(),
+    }
+}
+
+/// Creates trigger `trigger` on the same pipeline as `t` and returns it with its token.
+async fn create_sibling(app: &TestApp, t: &TestTrigger, trigger: &str) -> TestTrigger {
+    let mut s = TestTrigger {
+        trigger: trigger.into(),
+        ..copy_of(t)
     };
     let res = app.put_trigger_yaml(&s, &trigger_yaml(trigger)).await;
     assert_eq!(res.status(), 201, "sibling trigger created");
@@ -249,12 +257,18 @@ async fn a_project_under_a_missing_org_is_404() {
     )
     .await;
 
-    assert_error(res, 404, "RESOURCE_NOT_FOUND", "").await;
+    assert_error(
+        res,
+        404,
+        "RESOURCE_NOT_FOUND",
+        "Org acc/nowhere does not exist",
+    )
+    .await;
     assert_error(
         get(&app, "/api/v1/accounts/acc/orgs/nowhere/projects/proj").await,
         404,
         "RESOURCE_NOT_FOUND",
-        "",
+        "does not exist",
     )
     .await;
 }
@@ -277,6 +291,37 @@ async fn deleting_an_org_removes_its_triggers() {
         ),
     )
     .await;
+}
+
+#[tokio::test]
+async fn deleting_a_project_removes_its_pipelines_and_triggers() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+
+    success_data(delete(&app, &t.project_path()).await).await;
+
+    let res = app.post_webhook(&t.v3_path(), None, "{}").await;
+    assert_error(res, 400, "INVALID_REQUEST", "No custom trigger found").await;
+    app.create_project("acc", "default", "proj").await;
+    let pipeline = get(&app, &format!("{}/pipelines/deploy", t.project_path())).await;
+    assert_error(pipeline, 404, "RESOURCE_NOT_FOUND", "deploy").await;
+}
+
+#[tokio::test]
+async fn events_stay_readable_after_their_pipeline_is_deleted() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let id = fire(&app, &t, r#"{"kept":true}"#).await;
+
+    success_data(delete(&app, &format!("{P}/pipelines/deploy")).await).await;
+
+    let status = success_data(app.get_status(&id, "acc", None).await).await;
+    assert_eq!(
+        status["webhookProcessingDetails"]["payload"],
+        r#"{"kept":true}"#
+    );
+    let listed = success_data(list_events(&app, "").await).await;
+    assert_eq!(event_ids(&listed), [id]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,6 +517,26 @@ async fn a_pipeline_whose_identifier_differs_from_the_url_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_yaml_content_type_with_parameters_is_accepted() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+
+    let res = app
+        .with_key(
+            Method::PUT,
+            &format!("{P}/pipelines/charset"),
+            &app.root_key,
+        )
+        .header("content-type", "application/x-yaml; charset=utf-8")
+        .body(pipeline_yaml("charset"))
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test]
 async fn a_put_with_an_unsupported_content_type_is_415() {
     let app = spawn_app().await;
     app.create_project("acc", "default", "proj").await;
@@ -537,6 +602,75 @@ async fn updating_a_trigger_answers_200_and_keeps_its_token() {
     assert_eq!(read["name"], "Renamed");
     assert_eq!(read["customWebhookToken"], t.token.as_str());
     fire(&app, &t, "{}").await;
+}
+
+#[tokio::test]
+async fn a_trigger_put_as_json_is_stored() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    app.create_pipeline("acc", "default", "proj", "deploy")
+        .await;
+    let body = json!({"trigger": {
+        "name": "From JSON",
+        "identifier": "from_json",
+        "source": {"type": "Webhook", "spec": {"type": "Custom", "spec": {
+            "payloadConditions": [{"key": "<+trigger.payload.ref>", "operator": "Equals", "value": "main"}]
+        }}}
+    }});
+    let path = format!("{P}/pipelines/deploy/triggers/from_json");
+
+    let res = put_json(&app, &path, &body).await;
+
+    assert_eq!(res.status(), 201);
+    let read = success_data(get(&app, &path).await).await;
+    assert_eq!(read["name"], "From JSON");
+    let condition = &read["spec"]["trigger"]["source"]["spec"]["spec"]["payloadConditions"][0];
+    assert_eq!(condition["operator"], "Equals", "{read}");
+    assert_eq!(condition["value"], "main", "{read}");
+}
+
+#[tokio::test]
+async fn a_trigger_whose_identifiers_differ_from_the_url_is_rejected() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    app.create_pipeline("acc", "default", "proj", "deploy")
+        .await;
+    let path = format!("{P}/pipelines/deploy/triggers/on_push");
+    let other_pipeline = trigger_yaml("on_push").replacen(
+        "  enabled: true\n",
+        "  enabled: true\n  pipelineIdentifier: elsewhere\n",
+        1,
+    );
+
+    let wrong_id = put_yaml(&app, &path, &trigger_yaml("on_tag")).await;
+    let wrong_pipeline = put_yaml(&app, &path, &other_pipeline).await;
+
+    assert_error(wrong_id, 400, "INVALID_REQUEST", "does not match").await;
+    assert_error(wrong_pipeline, 400, "INVALID_REQUEST", "pipelineIdentifier").await;
+    assert_error(get(&app, &path).await, 404, "RESOURCE_NOT_FOUND", "on_push").await;
+}
+
+#[tokio::test]
+async fn a_trigger_created_again_after_deletion_gets_a_new_token() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    success_data(delete(&app, &t.trigger_path()).await).await;
+
+    let res = app.put_trigger_yaml(&t, &trigger_yaml("on_push")).await;
+
+    assert_eq!(res.status(), 201);
+    let token = success_data(res).await["customWebhookToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_ne!(token, t.token, "a deleted token is never revived");
+    let old = app.post_webhook(&t.v3_path(), None, "{}").await;
+    assert_error(old, 400, "INVALID_REQUEST", "No custom trigger found").await;
+    let renewed = TestTrigger {
+        token,
+        ..copy_of(&t)
+    };
+    fire(&app, &renewed, "{}").await;
 }
 
 #[tokio::test]

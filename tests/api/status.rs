@@ -1,7 +1,7 @@
 //! `GET /webhook/triggerExecutionDetails/{eventCorrelationId}` (DESIGN §2.3): readable the
 //! moment the POST returns, Harness field names, 404s that reveal nothing, and the key rules.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, Response};
 use serde_json::Value;
@@ -160,6 +160,45 @@ async fn status_is_served_under_the_harness_alias_prefix() {
 
     let data = success_data(res).await;
     assert_eq!(data["webhookProcessingDetails"]["eventId"], id.as_str());
+}
+
+#[tokio::test]
+async fn long_poll_answers_once_terminal_or_after_the_wait() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let id = fire(&app, &t, None).await;
+    let started = Instant::now();
+
+    let res = app
+        .request(
+            Method::GET,
+            &format!("/webhook/triggerExecutionDetails/{id}?accountIdentifier=acc&wait=2"),
+        )
+        .send()
+        .await
+        .expect("request");
+
+    let elapsed = started.elapsed();
+    let data = success_data(res).await;
+    let status = data["executionDetails"]["pipelineExecutionSummary"]["status"]
+        .as_str()
+        .expect("status")
+        .to_owned();
+    let settled = [
+        "Success",
+        "Failed",
+        "Aborted",
+        "Expired",
+        "ApprovalRejected",
+        "Errored",
+        "ApprovalWaiting",
+    ]
+    .contains(&status.as_str());
+    assert!(
+        settled || elapsed >= Duration::from_millis(1900),
+        "answered after {elapsed:?} with a {status} execution: wait=2 was ignored"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 // ---- 404s --------------------------------------------------------------------------------------

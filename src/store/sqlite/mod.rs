@@ -5,6 +5,7 @@
 //! microseconds in WAL mode (readers never wait for the writer), so handing them to a blocking
 //! pool would cost more than it saves.
 
+mod checkpoint;
 mod migrate;
 mod writer;
 
@@ -16,6 +17,7 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
+use self::checkpoint::Checkpointer;
 use self::writer::{Writer, WriterThread};
 use super::{
     Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
@@ -43,10 +45,14 @@ impl Default for WriterOptions {
     }
 }
 
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The SQLite store.
 pub struct SqliteStore {
     writer: Writer,
     writer_thread: Mutex<Option<WriterThread>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
     readers: ReadPool,
 }
 
@@ -63,7 +69,8 @@ fn open_rw(path: &Path) -> StoreResult<Connection> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000;",
+         PRAGMA busy_timeout=5000;
+         PRAGMA temp_store=MEMORY;",
     )
     .map_err(|e| StoreError::db("configuring the database connection", e))?;
     Ok(conn)
@@ -84,11 +91,16 @@ impl SqliteStore {
         }
         let mut conn = open_rw(path)?;
         migrate::apply(&mut conn)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
+            .map_err(|e| StoreError::db("configuring the writer connection", e))?;
+        let checkpointer = Checkpointer::start(open_rw(path)?, CHECKPOINT_EVERY)
+            .map_err(|e| StoreError::db("starting the checkpoint thread", e))?;
         let (writer, thread) = Writer::start(conn, options.queue_capacity, options.max_batch)
             .map_err(|e| StoreError::db("starting the writer thread", e))?;
         Ok(Self {
             writer,
             writer_thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: ReadPool {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
@@ -98,6 +110,10 @@ impl SqliteStore {
 
     /// Commits every queued write and stops the writer. Later writes fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
+        let checkpointer = self.checkpointer.lock().take();
+        if let Some(checkpointer) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
+        }
         let thread = self.writer_thread.lock().take();
         if let Some(thread) = thread {
             thread.shutdown().await;

@@ -128,19 +128,20 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
-        tokio::select! {
-            result = &mut server => {
-                result.context("the HTTP server task failed")?.context("the HTTP server failed")?;
-            }
+        let served = tokio::select! {
+            result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
                 handle.stop(true).await;
-                server.await.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+                server.await
             }
-        }
+        };
+        // Flush the writer whatever happened to the HTTP server.
         self.store.shutdown().await;
         tracing::info!("stopped: every acknowledged write is committed");
-        Ok(())
+        served
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")
     }
 }
 

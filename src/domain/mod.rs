@@ -6,6 +6,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod settings;
+pub mod signature;
 pub mod trigger;
 
 /// A problem with user-supplied input, with a message fit to show to the user.

@@ -31,7 +31,11 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
+            // A tiny rate can make the wait overflow a Duration: saturate instead of panicking.
+            Err(
+                Duration::try_from_secs_f64((1.0 - self.tokens) / per_second)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 }
@@ -93,6 +97,14 @@ mod tests {
         let later = start + Duration::from_secs(3600);
         assert!(b.try_take(10.0, 1, later).is_ok());
         assert!(b.try_take(10.0, 1, later).is_err());
+    }
+
+    #[test]
+    fn a_vanishingly_small_rate_saturates_instead_of_panicking() {
+        let start = Instant::now();
+        let mut b = TokenBucket::full(1, start);
+        assert!(b.try_take(1e-300, 1, start).is_ok());
+        assert_eq!(b.try_take(1e-300, 1, start), Err(Duration::MAX));
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    // Reserve at most 64 KiB up front: a declared length costs nothing to send.
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit).min(64 * 1024));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             Error::InvalidRequest(format!("Invalid request: could not read the body: {e}"))

@@ -53,17 +53,30 @@ fn intake_request(req: &HttpRequest, body: bytes::Bytes) -> IntakeRequest<'_> {
         idempotency_key: header(req, "idempotency-key"),
         headers,
         body,
+        source_ip: req.peer_addr().map(|a| a.ip()),
+        dry_run: header(req, "x-trigger-dry-run").is_some_and(|v| v.eq_ignore_ascii_case("true")),
     }
 }
 
 fn respond(gw: &Gateway, accepted: Accepted) -> HttpResponse {
     let e = &accepted.event;
-    let mut response = envelope::ok(json!({
-        "eventCorrelationId": e.event_id,
-        "apiUrl": links::api_url(&gw.public_url, e.event_id.as_str(), e.scope.account.as_str()),
-        "uiUrl": links::ui_url(&gw.public_url, &e.scope, &e.pipeline),
-        "uiSetupUrl": links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline),
-    }));
+    let data = if accepted.dry_run {
+        // Nothing was stored, so there is no event id or status URL to hand out.
+        json!({"dryRun": {
+            "status": e.status,
+            "message": e.message,
+            "conditionResults": e.condition_results,
+            "runtimeInput": e.runtime_input,
+        }})
+    } else {
+        json!({
+            "eventCorrelationId": e.event_id,
+            "apiUrl": links::api_url(&gw.public_url, e.event_id.as_str(), e.scope.account.as_str()),
+            "uiUrl": links::ui_url(&gw.public_url, &e.scope, &e.pipeline),
+            "uiSetupUrl": links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline),
+        })
+    };
+    let mut response = envelope::ok(data);
     let headers = response.headers_mut();
     if let Ok(status) = HeaderValue::from_str(&e.status) {
         headers.insert(HeaderName::from_static("x-trigger-status"), status);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{mandate_message, Gateway};
+use super::Gateway;
 use crate::domain::ids::{
     truncate_for_message, AccountId, EventId, Identifier, PlanExecutionId, ProjectRef,
 };
@@ -75,6 +75,10 @@ pub struct IntakeRequest<'a> {
     pub headers: Vec<(String, String)>,
     /// The body, already within the size limit.
     pub body: Bytes,
+    /// The connecting peer's address, for `allowedSourceCidrs`.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// `X-Trigger-Dry-Run: true`: evaluate everything, store and run nothing.
+    pub dry_run: bool,
 }
 
 /// An accepted event: stored now, or the original of an idempotent replay.
@@ -84,6 +88,8 @@ pub struct Accepted {
     pub event: WebhookEvent,
     /// True when this answers a repeated `Idempotency-Key`.
     pub replayed: bool,
+    /// True for a dry run: `event` was evaluated but not stored.
+    pub dry_run: bool,
 }
 
 fn require<'q>(value: &'q Option<String>, name: &str) -> Result<&'q str, Error> {
@@ -216,13 +222,16 @@ pub async fn custom_v2(gw: &Gateway, req: IntakeRequest<'_>) -> Result<Accepted,
     accept(gw, &trigger, req).await
 }
 
-/// Steps 6 to 8, shared by v2 and v3: the rate limit, then validate the body, then record the event and queue its
-/// execution in one durable transaction (or replay an idempotent request).
+/// What follows authorization, shared by v2 and v3: the trigger's own source and signature
+/// checks (DESIGN §4), the rate limit (step 6), body validation, then idempotency and the
+/// durable record with its queued execution in one transaction (steps 7 and 8). A dry run stops
+/// before anything is stored.
 async fn accept(
     gw: &Gateway,
     trigger: &Arc<CachedTrigger>,
     req: IntakeRequest<'_>,
 ) -> Result<Accepted, Error> {
+    check_source_and_signature(trigger, &req)?;
     check_rate_limit(gw, trigger)?;
     let payload = check_body(&req.body)?.to_owned();
     let idempotency_key = req
@@ -231,26 +240,31 @@ async fn accept(
         .transpose()?;
     let t = &trigger.record;
 
+    let signature_header = trigger
+        .spec
+        .signature
+        .as_ref()
+        .map(|s| s.header.to_ascii_lowercase());
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers
         .into_iter()
         .map(|(name, value)| {
-            let value = if is_secret_header(&name) {
-                REDACTED.to_owned()
-            } else {
-                value
-            };
+            let value =
+                if is_secret_header(&name) || signature_header.as_deref() == Some(name.as_str()) {
+                    REDACTED.to_owned()
+                } else {
+                    value
+                };
             (name, serde_json::Value::String(value))
         })
         .collect();
 
-    let runtime_input = t
+    let runtime_input = trigger
         .spec
-        .pointer("/trigger/inputYaml")
-        .and_then(|v| v.as_str())
+        .input_yaml
+        .clone()
         .filter(|s| !s.trim().is_empty())
-        .unwrap_or(EMPTY_RUNTIME_INPUT)
-        .to_owned();
+        .unwrap_or_else(|| EMPTY_RUNTIME_INPUT.to_owned());
     let plan = PlanExecutionId::generate();
     let event = WebhookEvent {
         event_id: EventId::generate(),
@@ -273,17 +287,24 @@ async fn accept(
         pipeline_name: trigger.pipeline_name.clone(),
         trigger_type: "WEBHOOK_CUSTOM",
     };
-    let outcome = gw.store.record_event(event, Some(execution)).await?;
-    metrics::counter!("triggerd_webhook_events_total").increment(1);
-    Ok(match outcome {
-        RecordOutcome::Stored(event) => Accepted {
+    if req.dry_run {
+        return Ok(Accepted {
             event,
             replayed: false,
-        },
-        RecordOutcome::Replayed(event) => Accepted {
-            event,
-            replayed: true,
-        },
+            dry_run: true,
+        });
+    }
+    let (event, replayed) = match gw.store.record_event(event, Some(execution)).await? {
+        RecordOutcome::Stored(event) => {
+            metrics::counter!("triggerd_webhook_events_total").increment(1);
+            (event, false)
+        }
+        RecordOutcome::Replayed(event) => (event, true),
+    };
+    Ok(Accepted {
+        event,
+        replayed,
+        dry_run: false,
     })
 }
 
@@ -351,10 +372,8 @@ pub async fn event_status(
         .filter(|e| e.scope.account.as_str() == account)
         .ok_or_else(not_found)?;
     let mandate = gw.cache.mandate(gw.store.as_ref(), &event.scope).await?;
-    if api_key.is_none() && mandate.value {
-        return Err(Error::InvalidRequest(mandate_message(&event.scope)));
-    }
-    gw.authorize_execute(api_key, &event.scope, false).await?;
+    gw.authorize_execute(api_key, &event.scope, mandate.value)
+        .await?;
     let Some(plan) = &event.plan_execution_id else {
         return Ok(EventStatus {
             event,
@@ -374,6 +393,37 @@ pub async fn event_status(
     }
 }
 
+/// The trigger's `allowedSourceCidrs` (403) and `signature` (401), when configured.
+fn check_source_and_signature(
+    trigger: &CachedTrigger,
+    req: &IntakeRequest<'_>,
+) -> Result<(), Error> {
+    let spec = &trigger.spec;
+    if !spec.allowed_source_cidrs.is_empty()
+        && !req.source_ip.is_some_and(|ip| spec.allows_source(ip))
+    {
+        return Err(Error::AccessDenied(format!(
+            "Access denied: the source address is not in the allowed source ranges of trigger {}",
+            trigger.record.identifier
+        )));
+    }
+    if let Some(signature) = &spec.signature {
+        let wanted = signature.header.to_ascii_lowercase();
+        let presented = req
+            .headers
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.as_str());
+        if !crate::domain::signature::verify(signature, presented, &req.body) {
+            return Err(Error::InvalidToken(format!(
+                "Invalid call: the {} header does not carry a valid HMAC-SHA256 signature of the body",
+                signature.header
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Step 6: the trigger's own `rateLimit`, when configured.
 fn check_rate_limit(gw: &Gateway, trigger: &CachedTrigger) -> Result<(), Error> {
     let Some(limit) = &trigger.spec.rate_limit else {
@@ -386,6 +436,6 @@ fn check_rate_limit(gw: &Gateway, trigger: &CachedTrigger) -> Result<(), Error> 
                 "Too many requests: trigger {} accepts {} per second (burst {}); retry later",
                 trigger.record.identifier, limit.per_second, limit.burst
             ),
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            retry_after_secs: wait.as_secs().saturating_add(1),
         })
 }

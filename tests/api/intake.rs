@@ -1049,3 +1049,172 @@ async fn malformed_key_is_rejected_with_401() {
     }
     assert!(listed_events(&app, &t).await.is_empty());
 }
+
+// ---- trigger extensions: signature, allowed sources, dry run ---------------------------------
+
+/// Stores `t` again with `extra` YAML appended at trigger level.
+async fn with_extension(app: &TestApp, t: &TestTrigger, extra: &str) {
+    let yaml = format!("{}{extra}", trigger_yaml(&t.trigger));
+    let res = app.put_trigger_yaml(t, &yaml).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "trigger updated: {}",
+        res.text().await.unwrap()
+    );
+}
+
+const SIGNING_SECRET: &str = "a-shared-secret-of-some-length";
+
+fn github_signature(body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_signed(app: &TestApp, t: &TestTrigger, signature: Option<&str>) -> Response {
+    let mut req = app
+        .request(Method::POST, &t.v3_path())
+        .header("content-type", "application/json")
+        .body(SAMPLE_BODY);
+    if let Some(sig) = signature {
+        req = req.header("X-Hub-Signature-256", sig);
+    }
+    req.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn a_signed_trigger_refuses_a_missing_or_wrong_signature_with_401() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    with_extension(
+        &app,
+        &t,
+        &format!("  signature:\n    type: hmac-sha256\n    header: X-Hub-Signature-256\n    secret: {SIGNING_SECRET}\n    prefix: \"sha256=\"\n"),
+    )
+    .await;
+
+    let missing = post_signed(&app, &t, None).await;
+    let wrong = post_signed(&app, &t, Some(&github_signature("another body"))).await;
+
+    assert_error(missing, 401, "INVALID_TOKEN", "X-Hub-Signature-256").await;
+    assert_error(wrong, 401, "INVALID_TOKEN", "X-Hub-Signature-256").await;
+    assert!(listed_events(&app, &t).await.is_empty(), "nothing recorded");
+}
+
+#[tokio::test]
+async fn a_correct_signature_is_accepted_and_never_stored() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    with_extension(
+        &app,
+        &t,
+        &format!("  signature:\n    header: X-Hub-Signature-256\n    secret: {SIGNING_SECRET}\n    prefix: \"sha256=\"\n"),
+    )
+    .await;
+    let signature = github_signature(SAMPLE_BODY);
+
+    let res = post_signed(&app, &t, Some(&signature)).await;
+
+    success_data(res).await;
+    let events = listed_events(&app, &t).await;
+    assert_eq!(events.len(), 1);
+    let stored = events[0]["headers"].to_string();
+    assert!(
+        !stored.contains(&signature[7..]),
+        "signature stored: {stored}"
+    );
+    assert_eq!(events[0]["headers"]["x-hub-signature-256"], "********");
+}
+
+#[tokio::test]
+async fn a_source_outside_the_allowed_ranges_is_refused_with_403() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    with_extension(&app, &t, "  allowedSourceCidrs: [\"203.0.113.0/24\"]\n").await;
+
+    let res = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+
+    assert_error(res, 403, "NG_ACCESS_DENIED", "allowed source ranges").await;
+    with_extension(
+        &app,
+        &t,
+        "  allowedSourceCidrs: [\"203.0.113.0/24\", \"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let res = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+    success_data(res).await;
+}
+
+#[tokio::test]
+async fn a_dry_run_answers_what_would_happen_and_stores_nothing() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+
+    let res = app
+        .request(Method::POST, &t.v3_path())
+        .header("content-type", "application/json")
+        .header("X-Trigger-Dry-Run", "true")
+        .body(SAMPLE_BODY)
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(
+        header(&res, "x-trigger-status").as_deref(),
+        Some("TARGET_EXECUTION_REQUESTED")
+    );
+    let data = success_data(res).await;
+    assert_eq!(data["dryRun"]["status"], "TARGET_EXECUTION_REQUESTED");
+    assert_eq!(data["dryRun"]["runtimeInput"], "pipeline: {}\n");
+    assert!(data["eventCorrelationId"].is_null(), "{data}");
+    assert!(
+        listed_events(&app, &t).await.is_empty(),
+        "a dry run stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_still_checks_the_key() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+
+    let res = app
+        .request(Method::POST, &t.v3_path())
+        .header("X-Trigger-Dry-Run", "true")
+        .header(
+            "X-Api-Key",
+            "pat.acc.0123456789abcdef01234567.AAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .body(SAMPLE_BODY)
+        .send()
+        .await
+        .expect("request");
+
+    assert_error(res, 401, "INVALID_TOKEN", "Invalid call").await;
+}
+
+#[tokio::test]
+async fn a_vanishingly_small_rate_limit_answers_429_without_crashing() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    with_extension(
+        &app,
+        &t,
+        "  rateLimit:\n    perSecond: 1.0e-300\n    burst: 1\n",
+    )
+    .await;
+
+    let first = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+    let second = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+
+    success_data(first).await;
+    assert_error(second, 429, "TOO_MANY_REQUESTS", "").await;
+    let health = app
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status(), 200);
+}

@@ -191,7 +191,23 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         }
         return;
     }
-    let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(conn))).collect();
+    // Some errors (disk full, I/O) make SQLite roll back the whole transaction. A job run after
+    // that would run in autocommit mode and commit on its own while its caller is told the
+    // batch failed, so once the transaction is gone the remaining jobs do not run.
+    let aborted = StoreError::db(
+        "writing a batch",
+        BatchFailed("the transaction was rolled back".into()),
+    );
+    let completions: Vec<Completion> = batch
+        .drain(..)
+        .map(|job| {
+            if conn.is_autocommit() {
+                job(Err(&aborted))
+            } else {
+                job(Ok(conn))
+            }
+        })
+        .collect();
     let commit_error = conn
         .execute_batch("COMMIT")
         .err()

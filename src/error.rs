@@ -115,7 +115,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ParentMissing(m) => Error::NotFound(m),
-            StoreError::Conflict(m) => Error::Duplicate(m),
+            e @ StoreError::InvalidCursor => Error::InvalidRequest(e.to_string()),
             StoreError::Overloaded => Error::Unavailable {
                 message: "The server is overloaded; retry shortly".into(),
                 retry_after_secs: 1,

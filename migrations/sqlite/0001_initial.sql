@@ -106,6 +106,8 @@ CREATE TABLE webhook_events (
 );
 CREATE INDEX webhook_events_by_project
     ON webhook_events(account_id, org_id, project_id, created_at DESC, event_id DESC);
+CREATE INDEX webhook_events_by_trigger
+    ON webhook_events(account_id, org_id, project_id, trigger_id, created_at DESC, event_id DESC);
 CREATE INDEX webhook_events_by_idempotency_key
     ON webhook_events(account_id, org_id, project_id, pipeline_id, trigger_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;

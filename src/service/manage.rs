@@ -505,6 +505,7 @@ impl Gateway {
         let token = self.store.delete_trigger(project, pipeline, id).await?;
         if let Some(token) = &token {
             self.cache.invalidate_trigger(token);
+            self.rate_limits.forget(token);
         }
         Ok(token.is_some())
     }

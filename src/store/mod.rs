@@ -18,9 +18,9 @@ pub enum StoreError {
     /// A resource the write depends on does not exist (e.g. the org of a new project).
     #[error("{0}")]
     ParentMissing(String),
-    /// The write would create a duplicate.
-    #[error("{0}")]
-    Conflict(String),
+    /// A list cursor that this store did not hand out.
+    #[error("Invalid request: cursor is not one this server returned")]
+    InvalidCursor,
     /// The write queue is full; the caller should retry shortly.
     #[error("the write queue is full")]
     Overloaded,

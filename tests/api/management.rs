@@ -964,3 +964,23 @@ async fn metrics_are_prometheus_text_counting_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_cursor_this_server_did_not_hand_out_is_400() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+
+    for path in [
+        format!("{P}/webhookevents?cursor=not-a-cursor"),
+        format!("{P}/webhookevents?cursor=YWJj"),
+        format!("{P}/pipelines?cursor=%%%"),
+        format!("{P}/pipelines/deploy/triggers?cursor=YQpi"),
+    ] {
+        let res = app
+            .with_key(Method::GET, &path, &t.admin_key)
+            .send()
+            .await
+            .expect("request");
+        assert_error(res, 400, "INVALID_REQUEST", "cursor").await;
+    }
+}

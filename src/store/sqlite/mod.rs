@@ -165,12 +165,20 @@ fn encode_cursor(parts: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(parts.join("\n"))
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Vec<String> {
-    cursor
-        .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+/// Decodes a cursor made by [`encode_cursor`] into its `parts` parts. No cursor gives `None`;
+/// one that is not ours is an error, so a confused client does not page from the start forever.
+fn decode_cursor(cursor: Option<&str>, parts: usize) -> StoreResult<Option<Vec<String>>> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .map(|s| s.split('\n').map(str::to_owned).collect())
-        .unwrap_or_default()
+        .map(|s| s.split('\n').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|v| v.len() == parts)
+        .map(Some)
+        .ok_or(StoreError::InvalidCursor)
 }
 
 fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
@@ -788,7 +796,9 @@ impl Store for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<PipelineRecord>> {
-        let after = decode_cursor(cursor).into_iter().next().unwrap_or_default();
+        let after = decode_cursor(cursor, 1)?
+            .and_then(|v| v.into_iter().next())
+            .unwrap_or_default();
         let items = self.read("listing pipelines", |c| {
             c.prepare_cached(&format!(
                 "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
@@ -913,7 +923,9 @@ impl Store for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<TriggerRecord>> {
-        let after = decode_cursor(cursor).into_iter().next().unwrap_or_default();
+        let after = decode_cursor(cursor, 1)?
+            .and_then(|v| v.into_iter().next())
+            .unwrap_or_default();
         let items = self.read("listing triggers", |c| {
             c.prepare_cached(&format!(
                 "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
@@ -1099,16 +1111,26 @@ impl Store for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<WebhookEvent>> {
-        let parts = decode_cursor(cursor);
-        let (before_ts, before_id) = match parts.as_slice() {
-            [ts, id] => (ts.parse::<i64>().unwrap_or(i64::MAX), id.clone()),
-            _ => (i64::MAX, String::new()),
+        let (before_ts, before_id) = match decode_cursor(cursor, 2)? {
+            Some(v) => (
+                v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
+                v[1].clone(),
+            ),
+            // Sorts after every real event id.
+            None => (i64::MAX, "~".to_owned()),
+        };
+        // The trigger filter is spelled out (not `?4 IS NULL OR ...`) so that SQLite can walk
+        // `webhook_events_by_trigger` instead of scanning the project's events.
+        let trigger_clause = if filter.trigger.is_some() {
+            "AND trigger_id = ?4"
+        } else {
+            "AND ?4 IS NULL"
         };
         let items = self.read("listing webhook events", |c| {
             c.prepare_cached(&format!(
                 "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
-                 AND (?4 IS NULL OR trigger_id = ?4) AND (?5 IS NULL OR status = ?5) \
-                 AND (created_at < ?6 OR (created_at = ?6 AND (?7 = '' OR event_id < ?7))) \
+                 {trigger_clause} AND (?5 IS NULL OR status = ?5) \
+                 AND (created_at, event_id) < (?6, ?7) \
                  ORDER BY created_at DESC, event_id DESC LIMIT ?8"
             ))?
             .query_map(

@@ -54,12 +54,16 @@ RAW=$(run raw_actix "http://127.0.0.1:$RAW_PORT/" "")
 echo "$RAW"
 TRG=$(run triggerd_v3_intake "$URL" "$KEY")
 echo "$TRG"
-STORED=$(curl -s -H "X-Api-Key: $ROOT" "$API/accounts/bench/orgs/default/projects/bench/webhookevents?limit=1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["data"]["content"]))')
-[ "$STORED" = 1 ] || { echo "no events stored?" >&2; exit 1; }
-python3 - "$RAW" "$TRG" <<'PY'
+EVENT=$(curl -s -H "X-Api-Key: $ROOT" "$API/accounts/bench/orgs/default/projects/bench/webhookevents?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["content"][0]["eventId"])')
+STATUS_URL="http://127.0.0.1:$TRIGGERD_PORT/webhook/triggerExecutionDetails/$EVENT?accountIdentifier=bench"
+wrk -t2 -c"$CONNS" -d3s "$STATUS_URL" >/dev/null
+STS=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/get.lua "$STATUS_URL" | grep '^RESULT' | sed 's/^RESULT /triggerd_status /')
+echo "$STS"
+python3 - "$RAW" "$TRG" "$STS" <<'PY'
 import sys
 def rps(line): return float(dict(kv.split("=") for kv in line.split()[1:])["rps"])
-raw, trg = rps(sys.argv[1]), rps(sys.argv[2])
-print(f"ratio triggerd/raw = {trg/raw:.2f} (target >= 0.50)")
+raw, trg, sts = rps(sys.argv[1]), rps(sys.argv[2]), rps(sys.argv[3])
+print(f"ratio intake/raw = {trg/raw:.2f} (target >= 0.50)")
+print(f"ratio status/raw = {sts/raw:.2f} (target >= 0.60)")
 PY
 echo "RSS of triggerd after the run: $(ps -o rss= -p "${PIDS[0]}" | awk '{printf "%.1f MiB", $1/1024}')"

@@ -63,7 +63,7 @@ impl IntakeQuery {
 }
 
 /// The parts of an intake request the service needs.
-#[derive(Debug)]
+/// `Debug` leaves out the key and the headers.
 pub struct IntakeRequest<'a> {
     /// The identifier query parameters.
     pub query: IntakeQuery,
@@ -79,6 +79,18 @@ pub struct IntakeRequest<'a> {
     pub source_ip: Option<std::net::IpAddr>,
     /// `X-Trigger-Dry-Run: true`: evaluate everything, store and run nothing.
     pub dry_run: bool,
+}
+
+impl std::fmt::Debug for IntakeRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeRequest")
+            .field("query", &self.query)
+            .field("api_key", &self.api_key.map(|_| "********"))
+            .field("body_bytes", &self.body.len())
+            .field("source_ip", &self.source_ip)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An accepted event: stored now, or the original of an idempotent replay.

@@ -123,7 +123,8 @@ impl Role {
 }
 
 /// A stored API key: everything but the secret, plus its argon2id hash.
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the hash.
+#[derive(Clone)]
 pub struct ApiKeyRecord {
     /// The key id.
     pub key_id: KeyId,
@@ -174,7 +175,8 @@ pub struct PipelineRecord {
 }
 
 /// A stored custom trigger.
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the token and the spec (which may hold a signing secret).
+#[derive(Clone)]
 pub struct TriggerRecord {
     /// Where it lives.
     pub scope: ProjectRef,
@@ -429,4 +431,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<WebhookEvent>>;
     /// Reads an execution.
     async fn get_execution(&self, id: &PlanExecutionId) -> StoreResult<Option<Execution>>;
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("key_id", &self.key_id)
+            .field("account", &self.account)
+            .field("role", &self.role)
+            .field("projects", &self.projects)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TriggerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TriggerRecord")
+            .field("scope", &self.scope)
+            .field("pipeline", &self.pipeline)
+            .field("identifier", &self.identifier)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }

@@ -202,7 +202,9 @@ impl KeyVerifier {
         let Some(record) = record.filter(|r| usable(r, key.account())) else {
             return Err(AuthError::InvalidKey);
         };
-        if !self.take_failure_budget(key.key_id(), false) {
+        if !self.verified_before(key.key_id(), &digest)
+            && !self.take_failure_budget(key.key_id(), false)
+        {
             return Err(AuthError::InvalidKey);
         }
         let (candidate, hash) = (presented.to_owned(), record.hash.clone());
@@ -242,16 +244,24 @@ impl KeyVerifier {
         verified.remove(key_id);
     }
 
+    /// The principal of a fresh cache entry whose digest matches. A stale entry is kept (until
+    /// replaced or forgotten) so that [`KeyVerifier::verified_before`] can still recognise the key.
     fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> Option<Principal> {
-        let mut verified = self.verified.lock();
+        let verified = self.verified.lock();
         let entry = verified.get(key_id)?;
         let fresh = entry.cached_at.elapsed() < self.ttl
             && entry.expires_at.is_none_or(|t| t > now_millis());
-        if !fresh {
-            verified.remove(key_id);
-            return None;
-        }
-        bool::from(entry.digest.ct_eq(digest)).then(|| entry.principal.clone())
+        (fresh && bool::from(entry.digest.ct_eq(digest))).then(|| entry.principal.clone())
+    }
+
+    /// True when exactly this key was verified before (its cache entry may be stale). Such a key
+    /// skips the failure budget, so strangers who know a key id cannot lock its owner out by
+    /// spending the budget with wrong secrets.
+    fn verified_before(&self, key_id: &KeyId, digest: &[u8; 32]) -> bool {
+        self.verified
+            .lock()
+            .get(key_id)
+            .is_some_and(|e| bool::from(e.digest.ct_eq(digest)))
     }
 
     /// Checks (and, when `spend`, consumes) the failure budget of a key id. Returns false when

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, success_data, TestApp, TestTrigger};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, success_data, TestApp, TestTrigger};
 
 const SAMPLE_BODY: &str = r#"{"sample_key": "sample_value"}"#;
 
@@ -549,4 +549,24 @@ async fn admin_key_manages_its_own_account() {
     assert_eq!(res.status(), 201);
     let data = success_data(res).await;
     assert!(data["key"].as_str().unwrap().starts_with("pat.acc."));
+}
+
+#[tokio::test]
+async fn wrong_secrets_for_a_key_id_do_not_lock_out_its_owner() {
+    // A zero TTL makes every request miss the verified-key cache, as after a restart or expiry.
+    let app = spawn_app_with(|s| s.auth.key_cache_ttl_secs = 0).await;
+    let t = app.create_trigger().await;
+    let key = app.create_key("acc", "executor", None).await;
+    let ok = app.post_webhook(&t.v3_path(), Some(&key), "{}").await;
+    assert_eq!(ok.status(), 200, "the owner's key works");
+    let (prefix, _) = key.rsplit_once('.').expect("pat.acc.id.secret");
+    let wrong = format!("{prefix}.{}", "W".repeat(32));
+
+    for _ in 0..15 {
+        let res = app.post_webhook(&t.v3_path(), Some(&wrong), "{}").await;
+        assert_eq!(res.status(), 401);
+    }
+    let owner = app.post_webhook(&t.v3_path(), Some(&key), "{}").await;
+
+    assert_eq!(owner.status(), 200, "the owner is not locked out");
 }

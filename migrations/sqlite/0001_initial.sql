@@ -74,7 +74,9 @@ CREATE TABLE triggers (
     pipeline_id  TEXT NOT NULL,
     id           TEXT NOT NULL,
     name         TEXT NOT NULL,
-    token        TEXT NOT NULL UNIQUE,
+    token        TEXT NOT NULL,
+    -- Lookups go by SHA-256 of the token, so no comparison ever runs on the secret itself.
+    token_sha256 BLOB NOT NULL UNIQUE,
     enabled      INTEGER NOT NULL,
     spec         TEXT NOT NULL,  -- canonical JSON of the trigger, secrets included
     created_at   INTEGER NOT NULL,

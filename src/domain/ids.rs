@@ -152,6 +152,13 @@ impl WebhookToken {
     }
 }
 
+/// SHA-256 of a webhook token as presented: the key tokens are looked up by, in the database
+/// and in memory, so that no comparison ever runs on the token itself.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 string_newtype!(
     /// An eventCorrelationId: 12 CSPRNG bytes as 24 lowercase hex chars.
     EventId

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord};
-use crate::domain::ids::ProjectRef;
+use crate::domain::ids::{token_digest, ProjectRef};
 use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
 use crate::domain::trigger::{parse_trigger, TriggerSpec};
 use crate::domain::BodyFormat;
@@ -72,7 +72,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Guarded<K, V> {
 
 /// The hot-lookup cache in front of a [`Store`].
 pub struct HotCache {
-    triggers: Guarded<String, Arc<CachedTrigger>>,
+    /// Keyed by SHA-256 of the token: the map compares digests, never the token itself.
+    triggers: Guarded<[u8; 32], Arc<CachedTrigger>>,
     mandates: Guarded<ProjectRef, Resolved>,
 }
 
@@ -98,7 +99,8 @@ impl HotCache {
         store: &dyn Store,
         token: &str,
     ) -> StoreResult<Option<Arc<CachedTrigger>>> {
-        if let Some(hit) = self.triggers.get(&token.to_owned()) {
+        let key = token_digest(token);
+        if let Some(hit) = self.triggers.get(&key) {
             return Ok(Some(hit));
         }
         let generation = self.triggers.generation();
@@ -117,8 +119,7 @@ impl HotCache {
             spec,
             pipeline_name,
         });
-        self.triggers
-            .fill(generation, token.to_owned(), Arc::clone(&entry));
+        self.triggers.fill(generation, key, Arc::clone(&entry));
         Ok(Some(entry))
     }
 
@@ -143,7 +144,7 @@ impl HotCache {
 
     /// Drops the trigger with this token (after it changed or was deleted).
     pub fn invalidate_trigger(&self, token: &str) {
-        self.triggers.remove(&token.to_owned());
+        self.triggers.remove(&token_digest(token));
     }
 
     /// Drops every cached trigger (after a pipeline, project or org changed).

@@ -24,7 +24,9 @@ use super::{
     RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
     WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
-use crate::domain::ids::{AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{
+    token_digest, AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
+};
 use crate::domain::settings::{ScopedValue, SettingChain};
 
 /// Tuning for the writer.
@@ -871,8 +873,8 @@ impl Store for SqliteStore {
                     }
                     None => {
                         c.execute(
-                            &format!("INSERT INTO triggers ({TRIGGER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                            params![t.scope.account.as_str(), t.scope.org.as_str(), t.scope.project.as_str(), t.pipeline.as_str(), t.identifier.as_str(), t.name, t.token, t.enabled, spec, t.created_at, t.updated_at],
+                            &format!("INSERT INTO triggers ({TRIGGER_COLS}, token_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                            params![t.scope.account.as_str(), t.scope.org.as_str(), t.scope.project.as_str(), t.pipeline.as_str(), t.identifier.as_str(), t.name, t.token, t.enabled, spec, t.created_at, t.updated_at, token_digest(&t.token).as_slice()],
                         )
                         .map_err(|e| {
                             if is_fk_violation(&e) {
@@ -909,9 +911,9 @@ impl Store for SqliteStore {
     async fn get_trigger_by_token(&self, token: &str) -> StoreResult<Option<TriggerRecord>> {
         self.read("reading a trigger by token", |c| {
             c.prepare_cached(&format!(
-                "SELECT {TRIGGER_COLS} FROM triggers WHERE token = ?1"
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE token_sha256 = ?1"
             ))?
-            .query_row([token], trigger_row)
+            .query_row([token_digest(token).as_slice()], trigger_row)
             .optional()
         })
     }

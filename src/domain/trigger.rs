@@ -240,7 +240,18 @@ impl TriggerSpec {
 
 /// Parses and validates a trigger body (`trigger:` at the top), YAML or JSON.
 pub fn parse_trigger(text: &str, format: BodyFormat) -> Result<TriggerSpec, DomainError> {
-    let root: Value = format.parse(text)?;
+    TriggerSpec::from_value(&format.parse(text)?)
+}
+
+impl TriggerSpec {
+    /// Validates an already-decoded trigger document, such as the stored
+    /// [`TriggerSpec::to_storage_json`].
+    pub fn from_value(root: &Value) -> Result<TriggerSpec, DomainError> {
+        parse_trigger_value(root)
+    }
+}
+
+fn parse_trigger_value(root: &Value) -> Result<TriggerSpec, DomainError> {
     let Some(body) = root.as_object().and_then(|m| m.get("trigger")) else {
         return Err(DomainError::invalid(
             "The body must have a top-level 'trigger' key (trigger: {name, identifier, source})",

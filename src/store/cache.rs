@@ -13,8 +13,7 @@ use parking_lot::RwLock;
 use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord};
 use crate::domain::ids::{token_digest, ProjectRef};
 use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
-use crate::domain::trigger::{parse_trigger, TriggerSpec};
-use crate::domain::BodyFormat;
+use crate::domain::trigger::TriggerSpec;
 
 /// A trigger as intake needs it.
 #[derive(Debug)]
@@ -112,7 +111,7 @@ impl HotCache {
             .await?
             .map(|p| p.name)
             .unwrap_or_else(|| record.pipeline.to_string());
-        let spec = parse_trigger(&record.spec.to_string(), BodyFormat::Json)
+        let spec = TriggerSpec::from_value(&record.spec)
             .map_err(|e| StoreError::db("reading a stored trigger", e))?;
         let entry = Arc::new(CachedTrigger {
             record,

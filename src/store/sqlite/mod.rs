@@ -228,6 +228,15 @@ fn scope_row(row: &Row<'_>, has_project: bool) -> rusqlite::Result<Scope> {
     })
 }
 
+fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        identifier: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
 const API_KEY_COLS: &str =
     "key_id, account_id, name, role, projects, hash, created_at, expires_at, revoked_at";
 
@@ -431,14 +440,7 @@ impl Store for SqliteStore {
                     .query_row(
                         "SELECT id, name, created_at, updated_at FROM accounts WHERE id = ?1",
                         [&id],
-                        |r| {
-                            Ok(Account {
-                                identifier: r.get(0)?,
-                                name: r.get(1)?,
-                                created_at: r.get(2)?,
-                                updated_at: r.get(3)?,
-                            })
-                        },
+                        account_row,
                     )
                     .map_err(sql_err("reading an account"))?;
                 Ok((account, created))
@@ -449,14 +451,7 @@ impl Store for SqliteStore {
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         self.read("reading an account", |c| {
             c.prepare_cached("SELECT id, name, created_at, updated_at FROM accounts WHERE id = ?1")?
-                .query_row([id.as_str()], |r| {
-                    Ok(Account {
-                        identifier: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                        updated_at: r.get(3)?,
-                    })
-                })
+                .query_row([id.as_str()], account_row)
                 .optional()
         })
     }

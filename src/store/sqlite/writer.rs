@@ -220,3 +220,118 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         done(commit_error.as_ref());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dir: &tempfile::TempDir) -> Connection {
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER NOT NULL UNIQUE);")
+            .unwrap();
+        conn
+    }
+
+    fn count(dir: &tempfile::TempDir) -> i64 {
+        Connection::open(dir.path().join("w.db"))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&Connection) -> StoreResult<()> + Send + 'static {
+        move |c: &Connection| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                .map(|_| ())
+                .map_err(|e| StoreError::db("inserting", e))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_does_not_undo_the_others_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+
+        // Queued together, so they share batches; the duplicate violates UNIQUE.
+        let results = tokio::join!(
+            writer.write(insert(1)),
+            writer.write(insert(2)),
+            writer.write(insert(1)),
+            writer.write(insert(3)),
+        );
+
+        assert!(results.0.is_ok() && results.1.is_ok() && results.3.is_ok());
+        assert!(results.2.is_err(), "the duplicate fails");
+        thread.shutdown().await;
+        assert_eq!(count(&dir), 3, "every job that succeeded is committed");
+    }
+
+    #[tokio::test]
+    async fn shutdown_commits_what_was_queued_and_refuses_what_comes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+        let queued: Vec<_> = (0..20)
+            .map(|v| {
+                tokio::spawn({
+                    let w = writer.clone();
+                    async move { w.write(insert(v)).await }
+                })
+            })
+            .collect();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+
+        thread.shutdown().await;
+        let late = writer.write(insert(99)).await;
+
+        assert!(matches!(late, Err(StoreError::ShuttingDown)), "{late:?}");
+        assert_eq!(count(&dir), 20);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_overloaded_and_stores_nothing_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 1, 1).unwrap();
+        // Hold the writer thread inside a job until told to go on.
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let w = writer.clone();
+            async move {
+                w.write(move |_c: &Connection| {
+                    let _ = started_tx.send(());
+                    let _ = go_rx.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        // The queue holds one write: fill it, and wait until it is really queued.
+        let filler = tokio::spawn({
+            let w = writer.clone();
+            async move { w.try_write(insert(1)).await }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while writer.tx.capacity() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filler never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+
+        let overloaded = writer.try_write(insert(2)).await;
+
+        assert!(
+            matches!(overloaded, Err(StoreError::Overloaded)),
+            "{overloaded:?}"
+        );
+        go_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        filler.await.unwrap().unwrap();
+        thread.shutdown().await;
+        assert_eq!(count(&dir), 1, "only the queued write is stored");
+    }
+}

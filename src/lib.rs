@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod expr;
 pub mod http;
 pub mod service;
 pub mod startup;

@@ -1,0 +1,1 @@
+//! Table-driven tests of the JEXL subset (written next).

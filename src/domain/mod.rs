@@ -2,9 +2,11 @@
 //! Nothing here does I/O; everything here is unit-tested next to the code.
 
 pub mod ids;
+pub mod matching;
 pub mod payload;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod runtime_input;
 pub mod settings;
 pub mod signature;
 pub mod trigger;

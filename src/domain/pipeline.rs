@@ -231,7 +231,17 @@ impl PipelineSpec {
 
 /// Parses and validates a pipeline body (`pipeline:` at the top), YAML or JSON.
 pub fn parse_pipeline(text: &str, format: BodyFormat) -> Result<PipelineSpec, DomainError> {
-    let root: Value = format.parse(text)?;
+    PipelineSpec::from_value(&format.parse(text)?)
+}
+
+impl PipelineSpec {
+    /// Validates an already-decoded pipeline document, such as the stored [`PipelineSpec::to_json`].
+    pub fn from_value(root: &Value) -> Result<PipelineSpec, DomainError> {
+        parse_pipeline_value(root)
+    }
+}
+
+fn parse_pipeline_value(root: &Value) -> Result<PipelineSpec, DomainError> {
     let Some(body) = root.as_object().and_then(|m| m.get("pipeline")) else {
         return Err(DomainError::invalid(
             "The body must have a top-level 'pipeline' key (pipeline: {name, identifier, stages})",

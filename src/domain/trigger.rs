@@ -14,10 +14,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ids::{truncate_for_message, Identifier};
+use super::matching::CompiledConditions;
 use super::pipeline::{
     as_map, is_header_name, kind_of, opt_bool, opt_list, opt_scalar, opt_string, opt_string_map,
     reject_unknown_keys, required_identifier, required_name, scalar_text,
 };
+use super::runtime_input::InputTemplate;
 use super::{BodyFormat, DomainError};
 
 /// Longest `jexlCondition`, in bytes (DESIGN §5).
@@ -261,7 +263,7 @@ fn parse_trigger_value(root: &Value) -> Result<TriggerSpec, DomainError> {
     let name = required_name(map, "name", "trigger.name")?;
     let identifier = required_identifier(map, "trigger.identifier")?;
     let conditions = parse_source(map.get("source"))?;
-    Ok(TriggerSpec {
+    let spec = TriggerSpec {
         name,
         identifier,
         enabled: opt_bool(map, "enabled", "trigger.enabled")?.unwrap_or(true),
@@ -277,7 +279,11 @@ fn parse_trigger_value(root: &Value) -> Result<TriggerSpec, DomainError> {
         rate_limit: parse_rate_limit(map.get("rateLimit"))?,
         signature: parse_signature(map.get("signature"))?,
         allowed_source_cidrs: parse_cidrs(map.get("allowedSourceCidrs"))?,
-    })
+    };
+    // Expressions, regexes and references are checked here so an invalid trigger is never stored.
+    CompiledConditions::compile(&spec)?;
+    InputTemplate::compile(spec.input_yaml.as_deref())?;
+    Ok(spec)
 }
 
 struct Conditions {
@@ -1048,7 +1054,11 @@ trigger:
     fn jexl_conditions_are_bounded_and_blank_means_none() {
         let spec = yaml(&minimal("", "jexlCondition: '  '")).unwrap();
         assert_eq!(spec.jexl_condition, None);
-        let fits = format!("jexlCondition: '{}'", "a".repeat(MAX_JEXL_BYTES));
+        let fits = format!(
+            "jexlCondition: '{}'",
+            "1 == 1 && ".repeat(MAX_JEXL_BYTES / 10) + "true  "
+        );
+        assert_eq!(fits.len() - "jexlCondition: ''".len(), MAX_JEXL_BYTES);
         assert!(yaml(&minimal("", &fits)).is_ok());
         let too_long = format!("jexlCondition: '{}'", "a".repeat(MAX_JEXL_BYTES + 1));
         assert_eq!(

@@ -11,16 +11,29 @@ use super::Gateway;
 use crate::domain::ids::{
     truncate_for_message, AccountId, EventId, Identifier, PlanExecutionId, ProjectRef,
 };
+use crate::domain::matching::{results_json, ConditionResult, Outcome};
 use crate::domain::payload::{check_body, is_secret_header, REDACTED};
+use crate::domain::runtime_input::EMPTY_RUNTIME_INPUT;
 use crate::error::Error;
+use crate::expr::context::{parse_payload, TriggerContext};
 use crate::store::cache::CachedTrigger;
 use crate::store::{now_millis, Execution, NewExecution, RecordOutcome, WebhookEvent};
 
 /// Status of an event that queued its pipeline.
 pub const TARGET_EXECUTION_REQUESTED: &str = "TARGET_EXECUTION_REQUESTED";
 const EXECUTION_REQUESTED_MESSAGE: &str = "Pipeline execution was requested successfully";
-/// `runtimeInput` when the trigger gives none.
-pub const EMPTY_RUNTIME_INPUT: &str = "pipeline: {}\n";
+/// Status of an event whose payload conditions did not hold.
+pub const NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS: &str =
+    "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS";
+/// Status of an event whose header conditions did not hold.
+pub const NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS: &str =
+    "NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS";
+/// Status of an event whose JEXL condition did not hold.
+pub const NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS: &str = "NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS";
+/// Status of an event whose runtime input is missing or mistyped.
+pub const INVALID_RUNTIME_INPUT_YAML: &str = "INVALID_RUNTIME_INPUT_YAML";
+/// Status of an event whose pipeline could not be loaded.
+pub const EXCEPTION_WHILE_PROCESSING: &str = "EXCEPTION_WHILE_PROCESSING";
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -252,45 +265,44 @@ async fn accept(
         .transpose()?;
     let t = &trigger.record;
 
+    // Secret headers are masked before anything reads them: conditions see the mask, so a
+    // secret can never reach `conditionResults`.
     let signature_header = trigger
         .spec
         .signature
         .as_ref()
         .map(|s| s.header.to_ascii_lowercase());
-    let headers: serde_json::Map<String, serde_json::Value> = req
+    let headers: Vec<(String, String)> = req
         .headers
         .into_iter()
         .map(|(name, value)| {
-            let value =
-                if is_secret_header(&name) || signature_header.as_deref() == Some(name.as_str()) {
-                    REDACTED.to_owned()
-                } else {
-                    value
-                };
-            (name, serde_json::Value::String(value))
+            let secret =
+                is_secret_header(&name) || signature_header.as_deref() == Some(name.as_str());
+            (name, if secret { REDACTED.to_owned() } else { value })
         })
         .collect();
 
-    let runtime_input = trigger
-        .spec
-        .input_yaml
-        .clone()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| EMPTY_RUNTIME_INPUT.to_owned());
+    let event_id = EventId::generate();
     let plan = PlanExecutionId::generate();
+    let decision = decide(trigger, &payload, &headers, &event_id, &plan);
     let event = WebhookEvent {
-        event_id: EventId::generate(),
+        event_id,
         scope: t.scope.clone(),
         pipeline: t.pipeline.to_string(),
         trigger: t.identifier.to_string(),
-        status: TARGET_EXECUTION_REQUESTED.into(),
-        message: EXECUTION_REQUESTED_MESSAGE.into(),
-        exception_occured: false,
+        status: decision.status.into(),
+        message: decision.message,
+        exception_occured: decision.status == EXCEPTION_WHILE_PROCESSING,
         payload,
-        headers: serde_json::Value::Object(headers),
-        runtime_input,
-        condition_results: serde_json::Value::Array(Vec::new()),
-        plan_execution_id: Some(plan.clone()),
+        headers: serde_json::Value::Object(
+            headers
+                .into_iter()
+                .map(|(name, value)| (name, serde_json::Value::String(value)))
+                .collect(),
+        ),
+        runtime_input: decision.runtime_input,
+        condition_results: results_json(&decision.results),
+        plan_execution_id: decision.execute.then(|| plan.clone()),
         idempotency_key,
         created_at: now_millis(),
     };
@@ -306,7 +318,8 @@ async fn accept(
             dry_run: true,
         });
     }
-    let (event, replayed) = match gw.store.record_event(event, Some(execution)).await? {
+    let execution = event.plan_execution_id.is_some().then_some(execution);
+    let (event, replayed) = match gw.store.record_event(event, execution).await? {
         RecordOutcome::Stored(event) => {
             metrics::counter!("triggerd_webhook_events_total").increment(1);
             (event, false)
@@ -318,6 +331,100 @@ async fn accept(
         replayed,
         dry_run: false,
     })
+}
+
+/// What a webhook leads to: the Harness status of DESIGN §2.3, its message, the resolved
+/// runtime input, every condition's result, and whether the pipeline is queued.
+struct Decision {
+    status: &'static str,
+    message: String,
+    runtime_input: String,
+    results: Vec<ConditionResult>,
+    execute: bool,
+}
+
+/// Evaluates the conditions (payload, header, JEXL) and resolves the runtime input. The first
+/// failing condition group decides the status; the runtime input is resolved even then when it
+/// can be, so a dry run shows it.
+fn decide(
+    trigger: &CachedTrigger,
+    body: &str,
+    headers: &[(String, String)],
+    event_id: &EventId,
+    plan: &PlanExecutionId,
+) -> Decision {
+    let spec = &trigger.spec;
+    let evaluates_anything = !spec.payload_conditions.is_empty()
+        || !spec.header_conditions.is_empty()
+        || spec.jexl_condition.is_some()
+        || spec.input_yaml.is_some()
+        || trigger
+            .pipeline
+            .as_ref()
+            .is_ok_and(|p| p.runtime_inputs().next().is_some());
+    if !evaluates_anything && trigger.pipeline.is_ok() {
+        return Decision {
+            status: TARGET_EXECUTION_REQUESTED,
+            message: EXECUTION_REQUESTED_MESSAGE.into(),
+            runtime_input: EMPTY_RUNTIME_INPUT.into(),
+            results: Vec::new(),
+            execute: true,
+        };
+    }
+    let payload = parse_payload(body);
+    let ctx = TriggerContext {
+        payload: &payload,
+        headers,
+        event_id: event_id.as_str(),
+        trigger_identifier: trigger.record.identifier.as_str(),
+        pipeline_identifier: trigger.record.pipeline.as_str(),
+        pipeline_name: &trigger.pipeline_name,
+        execution_id: Some(plan.as_str()),
+    };
+    let evaluation = trigger.conditions.evaluate(&ctx);
+    let input = match &trigger.pipeline {
+        Ok(pipeline) => trigger.input.resolve(pipeline, &ctx),
+        Err(problem) => Err(format!("The {problem}")),
+    };
+    let mismatch = match evaluation.outcome {
+        Outcome::Matched => None,
+        Outcome::PayloadMismatch => Some(NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS),
+        Outcome::HeaderMismatch => Some(NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS),
+        Outcome::JexlMismatch => Some(NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS),
+    };
+    let (status, message, runtime_input, execute) = match (mismatch, input) {
+        (Some(status), input) => (
+            status,
+            evaluation.message.unwrap_or_default(),
+            input.unwrap_or_else(|_| EMPTY_RUNTIME_INPUT.into()),
+            false,
+        ),
+        (None, Ok(yaml)) => (
+            TARGET_EXECUTION_REQUESTED,
+            EXECUTION_REQUESTED_MESSAGE.into(),
+            yaml,
+            true,
+        ),
+        (None, Err(problem)) if trigger.pipeline.is_err() => (
+            EXCEPTION_WHILE_PROCESSING,
+            problem,
+            EMPTY_RUNTIME_INPUT.into(),
+            false,
+        ),
+        (None, Err(problem)) => (
+            INVALID_RUNTIME_INPUT_YAML,
+            problem,
+            EMPTY_RUNTIME_INPUT.into(),
+            false,
+        ),
+    };
+    Decision {
+        status,
+        message,
+        runtime_input,
+        results: evaluation.results,
+        execute,
+    }
 }
 
 fn validate_idempotency_key(key: &str) -> Result<String, Error> {

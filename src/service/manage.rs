@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use super::{links, Gateway};
 use crate::domain::ids::{AccountId, ApiKey, Identifier, KeyId, ProjectRef, WebhookToken};
-use crate::domain::pipeline::parse_pipeline;
+use crate::domain::pipeline::{parse_pipeline, PipelineSpec};
+use crate::domain::runtime_input::InputTemplate;
 use crate::domain::settings::{Resolved, ScopedValue};
-use crate::domain::trigger::{parse_trigger, TriggerSpec};
+use crate::domain::trigger::{TriggerSpec, REDACTED_SECRET};
 use crate::domain::{BodyFormat, DomainError};
 use crate::error::Error;
 use crate::store::{
@@ -432,7 +433,22 @@ impl Gateway {
         text: &str,
         format: BodyFormat,
     ) -> Result<(TriggerView, bool), Error> {
-        let spec = parse_trigger(text, format)?;
+        let mut doc: serde_json::Value = format.parse(text)?;
+        // A trigger read back from the API shows its signature secret as the placeholder; sent
+        // back unchanged, it means "keep the stored secret".
+        if let Some(slot) = doc
+            .pointer_mut("/trigger/signature/secret")
+            .filter(|s| s.as_str() == Some(REDACTED_SECRET))
+        {
+            let stored = self.store.get_trigger(project, pipeline, id).await?;
+            if let Some(secret) = stored
+                .as_ref()
+                .and_then(|t| t.spec.pointer("/trigger/signature/secret"))
+            {
+                *slot = secret.clone();
+            }
+        }
+        let spec = TriggerSpec::from_value(&doc)?;
         check_same(
             Some(spec.identifier.as_str()),
             id.as_str(),
@@ -453,11 +469,15 @@ impl Gateway {
             pipeline.as_str(),
             "pipelineIdentifier",
         )?;
-        if self.store.get_pipeline(project, pipeline).await?.is_none() {
+        let Some(stored_pipeline) = self.store.get_pipeline(project, pipeline).await? else {
             return Err(Error::NotFound(format!(
                 "Pipeline {pipeline} does not exist in {project}"
             )));
-        }
+        };
+        let pipeline_spec = PipelineSpec::from_value(&stored_pipeline.spec)?;
+        InputTemplate::compile(spec.input_yaml.as_deref())?
+            .check_against(&pipeline_spec)
+            .map_err(Error::InvalidRequest)?;
         let now = now_millis();
         let record = TriggerRecord {
             scope: project.clone(),

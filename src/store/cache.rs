@@ -12,18 +12,28 @@ use parking_lot::RwLock;
 
 use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord};
 use crate::domain::ids::{token_digest, ProjectRef};
+use crate::domain::matching::CompiledConditions;
+use crate::domain::pipeline::PipelineSpec;
+use crate::domain::runtime_input::InputTemplate;
 use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
 use crate::domain::trigger::TriggerSpec;
 
-/// A trigger as intake needs it.
+/// A trigger as intake needs it: parsed and compiled once, when cached.
 #[derive(Debug)]
 pub struct CachedTrigger {
     /// The stored trigger.
     pub record: TriggerRecord,
-    /// Its definition, parsed once when cached.
+    /// Its definition.
     pub spec: TriggerSpec,
+    /// Its payload, header and JEXL conditions, compiled.
+    pub conditions: CompiledConditions,
+    /// Its `inputYaml`, compiled.
+    pub input: InputTemplate,
     /// The name of the pipeline it fires.
     pub pipeline_name: String,
+    /// The pipeline it fires, or why it could not be loaded (the webhook is then recorded with
+    /// `EXCEPTION_WHILE_PROCESSING` rather than refused).
+    pub pipeline: Result<Arc<PipelineSpec>, String>,
 }
 
 /// A map whose entries may only be filled by a reader whose load started after the last
@@ -106,17 +116,30 @@ impl HotCache {
         let Some(record) = store.get_trigger_by_token(token).await? else {
             return Ok(None);
         };
-        let pipeline_name = store
-            .get_pipeline(&record.scope, &record.pipeline)
-            .await?
-            .map(|p| p.name)
+        let stored_pipeline = store.get_pipeline(&record.scope, &record.pipeline).await?;
+        let pipeline_name = stored_pipeline
+            .as_ref()
+            .map(|p| p.name.clone())
             .unwrap_or_else(|| record.pipeline.to_string());
+        let pipeline = match &stored_pipeline {
+            Some(p) => PipelineSpec::from_value(&p.spec)
+                .map(Arc::new)
+                .map_err(|e| format!("pipeline '{}' could not be loaded: {e}", record.pipeline)),
+            None => Err(format!("pipeline '{}' does not exist", record.pipeline)),
+        };
         let spec = TriggerSpec::from_value(&record.spec)
             .map_err(|e| StoreError::db("reading a stored trigger", e))?;
+        let conditions = CompiledConditions::compile(&spec)
+            .map_err(|e| StoreError::db("compiling a stored trigger's conditions", e))?;
+        let input = InputTemplate::compile(spec.input_yaml.as_deref())
+            .map_err(|e| StoreError::db("compiling a stored trigger's inputYaml", e))?;
         let entry = Arc::new(CachedTrigger {
             record,
             spec,
+            conditions,
+            input,
             pipeline_name,
+            pipeline,
         });
         self.triggers.fill(generation, key, Arc::clone(&entry));
         Ok(Some(entry))

@@ -47,12 +47,22 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
                 None => Err(fail(e, format!("cannot negate {}", type_name(&v)))),
             }
         }
-        Node::And(a, b) => Ok(Value::Bool(
-            truthy(&eval(a, ctx)?) && truthy(&eval(b, ctx)?),
-        )),
-        Node::Or(a, b) => Ok(Value::Bool(
-            truthy(&eval(a, ctx)?) || truthy(&eval(b, ctx)?),
-        )),
+        Node::And(operands) => {
+            for operand in operands {
+                if !truthy(&eval(operand, ctx)?) {
+                    return Ok(Value::Bool(false));
+                }
+            }
+            Ok(Value::Bool(true))
+        }
+        Node::Or(operands) => {
+            for operand in operands {
+                if truthy(&eval(operand, ctx)?) {
+                    return Ok(Value::Bool(true));
+                }
+            }
+            Ok(Value::Bool(false))
+        }
         Node::Binary(op, a, b) => binary(expr, *op, eval(a, ctx)?, eval(b, ctx)?),
         Node::Call(function, args) => {
             let arg = eval(&args[0], ctx)?;

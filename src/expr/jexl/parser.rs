@@ -29,8 +29,10 @@ pub(super) enum Node {
     Array(Vec<Expr>),
     Not(Box<Expr>),
     Neg(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// `a && b && ...`, flat so long chains do not make the tree tall.
+    And(Vec<Expr>),
+    /// `a || b || ...`, flat likewise.
+    Or(Vec<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     Call(Function, Vec<Expr>),
     Method(Box<Expr>, Method, Vec<Expr>),
@@ -43,11 +45,11 @@ impl Node {
     pub(super) fn children(&self) -> Box<dyn Iterator<Item = &Expr> + '_> {
         match self {
             Self::Literal(_) | Self::Reference(_) => Box::new(std::iter::empty()),
-            Self::Array(items) | Self::Call(_, items) => Box::new(items.iter()),
-            Self::Not(e) | Self::Neg(e) | Self::Member(e, _) => Box::new(std::iter::once(&**e)),
-            Self::And(a, b) | Self::Or(a, b) | Self::Binary(_, a, b) | Self::Index(a, b) => {
-                Box::new([&**a, &**b].into_iter())
+            Self::Array(items) | Self::Call(_, items) | Self::And(items) | Self::Or(items) => {
+                Box::new(items.iter())
             }
+            Self::Not(e) | Self::Neg(e) | Self::Member(e, _) => Box::new(std::iter::once(&**e)),
+            Self::Binary(_, a, b) | Self::Index(a, b) => Box::new([&**a, &**b].into_iter()),
             Self::Method(target, _, args) => Box::new(std::iter::once(&**target).chain(args)),
         }
     }
@@ -281,25 +283,31 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, ExprError> {
-        let mut left = self.and()?;
+        let first = self.and()?;
+        if *self.peek() != Tok::Or {
+            return Ok(first);
+        }
+        let offset = first.offset;
+        let mut operands = vec![first];
         while *self.peek() == Tok::Or {
             self.advance();
-            let right = self.and()?;
-            let offset = left.offset;
-            left = self.make(Node::Or(Box::new(left), Box::new(right)), offset)?;
+            operands.push(self.and()?);
         }
-        Ok(left)
+        self.make(Node::Or(operands), offset)
     }
 
     fn and(&mut self) -> Result<Expr, ExprError> {
-        let mut left = self.equality()?;
+        let first = self.equality()?;
+        if *self.peek() != Tok::And {
+            return Ok(first);
+        }
+        let offset = first.offset;
+        let mut operands = vec![first];
         while *self.peek() == Tok::And {
             self.advance();
-            let right = self.equality()?;
-            let offset = left.offset;
-            left = self.make(Node::And(Box::new(left), Box::new(right)), offset)?;
+            operands.push(self.equality()?);
         }
-        Ok(left)
+        self.make(Node::And(operands), offset)
     }
 
     fn binary_level(

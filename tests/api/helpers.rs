@@ -342,6 +342,21 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    /// The project's stored webhook events (first page), newest first.
+    pub async fn events(&self, t: &TestTrigger) -> Vec<Value> {
+        let res = self
+            .with_key(
+                Method::GET,
+                &format!("{}/webhookevents", t.project_path()),
+                &t.admin_key,
+            )
+            .send()
+            .await
+            .expect("request");
+        let data = success_data(res).await;
+        data["content"].as_array().expect("content").clone()
+    }
+
     /// GETs the status of an event.
     pub async fn get_status(&self, event_id: &str, account: &str, key: Option<&str>) -> Response {
         let mut req = self.request(

@@ -89,21 +89,6 @@ async fn post_idempotent(app: &TestApp, path: &str, key: &str, body: &str) -> Re
         .expect("request")
 }
 
-/// The events of the project of `t`, newest first, read with its admin key.
-async fn listed_events(app: &TestApp, t: &TestTrigger) -> Vec<Value> {
-    let res = app
-        .with_key(
-            Method::GET,
-            &format!("{}/webhookevents", t.project_path()),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .expect("request");
-    let data = success_data(res).await;
-    data["content"].as_array().expect("content").clone()
-}
-
 /// The eventCorrelationId of a successful intake response.
 async fn event_id(res: Response) -> String {
     let data = success_data(res).await;
@@ -403,7 +388,7 @@ async fn a_refused_request_records_no_event() {
     let res = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
 
     assert_eq!(res.status(), 400);
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 // ---- the order of the checks -------------------------------------------------------------------
@@ -550,7 +535,7 @@ async fn body_over_the_limit_with_content_length_is_rejected_with_413() {
         .await;
 
     assert_error(res, 413, "PAYLOAD_TOO_LARGE", "").await;
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 #[tokio::test]
@@ -594,7 +579,7 @@ async fn chunked_body_over_the_limit_is_rejected_with_413() {
 
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["code"], "PAYLOAD_TOO_LARGE");
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 #[tokio::test]
@@ -628,7 +613,7 @@ async fn invalid_utf8_body_is_rejected_with_400() {
         .expect("request");
 
     assert_error(res, 400, "INVALID_REQUEST", "UTF-8").await;
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 #[tokio::test]
@@ -834,7 +819,7 @@ async fn trigger_over_its_rate_limit_answers_429_with_retry_after() {
     );
     assert_error(third, 429, "TOO_MANY_REQUESTS", "").await;
     assert_eq!(
-        listed_events(&app, &t).await.len(),
+        app.events(&t).await.len(),
         2,
         "the refused request is not recorded"
     );
@@ -879,7 +864,7 @@ async fn repeated_idempotency_key_replays_the_original_event() {
     );
     let (first_id, second_id) = (event_id(first).await, event_id(second).await);
     assert_eq!(first_id, second_id);
-    let events = listed_events(&app, &t).await;
+    let events = app.events(&t).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["eventId"], first_id.as_str());
 }
@@ -894,7 +879,7 @@ async fn a_different_idempotency_key_records_a_new_event() {
 
     assert_eq!(header(&second, "idempotent-replayed"), None);
     assert_ne!(event_id(first).await, event_id(second).await);
-    assert_eq!(listed_events(&app, &t).await.len(), 2);
+    assert_eq!(app.events(&t).await.len(), 2);
 }
 
 #[tokio::test]
@@ -908,7 +893,7 @@ async fn the_same_idempotency_key_on_another_trigger_records_a_new_event() {
 
     assert_eq!(header(&second, "idempotent-replayed"), None);
     assert_ne!(event_id(first).await, event_id(second).await);
-    assert_eq!(listed_events(&app, &t).await.len(), 2);
+    assert_eq!(app.events(&t).await.len(), 2);
 }
 
 #[tokio::test]
@@ -933,7 +918,7 @@ async fn concurrent_requests_with_one_idempotency_key_record_one_event() {
     ids.dedup();
     assert_eq!(ids.len(), 1, "one event id for all: {ids:?}");
     assert_eq!(replayed, 7, "all but the first are replays");
-    assert_eq!(listed_events(&app, &t).await.len(), 1);
+    assert_eq!(app.events(&t).await.len(), 1);
 }
 
 #[tokio::test]
@@ -965,7 +950,7 @@ async fn invalid_idempotency_key_is_rejected_with_400() {
     let res = post_idempotent(&app, &t.v3_path(), &"k".repeat(300), SAMPLE_BODY).await;
 
     assert_error(res, 400, "INVALID_REQUEST", "Idempotency-Key").await;
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 // ---- step 5: keys ------------------------------------------------------------------------------
@@ -998,7 +983,7 @@ async fn executor_key_limited_to_another_project_is_denied_with_403() {
         .await;
 
     assert_error(res, 403, "NG_ACCESS_DENIED", "").await;
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 #[tokio::test]
@@ -1047,7 +1032,7 @@ async fn malformed_key_is_rejected_with_401() {
         )
         .await;
     }
-    assert!(listed_events(&app, &t).await.is_empty());
+    assert!(app.events(&t).await.is_empty());
 }
 
 // ---- trigger extensions: signature, allowed sources, dry run ---------------------------------
@@ -1100,7 +1085,7 @@ async fn a_signed_trigger_refuses_a_missing_or_wrong_signature_with_401() {
 
     assert_error(missing, 401, "INVALID_TOKEN", "X-Hub-Signature-256").await;
     assert_error(wrong, 401, "INVALID_TOKEN", "X-Hub-Signature-256").await;
-    assert!(listed_events(&app, &t).await.is_empty(), "nothing recorded");
+    assert!(app.events(&t).await.is_empty(), "nothing recorded");
 }
 
 #[tokio::test]
@@ -1118,7 +1103,7 @@ async fn a_correct_signature_is_accepted_and_never_stored() {
     let res = post_signed(&app, &t, Some(&signature)).await;
 
     success_data(res).await;
-    let events = listed_events(&app, &t).await;
+    let events = app.events(&t).await;
     assert_eq!(events.len(), 1);
     let stored = events[0]["headers"].to_string();
     assert!(
@@ -1169,10 +1154,7 @@ async fn a_dry_run_answers_what_would_happen_and_stores_nothing() {
     assert_eq!(data["dryRun"]["status"], "TARGET_EXECUTION_REQUESTED");
     assert_eq!(data["dryRun"]["runtimeInput"], "pipeline: {}\n");
     assert!(data["eventCorrelationId"].is_null(), "{data}");
-    assert!(
-        listed_events(&app, &t).await.is_empty(),
-        "a dry run stores nothing"
-    );
+    assert!(app.events(&t).await.is_empty(), "a dry run stores nothing");
 }
 
 #[tokio::test]

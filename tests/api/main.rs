@@ -3,6 +3,7 @@
 mod helpers;
 
 mod apikeys;
+mod conditions;
 mod durability;
 mod intake;
 mod management;

@@ -3,13 +3,18 @@
 # parses the same body, measured in the same run, on loopback. Prints both rates, p99s and the
 # ratio (target >= 0.5).
 #
-#   bench/intake.sh [seconds=15] [connections=64]
+#   bench/intake.sh [seconds=15] [connections=64] [conditions]
+#
+# With `conditions`, it also measures what condition evaluation adds (issue 3): the same 10 KiB
+# push payload (bench/fixtures/payload-10k.json) to a trigger without conditions and to one with
+# five payload/header conditions and a JEXL condition (bench/fixtures/conditions-trigger.yaml).
 #
 # Needs wrk (apt-get install wrk). Everything runs on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15}
 CONNS=${2:-64}
+MODE=${3:-}
 TRIGGERD_PORT=18080
 RAW_PORT=18081
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install -y wrk" >&2; exit 1; }
@@ -43,9 +48,9 @@ KEY=$(call POST /accounts/bench/apikeys '{"name":"bench","role":"executor"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])')
 URL="http://127.0.0.1:$TRIGGERD_PORT/webhook/custom/$TOKEN/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench&pipelineIdentifier=hello&triggerIdentifier=hello_trigger"
 
-run() { # name url key
-  BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "$2" >/dev/null   # warm-up
-  local out; out=$(BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
+run() { # name url key [body file]
+  BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "$2" >/dev/null   # warm-up
+  local out; out=$(BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
   echo "$out" | grep -E 'Non-2xx' >&2 || true
   echo "$1 $(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')"
 }
@@ -67,3 +72,30 @@ print(f"ratio intake/raw = {trg/raw:.2f} (target >= 0.50)")
 print(f"ratio status/raw = {sts/raw:.2f} (target >= 0.60)")
 PY
 echo "RSS of triggerd after the run: $(ps -o rss= -p "${PIDS[0]}" | awk '{printf "%.1f MiB", $1/1024}')"
+
+if [ "$MODE" = conditions ]; then
+  BODY=bench/fixtures/payload-10k.json
+  CTOKEN=$(call PUT /accounts/bench/orgs/default/projects/bench/pipelines/hello/triggers/conditional @bench/fixtures/conditions-trigger.yaml application/yaml \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["customWebhookToken"])')
+  CURL="http://127.0.0.1:$TRIGGERD_PORT/webhook/custom/$CTOKEN/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench"
+  # A status check that the payload really meets every condition.
+  curl -s -o /dev/null -D - -X POST -H "X-Api-Key: $KEY" -H 'X-GitHub-Event: push' --data-binary @$BODY "$CURL" \
+    | grep -qi 'x-trigger-status: TARGET_EXECUTION_REQUESTED' || { echo "the benchmark payload did not match" >&2; exit 1; }
+  echo "== conditions: 10 KiB body, trigger without and with 6 conditions, alternating 3 rounds"
+  RESULTS=()
+  for round in 1 2 3; do
+    PLAIN=$(run plain_10k "$URL" "$KEY" "$BODY"); echo "$PLAIN"
+    COND=$(run conditional_10k "$CURL" "$KEY" "$BODY"); echo "$COND"
+    RESULTS+=("$PLAIN" "$COND")
+  done
+  python3 - "${RESULTS[@]}" <<'PY'
+import sys
+def f(line): return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+rows = [f(l) for l in sys.argv[1:]]
+def mean(rs, k): return sum(r[k] for r in rs) / len(rs)
+p, c = rows[0::2], rows[1::2]
+for k in ("rps", "p50_ms", "p99_ms"):
+    print(f"{k}: without {mean(p, k):.2f}, with {mean(c, k):.2f} ({mean(c, k)/mean(p, k)-1:+.1%})")
+print("target: conditions add at most 5% to intake latency")
+PY
+fi

@@ -1,7 +1,15 @@
--- wrk script: POST the benchmark body, with X-Api-Key when BENCH_API_KEY is set.
+-- wrk script: POST the benchmark body (or the file BENCH_BODY_FILE), with X-Api-Key when
+-- BENCH_API_KEY is set.
 wrk.method = "POST"
 wrk.body = '{"ref":"refs/heads/main","repository":{"name":"api-server","full_name":"acme/api-server"},"pusher":{"name":"ci"},"size":4,"sample_key":"sample_value"}'
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file ~= nil and body_file ~= "" then
+  local f = assert(io.open(body_file, "r"))
+  wrk.body = f:read("*a")
+  f:close()
+end
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-GitHub-Event"] = "push"
 local key = os.getenv("BENCH_API_KEY")
 if key ~= nil and key ~= "" then
   wrk.headers["X-Api-Key"] = key

@@ -105,6 +105,15 @@ impl CompiledConditions {
         })
     }
 
+    /// Every reference the conditions read.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.payload
+            .iter()
+            .chain(&self.header)
+            .flat_map(|c| c.key.references())
+            .chain(self.jexl.iter().flat_map(|j| j.references()))
+    }
+
     /// Evaluates every condition against a webhook.
     pub fn evaluate(&self, ctx: &dyn Resolver) -> Evaluation {
         let mut results = Vec::with_capacity(self.payload.len() + self.header.len() + 1);

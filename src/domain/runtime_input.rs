@@ -90,6 +90,26 @@ impl InputTemplate {
         Ok(template)
     }
 
+    /// Every reference the input reads.
+    pub fn references(&self) -> Vec<&Reference> {
+        let mut found = Vec::new();
+        let mut stack: Vec<&Node> = self
+            .variables
+            .iter()
+            .filter_map(|v| v.value.as_ref())
+            .chain(self.rest.iter().map(|(_, n)| n))
+            .collect();
+        while let Some(node) = stack.pop() {
+            match node {
+                Node::Plain(_) => {}
+                Node::Template(t) => found.extend(t.references()),
+                Node::Map(entries) => stack.extend(entries.iter().map(|(_, n)| n)),
+                Node::List(items) => stack.extend(items),
+            }
+        }
+        found
+    }
+
     /// The save-time check against the pipeline: the identifier matches, every variable given
     /// is a runtime input of the pipeline with the same type, and every runtime input without a
     /// default is given.

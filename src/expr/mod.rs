@@ -13,9 +13,11 @@
 //! - [`jexl`]: the tokenizer, parser and evaluator of the JEXL condition.
 //! - [`value`]: how JSON values render as text and compare loosely, shared by both.
 //! - [`context`]: the trigger context a webhook is evaluated against.
+//! - [`projection`]: reads only the referenced parts of a JSON body.
 
 pub mod context;
 pub mod jexl;
+pub mod projection;
 pub mod reference;
 pub mod regex;
 pub mod template;

@@ -15,7 +15,7 @@ use crate::domain::matching::{results_json, ConditionResult, Outcome};
 use crate::domain::payload::{check_body, is_secret_header, REDACTED};
 use crate::domain::runtime_input::EMPTY_RUNTIME_INPUT;
 use crate::error::Error;
-use crate::expr::context::{parse_payload, TriggerContext};
+use crate::expr::context::TriggerContext;
 use crate::store::cache::CachedTrigger;
 use crate::store::{now_millis, Execution, NewExecution, RecordOutcome, WebhookEvent};
 
@@ -371,7 +371,8 @@ fn decide(
             execute: true,
         };
     }
-    let payload = parse_payload(body);
+    // Only the parts of the body that an expression reads are parsed.
+    let payload = trigger.projection.project(body);
     let ctx = TriggerContext {
         payload: &payload,
         headers,

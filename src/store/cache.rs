@@ -17,6 +17,7 @@ use crate::domain::pipeline::PipelineSpec;
 use crate::domain::runtime_input::InputTemplate;
 use crate::domain::settings::{Resolved, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION};
 use crate::domain::trigger::TriggerSpec;
+use crate::expr::projection::Projection;
 
 /// A trigger as intake needs it: parsed and compiled once, when cached.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct CachedTrigger {
     pub conditions: CompiledConditions,
     /// Its `inputYaml`, compiled.
     pub input: InputTemplate,
+    /// The parts of a payload the conditions and input read.
+    pub projection: Projection,
     /// The name of the pipeline it fires.
     pub pipeline_name: String,
     /// The pipeline it fires, or why it could not be loaded (the webhook is then recorded with
@@ -133,11 +136,13 @@ impl HotCache {
             .map_err(|e| StoreError::db("compiling a stored trigger's conditions", e))?;
         let input = InputTemplate::compile(spec.input_yaml.as_deref())
             .map_err(|e| StoreError::db("compiling a stored trigger's inputYaml", e))?;
+        let projection = Projection::of(conditions.references().chain(input.references()));
         let entry = Arc::new(CachedTrigger {
             record,
             spec,
             conditions,
             input,
+            projection,
             pipeline_name,
             pipeline,
         });

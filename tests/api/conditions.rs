@@ -479,3 +479,50 @@ async fn a_trigger_read_back_and_saved_again_keeps_its_signature_secret() {
         .expect("request");
     success_data(res).await;
 }
+
+#[tokio::test]
+async fn the_example_pipeline_and_trigger_work_as_their_comments_say() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    put_pipeline(
+        &app,
+        &t,
+        include_str!("../../examples/pipelines/deploy.yaml"),
+    )
+    .await;
+    let path = format!(
+        "{}/pipelines/deploy/triggers/deploy_on_push",
+        t.project_path()
+    );
+    let res = app
+        .with_key(Method::PUT, &path, &app.root_key)
+        .header("content-type", "application/yaml")
+        .body(include_str!("../../examples/triggers/deploy_on_push.yaml"))
+        .send()
+        .await
+        .expect("request");
+    let created = success_data(res).await;
+    let example = TestTrigger {
+        pipeline: "deploy".into(),
+        trigger: "deploy_on_push".into(),
+        token: created["customWebhookToken"].as_str().unwrap().to_owned(),
+        ..t
+    };
+    let payload = json!({"ref": "refs/heads/main", "repository": {"name": "api-gateway"},
+                         "commits": [{"id": "1"}], "image": {"tag": "v1.4.2"}});
+
+    let res = app
+        .request(Method::POST, &example.v3_path())
+        .header("X-GitHub-Event", "push")
+        .body(payload.to_string())
+        .send()
+        .await
+        .expect("request");
+
+    let (processing, _) = outcome(&app, &example, res, "TARGET_EXECUTION_REQUESTED").await;
+    let input = processing["runtimeInput"].as_str().unwrap();
+    assert!(
+        input.contains("value: v1.4.2") && input.contains("value: 2"),
+        "{input}"
+    );
+}

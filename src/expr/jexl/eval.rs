@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::parser::{BinOp, Expr, Function, Method, Node};
 use crate::expr::reference::Segment;
-use crate::expr::regex::{compile, Mode};
+use crate::expr::regex::{compile, compile_uncached, Mode};
 use crate::expr::value::{loose_eq, number_of, render, truthy, type_name, Num};
 use crate::expr::Resolver;
 
@@ -63,7 +63,10 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
             }
             Ok(Value::Bool(false))
         }
-        Node::Binary(op, a, b) => binary(expr, *op, eval(a, ctx)?, eval(b, ctx)?),
+        Node::Binary(op, a, b) => {
+            let literal = matches!(b.node, Node::Literal(_));
+            binary(expr, *op, eval(a, ctx)?, eval(b, ctx)?, literal)
+        }
         Node::Call(function, args) => {
             let arg = eval(&args[0], ctx)?;
             Ok(match function {
@@ -79,11 +82,12 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
         }
         Node::Method(target, method, args) => {
             let receiver = eval(target, ctx)?;
+            let literal = args.iter().all(|a| matches!(a.node, Node::Literal(_)));
             let args = args
                 .iter()
                 .map(|a| eval(a, ctx))
                 .collect::<Result<Vec<_>, _>>()?;
-            call(expr, target, receiver, *method, &args)
+            call(expr, target, receiver, *method, &args, literal)
         }
         Node::Member(target, name) => {
             let v = eval(target, ctx)?;
@@ -121,7 +125,24 @@ fn size(value: &Value) -> usize {
     }
 }
 
-fn binary(at: &Expr, op: BinOp, a: Value, b: Value) -> Outcome {
+/// A regex: cached when the pattern is written in the expression, compiled for this use only when
+/// it comes from the webhook.
+fn regex_for(
+    at: &Expr,
+    pattern: &str,
+    mode: Mode,
+    literal: bool,
+) -> Result<std::sync::Arc<regex::Regex>, Failure> {
+    let compiled = if literal {
+        compile(pattern, mode)
+    } else {
+        compile_uncached(pattern, mode)
+    };
+    compiled.map_err(|e| fail(at, e))
+}
+
+/// `literal_right`: the right operand is written in the expression (its regex may be cached).
+fn binary(at: &Expr, op: BinOp, a: Value, b: Value, literal_right: bool) -> Outcome {
     let bool = |x: bool| Ok(Value::Bool(x));
     match op {
         BinOp::Eq => bool(loose_eq(&a, &b)),
@@ -135,8 +156,8 @@ fn binary(at: &Expr, op: BinOp, a: Value, b: Value) -> Outcome {
                 _ => order.is_ge(),
             })
         }
-        BinOp::Match => matches_op(at, &a, &b).map(Value::Bool),
-        BinOp::NotMatch => matches_op(at, &a, &b).map(|m| Value::Bool(!m)),
+        BinOp::Match => matches_op(at, &a, &b, literal_right).map(Value::Bool),
+        BinOp::NotMatch => matches_op(at, &a, &b, literal_right).map(|m| Value::Bool(!m)),
         BinOp::StartsWith | BinOp::NotStartsWith | BinOp::EndsWith | BinOp::NotEndsWith => {
             if a.is_null() || b.is_null() {
                 return bool(matches!(op, BinOp::NotStartsWith | BinOp::NotEndsWith));
@@ -180,7 +201,7 @@ fn not_comparable(at: &Expr, op: BinOp, a: &Value, b: &Value) -> Failure {
 
 /// `=~`: membership when the right side is an array (or a key of an object), otherwise a full
 /// regex match of the left side's text; `null` on the left matches nothing.
-fn matches_op(at: &Expr, a: &Value, b: &Value) -> Result<bool, Failure> {
+fn matches_op(at: &Expr, a: &Value, b: &Value, literal: bool) -> Result<bool, Failure> {
     match b {
         Value::Array(items) => Ok(items.iter().any(|item| loose_eq(a, item))),
         Value::Object(map) => Ok(!a.is_null() && map.contains_key(render(a).as_ref())),
@@ -188,7 +209,7 @@ fn matches_op(at: &Expr, a: &Value, b: &Value) -> Result<bool, Failure> {
             if a.is_null() {
                 return Ok(false);
             }
-            let regex = compile(pattern, Mode::FullMatch).map_err(|e| fail(at, e))?;
+            let regex = regex_for(at, pattern, Mode::FullMatch, literal)?;
             Ok(regex.is_match(&render(a)))
         }
         other => Ok(loose_eq(a, other)),
@@ -283,7 +304,15 @@ fn float_op(op: BinOp, a: f64, b: f64) -> Num {
     })
 }
 
-fn call(at: &Expr, target: &Expr, receiver: Value, method: Method, args: &[Value]) -> Outcome {
+/// `literal`: the arguments are written in the expression (a regex argument may be cached).
+fn call(
+    at: &Expr,
+    target: &Expr,
+    receiver: Value,
+    method: Method,
+    args: &[Value],
+    literal: bool,
+) -> Outcome {
     let name = method.name();
     if receiver.is_null() {
         let hint = match &target.node {
@@ -331,12 +360,12 @@ fn call(at: &Expr, target: &Expr, receiver: Value, method: Method, args: &[Value
         Method::Trim => Value::String(text.trim().to_owned()),
         Method::Length | Method::Size => Value::from(text.chars().count()),
         Method::Matches => {
-            let regex = compile(&arg(0)?, Mode::FullMatch).map_err(|e| fail(at, e))?;
+            let regex = regex_for(at, &arg(0)?, Mode::FullMatch, literal)?;
             Value::Bool(regex.is_match(&text))
         }
         Method::Split => {
             // Java's String.split: the separator is a regex and trailing empty pieces are dropped.
-            let regex = compile(&arg(0)?, Mode::Search).map_err(|e| fail(at, e))?;
+            let regex = regex_for(at, &arg(0)?, Mode::Search, literal)?;
             let mut pieces: Vec<Value> = regex
                 .split(&text)
                 .map(|p| Value::String(p.to_owned()))

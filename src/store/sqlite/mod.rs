@@ -1006,6 +1006,9 @@ impl Store for SqliteStore {
         event: WebhookEvent,
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
+        // Serialised here, on the caller's thread: the single writer thread is the bottleneck.
+        let headers = event.headers.to_string();
+        let condition_results = event.condition_results.to_string();
         self.writer
             .try_write(move |c| {
                 let e = &event;
@@ -1077,9 +1080,9 @@ impl Store for SqliteStore {
                         e.message,
                         e.exception_occured,
                         e.payload,
-                        e.headers.to_string(),
+                        headers,
                         e.runtime_input,
-                        e.condition_results.to_string(),
+                        condition_results,
                         e.plan_execution_id.as_ref().map(|p| p.as_str()),
                         e.idempotency_key,
                         e.created_at

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -43,21 +43,19 @@ impl Node {
     fn element(&self, index: usize) -> Option<&Node> {
         self.children
             .iter()
-            .find(|(s, _)| match s {
-                Segment::Index(i) => *i == index,
-                Segment::Key(k) => k.parse::<usize>().ok() == Some(index),
-            })
+            .find(|(s, _)| s.as_index() == Some(index))
             .map(|(_, n)| n)
     }
 
-    fn max_index(&self) -> Option<usize> {
+    fn elements(&self, index: usize) -> usize {
         self.children
             .iter()
-            .filter_map(|(s, _)| match s {
-                Segment::Index(i) => Some(*i),
-                Segment::Key(k) => k.parse::<usize>().ok(),
-            })
-            .max()
+            .filter(|(s, _)| s.as_index() == Some(index))
+            .count()
+    }
+
+    fn max_index(&self) -> Option<usize> {
+        self.children.iter().filter_map(|(s, _)| s.as_index()).max()
     }
 }
 
@@ -189,7 +187,7 @@ impl<'de> Visitor<'de> for NodeVisitor<'_> {
                     out.insert(key.into_owned(), map.next_value_seed(child)?);
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip)?;
                 }
             }
         }
@@ -204,6 +202,14 @@ impl<'de> Visitor<'de> for NodeVisitor<'_> {
         let mut index = 0;
         loop {
             let done = match self.0.element(index) {
+                // `a.0` and `a[0]` (or `a.00`) name the same element: keep it whole.
+                Some(_) if self.0.elements(index) > 1 => match seq.next_element::<Value>()? {
+                    Some(v) => {
+                        out.push(v);
+                        false
+                    }
+                    None => true,
+                },
                 Some(child) => match seq.next_element_seed(child)? {
                     Some(v) => {
                         out.push(v);
@@ -211,7 +217,7 @@ impl<'de> Visitor<'de> for NodeVisitor<'_> {
                     }
                     None => true,
                 },
-                None => match seq.next_element::<IgnoredAny>()? {
+                None => match seq.next_element_seed(Skip)? {
                     Some(_) if last.is_some_and(|l| index < l) => {
                         out.push(Value::Null);
                         false
@@ -225,6 +231,55 @@ impl<'de> Visitor<'de> for NodeVisitor<'_> {
             }
             index += 1;
         }
+    }
+}
+
+/// Skips a value without building it, but checks it exactly as a full parse would (string
+/// escapes, number range, nesting limit): `IgnoredAny` uses serde_json's lenient skipper, which
+/// accepts lone surrogates, `1e400` and unbounded nesting.
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Skip)?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
     }
 }
 
@@ -345,5 +400,125 @@ mod tests {
     fn nothing_referenced_reads_nothing() {
         assert!(Projection::default().is_empty());
         assert_eq!(Projection::default().project(BODY), Value::Null);
+    }
+
+    /// Every path agrees between the projection and a full parse of `body`.
+    fn assert_lookups_agree(paths: &[&str], body: &str) {
+        let projected = projection(paths).project(body);
+        let full = parse_payload(body);
+        for text in paths {
+            let p = path(text);
+            assert_eq!(
+                lookup(&projected, &p),
+                lookup(&full, &p),
+                "{text} on {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_and_an_index_naming_the_same_element_both_survive() {
+        // `a.0` and `a[0]` are the same element of an array; only the first child was kept.
+        assert_lookups_agree(
+            &["<+trigger.payload.a.0.x>", "<+trigger.payload.a[0].y>"],
+            r#"{"a":[{"x":1,"y":2}]}"#,
+        );
+        assert_lookups_agree(
+            &["<+trigger.payload.a[0].y>", "<+trigger.payload.a.0>"],
+            r#"{"a":[{"x":1,"y":2}]}"#,
+        );
+    }
+
+    #[test]
+    fn a_skipped_lone_surrogate_makes_the_body_raw_text_as_in_a_full_parse() {
+        // A full parse refuses a lone surrogate; IgnoredAny does not check \u escapes.
+        assert_lookups_agree(&["<+trigger.payload.a>"], r#"{"skip":"\ud800","a":1}"#);
+    }
+
+    #[test]
+    fn a_skipped_out_of_range_number_makes_the_body_raw_text_as_in_a_full_parse() {
+        assert_lookups_agree(&["<+trigger.payload.a>"], r#"{"skip":1e400,"a":1}"#);
+    }
+
+    #[test]
+    fn a_skipped_value_at_the_nesting_limit_makes_the_body_raw_text_as_in_a_full_parse() {
+        // 128 levels pass check_body, but serde_json's recursion limit refuses them; IgnoredAny
+        // skips iteratively with no limit.
+        let body = format!(r#"{{"skip":{}{},"a":1}}"#, "[".repeat(127), "]".repeat(127));
+        assert!(crate::domain::payload::check_body(body.as_bytes()).is_ok());
+        assert_lookups_agree(&["<+trigger.payload.a>"], &body);
+    }
+
+    #[test]
+    fn duplicate_keys_control_characters_and_extreme_numbers_agree_with_a_full_parse() {
+        assert_lookups_agree(
+            &["<+trigger.payload.a.b>", "<+trigger.payload.a.c>"],
+            r#"{"a":{"b":1},"a":{"c":2}}"#,
+        );
+        assert_lookups_agree(&["<+trigger.payload.a[1]>"], r#"{"a":[1,2],"a":[3]}"#);
+        assert_lookups_agree(&["<+trigger.payload.a>"], "{\"skip\":\"a\u{1}b\",\"a\":1}");
+        assert_lookups_agree(
+            &[
+                "<+trigger.payload.a.x>",
+                "<+trigger.payload.b>",
+                "<+trigger.payload.c>",
+            ],
+            r#"{"a":{"x":18446744073709551615,"y":1},"b":-9223372036854775808,"c":1.00000000000000000001}"#,
+        );
+    }
+
+    mod differential {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "[a-c0-1]{0,2}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(("[ab01]|00", inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(".a".to_owned()),
+                Just(".b".to_owned()),
+                Just(".0".to_owned()),
+                Just(".00".to_owned()),
+                Just("[0]".to_owned()),
+                Just("[1]".to_owned()),
+            ]
+        }
+
+        fn payload_path() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 0..4)
+                .prop_map(|s| format!("<+trigger.payload{}>", s.concat()))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+            #[test]
+            fn projected_lookups_equal_full_parse_lookups(
+                value in json(),
+                paths in prop::collection::vec(payload_path(), 1..5),
+            ) {
+                let body = value.to_string();
+                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                let projected = projection(&refs).project(&body);
+                let full = parse_payload(&body);
+                for text in &refs {
+                    let p = path(text);
+                    prop_assert_eq!(lookup(&projected, &p), lookup(&full, &p), "{} on {}", text, body);
+                }
+            }
+        }
     }
 }

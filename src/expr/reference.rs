@@ -23,6 +23,16 @@ pub enum Segment {
     Index(usize),
 }
 
+impl Segment {
+    /// The array index this segment names: `[n]`, or a key that is a number (`a.0` is `a[0]`).
+    pub fn as_index(&self) -> Option<usize> {
+        match self {
+            Segment::Index(i) => Some(*i),
+            Segment::Key(k) => k.parse().ok(),
+        }
+    }
+}
+
 /// A parsed `<+...>` reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reference {
@@ -205,30 +215,28 @@ fn parse_path(inner: &str) -> Result<Vec<Segment>, (usize, String)> {
                     .find(['.', '[', ']', '\'', '"', '(', ')', ' ', '\t', '\n', '\r'])
                     .map_or(inner.len(), |n| i + n);
                 if end == i {
-                    let c = inner[i..].chars().next().unwrap_or(' ');
-                    let hint = if c == '(' {
-                        "; method calls belong in the jexlCondition, outside <+...>"
-                    } else {
-                        ""
-                    };
-                    return Err((i, format!("unexpected '{c}' in reference{hint}")));
+                    return Err(unexpected(inner, i));
                 }
                 segments.push(Segment::Key(inner[i..end].to_owned()));
                 i = end;
                 expect_name = false;
             }
             _ => {
-                let c = inner[i..].chars().next().unwrap_or(' ');
-                let hint = if c == '(' {
-                    "; method calls belong in the jexlCondition, outside <+...>"
-                } else {
-                    ""
-                };
-                return Err((i, format!("unexpected '{c}' in reference{hint}")));
+                return Err(unexpected(inner, i));
             }
         }
     }
     Ok(segments)
+}
+
+fn unexpected(inner: &str, at: usize) -> (usize, String) {
+    let c = inner[at..].chars().next().unwrap_or(' ');
+    let hint = if c == '(' {
+        "; method calls belong in the jexlCondition, outside <+...>"
+    } else {
+        ""
+    };
+    (at, format!("unexpected '{c}' in reference{hint}"))
 }
 
 /// Reads a quoted key starting at the quote `inner[at]`; returns it and the offset after the
@@ -431,10 +439,7 @@ pub fn lookup<'v>(value: &'v Value, path: &[Segment]) -> Option<&'v Value> {
     path.iter()
         .try_fold(value, |current, segment| match (current, segment) {
             (Value::Object(map), Segment::Key(k)) => map.get(k),
-            (Value::Array(items), Segment::Index(n)) => items.get(*n),
-            (Value::Array(items), Segment::Key(k)) => {
-                k.parse::<usize>().ok().and_then(|n| items.get(n))
-            }
+            (Value::Array(items), segment) => segment.as_index().and_then(|n| items.get(n)),
             _ => None,
         })
 }

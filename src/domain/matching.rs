@@ -8,7 +8,13 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use ::regex::Regex;
+use subtle::ConstantTimeEq;
+
 use super::ids::truncate_for_message;
+use super::payload::{is_secret_header, REDACTED};
 use super::trigger::{Condition, Operator, TriggerSpec};
 use super::DomainError;
 use crate::expr::jexl::{Jexl, Verdict};
@@ -67,25 +73,69 @@ pub struct Evaluation {
 pub struct CompiledConditions {
     payload: Vec<Compiled>,
     header: Vec<Compiled>,
-    jexl: Option<Jexl>,
+    jexl: Option<CompiledJexl>,
 }
 
 #[derive(Debug, Clone)]
 struct Compiled {
     condition: Condition,
     key: Template,
+    matcher: Matcher,
+    /// The key reads a secret header: compared in constant time, never shown.
+    secret: bool,
 }
 
+#[derive(Debug, Clone)]
+struct CompiledJexl {
+    jexl: Jexl,
+    /// The expression reads a secret header: neither it nor what it saw is shown.
+    secret: bool,
+}
+
+/// Longest `actual` kept in `conditionResults`, in bytes; longer values are cut.
+pub const MAX_ACTUAL_BYTES: usize = 1024;
+/// What `conditionResults` shows for a JEXL condition that reads a secret header.
+const HIDDEN_JEXL: &str = "jexlCondition (not shown: it reads a secret header)";
+
 impl CompiledConditions {
-    /// Parses every condition key and the JEXL condition, checks `Regex` values compile and
-    /// that every reference can be known when a webhook arrives.
+    /// Parses every condition key and the JEXL condition, compiles `Regex` and `In` values, and
+    /// checks that every reference can be known when a webhook arrives.
     pub fn compile(spec: &TriggerSpec) -> Result<Self, DomainError> {
+        let signature_header = spec
+            .signature
+            .as_ref()
+            .map(|s| s.header.to_ascii_lowercase());
+        let is_secret = |r: &Reference| -> bool {
+            match r {
+                Reference::Header(name) => {
+                    is_secret_header(name) || signature_header.as_deref() == Some(name.as_str())
+                }
+                _ => false,
+            }
+        };
         let group = |conditions: &[Condition], name: &str| {
             conditions
                 .iter()
                 .enumerate()
-                .map(|(i, c)| compile_condition(c, &format!("{name}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|(i, c)| {
+                    let what = format!("{name}[{i}]");
+                    let key = Template::parse(&c.key)
+                        .map_err(|e| expression_error(&format!("{what}: key"), &e))?;
+                    for reference in key.references() {
+                        check_known_at_intake(reference, &format!("{what}: key"))?;
+                    }
+                    let matcher = Matcher::new(c.operator, &c.value).map_err(|e| {
+                        DomainError::invalid(format!("{what}: value is not a usable regex: {e}"))
+                    })?;
+                    let secret = key.references().any(is_secret);
+                    Ok(Compiled {
+                        condition: c.clone(),
+                        key,
+                        matcher,
+                        secret,
+                    })
+                })
+                .collect::<Result<Vec<_>, DomainError>>()
         };
         let jexl = match &spec.jexl_condition {
             None => None,
@@ -95,7 +145,8 @@ impl CompiledConditions {
                 for reference in jexl.references() {
                     check_known_at_intake(reference, "jexlCondition")?;
                 }
-                Some(jexl)
+                let secret = jexl.references().into_iter().any(is_secret);
+                Some(CompiledJexl { jexl, secret })
             }
         };
         Ok(Self {
@@ -111,10 +162,11 @@ impl CompiledConditions {
             .iter()
             .chain(&self.header)
             .flat_map(|c| c.key.references())
-            .chain(self.jexl.iter().flat_map(|j| j.references()))
+            .chain(self.jexl.iter().flat_map(|j| j.jexl.references()))
     }
 
-    /// Evaluates every condition against a webhook.
+    /// Evaluates every condition against a webhook. Header values are the real ones; what a
+    /// condition on a secret header expected and saw is shown only as the mask.
     pub fn evaluate(&self, ctx: &dyn Resolver) -> Evaluation {
         let mut results = Vec::with_capacity(self.payload.len() + self.header.len() + 1);
         let mut outcome = Outcome::Matched;
@@ -130,31 +182,48 @@ impl CompiledConditions {
         ] {
             for (i, c) in conditions.iter().enumerate() {
                 let rendered = c.key.render(ctx);
-                let matched = operator_matches(c.condition.operator, &rendered, &c.condition.value);
+                let matched = c.matcher.matches(&rendered, c.secret);
+                let expected = if c.secret && !is_blank(&c.condition.value) {
+                    REDACTED.to_owned()
+                } else {
+                    c.condition.value.clone()
+                };
+                let actual = match &rendered.missing {
+                    Some(_) => None,
+                    None if c.secret => Some(REDACTED.to_owned()),
+                    None => Some(bounded(&rendered.text)),
+                };
                 if !matched && outcome == Outcome::Matched {
                     outcome = failed;
+                    let seen = match (&rendered.missing, &actual) {
+                        (Some(reference), _) => format!(
+                            "missing ({} is not in the webhook)",
+                            truncate_for_message(reference)
+                        ),
+                        (None, Some(actual)) => format!("\"{}\"", truncate_for_message(actual)),
+                        (None, None) => String::new(),
+                    };
                     message = Some(format!(
-                        "{label} condition {} of {} did not match: {} {} \"{}\", actual {}",
+                        "{label} condition {} of {} did not match: {} {} \"{}\", actual {seen}",
                         i + 1,
                         conditions.len(),
                         truncate_for_message(&c.condition.key),
                         c.condition.operator,
-                        truncate_for_message(&c.condition.value),
-                        describe_actual(&rendered)
+                        truncate_for_message(&expected),
                     ));
                 }
                 results.push(ConditionResult {
                     kind,
                     key: c.condition.key.clone(),
                     operator: c.condition.operator.as_str(),
-                    expected: c.condition.value.clone(),
-                    actual: rendered.missing.is_none().then_some(rendered.text),
+                    expected,
+                    actual,
                     matched,
                     error: None,
                 });
             }
         }
-        if let Some(jexl) = &self.jexl {
+        if let Some(CompiledJexl { jexl, secret }) = &self.jexl {
             let (matched, actual, error, problem) = match jexl.verdict(ctx) {
                 Verdict::Bool(b) => (
                     b,
@@ -162,26 +231,44 @@ impl CompiledConditions {
                     None,
                     "evaluated to false".to_owned(),
                 ),
+                Verdict::NotBoolean(_) if *secret => (
+                    false,
+                    Some(REDACTED.to_owned()),
+                    None,
+                    "did not evaluate to a boolean".to_owned(),
+                ),
                 Verdict::NotBoolean(v) => {
                     let problem = format!(
                         "did not evaluate to a boolean (got {} {})",
                         type_name(&v),
                         truncate_for_message(&render(&v))
                     );
-                    (false, Some(render(&v).into_owned()), None, problem)
+                    (false, Some(bounded(&render(&v))), None, problem)
                 }
-                Verdict::Error(e) => (false, None, Some(e.to_string()), format!("failed: {e}")),
+                Verdict::Error(e) => {
+                    let error = if *secret {
+                        format!("evaluation failed at column {} (details hidden)", e.column)
+                    } else {
+                        e.to_string()
+                    };
+                    (false, None, Some(error.clone()), format!("failed: {error}"))
+                }
+            };
+            let key = if *secret {
+                HIDDEN_JEXL.to_owned()
+            } else {
+                jexl.source().to_owned()
             };
             if !matched && outcome == Outcome::Matched {
                 outcome = Outcome::JexlMismatch;
                 message = Some(format!(
                     "JEXL condition {problem}: {}",
-                    truncate_for_message(jexl.source())
+                    truncate_for_message(&key)
                 ));
             }
             results.push(ConditionResult {
                 kind: "jexl",
-                key: jexl.source().to_owned(),
+                key,
                 operator: "JEXL",
                 expected: "true".into(),
                 actual,
@@ -197,31 +284,16 @@ impl CompiledConditions {
     }
 }
 
-fn describe_actual(rendered: &Rendered) -> String {
-    match &rendered.missing {
-        Some(reference) => format!(
-            "missing ({} is not in the webhook)",
-            truncate_for_message(reference)
-        ),
-        None => format!("\"{}\"", truncate_for_message(&rendered.text)),
+/// `text`, cut to at most [`MAX_ACTUAL_BYTES`] (at a character boundary) with `…` appended.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_ACTUAL_BYTES {
+        return text.to_owned();
     }
-}
-
-fn compile_condition(condition: &Condition, what: &str) -> Result<Compiled, DomainError> {
-    let key = Template::parse(&condition.key)
-        .map_err(|e| expression_error(&format!("{what}: key"), &e))?;
-    for reference in key.references() {
-        check_known_at_intake(reference, &format!("{what}: key"))?;
+    let mut end = MAX_ACTUAL_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    if condition.operator == Operator::Regex && !is_blank(&condition.value) {
-        regex::check(&condition.value, Mode::FullMatchDotAll).map_err(|e| {
-            DomainError::invalid(format!("{what}: value is not a usable regex: {e}"))
-        })?;
-    }
-    Ok(Compiled {
-        condition: condition.clone(),
-        key,
-    })
+    format!("{}…", &text[..end])
 }
 
 /// `what: <message> at column N`, the save-time error for an expression.
@@ -244,44 +316,90 @@ fn is_blank(text: &str) -> bool {
     text.trim().is_empty()
 }
 
-/// The operator table of DESIGN §4. `input` is the rendered key; `value` the condition value.
-pub fn operator_matches(operator: Operator, input: &Rendered, value: &str) -> bool {
-    let text = input.text.as_str();
-    let value_blank = is_blank(value);
-    let input_blank = is_blank(text);
-    match operator {
-        Operator::Equals if value_blank => input_blank,
-        Operator::Equals => text == value,
-        Operator::NotEquals if value_blank => !input_blank,
-        Operator::NotEquals => text != value,
-        _ if value_blank => true,
-        Operator::StartsWith
-        | Operator::EndsWith
-        | Operator::Contains
-        | Operator::DoesNotContain
-            if input_blank =>
-        {
-            false
-        }
-        Operator::StartsWith => text.starts_with(value),
-        Operator::EndsWith => text.ends_with(value),
-        Operator::Contains => text.contains(value),
-        Operator::DoesNotContain => !text.contains(value),
-        Operator::In => in_list(text, value),
-        Operator::NotIn => !in_list(text, value),
-        Operator::Regex if input.missing.is_some() => false,
-        Operator::Regex => regex::compile(value, Mode::FullMatchDotAll)
-            .map(|re| re.is_match(text))
-            .unwrap_or(false),
-    }
+/// An operator with its value, compiled once: the operator table of DESIGN §4.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    operator: Operator,
+    value: String,
+    /// `In`/`NotIn`: each item, with its regex when it compiles as one.
+    items: Vec<(String, Option<Arc<Regex>>)>,
+    /// `Regex`: the compiled value.
+    regex: Option<Arc<Regex>>,
 }
 
-/// `In`: the input equals an item, or an item read as a regex fully matches it.
-fn in_list(input: &str, value: &str) -> bool {
-    in_items(value).iter().any(|item| {
-        item == input
-            || regex::compile(item, Mode::FullMatchDotAll).is_ok_and(|re| re.is_match(input))
-    })
+impl Matcher {
+    /// Compiles `value` for `operator`; the error says why a `Regex` value does not compile.
+    pub fn new(operator: Operator, value: &str) -> Result<Self, String> {
+        let blank = is_blank(value);
+        let items = match operator {
+            Operator::In | Operator::NotIn if !blank => in_items(value)
+                .into_iter()
+                .map(|item| {
+                    let regex = regex::compile_uncached(&item, Mode::FullMatchDotAll).ok();
+                    (item, regex)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let regex = match operator {
+            Operator::Regex if !blank => {
+                Some(regex::compile_uncached(value, Mode::FullMatchDotAll)?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            operator,
+            value: value.to_owned(),
+            items,
+            regex,
+        })
+    }
+
+    /// Whether `input` (the rendered key) satisfies the condition. With `constant_time`,
+    /// `Equals` and `NotEquals` compare without an early exit (for secret headers).
+    pub fn matches(&self, input: &Rendered, constant_time: bool) -> bool {
+        let text = input.text.as_str();
+        let value = self.value.as_str();
+        let value_blank = is_blank(value);
+        let input_blank = is_blank(text);
+        let equal = || {
+            if constant_time {
+                bool::from(text.as_bytes().ct_eq(value.as_bytes()))
+            } else {
+                text == value
+            }
+        };
+        match self.operator {
+            Operator::Equals if value_blank => input_blank,
+            Operator::Equals => equal(),
+            Operator::NotEquals if value_blank => !input_blank,
+            Operator::NotEquals => !equal(),
+            _ if value_blank => true,
+            Operator::StartsWith
+            | Operator::EndsWith
+            | Operator::Contains
+            | Operator::DoesNotContain
+                if input_blank =>
+            {
+                false
+            }
+            Operator::StartsWith => text.starts_with(value),
+            Operator::EndsWith => text.ends_with(value),
+            Operator::Contains => text.contains(value),
+            Operator::DoesNotContain => !text.contains(value),
+            Operator::In => self.in_list(text),
+            Operator::NotIn => !self.in_list(text),
+            Operator::Regex if input.missing.is_some() => false,
+            Operator::Regex => self.regex.as_ref().is_some_and(|re| re.is_match(text)),
+        }
+    }
+
+    /// `In`: the input equals an item, or an item read as a regex fully matches it.
+    fn in_list(&self, input: &str) -> bool {
+        self.items.iter().any(|(item, regex)| {
+            item == input || regex.as_ref().is_some_and(|re| re.is_match(input))
+        })
+    }
 }
 
 /// Splits an `In` value on commas outside double quotes; items are trimmed and unquoted (`""`
@@ -444,7 +562,7 @@ mod tests {
         for (i, (op, input, value, expected)) in TABLE.iter().enumerate() {
             let input = input.map_or_else(missing, rendered);
             assert_eq!(
-                operator_matches(*op, &input, value),
+                Matcher::new(*op, value).unwrap().matches(&input, false),
                 *expected,
                 "row {i}: {op} input {:?} value {value:?}",
                 input.text
@@ -564,6 +682,45 @@ mod tests {
             "{error}"
         );
         assert!(e.message.unwrap().starts_with("JEXL condition failed: "));
+    }
+
+    #[test]
+    fn long_actual_values_are_cut_at_a_character_boundary() {
+        let s = spec("        payloadConditions:\n          - {key: '<+trigger.payload>', operator: Equals, value: x}\n");
+        let long = "é".repeat(MAX_ACTUAL_BYTES);
+        let e = evaluate(&s, json!(long), &[]);
+        let actual = e.results[0].actual.as_deref().unwrap();
+        assert!(actual.ends_with('…'), "{actual}");
+        assert!(actual.len() <= MAX_ACTUAL_BYTES + '…'.len_utf8());
+        assert!(long.starts_with(actual.trim_end_matches('…')));
+    }
+
+    #[test]
+    fn conditions_on_secret_headers_are_masked_and_the_signature_header_counts_as_secret() {
+        let mut s = spec("        headerConditions:\n          - {key: \"<+trigger.header['X-Sig']>\", operator: Equals, value: sig-value}\n");
+        let shown = evaluate(&s, json!({}), &[("X-Sig", "sig-value")]);
+        assert_eq!(
+            shown.results[0].actual.as_deref(),
+            Some("sig-value"),
+            "not secret yet"
+        );
+        s.signature = Some(crate::domain::trigger::SignatureSpec {
+            algorithm: crate::domain::trigger::SignatureAlgorithm::HmacSha256,
+            header: "X-Sig".into(),
+            secret: "a-secret-of-sixteen-chars".into(),
+            prefix: String::new(),
+        });
+        let hidden = evaluate(&s, json!({}), &[("X-Sig", "other")]);
+        assert_eq!(hidden.outcome, Outcome::HeaderMismatch);
+        assert_eq!(hidden.results[0].expected, REDACTED);
+        assert_eq!(hidden.results[0].actual.as_deref(), Some(REDACTED));
+        let message = hidden.message.unwrap();
+        assert!(
+            !message.contains("sig-value") && !message.contains("other"),
+            "{message}"
+        );
+        let matched = evaluate(&s, json!({}), &[("X-Sig", "sig-value")]);
+        assert_eq!(matched.outcome, Outcome::Matched);
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl InputTemplate {
                 "variables" => template.variables = compile_variables(value)?,
                 _ => template.rest.push((
                     key.clone(),
-                    compile_node(value, &format!("pipeline.{key}"))?,
+                    compile_node(value, &format!("pipeline.{key}"), false)?,
                 )),
             }
         }
@@ -263,7 +263,7 @@ fn compile_variables(value: &Value) -> Result<Vec<InputVariable>, DomainError> {
         let value = match map.get("value") {
             None | Some(Value::Null) => None,
             Some(v) => {
-                let node = compile_node(v, &format!("pipeline.variables[{i}].value"))?;
+                let node = compile_node(v, &format!("pipeline.variables[{i}].value"), true)?;
                 match &node {
                     Node::Template(t) if t.as_single_reference() == Some(&Reference::Input) => None,
                     _ => Some(node),
@@ -279,15 +279,22 @@ fn compile_variables(value: &Value) -> Result<Vec<InputVariable>, DomainError> {
     Ok(variables)
 }
 
-fn compile_node(value: &Value, path: &str) -> Result<Node, DomainError> {
+/// Compiles a value of the input; `variable_value`: it is a variable's whole value, the only
+/// place where `<+input>` (meaning "not given") may stand.
+fn compile_node(value: &Value, path: &str, variable_value: bool) -> Result<Node, DomainError> {
     Ok(match value {
         Value::String(s) if s.contains("<+") => {
             let template = Template::parse(s)
                 .map_err(|e| DomainError::invalid(format!("inputYaml: {path}: {e}")))?;
+            let lone_input =
+                variable_value && template.as_single_reference() == Some(&Reference::Input);
             for reference in template.references() {
-                if !reference.is_known_at_intake()
-                    && (reference != &Reference::Input || template.as_single_reference().is_none())
-                {
+                if reference == &Reference::Input && !lone_input {
+                    return Err(DomainError::invalid(format!(
+                        "inputYaml: {path}: <+input> may only be a variable's whole value (meaning: not given)"
+                    )));
+                }
+                if !reference.is_known_at_intake() && !lone_input {
                     return Err(DomainError::invalid(format!(
                         "inputYaml: {path}: {reference} is not known when a webhook arrives; runtime input can read <+trigger.payload...>, <+trigger.header['Name']> and the trigger and pipeline metadata"
                     )));
@@ -297,14 +304,14 @@ fn compile_node(value: &Value, path: &str) -> Result<Node, DomainError> {
         }
         Value::Object(map) => Node::Map(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), compile_node(v, &format!("{path}.{k}"))?)))
+                .map(|(k, v)| Ok((k.clone(), compile_node(v, &format!("{path}.{k}"), false)?)))
                 .collect::<Result<_, DomainError>>()?,
         ),
         Value::Array(items) => Node::List(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| compile_node(v, &format!("{path}[{i}]")))
+                .map(|(i, v)| compile_node(v, &format!("{path}[{i}]"), false))
                 .collect::<Result<_, _>>()?,
         ),
         other => Node::Plain(other.clone()),

@@ -246,9 +246,21 @@ pub fn parse_trigger(text: &str, format: BodyFormat) -> Result<TriggerSpec, Doma
 }
 
 impl TriggerSpec {
-    /// Validates an already-decoded trigger document, such as the stored
-    /// [`TriggerSpec::to_storage_json`].
+    /// Validates an already-decoded trigger document completely, expressions included: what a
+    /// PUT is checked with.
     pub fn from_value(root: &Value) -> Result<TriggerSpec, DomainError> {
+        let spec = parse_trigger_value(root)?;
+        // Expressions, regexes and references are checked here so an invalid trigger is never
+        // stored.
+        CompiledConditions::compile(&spec)?;
+        InputTemplate::compile(spec.input_yaml.as_deref())?;
+        Ok(spec)
+    }
+
+    /// Reads a stored trigger ([`TriggerSpec::to_storage_json`]) without compiling its
+    /// expressions, so a trigger saved by a release that checked less can still be shown,
+    /// listed and fixed; intake compiles them and reports a failure on the event.
+    pub fn from_stored(root: &Value) -> Result<TriggerSpec, DomainError> {
         parse_trigger_value(root)
     }
 }
@@ -280,9 +292,6 @@ fn parse_trigger_value(root: &Value) -> Result<TriggerSpec, DomainError> {
         signature: parse_signature(map.get("signature"))?,
         allowed_source_cidrs: parse_cidrs(map.get("allowedSourceCidrs"))?,
     };
-    // Expressions, regexes and references are checked here so an invalid trigger is never stored.
-    CompiledConditions::compile(&spec)?;
-    InputTemplate::compile(spec.input_yaml.as_deref())?;
     Ok(spec)
 }
 

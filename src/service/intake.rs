@@ -265,26 +265,27 @@ async fn accept(
         .transpose()?;
     let t = &trigger.record;
 
-    // Secret headers are masked before anything reads them: conditions see the mask, so a
-    // secret can never reach `conditionResults`.
+    let event_id = EventId::generate();
+    let plan = PlanExecutionId::generate();
+    // Conditions read the real header values; conditions on secret headers show only the mask.
+    let decision = decide(trigger, &payload, &req.headers, &event_id, &plan);
+
+    // Secret headers are masked before the headers are stored.
     let signature_header = trigger
         .spec
         .signature
         .as_ref()
         .map(|s| s.header.to_ascii_lowercase());
-    let headers: Vec<(String, String)> = req
+    let headers: serde_json::Map<String, serde_json::Value> = req
         .headers
         .into_iter()
         .map(|(name, value)| {
             let secret =
                 is_secret_header(&name) || signature_header.as_deref() == Some(name.as_str());
-            (name, if secret { REDACTED.to_owned() } else { value })
+            let value = if secret { REDACTED.to_owned() } else { value };
+            (name, serde_json::Value::String(value))
         })
         .collect();
-
-    let event_id = EventId::generate();
-    let plan = PlanExecutionId::generate();
-    let decision = decide(trigger, &payload, &headers, &event_id, &plan);
     let event = WebhookEvent {
         event_id,
         scope: t.scope.clone(),
@@ -294,12 +295,7 @@ async fn accept(
         message: decision.message,
         exception_occured: decision.status == EXCEPTION_WHILE_PROCESSING,
         payload,
-        headers: serde_json::Value::Object(
-            headers
-                .into_iter()
-                .map(|(name, value)| (name, serde_json::Value::String(value)))
-                .collect(),
-        ),
+        headers: serde_json::Value::Object(headers),
         runtime_input: decision.runtime_input,
         condition_results: results_json(&decision.results),
         plan_execution_id: decision.execute.then(|| plan.clone()),
@@ -362,7 +358,8 @@ fn decide(
             .pipeline
             .as_ref()
             .is_ok_and(|p| p.runtime_inputs().next().is_some());
-    if !evaluates_anything && trigger.pipeline.is_ok() {
+    let compiled = trigger.conditions.is_ok() && trigger.input.is_ok();
+    if !evaluates_anything && trigger.pipeline.is_ok() && compiled {
         return Decision {
             status: TARGET_EXECUTION_REQUESTED,
             message: EXECUTION_REQUESTED_MESSAGE.into(),
@@ -382,9 +379,24 @@ fn decide(
         pipeline_name: &trigger.pipeline_name,
         execution_id: Some(plan.as_str()),
     };
-    let evaluation = trigger.conditions.evaluate(&ctx);
+    let (conditions, input) = match (&trigger.conditions, &trigger.input) {
+        (Ok(conditions), Ok(input)) => (conditions, input),
+        (Err(problem), _) | (_, Err(problem)) => {
+            return Decision {
+                status: EXCEPTION_WHILE_PROCESSING,
+                message: format!(
+                    "Trigger {} cannot be evaluated ({problem}); save it again to fix it",
+                    trigger.record.identifier
+                ),
+                runtime_input: EMPTY_RUNTIME_INPUT.into(),
+                results: Vec::new(),
+                execute: false,
+            }
+        }
+    };
+    let evaluation = conditions.evaluate(&ctx);
     let input = match &trigger.pipeline {
-        Ok(pipeline) => trigger.input.resolve(pipeline, &ctx),
+        Ok(pipeline) => input.resolve(pipeline, &ctx),
         Err(problem) => Err(format!("The {problem}")),
     };
     let mismatch = match evaluation.outcome {

@@ -216,7 +216,7 @@ fn check_same(given: Option<&str>, url: &str, what: &str) -> Result<(), Error> {
 }
 
 fn spec_of(record: &TriggerRecord) -> Result<TriggerSpec, Error> {
-    TriggerSpec::from_value(&record.spec).map_err(|e: DomainError| {
+    TriggerSpec::from_stored(&record.spec).map_err(|e: DomainError| {
         Error::Unexpected(crate::store::StoreError::db("reading a stored trigger", e))
     })
 }

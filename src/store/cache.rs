@@ -26,10 +26,12 @@ pub struct CachedTrigger {
     pub record: TriggerRecord,
     /// Its definition.
     pub spec: TriggerSpec,
-    /// Its payload, header and JEXL conditions, compiled.
-    pub conditions: CompiledConditions,
-    /// Its `inputYaml`, compiled.
-    pub input: InputTemplate,
+    /// Its payload, header and JEXL conditions, compiled; or why they do not compile (a trigger
+    /// stored by an older release that checked less): its webhooks are then recorded with
+    /// `EXCEPTION_WHILE_PROCESSING` instead of failing.
+    pub conditions: Result<CompiledConditions, String>,
+    /// Its `inputYaml`, compiled; or why it does not compile.
+    pub input: Result<InputTemplate, String>,
     /// The parts of a payload the conditions and input read.
     pub projection: Projection,
     /// The name of the pipeline it fires.
@@ -130,13 +132,16 @@ impl HotCache {
                 .map_err(|e| format!("pipeline '{}' could not be loaded: {e}", record.pipeline)),
             None => Err(format!("pipeline '{}' does not exist", record.pipeline)),
         };
-        let spec = TriggerSpec::from_value(&record.spec)
+        let spec = TriggerSpec::from_stored(&record.spec)
             .map_err(|e| StoreError::db("reading a stored trigger", e))?;
-        let conditions = CompiledConditions::compile(&spec)
-            .map_err(|e| StoreError::db("compiling a stored trigger's conditions", e))?;
-        let input = InputTemplate::compile(spec.input_yaml.as_deref())
-            .map_err(|e| StoreError::db("compiling a stored trigger's inputYaml", e))?;
-        let projection = Projection::of(conditions.references().chain(input.references()));
+        let conditions = CompiledConditions::compile(&spec).map_err(|e| e.to_string());
+        let input = InputTemplate::compile(spec.input_yaml.as_deref()).map_err(|e| e.to_string());
+        let projection = Projection::of(
+            conditions
+                .iter()
+                .flat_map(|c| c.references())
+                .chain(input.iter().flat_map(|i| i.references())),
+        );
         let entry = Arc::new(CachedTrigger {
             record,
             spec,

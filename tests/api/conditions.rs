@@ -300,11 +300,16 @@ async fn a_bad_signature_is_refused_before_any_condition_is_evaluated() {
         .await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
+    let mut body = matching_body();
+    body["ref"] = json!("refs/heads/dev");
+
+    // A body that also fails the conditions: the answer is still the signature's 401, so the
+    // signature was checked first.
     let res = app
         .request(Method::POST, &t.v3_path())
         .header("X-Event", "push")
         .header("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64)))
-        .body(matching_body().to_string())
+        .body(body.to_string())
         .send()
         .await
         .expect("request");
@@ -356,26 +361,67 @@ async fn a_raw_text_body_is_the_payload_string() {
 }
 
 #[tokio::test]
-async fn a_condition_on_a_secret_header_sees_only_the_mask() {
+async fn a_condition_on_a_secret_header_compares_the_real_value_but_shows_only_the_mask() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    let conditions = "        headerConditions:\n          - {key: \"<+trigger.header['Authorization']>\", operator: Equals, value: Bearer expected-token}\n";
+    let token = "gl-expected-token-value";
+    let conditions = format!(
+        "        headerConditions:\n          - {{key: \"<+trigger.header['X-Gitlab-Token']>\", operator: Equals, value: {token}}}\n        jexlCondition: <+trigger.header['Authorization']> == \"Bearer jexl-secret-value\"\n"
+    );
     let res = app
-        .put_trigger_yaml(&t, &trigger_with(conditions, ""))
+        .put_trigger_yaml(&t, &trigger_with(&conditions, ""))
         .await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let send = |gitlab: &'static str, bearer: &'static str| {
+        app.request(Method::POST, &t.v3_path())
+            .header("X-Gitlab-Token", gitlab)
+            .header("Authorization", bearer)
+            .body("{}")
+            .send()
+    };
 
-    let res = app
-        .request(Method::POST, &t.v3_path())
-        .header("Authorization", "Bearer s3cr3t-value")
-        .body("{}")
-        .send()
+    let right = send(token, "Bearer jexl-secret-value")
+        .await
+        .expect("request");
+    let wrong_token = send("gl-wrong-token-sent", "Bearer jexl-secret-value")
+        .await
+        .expect("request");
+    let wrong_bearer = send(token, "Bearer wrong-bearer-sent")
         .await
         .expect("request");
 
-    let (processing, _) = outcome(&app, &t, res, "NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS").await;
+    let (processing, _) = outcome(&app, &t, right, "TARGET_EXECUTION_REQUESTED").await;
+    assert_eq!(processing["conditionResults"][0]["expected"], "********");
     assert_eq!(processing["conditionResults"][0]["actual"], "********");
-    assert!(!processing.to_string().contains("s3cr3t"), "{processing}");
+    assert_eq!(
+        processing["conditionResults"][1]["key"],
+        "jexlCondition (not shown: it reads a secret header)"
+    );
+    let (header_miss, _) = outcome(
+        &app,
+        &t,
+        wrong_token,
+        "NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS",
+    )
+    .await;
+    let (jexl_miss, _) = outcome(
+        &app,
+        &t,
+        wrong_bearer,
+        "NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS",
+    )
+    .await;
+    for shown in [processing, header_miss, jexl_miss] {
+        let text = shown.to_string();
+        for secret in [
+            token,
+            "gl-wrong-token-sent",
+            "jexl-secret-value",
+            "wrong-bearer-sent",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -524,5 +570,50 @@ async fn the_example_pipeline_and_trigger_work_as_their_comments_say() {
     assert!(
         input.contains("value: v1.4.2") && input.contains("value: 2"),
         "{input}"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_trigger_whose_expression_no_longer_compiles_records_an_exception_not_a_500() {
+    let mut app = spawn_app().await;
+    let t = app.create_trigger().await;
+    app.stop().await;
+    // What a release that did not check expressions could have stored.
+    let path = app
+        .settings
+        .database_url
+        .trim_start_matches("sqlite://")
+        .to_owned();
+    let db = rusqlite::Connection::open(&path).expect("open the database");
+    let changed = db
+        .execute(
+            "UPDATE triggers SET spec = json_set(spec, '$.trigger.source.spec.spec.jexlCondition', 'a = 1')",
+            [],
+        )
+        .expect("update");
+    assert_eq!(changed, 1);
+    drop(db);
+    let app = app.restart().await;
+
+    let res = app.post_webhook(&t.v3_path(), None, "{}").await;
+
+    let (processing, execution) = outcome(&app, &t, res, "EXCEPTION_WHILE_PROCESSING").await;
+    assert_eq!(processing["exceptionOccured"], true);
+    let message = processing["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Trigger on_push cannot be evaluated (jexlCondition: ")
+            && message.ends_with("save it again to fix it"),
+        "{message}"
+    );
+    assert!(execution.is_null());
+    let shown = app
+        .with_key(Method::GET, &t.trigger_path(), &app.root_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        shown.status(),
+        200,
+        "the trigger can still be read and fixed"
     );
 }

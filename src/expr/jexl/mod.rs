@@ -18,6 +18,7 @@ mod parser;
 
 use serde_json::Value;
 
+use super::regex::{self, Mode};
 use super::{ExprError, Reference, Resolver, MAX_EXPRESSION_BYTES};
 
 /// A compiled JEXL expression.
@@ -53,10 +54,37 @@ impl Jexl {
         }
         let tokens = lexer::tokenize(text)?;
         let root = parser::parse(text, tokens)?;
-        Ok(Self {
+        let jexl = Self {
             source: text.to_owned(),
             root,
-        })
+        };
+        jexl.check_literal_regexes()?;
+        Ok(jexl)
+    }
+
+    /// Regexes written in the expression (`x =~ "re"`, `.matches("re")`, `.split("re")`) must
+    /// compile; the error points at the pattern.
+    fn check_literal_regexes(&self) -> Result<(), ExprError> {
+        use parser::{BinOp, Method, Node};
+        let mut stack = vec![&self.root];
+        while let Some(expr) = stack.pop() {
+            let pattern = match &expr.node {
+                Node::Binary(BinOp::Match | BinOp::NotMatch, _, right) => {
+                    Some((&**right, Mode::FullMatch))
+                }
+                Node::Method(_, Method::Matches, args) => Some((&args[0], Mode::FullMatch)),
+                Node::Method(_, Method::Split, args) => Some((&args[0], Mode::Search)),
+                _ => None,
+            };
+            if let Some((at, mode)) = pattern {
+                if let parser::Node::Literal(Value::String(text)) = &at.node {
+                    regex::check(text, mode)
+                        .map_err(|e| ExprError::at(&self.source, at.offset, e))?;
+                }
+            }
+            stack.extend(expr.node.children());
+        }
+        Ok(())
     }
 
     /// The expression's text.

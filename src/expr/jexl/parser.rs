@@ -12,7 +12,7 @@ use super::lexer::{Tok, Token};
 use crate::expr::{ExprError, Reference, MAX_NESTING};
 
 /// Tallest expression tree accepted.
-pub(super) const MAX_HEIGHT: usize = 256;
+pub(super) const MAX_HEIGHT: usize = 128;
 
 /// A node of the tree and the byte offset it starts at (for error columns).
 #[derive(Debug, Clone, PartialEq)]

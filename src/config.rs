@@ -26,6 +26,8 @@ pub struct Settings {
     pub http_workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Executions run at once (DESIGN §6.3); `Wait` steps hold none.
+    pub workers: usize,
     /// Logging.
     pub log: LogSettings,
     /// The SQLite writer.
@@ -83,6 +85,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             http_workers: 0,
             shutdown_grace_secs: 30,
+            workers: 8,
             log: LogSettings::default(),
             writer: WriterSettings::default(),
             auth: AuthSettings::default(),
@@ -195,6 +198,12 @@ impl Settings {
             return fail(format!(
                 "max_body_bytes = {} must be between 1 and 67108864",
                 self.max_body_bytes
+            ));
+        }
+        if !(1..=1024).contains(&self.workers) {
+            return fail(format!(
+                "workers = {} must be between 1 and 1024",
+                self.workers
             ));
         }
         if self.writer.queue_capacity == 0 || self.writer.max_batch == 0 {

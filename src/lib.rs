@@ -6,14 +6,17 @@
 //! ## Layout
 //! - [`config`]: typed settings (defaults → `triggerd.toml` → `TRIGGERD_*` → flags).
 //! - [`startup`]: builds the application and runs it until shutdown.
-//! - [`domain`]: identifiers, keys, triggers, pipelines, settings; pure and unit-tested.
+//! - [`domain`]: identifiers, keys, triggers, pipelines, settings, condition matching and
+//!   runtime input; pure and unit-tested.
+//! - [`expr`]: the `<+...>` references and the JEXL subset (tokenizer, parser, evaluator).
+//! - [`engine`]: the execution queue, workers and step runners.
 //! - [`auth`]: API key verification, roles, the key cache.
 //! - [`store`]: the storage trait, its SQLite backend (all SQL lives here) and the hot cache.
 //! - [`service`]: the use cases (intake, status, management) the HTTP layer calls.
 //! - [`http`]: routes, envelopes, middleware; one module per resource.
 //! - [`bootstrap`]: the root key and the demo.
 //!
-//! Dependencies point inward: `http` → `service` → `auth`/`domain` → `store`.
+//! Dependencies point inward: `http` → `service`/`engine` → `auth`/`domain`/`expr` → `store`.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +24,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod http;

@@ -10,10 +10,12 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::keys::KeyVerifier;
 use crate::config::Settings;
 use crate::domain::ratelimit::KeyedLimiter;
+use crate::engine;
 use crate::http;
 use crate::service::Gateway;
 use crate::store::cache::HotCache;
@@ -25,6 +27,8 @@ pub struct Application {
     server: actix_web::dev::Server,
     store: Arc<SqliteStore>,
     gateway: web::Data<Gateway>,
+    engine_stop: CancellationToken,
+    engine_task: tokio::task::JoinHandle<()>,
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every application in the
@@ -78,6 +82,13 @@ impl Application {
             0 => cores(),
             n => n,
         };
+        let engine_stop = CancellationToken::new();
+        let (engine, engine_task) = engine::start(
+            store.clone(),
+            settings.workers,
+            Duration::from_secs(settings.shutdown_grace_secs),
+            engine_stop.clone(),
+        );
         let gateway = web::Data::new(Gateway {
             store: store.clone(),
             cache: HotCache::new(),
@@ -88,6 +99,7 @@ impl Application {
             public_url: settings.public_base(bound),
             max_body_bytes: settings.max_body_bytes,
             rate_limits: KeyedLimiter::new(),
+            engine,
         });
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();
@@ -110,6 +122,8 @@ impl Application {
             server: server.run(),
             store,
             gateway,
+            engine_stop,
+            engine_task,
         })
     }
 
@@ -136,6 +150,10 @@ impl Application {
                 server.await
             }
         };
+        // Stop claiming work and let running steps finish within the grace period; steps still
+        // running then are killed, and marked interrupted at the next start.
+        self.engine_stop.cancel();
+        let _ = self.engine_task.await;
         // Flush the writer whatever happened to the HTTP server.
         self.store.shutdown().await;
         tracing::info!("stopped: every acknowledged write is committed");

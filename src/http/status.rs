@@ -4,10 +4,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::{api_key, envelope, query, resource};
+use crate::domain::pipeline::PipelineSpec;
 use crate::error::Error;
 use crate::service::intake::{self, EventStatus};
 use crate::service::Gateway;
-use crate::store::Execution;
+use crate::store::executions::{status, RunState};
 
 /// Longest long poll, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
@@ -68,16 +69,43 @@ fn render(s: &EventStatus) -> Value {
             "runtimeInput": e.runtime_input,
             "conditionResults": e.condition_results,
         },
-        "executionDetails": s.execution.as_ref().map(|x| json!({
-            "pipelineExecutionSummary": summary(x),
+        "executionDetails": s.run.as_ref().map(|r| json!({
+            "pipelineExecutionSummary": summary(r),
         })),
     })
 }
 
-/// The Harness `pipelineExecutionSummary` (DESIGN §6.4) for what is known before the engine
-/// runs: identity, trigger info and status. Stage nodes arrive with the execution engine.
-fn summary(x: &Execution) -> Value {
+/// The Harness `pipelineExecutionSummary` (DESIGN §6.4), with one `layoutNodeMap` node per
+/// stage whose status is rolled up from its steps.
+pub(super) fn summary(r: &RunState) -> Value {
+    let x = &r.execution;
     let p = &x.scope;
+    let stages = stage_nodes(r);
+    let node_id = |stage: &str| format!("{}-{stage}", x.plan_execution_id);
+    let mut layout = serde_json::Map::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let next: Vec<String> = stages
+            .get(i + 1)
+            .map(|n| node_id(&n.id))
+            .into_iter()
+            .collect();
+        layout.insert(
+            node_id(&stage.id),
+            json!({
+                "nodeType": "Stage",
+                "nodeGroup": "STAGE",
+                "nodeIdentifier": stage.id,
+                "name": stage.name,
+                "nodeUuid": node_id(&stage.id),
+                "status": stage.status,
+                "startTs": stage.start,
+                "endTs": stage.end,
+                "edgeLayoutList": {"currentNodeChildren": [], "nextIds": next},
+                "failureInfo": {"message": stage.failure.clone().unwrap_or_default()},
+            }),
+        );
+    }
+    let count = |s: &str| stages.iter().filter(|n| n.status == s).count();
     json!({
         "pipelineIdentifier": x.pipeline,
         "planExecutionId": x.plan_execution_id,
@@ -97,16 +125,92 @@ fn summary(x: &Execution) -> Value {
             },
             "isRerun": false,
         },
-        "layoutNodeMap": {},
-        "startingNodeId": null,
+        "layoutNodeMap": layout,
+        "startingNodeId": stages.first().map(|n| node_id(&n.id)),
         "startTs": x.started_at,
         "endTs": x.ended_at,
         "createdAt": x.created_at,
         "runSequence": x.run_sequence,
-        "successfulStagesCount": 0,
-        "runningStagesCount": 0,
-        "failedStagesCount": 0,
-        "totalStagesCount": 0,
-        "failureInfo": {"message": ""},
+        "successfulStagesCount": count(status::SUCCESS),
+        "runningStagesCount": count(status::RUNNING),
+        "failedStagesCount": count(status::FAILED),
+        "totalStagesCount": stages.len(),
+        "failureInfo": {"message": r.failure_message.clone().unwrap_or_default()},
     })
+}
+
+/// A stage as the summary shows it.
+struct StageNode {
+    id: String,
+    name: String,
+    status: &'static str,
+    start: Option<i64>,
+    end: Option<i64>,
+    failure: Option<String>,
+}
+
+/// Groups the steps by stage and rolls their statuses up: a step that failed without
+/// `continueOnFailure` fails its stage; a stage with a running step, or with some steps done
+/// and others not, is running; one whose steps all ended is a success; one never begun is
+/// `NotStarted` (or `Skipped` when its steps were skipped).
+fn stage_nodes(r: &RunState) -> Vec<StageNode> {
+    let pipeline = r
+        .pipeline_spec
+        .as_ref()
+        .and_then(|spec| PipelineSpec::from_value(spec).ok());
+    let continues = |stage: u32, step: u32| {
+        pipeline
+            .as_ref()
+            .and_then(|p| p.stages.get(stage as usize))
+            .and_then(|s| s.steps.get(step as usize))
+            .is_some_and(|s| s.continue_on_failure)
+    };
+    let mut nodes: Vec<StageNode> = Vec::new();
+    let mut start = 0;
+    while start < r.steps.len() {
+        let stage_index = r.steps[start].stage_index;
+        let end = r.steps[start..]
+            .iter()
+            .position(|s| s.stage_index != stage_index)
+            .map_or(r.steps.len(), |n| start + n);
+        let steps = &r.steps[start..end];
+        let failed = steps
+            .iter()
+            .find(|s| s.status == status::FAILED && !continues(s.stage_index, s.step_index));
+        let status = if failed.is_some() {
+            status::FAILED
+        } else if steps.iter().all(|s| s.status == status::NOT_STARTED) {
+            status::NOT_STARTED
+        } else if steps.iter().all(|s| s.status == status::SKIPPED) {
+            status::SKIPPED
+        } else if steps
+            .iter()
+            .any(|s| s.status == status::RUNNING || s.status == status::NOT_STARTED)
+        {
+            status::RUNNING
+        } else {
+            status::SUCCESS
+        };
+        let done = !matches!(status, status::RUNNING | status::NOT_STARTED);
+        nodes.push(StageNode {
+            id: steps[0].stage.clone(),
+            name: steps[0].stage_name.clone(),
+            status,
+            start: steps.iter().filter_map(|s| s.started_at).min(),
+            end: if done {
+                steps.iter().filter_map(|s| s.ended_at).max()
+            } else {
+                None
+            },
+            failure: failed.map(|s| {
+                format!(
+                    "Step {} failed: {}",
+                    s.step,
+                    s.message.as_deref().unwrap_or("failed")
+                )
+            }),
+        });
+        start = end;
+    }
+    nodes
 }

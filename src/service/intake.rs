@@ -17,7 +17,8 @@ use crate::domain::runtime_input::EMPTY_RUNTIME_INPUT;
 use crate::error::Error;
 use crate::expr::context::TriggerContext;
 use crate::store::cache::CachedTrigger;
-use crate::store::{now_millis, Execution, NewExecution, RecordOutcome, WebhookEvent};
+use crate::store::executions::RunState;
+use crate::store::{now_millis, NewExecution, RecordOutcome, WebhookEvent};
 
 /// Status of an event that queued its pipeline.
 pub const TARGET_EXECUTION_REQUESTED: &str = "TARGET_EXECUTION_REQUESTED";
@@ -318,6 +319,9 @@ async fn accept(
     let (event, replayed) = match gw.store.record_event(event, execution).await? {
         RecordOutcome::Stored(event) => {
             metrics::counter!("triggerd_webhook_events_total").increment(1);
+            if event.plan_execution_id.is_some() {
+                gw.engine.notify();
+            }
             (event, false)
         }
         RecordOutcome::Replayed(event) => (event, true),
@@ -457,8 +461,8 @@ fn validate_idempotency_key(key: &str) -> Result<String, Error> {
 pub struct EventStatus {
     /// The event.
     pub event: WebhookEvent,
-    /// Its execution, when one was requested.
-    pub execution: Option<Execution>,
+    /// Its execution with its steps, when one was requested.
+    pub run: Option<RunState>,
 }
 
 /// Execution statuses after which a long poll answers at once: terminal, or waiting for a person.
@@ -507,19 +511,16 @@ pub async fn event_status(
     gw.authorize_execute(api_key, &event.scope, mandate.value)
         .await?;
     let Some(plan) = &event.plan_execution_id else {
-        return Ok(EventStatus {
-            event,
-            execution: None,
-        });
+        return Ok(EventStatus { event, run: None });
     };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let execution = gw.store.get_execution(plan).await?;
-        let settled = execution
+        let run = gw.store.load_run(plan).await?;
+        let settled = run
             .as_ref()
-            .is_none_or(|x| SETTLED.contains(&x.status.as_str()));
+            .is_none_or(|r| SETTLED.contains(&r.execution.status.as_str()));
         if settled || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
-            return Ok(EventStatus { event, execution });
+            return Ok(EventStatus { event, run });
         }
         tokio::time::sleep(LONG_POLL_INTERVAL).await;
     }

@@ -31,6 +31,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Per-trigger `rateLimit` buckets, keyed by webhook token.
     pub rate_limits: KeyedLimiter<String>,
+    /// The execution engine, told when work is queued.
+    pub engine: crate::engine::EngineHandle,
 }
 
 /// The message for a key that is malformed, unknown, revoked, expired or wrong.

@@ -4,6 +4,7 @@
 //! Callers see only the trait, so a PostgreSQL backend can be added without touching them.
 
 pub mod cache;
+pub mod executions;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -305,7 +306,7 @@ pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
 /// The storage interface. Writes are durable when the returned future resolves.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: executions::ExecutionStore + Send + Sync + 'static {
     /// True when the database answers and every migration is applied.
     async fn ready(&self) -> StoreResult<bool>;
 

@@ -102,7 +102,13 @@ async fn a_webhook_meeting_every_condition_queues_the_pipeline_with_its_resolved
     assert!(results.iter().all(|r| r["matched"] == true), "{processing}");
     assert_eq!(results[1]["actual"], "push");
     assert!(processing["pipelineExecutionId"].is_string());
-    assert_eq!(execution["pipelineExecutionSummary"]["status"], "Queued");
+    assert!(
+        matches!(
+            execution["pipelineExecutionSummary"]["status"].as_str(),
+            Some("Queued" | "Running" | "Success")
+        ),
+        "{execution}"
+    );
 }
 
 #[tokio::test]

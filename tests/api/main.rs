@@ -5,6 +5,7 @@ mod helpers;
 mod apikeys;
 mod conditions;
 mod durability;
+mod engine;
 mod intake;
 mod management;
 mod mandate;

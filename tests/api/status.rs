@@ -93,7 +93,11 @@ async fn status_carries_the_harness_pipeline_execution_summary() {
     assert_eq!(s["pipelineIdentifier"], "deploy");
     assert_eq!(&s["planExecutionId"], plan);
     assert_eq!(s["name"], "deploy");
-    assert_eq!(s["status"], "Queued");
+    // The engine may already have started or finished it (a one-step Wait 0s pipeline).
+    assert!(
+        matches!(s["status"].as_str(), Some("Queued" | "Running" | "Success")),
+        "{s}"
+    );
     let info = &s["executionTriggerInfo"];
     assert_eq!(info["triggerType"], "WEBHOOK_CUSTOM");
     assert_eq!(info["isRerun"], false);

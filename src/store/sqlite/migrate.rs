@@ -8,10 +8,16 @@ use rusqlite::Connection;
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order; version N is the N-th entry.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        "0002_engine.sql",
+        include_str!("../../../migrations/sqlite/0002_engine.sql"),
+    ),
+];
 
 /// The schema version a fully migrated database has.
 pub(super) fn latest_version() -> i64 {

@@ -6,6 +6,7 @@
 //! pool would cost more than it saves.
 
 mod checkpoint;
+mod executions;
 mod migrate;
 mod writer;
 

@@ -1,0 +1,475 @@
+//! The execution engine (DESIGN §6.3): a durable queue in the database, a pool of at most
+//! `workers` executions running at once, and the step runners.
+//!
+//! A loop leases runnable executions from the store ([`ExecutionStore::claim_executions`]) and
+//! runs each on a task holding one worker permit. Every state change is written before the
+//! next step starts, so after a crash the execution continues where it stopped: a step that
+//! was running in the dead process is marked `Failed` ("interrupted") at start-up and the
+//! pipeline follows its failure rules. A `Wait` step parks the execution with a wake-up time
+//! and gives the permit back. Leases carry an owner, so a multi-node backend cannot run an
+//! execution twice.
+
+mod context;
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use self::context::{variables, ExecutionContext};
+use self::run::{RunRequest, RunStatus};
+use crate::domain::ids::PlanExecutionId;
+use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
+use crate::expr::context::{parse_payload, TriggerContext};
+use crate::expr::template::Template;
+use crate::store::executions::{status, RunState, StepRecord};
+use crate::store::{now_millis, Store, StoreError};
+
+/// How long a lease lasts; a multi-node backend would renew it while a step runs.
+const LEASE_MS: i64 = 5 * 60 * 1000;
+/// How often the loop looks for work when nobody wakes it.
+const POLL: Duration = Duration::from_millis(100);
+/// A Run step without `timeout` may run this long.
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// The tail of a Run step's output that is kept (DESIGN §6.1).
+const MAX_LOG_BYTES: usize = 1024 * 1024;
+
+/// A handle to the running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    wake: Arc<Notify>,
+}
+
+impl EngineHandle {
+    /// Tells the engine that work was queued, so it does not wait for its next poll.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Starts the engine: recovers what a previous process left running, then runs executions
+/// until `shutdown` is cancelled. Running steps then get `grace` to finish before they are
+/// killed. Returns a handle and the loop's task, which ends when every execution task has.
+pub fn start(
+    store: Arc<dyn Store>,
+    workers: usize,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let wake = Arc::new(Notify::new());
+    let handle = EngineHandle { wake: wake.clone() };
+    let task = tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(workers));
+        let abort = CancellationToken::new();
+        run_loop(store, permits.clone(), wake, shutdown, abort.clone()).await;
+        // Wait for running executions: they hold permits until they finish or park.
+        let all = u32::try_from(workers).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("steps still running after the grace period are being killed");
+            abort.cancel();
+            let _ = permits.acquire_many(all).await;
+        }
+    });
+    (handle, task)
+}
+
+async fn run_loop(
+    store: Arc<dyn Store>,
+    permits: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+) {
+    let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
+    match store.recover_executions(now_millis()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            steps = n,
+            "marked steps interrupted by the last shutdown as failed"
+        ),
+        Err(e) => tracing::error!(error = %e, "recovering executions failed"),
+    }
+    loop {
+        let free = permits.available_permits();
+        if free > 0 {
+            match store
+                .claim_executions(&owner, free as u32, now_millis(), LEASE_MS)
+                .await
+            {
+                Ok(ids) => {
+                    for id in ids {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let store = store.clone();
+                        let stop = abort.child_token();
+                        tokio::spawn(async move {
+                            if let Err(e) = execute(store.as_ref(), &id, stop).await {
+                                tracing::error!(execution = %id, error = %e, "execution step failed to store");
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(StoreError::ShuttingDown) => return,
+                Err(e) => tracing::error!(error = %e, "claiming executions failed"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Runs an execution from where it stands until it ends or parks in a `Wait` step.
+async fn execute(
+    store: &dyn Store,
+    id: &PlanExecutionId,
+    abort: CancellationToken,
+) -> Result<(), StoreError> {
+    let Some(mut state) = store.load_run(id).await? else {
+        return Ok(());
+    };
+    if status::is_terminal(&state.execution.status) {
+        return Ok(());
+    }
+    let pipeline = match snapshot(store, &state).await? {
+        Ok(pipeline) => pipeline,
+        Err(problem) => {
+            return store
+                .finish_execution(id, status::FAILED, Some(problem), now_millis())
+                .await
+        }
+    };
+    if state.pipeline_spec.is_none() {
+        let steps = initial_steps(&pipeline);
+        store
+            .start_execution(id, pipeline.to_json(), steps, now_millis())
+            .await?;
+        match store.load_run(id).await? {
+            Some(reloaded) => state = reloaded,
+            None => return Ok(()),
+        }
+    }
+
+    let event = match &state.execution.event_id {
+        Some(event) => match crate::domain::ids::EventId::parse(event) {
+            Some(event) => store.get_event(&event).await?,
+            None => None,
+        },
+        None => None,
+    };
+    let body = event.as_ref().map_or("", |e| e.payload.as_str());
+    let payload = parse_payload(body);
+    let headers: Vec<(String, String)> = event
+        .as_ref()
+        .and_then(|e| e.headers.as_object())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let plan = id.as_str().to_owned();
+    let trigger_id = state.execution.trigger.clone().unwrap_or_default();
+    let event_id = state.execution.event_id.clone().unwrap_or_default();
+    let trigger = TriggerContext {
+        payload: &payload,
+        headers: &headers,
+        event_id: &event_id,
+        trigger_identifier: &trigger_id,
+        pipeline_identifier: pipeline.identifier.as_str(),
+        pipeline_name: &pipeline.name,
+        execution_id: Some(&plan),
+    };
+    let vars = variables(&pipeline, &state.execution.runtime_input, &trigger);
+    let work_dir = std::env::temp_dir().join("triggerd-work").join(&plan);
+
+    let mut steps = state.steps.clone();
+    let mut failure: Option<String> = None;
+    for index in 0..steps.len() {
+        let (si, ji) = (
+            steps[index].stage_index as usize,
+            steps[index].step_index as usize,
+        );
+        let Some(step) = pipeline.stages.get(si).and_then(|s| s.steps.get(ji)) else {
+            continue;
+        };
+        if failure.is_some() {
+            if steps[index].status == status::NOT_STARTED {
+                steps[index].status = status::SKIPPED.into();
+                store.update_step(id, steps[index].clone()).await?;
+            }
+            continue;
+        }
+        match steps[index].status.as_str() {
+            status::SUCCESS | status::SKIPPED => continue,
+            status::FAILED => {
+                if !step.continue_on_failure {
+                    failure = Some(failure_text(&steps[index]));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if let StepSpec::Wait { duration } = &step.spec {
+            let record = &mut steps[index];
+            let now = now_millis();
+            if record.status == status::NOT_STARTED {
+                record.status = status::RUNNING.into();
+                record.started_at = Some(now);
+                record.attempt = 1;
+                store.update_step(id, record.clone()).await?;
+            }
+            let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
+            if until > now {
+                return store.park_execution(id, until).await;
+            }
+            record.status = status::SUCCESS.into();
+            record.ended_at = Some(now);
+            store.update_step(id, record.clone()).await?;
+            continue;
+        }
+        let stage = pipeline.stages[si].identifier.as_str().to_owned();
+        let outcome = run_with_retries(
+            store,
+            id,
+            step,
+            &mut steps,
+            index,
+            StepContext {
+                trigger: &trigger,
+                sequence_id: state.execution.run_sequence,
+                variables: &vars,
+                stage: &stage,
+                work_dir: &work_dir,
+                body,
+            },
+            &abort,
+        )
+        .await?;
+        if !outcome && !step.continue_on_failure {
+            failure = Some(failure_text(&steps[index]));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let final_status = if failure.is_some() {
+        status::FAILED
+    } else {
+        status::SUCCESS
+    };
+    store
+        .finish_execution(id, final_status, failure, now_millis())
+        .await
+}
+
+fn failure_text(step: &StepRecord) -> String {
+    format!(
+        "Step {} of stage {} failed: {}",
+        step.step,
+        step.stage,
+        step.message.as_deref().unwrap_or("failed")
+    )
+}
+
+/// The pipeline an execution runs: its snapshot, or (when it has not started) the pipeline as
+/// stored now. `Ok(Err(..))` when there is none to run.
+async fn snapshot(
+    store: &dyn Store,
+    state: &RunState,
+) -> Result<Result<PipelineSpec, String>, StoreError> {
+    let x = &state.execution;
+    let spec = match &state.pipeline_spec {
+        Some(spec) => spec.clone(),
+        None => {
+            let id = match crate::domain::ids::Identifier::parse(&x.pipeline, "pipeline") {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            match store.get_pipeline(&x.scope, &id).await? {
+                Some(p) => p.spec,
+                None => return Ok(Err(format!("Pipeline {} no longer exists", x.pipeline))),
+            }
+        }
+    };
+    Ok(PipelineSpec::from_value(&spec)
+        .map_err(|e| format!("Pipeline {} cannot be run: {e}", x.pipeline)))
+}
+
+/// Every step of the pipeline, not started.
+fn initial_steps(pipeline: &PipelineSpec) -> Vec<StepRecord> {
+    pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .flat_map(|(si, stage)| {
+            stage
+                .steps
+                .iter()
+                .enumerate()
+                .map(move |(ji, step)| StepRecord {
+                    stage_index: si as u32,
+                    step_index: ji as u32,
+                    stage: stage.identifier.to_string(),
+                    stage_name: stage.name.clone(),
+                    step: step.identifier.to_string(),
+                    step_name: step.name.clone(),
+                    step_type: step.spec.type_name().into(),
+                    status: status::NOT_STARTED.into(),
+                    attempt: 0,
+                    started_at: None,
+                    ended_at: None,
+                    outputs: BTreeMap::new(),
+                    message: None,
+                    log: None,
+                })
+        })
+        .collect()
+}
+
+/// What a step needs besides itself.
+struct StepContext<'a> {
+    trigger: &'a TriggerContext<'a>,
+    sequence_id: i64,
+    variables: &'a BTreeMap<String, serde_json::Value>,
+    stage: &'a str,
+    work_dir: &'a PathBuf,
+    body: &'a str,
+}
+
+/// Runs a step up to `1 + retries` times, storing each attempt; true when it succeeded.
+async fn run_with_retries(
+    store: &dyn Store,
+    id: &PlanExecutionId,
+    step: &Step,
+    steps: &mut [StepRecord],
+    index: usize,
+    cx: StepContext<'_>,
+    abort: &CancellationToken,
+) -> Result<bool, StoreError> {
+    loop {
+        let mut record = steps[index].clone();
+        record.status = status::RUNNING.into();
+        record.attempt += 1;
+        record.started_at = Some(now_millis());
+        record.ended_at = None;
+        record.message = None;
+        store.update_step(id, record.clone()).await?;
+        steps[index] = record.clone();
+
+        let (ok, message, outputs, log) = run_step(step, steps, &cx, abort).await;
+        record.status = if ok { status::SUCCESS } else { status::FAILED }.into();
+        record.ended_at = Some(now_millis());
+        record.message = message;
+        record.outputs = outputs;
+        record.log = log;
+        store.update_step(id, record.clone()).await?;
+        steps[index] = record;
+        if ok || steps[index].attempt > step.retries || abort.is_cancelled() {
+            return Ok(ok);
+        }
+    }
+}
+
+type StepOutcome = (
+    bool,
+    Option<String>,
+    BTreeMap<String, String>,
+    Option<String>,
+);
+
+async fn run_step(
+    step: &Step,
+    steps: &[StepRecord],
+    cx: &StepContext<'_>,
+    abort: &CancellationToken,
+) -> StepOutcome {
+    let resolver = ExecutionContext {
+        trigger: cx.trigger,
+        sequence_id: cx.sequence_id,
+        variables: cx.variables,
+        stage: cx.stage,
+        steps,
+    };
+    match &step.spec {
+        StepSpec::Run {
+            shell,
+            command,
+            env,
+        } => {
+            if let Err(e) = std::fs::create_dir_all(cx.work_dir) {
+                return failed(format!("could not create the working directory: {e}"));
+            }
+            let payload_file = cx.work_dir.join("payload");
+            if let Err(e) = std::fs::write(&payload_file, cx.body) {
+                return failed(format!("could not write the payload file: {e}"));
+            }
+            let mut vars: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| {
+                    let value = Template::parse(v)
+                        .map(|t| t.render(&resolver).text)
+                        .unwrap_or_default();
+                    (k.clone(), value)
+                })
+                .collect();
+            vars.extend([
+                (
+                    "TRIGGERD_EXECUTION_ID".into(),
+                    cx.trigger.execution_id.unwrap_or_default().into(),
+                ),
+                (
+                    "TRIGGERD_PIPELINE".into(),
+                    cx.trigger.pipeline_identifier.into(),
+                ),
+                ("TRIGGERD_STAGE".into(), cx.stage.into()),
+                ("TRIGGERD_STEP".into(), step.identifier.to_string()),
+                ("TRIGGERD_EVENT_ID".into(), cx.trigger.event_id.into()),
+                (
+                    "TRIGGERD_PAYLOAD_FILE".into(),
+                    payload_file.display().to_string(),
+                ),
+            ]);
+            let result = run::run(
+                RunRequest {
+                    shell: *shell,
+                    command: command.clone(),
+                    env: vars,
+                    work_dir: cx.work_dir.clone(),
+                    output_file: cx
+                        .work_dir
+                        .join(format!("{}.{}.output", cx.stage, step.identifier)),
+                    timeout: step.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
+                    max_log_bytes: MAX_LOG_BYTES,
+                },
+                abort.child_token(),
+            )
+            .await;
+            let ok = matches!(result.status, RunStatus::Succeeded);
+            (
+                ok,
+                (!ok).then_some(result.message),
+                result.outputs,
+                Some(result.log),
+            )
+        }
+        StepSpec::Http { .. } | StepSpec::Approval { .. } => failed(format!(
+            "{} steps are not supported by this release yet",
+            step.spec.type_name()
+        )),
+        StepSpec::Wait { .. } => (true, None, BTreeMap::new(), None),
+    }
+}
+
+fn failed(message: String) -> StepOutcome {
+    (false, Some(message), BTreeMap::new(), None)
+}

@@ -1,0 +1,1026 @@
+//! Runs one `Run` step (DESIGN §6.1) as a real child process: `sh -c <command>` in its own
+//! process group, with a cleared environment, stdout+stderr captured into one bounded log (tail
+//! kept), and `KEY=VALUE` outputs read back from the file named by `TRIGGERD_OUTPUT`.
+//!
+//! Timeout, abort and even a normal exit end with `SIGKILL` to the whole group, so no background
+//! job a script started outlives its step. The group also keeps terminal signals (Ctrl-C on the
+//! server) away from the script: stopping it is the engine's job, through the abort token.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::fs::OFlags;
+use rustix::process::{Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::pipeline::{format_duration, Shell};
+
+/// The parent's variables a script may expect to find; everything else (the server's secrets
+/// such as `TRIGGERD_ROOT_KEY` included) is cleared.
+const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
+
+/// How long to keep reading stdout/stderr once the group is dead: a process that left the group
+/// (`setsid`) may hold the pipes open forever, and must not hold the step with them.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// At most this much of the output file is read.
+pub const MAX_OUTPUT_FILE_BYTES: usize = 64 * 1024;
+
+/// At most this many distinct output keys are kept.
+pub const MAX_OUTPUTS: usize = 100;
+
+/// Skipped output lines are named one by one up to this count, then summed up.
+const MAX_NOTED_LINES: usize = 10;
+
+/// Prefix of the lines the runner itself adds to the log.
+const NOTE: &str = "[triggerd]";
+
+/// Everything one Run step needs; the engine has already resolved every expression.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The interpreter; its program name is [`Shell::as_str`].
+    pub shell: Shell,
+    /// The script text, passed as the single argument after `-c`; never interpolated.
+    pub command: String,
+    /// The resolved step env plus the engine's `TRIGGERD_*` variables, passed verbatim.
+    pub env: Vec<(String, String)>,
+    /// The child's working directory; must exist.
+    pub work_dir: PathBuf,
+    /// Created empty before the start, exposed as `TRIGGERD_OUTPUT`, parsed after the exit.
+    pub output_file: PathBuf,
+    /// Wall-clock limit from spawn to exit.
+    pub timeout: Duration,
+    /// Bound on the captured stdout+stderr bytes; the tail is kept. The runner's own lines
+    /// (how much was dropped, skipped output lines) come on top.
+    pub max_log_bytes: usize,
+}
+
+/// How a Run step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Exit code 0.
+    Succeeded,
+    /// A nonzero exit code, or death by a signal the runner did not send.
+    Failed {
+        /// The exit code, when the script exited.
+        exit_code: Option<i32>,
+        /// The signal number, when the script was killed.
+        signal: Option<i32>,
+    },
+    /// The timeout passed; the group was killed.
+    TimedOut,
+    /// The abort token was cancelled; the group was killed (or never started).
+    Aborted,
+    /// The shell could not be started (or the output file not created).
+    SpawnFailed,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// How it ended.
+    pub status: RunStatus,
+    /// stdout+stderr in arrival order (lossy UTF-8), bounded, then the runner's notes.
+    pub log: String,
+    /// `KEY=VALUE` lines of the output file; read whatever the status, once the process ran.
+    pub outputs: BTreeMap<String, String>,
+    /// One human line: `exit code 3`, `timed out after 1s`, `aborted`, `could not start sh: ...`.
+    pub message: String,
+}
+
+impl RunResult {
+    fn without_process(status: RunStatus, message: String) -> Self {
+        Self {
+            status,
+            log: String::new(),
+            outputs: BTreeMap::new(),
+            message,
+        }
+    }
+}
+
+/// Runs `req.command` with `req.shell` until it exits, `req.timeout` passes or `abort` is
+/// cancelled, whichever comes first. Never panics; every failure is a [`RunStatus`].
+///
+/// Dropping the returned future kills the process group too.
+pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
+    let shell = req.shell.as_str();
+    if abort.is_cancelled() {
+        return RunResult::without_process(RunStatus::Aborted, "aborted".to_owned());
+    }
+    if let Err(e) = tokio::fs::File::create(&req.output_file).await {
+        return RunResult::without_process(
+            RunStatus::SpawnFailed,
+            format!(
+                "could not create the output file {}: {e}",
+                req.output_file.display()
+            ),
+        );
+    }
+
+    let mut command = Command::new(shell);
+    command
+        .arg("-c")
+        .arg(&req.command)
+        .current_dir(&req.work_dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(req.env.iter().map(|(k, v)| (k, v)));
+    // Last, so the step's env cannot point the runner at another file.
+    command.env("TRIGGERD_OUTPUT", &req.output_file);
+
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return RunResult::without_process(
+                RunStatus::SpawnFailed,
+                format!("could not start {shell}: {e}"),
+            )
+        }
+    };
+    // With `process_group(0)` the group id is the child's pid.
+    let mut group = GroupKiller(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw),
+    );
+
+    let mut log = TailBuffer::new(req.max_log_bytes);
+    let ending = {
+        let drain = drain(child.stdout.take(), child.stderr.take(), &mut log);
+        tokio::pin!(drain);
+        let deadline = tokio::time::sleep(req.timeout);
+        tokio::pin!(deadline);
+        let mut drained = false;
+        let ending = loop {
+            tokio::select! {
+                biased;
+                status = child.wait() => break Ending::Exited(status),
+                () = &mut deadline => break Ending::TimedOut,
+                () = abort.cancelled() => break Ending::Aborted,
+                () = &mut drain, if !drained => drained = true,
+            }
+        };
+        // Also after a normal exit, so no background job survives. The main child is reaped
+        // at most just before this; its pid cannot have been reused as a group id meanwhile
+        // while any member of its group is alive (Linux keeps the number taken), and if none
+        // is, there is nothing left to kill.
+        if !group.kill() {
+            let _ = child.start_kill();
+        }
+        if !matches!(ending, Ending::Exited(_)) {
+            // SIGKILL cannot be caught: this returns as soon as the kernel has killed it.
+            let _ = child.wait().await;
+        }
+        if !drained {
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut drain).await;
+        }
+        ending
+    };
+
+    let (status, message) = match ending {
+        Ending::Exited(Ok(status)) => classify(status),
+        Ending::Exited(Err(e)) => (
+            RunStatus::Failed {
+                exit_code: None,
+                signal: None,
+            },
+            format!("could not wait for {shell}: {e}"),
+        ),
+        Ending::TimedOut => (
+            RunStatus::TimedOut,
+            format!("timed out after {}", format_duration(req.timeout)),
+        ),
+        Ending::Aborted => (RunStatus::Aborted, "aborted".to_owned()),
+    };
+
+    let (outputs, notes) = read_outputs(&req.output_file).await;
+    let mut log = log.into_string();
+    if !notes.is_empty() && !log.is_empty() && !log.ends_with('\n') {
+        log.push('\n');
+    }
+    for note in notes {
+        log.push_str(NOTE);
+        log.push(' ');
+        log.push_str(&note);
+        log.push('\n');
+    }
+    RunResult {
+        status,
+        log,
+        outputs,
+        message,
+    }
+}
+
+/// Why the wait for the child stopped.
+enum Ending {
+    Exited(io::Result<ExitStatus>),
+    TimedOut,
+    Aborted,
+}
+
+/// Sends `SIGKILL` to the child's process group, once: explicitly, or on drop if the future
+/// running the step is dropped midway.
+struct GroupKiller(Option<Pid>);
+
+impl GroupKiller {
+    /// Kills the group; false when there was no group id to kill.
+    fn kill(&mut self) -> bool {
+        match self.0.take() {
+            Some(pgid) => {
+                // ESRCH (everyone already gone) is the good case; nothing else can be done
+                // about the rest.
+                let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn classify(status: ExitStatus) -> (RunStatus, String) {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => (RunStatus::Succeeded, "exit code 0".to_owned()),
+        (Some(code), _) => (
+            RunStatus::Failed {
+                exit_code: Some(code),
+                signal: None,
+            },
+            format!("exit code {code}"),
+        ),
+        (None, Some(signal)) => (
+            RunStatus::Failed {
+                exit_code: None,
+                signal: Some(signal),
+            },
+            match signal_name(signal) {
+                Some(name) => format!("killed by signal {signal} ({name})"),
+                None => format!("killed by signal {signal}"),
+            },
+        ),
+        (None, None) => (
+            RunStatus::Failed {
+                exit_code: None,
+                signal: None,
+            },
+            format!("ended abnormally ({status})"),
+        ),
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log capture
+
+/// Reads both pipes until both reach end of file, appending chunks in arrival order.
+async fn drain(
+    mut stdout: Option<ChildStdout>,
+    mut stderr: Option<ChildStderr>,
+    log: &mut TailBuffer,
+) {
+    let mut out_buf = [0u8; 8192];
+    let mut err_buf = [0u8; 8192];
+    while stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            read = read_some(&mut stdout, &mut out_buf) => match read {
+                Some(n) => log.push(&out_buf[..n]),
+                None => stdout = None,
+            },
+            read = read_some(&mut stderr, &mut err_buf) => match read {
+                Some(n) => log.push(&err_buf[..n]),
+                None => stderr = None,
+            },
+        }
+    }
+}
+
+/// One read; `None` at end of file or on error, pending forever once the pipe is closed.
+async fn read_some<R: AsyncRead + Unpin>(reader: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    match reader {
+        Some(reader) => match reader.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The last `limit` bytes pushed, and how many came before them.
+struct TailBuffer {
+    bytes: VecDeque<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl TailBuffer {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: VecDeque::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let chunk = if chunk.len() > self.limit {
+            let cut = chunk.len() - self.limit;
+            self.dropped += cut as u64;
+            &chunk[cut..]
+        } else {
+            chunk
+        };
+        let overflow = (self.bytes.len() + chunk.len()).saturating_sub(self.limit);
+        self.bytes.drain(..overflow);
+        self.dropped += overflow as u64;
+        self.bytes.extend(chunk);
+    }
+
+    /// The kept bytes as lossy UTF-8, after a line saying how many were dropped, if any.
+    fn into_string(self) -> String {
+        let bytes = Vec::from(self.bytes);
+        let mut dropped = self.dropped;
+        let mut start = 0;
+        if dropped > 0 {
+            // Don't start on the remains of a character cut in two.
+            while start < bytes.len().min(3) && bytes[start] & 0xC0 == 0x80 {
+                start += 1;
+            }
+            dropped += start as u64;
+        }
+        let mut log = String::new();
+        if dropped > 0 {
+            log.push_str(&format!(
+                "{NOTE} log truncated: the first {dropped} bytes were dropped\n"
+            ));
+        }
+        log.push_str(&String::from_utf8_lossy(&bytes[start..]));
+        log
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+
+/// Reads and parses the output file; also returns notes for the log.
+async fn read_outputs(path: &Path) -> (BTreeMap<String, String>, Vec<String>) {
+    match read_capped(path).await {
+        Ok(Some((bytes, truncated))) => parse_outputs(&bytes, truncated),
+        // The script removed it: it has no outputs to give.
+        Ok(None) => (BTreeMap::new(), Vec::new()),
+        Err(e) => (
+            BTreeMap::new(),
+            vec![format!("could not read the output file: {e}")],
+        ),
+    }
+}
+
+/// Up to [`MAX_OUTPUT_FILE_BYTES`] of the file and whether there was more; `None` if it is gone.
+///
+/// The script may have replaced the file: a symlink is refused, a FIFO cannot block the open
+/// (non-blocking) and anything but a regular file is refused.
+async fn read_capped(path: &Path) -> io::Result<Option<(Vec<u8>, bool)>> {
+    let flags = (OFlags::NONBLOCK | OFlags::NOFOLLOW).bits() as i32;
+    let file = match tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .await
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata().await?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_OUTPUT_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    let truncated = bytes.len() > MAX_OUTPUT_FILE_BYTES;
+    bytes.truncate(MAX_OUTPUT_FILE_BYTES);
+    Ok(Some((bytes, truncated)))
+}
+
+/// Parses `KEY=VALUE` lines (split at the first `=`), skipping blank lines and `#` comments.
+/// Invalid lines are skipped and named in the notes, by number and never by value.
+fn parse_outputs(bytes: &[u8], truncated: bool) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut bytes = bytes;
+    if truncated {
+        notes.push(format!(
+            "the output file is larger than {} KiB; only its first {} KiB were read",
+            MAX_OUTPUT_FILE_BYTES / 1024,
+            MAX_OUTPUT_FILE_BYTES / 1024
+        ));
+        // The last line was cut: drop it rather than keep half a value.
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes = &bytes[..end];
+    }
+    let text = String::from_utf8_lossy(bytes);
+
+    let mut outputs = BTreeMap::new();
+    let mut invalid = 0usize;
+    let mut over_cap = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            invalid += 1;
+            if invalid <= MAX_NOTED_LINES {
+                notes.push(format!(
+                    "output file line {number} skipped: no `=` (expected KEY=VALUE)"
+                ));
+            }
+            continue;
+        };
+        if !is_identifier(key) {
+            invalid += 1;
+            if invalid <= MAX_NOTED_LINES {
+                notes.push(format!(
+                    "output file line {number} skipped: `{}` is not a valid name",
+                    shorten(key)
+                ));
+            }
+            continue;
+        }
+        if outputs.len() >= MAX_OUTPUTS && !outputs.contains_key(key) {
+            over_cap += 1;
+            continue;
+        }
+        outputs.insert(key.to_owned(), value.to_owned());
+    }
+    if invalid > MAX_NOTED_LINES {
+        notes.push(format!(
+            "{} more invalid output file lines skipped",
+            invalid - MAX_NOTED_LINES
+        ));
+    }
+    if over_cap > 0 {
+        notes.push(format!(
+            "more than {MAX_OUTPUTS} outputs: {over_cap} lines with further keys ignored"
+        ));
+    }
+    (outputs, notes)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// At most 40 characters of a key, for a note.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rustix::io::Errno;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    fn request(dir: &TempDir, command: &str) -> RunRequest {
+        RunRequest {
+            shell: Shell::Sh,
+            command: command.to_owned(),
+            env: Vec::new(),
+            work_dir: dir.path().to_path_buf(),
+            output_file: dir.path().join("output"),
+            timeout: Duration::from_secs(10),
+            max_log_bytes: 1 << 20,
+        }
+    }
+
+    async fn run_sh(dir: &TempDir, command: &str) -> RunResult {
+        run(request(dir, command), CancellationToken::new()).await
+    }
+
+    /// Waits, up to a deadline, until a file holds one full line, and parses it as a pid.
+    async fn wait_for_pid(path: &Path) -> Pid {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Some(line) = text.strip_suffix('\n') {
+                    let raw: i32 = line.trim().parse().expect("a pid");
+                    return Pid::from_raw(raw).expect("a positive pid");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Gone, or a zombie (killed, waiting for whoever inherited it to reap it).
+    fn is_dead(pid: Pid) -> bool {
+        match rustix::process::test_kill_process(pid) {
+            Err(Errno::SRCH) => true,
+            _ => std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_pid()))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = &stat[stat.rfind(')')? + 1..];
+                    after_name.split_whitespace().next().map(|s| s == "Z")
+                })
+                .unwrap_or(true),
+        }
+    }
+
+    async fn wait_until_dead(pid: Pid) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if is_dead(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        is_dead(pid)
+    }
+
+    #[tokio::test]
+    async fn exit_zero_succeeds() {
+        let dir = TempDir::new().unwrap();
+
+        let result = run_sh(&dir, "true").await;
+
+        assert_eq!(result.status, RunStatus::Succeeded);
+        assert_eq!(result.message, "exit code 0");
+    }
+
+    #[tokio::test]
+    async fn nonzero_exit_fails_with_its_code() {
+        let dir = TempDir::new().unwrap();
+
+        let result = run_sh(&dir, "exit 3").await;
+
+        assert_eq!(
+            result.status,
+            RunStatus::Failed {
+                exit_code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(result.message, "exit code 3");
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_fails_with_the_signal() {
+        let dir = TempDir::new().unwrap();
+
+        let result = run_sh(&dir, "kill -TERM $$").await;
+
+        assert_eq!(
+            result.status,
+            RunStatus::Failed {
+                exit_code: None,
+                signal: Some(15)
+            }
+        );
+        assert_eq!(result.message, "killed by signal 15 (SIGTERM)");
+    }
+
+    #[tokio::test]
+    async fn bash_is_used_when_asked_for() {
+        let dir = TempDir::new().unwrap();
+        let mut req = request(&dir, r#"printf '%s' "${BASH_VERSION:+bash}""#);
+        req.shell = Shell::Bash;
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        assert_eq!(result.log, "bash");
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_are_captured_in_arrival_order() {
+        let dir = TempDir::new().unwrap();
+
+        let result = run_sh(
+            &dir,
+            "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three",
+        )
+        .await;
+
+        assert_eq!(result.status, RunStatus::Succeeded);
+        assert_eq!(result.log, "one\ntwo\nthree\n");
+    }
+
+    #[tokio::test]
+    async fn work_dir_is_the_current_directory() {
+        let dir = TempDir::new().unwrap();
+
+        let result = run_sh(&dir, "pwd -P").await;
+
+        let expected = dir.path().canonicalize().unwrap();
+        assert_eq!(result.log.trim_end(), expected.to_str().unwrap());
+    }
+
+    #[tokio::test]
+    async fn env_values_reach_the_script_literally_and_never_execute() {
+        let dir = TempDir::new().unwrap();
+        let marker = dir.path().join("pwned");
+        let keep = dir.path().join("keep");
+        std::fs::create_dir(&keep).unwrap();
+        let evil = format!(
+            "$(touch {m}); rm -rf {k}; `touch {m}` && touch {m} | touch {m} \"'\\",
+            m = marker.display(),
+            k = keep.display()
+        );
+        let mut req = request(
+            &dir,
+            r#"printf '%s' "$EVIL"; printf 'EVIL=%s\n' "$EVIL" >> "$TRIGGERD_OUTPUT""#,
+        );
+        req.env = vec![("EVIL".to_owned(), evil.clone())];
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        assert_eq!(result.log, evil);
+        assert_eq!(result.outputs.get("EVIL"), Some(&evil));
+        assert!(!marker.exists(), "the injected command ran");
+        assert!(keep.exists(), "the injected rm ran");
+    }
+
+    #[tokio::test]
+    async fn the_parent_environment_is_not_inherited() {
+        let dir = TempDir::new().unwrap();
+        let mut req = request(&dir, "env");
+        req.env = vec![("STEP_VAR".to_owned(), "1".to_owned())];
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        let names: Vec<&str> = result
+            .log
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        // cargo sets these for the test process; the child must not see them.
+        assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
+        assert!(!names.contains(&"CARGO"), "{names:?}");
+        assert!(names.contains(&"STEP_VAR"), "{names:?}");
+        assert!(names.contains(&"TRIGGERD_OUTPUT"), "{names:?}");
+        // Besides the allowlist and the request, only what the shell itself sets.
+        let shell_own = ["PWD", "OLDPWD", "SHLVL", "_"];
+        for name in &names {
+            assert!(
+                INHERITED_ENV.contains(name)
+                    || shell_own.contains(name)
+                    || ["STEP_VAR", "TRIGGERD_OUTPUT"].contains(name),
+                "{name} leaked into the child"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_step_env_cannot_redirect_the_output_file() {
+        let dir = TempDir::new().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        let mut req = request(&dir, r#"echo "KEY=v" >> "$TRIGGERD_OUTPUT""#);
+        req.env = vec![(
+            "TRIGGERD_OUTPUT".to_owned(),
+            elsewhere.to_str().unwrap().to_owned(),
+        )];
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.outputs.get("KEY").map(String::as_str), Some("v"));
+        assert!(!elsewhere.exists());
+    }
+
+    #[tokio::test]
+    async fn outputs_are_parsed_and_bad_lines_are_noted_in_the_log() {
+        let dir = TempDir::new().unwrap();
+        let script = r#"
+            echo working
+            {
+              echo '# a comment'
+              echo ''
+              echo 'IMAGE=registry/app:1.2'
+              echo 'URL=https://x/?a=b&c=d'
+              echo '1BAD=x'
+              echo 'just some text'
+              printf 'WINDOWS=crlf\r\n'
+              echo '_under_score9='
+            } > "$TRIGGERD_OUTPUT"
+        "#;
+
+        let result = run_sh(&dir, script).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        let expected: BTreeMap<String, String> = [
+            ("IMAGE", "registry/app:1.2"),
+            ("URL", "https://x/?a=b&c=d"),
+            ("WINDOWS", "crlf"),
+            ("_under_score9", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(result.outputs, expected);
+        assert!(result.log.starts_with("working\n"), "{}", result.log);
+        assert!(
+            result
+                .log
+                .contains("line 5 skipped: `1BAD` is not a valid name"),
+            "{}",
+            result.log
+        );
+        assert!(
+            result.log.contains("line 6 skipped: no `=`"),
+            "{}",
+            result.log
+        );
+        assert!(!result.log.contains("just some text"), "{}", result.log);
+    }
+
+    #[test]
+    fn outputs_are_capped_at_100_keys() {
+        let text: String = (0..150).map(|i| format!("K{i}=v\n")).collect();
+
+        let (outputs, notes) = parse_outputs(text.as_bytes(), false);
+
+        assert_eq!(outputs.len(), MAX_OUTPUTS);
+        assert!(outputs.contains_key("K99") && !outputs.contains_key("K100"));
+        assert_eq!(
+            notes,
+            ["more than 100 outputs: 50 lines with further keys ignored"]
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_even_at_the_cap() {
+        let mut text: String = (0..100).map(|i| format!("K{i}=v\n")).collect();
+        text.push_str("K0=last\n");
+
+        let (outputs, notes) = parse_outputs(text.as_bytes(), false);
+
+        assert_eq!(outputs["K0"], "last");
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn only_ten_invalid_lines_are_named() {
+        let text = "bad line\n".repeat(25);
+
+        let (outputs, notes) = parse_outputs(text.as_bytes(), false);
+
+        assert!(outputs.is_empty());
+        assert_eq!(notes.len(), MAX_NOTED_LINES + 1);
+        assert_eq!(
+            notes[MAX_NOTED_LINES],
+            "15 more invalid output file lines skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_output_file_is_read_only_up_to_64_kib() {
+        let dir = TempDir::new().unwrap();
+        // 7 000 lines of 10 bytes; the line cut at 64 KiB is dropped, not half-kept.
+        let script = r#"
+            i=0
+            while [ $i -lt 7000 ]; do echo "A=0123456"; i=$((i+1)); done > "$TRIGGERD_OUTPUT"
+            printf 'LATE=1\n' >> "$TRIGGERD_OUTPUT"
+        "#;
+
+        let result = run_sh(&dir, script).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        assert_eq!(result.outputs.len(), 1);
+        assert_eq!(result.outputs["A"], "0123456");
+        assert!(result.log.contains("larger than 64 KiB"), "{}", result.log);
+    }
+
+    #[tokio::test]
+    async fn an_output_file_replaced_by_a_fifo_does_not_hang_the_run() {
+        let dir = TempDir::new().unwrap();
+
+        let started = Instant::now();
+        let result = run_sh(
+            &dir,
+            r#"rm "$TRIGGERD_OUTPUT" && mkfifo "$TRIGGERD_OUTPUT""#,
+        )
+        .await;
+
+        assert_eq!(result.status, RunStatus::Succeeded, "{}", result.log);
+        assert!(result.outputs.is_empty());
+        assert!(result.log.contains("not a regular file"), "{}", result.log);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_log_keeps_the_tail_and_says_how_much_was_dropped() {
+        let dir = TempDir::new().unwrap();
+        let mut req = request(&dir, "head -c 100000 /dev/zero | tr '\\0' a; echo END");
+        req.max_log_bytes = 1000;
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::Succeeded);
+        let (first, rest) = result.log.split_once('\n').unwrap();
+        assert_eq!(
+            first,
+            "[triggerd] log truncated: the first 99004 bytes were dropped"
+        );
+        assert_eq!(rest.len(), 1000);
+        assert!(rest.ends_with("aaaEND\n"), "{rest}");
+    }
+
+    #[test]
+    fn a_cut_character_at_the_start_of_the_tail_is_dropped_too() {
+        let mut buffer = TailBuffer::new(3);
+        buffer.push("xé".as_bytes()); // 3 bytes
+        buffer.push(b"ab"); // keeps the last byte of é, then "ab"
+
+        assert_eq!(
+            buffer.into_string(),
+            "[triggerd] log truncated: the first 3 bytes were dropped\nab"
+        );
+    }
+
+    #[test]
+    fn a_zero_byte_log_bound_keeps_nothing_and_counts_everything() {
+        let mut buffer = TailBuffer::new(0);
+        buffer.push(b"abc");
+
+        assert_eq!(
+            buffer.into_string(),
+            "[triggerd] log truncated: the first 3 bytes were dropped\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group_grandchildren_included() {
+        let dir = TempDir::new().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let mut req = request(
+            &dir,
+            "sleep 30 & echo $! > grandchild.pid; echo started; sleep 30",
+        );
+        req.timeout = Duration::from_secs(1);
+
+        let started = Instant::now();
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::TimedOut);
+        assert_eq!(result.message, "timed out after 1s");
+        assert_eq!(result.log, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let grandchild = wait_for_pid(&pid_file).await;
+        assert!(wait_until_dead(grandchild).await, "grandchild survived");
+    }
+
+    #[tokio::test]
+    async fn abort_kills_the_whole_group_grandchildren_included() {
+        let dir = TempDir::new().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let req = request(&dir, "sleep 30 & echo $! > grandchild.pid; sleep 30");
+        let abort = CancellationToken::new();
+        let canceller = {
+            let abort = abort.clone();
+            let pid_file = pid_file.clone();
+            tokio::spawn(async move {
+                let pid = wait_for_pid(&pid_file).await;
+                abort.cancel();
+                pid
+            })
+        };
+
+        let started = Instant::now();
+        let result = run(req, abort).await;
+
+        assert_eq!(result.status, RunStatus::Aborted);
+        assert_eq!(result.message, "aborted");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let grandchild = canceller.await.unwrap();
+        assert!(wait_until_dead(grandchild).await, "grandchild survived");
+    }
+
+    #[tokio::test]
+    async fn an_already_cancelled_token_starts_nothing() {
+        let dir = TempDir::new().unwrap();
+        let marker = dir.path().join("ran");
+        let abort = CancellationToken::new();
+        abort.cancel();
+
+        let result = run(request(&dir, "touch ran"), abort).await;
+
+        assert_eq!(result.status, RunStatus::Aborted);
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn a_background_job_does_not_outlive_a_successful_step() {
+        let dir = TempDir::new().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+
+        let started = Instant::now();
+        let result = run_sh(&dir, "sleep 30 & echo $! > grandchild.pid; echo done").await;
+
+        assert_eq!(result.status, RunStatus::Succeeded);
+        assert_eq!(result.log, "done\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let grandchild = wait_for_pid(&pid_file).await;
+        assert!(wait_until_dead(grandchild).await, "background job survived");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_left_the_group_cannot_hold_the_step_open() {
+        let dir = TempDir::new().unwrap();
+        let pid_file = dir.path().join("escaped.pid");
+
+        let started = Instant::now();
+        let result = run_sh(&dir, "setsid sleep 30 & echo $! > escaped.pid; echo done").await;
+
+        let escaped = wait_for_pid(&pid_file).await;
+        let _ = rustix::process::kill_process(escaped, Signal::KILL);
+        assert_eq!(result.status, RunStatus::Succeeded);
+        assert_eq!(result.log, "done\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_missing_work_dir_is_a_spawn_failure() {
+        let dir = TempDir::new().unwrap();
+        let mut req = request(&dir, "true");
+        req.work_dir = dir.path().join("missing");
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::SpawnFailed);
+        assert!(
+            result.message.starts_with("could not start sh: "),
+            "{}",
+            result.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_uncreatable_output_file_is_a_spawn_failure() {
+        let dir = TempDir::new().unwrap();
+        let mut req = request(&dir, "true");
+        req.output_file = dir.path().join("missing").join("output");
+
+        let result = run(req, CancellationToken::new()).await;
+
+        assert_eq!(result.status, RunStatus::SpawnFailed);
+        assert!(
+            result
+                .message
+                .starts_with("could not create the output file"),
+            "{}",
+            result.message
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! What the execution engine stores (DESIGN §6.3): the queue, leases, the pipeline snapshot
+//! and one row per step. A separate trait from [`super::Store`] (which requires it) so the
+//! engine's SQL sits in one file per backend.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::{Execution, Millis, StoreResult};
+use crate::domain::ids::PlanExecutionId;
+
+/// Statuses of executions, stages and steps (DESIGN §6.4).
+pub mod status {
+    /// Waiting for a worker.
+    pub const QUEUED: &str = "Queued";
+    /// Being worked on (or waiting in a `Wait` step).
+    pub const RUNNING: &str = "Running";
+    /// Finished well.
+    pub const SUCCESS: &str = "Success";
+    /// Finished badly.
+    pub const FAILED: &str = "Failed";
+    /// Stopped by a user.
+    pub const ABORTED: &str = "Aborted";
+    /// A stage or step that has not begun.
+    pub const NOT_STARTED: &str = "NotStarted";
+    /// A stage or step that will not run because an earlier one failed.
+    pub const SKIPPED: &str = "Skipped";
+
+    /// Whether an execution in this status will not change again.
+    pub fn is_terminal(status: &str) -> bool {
+        matches!(
+            status,
+            SUCCESS | FAILED | ABORTED | "Expired" | "ApprovalRejected" | "Errored"
+        )
+    }
+}
+
+/// One step of an execution, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Position of its stage in the pipeline.
+    pub stage_index: u32,
+    /// Position in its stage.
+    pub step_index: u32,
+    /// The stage identifier.
+    pub stage: String,
+    /// The stage name.
+    pub stage_name: String,
+    /// The step identifier.
+    pub step: String,
+    /// The step name.
+    pub step_name: String,
+    /// `Run`, `Http`, `Approval` or `Wait`.
+    pub step_type: String,
+    /// [`status`] value.
+    pub status: String,
+    /// Attempts made so far (retries count).
+    pub attempt: u32,
+    /// When the current attempt started.
+    pub started_at: Option<Millis>,
+    /// When it ended.
+    pub ended_at: Option<Millis>,
+    /// `KEY=VALUE` outputs, readable as `<+steps.ID.output.KEY>`.
+    pub outputs: BTreeMap<String, String>,
+    /// Why it failed, or a note.
+    pub message: Option<String>,
+    /// Captured output (bounded), for Run steps.
+    pub log: Option<String>,
+}
+
+/// An execution as a worker runs it.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    /// The execution row.
+    pub execution: Execution,
+    /// The pipeline snapshot (`{"pipeline": {...}}`), once started.
+    pub pipeline_spec: Option<serde_json::Value>,
+    /// Its steps in order (empty before it starts).
+    pub steps: Vec<StepRecord>,
+    /// Why it failed, when it did.
+    pub failure_message: Option<String>,
+}
+
+/// The engine's storage.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync + 'static {
+    /// After a restart: releases every lease, and marks steps that were running in a process
+    /// (Run, Http) `Failed` with the message "interrupted". Returns how many steps it marked.
+    async fn recover_executions(&self, now: Millis) -> StoreResult<u64>;
+
+    /// Leases up to `limit` runnable executions to `owner` until `now + lease_ms`: queued ones,
+    /// and started ones with no live lease whose wait (if any) is over. Oldest first.
+    async fn claim_executions(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<PlanExecutionId>>;
+
+    /// Reads an execution with its snapshot and steps.
+    async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>>;
+
+    /// Starts a queued execution: stores the pipeline snapshot and its steps, status `Running`.
+    async fn start_execution(
+        &self,
+        id: &PlanExecutionId,
+        pipeline_spec: serde_json::Value,
+        steps: Vec<StepRecord>,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// Stores one step's state.
+    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()>;
+
+    /// Gives the execution back until `wake_at` (a `Wait` step), releasing the lease.
+    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()>;
+
+    /// Ends the execution with a terminal `status`, releasing the lease.
+    async fn finish_execution(
+        &self,
+        id: &PlanExecutionId,
+        status: &str,
+        failure_message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// The steps of an execution, in order.
+    async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;
+}

@@ -1,0 +1,250 @@
+//! [`ExecutionStore`] on SQLite: the queue, leases and step rows. Every write goes through the
+//! single writer, so a claim is atomic: two workers can never lease the same execution.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{execution_row, sql_err, SqliteStore, EXECUTION_COLS};
+use crate::domain::ids::PlanExecutionId;
+use crate::store::executions::{status, ExecutionStore, RunState, StepRecord};
+use crate::store::{Millis, StoreError, StoreResult};
+
+const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
+     step_type, status, attempt, started_at, ended_at, outputs, message, log";
+
+fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
+    let outputs: String = row.get(11)?;
+    Ok(StepRecord {
+        stage_index: row.get(0)?,
+        step_index: row.get(1)?,
+        stage: row.get(2)?,
+        stage_name: row.get(3)?,
+        step: row.get(4)?,
+        step_name: row.get(5)?,
+        step_type: row.get(6)?,
+        status: row.get(7)?,
+        attempt: row.get(8)?,
+        started_at: row.get(9)?,
+        ended_at: row.get(10)?,
+        outputs: serde_json::from_str(&outputs).unwrap_or_default(),
+        message: row.get(12)?,
+        log: row.get(13)?,
+    })
+}
+
+fn upsert_step(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+    s: &StepRecord,
+) -> rusqlite::Result<usize> {
+    let outputs = serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into());
+    c.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO execution_steps (plan_execution_id, {STEP_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    ))?
+    .execute(params![
+        id.as_str(),
+        s.stage_index,
+        s.step_index,
+        s.stage,
+        s.stage_name,
+        s.step,
+        s.step_name,
+        s.step_type,
+        s.status,
+        s.attempt,
+        s.started_at,
+        s.ended_at,
+        outputs,
+        s.message,
+        s.log
+    ])
+}
+
+#[async_trait]
+impl ExecutionStore for SqliteStore {
+    async fn recover_executions(&self, now: Millis) -> StoreResult<u64> {
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
+                     WHERE lease_owner IS NOT NULL",
+                    [],
+                )
+                .map_err(sql_err("releasing leases"))?;
+                let marked = c
+                    .execute(
+                        "UPDATE execution_steps SET status = ?1, message = 'interrupted', ended_at = ?2 \
+                         WHERE status = ?3 AND step_type IN ('Run', 'Http')",
+                        params![status::FAILED, now, status::RUNNING],
+                    )
+                    .map_err(sql_err("marking interrupted steps"))?;
+                Ok(marked as u64)
+            })
+            .await
+    }
+
+    async fn claim_executions(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<PlanExecutionId>> {
+        let owner = owner.to_owned();
+        self.writer
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "UPDATE executions SET lease_owner = ?1, lease_until = ?2, wake_at = NULL \
+                         WHERE plan_execution_id IN ( \
+                           SELECT plan_execution_id FROM executions \
+                           WHERE status IN ('Queued', 'Running') \
+                             AND (lease_until IS NULL OR lease_until < ?3) \
+                             AND (wake_at IS NULL OR wake_at <= ?3) \
+                           ORDER BY created_at LIMIT ?4) \
+                         RETURNING plan_execution_id",
+                    )
+                    .map_err(sql_err("claiming executions"))?;
+                let ids = stmt
+                    .query_map(params![owner, now + lease_ms, now, limit], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .map_err(sql_err("claiming executions"))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(sql_err("claiming executions"))?;
+                ids.iter()
+                    .map(|id| {
+                        PlanExecutionId::parse(id)
+                            .ok_or_else(|| StoreError::db("claiming executions", BadId(id.clone())))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
+        let id = id.clone();
+        self.read("loading an execution", move |c| {
+            let Some((execution, spec, failure)) = c
+                .prepare_cached(&format!(
+                    "SELECT {EXECUTION_COLS}, pipeline_spec, failure_message FROM executions \
+                     WHERE plan_execution_id = ?1"
+                ))?
+                .query_row([id.as_str()], |r| {
+                    let spec: Option<String> = r.get(15)?;
+                    Ok((execution_row(r)?, spec, r.get::<_, Option<String>>(16)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let steps = c
+                .prepare_cached(&format!(
+                    "SELECT {STEP_COLS} FROM execution_steps WHERE plan_execution_id = ?1 \
+                     ORDER BY stage_index, step_index"
+                ))?
+                .query_map([id.as_str()], step_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(RunState {
+                execution,
+                pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+                steps,
+                failure_message: failure,
+            }))
+        })
+    }
+
+    async fn start_execution(
+        &self,
+        id: &PlanExecutionId,
+        pipeline_spec: serde_json::Value,
+        steps: Vec<StepRecord>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let id = id.clone();
+        let spec = pipeline_spec.to_string();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4 \
+                     WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![id.as_str(), spec, status::RUNNING, now]))
+                .map_err(sql_err("starting an execution"))?;
+                for step in &steps {
+                    upsert_step(c, &id, step).map_err(sql_err("adding execution steps"))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                upsert_step(c, &id, &step).map_err(sql_err("updating a step"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE executions SET wake_at = ?2, lease_owner = NULL, lease_until = NULL \
+                     WHERE plan_execution_id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id.as_str(), wake_at]))
+                .map_err(sql_err("parking an execution"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn finish_execution(
+        &self,
+        id: &PlanExecutionId,
+        final_status: &str,
+        failure_message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let id = id.clone();
+        let final_status = final_status.to_owned();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
+                     started_at = COALESCE(started_at, ?4), \
+                     lease_owner = NULL, lease_until = NULL, wake_at = NULL \
+                     WHERE plan_execution_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![id.as_str(), final_status, failure_message, now])
+                })
+                .map_err(sql_err("finishing an execution"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
+        let id = id.clone();
+        self.read("listing execution steps", move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {STEP_COLS} FROM execution_steps WHERE plan_execution_id = ?1 \
+                 ORDER BY stage_index, step_index"
+            ))?
+            .query_map([id.as_str()], step_row)?
+            .collect()
+        })
+    }
+}
+
+/// A stored plan execution id that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed plan execution id {0:?}")]
+struct BadId(String);

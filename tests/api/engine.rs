@@ -1,0 +1,262 @@
+//! The execution engine through the real server (DESIGN §6): real child processes for Run
+//! steps, Wait steps that hold no worker, failure rules and the status summary.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, success_data, TestApp, TestTrigger};
+
+/// Stores `yaml` as the trigger's pipeline (identifier `deploy`).
+async fn put_pipeline(app: &TestApp, t: &TestTrigger, stages: &str) {
+    let yaml = format!("pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n{stages}");
+    let res = app
+        .with_key(
+            Method::PUT,
+            &format!("{}/pipelines/deploy", t.project_path()),
+            &app.root_key,
+        )
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        res.status().is_success(),
+        "pipeline: {}",
+        res.text().await.unwrap()
+    );
+}
+
+/// Fires the trigger and returns the event id.
+async fn fire(app: &TestApp, t: &TestTrigger, body: &Value) -> String {
+    let res = app
+        .post_webhook(&t.v3_path(), None, &body.to_string())
+        .await;
+    let data = success_data(res).await;
+    data["eventCorrelationId"]
+        .as_str()
+        .expect("event id")
+        .to_owned()
+}
+
+/// Long-polls the status endpoint until the execution settles (at most ~30 s).
+async fn settled(app: &TestApp, t: &TestTrigger, event: &str) -> Value {
+    for _ in 0..6 {
+        let res = app
+            .request(
+                Method::GET,
+                &format!(
+                    "/webhook/triggerExecutionDetails/{event}?accountIdentifier={}&wait=5",
+                    t.account
+                ),
+            )
+            .send()
+            .await
+            .expect("request");
+        let data = success_data(res).await;
+        let summary = data["executionDetails"]["pipelineExecutionSummary"].clone();
+        let status = summary["status"].as_str().unwrap_or_default();
+        if !matches!(status, "Queued" | "Running") {
+            return summary;
+        }
+    }
+    panic!("execution of event {event} did not settle in 30 s");
+}
+
+fn stage(id: &str, steps: &str) -> String {
+    format!("    - stage:\n        identifier: {id}\n        steps:\n{steps}")
+}
+
+fn run_step(id: &str, extra: &str, command: &str) -> String {
+    format!(
+        "          - step:\n              identifier: {id}\n              type: Run\n{extra}              spec:\n                command: {command}\n"
+    )
+}
+
+fn node<'a>(summary: &'a Value, stage: &str) -> &'a Value {
+    let id = format!("{}-{stage}", summary["planExecutionId"].as_str().unwrap());
+    &summary["layoutNodeMap"][id]
+}
+
+#[tokio::test]
+async fn run_steps_execute_for_real_and_pass_outputs_between_steps() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let first = run_step(
+        "first",
+        "",
+        "'echo building; echo \"TAG=v1.$TRIGGERD_STEP\" >> \"$TRIGGERD_OUTPUT\"'",
+    );
+    let second = format!(
+        "{}                env:\n                  TAG: <+steps.first.output.TAG>\n",
+        run_step(
+            "second",
+            "",
+            "'test \"$TAG\" = v1.first && grep -q ref \"$TRIGGERD_PAYLOAD_FILE\"'"
+        )
+    );
+    let check = format!(
+        "{}                env:\n                  TAG: <+execution.steps.build.steps.first.output.TAG>\n",
+        run_step("check", "", "'test \"$TAG\" = v1.first'")
+    );
+    put_pipeline(
+        &app,
+        &t,
+        &format!(
+            "{}{}",
+            stage("build", &format!("{first}{second}")),
+            stage("verify", &check)
+        ),
+    )
+    .await;
+
+    let event = fire(&app, &t, &json!({"ref": "refs/heads/main"})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Success", "{summary}");
+    assert_eq!(summary["totalStagesCount"], 2);
+    assert_eq!(summary["successfulStagesCount"], 2);
+    let build = node(&summary, "build");
+    assert_eq!(build["status"], "Success", "{summary}");
+    assert_eq!(
+        build["edgeLayoutList"]["nextIds"][0],
+        format!("{}-verify", summary["planExecutionId"].as_str().unwrap())
+    );
+    assert!(summary["startTs"].is_i64() && summary["endTs"].is_i64());
+    assert_eq!(summary["startingNodeId"], build["nodeUuid"]);
+}
+
+#[tokio::test]
+async fn a_failed_step_fails_its_stage_and_skips_the_rest() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let steps = format!(
+        "{}{}",
+        run_step("boom", "", "'echo about to fail >&2; exit 3'"),
+        run_step("never", "", "'touch should-not-exist'")
+    );
+    put_pipeline(
+        &app,
+        &t,
+        &format!(
+            "{}{}",
+            stage("build", &steps),
+            stage("later", &run_step("x", "", "'true'"))
+        ),
+    )
+    .await;
+
+    let event = fire(&app, &t, &json!({})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Failed", "{summary}");
+    let message = summary["failureInfo"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("boom") && message.contains("exit code 3"),
+        "{message}"
+    );
+    assert_eq!(node(&summary, "build")["status"], "Failed");
+    assert_eq!(node(&summary, "later")["status"], "Skipped");
+    assert_eq!(summary["failedStagesCount"], 1);
+}
+
+#[tokio::test]
+async fn continue_on_failure_and_retries_follow_the_step_settings() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    // Fails on the first attempt, succeeds on the second (the work dir lives for the execution).
+    let flaky = run_step(
+        "flaky",
+        "              retries: 1\n",
+        "'if [ -f tried ]; then exit 0; fi; touch tried; exit 1'",
+    );
+    let tolerated = run_step(
+        "tolerated",
+        "              continueOnFailure: true\n",
+        "'exit 7'",
+    );
+    put_pipeline(
+        &app,
+        &t,
+        &stage(
+            "build",
+            &format!("{flaky}{tolerated}{}", run_step("after", "", "'true'")),
+        ),
+    )
+    .await;
+
+    let event = fire(&app, &t, &json!({})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Success", "{summary}");
+    assert_eq!(node(&summary, "build")["status"], "Success");
+}
+
+#[tokio::test]
+async fn env_values_with_shell_metacharacters_arrive_verbatim_and_never_run() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let marker = app.dir.path().join("injected");
+    let hostile = format!(
+        "$(touch {}); rm -rf /nonexistent `touch {}`",
+        marker.display(),
+        marker.display()
+    );
+    let step = format!(
+        "{}                env:\n                  VALUE: <+trigger.payload.value>\n",
+        run_step("echo", "", "'printf %s \"$VALUE\" > seen; test \"$(cat seen)\" = \"$VALUE\"; printf \"SEEN=%s\\n\" \"$VALUE\" >> \"$TRIGGERD_OUTPUT\"'")
+    );
+    put_pipeline(&app, &t, &stage("build", &step)).await;
+
+    let event = fire(&app, &t, &json!({"value": hostile})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Success", "{summary}");
+    assert!(!marker.exists(), "the payload value ran as a command");
+}
+
+#[tokio::test]
+async fn a_wait_step_holds_no_worker() {
+    let app = spawn_app_with(|s| s.workers = 1).await;
+    let t = app.create_trigger().await;
+    put_pipeline(
+        &app,
+        &t,
+        &stage(
+            "build",
+            "          - step: {identifier: pause, type: Wait, spec: {duration: 3s}}\n",
+        ),
+    )
+    .await;
+    let waiting = fire(&app, &t, &json!({})).await;
+    // Once it runs, it has its own snapshot of the pipeline; then change the pipeline to one
+    // quick Run step for the next webhook.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = success_data(app.get_status(&waiting, &t.account, None).await).await;
+        if data["executionDetails"]["pipelineExecutionSummary"]["status"] == "Running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    put_pipeline(&app, &t, &stage("build", &run_step("quick", "", "'true'"))).await;
+
+    let quick = fire(&app, &t, &json!({})).await;
+    let quick = settled(&app, &t, &quick).await;
+    let still_waiting = app.get_status(&waiting, &t.account, None).await;
+    let still_waiting = success_data(still_waiting).await;
+
+    assert_eq!(quick["status"], "Success", "{quick}");
+    assert_eq!(
+        still_waiting["executionDetails"]["pipelineExecutionSummary"]["status"], "Running",
+        "the waiting execution is still in its Wait step"
+    );
+    let waited = settled(&app, &t, &waiting).await;
+    assert_eq!(waited["status"], "Success", "{waited}");
+}

@@ -157,6 +157,12 @@ impl Daemon {
             .request(method, format!("{}{}", self.address, path))
     }
 
+    /// Kills the process with SIGKILL (no clean-up at all) and reaps it.
+    pub(crate) fn kill_hard(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
     /// Sends SIGTERM.
     pub(crate) fn terminate(&self) {
         let status = Command::new("kill")

@@ -260,3 +260,112 @@ async fn a_wait_step_holds_no_worker() {
     let waited = settled(&app, &t, &waiting).await;
     assert_eq!(waited["status"], "Success", "{waited}");
 }
+
+#[tokio::test]
+async fn kill_9_mid_step_loses_nothing_and_runs_nothing_twice() {
+    use crate::durability::{made_up_root_key, set_up_trigger, Daemon};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = made_up_root_key();
+    let envs = [
+        ("TRIGGERD_ROOT_KEY", root.as_str()),
+        ("TRIGGERD_WORKERS", "1"),
+    ];
+    let mut first = Daemon::start(dir.path(), "first", &[], &envs).await;
+    let t = set_up_trigger(&first, &root).await;
+    let runs = dir.path().join("runs");
+    // A slow webhook sleeps in its first step; a fast one does not. Each run of a step is
+    // appended to `runs`, so a step that ran twice would show.
+    let command = format!(
+        "'echo \"$TRIGGERD_EVENT_ID $TRIGGERD_STEP\" >> {runs}; if grep -q slow \"$TRIGGERD_PAYLOAD_FILE\"; then sleep 20; fi'",
+        runs = runs.display()
+    );
+    let pipeline = format!(
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n{}",
+        stage(
+            "build",
+            &format!(
+                "{}{}",
+                run_step("work", "", &command),
+                run_step("after", "", &command)
+            )
+        )
+    );
+    let res = first
+        .request(
+            Method::PUT,
+            "/api/v1/accounts/acc/orgs/default/projects/proj/pipelines/deploy",
+        )
+        .header("X-Api-Key", &root)
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let fire = |body: &'static str| {
+        first
+            .request(Method::POST, &t.v3_path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let slow = success_data(fire(r#"{"mode":"slow"}"#).await.expect("request")).await;
+    let fast = success_data(fire(r#"{"mode":"fast"}"#).await.expect("request")).await;
+    let (slow, fast) = (
+        slow["eventCorrelationId"].as_str().unwrap().to_owned(),
+        fast["eventCorrelationId"].as_str().unwrap().to_owned(),
+    );
+    // Kill it while the slow step runs (and the fast execution waits for the only worker).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .contains(&slow)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill_hard();
+
+    let second = Daemon::start(dir.path(), "second", &[], &envs).await;
+    let summary = |event: String| {
+        let request = second.request(
+            Method::GET,
+            &format!("/webhook/triggerExecutionDetails/{event}?accountIdentifier=acc&wait=10"),
+        );
+        async move {
+            for _ in 0..3 {
+                let data =
+                    success_data(request.try_clone().unwrap().send().await.expect("request")).await;
+                let s = data["executionDetails"]["pipelineExecutionSummary"].clone();
+                if !matches!(s["status"].as_str(), Some("Queued" | "Running")) {
+                    return s;
+                }
+            }
+            panic!("event {event} did not settle after the restart");
+        }
+    };
+    let slow_summary = summary(slow.clone()).await;
+    let fast_summary = summary(fast.clone()).await;
+
+    assert_eq!(slow_summary["status"], "Failed", "{slow_summary}");
+    let message = slow_summary["failureInfo"]["message"].as_str().unwrap();
+    assert!(message.contains("interrupted"), "{message}");
+    assert_eq!(
+        fast_summary["status"], "Success",
+        "the queued execution ran after the restart: {fast_summary}"
+    );
+    let log = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{slow} work"),
+            format!("{fast} work"),
+            format!("{fast} after")
+        ],
+        "each step ran once; the interrupted execution's next step was skipped"
+    );
+}

@@ -29,3 +29,6 @@ CREATE TABLE execution_steps (
     log                TEXT,
     PRIMARY KEY (plan_execution_id, stage_index, step_index)
 ) WITHOUT ROWID;
+
+-- GET P/executions: a project's executions, newest first.
+CREATE INDEX executions_by_project ON executions(account_id, org_id, project_id, created_at DESC);

@@ -11,6 +11,7 @@ pub mod middleware;
 mod accounts;
 mod apikeys;
 mod events;
+mod executions;
 mod health;
 mod intake;
 mod pipelines;
@@ -45,6 +46,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     pipelines::configure(cfg);
     triggers::configure(cfg);
     events::configure(cfg);
+    executions::configure(cfg);
 }
 
 /// A resource whose unlisted methods answer 405 with the envelope.

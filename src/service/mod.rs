@@ -2,6 +2,7 @@
 //! request and render the response; everything in between happens here, so the demo seeder and
 //! later front ends share one implementation.
 
+pub mod executions;
 pub mod intake;
 pub mod links;
 pub mod manage;

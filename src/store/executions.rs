@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{Execution, Millis, StoreResult};
-use crate::domain::ids::PlanExecutionId;
+use super::{Execution, Millis, Page, StoreResult};
+use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
 
 /// Statuses of executions, stages and steps (DESIGN §6.4).
 pub mod status {
@@ -81,9 +81,43 @@ pub struct RunState {
     pub failure_message: Option<String>,
 }
 
+/// A manual run to queue (`POST P/pipelines/{pipe}/execute`).
+#[derive(Debug, Clone)]
+pub struct NewManualExecution {
+    /// Where it runs.
+    pub scope: ProjectRef,
+    /// The pipeline.
+    pub pipeline: Identifier,
+    /// The pipeline's name now.
+    pub pipeline_name: String,
+    /// The resolved runtime input YAML.
+    pub runtime_input: String,
+}
+
+/// Filters of `GET P/executions`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    /// `pipelineIdentifier`.
+    pub pipeline: Option<String>,
+    /// `status`.
+    pub status: Option<String>,
+}
+
 /// The engine's storage.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
+    /// Queues a manual execution (`MANUAL`, no event).
+    async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution>;
+
+    /// A project's executions, newest first, optionally of one pipeline or in one status.
+    async fn list_executions(
+        &self,
+        p: &ProjectRef,
+        filter: &ExecutionFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Execution>>;
+
     /// After a restart: releases every lease, and marks steps that were running in a process
     /// (Run, Http) `Failed` with the message "interrupted". Returns how many steps it marked.
     async fn recover_executions(&self, now: Millis) -> StoreResult<u64>;

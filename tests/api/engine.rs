@@ -369,3 +369,179 @@ async fn kill_9_mid_step_loses_nothing_and_runs_nothing_twice() {
         "each step ran once; the interrupted execution's next step was skipped"
     );
 }
+
+/// POSTs `P/pipelines/deploy/execute` with `body`.
+async fn execute(app: &TestApp, t: &TestTrigger, body: Value) -> reqwest::Response {
+    app.with_key(
+        Method::POST,
+        &format!("{}/pipelines/deploy/execute", t.project_path()),
+        &t.admin_key,
+    )
+    .json(&body)
+    .send()
+    .await
+    .expect("request")
+}
+
+/// GETs a management path with the admin key and returns `data`.
+async fn get_data(app: &TestApp, t: &TestTrigger, path: &str) -> Value {
+    let res = app
+        .with_key(
+            Method::GET,
+            &format!("{}{path}", t.project_path()),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    success_data(res).await
+}
+
+/// Waits (at most 30 s) until the execution's detail shows a settled status.
+async fn settled_detail(app: &TestApp, t: &TestTrigger, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let data = get_data(app, t, &format!("/executions/{id}")).await;
+        let status = data["pipelineExecutionSummary"]["status"]
+            .as_str()
+            .unwrap_or_default();
+        if !matches!(status, "Queued" | "Running") {
+            return data;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_manual_run_with_input_shows_in_history_detail_and_logs() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let yaml = format!(
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  variables:\n    - {{name: tag, value: <+input>}}\n  stages:\n{}",
+        stage(
+            "build",
+            &format!(
+                "{}                env:\n                  TAG: <+pipeline.variables.tag>\n",
+                run_step("say", "", "'echo \"deploying $TAG\"; echo \"DEPLOYED=$TAG\" >> \"$TRIGGERD_OUTPUT\"'")
+            )
+        )
+    );
+    let res = app
+        .with_key(
+            Method::PUT,
+            &format!("{}/pipelines/deploy", t.project_path()),
+            &app.root_key,
+        )
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("request");
+    assert!(res.status().is_success());
+
+    let missing = execute(&app, &t, json!({})).await;
+    let queued = execute(
+        &app,
+        &t,
+        json!({"inputYaml": "pipeline:\n  variables:\n    - {name: tag, value: v9}\n"}),
+    )
+    .await;
+
+    crate::helpers::assert_error(
+        missing,
+        400,
+        "INVALID_REQUEST",
+        "inputYaml does not give runtime input 'tag' of pipeline 'deploy'",
+    )
+    .await;
+    let queued = success_data(queued).await;
+    assert_eq!(queued["triggerType"], "MANUAL");
+    let id = queued["planExecutionId"].as_str().unwrap().to_owned();
+    let detail = settled_detail(&app, &t, &id).await;
+    assert_eq!(
+        detail["pipelineExecutionSummary"]["status"], "Success",
+        "{detail}"
+    );
+    let step = &detail["steps"][0];
+    assert_eq!(step["status"], "Success");
+    assert_eq!(step["attempt"], 1);
+    assert_eq!(step["outputs"]["DEPLOYED"], "v9");
+    let log_url = step["logUrl"].as_str().expect("log link");
+    let log = app
+        .client
+        .get(log_url)
+        .header("X-Api-Key", &t.admin_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(log.status(), 200);
+    assert_eq!(log.text().await.unwrap(), "deploying v9\n");
+    let history = get_data(
+        &app,
+        &t,
+        "/executions?pipelineIdentifier=deploy&status=Success",
+    )
+    .await;
+    assert_eq!(history["content"][0]["planExecutionId"], id.as_str());
+    let none = get_data(&app, &t, "/executions?status=Failed").await;
+    assert_eq!(none["content"], json!([]));
+}
+
+#[tokio::test]
+async fn execution_history_pages_by_cursor_and_refuses_strangers() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    for _ in 0..3 {
+        success_data(execute(&app, &t, json!({})).await).await;
+    }
+
+    let first = get_data(&app, &t, "/executions?limit=2").await;
+    let cursor = first["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = get_data(&app, &t, &format!("/executions?limit=2&cursor={cursor}")).await;
+
+    assert_eq!(first["content"].as_array().unwrap().len(), 2);
+    assert_eq!(second["content"].as_array().unwrap().len(), 1);
+    assert!(second["nextCursor"].is_null());
+    let sequences: Vec<i64> = first["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["content"].as_array().unwrap())
+        .map(|x| x["runSequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, [3, 2, 1], "newest first");
+    let path = format!("{}/executions", t.project_path());
+    let anonymous = app
+        .request(Method::GET, &path)
+        .send()
+        .await
+        .expect("request");
+    crate::helpers::assert_error(anonymous, 401, "INVALID_TOKEN", "").await;
+    let unknown = app
+        .with_key(
+            Method::GET,
+            &format!("{path}/nosuchexecution"),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    crate::helpers::assert_error(unknown, 404, "RESOURCE_NOT_FOUND", "does not exist").await;
+    let bad_cursor = app
+        .with_key(
+            Method::GET,
+            &format!("{path}?cursor=bm90LW91cnM"),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    crate::helpers::assert_error(bad_cursor, 400, "INVALID_REQUEST", "cursor").await;
+}

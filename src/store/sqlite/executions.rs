@@ -4,10 +4,14 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{execution_row, sql_err, SqliteStore, EXECUTION_COLS};
-use crate::domain::ids::PlanExecutionId;
-use crate::store::executions::{status, ExecutionStore, RunState, StepRecord};
-use crate::store::{Millis, StoreError, StoreResult};
+use super::{
+    decode_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
+};
+use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::store::executions::{
+    status, ExecutionFilter, ExecutionStore, NewManualExecution, RunState, StepRecord,
+};
+use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
 const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
      step_type, status, attempt, started_at, ended_at, outputs, message, log";
@@ -61,8 +65,146 @@ fn upsert_step(
     ])
 }
 
+/// An execution to queue.
+pub(super) struct QueuedExecution<'a> {
+    pub plan: &'a PlanExecutionId,
+    pub scope: &'a ProjectRef,
+    pub pipeline: &'a str,
+    pub pipeline_name: &'a str,
+    pub trigger_type: &'a str,
+    pub trigger: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub runtime_input: &'a str,
+    pub created_at: Millis,
+}
+
+/// Inserts a `Queued` execution numbered after the pipeline's last one; returns its number.
+pub(super) fn insert_execution(
+    c: &rusqlite::Connection,
+    x: &QueuedExecution<'_>,
+) -> StoreResult<i64> {
+    let p = x.scope;
+    let run_sequence: i64 = c
+        .prepare_cached(
+            "SELECT COALESCE(MAX(run_sequence), 0) + 1 FROM executions \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    p.account.as_str(),
+                    p.org.as_str(),
+                    p.project.as_str(),
+                    x.pipeline
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(sql_err("numbering an execution"))?;
+    c.prepare_cached(&format!(
+        "INSERT INTO executions ({EXECUTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            x.plan.as_str(),
+            p.account.as_str(),
+            p.org.as_str(),
+            p.project.as_str(),
+            x.pipeline,
+            x.pipeline_name,
+            x.trigger_type,
+            x.trigger,
+            x.event_id,
+            run_sequence,
+            x.runtime_input,
+            x.created_at
+        ])
+    })
+    .map_err(sql_err("queueing an execution"))?;
+    Ok(run_sequence)
+}
+
 #[async_trait]
 impl ExecutionStore for SqliteStore {
+    async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution> {
+        let created_at = crate::store::now_millis();
+        self.writer
+            .write(move |c| {
+                let plan = PlanExecutionId::generate();
+                let run_sequence = insert_execution(
+                    c,
+                    &QueuedExecution {
+                        plan: &plan,
+                        scope: &new.scope,
+                        pipeline: new.pipeline.as_str(),
+                        pipeline_name: &new.pipeline_name,
+                        trigger_type: "MANUAL",
+                        trigger: None,
+                        event_id: None,
+                        runtime_input: &new.runtime_input,
+                        created_at,
+                    },
+                )?;
+                Ok(Execution {
+                    plan_execution_id: plan,
+                    scope: new.scope,
+                    pipeline: new.pipeline.to_string(),
+                    pipeline_name: new.pipeline_name,
+                    status: status::QUEUED.into(),
+                    trigger_type: "MANUAL".into(),
+                    trigger: None,
+                    event_id: None,
+                    run_sequence,
+                    runtime_input: new.runtime_input,
+                    created_at,
+                    started_at: None,
+                    ended_at: None,
+                })
+            })
+            .await
+    }
+
+    async fn list_executions(
+        &self,
+        p: &ProjectRef,
+        filter: &ExecutionFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Execution>> {
+        let (before_ts, before_id) = match decode_cursor(cursor, 2)? {
+            Some(v) => (
+                v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
+                v[1].clone(),
+            ),
+            None => (i64::MAX, "~".to_owned()),
+        };
+        let items = self.read("listing executions", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EXECUTION_COLS} FROM executions WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND (?4 IS NULL OR pipeline_id = ?4) AND (?5 IS NULL OR status = ?5) \
+                 AND (created_at, plan_execution_id) < (?6, ?7) \
+                 ORDER BY created_at DESC, plan_execution_id DESC LIMIT ?8"
+            ))?
+            .query_map(
+                params![
+                    p.account.as_str(),
+                    p.org.as_str(),
+                    p.project.as_str(),
+                    filter.pipeline,
+                    filter.status,
+                    before_ts,
+                    before_id,
+                    limit + 1
+                ],
+                execution_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |x| {
+            encode_cursor(&[&x.created_at.to_string(), x.plan_execution_id.as_str()])
+        }))
+    }
+
     async fn recover_executions(&self, now: Millis) -> StoreResult<u64> {
         self.writer
             .write(move |c| {

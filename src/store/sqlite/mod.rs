@@ -1033,38 +1033,20 @@ impl Store for SqliteStore {
                     }
                 }
                 if let (Some(x), Some(plan)) = (&execution, &e.plan_execution_id) {
-                    let run_sequence: i64 = c
-                        .prepare_cached(
-                            "SELECT COALESCE(MAX(run_sequence), 0) + 1 FROM executions \
-                             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
-                        )
-                        .and_then(|mut s| {
-                            s.query_row(
-                                params![e.scope.account.as_str(), e.scope.org.as_str(), e.scope.project.as_str(), e.pipeline],
-                                |r| r.get(0),
-                            )
-                        })
-                        .map_err(sql_err("numbering an execution"))?;
-                    c.prepare_cached(&format!(
-                        "INSERT INTO executions ({EXECUTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL)"
-                    ))
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            plan.as_str(),
-                            e.scope.account.as_str(),
-                            e.scope.org.as_str(),
-                            e.scope.project.as_str(),
-                            e.pipeline,
-                            x.pipeline_name,
-                            x.trigger_type,
-                            e.trigger,
-                            e.event_id.as_str(),
-                            run_sequence,
-                            e.runtime_input,
-                            e.created_at
-                        ])
-                    })
-                    .map_err(sql_err("queueing an execution"))?;
+                    executions::insert_execution(
+                        c,
+                        &executions::QueuedExecution {
+                            plan,
+                            scope: &e.scope,
+                            pipeline: &e.pipeline,
+                            pipeline_name: &x.pipeline_name,
+                            trigger_type: x.trigger_type,
+                            trigger: Some(&e.trigger),
+                            event_id: Some(e.event_id.as_str()),
+                            runtime_input: &e.runtime_input,
+                            created_at: e.created_at,
+                        },
+                    )?;
                 }
                 c.prepare_cached(&format!(
                     "INSERT INTO webhook_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"

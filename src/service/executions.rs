@@ -1,0 +1,73 @@
+//! Executions (DESIGN §3, §6): manual runs, history, detail and step logs.
+
+use super::Gateway;
+use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
+use crate::domain::pipeline::PipelineSpec;
+use crate::domain::runtime_input::InputTemplate;
+use crate::error::Error;
+use crate::expr::context::TriggerContext;
+use crate::store::executions::{NewManualExecution, RunState};
+use crate::store::Execution;
+
+impl Gateway {
+    /// `POST P/pipelines/{pipe}/execute`: resolves `input_yaml` against the pipeline's runtime
+    /// inputs (400 naming the variable when one is missing or mistyped) and queues a `MANUAL`
+    /// execution.
+    pub async fn execute_pipeline(
+        &self,
+        project: &ProjectRef,
+        pipeline: &Identifier,
+        input_yaml: Option<&str>,
+    ) -> Result<Execution, Error> {
+        let stored = self
+            .store
+            .get_pipeline(project, pipeline)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("Pipeline {pipeline} does not exist in {project}"))
+            })?;
+        let spec = PipelineSpec::from_value(&stored.spec)?;
+        let input = input_yaml.filter(|text| !text.trim().is_empty());
+        let template = InputTemplate::compile(input)?;
+        // A manual run has no webhook: payload and header references read as missing.
+        let ctx = TriggerContext {
+            payload: &serde_json::Value::Null,
+            headers: &[],
+            event_id: "",
+            trigger_identifier: "",
+            pipeline_identifier: pipeline.as_str(),
+            pipeline_name: &spec.name,
+            execution_id: None,
+        };
+        let runtime_input = template
+            .resolve(&spec, &ctx)
+            .map_err(|problem| Error::InvalidRequest(format!("Invalid request: {problem}")))?;
+        let execution = self
+            .store
+            .queue_execution(NewManualExecution {
+                scope: project.clone(),
+                pipeline: pipeline.clone(),
+                pipeline_name: spec.name.clone(),
+                runtime_input,
+            })
+            .await?;
+        self.engine.notify();
+        Ok(execution)
+    }
+
+    /// An execution of the project, with its steps; 404 when there is none.
+    pub async fn execution(&self, project: &ProjectRef, id: &str) -> Result<RunState, Error> {
+        let not_found = || {
+            Error::NotFound(format!(
+                "Execution {} does not exist in {project}",
+                crate::domain::ids::truncate_for_message(id)
+            ))
+        };
+        let id = PlanExecutionId::parse(id).ok_or_else(not_found)?;
+        self.store
+            .load_run(&id)
+            .await?
+            .filter(|r| &r.execution.scope == project)
+            .ok_or_else(not_found)
+    }
+}

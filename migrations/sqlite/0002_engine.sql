@@ -6,10 +6,12 @@ ALTER TABLE executions ADD COLUMN lease_owner TEXT;        -- the worker node th
 ALTER TABLE executions ADD COLUMN lease_until INTEGER;     -- epoch ms; free after this
 ALTER TABLE executions ADD COLUMN wake_at INTEGER;         -- a Wait step: runnable again at
 ALTER TABLE executions ADD COLUMN failure_message TEXT;
+ALTER TABLE executions ADD COLUMN control TEXT;            -- 'abort' or 'pause', for the worker
 
--- Runnable work: Queued, or Running with no live lease and nothing to wait for.
+-- Runnable work: Queued, or Running with no live lease and nothing to wait for, or an
+-- approval whose timeout has passed.
 CREATE INDEX executions_runnable ON executions(status, wake_at, created_at)
-    WHERE status IN ('Queued', 'Running');
+    WHERE status IN ('Queued', 'Running', 'ApprovalWaiting');
 
 CREATE TABLE execution_steps (
     plan_execution_id  TEXT NOT NULL REFERENCES executions(plan_execution_id) ON DELETE CASCADE,

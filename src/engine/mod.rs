@@ -12,7 +12,7 @@
 mod context;
 pub mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::domain::ids::PlanExecutionId;
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
-use crate::store::executions::{status, RunState, StepRecord};
+use crate::store::executions::{status, Control, RunState, StepRecord};
 use crate::store::{now_millis, Store, StoreError};
 
 /// How long a lease lasts; a multi-node backend would renew it while a step runs.
@@ -38,16 +38,32 @@ const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// The tail of a Run step's output that is kept (DESIGN §6.1).
 const MAX_LOG_BYTES: usize = 1024 * 1024;
 
+/// Abort tokens of the executions this process is running, by plan execution id.
+type Running = Arc<parking_lot::Mutex<HashMap<String, CancellationToken>>>;
+
 /// A handle to the running engine.
 #[derive(Clone)]
 pub struct EngineHandle {
     wake: Arc<Notify>,
+    running: Running,
 }
 
 impl EngineHandle {
     /// Tells the engine that work was queued, so it does not wait for its next poll.
     pub fn notify(&self) {
         self.wake.notify_one();
+    }
+
+    /// Kills the running step of an execution this process runs (after the store flagged the
+    /// abort); the worker then records it. False when this process does not run it.
+    pub fn abort(&self, id: &PlanExecutionId) -> bool {
+        match self.running.lock().get(id.as_str()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -61,11 +77,23 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let wake = Arc::new(Notify::new());
-    let handle = EngineHandle { wake: wake.clone() };
+    let running = Running::default();
+    let handle = EngineHandle {
+        wake: wake.clone(),
+        running: running.clone(),
+    };
     let task = tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(workers));
         let abort = CancellationToken::new();
-        run_loop(store, permits.clone(), wake, shutdown, abort.clone()).await;
+        run_loop(
+            store,
+            permits.clone(),
+            wake,
+            shutdown,
+            abort.clone(),
+            running,
+        )
+        .await;
         // Wait for running executions: they hold permits until they finish or park.
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
         if tokio::time::timeout(grace, permits.acquire_many(all))
@@ -86,6 +114,7 @@ async fn run_loop(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     abort: CancellationToken,
+    running: Running,
 ) {
     let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
     match store.recover_executions(now_millis()).await {
@@ -110,10 +139,13 @@ async fn run_loop(
                         };
                         let store = store.clone();
                         let stop = abort.child_token();
+                        let running = running.clone();
+                        running.lock().insert(id.to_string(), stop.clone());
                         tokio::spawn(async move {
                             if let Err(e) = execute(store.as_ref(), &id, stop).await {
                                 tracing::error!(execution = %id, error = %e, "execution step failed to store");
                             }
+                            running.lock().remove(id.as_str());
                             drop(permit);
                         });
                     }
@@ -221,6 +253,44 @@ async fn execute(
             }
             _ => {}
         }
+        match store.pending_control(id).await? {
+            Some(Control::Abort) => return abort_now(store, id, &mut steps, None).await,
+            Some(Control::Pause) => {
+                return store.hold_execution(id, status::PAUSED, None).await;
+            }
+            _ if abort.is_cancelled() => {
+                // Shutting down: leave the rest for the next start.
+                return store.park_execution(id, now_millis()).await;
+            }
+            _ => {}
+        }
+        if let StepSpec::Approval { .. } = &step.spec {
+            let record = &mut steps[index];
+            let now = now_millis();
+            if record.status == status::NOT_STARTED {
+                record.status = status::APPROVAL_WAITING.into();
+                record.started_at = Some(now);
+                record.attempt = 1;
+                store.update_step(id, record.clone()).await?;
+            }
+            let started = record.started_at.unwrap_or(now);
+            let expires = step.timeout.map(|t| started + t.as_millis() as i64);
+            if expires.is_none_or(|at| at > now) {
+                return store
+                    .hold_execution(id, status::APPROVAL_WAITING, expires)
+                    .await;
+            }
+            record.status = status::EXPIRED.into();
+            record.ended_at = Some(now);
+            record.message = Some("nobody approved or rejected it before its timeout".into());
+            store.update_step(id, record.clone()).await?;
+            let message = format!("Approval step {} expired", step.identifier);
+            skip_rest(store, id, &mut steps).await?;
+            let _ = std::fs::remove_dir_all(&work_dir);
+            return store
+                .finish_execution(id, status::EXPIRED, Some(message), now_millis())
+                .await;
+        }
         if let StepSpec::Wait { duration } = &step.spec {
             let record = &mut steps[index];
             let now = now_millis();
@@ -240,7 +310,7 @@ async fn execute(
             continue;
         }
         let stage = pipeline.stages[si].identifier.as_str().to_owned();
-        let outcome = run_with_retries(
+        let ended = run_with_retries(
             store,
             id,
             step,
@@ -257,8 +327,19 @@ async fn execute(
             &abort,
         )
         .await?;
-        if !outcome && !step.continue_on_failure {
-            failure = Some(failure_text(&steps[index]));
+        match ended {
+            StepEnd::Aborted => {
+                if store.pending_control(id).await? == Some(Control::Abort) {
+                    return abort_now(store, id, &mut steps, Some(&work_dir)).await;
+                }
+                // Shutting down: the step stays `Running` and is marked interrupted at the
+                // next start.
+                return Ok(());
+            }
+            StepEnd::Failed if !step.continue_on_failure => {
+                failure = Some(failure_text(&steps[index]));
+            }
+            _ => {}
         }
     }
     let _ = std::fs::remove_dir_all(&work_dir);
@@ -270,6 +351,47 @@ async fn execute(
     store
         .finish_execution(id, final_status, failure, now_millis())
         .await
+}
+
+/// Records an abort: the running step `Aborted`, every step not started `Skipped`, the
+/// execution `Aborted`.
+async fn abort_now(
+    store: &dyn Store,
+    id: &PlanExecutionId,
+    steps: &mut [StepRecord],
+    work_dir: Option<&PathBuf>,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    for step in steps.iter_mut() {
+        if step.status == status::RUNNING {
+            step.status = status::ABORTED.into();
+            step.ended_at = Some(now);
+            step.message = Some("aborted".into());
+            store.update_step(id, step.clone()).await?;
+        }
+    }
+    skip_rest(store, id, steps).await?;
+    if let Some(dir) = work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    store
+        .finish_execution(id, status::ABORTED, Some("Aborted by a user".into()), now)
+        .await
+}
+
+/// Marks every step not started `Skipped`.
+async fn skip_rest(
+    store: &dyn Store,
+    id: &PlanExecutionId,
+    steps: &mut [StepRecord],
+) -> Result<(), StoreError> {
+    for step in steps.iter_mut() {
+        if step.status == status::NOT_STARTED {
+            step.status = status::SKIPPED.into();
+            store.update_step(id, step.clone()).await?;
+        }
+    }
+    Ok(())
 }
 
 fn failure_text(step: &StepRecord) -> String {
@@ -346,7 +468,14 @@ struct StepContext<'a> {
     body: &'a str,
 }
 
-/// Runs a step up to `1 + retries` times, storing each attempt; true when it succeeded.
+/// How a step's attempts ended.
+enum StepEnd {
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+/// Runs a step up to `1 + retries` times, storing each attempt.
 async fn run_with_retries(
     store: &dyn Store,
     id: &PlanExecutionId,
@@ -355,7 +484,7 @@ async fn run_with_retries(
     index: usize,
     cx: StepContext<'_>,
     abort: &CancellationToken,
-) -> Result<bool, StoreError> {
+) -> Result<StepEnd, StoreError> {
     loop {
         let mut record = steps[index].clone();
         record.status = status::RUNNING.into();
@@ -367,6 +496,13 @@ async fn run_with_retries(
         steps[index] = record.clone();
 
         let (ok, message, outputs, log) = run_step(step, steps, &cx, abort).await;
+        if abort.is_cancelled() && !ok {
+            // Left `Running` for [`abort_now`] (a user's abort) or for the next start (shutdown).
+            record.log = log;
+            store.update_step(id, record.clone()).await?;
+            steps[index] = record;
+            return Ok(StepEnd::Aborted);
+        }
         record.status = if ok { status::SUCCESS } else { status::FAILED }.into();
         record.ended_at = Some(now_millis());
         record.message = message;
@@ -374,8 +510,11 @@ async fn run_with_retries(
         record.log = log;
         store.update_step(id, record.clone()).await?;
         steps[index] = record;
-        if ok || steps[index].attempt > step.retries || abort.is_cancelled() {
-            return Ok(ok);
+        if ok {
+            return Ok(StepEnd::Succeeded);
+        }
+        if steps[index].attempt > step.retries {
+            return Ok(StepEnd::Failed);
         }
     }
 }
@@ -462,11 +601,11 @@ async fn run_step(
                 Some(result.log),
             )
         }
-        StepSpec::Http { .. } | StepSpec::Approval { .. } => failed(format!(
+        StepSpec::Http { .. } => failed(format!(
             "{} steps are not supported by this release yet",
             step.spec.type_name()
         )),
-        StepSpec::Wait { .. } => (true, None, BTreeMap::new(), None),
+        StepSpec::Wait { .. } | StepSpec::Approval { .. } => (true, None, BTreeMap::new(), None),
     }
 }
 

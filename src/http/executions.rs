@@ -9,7 +9,7 @@ use super::status::summary;
 use super::{api_key, body, envelope, list_params, path_identifier, path_project, query, resource};
 use crate::error::Error;
 use crate::service::Gateway;
-use crate::store::executions::ExecutionFilter;
+use crate::store::executions::{Control, ExecutionFilter};
 use crate::store::Execution;
 
 const P: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}";
@@ -23,7 +23,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         resource(&format!("{P}/executions/{{id}}/logs/{{stage}}/{{step}}"))
             .route(web::get().to(logs)),
-    );
+    )
+    .service(resource(&format!("{P}/executions/{{id}}/{{action}}")).route(web::post().to(control)));
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +130,48 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(record.log.clone().unwrap_or_default()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    comment: Option<String>,
+}
+
+/// `POST P/executions/{id}/abort|pause|resume|approve|reject` `{"comment"?}` (admin).
+async fn control(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
+    let project = path_project(&req)?;
+    gw.authorize_manage(api_key(&req), &project.account).await?;
+    let control = match req.match_info().get("action").unwrap_or("") {
+        "abort" => Control::Abort,
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "approve" => Control::Approve,
+        "reject" => Control::Reject,
+        other => {
+            return Err(Error::NotFound(format!(
+                "No route for POST .../executions/{{id}}/{}; the actions are abort, pause, resume, approve and reject",
+                crate::domain::ids::truncate_for_message(other)
+            )))
+        }
+    };
+    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let body: ControlBody = if text.trim().is_empty() {
+        ControlBody::default()
+    } else {
+        format.parse(&text)?
+    };
+    let id = req.match_info().get("id").unwrap_or("");
+    let run = gw
+        .control_execution(&project, id, control, body.comment)
+        .await?;
+    Ok(envelope::ok(json!({
+        "pipelineExecutionSummary": summary(&run),
+    })))
 }
 
 /// An execution in a list: identity, status and times.

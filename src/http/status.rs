@@ -150,8 +150,9 @@ struct StageNode {
 }
 
 /// Groups the steps by stage and rolls their statuses up: a step that failed without
-/// `continueOnFailure` fails its stage; a stage with a running step, or with some steps done
-/// and others not, is running; one whose steps all ended is a success; one never begun is
+/// `continueOnFailure` (or was aborted, expired or rejected) gives its stage that status; a
+/// waiting approval makes it `ApprovalWaiting`; a stage with a running step, or with some steps
+/// done and others not, is running; one whose steps all ended is a success; one never begun is
 /// `NotStarted` (or `Skipped` when its steps were skipped).
 fn stage_nodes(r: &RunState) -> Vec<StageNode> {
     let pipeline = r
@@ -174,11 +175,20 @@ fn stage_nodes(r: &RunState) -> Vec<StageNode> {
             .position(|s| s.stage_index != stage_index)
             .map_or(r.steps.len(), |n| start + n);
         let steps = &r.steps[start..end];
-        let failed = steps
-            .iter()
-            .find(|s| s.status == status::FAILED && !continues(s.stage_index, s.step_index));
-        let status = if failed.is_some() {
-            status::FAILED
+        let failed = steps.iter().find(|s| match s.status.as_str() {
+            status::FAILED => !continues(s.stage_index, s.step_index),
+            status::ABORTED | status::EXPIRED | status::APPROVAL_REJECTED => true,
+            _ => false,
+        });
+        let status = if let Some(step) = failed {
+            match step.status.as_str() {
+                status::ABORTED => status::ABORTED,
+                status::EXPIRED => status::EXPIRED,
+                status::APPROVAL_REJECTED => status::APPROVAL_REJECTED,
+                _ => status::FAILED,
+            }
+        } else if steps.iter().any(|s| s.status == status::APPROVAL_WAITING) {
+            status::APPROVAL_WAITING
         } else if steps.iter().all(|s| s.status == status::NOT_STARTED) {
             status::NOT_STARTED
         } else if steps.iter().all(|s| s.status == status::SKIPPED) {
@@ -191,7 +201,10 @@ fn stage_nodes(r: &RunState) -> Vec<StageNode> {
         } else {
             status::SUCCESS
         };
-        let done = !matches!(status, status::RUNNING | status::NOT_STARTED);
+        let done = !matches!(
+            status,
+            status::RUNNING | status::NOT_STARTED | status::APPROVAL_WAITING
+        );
         nodes.push(StageNode {
             id: steps[0].stage.clone(),
             name: steps[0].stage_name.clone(),

@@ -6,8 +6,8 @@ use crate::domain::pipeline::PipelineSpec;
 use crate::domain::runtime_input::InputTemplate;
 use crate::error::Error;
 use crate::expr::context::TriggerContext;
-use crate::store::executions::{NewManualExecution, RunState};
-use crate::store::Execution;
+use crate::store::executions::{Control, ControlOutcome, NewManualExecution, RunState};
+use crate::store::{now_millis, Execution};
 
 impl Gateway {
     /// `POST P/pipelines/{pipe}/execute`: resolves `input_yaml` against the pipeline's runtime
@@ -53,6 +53,42 @@ impl Gateway {
             .await?;
         self.engine.notify();
         Ok(execution)
+    }
+
+    /// `abort`, `pause`, `resume`, `approve` or `reject` an execution of the project.
+    pub async fn control_execution(
+        &self,
+        project: &ProjectRef,
+        id: &str,
+        control: Control,
+        comment: Option<String>,
+    ) -> Result<RunState, Error> {
+        let run = self.execution(project, id).await?;
+        let plan = run.execution.plan_execution_id.clone();
+        let action = format!("{control:?}").to_lowercase();
+        match self
+            .store
+            .control_execution(&plan, control, comment, now_millis())
+            .await?
+        {
+            ControlOutcome::Applied => {
+                if control == Control::Approve || control == Control::Resume {
+                    self.engine.notify();
+                }
+            }
+            ControlOutcome::Signalled => {
+                if control == Control::Abort {
+                    self.engine.abort(&plan);
+                }
+            }
+            ControlOutcome::NotAllowed(current) => {
+                return Err(Error::InvalidRequest(format!(
+                    "Invalid request: execution {plan} is {current}; it cannot {action} now"
+                )))
+            }
+            ControlOutcome::Missing => return self.execution(project, id).await,
+        }
+        self.execution(project, id).await
     }
 
     /// An execution of the project, with its steps; 404 when there is none.

@@ -25,6 +25,14 @@ pub mod status {
     pub const NOT_STARTED: &str = "NotStarted";
     /// A stage or step that will not run because an earlier one failed.
     pub const SKIPPED: &str = "Skipped";
+    /// Stopped before its next step until resumed.
+    pub const PAUSED: &str = "Paused";
+    /// An Approval step waits for a person.
+    pub const APPROVAL_WAITING: &str = "ApprovalWaiting";
+    /// An Approval step was rejected.
+    pub const APPROVAL_REJECTED: &str = "ApprovalRejected";
+    /// An Approval step timed out.
+    pub const EXPIRED: &str = "Expired";
 
     /// Whether an execution in this status will not change again.
     pub fn is_terminal(status: &str) -> bool {
@@ -79,6 +87,35 @@ pub struct RunState {
     pub steps: Vec<StepRecord>,
     /// Why it failed, when it did.
     pub failure_message: Option<String>,
+}
+
+/// A control request (`abort`, `pause`, `resume`, `approve`, `reject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop now: kill a running step, skip the rest.
+    Abort,
+    /// Stop before the next step.
+    Pause,
+    /// Continue a paused execution.
+    Resume,
+    /// Approve the Approval step it waits on.
+    Approve,
+    /// Reject the Approval step it waits on.
+    Reject,
+}
+
+/// What a control request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// Applied in the database: no worker held the execution.
+    Applied,
+    /// A worker holds the execution; it applies the request (for abort: the caller should also
+    /// cancel the running step).
+    Signalled,
+    /// Not possible in the execution's current status (given).
+    NotAllowed(String),
+    /// No such execution.
+    Missing,
 }
 
 /// A manual run to queue (`POST P/pipelines/{pipe}/execute`).
@@ -161,4 +198,27 @@ pub trait ExecutionStore: Send + Sync + 'static {
 
     /// The steps of an execution, in order.
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;
+
+    /// Applies a control request atomically (see [`ControlOutcome`]). `comment` is recorded on
+    /// an approved or rejected step.
+    async fn control_execution(
+        &self,
+        id: &PlanExecutionId,
+        control: Control,
+        comment: Option<String>,
+        now: Millis,
+    ) -> StoreResult<ControlOutcome>;
+
+    /// The pending control request a worker must apply before the next step, if any.
+    async fn pending_control(&self, id: &PlanExecutionId) -> StoreResult<Option<Control>>;
+
+    /// Parks an execution for a person: `status` is `Paused` or `ApprovalWaiting`; `wake_at`
+    /// (an approval timeout) makes it runnable again then. Releases the lease and clears the
+    /// control request.
+    async fn hold_execution(
+        &self,
+        id: &PlanExecutionId,
+        status: &str,
+        wake_at: Option<Millis>,
+    ) -> StoreResult<()>;
 }

@@ -545,3 +545,304 @@ async fn execution_history_pages_by_cursor_and_refuses_strangers() {
         .expect("request");
     crate::helpers::assert_error(bad_cursor, 400, "INVALID_REQUEST", "cursor").await;
 }
+
+/// POSTs a control action with the admin key.
+async fn control(
+    app: &TestApp,
+    t: &TestTrigger,
+    id: &str,
+    action: &str,
+    body: Value,
+) -> reqwest::Response {
+    app.with_key(
+        Method::POST,
+        &format!("{}/executions/{id}/{action}", t.project_path()),
+        &t.admin_key,
+    )
+    .json(&body)
+    .send()
+    .await
+    .expect("request")
+}
+
+/// Waits (at most 20 s) until the execution's detail reports `status`.
+async fn reaches(app: &TestApp, t: &TestTrigger, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = get_data(app, t, &format!("/executions/{id}")).await;
+        if data["pipelineExecutionSummary"]["status"] == status {
+            return data;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {status}: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Stores the pipeline and queues a manual run of it; returns the plan execution id.
+async fn run_manually(app: &TestApp, t: &TestTrigger, stages: &str) -> String {
+    put_pipeline(app, t, stages).await;
+    let data = success_data(execute(app, t, json!({})).await).await;
+    data["planExecutionId"].as_str().unwrap().to_owned()
+}
+
+const APPROVAL: &str =
+    "          - step: {identifier: ship_it, type: Approval, spec: {message: Ship it?}}\n";
+
+#[tokio::test]
+async fn an_approved_step_lets_the_pipeline_continue() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "release",
+            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
+        ),
+    )
+    .await;
+
+    let waiting = reaches(&app, &t, &id, "ApprovalWaiting").await;
+    let approved = control(&app, &t, &id, "approve", json!({"comment": "looks good"})).await;
+
+    assert_eq!(waiting["steps"][0]["status"], "ApprovalWaiting");
+    assert_eq!(waiting["steps"][1]["status"], "NotStarted");
+    assert_eq!(
+        node(&waiting["pipelineExecutionSummary"], "release")["status"],
+        "ApprovalWaiting"
+    );
+    success_data(approved).await;
+    let done = reaches(&app, &t, &id, "Success").await;
+    assert_eq!(done["steps"][0]["message"], "approved: looks good");
+    assert_eq!(done["steps"][1]["status"], "Success");
+}
+
+#[tokio::test]
+async fn a_rejected_step_ends_the_pipeline_and_a_late_approval_is_refused() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "release",
+            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
+        ),
+    )
+    .await;
+    reaches(&app, &t, &id, "ApprovalWaiting").await;
+
+    success_data(control(&app, &t, &id, "reject", json!({"comment": "not today"})).await).await;
+    let late = control(&app, &t, &id, "approve", json!({})).await;
+
+    let done = reaches(&app, &t, &id, "ApprovalRejected").await;
+    assert_eq!(
+        done["pipelineExecutionSummary"]["failureInfo"]["message"],
+        "Approval step ship_it was rejected: not today"
+    );
+    assert_eq!(done["steps"][1]["status"], "Skipped");
+    crate::helpers::assert_error(
+        late,
+        400,
+        "INVALID_REQUEST",
+        "is ApprovalRejected; it cannot approve now",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_approval_nobody_answers_expires_at_its_timeout() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let step = "          - step: {identifier: ship_it, type: Approval, timeout: 1s, spec: {message: Ship it?}}\n";
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "release",
+            &format!("{step}{}", run_step("go", "", "'true'")),
+        ),
+    )
+    .await;
+
+    let done = reaches(&app, &t, &id, "Expired").await;
+
+    assert_eq!(done["steps"][0]["status"], "Expired");
+    assert_eq!(done["steps"][1]["status"], "Skipped");
+    assert_eq!(
+        node(&done["pipelineExecutionSummary"], "release")["status"],
+        "Expired"
+    );
+}
+
+#[tokio::test]
+async fn abort_kills_the_running_step_and_skips_the_rest() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let marker = app.dir.path().join("survived");
+    let slow = run_step(
+        "slow",
+        "",
+        &format!("'echo started; sleep 30; touch {}'", marker.display()),
+    );
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "build",
+            &format!("{slow}{}", run_step("next", "", "'true'")),
+        ),
+    )
+    .await;
+    // Wait until the step's process runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = get_data(&app, &t, &format!("/executions/{id}")).await;
+        if data["steps"][0]["status"] == "Running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let started = std::time::Instant::now();
+    success_data(control(&app, &t, &id, "abort", json!({"comment": "wrong branch"})).await).await;
+    let done = reaches(&app, &t, &id, "Aborted").await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "abort took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["steps"][0]["status"], "Aborted");
+    assert_eq!(done["steps"][1]["status"], "Skipped");
+    assert!(!marker.exists(), "the aborted step's script went on");
+    let again = control(&app, &t, &id, "abort", json!({})).await;
+    crate::helpers::assert_error(again, 400, "INVALID_REQUEST", "is Aborted").await;
+}
+
+#[tokio::test]
+async fn pause_takes_effect_before_the_next_step_and_resume_continues() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let gate = app.dir.path().join("gate");
+    // The first step runs until the test opens the gate, so the pause lands while it runs.
+    let first = run_step(
+        "first",
+        "",
+        &format!("'while [ ! -f {} ]; do sleep 0.05; done'", gate.display()),
+    );
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "build",
+            &format!("{first}{}", run_step("second", "", "'true'")),
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = get_data(&app, &t, &format!("/executions/{id}")).await;
+        if data["steps"][0]["status"] == "Running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    success_data(control(&app, &t, &id, "pause", json!({})).await).await;
+    std::fs::write(&gate, "").unwrap();
+    let paused = reaches(&app, &t, &id, "Paused").await;
+    success_data(control(&app, &t, &id, "resume", json!({})).await).await;
+    let done = reaches(&app, &t, &id, "Success").await;
+
+    assert_eq!(paused["steps"][0]["status"], "Success");
+    assert_eq!(
+        paused["steps"][1]["status"], "NotStarted",
+        "paused before the next step"
+    );
+    assert_eq!(done["steps"][1]["status"], "Success");
+}
+
+#[tokio::test]
+async fn no_more_than_workers_executions_run_at_once() {
+    let app = spawn_app_with(|s| s.workers = 2).await;
+    let t = app.create_trigger().await;
+    let log = app.dir.path().join("overlap");
+    let step = run_step(
+        "work",
+        "",
+        &format!(
+            "'echo + >> {log}; sleep 0.4; echo - >> {log}'",
+            log = log.display()
+        ),
+    );
+    put_pipeline(&app, &t, &stage("build", &step)).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            success_data(execute(&app, &t, json!({})).await).await["planExecutionId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    for id in &ids {
+        reaches(&app, &t, id, "Success").await;
+    }
+
+    let (mut now, mut most) = (0, 0);
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        now += if line == "+" { 1 } else { -1 };
+        most = most.max(now);
+    }
+    assert_eq!(
+        most, 2,
+        "two workers run two executions at a time, never more"
+    );
+}
+
+#[tokio::test]
+async fn control_needs_an_admin_key_and_a_known_action() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let id = run_manually(&app, &t, &stage("release", APPROVAL)).await;
+    reaches(&app, &t, &id, "ApprovalWaiting").await;
+    let executor = app.create_key("acc", "executor", None).await;
+
+    let by_executor = app
+        .with_key(
+            Method::POST,
+            &format!("{}/executions/{id}/approve", t.project_path()),
+            &executor,
+        )
+        .send()
+        .await
+        .expect("request");
+    let unknown = control(&app, &t, &id, "explode", json!({})).await;
+
+    crate::helpers::assert_error(by_executor, 403, "NG_ACCESS_DENIED", "").await;
+    crate::helpers::assert_error(
+        unknown,
+        404,
+        "RESOURCE_NOT_FOUND",
+        "abort, pause, resume, approve and reject",
+    )
+    .await;
+    let still = get_data(&app, &t, &format!("/executions/{id}")).await;
+    assert_eq!(
+        still["pipelineExecutionSummary"]["status"],
+        "ApprovalWaiting"
+    );
+}

@@ -9,7 +9,8 @@ use super::{
 };
 use crate::domain::ids::{PlanExecutionId, ProjectRef};
 use crate::store::executions::{
-    status, ExecutionFilter, ExecutionStore, NewManualExecution, RunState, StepRecord,
+    status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
+    StepRecord,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -241,9 +242,9 @@ impl ExecutionStore for SqliteStore {
                         "UPDATE executions SET lease_owner = ?1, lease_until = ?2, wake_at = NULL \
                          WHERE plan_execution_id IN ( \
                            SELECT plan_execution_id FROM executions \
-                           WHERE status IN ('Queued', 'Running') \
+                           WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= ?3)) \
+                                  OR (status = 'ApprovalWaiting' AND wake_at <= ?3)) \
                              AND (lease_until IS NULL OR lease_until < ?3) \
-                             AND (wake_at IS NULL OR wake_at <= ?3) \
                            ORDER BY created_at LIMIT ?4) \
                          RETURNING plan_execution_id",
                     )
@@ -358,16 +359,82 @@ impl ExecutionStore for SqliteStore {
         let final_status = final_status.to_owned();
         self.writer
             .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
-                     started_at = COALESCE(started_at, ?4), \
-                     lease_owner = NULL, lease_until = NULL, wake_at = NULL \
-                     WHERE plan_execution_id = ?1",
+                finish(c, &id, &final_status, failure_message, now)
+                    .map_err(sql_err("finishing an execution"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn control_execution(
+        &self,
+        id: &PlanExecutionId,
+        control: Control,
+        comment: Option<String>,
+        now: Millis,
+    ) -> StoreResult<ControlOutcome> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                let row: Option<(String, bool, Option<String>)> = c
+                    .prepare_cached(
+                        "SELECT status, lease_owner IS NOT NULL, control FROM executions \
+                         WHERE plan_execution_id = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
+                    })
+                    .map_err(sql_err("reading an execution for a control request"))?;
+                let Some((current, leased, pending)) = row else {
+                    return Ok(ControlOutcome::Missing);
+                };
+                apply_control(
+                    c,
+                    &id,
+                    &current,
+                    leased,
+                    pending.as_deref(),
+                    control,
+                    comment,
+                    now,
                 )
-                .and_then(|mut s| {
-                    s.execute(params![id.as_str(), final_status, failure_message, now])
-                })
-                .map_err(sql_err("finishing an execution"))?;
+                .map_err(sql_err("applying a control request"))
+            })
+            .await
+    }
+
+    async fn pending_control(&self, id: &PlanExecutionId) -> StoreResult<Option<Control>> {
+        let id = id.clone();
+        self.read("reading a control request", move |c| {
+            let control: Option<Option<String>> = c
+                .prepare_cached("SELECT control FROM executions WHERE plan_execution_id = ?1")?
+                .query_row([id.as_str()], |r| r.get(0))
+                .optional()?;
+            Ok(match control.flatten().as_deref() {
+                Some("abort") => Some(Control::Abort),
+                Some("pause") => Some(Control::Pause),
+                _ => None,
+            })
+        })
+    }
+
+    async fn hold_execution(
+        &self,
+        id: &PlanExecutionId,
+        hold_status: &str,
+        wake_at: Option<Millis>,
+    ) -> StoreResult<()> {
+        let id = id.clone();
+        let hold_status = hold_status.to_owned();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE executions SET status = ?2, wake_at = ?3, lease_owner = NULL, \
+                     lease_until = NULL, control = NULL WHERE plan_execution_id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id.as_str(), hold_status, wake_at]))
+                .map_err(sql_err("holding an execution"))?;
                 Ok(())
             })
             .await
@@ -384,6 +451,145 @@ impl ExecutionStore for SqliteStore {
             .collect()
         })
     }
+}
+
+/// One control request against an execution in status `current`, inside the writer's
+/// transaction. An execution a worker holds (`leased`) is only flagged; the worker applies it.
+#[allow(clippy::too_many_arguments)]
+fn apply_control(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+    current: &str,
+    leased: bool,
+    pending: Option<&str>,
+    control: Control,
+    comment: Option<String>,
+    now: Millis,
+) -> rusqlite::Result<ControlOutcome> {
+    let not_allowed = || Ok(ControlOutcome::NotAllowed(current.to_owned()));
+    let flag = |value: Option<&str>| {
+        c.execute(
+            "UPDATE executions SET control = ?2 WHERE plan_execution_id = ?1",
+            params![id.as_str(), value],
+        )
+    };
+    if status::is_terminal(current) {
+        return not_allowed();
+    }
+    match control {
+        Control::Abort if leased => {
+            flag(Some("abort"))?;
+            Ok(ControlOutcome::Signalled)
+        }
+        Control::Abort => {
+            c.execute(
+                "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = 'aborted' \
+                 WHERE plan_execution_id = ?1 AND status IN ('Running', 'ApprovalWaiting')",
+                params![id.as_str(), status::ABORTED, now],
+            )?;
+            c.execute(
+                "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
+                params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
+            )?;
+            finish(c, id, status::ABORTED, Some(abort_message(comment)), now)?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Pause if leased => {
+            flag(Some("pause"))?;
+            Ok(ControlOutcome::Signalled)
+        }
+        Control::Pause if matches!(current, status::QUEUED | status::RUNNING | status::PAUSED) => {
+            c.execute(
+                "UPDATE executions SET status = ?2, control = NULL WHERE plan_execution_id = ?1",
+                params![id.as_str(), status::PAUSED],
+            )?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Resume if current == status::PAUSED => {
+            c.execute(
+                "UPDATE executions SET status = CASE WHEN pipeline_spec IS NULL THEN ?2 ELSE ?3 END, \
+                 control = NULL, wake_at = NULL WHERE plan_execution_id = ?1",
+                params![id.as_str(), status::QUEUED, status::RUNNING],
+            )?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Resume if leased && pending == Some("pause") => {
+            flag(None)?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING => {
+            let approve = control == Control::Approve;
+            let step: Option<String> = c
+                .query_row(
+                    "SELECT step_id FROM execution_steps WHERE plan_execution_id = ?1 AND status = ?2",
+                    params![id.as_str(), status::APPROVAL_WAITING],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let verdict = if approve { "approved" } else { "rejected" };
+            let note = match &comment {
+                Some(comment) if !comment.trim().is_empty() => format!("{verdict}: {comment}"),
+                _ => verdict.to_owned(),
+            };
+            let step_status = if approve {
+                status::SUCCESS
+            } else {
+                status::APPROVAL_REJECTED
+            };
+            c.execute(
+                "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = ?4 \
+                 WHERE plan_execution_id = ?1 AND status = ?5",
+                params![
+                    id.as_str(),
+                    step_status,
+                    now,
+                    note,
+                    status::APPROVAL_WAITING
+                ],
+            )?;
+            if approve {
+                c.execute(
+                    "UPDATE executions SET status = ?2, wake_at = NULL WHERE plan_execution_id = ?1",
+                    params![id.as_str(), status::RUNNING],
+                )?;
+            } else {
+                c.execute(
+                    "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
+                    params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
+                )?;
+                let message = format!(
+                    "Approval step {} was {note}",
+                    step.as_deref().unwrap_or("?")
+                );
+                finish(c, id, status::APPROVAL_REJECTED, Some(message), now)?;
+            }
+            Ok(ControlOutcome::Applied)
+        }
+        _ => not_allowed(),
+    }
+}
+
+fn abort_message(comment: Option<String>) -> String {
+    match comment {
+        Some(comment) if !comment.trim().is_empty() => format!("Aborted by a user: {comment}"),
+        _ => "Aborted by a user".to_owned(),
+    }
+}
+
+fn finish(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+    final_status: &str,
+    failure_message: Option<String>,
+    now: Millis,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
+         started_at = COALESCE(started_at, ?4), \
+         lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
+         WHERE plan_execution_id = ?1",
+    )?
+    .execute(params![id.as_str(), final_status, failure_message, now])
 }
 
 /// A stored plan execution id that does not parse.

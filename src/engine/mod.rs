@@ -10,6 +10,7 @@
 //! execution twice.
 
 mod context;
+pub mod http_step;
 pub mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,8 @@ const LEASE_MS: i64 = 5 * 60 * 1000;
 const POLL: Duration = Duration::from_millis(100);
 /// A Run step without `timeout` may run this long.
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// An Http step without `timeout` (in its spec or on the step) may take this long.
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The tail of a Run step's output that is kept (DESIGN §6.1).
 const MAX_LOG_BYTES: usize = 1024 * 1024;
 
@@ -601,10 +604,42 @@ async fn run_step(
                 Some(result.log),
             )
         }
-        StepSpec::Http { .. } => failed(format!(
-            "{} steps are not supported by this release yet",
-            step.spec.type_name()
-        )),
+        StepSpec::Http {
+            method,
+            url,
+            headers,
+            body,
+            expected_status,
+            timeout,
+        } => {
+            let render = |text: &str| {
+                Template::parse(text)
+                    .map(|t| t.render(&resolver).text)
+                    .unwrap_or_default()
+            };
+            let result = http_step::call(
+                http_step::client(),
+                http_step::HttpRequest {
+                    method: method.clone(),
+                    url: render(url),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), render(v)))
+                        .collect(),
+                    body: body.as_deref().map(render),
+                    expected_status: expected_status.clone(),
+                    timeout: timeout.or(step.timeout).unwrap_or(DEFAULT_HTTP_TIMEOUT),
+                },
+                abort.child_token(),
+            )
+            .await;
+            (
+                result.ok,
+                (!result.ok).then(|| result.message.clone()),
+                result.outputs,
+                Some(format!("{}\n", result.message)),
+            )
+        }
         StepSpec::Wait { .. } | StepSpec::Approval { .. } => (true, None, BTreeMap::new(), None),
     }
 }

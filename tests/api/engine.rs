@@ -846,3 +846,80 @@ async fn control_needs_an_admin_key_and_a_known_action() {
         "ApprovalWaiting"
     );
 }
+
+fn http_step(id: &str, spec: &str) -> String {
+    format!("          - step:\n              identifier: {id}\n              type: Http\n              spec:\n{spec}")
+}
+
+#[tokio::test]
+async fn http_steps_call_a_real_server_with_expressions_and_pass_the_response_on() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let receiver = crate::helpers::TestReceiver::start(201, r#"{"deployed":"yes"}"#, &[]).await;
+    let call = http_step(
+        "notify",
+        &format!(
+            "                method: POST\n                url: {}/hooks/<+trigger.payload.service>\n                headers: {{X-Ref: <+trigger.payload.ref>}}\n                body: '{{\"sha\": \"<+trigger.payload.sha>\"}}'\n                expectedStatus: [201]\n",
+            receiver.url
+        ),
+    );
+    let check = format!(
+        "{}                env:\n                  STATUS: <+steps.notify.output.status>\n                  BODY: <+steps.notify.output.body>\n",
+        run_step("check", "", "'test \"$STATUS\" = 201 && test \"$BODY\" = \"{\\\"deployed\\\":\\\"yes\\\"}\"'")
+    );
+    put_pipeline(&app, &t, &stage("ship", &format!("{call}{check}"))).await;
+
+    let event = fire(
+        &app,
+        &t,
+        &json!({"service": "api", "ref": "refs/heads/main", "sha": "abc123"}),
+    )
+    .await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Success", "{summary}");
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/hooks/api");
+    assert_eq!(got[0].header("x-ref"), Some("refs/heads/main"));
+    assert_eq!(got[0].body, r#"{"sha": "abc123"}"#);
+}
+
+#[tokio::test]
+async fn an_unexpected_status_fails_the_step_and_redirects_are_not_followed() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let target = crate::helpers::TestReceiver::start(200, "ok", &[]).await;
+    let location = format!("{}/elsewhere", target.url);
+    let redirecting =
+        crate::helpers::TestReceiver::start(302, "", &[("Location", location.as_str())]).await;
+    let failing = crate::helpers::TestReceiver::start(500, "boom", &[]).await;
+    let steps = format!(
+        "{}{}",
+        http_step(
+            "moved",
+            &format!(
+                "                url: {}/start\n                expectedStatus: [302]\n",
+                redirecting.url
+            )
+        ),
+        http_step(
+            "broken",
+            &format!("                url: {}/x\n", failing.url)
+        ),
+    );
+    put_pipeline(&app, &t, &stage("ship", &steps)).await;
+
+    let event = fire(&app, &t, &json!({})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Failed", "{summary}");
+    let message = summary["failureInfo"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("broken") && message.contains("answered 500"),
+        "{message}"
+    );
+    assert_eq!(redirecting.requests().len(), 1);
+    assert!(target.requests().is_empty(), "the redirect was followed");
+}

@@ -434,3 +434,101 @@ pub async fn success_data(res: Response) -> Value {
     assert!(body["metaData"].is_null());
     body["data"].clone()
 }
+
+/// One request a [`TestReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP server on loopback that records every request and answers each with a fixed
+/// status, body and extra headers. Stopped when dropped.
+pub struct TestReceiver {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestReceiver {
+    /// Starts a receiver answering `status` with `body` and `headers`.
+    pub async fn start(status: u16, body: &str, headers: &[(&str, &str)]) -> TestReceiver {
+        let body = body.to_owned();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let server = HttpServer::new(move || {
+            let recorded = recorded.clone();
+            let (body, headers) = (body.clone(), headers.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, bytes: web::Bytes| {
+                let recorded = recorded.clone();
+                let (body, headers) = (body.clone(), headers.clone());
+                async move {
+                    recorded.lock().unwrap().push(Received {
+                        method: req.method().to_string(),
+                        path: req.uri().to_string(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(n, v)| {
+                                (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect(),
+                        body: String::from_utf8_lossy(&bytes).into_owned(),
+                    });
+                    let mut response = HttpResponse::build(
+                        actix_web::http::StatusCode::from_u16(status).expect("a status"),
+                    );
+                    for (name, value) in headers {
+                        response.insert_header((name, value));
+                    }
+                    response.body(body)
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind a receiver");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        TestReceiver {
+            url: format!("http://127.0.0.1:{port}"),
+            requests,
+            handle,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}

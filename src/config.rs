@@ -28,6 +28,8 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Executions run at once (DESIGN §6.3); `Wait` steps hold none.
     pub workers: usize,
+    /// Days to keep executions, their logs and webhook events; 0 keeps them forever.
+    pub retention_days: u32,
     /// Logging.
     pub log: LogSettings,
     /// The SQLite writer.
@@ -86,6 +88,7 @@ impl Default for Settings {
             http_workers: 0,
             shutdown_grace_secs: 30,
             workers: 8,
+            retention_days: 30,
             log: LogSettings::default(),
             writer: WriterSettings::default(),
             auth: AuthSettings::default(),
@@ -204,6 +207,12 @@ impl Settings {
             return fail(format!(
                 "workers = {} must be between 1 and 1024",
                 self.workers
+            ));
+        }
+        if self.retention_days > 36_500 {
+            return fail(format!(
+                "retention_days = {} must be between 0 (keep forever) and 36500",
+                self.retention_days
             ));
         }
         if self.writer.queue_capacity == 0 || self.writer.max_batch == 0 {

@@ -29,6 +29,7 @@ pub struct Application {
     gateway: web::Data<Gateway>,
     engine_stop: CancellationToken,
     engine_task: tokio::task::JoinHandle<()>,
+    retention_task: tokio::task::JoinHandle<()>,
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every application in the
@@ -89,6 +90,8 @@ impl Application {
             Duration::from_secs(settings.shutdown_grace_secs),
             engine_stop.clone(),
         );
+        let retention_task =
+            engine::retention::spawn(store.clone(), settings.retention_days, engine_stop.clone());
         let gateway = web::Data::new(Gateway {
             store: store.clone(),
             cache: HotCache::new(),
@@ -124,6 +127,7 @@ impl Application {
             gateway,
             engine_stop,
             engine_task,
+            retention_task,
         })
     }
 
@@ -154,6 +158,7 @@ impl Application {
         // running then are killed, and marked interrupted at the next start.
         self.engine_stop.cancel();
         let _ = self.engine_task.await;
+        let _ = self.retention_task.await;
         // Flush the writer whatever happened to the HTTP server.
         self.store.shutdown().await;
         tracing::info!("stopped: every acknowledged write is committed");

@@ -11,6 +11,7 @@
 
 mod context;
 pub mod http_step;
+pub mod retention;
 pub mod run;
 
 use std::collections::{BTreeMap, HashMap};

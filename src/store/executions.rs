@@ -199,6 +199,11 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// The steps of an execution, in order.
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;
 
+    /// Retention: deletes up to `batch` ended executions (with their steps and logs) and up to
+    /// `batch` webhook events created before `cutoff`. An event whose execution is still kept
+    /// stays. Returns how many executions and events went.
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)>;
+
     /// Applies a control request atomically (see [`ControlOutcome`]). `comment` is recorded on
     /// an approved or rejected step.
     async fn control_execution(

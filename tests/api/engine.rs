@@ -923,3 +923,57 @@ async fn an_unexpected_status_fails_the_step_and_redirects_are_not_followed() {
     assert_eq!(redirecting.requests().len(), 1);
     assert!(target.requests().is_empty(), "the redirect was followed");
 }
+
+#[tokio::test]
+async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() {
+    let mut app = spawn_app_with(|s| s.retention_days = 30).await;
+    let t = app.create_trigger().await;
+    let old = fire(&app, &t, &json!({"n": "old"})).await;
+    let recent = fire(&app, &t, &json!({"n": "recent"})).await;
+    let old_summary = settled(&app, &t, &old).await;
+    settled(&app, &t, &recent).await;
+    app.stop().await;
+    // Age the first event and its execution to 40 days.
+    let path = app
+        .settings
+        .database_url
+        .trim_start_matches("sqlite://")
+        .to_owned();
+    let db = rusqlite::Connection::open(&path).expect("open the database");
+    let forty_days = 40 * 24 * 60 * 60 * 1000_i64;
+    db.execute(
+        "UPDATE webhook_events SET created_at = created_at - ?2 WHERE event_id = ?1",
+        rusqlite::params![old, forty_days],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE executions SET created_at = created_at - ?2 WHERE plan_execution_id = ?1",
+        rusqlite::params![old_summary["planExecutionId"].as_str().unwrap(), forty_days],
+    )
+    .unwrap();
+    drop(db);
+
+    let app = app.restart().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events: Vec<String> = app
+            .events(&t)
+            .await
+            .iter()
+            .map(|e| e["eventId"].as_str().unwrap().to_owned())
+            .collect();
+        if events == [recent.clone()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not purged: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let history = get_data(&app, &t, "/executions").await;
+    assert_eq!(history["content"].as_array().unwrap().len(), 1, "{history}");
+    let gone = app.get_status(&old, &t.account, None).await;
+    crate::helpers::assert_error(gone, 404, "RESOURCE_NOT_FOUND", "doesn't exist").await;
+}

@@ -440,6 +440,33 @@ impl ExecutionStore for SqliteStore {
             .await
     }
 
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)> {
+        self.writer
+            .write(move |c| {
+                let executions = c
+                    .prepare_cached(
+                        "DELETE FROM executions WHERE plan_execution_id IN ( \
+                           SELECT plan_execution_id FROM executions WHERE created_at < ?1 \
+                           AND status IN ('Success', 'Failed', 'Aborted', 'Expired', 'ApprovalRejected', 'Errored') \
+                           LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![cutoff, batch]))
+                    .map_err(sql_err("purging old executions"))?;
+                let events = c
+                    .prepare_cached(
+                        "DELETE FROM webhook_events WHERE rowid IN ( \
+                           SELECT e.rowid FROM webhook_events e WHERE e.created_at < ?1 \
+                           AND NOT EXISTS (SELECT 1 FROM executions x \
+                                           WHERE x.plan_execution_id = e.plan_execution_id) \
+                           LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![cutoff, batch]))
+                    .map_err(sql_err("purging old webhook events"))?;
+                Ok((executions as u64, events as u64))
+            })
+            .await
+    }
+
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
         let id = id.clone();
         self.read("listing execution steps", move |c| {

@@ -1,0 +1,58 @@
+//! Retention (DESIGN §9): executions (with their steps and logs) and webhook events older than
+//! `retention_days` are purged in the background, in small batches so intake never waits long
+//! behind a purge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{now_millis, Store};
+
+/// Rows deleted per table per write.
+const BATCH: u32 = 1000;
+/// How often the purge runs (it also runs at start).
+const EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Purges what is older than `days` now and every hour until `shutdown`; `days == 0` keeps
+/// everything.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    days: u32,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if days == 0 {
+            return;
+        }
+        loop {
+            let cutoff = now_millis() - i64::from(days) * 24 * 60 * 60 * 1000;
+            let (mut executions, mut events) = (0, 0);
+            loop {
+                match store.purge_before(cutoff, BATCH).await {
+                    Ok((x, e)) => {
+                        executions += x;
+                        events += e;
+                        if x < u64::from(BATCH) && e < u64::from(BATCH) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging old data failed; retrying later");
+                        break;
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            if executions + events > 0 {
+                tracing::info!(executions, events, days, "purged data past retention");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    })
+}

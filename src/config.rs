@@ -87,7 +87,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             http_workers: 0,
             shutdown_grace_secs: 30,
-            workers: 8,
+            workers: 32,
             retention_days: 30,
             log: LogSettings::default(),
             writer: WriterSettings::default(),

@@ -144,6 +144,7 @@ async fn run_loop(
                         let store = store.clone();
                         let stop = abort.child_token();
                         let running = running.clone();
+                        let done = wake.clone();
                         running.lock().insert(id.to_string(), stop.clone());
                         tokio::spawn(async move {
                             if let Err(e) = execute(store.as_ref(), &id, stop).await {
@@ -151,6 +152,8 @@ async fn run_loop(
                             }
                             running.lock().remove(id.as_str());
                             drop(permit);
+                            // A worker is free: look for more work now, not at the next poll.
+                            done.notify_one();
                         });
                     }
                 }
@@ -188,13 +191,12 @@ async fn execute(
     };
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
+        let spec = pipeline.to_json();
         store
-            .start_execution(id, pipeline.to_json(), steps, now_millis())
+            .start_execution(id, spec.clone(), steps.clone(), now_millis())
             .await?;
-        match store.load_run(id).await? {
-            Some(reloaded) => state = reloaded,
-            None => return Ok(()),
-        }
+        state.pipeline_spec = Some(spec);
+        state.steps = steps;
     }
 
     let event = match &state.execution.event_id {
@@ -302,7 +304,10 @@ async fn execute(
                 record.status = status::RUNNING.into();
                 record.started_at = Some(now);
                 record.attempt = 1;
-                store.update_step(id, record.clone()).await?;
+                // A wait that is already over needs no separate "running" write.
+                if !duration.is_zero() {
+                    store.update_step(id, record.clone()).await?;
+                }
             }
             let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
             if until > now {

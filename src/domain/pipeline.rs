@@ -1069,6 +1069,10 @@ fn check_text(
             }
         }
     }
+    // Anything else that is not a reference the engine knows, written correctly, is refused
+    // here too (with the column), not rendered as empty at run time.
+    crate::expr::template::Template::parse(text)
+        .map_err(|e| DomainError::invalid(format!("{what}: {e}")))?;
     Ok(())
 }
 
@@ -1934,6 +1938,32 @@ pipeline:
     }
 
     #[test]
+    fn malformed_or_unknown_references_in_step_fields_are_rejected_with_the_column() {
+        let yaml = |env: &str| {
+            format!(
+                "pipeline:\n  name: p\n  identifier: p\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: {{identifier: a, type: Run, spec: {{command: 'true', env: {{X: '{env}'}}}}}}\n"
+            )
+        };
+        let error = |env: &str| {
+            parse_pipeline(&yaml(env), BodyFormat::Yaml)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            error("v<+trigger.paylod.x>").contains("unknown reference '<+trigger.paylod.x>'"),
+            "{}",
+            error("v<+trigger.paylod.x>")
+        );
+        assert!(error("<+trigger.payload.a").contains("unterminated reference"));
+        assert!(error("<+trigger.payload.a.b(1)>").ends_with("at column 22"));
+        assert!(parse_pipeline(
+            &yaml("<+trigger.payload.a>-<+pipeline.sequenceId>"),
+            BodyFormat::Yaml
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn expressions_in_a_run_command_are_rejected() {
         let message = error(&with_steps(
             "          - step: {identifier: a, type: Run, spec: {command: 'echo <+trigger.payload.x>'}}\n",
@@ -2330,7 +2360,10 @@ pipeline:
             ("pre <+execution.steps.build.steps.a.output.K> post", false),
             ("<+execution.steps.build.steps.b.output.K>", true),
             ("<+execution.steps.ship.steps.c.output.K>", true),
-            ("<+steps.c.output.K><+execution.steps.build.status>", true),
+            (
+                "<+steps.c.output.K><+execution.steps.build.steps.a.output.K>",
+                true,
+            ),
             ("<+trigger.payload.steps.zz>", false),
         ] {
             assert!(yaml(&referencing(value, in_ship)).is_ok(), "{value}");
@@ -2399,8 +2432,8 @@ pipeline:
         ] {
             assert!(yaml(text).is_err(), "{text}");
         }
-        // Malformed expressions outside the three checked forms are the expression module's job.
+        // Malformed expressions outside the three checked forms are refused too.
         let unterminated = "pipeline: {name: P, identifier: p, stages: [{stage: {identifier: s, steps: [{step: {identifier: a, type: Run, spec: {command: x, env: {X: '<+'}}}}]}}]}";
-        assert!(yaml(unterminated).is_ok());
+        assert!(yaml(unterminated).is_err());
     }
 }

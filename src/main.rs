@@ -112,6 +112,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until_stopped(async {}).await
         }
         Command::Serve { demo, .. } => {
+            // Run steps are children running as the same user: without this they could read
+            // this process's memory and /proc/<pid>/environ (which may hold TRIGGERD_ROOT_KEY).
+            if let Err(e) = rustix::process::set_dumpable_behavior(
+                rustix::process::DumpableBehavior::NotDumpable,
+            ) {
+                tracing::warn!(error = %e, "could not make the process non-dumpable");
+            }
             let app = Application::build(&settings).await?;
             let gateway = app.gateway();
             if let Some(key) = bootstrap::ensure_root_key(&gateway, root_key.as_deref()).await? {

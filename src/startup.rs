@@ -84,10 +84,20 @@ impl Application {
             n => n,
         };
         let engine_stop = CancellationToken::new();
+        let work_root = path
+            .parent()
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
+            )
+            .join("triggerd-work");
         let (engine, engine_task) = engine::start(
             store.clone(),
-            settings.workers,
-            Duration::from_secs(settings.shutdown_grace_secs),
+            engine::EngineOptions {
+                workers: settings.workers,
+                grace: Duration::from_secs(settings.shutdown_grace_secs),
+                work_root,
+            },
             engine_stop.clone(),
         );
         let retention_task =
@@ -146,10 +156,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
+        let engine_stop = self.engine_stop.clone();
         let served = tokio::select! {
             result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
+                // No new executions or steps start from now; running steps may finish.
+                engine_stop.cancel();
                 handle.stop(true).await;
                 server.await
             }

@@ -34,3 +34,7 @@ CREATE TABLE execution_steps (
 
 -- GET P/executions: a project's executions, newest first.
 CREATE INDEX executions_by_project ON executions(account_id, org_id, project_id, created_at DESC);
+
+-- Retention: old events and ended executions, found without scanning the tables.
+CREATE INDEX webhook_events_by_time ON webhook_events(created_at);
+CREATE INDEX executions_by_end ON executions(ended_at) WHERE ended_at IS NOT NULL;

@@ -718,13 +718,21 @@ fn parse_http(spec: &Map<String, Value>, ctx: &str) -> Result<StepSpec, DomainEr
         )));
     }
     let lower = url.to_ascii_lowercase();
-    // With an expression the scheme may come from the payload, so it can only be checked once
-    // the URL is resolved.
-    let plausible =
-        url.contains("<+") || lower.starts_with("http://") || lower.starts_with("https://");
-    if !plausible {
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
         return Err(DomainError::invalid(format!(
             "{ctx}: spec.url '{}' must start with http:// or https://",
+            truncate_for_message(&url)
+        )));
+    };
+    // Expressions may fill the path and query, never the host: a webhook sender must not be
+    // able to point the call at another machine (SSRF).
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[..host_end].contains("<+") {
+        return Err(DomainError::invalid(format!(
+            "{ctx}: spec.url '{}' has an expression in its host; expressions may only appear in the path and query",
             truncate_for_message(&url)
         )));
     }
@@ -2408,9 +2416,23 @@ pipeline:
             );
         }
         assert!(yaml(&with_steps(
-            "          - step: {identifier: h, type: Http, spec: {url: '<+pipeline.variables.tag>'}}\n"
+            "          - step: {identifier: h, type: Http, spec: {url: 'https://ci.example.com/hooks/<+pipeline.variables.tag>?ref=<+trigger.payload.ref>'}}\n"
         ))
         .is_ok());
+        for url in [
+            "<+pipeline.variables.tag>",
+            "https://<+trigger.payload.host>/x",
+            "http://ci.example.com:<+trigger.payload.port>/x",
+        ] {
+            let message = error(&with_steps(&format!(
+                "          - step: {{identifier: h, type: Http, spec: {{url: '{url}'}}}}\n"
+            )));
+            assert!(
+                message.contains("must start with http:// or https://")
+                    || message.contains("has an expression in its host"),
+                "{url}: {message}"
+            );
+        }
     }
 
     #[test]

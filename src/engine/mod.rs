@@ -50,12 +50,19 @@ type Running = Arc<parking_lot::Mutex<HashMap<String, CancellationToken>>>;
 pub struct EngineHandle {
     wake: Arc<Notify>,
     running: Running,
+    work_root: Arc<PathBuf>,
 }
 
 impl EngineHandle {
     /// Tells the engine that work was queued, so it does not wait for its next poll.
     pub fn notify(&self) {
         self.wake.notify_one();
+    }
+
+    /// Removes the working directory of an execution that ended without a worker (aborted or
+    /// rejected while it waited).
+    pub fn forget(&self, id: &PlanExecutionId) {
+        let _ = std::fs::remove_dir_all(self.work_root.join(id.as_str()));
     }
 
     /// Kills the running step of an execution this process runs (after the store flagged the
@@ -74,17 +81,35 @@ impl EngineHandle {
 /// Starts the engine: recovers what a previous process left running, then runs executions
 /// until `shutdown` is cancelled. Running steps then get `grace` to finish before they are
 /// killed. Returns a handle and the loop's task, which ends when every execution task has.
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Executions running at once.
+    pub workers: usize,
+    /// How long running steps may take to finish after shutdown begins.
+    pub grace: Duration,
+    /// Where each execution gets its working directory (created with mode 0700).
+    pub work_root: PathBuf,
+}
+
+/// Starts the engine (see [`EngineOptions`]).
 pub fn start(
     store: Arc<dyn Store>,
-    workers: usize,
-    grace: Duration,
+    options: EngineOptions,
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let EngineOptions {
+        workers,
+        grace,
+        work_root,
+    } = options;
     let wake = Arc::new(Notify::new());
     let running = Running::default();
+    let work_root = Arc::new(work_root);
     let handle = EngineHandle {
         wake: wake.clone(),
         running: running.clone(),
+        work_root: work_root.clone(),
     };
     let task = tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(workers));
@@ -96,6 +121,7 @@ pub fn start(
             shutdown,
             abort.clone(),
             running,
+            work_root,
         )
         .await;
         // Wait for running executions: they hold permits until they finish or park.
@@ -119,6 +145,7 @@ async fn run_loop(
     shutdown: CancellationToken,
     abort: CancellationToken,
     running: Running,
+    work_root: Arc<PathBuf>,
 ) {
     let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
     match store.recover_executions(now_millis()).await {
@@ -128,6 +155,9 @@ async fn run_loop(
             "marked steps interrupted by the last shutdown as failed"
         ),
         Err(e) => tracing::error!(error = %e, "recovering executions failed"),
+    }
+    if let Err(e) = prepare_work_root(store.as_ref(), &work_root).await {
+        tracing::error!(error = %e, dir = %work_root.display(), "preparing the working directories failed");
     }
     loop {
         let free = permits.available_permits();
@@ -146,9 +176,34 @@ async fn run_loop(
                         let running = running.clone();
                         let done = wake.clone();
                         running.lock().insert(id.to_string(), stop.clone());
+                        let owner = owner.clone();
+                        let starting = shutdown.clone();
+                        let work_dir = work_root.join(id.as_str());
                         tokio::spawn(async move {
-                            if let Err(e) = execute(store.as_ref(), &id, stop).await {
-                                tracing::error!(execution = %id, error = %e, "execution step failed to store");
+                            // The lease is renewed while the worker is on it, so a long step is
+                            // never claimed a second time.
+                            let renew = async {
+                                loop {
+                                    tokio::time::sleep(Duration::from_millis(LEASE_MS as u64 / 3))
+                                        .await;
+                                    let until = now_millis() + LEASE_MS;
+                                    if !matches!(
+                                        store.renew_lease(&id, &owner, until).await,
+                                        Ok(true)
+                                    ) {
+                                        return;
+                                    }
+                                }
+                            };
+                            let work = execute(store.as_ref(), &id, stop, starting, work_dir);
+                            let result = tokio::select! {
+                                r = work => r,
+                                () = renew => Err(StoreError::ShuttingDown),
+                            };
+                            if let Err(e) = result {
+                                tracing::error!(execution = %id, error = %e, "storing an execution's progress failed; releasing it");
+                                // Claimable again: a step left running is then marked interrupted.
+                                let _ = store.release_lease(&id, &owner).await;
                             }
                             running.lock().remove(id.as_str());
                             drop(permit);
@@ -174,6 +229,8 @@ async fn execute(
     store: &dyn Store,
     id: &PlanExecutionId,
     abort: CancellationToken,
+    shutdown: CancellationToken,
+    work_dir: PathBuf,
 ) -> Result<(), StoreError> {
     let Some(mut state) = store.load_run(id).await? else {
         return Ok(());
@@ -230,7 +287,6 @@ async fn execute(
         execution_id: Some(&plan),
     };
     let vars = variables(&pipeline, &state.execution.runtime_input, &trigger);
-    let work_dir = std::env::temp_dir().join("triggerd-work").join(&plan);
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
@@ -249,6 +305,17 @@ async fn execute(
             }
             continue;
         }
+        // A Run or Http step already `Running` was started by a worker that is gone: it is
+        // never run a second time.
+        if steps[index].status == status::RUNNING
+            && matches!(step.spec, StepSpec::Run { .. } | StepSpec::Http { .. })
+        {
+            let record = &mut steps[index];
+            record.status = status::FAILED.into();
+            record.ended_at = Some(now_millis());
+            record.message = Some("interrupted".into());
+            store.update_step(id, record.clone()).await?;
+        }
         match steps[index].status.as_str() {
             status::SUCCESS | status::SKIPPED => continue,
             status::FAILED => {
@@ -260,12 +327,12 @@ async fn execute(
             _ => {}
         }
         match store.pending_control(id).await? {
-            Some(Control::Abort) => return abort_now(store, id, &mut steps, None).await,
+            Some(Control::Abort) => return abort_now(store, id, &mut steps, Some(&work_dir)).await,
             Some(Control::Pause) => {
                 return store.hold_execution(id, status::PAUSED, None).await;
             }
-            _ if abort.is_cancelled() => {
-                // Shutting down: leave the rest for the next start.
+            _ if shutdown.is_cancelled() || abort.is_cancelled() => {
+                // Shutting down: start no new step; the rest runs after the next start.
                 return store.park_execution(id, now_millis()).await;
             }
             _ => {}
@@ -398,6 +465,33 @@ async fn skip_rest(
         if step.status == status::NOT_STARTED {
             step.status = status::SKIPPED.into();
             store.update_step(id, step.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the working-directory root (mode 0700, so other local users cannot read payload
+/// copies) and removes the directories of executions that have ended or no longer exist.
+async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ended = match PlanExecutionId::parse(&name) {
+            Some(id) => match store.load_run(&id).await {
+                Ok(Some(run)) => status::is_terminal(&run.execution.status),
+                Ok(None) => true,
+                Err(_) => false,
+            },
+            None => true,
+        };
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
     Ok(())

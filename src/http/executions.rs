@@ -97,7 +97,8 @@ async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse
                 "endTs": s.ended_at,
                 "outputs": s.outputs,
                 "message": s.message,
-                "logUrl": s.log.as_ref().map(|_| format!("{}{base}/logs/{}/{}", gw.public_url, s.stage, s.step)),
+                "logUrl": (matches!(s.step_type.as_str(), "Run" | "Http") && s.started_at.is_some())
+                    .then(|| format!("{}{base}/logs/{}/{}", gw.public_url, s.stage, s.step)),
             })
         })
         .collect();
@@ -115,8 +116,11 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let stage = req.match_info().get("stage").unwrap_or("");
     let step = req.match_info().get("step").unwrap_or("");
     let run = gw.execution(&project, id).await?;
-    let record = run
-        .steps
+    let steps = gw
+        .store
+        .list_steps(&run.execution.plan_execution_id)
+        .await?;
+    let record = steps
         .iter()
         .find(|s| s.stage == stage && s.step == step)
         .ok_or_else(|| {

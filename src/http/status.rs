@@ -105,7 +105,7 @@ pub(super) fn summary(r: &RunState) -> Value {
             }),
         );
     }
-    let count = |s: &str| stages.iter().filter(|n| n.status == s).count();
+    let count = |wanted: &[&str]| stages.iter().filter(|n| wanted.contains(&n.status)).count();
     json!({
         "pipelineIdentifier": x.pipeline,
         "planExecutionId": x.plan_execution_id,
@@ -131,12 +131,27 @@ pub(super) fn summary(r: &RunState) -> Value {
         "endTs": x.ended_at,
         "createdAt": x.created_at,
         "runSequence": x.run_sequence,
-        "successfulStagesCount": count(status::SUCCESS),
-        "runningStagesCount": count(status::RUNNING),
-        "failedStagesCount": count(status::FAILED),
+        "successfulStagesCount": count(&[status::SUCCESS]),
+        "runningStagesCount": count(&[status::RUNNING]),
+        "failedStagesCount": count(&[
+            status::FAILED,
+            status::ABORTED,
+            status::EXPIRED,
+            status::APPROVAL_REJECTED,
+        ]),
         "totalStagesCount": stages.len(),
         "failureInfo": {"message": r.failure_message.clone().unwrap_or_default()},
     })
+}
+
+/// The `'static` form of an execution status, for stage nodes.
+fn static_status(s: &str) -> &'static str {
+    match s {
+        status::ABORTED => status::ABORTED,
+        status::EXPIRED => status::EXPIRED,
+        status::APPROVAL_REJECTED => status::APPROVAL_REJECTED,
+        _ => status::FAILED,
+    }
 }
 
 /// A stage as the summary shows it.
@@ -201,9 +216,20 @@ fn stage_nodes(r: &RunState) -> Vec<StageNode> {
         } else {
             status::SUCCESS
         };
+        let execution_status = r.execution.status.as_str();
+        let mixed = steps.iter().any(|s| s.status == status::SKIPPED)
+            && steps.iter().any(|s| s.status != status::SKIPPED);
+        let status = match (status, execution_status) {
+            // Stopped between two of its steps: the stage shares the execution's fate.
+            (status::SUCCESS, x) if mixed && status::is_terminal(x) && x != status::SUCCESS => {
+                static_status(x)
+            }
+            (status::RUNNING, status::PAUSED) => status::PAUSED,
+            (s, _) => s,
+        };
         let done = !matches!(
             status,
-            status::RUNNING | status::NOT_STARTED | status::APPROVAL_WAITING
+            status::RUNNING | status::NOT_STARTED | status::APPROVAL_WAITING | status::PAUSED
         );
         nodes.push(StageNode {
             id: steps[0].stage.clone(),

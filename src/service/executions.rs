@@ -71,11 +71,11 @@ impl Gateway {
             .control_execution(&plan, control, comment, now_millis())
             .await?
         {
-            ControlOutcome::Applied => {
-                if control == Control::Approve || control == Control::Resume {
-                    self.engine.notify();
-                }
-            }
+            ControlOutcome::Applied => match control {
+                Control::Approve | Control::Resume => self.engine.notify(),
+                Control::Abort | Control::Reject => self.engine.forget(&plan),
+                Control::Pause => {}
+            },
             ControlOutcome::Signalled => {
                 if control == Control::Abort {
                     self.engine.abort(&plan);

@@ -266,26 +266,29 @@ async fn accept(
         .transpose()?;
     let t = &trigger.record;
 
-    let event_id = EventId::generate();
-    let plan = PlanExecutionId::generate();
-    // Conditions read the real header values; conditions on secret headers show only the mask.
-    let decision = decide(trigger, &payload, &req.headers, &event_id, &plan);
-
-    // Secret headers are masked before the headers are stored.
+    // Secret headers are masked for storage and for the runtime input (which is shown and
+    // reaches steps); conditions compare the real values but show only the mask.
     let signature_header = trigger
         .spec
         .signature
         .as_ref()
         .map(|s| s.header.to_ascii_lowercase());
-    let headers: serde_json::Map<String, serde_json::Value> = req
+    let masked: Vec<(String, String)> = req
         .headers
-        .into_iter()
+        .iter()
         .map(|(name, value)| {
             let secret =
-                is_secret_header(&name) || signature_header.as_deref() == Some(name.as_str());
-            let value = if secret { REDACTED.to_owned() } else { value };
-            (name, serde_json::Value::String(value))
+                is_secret_header(name) || signature_header.as_deref() == Some(name.as_str());
+            let value = if secret { REDACTED } else { value.as_str() };
+            (name.clone(), value.to_owned())
         })
+        .collect();
+    let event_id = EventId::generate();
+    let plan = PlanExecutionId::generate();
+    let decision = decide(trigger, &payload, &req.headers, &masked, &event_id, &plan);
+    let headers: serde_json::Map<String, serde_json::Value> = masked
+        .into_iter()
+        .map(|(name, value)| (name, serde_json::Value::String(value)))
         .collect();
     let event = WebhookEvent {
         event_id,
@@ -350,6 +353,7 @@ fn decide(
     trigger: &CachedTrigger,
     body: &str,
     headers: &[(String, String)],
+    masked_headers: &[(String, String)],
     event_id: &EventId,
     plan: &PlanExecutionId,
 ) -> Decision {
@@ -399,8 +403,12 @@ fn decide(
         }
     };
     let evaluation = conditions.evaluate(&ctx);
+    let masked_ctx = TriggerContext {
+        headers: masked_headers,
+        ..ctx
+    };
     let input = match &trigger.pipeline {
-        Ok(pipeline) => input.resolve(pipeline, &ctx),
+        Ok(pipeline) => input.resolve(pipeline, &masked_ctx),
         Err(problem) => Err(format!("The {problem}")),
     };
     let mismatch = match evaluation.outcome {

@@ -169,7 +169,20 @@ pub trait ExecutionStore: Send + Sync + 'static {
         lease_ms: i64,
     ) -> StoreResult<Vec<PlanExecutionId>>;
 
-    /// Reads an execution with its snapshot and steps.
+    /// Extends `owner`'s lease to `until` while a worker is still on it; false when the lease is
+    /// no longer `owner`'s.
+    async fn renew_lease(
+        &self,
+        id: &PlanExecutionId,
+        owner: &str,
+        until: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Drops `owner`'s lease so the execution can be claimed again at once (after a worker
+    /// failed to store its progress).
+    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()>;
+
+    /// Reads an execution with its snapshot and steps (without their logs).
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>>;
 
     /// Starts a queued execution: stores the pipeline snapshot and its steps, status `Running`.
@@ -196,11 +209,11 @@ pub trait ExecutionStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
 
-    /// The steps of an execution, in order.
+    /// The steps of an execution, in order, with their logs.
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;
 
-    /// Retention: deletes up to `batch` ended executions (with their steps and logs) and up to
-    /// `batch` webhook events created before `cutoff`. An event whose execution is still kept
+    /// Retention: deletes up to `batch` executions that ended before `cutoff` (with their steps
+    /// and logs) and up to `batch` webhook events created before it. An event whose execution is still kept
     /// stays. Returns how many executions and events went.
     async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)>;
 

@@ -947,7 +947,7 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
     )
     .unwrap();
     db.execute(
-        "UPDATE executions SET created_at = created_at - ?2 WHERE plan_execution_id = ?1",
+        "UPDATE executions SET created_at = created_at - ?2, ended_at = ended_at - ?2 WHERE plan_execution_id = ?1",
         rusqlite::params![old_summary["planExecutionId"].as_str().unwrap(), forty_days],
     )
     .unwrap();

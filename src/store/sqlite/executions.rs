@@ -16,6 +16,8 @@ use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
 const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
      step_type, status, attempt, started_at, ended_at, outputs, message, log";
+const STEP_COLS_WITHOUT_LOG: &str = "stage_index, step_index, stage_id, stage_name, step_id, \
+     step_name, step_type, status, attempt, started_at, ended_at, outputs, message";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
     let outputs: String = row.get(11)?;
@@ -239,7 +241,7 @@ impl ExecutionStore for SqliteStore {
             .write(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "UPDATE executions SET lease_owner = ?1, lease_until = ?2, wake_at = NULL \
+                        "UPDATE executions SET lease_owner = ?1, lease_until = ?2 \
                          WHERE plan_execution_id IN ( \
                            SELECT plan_execution_id FROM executions \
                            WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= ?3)) \
@@ -266,6 +268,42 @@ impl ExecutionStore for SqliteStore {
             .await
     }
 
+    async fn renew_lease(
+        &self,
+        id: &PlanExecutionId,
+        owner: &str,
+        until: Millis,
+    ) -> StoreResult<bool> {
+        let (id, owner) = (id.clone(), owner.to_owned());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE executions SET lease_until = ?3 \
+                         WHERE plan_execution_id = ?1 AND lease_owner = ?2",
+                    )
+                    .and_then(|mut s| s.execute(params![id.as_str(), owner, until]))
+                    .map_err(sql_err("renewing a lease"))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()> {
+        let (id, owner) = (id.clone(), owner.to_owned());
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
+                     WHERE plan_execution_id = ?1 AND lease_owner = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id.as_str(), owner]))
+                .map_err(sql_err("releasing a lease"))?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
         let id = id.clone();
         self.read("loading an execution", move |c| {
@@ -282,10 +320,11 @@ impl ExecutionStore for SqliteStore {
             else {
                 return Ok(None);
             };
+            // Logs (up to 1 MiB each) are left out: status polls read this often.
             let steps = c
                 .prepare_cached(&format!(
-                    "SELECT {STEP_COLS} FROM execution_steps WHERE plan_execution_id = ?1 \
-                     ORDER BY stage_index, step_index"
+                    "SELECT {STEP_COLS_WITHOUT_LOG}, NULL FROM execution_steps \
+                     WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index"
                 ))?
                 .query_map([id.as_str()], step_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -337,6 +376,9 @@ impl ExecutionStore for SqliteStore {
         let id = id.clone();
         self.writer
             .write(move |c| {
+                if apply_pending_control(c, &id)? {
+                    return Ok(());
+                }
                 c.prepare_cached(
                     "UPDATE executions SET wake_at = ?2, lease_owner = NULL, lease_until = NULL \
                      WHERE plan_execution_id = ?1",
@@ -429,6 +471,9 @@ impl ExecutionStore for SqliteStore {
         let hold_status = hold_status.to_owned();
         self.writer
             .write(move |c| {
+                if apply_pending_control(c, &id)? {
+                    return Ok(());
+                }
                 c.prepare_cached(
                     "UPDATE executions SET status = ?2, wake_at = ?3, lease_owner = NULL, \
                      lease_until = NULL, control = NULL WHERE plan_execution_id = ?1",
@@ -446,7 +491,7 @@ impl ExecutionStore for SqliteStore {
                 let executions = c
                     .prepare_cached(
                         "DELETE FROM executions WHERE plan_execution_id IN ( \
-                           SELECT plan_execution_id FROM executions WHERE created_at < ?1 \
+                           SELECT plan_execution_id FROM executions WHERE ended_at < ?1 \
                            AND status IN ('Success', 'Failed', 'Aborted', 'Expired', 'ApprovalRejected', 'Errored') \
                            LIMIT ?2)",
                     )
@@ -544,7 +589,7 @@ fn apply_control(
             flag(None)?;
             Ok(ControlOutcome::Applied)
         }
-        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING => {
+        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING && !leased => {
             let approve = control == Control::Approve;
             let step: Option<String> = c
                 .query_row(
@@ -594,6 +639,40 @@ fn apply_control(
         }
         _ => not_allowed(),
     }
+}
+
+/// Inside a park or hold: a control request that arrived while the worker was finishing its
+/// step is applied now, as the worker lets go (an abort ends the execution, a pause pauses it),
+/// instead of being lost. True when one was applied.
+fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> StoreResult<bool> {
+    let pending: Option<String> = c
+        .prepare_cached("SELECT control FROM executions WHERE plan_execution_id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)))
+        .optional()
+        .map_err(sql_err("reading a control request"))?
+        .flatten();
+    let control = match pending.as_deref() {
+        Some("abort") => Control::Abort,
+        Some("pause") => Control::Pause,
+        _ => return Ok(false),
+    };
+    c.execute(
+        "UPDATE executions SET lease_owner = NULL, lease_until = NULL WHERE plan_execution_id = ?1",
+        [id.as_str()],
+    )
+    .map_err(sql_err("releasing a lease"))?;
+    apply_control(
+        c,
+        id,
+        status::RUNNING,
+        false,
+        None,
+        control,
+        None,
+        crate::store::now_millis(),
+    )
+    .map_err(sql_err("applying a control request"))?;
+    Ok(true)
 }
 
 fn abort_message(comment: Option<String>) -> String {

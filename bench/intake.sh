@@ -46,7 +46,10 @@ start_triggerd() {
   wait_port $TRIGGERD_PORT
   call PUT /accounts/bench '{"name":"bench"}' >/dev/null
   call PUT $P '{"name":"bench"}' >/dev/null
-  call PUT $P/pipelines/hello @examples/pipelines/hello.yaml application/yaml >/dev/null
+  # A one-step Wait 0s pipeline: every accepted event is queued and run by the engine, without
+  # a child process per event competing with intake for the 2 cores.
+  printf 'pipeline:\n  name: Hello\n  identifier: hello\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: {identifier: w, type: Wait, spec: {duration: 0s}}\n' \
+    | call PUT $P/pipelines/hello @- application/yaml >/dev/null
   local token
   token=$(sed 's/projectIdentifier: demo/projectIdentifier: bench/' examples/triggers/hello.yaml \
     | call PUT $P/pipelines/hello/triggers/hello_trigger @- application/yaml | field customWebhookToken)

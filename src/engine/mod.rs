@@ -530,8 +530,8 @@ async fn snapshot(
         .map_err(|e| format!("Pipeline {} cannot be run: {e}", x.pipeline)))
 }
 
-/// Every step of the pipeline, not started.
-fn initial_steps(pipeline: &PipelineSpec) -> Vec<StepRecord> {
+/// Every step of the pipeline, not started (also what a queued execution shows).
+pub fn initial_steps(pipeline: &PipelineSpec) -> Vec<StepRecord> {
     pipeline
         .stages
         .iter()

@@ -100,10 +100,33 @@ impl Gateway {
             ))
         };
         let id = PlanExecutionId::parse(id).ok_or_else(not_found)?;
-        self.store
+        let run = self
+            .store
             .load_run(&id)
             .await?
             .filter(|r| &r.execution.scope == project)
-            .ok_or_else(not_found)
+            .ok_or_else(not_found)?;
+        self.with_planned_steps(run).await
+    }
+
+    /// A queued execution has no steps yet: show the stages it will run, `NotStarted`, from
+    /// the pipeline as it is now.
+    pub async fn with_planned_steps(&self, mut run: RunState) -> Result<RunState, Error> {
+        if run.pipeline_spec.is_some() || !run.steps.is_empty() {
+            return Ok(run);
+        }
+        let Ok(pipeline) = Identifier::parse(&run.execution.pipeline, "pipeline") else {
+            return Ok(run);
+        };
+        if let Some(stored) = self
+            .store
+            .get_pipeline(&run.execution.scope, &pipeline)
+            .await?
+        {
+            if let Ok(spec) = PipelineSpec::from_value(&stored.spec) {
+                run.steps = crate::engine::initial_steps(&spec);
+            }
+        }
+        Ok(run)
     }
 }

@@ -528,6 +528,10 @@ pub async fn event_status(
             .as_ref()
             .is_none_or(|r| SETTLED.contains(&r.execution.status.as_str()));
         if settled || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
+            let run = match run {
+                Some(run) => Some(gw.with_planned_steps(run).await?),
+                None => None,
+            };
             return Ok(EventStatus { event, run });
         }
         tokio::time::sleep(LONG_POLL_INTERVAL).await;

@@ -977,3 +977,46 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
     let gone = app.get_status(&old, &t.account, None).await;
     crate::helpers::assert_error(gone, 404, "RESOURCE_NOT_FOUND", "doesn't exist").await;
 }
+
+#[tokio::test]
+async fn the_status_shows_a_queued_execution_with_its_stages_then_its_end() {
+    let app = spawn_app_with(|s| s.workers = 1).await;
+    let t = app.create_trigger().await;
+    let gate = app.dir.path().join("open");
+    let step = run_step(
+        "hold",
+        "",
+        &format!("'while [ ! -f {} ]; do sleep 0.05; done'", gate.display()),
+    );
+    put_pipeline(
+        &app,
+        &t,
+        &format!(
+            "{}{}",
+            stage("build", &step),
+            stage("ship", &run_step("go", "", "'true'"))
+        ),
+    )
+    .await;
+    let first = fire(&app, &t, &json!({})).await;
+    let second = fire(&app, &t, &json!({})).await;
+
+    let queued = success_data(app.get_status(&second, &t.account, None).await).await;
+    std::fs::write(&gate, "").unwrap();
+    let first_done = settled(&app, &t, &first).await;
+    let second_done = settled(&app, &t, &second).await;
+
+    let summary = &queued["executionDetails"]["pipelineExecutionSummary"];
+    assert_eq!(summary["status"], "Queued", "{summary}");
+    assert_eq!(summary["totalStagesCount"], 2);
+    assert_eq!(node(summary, "build")["status"], "NotStarted");
+    assert_eq!(node(summary, "ship")["status"], "NotStarted");
+    assert_eq!(
+        summary["startingNodeId"],
+        node(summary, "build")["nodeUuid"]
+    );
+    for done in [first_done, second_done] {
+        assert_eq!(done["status"], "Success", "{done}");
+        assert_eq!(node(&done, "ship")["status"], "Success");
+    }
+}

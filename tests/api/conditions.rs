@@ -20,29 +20,10 @@ fn trigger_with(conditions: &str, extra: &str) -> String {
     )
 }
 
-async fn put_pipeline(app: &TestApp, t: &TestTrigger, yaml: &str) {
-    let res = app
-        .with_key(
-            Method::PUT,
-            &format!("{}/pipelines/{}", t.project_path(), t.pipeline),
-            &app.root_key,
-        )
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .expect("request");
-    assert!(
-        res.status().is_success(),
-        "pipeline: {}",
-        res.text().await.unwrap()
-    );
-}
-
 /// A trigger in a pipeline with runtime inputs, with the §4 conditions and the inputYaml.
 async fn conditional_trigger(app: &TestApp) -> TestTrigger {
     let t = app.create_trigger().await;
-    put_pipeline(app, &t, PIPELINE_WITH_INPUTS).await;
+    app.put_pipeline_yaml(&t, PIPELINE_WITH_INPUTS).await;
     let res = app
         .put_trigger_yaml(&t, &trigger_with(CONDITIONS, INPUT_YAML))
         .await;
@@ -239,7 +220,7 @@ async fn a_pipeline_changed_after_the_trigger_was_saved_is_caught_at_intake() {
     let res = post(&app, &t, "push", &json!({})).await;
     success_data(res).await;
 
-    put_pipeline(&app, &t, PIPELINE_WITH_INPUTS).await;
+    app.put_pipeline_yaml(&t, PIPELINE_WITH_INPUTS).await;
     let res = post(&app, &t, "push", &json!({})).await;
 
     let (processing, _) = outcome(&app, &t, res, "INVALID_RUNTIME_INPUT_YAML").await;
@@ -434,7 +415,7 @@ async fn a_condition_on_a_secret_header_compares_the_real_value_but_shows_only_t
 async fn invalid_conditions_are_refused_at_save_time_with_the_position_and_never_stored() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    put_pipeline(&app, &t, PIPELINE_WITH_INPUTS).await;
+    app.put_pipeline_yaml(&t, PIPELINE_WITH_INPUTS).await;
     let before = app
         .with_key(Method::GET, &t.trigger_path(), &app.root_key)
         .send()
@@ -536,12 +517,8 @@ async fn a_trigger_read_back_and_saved_again_keeps_its_signature_secret() {
 async fn the_example_pipeline_and_trigger_work_as_their_comments_say() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    put_pipeline(
-        &app,
-        &t,
-        include_str!("../../examples/pipelines/deploy.yaml"),
-    )
-    .await;
+    app.put_pipeline_yaml(&t, include_str!("../../examples/pipelines/deploy.yaml"))
+        .await;
     let path = format!(
         "{}/pipelines/deploy/triggers/deploy_on_push",
         t.project_path()

@@ -8,25 +8,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, success_data, TestApp, TestTrigger};
 
-/// Stores `yaml` as the trigger's pipeline (identifier `deploy`).
+/// Stores a pipeline `deploy` with these stages as the trigger's pipeline.
 async fn put_pipeline(app: &TestApp, t: &TestTrigger, stages: &str) {
     let yaml = format!("pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n{stages}");
-    let res = app
-        .with_key(
-            Method::PUT,
-            &format!("{}/pipelines/deploy", t.project_path()),
-            &app.root_key,
-        )
-        .header("content-type", "application/yaml")
-        .body(yaml)
-        .send()
-        .await
-        .expect("request");
-    assert!(
-        res.status().is_success(),
-        "pipeline: {}",
-        res.text().await.unwrap()
-    );
+    app.put_pipeline_yaml(t, &yaml).await;
 }
 
 /// Fires the trigger and returns the event id.
@@ -581,6 +566,22 @@ async fn reaches(app: &TestApp, t: &TestTrigger, id: &str, status: &str) -> Valu
     }
 }
 
+/// Waits (at most 20 s) until the execution's first step runs.
+async fn first_step_running(app: &TestApp, t: &TestTrigger, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = get_data(app, t, &format!("/executions/{id}")).await;
+        if data["steps"][0]["status"] == "Running" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Stores the pipeline and queues a manual run of it; returns the plan execution id.
 async fn run_manually(app: &TestApp, t: &TestTrigger, stages: &str) -> String {
     put_pipeline(app, t, stages).await;
@@ -697,19 +698,7 @@ async fn abort_kills_the_running_step_and_skips_the_rest() {
         ),
     )
     .await;
-    // Wait until the step's process runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let data = get_data(&app, &t, &format!("/executions/{id}")).await;
-        if data["steps"][0]["status"] == "Running" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never started: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    first_step_running(&app, &t, &id).await;
 
     let started = std::time::Instant::now();
     success_data(control(&app, &t, &id, "abort", json!({"comment": "wrong branch"})).await).await;
@@ -747,18 +736,7 @@ async fn pause_takes_effect_before_the_next_step_and_resume_continues() {
         ),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let data = get_data(&app, &t, &format!("/executions/{id}")).await;
-        if data["steps"][0]["status"] == "Running" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never started: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    first_step_running(&app, &t, &id).await;
 
     success_data(control(&app, &t, &id, "pause", json!({})).await).await;
     std::fs::write(&gate, "").unwrap();

@@ -264,6 +264,26 @@ impl TestApp {
         );
     }
 
+    /// Stores `yaml` as the trigger's pipeline (`t.pipeline`) and asserts it was accepted.
+    pub async fn put_pipeline_yaml(&self, t: &TestTrigger, yaml: &str) {
+        let res = self
+            .with_key(
+                Method::PUT,
+                &format!("{}/pipelines/{}", t.project_path(), t.pipeline),
+                &self.root_key,
+            )
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            res.status().is_success(),
+            "pipeline: {}",
+            res.text().await.unwrap()
+        );
+    }
+
     /// Stores a trigger from YAML; returns the response body.
     pub async fn put_trigger_yaml(&self, t: &TestTrigger, yaml: &str) -> Response {
         self.with_key(Method::PUT, &t.trigger_path(), &self.root_key)

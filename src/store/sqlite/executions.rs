@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{
-    decode_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
+    decode_time_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{PlanExecutionId, ProjectRef};
 use crate::store::executions::{
@@ -174,13 +174,7 @@ impl ExecutionStore for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<Execution>> {
-        let (before_ts, before_id) = match decode_cursor(cursor, 2)? {
-            Some(v) => (
-                v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
-                v[1].clone(),
-            ),
-            None => (i64::MAX, "~".to_owned()),
-        };
+        let (before_ts, before_id) = decode_time_cursor(cursor)?;
         let items = self.read("listing executions", |c| {
             c.prepare_cached(&format!(
                 "SELECT {EXECUTION_COLS} FROM executions WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \

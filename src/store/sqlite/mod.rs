@@ -168,6 +168,18 @@ fn encode_cursor(parts: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(parts.join("\n"))
 }
 
+/// Decodes a `(created_at, id)` cursor of a newest-first list; no cursor starts after every
+/// row (`i64::MAX` and `~`, which sorts after every id).
+fn decode_time_cursor(cursor: Option<&str>) -> StoreResult<(i64, String)> {
+    match decode_cursor(cursor, 2)? {
+        Some(v) => Ok((
+            v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
+            v[1].clone(),
+        )),
+        None => Ok((i64::MAX, "~".to_owned())),
+    }
+}
+
 /// Decodes a cursor made by [`encode_cursor`] into its `parts` parts. No cursor gives `None`;
 /// one that is not ours is an error, so a confused client does not page from the start forever.
 fn decode_cursor(cursor: Option<&str>, parts: usize) -> StoreResult<Option<Vec<String>>> {
@@ -1094,14 +1106,7 @@ impl Store for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<WebhookEvent>> {
-        let (before_ts, before_id) = match decode_cursor(cursor, 2)? {
-            Some(v) => (
-                v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
-                v[1].clone(),
-            ),
-            // Sorts after every real event id.
-            None => (i64::MAX, "~".to_owned()),
-        };
+        let (before_ts, before_id) = decode_time_cursor(cursor)?;
         // The trigger filter is spelled out (not `?4 IS NULL OR ...`) so that SQLite can walk
         // `webhook_events_by_trigger` instead of scanning the project's events.
         let trigger_clause = if filter.trigger.is_some() {

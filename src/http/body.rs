@@ -86,6 +86,19 @@ pub async fn read_text(
     Ok((text, format))
 }
 
+/// Like [`read_json`], but an empty body (what `curl -X POST` sends) is `T::default()`.
+pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, Error> {
+    let (text, format) = read_text(req, payload, limit).await?;
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    Ok(format.parse(&text)?)
+}
+
 /// Reads and decodes a JSON (or YAML) management body into `T`.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,

@@ -41,12 +41,7 @@ async fn execute(
     let project = path_project(&req)?;
     let pipeline = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_read(api_key(&req), &project).await?;
-    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
-    let body: ExecuteBody = if text.trim().is_empty() {
-        ExecuteBody::default()
-    } else {
-        format.parse(&text)?
-    };
+    let body: ExecuteBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
     let execution = gw
         .execute_pipeline(&project, &pipeline, body.input_yaml.as_deref())
         .await?;
@@ -163,12 +158,7 @@ async fn control(
             )))
         }
     };
-    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
-    let body: ControlBody = if text.trim().is_empty() {
-        ControlBody::default()
-    } else {
-        format.parse(&text)?
-    };
+    let body: ControlBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
     let id = req.match_info().get("id").unwrap_or("");
     let run = gw
         .control_execution(&project, id, control, body.comment)

@@ -998,3 +998,78 @@ async fn the_status_shows_a_queued_execution_with_its_stages_then_its_end() {
         assert_eq!(node(&done, "ship")["status"], "Success");
     }
 }
+
+#[tokio::test]
+async fn an_http_step_whose_receiver_is_down_fails_with_the_reason() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    // A loopback port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let call = http_step(
+        "notify",
+        &format!("                url: http://127.0.0.1:{port}/hook\n"),
+    );
+    put_pipeline(
+        &app,
+        &t,
+        &stage(
+            "ship",
+            &format!("{call}{}", run_step("after", "", "'true'")),
+        ),
+    )
+    .await;
+
+    let event = fire(&app, &t, &json!({})).await;
+    let summary = settled(&app, &t, &event).await;
+
+    assert_eq!(summary["status"], "Failed", "{summary}");
+    let message = summary["failureInfo"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("notify") && message.contains(&format!("127.0.0.1:{port}/hook failed")),
+        "{message}"
+    );
+    let id = summary["planExecutionId"].as_str().unwrap();
+    let detail = get_data(&app, &t, &format!("/executions/{id}")).await;
+    assert_eq!(detail["steps"][1]["status"], "Skipped");
+}
+
+#[tokio::test]
+async fn execute_and_control_refuse_missing_pipelines_executions_and_bad_input() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+
+    let no_pipeline = app
+        .with_key(
+            Method::POST,
+            &format!("{}/pipelines/nosuch/execute", t.project_path()),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    let bad_yaml = execute(&app, &t, json!({"inputYaml": "pipeline: ["})).await;
+    let unknown_field = execute(&app, &t, json!({"inputs": "x"})).await;
+    let no_execution = control(&app, &t, "0123456789abcdefghijkl", "abort", json!({})).await;
+
+    crate::helpers::assert_error(
+        no_pipeline,
+        404,
+        "RESOURCE_NOT_FOUND",
+        "Pipeline nosuch does not exist",
+    )
+    .await;
+    crate::helpers::assert_error(
+        bad_yaml,
+        400,
+        "INVALID_REQUEST",
+        "inputYaml is not valid YAML",
+    )
+    .await;
+    crate::helpers::assert_error(unknown_field, 400, "INVALID_REQUEST", "inputs").await;
+    crate::helpers::assert_error(no_execution, 404, "RESOURCE_NOT_FOUND", "does not exist").await;
+    let history = get_data(&app, &t, "/executions").await;
+    assert_eq!(history["content"], json!([]), "nothing was queued");
+}

@@ -36,6 +36,119 @@ pub struct Settings {
     pub writer: WriterSettings,
     /// API key verification.
     pub auth: AuthSettings,
+    /// Outbound event delivery (DESIGN §8).
+    pub outbound: OutboundSettings,
+    /// This node.
+    pub node: NodeSettings,
+}
+
+/// Outbound event delivery settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// How long one delivery attempt may take, e.g. `15s`.
+    pub timeout: String,
+    /// The delay before each attempt; its length is the number of attempts.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub retry_schedule: Vec<String>,
+    /// A rule whose every attempt has failed for this long is disabled, e.g. `5d`.
+    pub disable_after: String,
+    /// Destination ranges the SSRF guard lets through (e.g. `127.0.0.0/8`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_cidrs: Vec<String>,
+    /// Delivery attempts in flight at once.
+    pub concurrency: usize,
+}
+
+/// Settings of this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Tags an event rule's `selectors` are matched against.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub tags: Vec<String>,
+}
+
+/// The outbound settings, parsed.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Attempt timeout.
+    pub timeout: std::time::Duration,
+    /// Delay before each attempt.
+    pub retry_schedule: Vec<std::time::Duration>,
+    /// Continuous failure that disables a rule.
+    pub disable_after: std::time::Duration,
+    /// The SSRF guard's allow list.
+    pub policy: crate::outbound::guard::AddressPolicy,
+}
+
+/// A list given as a TOML array, or (handy in env vars) as one comma-separated string.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            timeout: "15s".into(),
+            retry_schedule: ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(String::from)
+                .to_vec(),
+            disable_after: "5d".into(),
+            allowed_cidrs: Vec::new(),
+            concurrency: 64,
+        }
+    }
+}
+
+impl OutboundSettings {
+    /// Parses the durations and CIDRs; the error names the key.
+    pub fn parse(&self) -> Result<Outbound, ConfigError> {
+        use crate::domain::pipeline::parse_duration;
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| ConfigError(format!("outbound.{key}: {e}")))
+        };
+        let timeout = duration("timeout", &self.timeout)?;
+        if timeout.is_zero() || timeout > std::time::Duration::from_secs(300) {
+            return Err(ConfigError(format!(
+                "outbound.timeout = {:?} must be more than 0 and at most 5m",
+                self.timeout
+            )));
+        }
+        let retry_schedule = self
+            .retry_schedule
+            .iter()
+            .map(|t| duration("retry_schedule", t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if retry_schedule.is_empty() || retry_schedule.len() > 50 {
+            return Err(ConfigError(
+                "outbound.retry_schedule must list 1 to 50 delays (the first is before the first attempt, usually 0s)".into(),
+            ));
+        }
+        let disable_after = duration("disable_after", &self.disable_after)?;
+        let policy = crate::outbound::guard::AddressPolicy::new(&self.allowed_cidrs)
+            .map_err(|e| ConfigError(format!("outbound.allowed_cidrs: {e}")))?;
+        Ok(Outbound {
+            timeout,
+            retry_schedule,
+            disable_after,
+            policy,
+        })
+    }
 }
 
 /// Logging settings.
@@ -92,6 +205,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             writer: WriterSettings::default(),
             auth: AuthSettings::default(),
+            outbound: OutboundSettings::default(),
+            node: NodeSettings::default(),
         }
     }
 }
@@ -224,6 +339,13 @@ impl Settings {
                 self.auth.key_cache_ttl_secs
             ));
         }
+        self.outbound.parse()?;
+        if !(1..=4096).contains(&self.outbound.concurrency) {
+            return fail(format!(
+                "outbound.concurrency = {} must be between 1 and 4096",
+                self.outbound.concurrency
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail(format!("log.level = {:?} is invalid: {e}", self.log.level));
         }
@@ -299,6 +421,35 @@ mod tests {
         for (key, settings) in cases {
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn outbound_lists_come_as_arrays_or_comma_separated_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallowed_cidrs = \"127.0.0.0/8, ::1/128\"\nretry_schedule = [\"0s\", \"1s\"]\n[node]\ntags = [\"eu\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(s.outbound.allowed_cidrs, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(s.node.tags, ["eu"]);
+        let parsed = s.outbound.parse().unwrap();
+        assert_eq!(parsed.retry_schedule.len(), 2);
+        assert_eq!(parsed.timeout, std::time::Duration::from_secs(15));
+        for (toml, key) in [
+            (
+                "[outbound]\nallowed_cidrs = [\"10.0.0.0/33\"]\n",
+                "allowed_cidrs",
+            ),
+            ("[outbound]\ntimeout = \"soon\"\n", "timeout"),
+            ("[outbound]\nretry_schedule = []\n", "retry_schedule"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let err = Settings::load(Some(&path), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
         }
     }
 

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod http;
+pub mod outbound;
 pub mod service;
 pub mod startup;
 pub mod store;

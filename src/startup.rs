@@ -17,6 +17,8 @@ use crate::config::Settings;
 use crate::domain::ratelimit::KeyedLimiter;
 use crate::engine;
 use crate::http;
+use crate::outbound::deliver::Sender;
+use crate::outbound::dispatcher;
 use crate::service::Gateway;
 use crate::store::cache::HotCache;
 use crate::store::sqlite::{SqliteStore, WriterOptions};
@@ -30,6 +32,8 @@ pub struct Application {
     engine_stop: CancellationToken,
     engine_task: tokio::task::JoinHandle<()>,
     retention_task: tokio::task::JoinHandle<()>,
+    dispatcher_stop: CancellationToken,
+    dispatcher_task: tokio::task::JoinHandle<()>,
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every application in the
@@ -102,6 +106,21 @@ impl Application {
         );
         let retention_task =
             engine::retention::spawn(store.clone(), settings.retention_days, engine_stop.clone());
+        let outbound = settings.outbound.parse()?;
+        let sender = Sender::new(Arc::new(outbound.policy), outbound.timeout)
+            .context("building the outbound HTTP client")?;
+        let dispatcher_stop = CancellationToken::new();
+        let (dispatcher, dispatcher_task) = dispatcher::start(
+            store.clone(),
+            dispatcher::DispatcherOptions {
+                sender: sender.clone(),
+                retry_schedule: outbound.retry_schedule,
+                disable_after: outbound.disable_after,
+                concurrency: settings.outbound.concurrency,
+                node_tags: settings.node.tags.clone(),
+            },
+            dispatcher_stop.clone(),
+        );
         let gateway = web::Data::new(Gateway {
             store: store.clone(),
             cache: HotCache::new(),
@@ -113,6 +132,8 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             rate_limits: KeyedLimiter::new(),
             engine,
+            sender,
+            dispatcher,
         });
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();
@@ -138,6 +159,8 @@ impl Application {
             engine_stop,
             engine_task,
             retention_task,
+            dispatcher_stop,
+            dispatcher_task,
         })
     }
 
@@ -172,6 +195,10 @@ impl Application {
         self.engine_stop.cancel();
         let _ = self.engine_task.await;
         let _ = self.retention_task.await;
+        // The engine's last events are in the outbox; the dispatcher stops after the engine so
+        // attempts in flight are recorded. Whatever is left goes out after the next start.
+        self.dispatcher_stop.cancel();
+        let _ = self.dispatcher_task.await;
         // Flush the writer whatever happened to the HTTP server.
         self.store.shutdown().await;
         tracing::info!("stopped: every acknowledged write is committed");

@@ -181,6 +181,23 @@ impl EventId {
 }
 
 string_newtype!(
+    /// An outbound delivery id: 12 CSPRNG bytes as 24 lowercase hex chars.
+    DeliveryId
+);
+
+impl DeliveryId {
+    /// A fresh delivery id.
+    pub fn generate() -> Self {
+        Self(hex::encode(random_bytes::<12>()))
+    }
+
+    /// Parses a delivery id as given in a URL.
+    pub fn parse(value: &str) -> Option<Self> {
+        EventId::parse(value).map(|e| Self(e.0))
+    }
+}
+
+string_newtype!(
     /// A planExecutionId: 16 CSPRNG bytes, base64url without padding (22 chars).
     PlanExecutionId
 );

@@ -1,6 +1,7 @@
 //! Domain types and pure logic: identifiers, keys, triggers, pipelines, settings.
 //! Nothing here does I/O; everything here is unit-tested next to the code.
 
+pub mod event_rule;
 pub mod ids;
 pub mod matching;
 pub mod payload;

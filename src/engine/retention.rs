@@ -1,4 +1,5 @@
-//! Retention (DESIGN §9): executions (with their steps and logs) and webhook events older than
+//! Retention (DESIGN §9): executions (with their steps and logs), webhook events and outbound
+//! deliveries (with their attempts) older than
 //! `retention_days` are purged in the background, in small batches so intake never waits long
 //! behind a purge.
 
@@ -27,13 +28,21 @@ pub fn spawn(
         }
         loop {
             let cutoff = now_millis() - i64::from(days) * 24 * 60 * 60 * 1000;
-            let (mut executions, mut events) = (0, 0);
+            let (mut executions, mut events, mut deliveries) = (0, 0, 0);
             loop {
-                match store.purge_before(cutoff, BATCH).await {
-                    Ok((x, e)) => {
+                let purged = match store.purge_before(cutoff, BATCH).await {
+                    Ok((x, e)) => store
+                        .purge_deliveries_before(cutoff, BATCH)
+                        .await
+                        .map(|d| (x, e, d)),
+                    Err(e) => Err(e),
+                };
+                match purged {
+                    Ok((x, e, d)) => {
                         executions += x;
                         events += e;
-                        if x < u64::from(BATCH) && e < u64::from(BATCH) {
+                        deliveries += d;
+                        if x < u64::from(BATCH) && e < u64::from(BATCH) && d < u64::from(BATCH) {
                             break;
                         }
                     }
@@ -46,8 +55,14 @@ pub fn spawn(
                     return;
                 }
             }
-            if executions + events > 0 {
-                tracing::info!(executions, events, days, "purged data past retention");
+            if executions + events + deliveries > 0 {
+                tracing::info!(
+                    executions,
+                    events,
+                    deliveries,
+                    days,
+                    "purged data past retention"
+                );
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -56,7 +56,8 @@ impl Resolver for TriggerContext<'_> {
             | Reference::Variable(_)
             | Reference::StageIdentifier
             | Reference::StepOutput { .. }
-            | Reference::Input => None,
+            | Reference::Input
+            | Reference::Event(_) => None,
         }
     }
 }

@@ -70,6 +70,9 @@ pub enum Reference {
     },
     /// `<+input>`: a runtime input placeholder, only meaningful as a pipeline variable value.
     Input,
+    /// `<+event...>`: an outbound event (DESIGN §8), or a path into it; only event-rule filters
+    /// may read it.
+    Event(Vec<Segment>),
 }
 
 impl Reference {
@@ -94,7 +97,7 @@ impl Reference {
 const KNOWN: &str = "trigger.payload…, eventPayload…, trigger.header['Name'], trigger.type, \
 trigger.eventId, trigger.triggerIdentifier, pipeline.identifier, pipeline.name, \
 pipeline.executionId, pipeline.sequenceId, pipeline.variables.NAME, stage.identifier, \
-steps.STEP.output.KEY, execution.steps.STAGE.steps.STEP.output.KEY, input";
+steps.STEP.output.KEY, execution.steps.STAGE.steps.STEP.output.KEY, input, event…";
 
 /// Finds where the reference starting at byte `start` of `text` (which begins with `<+`) ends:
 /// the byte just past its closing `>`. A `>` inside a quoted `['...']` key does not close it.
@@ -293,6 +296,7 @@ fn classify(segments: Vec<Segment>) -> Result<Reference, String> {
     match keys.as_slice() {
         [Some("trigger"), Some("payload"), ..] => Ok(Reference::Payload(segments[2..].to_vec())),
         [Some("eventPayload"), ..] => Ok(Reference::Payload(segments[1..].to_vec())),
+        [Some("event"), ..] => Ok(Reference::Event(segments[1..].to_vec())),
         [Some("trigger"), Some("header" | "headers"), ..] => {
             let header = name(2, "a header name, e.g. trigger.header['X-Event']")?;
             exactly(3, Reference::Header(header.to_ascii_lowercase()))
@@ -428,6 +432,11 @@ impl fmt::Display for Reference {
                 k(key),
             ]),
             Self::Input => "input".into(),
+            Self::Event(p) => {
+                let mut all = vec![k("event")];
+                all.extend(p.iter().cloned());
+                path(all)
+            }
         };
         write!(f, "<+{shown}>")
     }

@@ -10,6 +10,7 @@ pub mod middleware;
 
 mod accounts;
 mod apikeys;
+mod event_rules;
 mod events;
 mod executions;
 mod health;
@@ -46,6 +47,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     pipelines::configure(cfg);
     triggers::configure(cfg);
     events::configure(cfg);
+    event_rules::configure(cfg);
     executions::configure(cfg);
 }
 

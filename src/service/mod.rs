@@ -2,6 +2,7 @@
 //! request and render the response; everything in between happens here, so the demo seeder and
 //! later front ends share one implementation.
 
+pub mod event_rules;
 pub mod executions;
 pub mod intake;
 pub mod links;
@@ -34,6 +35,10 @@ pub struct Gateway {
     pub rate_limits: KeyedLimiter<String>,
     /// The execution engine, told when work is queued.
     pub engine: crate::engine::EngineHandle,
+    /// Sends outbound events (the Test endpoint sends directly).
+    pub sender: crate::outbound::deliver::Sender,
+    /// The outbound dispatcher, told when deliveries are queued.
+    pub dispatcher: crate::outbound::dispatcher::DispatcherHandle,
 }
 
 /// The message for a key that is malformed, unknown, revoked, expired or wrong.

@@ -43,6 +43,141 @@ pub mod status {
     }
 }
 
+/// The `'static` form of an execution status, for stage nodes.
+fn static_status(s: &str) -> &'static str {
+    match s {
+        status::ABORTED => status::ABORTED,
+        status::EXPIRED => status::EXPIRED,
+        status::APPROVAL_REJECTED => status::APPROVAL_REJECTED,
+        _ => status::FAILED,
+    }
+}
+
+/// A stage's state rolled up from its steps (the status summary's stage nodes, and the
+/// outbox's stage events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRollup {
+    /// The stage identifier.
+    pub id: String,
+    /// The stage name.
+    pub name: String,
+    /// Its [`status`] value.
+    pub status: &'static str,
+    /// When its first step started.
+    pub start: Option<Millis>,
+    /// When its last step ended, once it is done.
+    pub end: Option<Millis>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+impl StageRollup {
+    /// Whether some step of it has begun.
+    pub fn started(&self) -> bool {
+        !matches!(self.status, status::NOT_STARTED | status::SKIPPED)
+    }
+
+    /// Whether it will not change again.
+    pub fn done(&self) -> bool {
+        !matches!(
+            self.status,
+            status::RUNNING | status::NOT_STARTED | status::APPROVAL_WAITING | status::PAUSED
+        )
+    }
+}
+
+/// Groups the steps by stage and rolls their statuses up: a step that failed without
+/// `continueOnFailure` (or was aborted, expired or rejected) gives its stage that status; a
+/// waiting approval makes it `ApprovalWaiting`; a stage with a running step, or with some steps
+/// done and others not, is running; one whose steps all ended is a success; one never begun is
+/// `NotStarted` (or `Skipped` when its steps were skipped).
+pub fn stage_rollups(r: &RunState) -> Vec<StageRollup> {
+    // Read from the snapshot's JSON directly: this runs inside writes (the outbox), where
+    // parsing the whole pipeline again would cost more than the rest.
+    let continues = |stage: u32, step: u32| {
+        r.pipeline_spec
+            .as_ref()
+            .and_then(|spec| {
+                spec.pointer(&format!(
+                    "/pipeline/stages/{stage}/stage/steps/{step}/step/continueOnFailure"
+                ))
+            })
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut nodes: Vec<StageRollup> = Vec::new();
+    let mut start = 0;
+    while start < r.steps.len() {
+        let stage_index = r.steps[start].stage_index;
+        let end = r.steps[start..]
+            .iter()
+            .position(|s| s.stage_index != stage_index)
+            .map_or(r.steps.len(), |n| start + n);
+        let steps = &r.steps[start..end];
+        let failed = steps.iter().find(|s| match s.status.as_str() {
+            status::FAILED => !continues(s.stage_index, s.step_index),
+            status::ABORTED | status::EXPIRED | status::APPROVAL_REJECTED => true,
+            _ => false,
+        });
+        let status = if let Some(step) = failed {
+            match step.status.as_str() {
+                status::ABORTED => status::ABORTED,
+                status::EXPIRED => status::EXPIRED,
+                status::APPROVAL_REJECTED => status::APPROVAL_REJECTED,
+                _ => status::FAILED,
+            }
+        } else if steps.iter().any(|s| s.status == status::APPROVAL_WAITING) {
+            status::APPROVAL_WAITING
+        } else if steps.iter().all(|s| s.status == status::NOT_STARTED) {
+            status::NOT_STARTED
+        } else if steps.iter().all(|s| s.status == status::SKIPPED) {
+            status::SKIPPED
+        } else if steps
+            .iter()
+            .any(|s| s.status == status::RUNNING || s.status == status::NOT_STARTED)
+        {
+            status::RUNNING
+        } else {
+            status::SUCCESS
+        };
+        let execution_status = r.execution.status.as_str();
+        let mixed = steps.iter().any(|s| s.status == status::SKIPPED)
+            && steps.iter().any(|s| s.status != status::SKIPPED);
+        let status = match (status, execution_status) {
+            // Stopped between two of its steps: the stage shares the execution's fate.
+            (status::SUCCESS, x) if mixed && status::is_terminal(x) && x != status::SUCCESS => {
+                static_status(x)
+            }
+            (status::RUNNING, status::PAUSED) => status::PAUSED,
+            (s, _) => s,
+        };
+        let done = !matches!(
+            status,
+            status::RUNNING | status::NOT_STARTED | status::APPROVAL_WAITING | status::PAUSED
+        );
+        nodes.push(StageRollup {
+            id: steps[0].stage.clone(),
+            name: steps[0].stage_name.clone(),
+            status,
+            start: steps.iter().filter_map(|s| s.started_at).min(),
+            end: if done {
+                steps.iter().filter_map(|s| s.ended_at).max()
+            } else {
+                None
+            },
+            failure: failed.map(|s| {
+                format!(
+                    "Step {} failed: {}",
+                    s.step,
+                    s.message.as_deref().unwrap_or("failed")
+                )
+            }),
+        });
+        start = end;
+    }
+    nodes
+}
+
 /// One step of an execution, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod executions;
+pub mod outbound;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -306,7 +307,9 @@ pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
 /// The storage interface. Writes are durable when the returned future resolves.
 #[async_trait]
-pub trait Store: executions::ExecutionStore + Send + Sync + 'static {
+pub trait Store:
+    executions::ExecutionStore + outbound::OutboundStore + Send + Sync + 'static
+{
     /// True when the database answers and every migration is applied.
     async fn ready(&self) -> StoreResult<bool>;
 

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
+use super::outbound::write_events;
 use super::{
     decode_time_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
 };
@@ -351,6 +352,7 @@ impl ExecutionStore for SqliteStore {
                 for step in &steps {
                     upsert_step(c, &id, step).map_err(sql_err("adding execution steps"))?;
                 }
+                write_events(c, &id, now, None).map_err(sql_err("writing execution events"))?;
                 Ok(())
             })
             .await
@@ -361,6 +363,8 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 upsert_step(c, &id, &step).map_err(sql_err("updating a step"))?;
+                write_events(c, &id, crate::store::now_millis(), None)
+                    .map_err(sql_err("writing execution events"))?;
                 Ok(())
             })
             .await
@@ -474,6 +478,9 @@ impl ExecutionStore for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![id.as_str(), hold_status, wake_at]))
                 .map_err(sql_err("holding an execution"))?;
+                let paused = (hold_status == status::PAUSED).then_some(true);
+                write_events(c, &id, crate::store::now_millis(), paused)
+                    .map_err(sql_err("writing execution events"))?;
                 Ok(())
             })
             .await
@@ -569,6 +576,7 @@ fn apply_control(
                 "UPDATE executions SET status = ?2, control = NULL WHERE plan_execution_id = ?1",
                 params![id.as_str(), status::PAUSED],
             )?;
+            write_events(c, id, now, Some(true))?;
             Ok(ControlOutcome::Applied)
         }
         Control::Resume if current == status::PAUSED => {
@@ -577,6 +585,7 @@ fn apply_control(
                  control = NULL, wake_at = NULL WHERE plan_execution_id = ?1",
                 params![id.as_str(), status::QUEUED, status::RUNNING],
             )?;
+            write_events(c, id, now, Some(false))?;
             Ok(ControlOutcome::Applied)
         }
         Control::Resume if leased && pending == Some("pause") => {
@@ -682,14 +691,16 @@ fn finish(
     final_status: &str,
     failure_message: Option<String>,
     now: Millis,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<()> {
     c.prepare_cached(
         "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
          started_at = COALESCE(started_at, ?4), \
          lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
          WHERE plan_execution_id = ?1",
     )?
-    .execute(params![id.as_str(), final_status, failure_message, now])
+    .execute(params![id.as_str(), final_status, failure_message, now])?;
+    write_events(c, id, now, None)?;
+    Ok(())
 }
 
 /// A stored plan execution id that does not parse.

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_engine.sql",
         include_str!("../../../migrations/sqlite/0002_engine.sql"),
     ),
+    (
+        "0003_outbound.sql",
+        include_str!("../../../migrations/sqlite/0003_outbound.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

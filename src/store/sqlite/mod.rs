@@ -8,6 +8,7 @@
 mod checkpoint;
 mod executions;
 mod migrate;
+mod outbound;
 mod writer;
 
 use std::path::{Path, PathBuf};

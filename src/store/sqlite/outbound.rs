@@ -1,0 +1,809 @@
+//! [`OutboundStore`] on SQLite, and the outbox writes that execution changes make in their own
+//! transaction ([`sync_events`], [`emit_control_events`]).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    decode_cursor, decode_time_cursor, encode_cursor, execution_row, identifier_col,
+    is_fk_violation, page, project_cols, sql_err, SqliteStore, EXECUTION_COLS,
+};
+use crate::domain::event_rule::{EventRuleSpec, ExecutionEvent};
+use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
+use crate::store::executions::{stage_rollups, status, RunState, StepRecord};
+use crate::store::outbound::{
+    delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,
+    NewDelivery, Next, OutboundStore, OutboxEvent, RuleEffect,
+};
+use crate::store::{Millis, Page, StoreError, StoreResult};
+
+const RULE_COLS: &str = "account_id, org_id, project_id, id, spec, secret, previous_secret, \
+     previous_until, failing_since, disabled_reason, created_at, updated_at";
+const DELIVERY_COLS: &str = "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
+     payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
+     created_at, updated_at";
+const ATTEMPT_COLS: &str = "delivery_id, attempt, started_at, duration_ms, url, request_headers, \
+     response_status, response_headers, response_body, error";
+
+fn rule_row(r: &Row<'_>) -> rusqlite::Result<EventRuleRecord> {
+    let spec: String = r.get(4)?;
+    Ok(EventRuleRecord {
+        scope: project_cols(r, 0)?,
+        identifier: identifier_col(r, 3)?,
+        spec: serde_json::from_str::<EventRuleSpec>(&spec).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        secret: r.get(5)?,
+        previous_secret: r.get(6)?,
+        previous_until: r.get(7)?,
+        failing_since: r.get(8)?,
+        disabled_reason: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        scope: project_cols(r, 1)?,
+        rule: r.get(4)?,
+        webhook_id: r.get(5)?,
+        event_type: r.get(6)?,
+        payload: r.get(7)?,
+        status: r.get(8)?,
+        attempts: r.get(9)?,
+        schedule_step: r.get(10)?,
+        next_attempt_at: r.get(11)?,
+        last_error: r.get(12)?,
+        response_status: r.get(13)?,
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+fn json_col(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        delivery_id: r.get(0)?,
+        attempt: r.get(1)?,
+        started_at: r.get(2)?,
+        duration_ms: r.get(3)?,
+        url: r.get(4)?,
+        request_headers: json_col(r.get(5)?).unwrap_or_default(),
+        response_status: r.get(6)?,
+        response_headers: json_col(r.get(7)?),
+        response_body: r.get(8)?,
+        error: r.get(9)?,
+    })
+}
+
+fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Result<usize> {
+    let status = if d.due_at.is_some() {
+        delivery_status::PENDING
+    } else {
+        // A test: attempted by the caller at once, never by the dispatcher.
+        delivery_status::FAILED
+    };
+    c.prepare_cached(&format!(
+        "INSERT INTO deliveries ({DELIVERY_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11)"
+    ))?
+    .execute(params![
+        d.id,
+        d.scope.account.as_str(),
+        d.scope.org.as_str(),
+        d.scope.project.as_str(),
+        d.rule,
+        d.webhook_id,
+        d.event_type,
+        d.payload,
+        status,
+        d.due_at,
+        now
+    ])
+}
+
+fn project_params(p: &ProjectRef) -> [&str; 3] {
+    [p.account.as_str(), p.org.as_str(), p.project.as_str()]
+}
+
+#[async_trait]
+impl OutboundStore for SqliteStore {
+    async fn put_event_rule(
+        &self,
+        rule: EventRuleRecord,
+        ping: Option<NewDelivery>,
+    ) -> StoreResult<(EventRuleRecord, bool)> {
+        self.writer
+            .write(move |c| {
+                let [acc, org, proj] = project_params(&rule.scope);
+                let spec = serde_json::to_string(&rule.spec)
+                    .map_err(|e| StoreError::db("encoding an event rule", e))?;
+                let existed: bool = c
+                    .query_row(
+                        "SELECT EXISTS(SELECT 1 FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4)",
+                        params![acc, org, proj, rule.identifier.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql_err("reading an event rule"))?;
+                let name = rule.spec.name.clone().unwrap_or_default();
+                let result = if existed {
+                    // A change starts the rule afresh: its failure streak and any reason
+                    // triggerd disabled it are forgotten. The secrets stay.
+                    c.execute(
+                        "UPDATE event_rules SET name = ?5, enabled = ?6, spec = ?7, failing_since = NULL, \
+                         disabled_reason = NULL, updated_at = ?8 \
+                         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+                        params![acc, org, proj, rule.identifier.as_str(), name, rule.spec.enabled, spec, rule.updated_at],
+                    )
+                } else {
+                    c.execute(
+                        "INSERT INTO event_rules (account_id, org_id, project_id, id, name, enabled, spec, secret, \
+                         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                        params![acc, org, proj, rule.identifier.as_str(), name, rule.spec.enabled, spec, rule.secret, rule.created_at],
+                    )
+                };
+                result.map_err(|e| {
+                    if is_fk_violation(&e) {
+                        StoreError::ParentMissing(format!("Project {} does not exist", rule.scope))
+                    } else {
+                        StoreError::db("writing an event rule", e)
+                    }
+                })?;
+                if let Some(ping) = &ping {
+                    insert_delivery(c, ping, rule.updated_at).map_err(sql_err("queueing a ping"))?;
+                }
+                let stored = c
+                    .prepare_cached(&format!(
+                        "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
+                    ))
+                    .and_then(|mut s| s.query_row(params![acc, org, proj, rule.identifier.as_str()], rule_row))
+                    .map_err(sql_err("reading an event rule"))?;
+                Ok((stored, !existed))
+            })
+            .await
+    }
+
+    async fn get_event_rule(
+        &self,
+        p: &ProjectRef,
+        id: &Identifier,
+    ) -> StoreResult<Option<EventRuleRecord>> {
+        self.read("reading an event rule", |c| {
+            let [acc, org, proj] = project_params(p);
+            c.prepare_cached(&format!(
+                "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
+            ))?
+            .query_row(params![acc, org, proj, id.as_str()], rule_row)
+            .optional()
+        })
+    }
+
+    async fn list_event_rules(
+        &self,
+        p: &ProjectRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<EventRuleRecord>> {
+        let after = decode_cursor(cursor, 1)?
+            .and_then(|v| v.into_iter().next())
+            .unwrap_or_default();
+        let items = self.read("listing event rules", |c| {
+            let [acc, org, proj] = project_params(p);
+            c.prepare_cached(&format!(
+                "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND id > ?4 ORDER BY id LIMIT ?5"
+            ))?
+            .query_map(params![acc, org, proj, after, limit + 1], rule_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |r| {
+            encode_cursor(&[r.identifier.as_str()])
+        }))
+    }
+
+    async fn delete_event_rule(&self, p: &ProjectRef, id: &Identifier) -> StoreResult<bool> {
+        let (p, id) = (p.clone(), id.clone());
+        self.writer
+            .write(move |c| {
+                let [acc, org, proj] = project_params(&p);
+                let n = c
+                    .execute(
+                        "DELETE FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+                        params![acc, org, proj, id.as_str()],
+                    )
+                    .map_err(sql_err("deleting an event rule"))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn rotate_event_rule_secret(
+        &self,
+        p: &ProjectRef,
+        id: &Identifier,
+        secret: String,
+        previous_until: Millis,
+    ) -> StoreResult<Option<EventRuleRecord>> {
+        let (p, id) = (p.clone(), id.clone());
+        self.writer
+            .write(move |c| {
+                let [acc, org, proj] = project_params(&p);
+                c.prepare_cached(&format!(
+                    "UPDATE event_rules SET previous_secret = secret, previous_until = ?5, secret = ?6, updated_at = ?7 \
+                     WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4 RETURNING {RULE_COLS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![acc, org, proj, id.as_str(), previous_until, secret, crate::store::now_millis()],
+                        rule_row,
+                    )
+                    .optional()
+                })
+                .map_err(sql_err("rotating a signing secret"))
+            })
+            .await
+    }
+
+    async fn enabled_event_rules(&self, p: &ProjectRef) -> StoreResult<Vec<EventRuleRecord>> {
+        self.read("reading event rules", |c| {
+            let [acc, org, proj] = project_params(p);
+            c.prepare_cached(&format!(
+                "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND enabled = 1 ORDER BY id"
+            ))?
+            .query_map(params![acc, org, proj], rule_row)?
+            .collect()
+        })
+    }
+
+    async fn outbox_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        self.read("reading the outbox", |c| {
+            c.prepare_cached(
+                "SELECT seq, account_id, org_id, project_id, pipeline_id, event_type, payload \
+                 FROM outbox_events ORDER BY seq LIMIT ?1",
+            )?
+            .query_map([limit], |r| {
+                Ok(OutboxEvent {
+                    seq: r.get(0)?,
+                    scope: project_cols(r, 1)?,
+                    pipeline: r.get(4)?,
+                    event_type: r.get(5)?,
+                    payload: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    async fn fan_out(&self, deliveries: Vec<NewDelivery>, through_seq: i64) -> StoreResult<()> {
+        let now = crate::store::now_millis();
+        self.writer
+            .write(move |c| {
+                for d in &deliveries {
+                    // A rule deleted since the events were read: its delivery goes with it.
+                    match insert_delivery(c, d, now) {
+                        Err(e) if is_fk_violation(&e) => {}
+                        other => {
+                            other.map_err(sql_err("creating a delivery"))?;
+                        }
+                    }
+                }
+                c.prepare_cached("DELETE FROM outbox_events WHERE seq <= ?1")
+                    .and_then(|mut s| s.execute([through_seq]))
+                    .map_err(sql_err("draining the outbox"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
+        let now = crate::store::now_millis();
+        self.writer
+            .write(move |c| {
+                insert_delivery(c, &delivery, now).map_err(sql_err("creating a delivery"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        node_tags: &[String],
+        limit: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let tags = serde_json::to_string(node_tags).unwrap_or_else(|_| "[]".into());
+        self.writer
+            .write(move |c| {
+                let cols = DELIVERY_COLS
+                    .split(", ")
+                    .map(|col| format!("d.{}", col.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let rule_cols = RULE_COLS
+                    .split(", ")
+                    .map(|col| format!("r.{}", col.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let ids: Vec<String> = c
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until = ?2 WHERE id IN ( \
+                           SELECT d.id FROM deliveries d JOIN event_rules r \
+                             ON r.account_id = d.account_id AND r.org_id = d.org_id \
+                            AND r.project_id = d.project_id AND r.id = d.rule_id \
+                           WHERE d.status = 'Pending' AND d.next_attempt_at <= ?1 \
+                             AND (d.lease_until IS NULL OR d.lease_until < ?1) AND r.enabled = 1 \
+                             AND NOT EXISTS (SELECT 1 FROM json_each(r.spec, '$.selectors') s \
+                                             WHERE s.value NOT IN (SELECT value FROM json_each(?3))) \
+                           ORDER BY d.next_attempt_at LIMIT ?4) \
+                         RETURNING id",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![now, now + lease_ms, tags, limit], |r| r.get(0))?
+                            .collect()
+                    })
+                    .map_err(sql_err("claiming deliveries"))?;
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {cols}, {rule_cols} FROM deliveries d JOIN event_rules r \
+                           ON r.account_id = d.account_id AND r.org_id = d.org_id \
+                          AND r.project_id = d.project_id AND r.id = d.rule_id WHERE d.id = ?1"
+                    ))
+                    .map_err(sql_err("reading claimed deliveries"))?;
+                let width = DELIVERY_COLS.split(", ").count();
+                ids.iter()
+                    .map(|id| {
+                        stmt.query_row([id], |r| {
+                            Ok(DueDelivery {
+                                delivery: delivery_row(r)?,
+                                rule: rule_row_at(r, width)?,
+                            })
+                        })
+                        .map_err(sql_err("reading claimed deliveries"))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, outcome: AttemptOutcome, now: Millis) -> StoreResult<()> {
+        self.writer
+            .write(move |c| {
+                record_attempt(c, &outcome, now).map_err(sql_err("recording a delivery attempt"))
+            })
+            .await
+    }
+
+    async fn release_delivery_leases(&self) -> StoreResult<u64> {
+        self.writer
+            .write(|c| {
+                let n = c
+                    .execute(
+                        "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                        [],
+                    )
+                    .map_err(sql_err("releasing delivery leases"))?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        p: &ProjectRef,
+        rule: &Identifier,
+        status_filter: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        let (before_ts, before_id) = decode_time_cursor(cursor)?;
+        let items = self.read("listing deliveries", |c| {
+            let [acc, org, proj] = project_params(p);
+            c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND rule_id = ?4 AND (?5 IS NULL OR status = ?5) AND (created_at, id) < (?6, ?7) \
+                 ORDER BY created_at DESC, id DESC LIMIT ?8"
+            ))?
+            .query_map(
+                params![acc, org, proj, rule.as_str(), status_filter, before_ts, before_id, limit + 1],
+                delivery_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |d| {
+            encode_cursor(&[&d.created_at.to_string(), &d.id])
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        p: &ProjectRef,
+        rule: &Identifier,
+        id: &str,
+    ) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        self.read("reading a delivery", |c| {
+            let [acc, org, proj] = project_params(p);
+            let Some(delivery) = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLS} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 \
+                     AND project_id = ?3 AND rule_id = ?4 AND id = ?5"
+                ))?
+                .query_row(params![acc, org, proj, rule.as_str(), id], delivery_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let attempts = c
+                .prepare_cached(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt DESC"
+                ))?
+                .query_map([id], attempt_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((delivery, attempts)))
+        })
+    }
+
+    async fn redeliver(
+        &self,
+        p: &ProjectRef,
+        rule: &Identifier,
+        id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let (p, rule, id) = (p.clone(), rule.clone(), id.to_owned());
+        self.writer
+            .write(move |c| {
+                let [acc, org, proj] = project_params(&p);
+                c.prepare_cached(&format!(
+                    "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?6, \
+                     lease_until = NULL, updated_at = ?6 \
+                     WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 AND id = ?5 \
+                     RETURNING {DELIVERY_COLS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![acc, org, proj, rule.as_str(), id, now], delivery_row)
+                        .optional()
+                })
+                .map_err(sql_err("queueing a redelivery"))
+            })
+            .await
+    }
+
+    async fn recover_deliveries(
+        &self,
+        p: &ProjectRef,
+        rule: &Identifier,
+        since: Millis,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let (p, rule) = (p.clone(), rule.clone());
+        self.writer
+            .write(move |c| {
+                let [acc, org, proj] = project_params(&p);
+                let n = c
+                    .execute(
+                        "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?6, \
+                         lease_until = NULL, updated_at = ?6 \
+                         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 \
+                           AND status = 'Failed' AND created_at >= ?5",
+                        params![acc, org, proj, rule.as_str(), since, now],
+                    )
+                    .map_err(sql_err("recovering deliveries"))?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn purge_deliveries_before(&self, cutoff: Millis, batch: u32) -> StoreResult<u64> {
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                         WHERE created_at < ?1 AND status != 'Pending' LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![cutoff, batch]))
+                    .map_err(sql_err("purging old deliveries"))?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+/// [`rule_row`] for a row whose rule columns start at `first`.
+fn rule_row_at(r: &Row<'_>, first: usize) -> rusqlite::Result<EventRuleRecord> {
+    let spec: String = r.get(first + 4)?;
+    Ok(EventRuleRecord {
+        scope: project_cols(r, first)?,
+        identifier: identifier_col(r, first + 3)?,
+        spec: serde_json::from_str::<EventRuleSpec>(&spec).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                first + 4,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?,
+        secret: r.get(first + 5)?,
+        previous_secret: r.get(first + 6)?,
+        previous_until: r.get(first + 7)?,
+        failing_since: r.get(first + 8)?,
+        disabled_reason: r.get(first + 9)?,
+        created_at: r.get(first + 10)?,
+        updated_at: r.get(first + 11)?,
+    })
+}
+
+fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::Result<()> {
+    let a = &o.attempt;
+    let headers = a.request_headers.to_string();
+    let response_headers = a.response_headers.as_ref().map(|h| h.to_string());
+    c.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO delivery_attempts ({ATTEMPT_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        a.delivery_id,
+        a.attempt,
+        a.started_at,
+        a.duration_ms,
+        a.url,
+        headers,
+        a.response_status,
+        response_headers,
+        a.response_body,
+        a.error
+    ])?;
+    let (status, next_at, step) = match o.next {
+        Next::Done => (delivery_status::SUCCESS, None, 0),
+        Next::RetryAt(at) => (delivery_status::PENDING, Some(at), 1),
+        Next::GiveUp => (delivery_status::FAILED, None, 0),
+    };
+    let rule: Option<(String, String, String, String)> = c
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, schedule_step = schedule_step + ?4, \
+             next_attempt_at = ?5, lease_until = NULL, last_error = ?6, response_status = ?7, updated_at = ?8 \
+             WHERE id = ?1 RETURNING account_id, org_id, project_id, rule_id",
+        )?
+        .query_row(
+            params![
+                a.delivery_id,
+                status,
+                a.attempt,
+                step,
+                next_at,
+                a.error,
+                a.response_status,
+                now
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((acc, org, proj, rule)) = rule else {
+        return Ok(());
+    };
+    let key = params![acc, org, proj, rule];
+    const WHERE: &str = "WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4";
+    match &o.rule {
+        RuleEffect::None => {}
+        RuleEffect::Healthy => {
+            c.prepare_cached(&format!(
+                "UPDATE event_rules SET failing_since = NULL {WHERE} AND failing_since IS NOT NULL"
+            ))?
+            .execute(key)?;
+        }
+        RuleEffect::Failing { disable_before } => {
+            c.prepare_cached(&format!(
+                "UPDATE event_rules SET failing_since = COALESCE(failing_since, ?5) {WHERE}"
+            ))?
+            .execute(params![acc, org, proj, rule, a.started_at])?;
+            c.prepare_cached(&format!(
+                "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} \
+                 AND enabled = 1 AND failing_since < ?7"
+            ))?
+            .execute(params![
+                acc,
+                org,
+                proj,
+                rule,
+                "disabled by triggerd: every delivery attempt has failed for longer than outbound.disable_after",
+                now,
+                disable_before
+            ])?;
+        }
+        RuleEffect::Disable(reason) => {
+            c.prepare_cached(&format!(
+                "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} AND enabled = 1"
+            ))?
+            .execute(params![acc, org, proj, rule, reason, now])?;
+        }
+    }
+    Ok(())
+}
+
+/// Inside an execution write: adds to the outbox every start and end event of the execution
+/// and its stages that its state now implies and that was not added before, and with
+/// `control` the `*_pause` (`Some(true)`) or `*_continue` (`Some(false)`) events of the
+/// execution and its current stage. Nothing is written (and nothing read beyond one indexed
+/// lookup) when the project has no enabled rule.
+pub(super) fn write_events(
+    c: &Connection,
+    id: &PlanExecutionId,
+    now: Millis,
+    control: Option<bool>,
+) -> rusqlite::Result<()> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {}, x.events_sent, x.pipeline_spec, p.name FROM executions x \
+             JOIN projects p ON p.account_id = x.account_id AND p.org_id = x.org_id AND p.id = x.project_id \
+             WHERE x.plan_execution_id = ?1 AND EXISTS (SELECT 1 FROM event_rules r \
+               WHERE r.account_id = x.account_id AND r.org_id = x.org_id \
+                 AND r.project_id = x.project_id AND r.enabled = 1)",
+            EXECUTION_COLS
+                .split(", ")
+                .map(|col| format!("x.{}", col.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?
+        .query_row([id.as_str()], |r| {
+            Ok((
+                execution_row(r)?,
+                r.get::<_, Option<String>>(15)?,
+                r.get::<_, Option<String>>(16)?,
+                r.get::<_, String>(17)?,
+            ))
+        })
+        .optional()?;
+    let Some((execution, sent, spec, project_name)) = row else {
+        return Ok(());
+    };
+    let mut sent: BTreeSet<String> = sent
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let steps = c
+        .prepare_cached(
+            "SELECT stage_index, step_index, stage_id, stage_name, status, started_at, ended_at \
+             FROM execution_steps WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index",
+        )?
+        .query_map([id.as_str()], |r| {
+            Ok(StepRecord {
+                stage_index: r.get(0)?,
+                step_index: r.get(1)?,
+                stage: r.get(2)?,
+                stage_name: r.get(3)?,
+                step: String::new(),
+                step_name: String::new(),
+                step_type: String::new(),
+                status: r.get(4)?,
+                attempt: 0,
+                started_at: r.get(5)?,
+                ended_at: r.get(6)?,
+                outputs: Default::default(),
+                message: None,
+                log: None,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let run = RunState {
+        pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+        steps,
+        failure_message: None,
+        execution,
+    };
+    let x = &run.execution;
+    let stages = stage_rollups(&run);
+    let terminal = status::is_terminal(&x.status);
+    let base = ExecutionEvent {
+        event_type: "",
+        project: (x.scope.project.as_str(), &project_name),
+        pipeline: (&x.pipeline, &x.pipeline_name),
+        stage: None,
+        trigger: x.trigger.as_deref(),
+        trigger_type: &x.trigger_type,
+        event_correlation_id: x.event_id.as_deref(),
+        execution_id: x.plan_execution_id.as_str(),
+        started_at: x.started_at,
+        completed_at: x.ended_at,
+        status: Some(&x.status),
+    };
+    let mut events: Vec<ExecutionEvent<'_>> = Vec::new();
+    let mark = |key: String, sent: &mut BTreeSet<String>| sent.insert(key);
+    if x.started_at.is_some() && mark("p".into(), &mut sent) {
+        events.push(ExecutionEvent {
+            event_type: "pipeline_start",
+            ..base.clone()
+        });
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        let stage_event = |event_type| ExecutionEvent {
+            event_type,
+            stage: Some((&stage.id, &stage.name)),
+            started_at: stage.start,
+            completed_at: stage.end.or(x.ended_at),
+            status: Some(stage.status),
+            ..base.clone()
+        };
+        if stage.started() && mark(format!("s{i}"), &mut sent) {
+            events.push(stage_event("stage_start"));
+        }
+        if stage.started() && (stage.done() || terminal) && mark(format!("e{i}"), &mut sent) {
+            let mut end = stage_event("stage_end");
+            if !stage.done() {
+                // The execution ended while the stage was still going: it shares its fate.
+                end.status = Some(&x.status);
+            }
+            events.push(end);
+        }
+        if let Some(paused) = control {
+            if stage.started() && !stage.done() {
+                events.push(stage_event(if paused {
+                    "stage_pause"
+                } else {
+                    "stage_continue"
+                }));
+            }
+        }
+    }
+    if let Some(paused) = control {
+        let kind = if paused {
+            "pipeline_pause"
+        } else {
+            "pipeline_continue"
+        };
+        // The pipeline event comes before its stage's.
+        let at = events
+            .iter()
+            .position(|e| {
+                e.event_type.starts_with("stage_")
+                    && e.event_type
+                        .ends_with(if paused { "_pause" } else { "_continue" })
+            })
+            .unwrap_or(events.len());
+        events.insert(
+            at,
+            ExecutionEvent {
+                event_type: kind,
+                ..base.clone()
+            },
+        );
+    }
+    if terminal && mark("x".into(), &mut sent) {
+        events.push(ExecutionEvent {
+            event_type: "pipeline_end",
+            ..base.clone()
+        });
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = c.prepare_cached(
+        "INSERT INTO outbox_events (account_id, org_id, project_id, pipeline_id, event_type, payload, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let [acc, org, proj] = project_params(&x.scope);
+    for event in &events {
+        insert.execute(params![
+            acc,
+            org,
+            proj,
+            x.pipeline,
+            event.event_type,
+            event.body().to_string(),
+            now
+        ])?;
+    }
+    let sent: Vec<String> = sent.into_iter().collect();
+    c.prepare_cached("UPDATE executions SET events_sent = ?2 WHERE plan_execution_id = ?1")?
+        .execute(params![id.as_str(), sent.join(",")])?;
+    Ok(())
+}

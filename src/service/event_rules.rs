@@ -330,6 +330,7 @@ impl Gateway {
             response_status: None,
             created_at: now,
             updated_at: now,
+            seq: 0,
         };
         let (attempt, response) = self.sender.send(&rule, &delivery, 1).await;
         let next = if response == Response::Delivered {

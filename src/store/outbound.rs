@@ -135,6 +135,8 @@ pub struct DeliveryRecord {
     pub created_at: Millis,
     /// Last update time.
     pub updated_at: Millis,
+    /// Insertion order (newest first in lists).
+    pub seq: i64,
 }
 
 /// One attempt, as logged.

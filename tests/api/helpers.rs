@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use triggerd::bootstrap;
-use triggerd::config::Settings;
+use triggerd::config::{OutboundSettings, Settings};
 use triggerd::startup::Application;
 
 /// A running application.
@@ -30,6 +30,7 @@ pub struct TestApp {
 }
 
 /// A trigger created through the API.
+#[derive(Clone)]
 pub struct TestTrigger {
     pub account: String,
     pub org: String,
@@ -85,6 +86,13 @@ pub fn test_settings(dir: &TempDir) -> Settings {
         database_url: format!("sqlite://{}", db.display()),
         http_workers: 2,
         shutdown_grace_secs: 5,
+        outbound: OutboundSettings {
+            // Tests deliver to receivers on loopback, with a short retry schedule.
+            allowed_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            retry_schedule: ["0s", "100ms", "200ms", "300ms"].map(String::from).to_vec(),
+            timeout: "5s".into(),
+            ..OutboundSettings::default()
+        },
         ..Settings::default()
     }
 }
@@ -485,36 +493,51 @@ pub struct TestReceiver {
     handle: actix_web::dev::ServerHandle,
 }
 
+/// What a receiver answers: status, body and extra headers.
+pub type Answer = (u16, String, Vec<(String, String)>);
+
 impl TestReceiver {
     /// Starts a receiver answering `status` with `body` and `headers`.
     pub async fn start(status: u16, body: &str, headers: &[(&str, &str)]) -> TestReceiver {
-        let body = body.to_owned();
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
+        let answer: Answer = (
+            status,
+            body.to_owned(),
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        Self::scripted(0, vec![], answer).await
+    }
+
+    /// Starts a receiver on `port` (0 picks one) that gives the n-th request `script[n]` and
+    /// every later one `then`.
+    pub async fn scripted(port: u16, script: Vec<Answer>, then: Answer) -> TestReceiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
         let recorded = requests.clone();
+        let script = std::sync::Arc::new((script, then));
         let server = HttpServer::new(move || {
-            let recorded = recorded.clone();
-            let (body, headers) = (body.clone(), headers.clone());
+            let (recorded, script) = (recorded.clone(), script.clone());
             App::new().default_service(web::to(move |req: HttpRequest, bytes: web::Bytes| {
-                let recorded = recorded.clone();
-                let (body, headers) = (body.clone(), headers.clone());
+                let (recorded, script) = (recorded.clone(), script.clone());
                 async move {
-                    recorded.lock().unwrap().push(Received {
-                        method: req.method().to_string(),
-                        path: req.uri().to_string(),
-                        headers: req
-                            .headers()
-                            .iter()
-                            .map(|(n, v)| {
-                                (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
-                            })
-                            .collect(),
-                        body: String::from_utf8_lossy(&bytes).into_owned(),
-                    });
+                    let (status, body, headers) = {
+                        let mut all = recorded.lock().unwrap();
+                        all.push(Received {
+                            method: req.method().to_string(),
+                            path: req.uri().to_string(),
+                            headers: req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| {
+                                    (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                                })
+                                .collect(),
+                            body: String::from_utf8_lossy(&bytes).into_owned(),
+                        });
+                        script.0.get(all.len() - 1).unwrap_or(&script.1).clone()
+                    };
                     let mut response = HttpResponse::build(
                         actix_web::http::StatusCode::from_u16(status).expect("a status"),
                     );
@@ -527,7 +550,7 @@ impl TestReceiver {
         })
         .workers(1)
         .disable_signals()
-        .bind("127.0.0.1:0")
+        .bind(("127.0.0.1", port))
         .expect("bind a receiver");
         let port = server.addrs()[0].port();
         let server = server.run();
@@ -538,6 +561,11 @@ impl TestReceiver {
             requests,
             handle,
         }
+    }
+
+    /// Stops the receiver and waits until its port is closed.
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
     }
 
     /// Everything received so far.

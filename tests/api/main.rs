@@ -6,6 +6,7 @@ mod apikeys;
 mod conditions;
 mod durability;
 mod engine;
+mod event_rules;
 mod intake;
 mod management;
 mod mandate;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    decode_cursor, decode_time_cursor, encode_cursor, execution_row, identifier_col,
-    is_fk_violation, page, project_cols, sql_err, SqliteStore, EXECUTION_COLS,
+    decode_cursor, encode_cursor, execution_row, identifier_col, is_fk_violation, page,
+    project_cols, sql_err, SqliteStore, EXECUTION_COLS,
 };
 use crate::domain::event_rule::{EventRuleSpec, ExecutionEvent};
 use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
@@ -20,29 +20,20 @@ use crate::store::outbound::{
 use crate::store::{Millis, Page, StoreError, StoreResult};
 
 const RULE_COLS: &str = "account_id, org_id, project_id, id, spec, secret, previous_secret, \
-     previous_until, failing_since, disabled_reason, created_at, updated_at";
+     previous_until, failing_since, disabled_reason, created_at, updated_at, enabled";
 const DELIVERY_COLS: &str = "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
      payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
      created_at, updated_at";
+/// [`DELIVERY_COLS`] and the insertion order, for reading.
+const DELIVERY_SELECT: &str =
+    "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
+     payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
+     created_at, updated_at, rowid";
 const ATTEMPT_COLS: &str = "delivery_id, attempt, started_at, duration_ms, url, request_headers, \
      response_status, response_headers, response_body, error";
 
 fn rule_row(r: &Row<'_>) -> rusqlite::Result<EventRuleRecord> {
-    let spec: String = r.get(4)?;
-    Ok(EventRuleRecord {
-        scope: project_cols(r, 0)?,
-        identifier: identifier_col(r, 3)?,
-        spec: serde_json::from_str::<EventRuleSpec>(&spec).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        secret: r.get(5)?,
-        previous_secret: r.get(6)?,
-        previous_until: r.get(7)?,
-        failing_since: r.get(8)?,
-        disabled_reason: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-    })
+    rule_row_at(r, 0)
 }
 
 fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
@@ -61,6 +52,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         response_status: r.get(13)?,
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        seq: r.get(16)?,
     })
 }
 
@@ -323,7 +315,7 @@ impl OutboundStore for SqliteStore {
         let tags = serde_json::to_string(node_tags).unwrap_or_else(|_| "[]".into());
         self.writer
             .write(move |c| {
-                let cols = DELIVERY_COLS
+                let cols = DELIVERY_SELECT
                     .split(", ")
                     .map(|col| format!("d.{}", col.trim()))
                     .collect::<Vec<_>>()
@@ -358,7 +350,7 @@ impl OutboundStore for SqliteStore {
                           AND r.project_id = d.project_id AND r.id = d.rule_id WHERE d.id = ?1"
                     ))
                     .map_err(sql_err("reading claimed deliveries"))?;
-                let width = DELIVERY_COLS.split(", ").count();
+                let width = DELIVERY_SELECT.split(", ").count();
                 ids.iter()
                     .map(|id| {
                         stmt.query_row([id], |r| {
@@ -404,23 +396,24 @@ impl OutboundStore for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<DeliveryRecord>> {
-        let (before_ts, before_id) = decode_time_cursor(cursor)?;
+        let before: i64 = match decode_cursor(cursor, 1)? {
+            Some(v) => v[0].parse().map_err(|_| StoreError::InvalidCursor)?,
+            None => i64::MAX,
+        };
         let items = self.read("listing deliveries", |c| {
             let [acc, org, proj] = project_params(p);
             c.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLS} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
-                 AND rule_id = ?4 AND (?5 IS NULL OR status = ?5) AND (created_at, id) < (?6, ?7) \
-                 ORDER BY created_at DESC, id DESC LIMIT ?8"
+                "SELECT {DELIVERY_SELECT} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 AND rule_id = ?4 AND (?5 IS NULL OR status = ?5) AND rowid < ?6 \
+                 ORDER BY rowid DESC LIMIT ?7"
             ))?
             .query_map(
-                params![acc, org, proj, rule.as_str(), status_filter, before_ts, before_id, limit + 1],
+                params![acc, org, proj, rule.as_str(), status_filter, before, limit + 1],
                 delivery_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        Ok(page(items, limit, |d| {
-            encode_cursor(&[&d.created_at.to_string(), &d.id])
-        }))
+        Ok(page(items, limit, |d| encode_cursor(&[&d.seq.to_string()])))
     }
 
     async fn get_delivery(
@@ -433,7 +426,7 @@ impl OutboundStore for SqliteStore {
             let [acc, org, proj] = project_params(p);
             let Some(delivery) = c
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLS} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 \
+                    "SELECT {DELIVERY_SELECT} FROM deliveries WHERE account_id = ?1 AND org_id = ?2 \
                      AND project_id = ?3 AND rule_id = ?4 AND id = ?5"
                 ))?
                 .query_row(params![acc, org, proj, rule.as_str(), id], delivery_row)
@@ -466,7 +459,7 @@ impl OutboundStore for SqliteStore {
                     "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?6, \
                      lease_until = NULL, updated_at = ?6 \
                      WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 AND id = ?5 \
-                     RETURNING {DELIVERY_COLS}"
+                     RETURNING {DELIVERY_SELECT}"
                 ))
                 .and_then(|mut s| {
                     s.query_row(params![acc, org, proj, rule.as_str(), id, now], delivery_row)
@@ -538,6 +531,11 @@ fn rule_row_at(r: &Row<'_>, first: usize) -> rusqlite::Result<EventRuleRecord> {
         disabled_reason: r.get(first + 9)?,
         created_at: r.get(first + 10)?,
         updated_at: r.get(first + 11)?,
+    })
+    .and_then(|mut rule| {
+        // The column is the truth: triggerd disables rules without rewriting their body.
+        rule.spec.enabled = r.get(first + 12)?;
+        Ok(rule)
     })
 }
 

@@ -898,3 +898,206 @@ async fn pause_and_continue_are_published() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_rule_failing_for_longer_than_disable_after_is_disabled() {
+    let app = spawn_app_with(|s| {
+        s.outbound.disable_after = "300ms".into();
+        s.outbound.retry_schedule = vec!["0s".into(); 1]
+            .into_iter()
+            .chain(std::iter::repeat_n("150ms".to_owned(), 20))
+            .collect();
+    })
+    .await;
+    let t = app.create_trigger().await;
+    let receiver = TestReceiver::start(500, "", &[]).await;
+    create_rule(
+        &app,
+        &t,
+        "broken",
+        json!({"sendEverything": true, "url": receiver.url}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rule = loop {
+        let rule = get(&app, &t, &format!("{}/broken", rules_path(&t))).await;
+        if rule["enabled"] == false || Instant::now() > deadline {
+            break rule;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rule["enabled"], false, "{rule}");
+    assert!(
+        rule["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("failed for longer"),
+        "{rule}"
+    );
+    assert!(rule["failingSince"].as_i64().is_some());
+    // Disabled: no more attempts. Redelivery is refused until the rule is enabled again.
+    let seen = receiver.requests().len();
+    assert!((3..20).contains(&seen), "{seen}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), seen);
+    let items = deliveries_until(&app, &t, "broken", |_| true).await;
+    let res = app
+        .with_key(
+            Method::POST,
+            &format!(
+                "{}/broken/deliveries/{}/redeliver",
+                rules_path(&t),
+                items[0]["id"].as_str().unwrap()
+            ),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "INVALID_REQUEST", "is disabled").await;
+}
+
+#[tokio::test]
+async fn selectors_choose_the_nodes_that_deliver() {
+    let app = spawn_app_with(|s| s.node.tags = vec!["eu".into(), "prod".into()]).await;
+    let t = app.create_trigger().await;
+    let here = TestReceiver::start(200, "", &[]).await;
+    let elsewhere = TestReceiver::start(200, "", &[]).await;
+    create_rule(
+        &app,
+        &t,
+        "here",
+        json!({"sendEverything": true, "url": here.url, "selectors": ["eu", "prod"]}),
+    )
+    .await;
+    create_rule(
+        &app,
+        &t,
+        "elsewhere",
+        json!({"sendEverything": true, "url": elsewhere.url, "selectors": ["eu", "us"]}),
+    )
+    .await;
+    assert_eq!(event_types(&wait_for(&here, 1).await), ["ping"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "this node lacks the tag us"
+    );
+    let items = deliveries_until(&app, &t, "elsewhere", |_| true).await;
+    assert_eq!(items[0]["status"], "Pending");
+    assert_eq!(items[0]["attemptCount"], 0);
+}
+
+/// The receiver is down while triggerd is killed (`kill -9`) and started again: every event
+/// still arrives, each with the `webhook-id` it had before the crash.
+#[tokio::test]
+async fn every_event_arrives_after_a_crash_while_the_receiver_was_down() {
+    use crate::durability::{free_port, made_up_root_key, set_up_trigger, Daemon};
+    let dir = tempfile::tempdir().unwrap();
+    let root = made_up_root_key();
+    let schedule = std::iter::once("0s")
+        .chain(std::iter::repeat_n("250ms", 45))
+        .collect::<Vec<_>>()
+        .join(",");
+    let envs = [
+        ("TRIGGERD_ROOT_KEY", root.as_str()),
+        ("TRIGGERD_OUTBOUND__ALLOWED_CIDRS", "127.0.0.0/8"),
+        ("TRIGGERD_OUTBOUND__RETRY_SCHEDULE", schedule.as_str()),
+    ];
+    let mut first = Daemon::start(dir.path(), "first", &[], &envs).await;
+    let t = set_up_trigger(&first, &root).await;
+    let port = free_port();
+    let p = "/api/v1/accounts/acc/orgs/default/projects/proj";
+    let res = first
+        .request(Method::PUT, &format!("{p}/eventrules/ops"))
+        .header("X-Api-Key", &t.admin_key)
+        .json(&json!({"sendEverything": true, "url": format!("http://127.0.0.1:{port}/events")}))
+        .send()
+        .await
+        .unwrap();
+    let secret = success_data(res).await["signingSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        let res = first
+            .request(Method::POST, &t.v3_path)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // 1 ping + 3 executions × 4 events, each attempted at least once and refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before: Vec<Value> = loop {
+        let res = first
+            .request(
+                Method::GET,
+                &format!("{p}/eventrules/ops/deliveries?limit=100"),
+            )
+            .header("X-Api-Key", &t.admin_key)
+            .send()
+            .await
+            .unwrap();
+        let items = success_data(res).await["content"]
+            .as_array()
+            .cloned()
+            .unwrap();
+        let tried = items
+            .iter()
+            .filter(|d| d["attemptCount"].as_u64() >= Some(1))
+            .count();
+        if (items.len() == 13 && tried == 13) || Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(before.len(), 13);
+    assert!(
+        before.iter().all(|d| d["status"] == "Pending"),
+        "{before:?}"
+    );
+    let mut ids: Vec<String> = before
+        .iter()
+        .map(|d| d["webhookId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+
+    first.kill_hard();
+    let receiver = TestReceiver::scripted(port, vec![], answer(200, &[])).await;
+    let _second = Daemon::start(dir.path(), "second", &[], &envs).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut arrived: Vec<String> = loop {
+        let got = receiver.requests();
+        let mut seen: Vec<String> = got
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap().to_owned())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        if seen.len() >= 13 || Instant::now() > deadline {
+            for r in &got {
+                assert_signed_by(r, &secret);
+            }
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    arrived.sort();
+    assert_eq!(arrived, ids, "the same events, with the same webhook-ids");
+    let types = event_types(&receiver.requests());
+    for (kind, n) in [
+        ("ping", 1),
+        ("pipeline_start", 3),
+        ("stage_start", 3),
+        ("stage_end", 3),
+        ("pipeline_end", 3),
+    ] {
+        assert!(
+            types.iter().filter(|t| *t == kind).count() >= n,
+            "{kind}: {types:?}"
+        );
+    }
+}

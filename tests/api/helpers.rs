@@ -563,11 +563,6 @@ impl TestReceiver {
         }
     }
 
-    /// Stops the receiver and waits until its port is closed.
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
-    }
-
     /// Everything received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()

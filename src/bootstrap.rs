@@ -62,9 +62,22 @@ const DEMO_PIPELINE: &str = include_str!("../examples/pipelines/hello.yaml");
 /// The demo trigger (also in `examples/triggers/hello.yaml`).
 const DEMO_TRIGGER: &str = include_str!("../examples/triggers/hello.yaml");
 
-/// Seeds account `demo`, org `default`, project `demo`, pipeline `hello` and trigger
-/// `hello_trigger`. Idempotent: a second run keeps the trigger's token.
-pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<TriggerView> {
+/// Where the demo event rule sends: the default address of `examples/receiver`.
+pub const DEMO_RECEIVER_URL: &str = "http://127.0.0.1:8787/events";
+
+/// What the demo seeded.
+pub struct Demo {
+    /// The demo trigger.
+    pub trigger: TriggerView,
+    /// The demo event rule's signing secret (rotated at every demo start, so it can be shown).
+    pub signing_secret: String,
+}
+
+/// Seeds account `demo`, org `default`, project `demo`, pipeline `hello`, trigger
+/// `hello_trigger` and event rule `demo_events` (every event to [`DEMO_RECEIVER_URL`]).
+/// Idempotent: a second run keeps the trigger's token; the rule's secret is rotated so that it
+/// can be printed again.
+pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
     let id = |s: &str| Identifier::parse(s, "demo identifier").map_err(anyhow::Error::from);
     let project = ProjectRef {
         account: AccountId::parse("demo")?,
@@ -91,5 +104,25 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<TriggerView> {
     if !view.enabled {
         bail!("the demo trigger is disabled");
     }
-    Ok(view)
+    let rule = id("demo_events")?;
+    let signing_secret = match gw.store.get_event_rule(&project, &rule).await? {
+        Some(_) => gw.rotate_event_rule_secret(&project, &rule).await,
+        None => {
+            let body = serde_json::json!({
+                "name": "Demo events",
+                "sendEverything": true,
+                "url": DEMO_RECEIVER_URL,
+            });
+            gw.put_event_rule(&project, &rule, &body.to_string(), BodyFormat::Json)
+                .await
+                .map(|(view, _)| view)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("seeding the demo event rule: {e}"))?
+    .signing_secret
+    .context("the demo event rule has no signing secret")?;
+    Ok(Demo {
+        trigger: view,
+        signing_secret,
+    })
 }

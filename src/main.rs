@@ -119,20 +119,37 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             ) {
                 tracing::warn!(error = %e, "could not make the process non-dumpable");
             }
+            let mut settings = settings;
+            if demo {
+                // The demo's event rule delivers to a receiver on this machine.
+                let loopback = "127.0.0.0/8".to_owned();
+                if !settings.outbound.allowed_cidrs.contains(&loopback) {
+                    settings.outbound.allowed_cidrs.push(loopback);
+                }
+            }
             let app = Application::build(&settings).await?;
             let gateway = app.gateway();
             if let Some(key) = bootstrap::ensure_root_key(&gateway, root_key.as_deref()).await? {
                 print_root_key(&key);
             }
             if demo {
-                let trigger = bootstrap::seed_demo(&gateway).await?;
+                let seeded = bootstrap::seed_demo(&gateway).await?;
                 println!();
                 println!("Demo ready. Fire the demo trigger with:");
                 println!();
-                println!("  {}", trigger.curl);
+                println!("  {}", seeded.trigger.curl);
                 println!();
                 println!("The response's data.apiUrl is the status URL to poll, e.g.:");
                 println!("  curl -s '{}/webhook/triggerExecutionDetails/<eventCorrelationId>?accountIdentifier=demo'", gateway.public_url);
+                println!();
+                println!(
+                    "Pipeline and stage events go to {} (signed, retried). To watch them:",
+                    bootstrap::DEMO_RECEIVER_URL
+                );
+                println!(
+                    "  cargo run --example receiver -- --secret '{}'",
+                    seeded.signing_secret
+                );
                 println!();
             }
             app.run_until_stopped(shutdown_signal()).await

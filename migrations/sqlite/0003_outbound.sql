@@ -44,6 +44,7 @@ CREATE TABLE deliveries (
     project_id           TEXT NOT NULL,
     rule_id              TEXT NOT NULL,
     webhook_id           TEXT NOT NULL,        -- the payload id: the same on every attempt
+    execution_id         TEXT,                 -- the execution whose event it is (delivered in order)
     event_type           TEXT NOT NULL,
     payload              TEXT NOT NULL,
     status               TEXT NOT NULL,        -- Pending, Success, Failed

@@ -118,17 +118,45 @@ async fn round(
         )
         .await?;
     let claimed = due.len();
-    for item in due {
+    for group in in_order(due) {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
         let (store, options) = (store.clone(), options.clone());
         tokio::spawn(async move {
-            attempt(store.as_ref(), &options, item).await;
+            for item in group {
+                attempt(store.as_ref(), &options, item).await;
+            }
             drop(permit);
         });
     }
     Ok(fanned > 0 || claimed > 0)
+}
+
+/// Groups claimed deliveries so that the events of one execution to one rule are attempted one
+/// after the other, in the order they happened; everything else goes out in parallel.
+fn in_order(due: Vec<DueDelivery>) -> Vec<Vec<DueDelivery>> {
+    let mut groups: Vec<Vec<DueDelivery>> = Vec::new();
+    let mut index: HashMap<(ProjectRef, String, String), usize> = HashMap::new();
+    for item in due {
+        let Some(execution) = item.delivery.execution_id.clone() else {
+            groups.push(vec![item]);
+            continue;
+        };
+        let key = (
+            item.delivery.scope.clone(),
+            item.delivery.rule.clone(),
+            execution,
+        );
+        match index.get(&key) {
+            Some(&i) => groups[i].push(item),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
 }
 
 /// Matches a batch of outbox events to the enabled rules of their projects and turns them into
@@ -163,6 +191,7 @@ async fn fan_out(store: &dyn Store) -> Result<usize, StoreError> {
                     event_type: event.event_type.clone(),
                     payload: event.payload.clone(),
                     due_at: Some(now),
+                    execution_id: body["data"]["executionId"].as_str().map(str::to_owned),
                 });
             }
         }

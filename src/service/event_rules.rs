@@ -197,6 +197,7 @@ impl Gateway {
                 event_type: "ping".into(),
                 payload: body.to_string(),
                 due_at: Some(now),
+                execution_id: None,
             }
         });
         let record = EventRuleRecord {
@@ -312,6 +313,7 @@ impl Gateway {
             event_type: event_type.to_owned(),
             payload: body.to_string(),
             due_at: None,
+            execution_id: None,
         };
         self.store.insert_delivery(new.clone()).await?;
         let now = now_millis();
@@ -330,6 +332,7 @@ impl Gateway {
             response_status: None,
             created_at: now,
             updated_at: now,
+            execution_id: None,
             seq: 0,
         };
         let (attempt, response) = self.sender.send(&rule, &delivery, 1).await;

@@ -102,6 +102,8 @@ pub struct NewDelivery {
     pub payload: String,
     /// When to attempt it first; `None` for a test delivery sent at once by the caller.
     pub due_at: Option<Millis>,
+    /// The execution whose event it is: its deliveries to one rule go out in order.
+    pub execution_id: Option<String>,
 }
 
 /// A stored delivery.
@@ -135,6 +137,8 @@ pub struct DeliveryRecord {
     pub created_at: Millis,
     /// Last update time.
     pub updated_at: Millis,
+    /// The execution whose event it is.
+    pub execution_id: Option<String>,
     /// Insertion order (newest first in lists).
     pub seq: i64,
 }

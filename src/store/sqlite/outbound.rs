@@ -23,12 +23,12 @@ const RULE_COLS: &str = "account_id, org_id, project_id, id, spec, secret, previ
      previous_until, failing_since, disabled_reason, created_at, updated_at, enabled";
 const DELIVERY_COLS: &str = "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
      payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
-     created_at, updated_at";
+     created_at, updated_at, execution_id";
 /// [`DELIVERY_COLS`] and the insertion order, for reading.
 const DELIVERY_SELECT: &str =
     "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
      payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
-     created_at, updated_at, rowid";
+     created_at, updated_at, execution_id, rowid";
 const ATTEMPT_COLS: &str = "delivery_id, attempt, started_at, duration_ms, url, request_headers, \
      response_status, response_headers, response_body, error";
 
@@ -52,7 +52,8 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         response_status: r.get(13)?,
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
-        seq: r.get(16)?,
+        execution_id: r.get(16)?,
+        seq: r.get(17)?,
     })
 }
 
@@ -84,7 +85,7 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
     };
     c.prepare_cached(&format!(
         "INSERT INTO deliveries ({DELIVERY_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11, ?12)"
     ))?
     .execute(params![
         d.id,
@@ -97,7 +98,8 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
         d.payload,
         status,
         d.due_at,
-        now
+        now,
+        d.execution_id
     ])
 }
 
@@ -335,7 +337,7 @@ impl OutboundStore for SqliteStore {
                              AND (d.lease_until IS NULL OR d.lease_until < ?1) AND r.enabled = 1 \
                              AND NOT EXISTS (SELECT 1 FROM json_each(r.spec, '$.selectors') s \
                                              WHERE s.value NOT IN (SELECT value FROM json_each(?3))) \
-                           ORDER BY d.next_attempt_at LIMIT ?4) \
+                           ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
                          RETURNING id",
                     )
                     .and_then(|mut s| {

@@ -454,6 +454,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/triggerd.toml");
+        let loaded = Settings::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap(),
+            serde_json::to_value(Settings::default()).unwrap()
+        );
+    }
+
+    #[test]
     fn public_base_falls_back_to_the_bound_address() {
         let s = Settings::default();
         assert_eq!(

@@ -533,6 +533,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_rule_is_valid_and_selects_what_it_says() {
+        let text = include_str!("../../examples/eventrules/ops.json");
+        let r = rule(serde_json::from_str(text).unwrap()).unwrap();
+        let stage_end =
+            |status: &str| json!({"eventType": "stage_end", "data": {"status": status}});
+        assert!(r.selects("any", "pipeline_end", &event("SUCCESS")));
+        assert!(r.selects("any", "stage_end", &stage_end("FAILED")));
+        assert!(!r.selects("any", "stage_end", &stage_end("SUCCESS")));
+        assert!(!r.selects("any", "stage_start", &json!({"eventType": "stage_start"})));
+    }
+
+    #[test]
     fn statuses_are_upper_snake_case() {
         assert_eq!(upper_snake("Success"), "SUCCESS");
         assert_eq!(upper_snake("ApprovalRejected"), "APPROVAL_REJECTED");

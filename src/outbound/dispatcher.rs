@@ -271,6 +271,76 @@ fn jitter(delay: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn due(rule: &str, execution: Option<&str>, id: &str) -> DueDelivery {
+        use crate::domain::event_rule::EventRule;
+        use crate::domain::ids::{AccountId, Identifier};
+        use crate::store::outbound::{DeliveryRecord, EventRuleRecord};
+        let scope = ProjectRef {
+            account: AccountId::parse("a").unwrap(),
+            org: Identifier::parse("o", "org").unwrap(),
+            project: Identifier::parse("p", "project").unwrap(),
+        };
+        let rule_id = Identifier::parse(rule, "rule").unwrap();
+        let spec = EventRule::from_value(
+            &rule_id,
+            serde_json::json!({"url": "https://h/", "sendEverything": true}),
+        )
+        .unwrap()
+        .spec;
+        DueDelivery {
+            delivery: DeliveryRecord {
+                id: id.into(),
+                scope: scope.clone(),
+                rule: rule.into(),
+                webhook_id: id.into(),
+                event_type: "stage_end".into(),
+                payload: "{}".into(),
+                status: "Pending".into(),
+                attempts: 0,
+                schedule_step: 0,
+                next_attempt_at: Some(0),
+                last_error: None,
+                response_status: None,
+                created_at: 0,
+                updated_at: 0,
+                execution_id: execution.map(str::to_owned),
+                seq: 0,
+            },
+            rule: EventRuleRecord {
+                scope,
+                identifier: rule_id,
+                spec,
+                secret: "whsec_AAAA".into(),
+                previous_secret: None,
+                previous_until: None,
+                failing_since: None,
+                disabled_reason: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn one_executions_events_to_one_rule_are_grouped_in_order() {
+        let groups = in_order(vec![
+            due("r1", Some("x1"), "1"),
+            due("r1", Some("x2"), "2"),
+            due("r1", Some("x1"), "3"),
+            due("r2", Some("x1"), "4"),
+            due("r1", None, "5"),
+            due("r1", None, "6"),
+        ]);
+        let ids: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|d| d.delivery.id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            [vec!["1", "3"], vec!["2"], vec!["4"], vec!["5"], vec!["6"]]
+        );
+    }
+
     #[test]
     fn jitter_stays_within_twenty_percent() {
         for _ in 0..1000 {

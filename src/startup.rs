@@ -118,6 +118,7 @@ impl Application {
                 disable_after: outbound.disable_after,
                 concurrency: settings.outbound.concurrency,
                 node_tags: settings.node.tags.clone(),
+                grace: Duration::from_secs(settings.shutdown_grace_secs),
             },
             dispatcher_stop.clone(),
         );

@@ -52,6 +52,8 @@ CREATE TABLE deliveries (
     schedule_step        INTEGER NOT NULL DEFAULT 0, -- position in the retry schedule
     next_attempt_at      INTEGER,
     lease_until          INTEGER,
+    lease_token          TEXT,                 -- the attempt that holds it; only it may record
+    is_test              INTEGER NOT NULL DEFAULT 0, -- a Test endpoint sample: never sent again
     last_error           TEXT,
     response_status      INTEGER,
     created_at           INTEGER NOT NULL,
@@ -60,6 +62,9 @@ CREATE TABLE deliveries (
         REFERENCES event_rules(account_id, org_id, project_id, id) ON DELETE CASCADE
 );
 CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'Pending';
+-- One execution's events go to a rule in order: a delivery waits for the earlier pending ones.
+CREATE INDEX deliveries_pending_by_execution ON deliveries(execution_id, rule_id)
+    WHERE status = 'Pending' AND execution_id IS NOT NULL;
 CREATE INDEX deliveries_by_rule ON deliveries(account_id, org_id, project_id, rule_id, created_at DESC);
 CREATE INDEX deliveries_by_time ON deliveries(created_at);
 

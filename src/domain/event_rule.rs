@@ -123,8 +123,14 @@ pub struct EventRule {
 impl EventRule {
     /// Checks a rule body for rule `id`. Every problem is a 400 that names the field.
     pub fn from_value(id: &Identifier, value: Value) -> Result<Self, DomainError> {
-        let mut spec: EventRuleSpec = serde_json::from_value(value)
-            .map_err(|e| DomainError::invalid(format!("Invalid event rule: {e}")))?;
+        let mut spec: EventRuleSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                DomainError::invalid(format!("Invalid event rule: {}", e.inner()))
+            } else {
+                DomainError::invalid(format!("Invalid event rule: {path}: {}", e.inner()))
+            }
+        })?;
         if let Some(given) = &spec.identifier {
             if given != id.as_str() {
                 return Err(DomainError::invalid(format!(
@@ -221,7 +227,7 @@ impl EventRule {
     pub fn redacted(&self) -> EventRuleSpec {
         let mut spec = self.spec.clone();
         for (name, value) in spec.headers.iter_mut() {
-            if is_secret_header(&name.to_ascii_lowercase()) {
+            if is_sensitive_header(name) {
                 *value = REDACTED.to_owned();
             }
         }
@@ -229,20 +235,63 @@ impl EventRule {
     }
 }
 
+/// Whether a header's value is masked when a rule or an attempt is shown: the intake's secret
+/// headers, and any name that suggests a credential (`Api-Key`, `X-Auth`, `DD-API-KEY`, ...).
+pub fn is_sensitive_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    is_secret_header(&lower)
+        || [
+            "key",
+            "auth",
+            "pass",
+            "credential",
+            "session",
+            "cookie",
+            "private",
+        ]
+        .iter()
+        .any(|word| lower.contains(word))
+}
+
 /// Puts back, into a rule body sent to `PUT`, the stored values of headers that were sent as
-/// the `********` placeholder a `GET` shows (so a read-modify-write keeps them).
-pub fn keep_redacted_headers(new: &mut Value, stored: &EventRuleSpec) {
+/// the `********` placeholder a `GET` shows (so a read-modify-write keeps them). Refused when
+/// the URL's origin changed: a stored credential is never sent somewhere new without being
+/// given again.
+pub fn keep_redacted_headers(new: &mut Value, stored: &EventRuleSpec) -> Result<(), DomainError> {
+    let origin = |url: Option<&str>| {
+        url.and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let same_origin = origin(new.get("url").and_then(Value::as_str)) == origin(Some(&stored.url));
     let Some(headers) = new.get_mut("headers").and_then(Value::as_object_mut) else {
-        return;
+        return Ok(());
     };
     for (name, value) in headers.iter_mut() {
-        if value.as_str() == Some(REDACTED) {
-            if let Some(old) = stored.headers.get(name) {
-                *value = Value::String(old.clone());
-            }
+        if value.as_str() != Some(REDACTED) {
+            continue;
         }
+        let Some(old) = stored.headers.get(name) else {
+            continue;
+        };
+        if !same_origin {
+            return Err(DomainError::invalid(format!(
+                "Invalid event rule: header {name} was sent as {REDACTED} but the url now points elsewhere; send its value again"
+            )));
+        }
+        *value = Value::String(old.clone());
     }
+    Ok(())
 }
+
+/// Fields a `GET` shows that a `PUT` may send back unchanged; they are ignored.
+pub const READ_ONLY_FIELDS: &[&str] = &[
+    "signingSecret",
+    "previousSecretValidUntil",
+    "failingSince",
+    "disabledReason",
+    "createdAt",
+    "updatedAt",
+];
 
 fn compile_filter(text: &str) -> Result<Jexl, DomainError> {
     let jexl = Jexl::compile(text)
@@ -587,7 +636,40 @@ mod tests {
         assert_eq!(shown.headers["Authorization"], REDACTED);
         assert_eq!(shown.headers["X-Team"], "ops");
         let mut back = serde_json::to_value(&shown).unwrap();
-        keep_redacted_headers(&mut back, &r.spec);
+        keep_redacted_headers(&mut back, &r.spec).unwrap();
         assert_eq!(back["headers"]["Authorization"], "Bearer s3cr3t");
+        let mut moved = serde_json::to_value(&shown).unwrap();
+        moved["url"] = json!("https://attacker.example/");
+        let e = keep_redacted_headers(&mut moved, &r.spec).unwrap_err();
+        assert!(e.to_string().contains("send its value again"), "{e}");
+        let mut path_only = serde_json::to_value(&shown).unwrap();
+        path_only["url"] = json!("https://h/other/path");
+        keep_redacted_headers(&mut path_only, &r.spec).unwrap();
+    }
+
+    #[test]
+    fn credential_looking_headers_are_sensitive() {
+        for h in [
+            "Authorization",
+            "Api-Key",
+            "DD-API-KEY",
+            "X-Auth",
+            "X-Password",
+            "Cookie",
+            "X-Token",
+        ] {
+            assert!(is_sensitive_header(h), "{h}");
+        }
+        for h in ["X-Team", "X-Env", "Accept"] {
+            assert!(!is_sensitive_header(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let e = err(json!({"url": "https://h/", "sendEverything": "yes"}));
+        assert!(e.contains("sendEverything"), "{e}");
+        let e = err(json!({"url": "https://h/", "sendEverything": true, "headers": {"A": 1}}));
+        assert!(e.contains("headers.A"), "{e}");
     }
 }

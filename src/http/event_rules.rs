@@ -10,6 +10,7 @@ use super::{
 };
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::error::Error;
+use crate::service::event_rules::ATTEMPTS_SHOWN;
 use crate::service::Gateway;
 
 const P: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}";
@@ -160,7 +161,17 @@ async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
 async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let id = req.match_info().get("id").unwrap_or("");
-    Ok(envelope::ok(gw.delivery(&project, &rule, id).await?))
+    // `limit` bounds the attempts shown (newest first), 20 by default.
+    let q = query(&req);
+    let (limit, _) = list_params(&q)?;
+    let attempts = if q.contains_key("limit") {
+        limit
+    } else {
+        ATTEMPTS_SHOWN
+    };
+    Ok(envelope::ok(
+        gw.delivery(&project, &rule, id, attempts).await?,
+    ))
 }
 
 async fn redeliver(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::guard::{check_url, AddressPolicy, GuardedResolver, ResolveError};
 use super::signature;
-use crate::domain::event_rule::AuthMode;
-use crate::domain::payload::{is_secret_header, REDACTED};
+use crate::domain::event_rule::{is_sensitive_header, AuthMode};
+use crate::domain::payload::REDACTED;
 use crate::store::outbound::{AttemptRecord, DeliveryRecord, EventRuleRecord};
 use crate::store::{now_millis, Millis};
 
@@ -109,7 +109,7 @@ impl Sender {
             .await;
         let outcome = match sent {
             Err(e) => {
-                record.error = Some(describe(&e, self.timeout));
+                record.error = Some(describe(e, self.timeout));
                 Response::Failed
             }
             Ok(mut response) => {
@@ -131,7 +131,7 @@ impl Sender {
                         Err(e) => {
                             record.error = Some(format!(
                                 "reading the response: {}",
-                                describe(&e, self.timeout)
+                                describe(e, self.timeout)
                             ));
                             break;
                         }
@@ -185,7 +185,7 @@ fn request_headers(
         }
     };
     for (name, value) in &rule.spec.headers {
-        let masked = is_secret_header(&name.to_ascii_lowercase()).then(|| REDACTED.to_owned());
+        let masked = is_sensitive_header(name).then(|| REDACTED.to_owned());
         add(name, value, masked);
     }
     add("Content-Type", "application/json", None);
@@ -224,7 +224,7 @@ fn header_map(headers: &HeaderMap) -> Value {
         if map.contains_key(name) {
             continue;
         }
-        let shown = if is_secret_header(name) {
+        let shown = if is_sensitive_header(name) {
             REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -250,8 +250,11 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// One line saying why a request failed, naming the SSRF guard when it refused the address.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn describe(e: reqwest::Error, timeout: Duration) -> String {
+    // Without the URL: webhook URLs often hold a secret in their path or query, and this text
+    // is logged.
+    let e = &e.without_url();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e as _);
     while let Some(err) = source {
         if let Some(refused) = err.downcast_ref::<ResolveError>() {
             return match refused {

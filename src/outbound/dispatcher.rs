@@ -5,7 +5,11 @@
 //! transaction as the state change, a delivery is created in the same transaction that removes
 //! its outbox event, and a delivery is leased while it is attempted. After a crash the leases
 //! are released at start and every undelivered event goes out again, with the same
-//! `webhook-id` (at-least-once).
+//! `webhook-id` (at-least-once). An attempt records its result under the lease it was made
+//! with, so a stale attempt (the delivery was redelivered meanwhile) cannot undo a newer state.
+//!
+//! The events of one execution reach a rule in the order they happened: the claim skips a
+//! delivery while an earlier event of the same execution to the same rule is still pending.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +47,9 @@ pub struct DispatcherOptions {
     pub concurrency: usize,
     /// This node's tags; a rule's `selectors` must all be among them.
     pub node_tags: Vec<String>,
+    /// How long attempts in flight may take to finish after shutdown begins; the rest are
+    /// dropped and attempted again after the next start.
+    pub grace: Duration,
 }
 
 /// A handle to the running dispatcher.
@@ -90,7 +97,12 @@ pub fn start(
             }
         }
         let all = u32::try_from(options.concurrency.max(1)).unwrap_or(u32::MAX);
-        let _ = permits.acquire_many(all).await;
+        if tokio::time::timeout(options.grace, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("delivery attempts still running after the grace period are dropped; they are retried after the next start");
+        }
     });
     (handle, task)
 }
@@ -102,7 +114,8 @@ async fn round(
     options: &Arc<DispatcherOptions>,
     permits: &Arc<Semaphore>,
 ) -> Result<bool, StoreError> {
-    let fanned = fan_out(store.as_ref()).await?;
+    let first_delay = options.retry_schedule.first().copied().unwrap_or_default();
+    let fanned = fan_out(store.as_ref(), first_delay).await?;
     let free = permits.available_permits();
     if free == 0 {
         // Wait for an attempt to finish rather than spin.
@@ -118,55 +131,29 @@ async fn round(
         )
         .await?;
     let claimed = due.len();
-    for group in in_order(due) {
+    // The claim holds back a delivery behind an earlier pending event of the same execution to
+    // the same rule, so each one here can go at once, in parallel.
+    for item in due {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
         let (store, options) = (store.clone(), options.clone());
         tokio::spawn(async move {
-            for item in group {
-                attempt(store.as_ref(), &options, item).await;
-            }
+            attempt(store.as_ref(), &options, item).await;
             drop(permit);
         });
     }
     Ok(fanned > 0 || claimed > 0)
 }
 
-/// Groups claimed deliveries so that the events of one execution to one rule are attempted one
-/// after the other, in the order they happened; everything else goes out in parallel.
-fn in_order(due: Vec<DueDelivery>) -> Vec<Vec<DueDelivery>> {
-    let mut groups: Vec<Vec<DueDelivery>> = Vec::new();
-    let mut index: HashMap<(ProjectRef, String, String), usize> = HashMap::new();
-    for item in due {
-        let Some(execution) = item.delivery.execution_id.clone() else {
-            groups.push(vec![item]);
-            continue;
-        };
-        let key = (
-            item.delivery.scope.clone(),
-            item.delivery.rule.clone(),
-            execution,
-        );
-        match index.get(&key) {
-            Some(&i) => groups[i].push(item),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![item]);
-            }
-        }
-    }
-    groups
-}
-
 /// Matches a batch of outbox events to the enabled rules of their projects and turns them into
 /// deliveries. Returns how many events it consumed.
-async fn fan_out(store: &dyn Store) -> Result<usize, StoreError> {
+async fn fan_out(store: &dyn Store, first_delay: Duration) -> Result<usize, StoreError> {
     let events = store.outbox_events(FAN_OUT_BATCH).await?;
     let Some(last) = events.last().map(|e| e.seq) else {
         return Ok(0);
     };
-    let now = now_millis();
+    let due = now_millis() + jitter(first_delay).as_millis() as Millis;
     let mut rules: HashMap<ProjectRef, Vec<EventRule>> = HashMap::new();
     let mut deliveries = Vec::new();
     for event in &events {
@@ -190,8 +177,9 @@ async fn fan_out(store: &dyn Store) -> Result<usize, StoreError> {
                     webhook_id: webhook_id.clone(),
                     event_type: event.event_type.clone(),
                     payload: event.payload.clone(),
-                    due_at: Some(now),
+                    due_at: Some(due),
                     execution_id: body["data"]["executionId"].as_str().map(str::to_owned),
+                    test: false,
                 });
             }
         }
@@ -202,19 +190,23 @@ async fn fan_out(store: &dyn Store) -> Result<usize, StoreError> {
 
 /// Attempts one leased delivery and stores the attempt with its consequences.
 async fn attempt(store: &dyn Store, options: &DispatcherOptions, item: DueDelivery) {
-    let DueDelivery { delivery, rule } = item;
+    let DueDelivery {
+        lease,
+        delivery,
+        rule,
+    } = item;
     let number = delivery.attempts + 1;
     let (record, response) = options.sender.send(&rule, &delivery, number).await;
     let now = now_millis();
     let next_delay = |extra: Option<Duration>| -> Next {
-        let step = delivery.schedule_step as usize + 1;
-        match options.retry_schedule.get(step) {
+        let step = delivery.schedule_step + 1;
+        match options.retry_schedule.get(step as usize) {
             Some(delay) => {
                 let mut wait = jitter(*delay);
                 if let Some(extra) = extra {
                     wait = wait.max(extra.min(MAX_RETRY_AFTER));
                 }
-                Next::RetryAt(now + wait.as_millis() as Millis)
+                Next::RetryAt(now + wait.as_millis() as Millis, step)
             }
             None => Next::GiveUp,
         }
@@ -226,10 +218,7 @@ async fn attempt(store: &dyn Store, options: &DispatcherOptions, item: DueDelive
         Response::Delivered => (Next::Done, RuleEffect::Healthy),
         Response::Gone => (
             Next::GiveUp,
-            RuleEffect::Disable(format!(
-                "disabled by triggerd: {} answered 410 Gone",
-                rule.spec.url
-            )),
+            RuleEffect::Disable("disabled by triggerd: the receiver answered 410 Gone".into()),
         ),
         Response::RetryAfter(secs) => (next_delay(Some(Duration::from_secs(secs))), failing),
         Response::Failed => (next_delay(None), failing),
@@ -249,6 +238,7 @@ async fn attempt(store: &dyn Store, options: &DispatcherOptions, item: DueDelive
     })
     .increment(1);
     let outcome = AttemptOutcome {
+        lease,
         attempt: record,
         next,
         rule: rule_effect,
@@ -270,76 +260,6 @@ fn jitter(delay: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn due(rule: &str, execution: Option<&str>, id: &str) -> DueDelivery {
-        use crate::domain::event_rule::EventRule;
-        use crate::domain::ids::{AccountId, Identifier};
-        use crate::store::outbound::{DeliveryRecord, EventRuleRecord};
-        let scope = ProjectRef {
-            account: AccountId::parse("a").unwrap(),
-            org: Identifier::parse("o", "org").unwrap(),
-            project: Identifier::parse("p", "project").unwrap(),
-        };
-        let rule_id = Identifier::parse(rule, "rule").unwrap();
-        let spec = EventRule::from_value(
-            &rule_id,
-            serde_json::json!({"url": "https://h/", "sendEverything": true}),
-        )
-        .unwrap()
-        .spec;
-        DueDelivery {
-            delivery: DeliveryRecord {
-                id: id.into(),
-                scope: scope.clone(),
-                rule: rule.into(),
-                webhook_id: id.into(),
-                event_type: "stage_end".into(),
-                payload: "{}".into(),
-                status: "Pending".into(),
-                attempts: 0,
-                schedule_step: 0,
-                next_attempt_at: Some(0),
-                last_error: None,
-                response_status: None,
-                created_at: 0,
-                updated_at: 0,
-                execution_id: execution.map(str::to_owned),
-                seq: 0,
-            },
-            rule: EventRuleRecord {
-                scope,
-                identifier: rule_id,
-                spec,
-                secret: "whsec_AAAA".into(),
-                previous_secret: None,
-                previous_until: None,
-                failing_since: None,
-                disabled_reason: None,
-                created_at: 0,
-                updated_at: 0,
-            },
-        }
-    }
-
-    #[test]
-    fn one_executions_events_to_one_rule_are_grouped_in_order() {
-        let groups = in_order(vec![
-            due("r1", Some("x1"), "1"),
-            due("r1", Some("x2"), "2"),
-            due("r1", Some("x1"), "3"),
-            due("r2", Some("x1"), "4"),
-            due("r1", None, "5"),
-            due("r1", None, "6"),
-        ]);
-        let ids: Vec<Vec<&str>> = groups
-            .iter()
-            .map(|g| g.iter().map(|d| d.delivery.id.as_str()).collect())
-            .collect();
-        assert_eq!(
-            ids,
-            [vec!["1", "3"], vec!["2"], vec!["4"], vec!["5"], vec!["6"]]
-        );
-    }
 
     #[test]
     fn jitter_stays_within_twenty_percent() {

@@ -7,20 +7,22 @@ use serde_json::Value;
 use super::Gateway;
 use crate::domain::event_rule::{
     keep_redacted_headers, ping_body, sample_body, EventRule, EventRuleSpec, EVENT_TYPES,
+    READ_ONLY_FIELDS,
 };
 use crate::domain::ids::{DeliveryId, Identifier, ProjectRef};
 use crate::domain::BodyFormat;
 use crate::error::Error;
 use crate::outbound::deliver::Response;
 use crate::store::outbound::{
-    AttemptOutcome, AttemptRecord, DeliveryRecord, EventRuleRecord, NewDelivery, Next, RuleEffect,
+    AttemptOutcome, AttemptRecord, DeliveryRecord, EventRuleRecord, NewDelivery, Next, Redelivery,
+    RuleEffect, TEST_LEASE,
 };
 use crate::store::{now_millis, Millis, Page};
 
 /// How long a rotated-out secret keeps signing.
 pub const ROTATION_OVERLAP_MS: Millis = 24 * 3600 * 1000;
-/// Attempts shown with a delivery (the newest).
-pub const ATTEMPTS_SHOWN: usize = 20;
+/// Attempts shown with a delivery when no `limit` is given (the newest).
+pub const ATTEMPTS_SHOWN: u32 = 20;
 
 /// A rule as the API reports it: the body (secret-looking header values masked) plus state.
 #[derive(Debug, Serialize)]
@@ -165,6 +167,31 @@ impl From<AttemptRecord> for AttemptView {
     }
 }
 
+/// Removes what a `GET` adds to a rule, so that a rule read can be sent back as it is. The
+/// scope fields must name the project of the URL.
+fn drop_read_only_fields(doc: &mut Value, project: &ProjectRef) -> Result<(), Error> {
+    let Some(map) = doc.as_object_mut() else {
+        return Ok(());
+    };
+    for (field, expected) in [
+        ("accountIdentifier", project.account.as_str()),
+        ("orgIdentifier", project.org.as_str()),
+        ("projectIdentifier", project.project.as_str()),
+    ] {
+        if let Some(given) = map.remove(field) {
+            if given.as_str() != Some(expected) {
+                return Err(Error::InvalidRequest(format!(
+                    "Invalid request: {field} in the body does not match '{expected}' in the URL"
+                )));
+            }
+        }
+    }
+    for field in READ_ONLY_FIELDS {
+        map.remove(*field);
+    }
+    Ok(())
+}
+
 fn rule_missing(id: &Identifier, project: &ProjectRef) -> Error {
     Error::NotFound(format!("Event rule {id} does not exist in {project}"))
 }
@@ -180,9 +207,10 @@ impl Gateway {
         format: BodyFormat,
     ) -> Result<(EventRuleView, bool), Error> {
         let mut doc: Value = format.parse(text)?;
+        drop_read_only_fields(&mut doc, project)?;
         let stored = self.store.get_event_rule(project, id).await?;
         if let Some(stored) = &stored {
-            keep_redacted_headers(&mut doc, &stored.spec);
+            keep_redacted_headers(&mut doc, &stored.spec)?;
         }
         let rule = EventRule::from_value(id, doc)?;
         let now = now_millis();
@@ -198,6 +226,7 @@ impl Gateway {
                 payload: body.to_string(),
                 due_at: Some(now),
                 execution_id: None,
+                test: false,
             }
         });
         let record = EventRuleRecord {
@@ -314,6 +343,7 @@ impl Gateway {
             payload: body.to_string(),
             due_at: None,
             execution_id: None,
+            test: true,
         };
         self.store.insert_delivery(new.clone()).await?;
         let now = now_millis();
@@ -344,6 +374,7 @@ impl Gateway {
         self.store
             .record_attempt(
                 AttemptOutcome {
+                    lease: TEST_LEASE.into(),
                     attempt,
                     next,
                     rule: RuleEffect::None,
@@ -351,7 +382,7 @@ impl Gateway {
                 now_millis(),
             )
             .await?;
-        self.delivery(project, id, &new.id).await
+        self.delivery(project, id, &new.id, ATTEMPTS_SHOWN).await
     }
 
     /// A rule's deliveries, newest first.
@@ -382,12 +413,13 @@ impl Gateway {
         })
     }
 
-    /// A delivery with its newest attempts.
+    /// A delivery with its newest `attempts` attempts.
     pub async fn delivery(
         &self,
         project: &ProjectRef,
         rule: &Identifier,
         id: &str,
+        attempts: u32,
     ) -> Result<DeliveryView, Error> {
         let missing = || {
             Error::NotFound(format!(
@@ -400,18 +432,12 @@ impl Gateway {
         }
         let (delivery, attempts) = self
             .store
-            .get_delivery(project, rule, id)
+            .get_delivery(project, rule, id, attempts)
             .await?
             .ok_or_else(missing)?;
         let mut view = DeliveryView::of(&delivery);
         view.payload = serde_json::from_str(&delivery.payload).ok();
-        view.attempts = Some(
-            attempts
-                .into_iter()
-                .take(ATTEMPTS_SHOWN)
-                .map(AttemptView::from)
-                .collect(),
-        );
+        view.attempts = Some(attempts.into_iter().map(AttemptView::from).collect());
         Ok(view)
     }
 
@@ -429,15 +455,30 @@ impl Gateway {
                 crate::domain::ids::truncate_for_message(id)
             )));
         }
-        let delivery = self
+        let missing = || {
+            Error::NotFound(format!(
+                "Delivery {} does not exist for event rule {rule}",
+                crate::domain::ids::truncate_for_message(id)
+            ))
+        };
+        let delivery = match self
             .store
             .redeliver(project, rule, id, now_millis())
             .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "Delivery {id} does not exist for event rule {rule}"
-                ))
-            })?;
+        {
+            Redelivery::Queued(delivery) => delivery,
+            Redelivery::Missing => return Err(missing()),
+            Redelivery::InFlight => {
+                return Err(Error::InvalidRequest(format!(
+                    "Invalid request: delivery {id} is being attempted right now; redeliver it once this attempt has ended"
+                )))
+            }
+            Redelivery::Test => {
+                return Err(Error::InvalidRequest(format!(
+                    "Invalid request: delivery {id} is a test sample, which is never sent again; use POST .../test to send another"
+                )))
+            }
+        };
         self.dispatcher.notify();
         Ok(DeliveryView::of(&delivery))
     }

@@ -104,6 +104,8 @@ pub struct NewDelivery {
     pub due_at: Option<Millis>,
     /// The execution whose event it is: its deliveries to one rule go out in order.
     pub execution_id: Option<String>,
+    /// A Test endpoint sample: attempted once by the caller, never queued or sent again.
+    pub test: bool,
 }
 
 /// A stored delivery.
@@ -173,8 +175,8 @@ pub struct AttemptRecord {
 pub enum Next {
     /// Delivered: the delivery is `Success`.
     Done,
-    /// Try again at this time (schedule step advances).
-    RetryAt(Millis),
+    /// Try again at this time, which is this step of the retry schedule.
+    RetryAt(Millis, u32),
     /// No more attempts: the delivery is `Failed`.
     GiveUp,
 }
@@ -198,6 +200,9 @@ pub enum RuleEffect {
 /// The outcome of one attempt, stored in one transaction.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
+    /// The lease the attempt was made under; a stale lease (the delivery was redelivered or
+    /// claimed again since) logs the attempt but changes nothing else.
+    pub lease: String,
     /// The attempt as logged.
     pub attempt: AttemptRecord,
     /// What happens to the delivery.
@@ -206,9 +211,27 @@ pub struct AttemptOutcome {
     pub rule: RuleEffect,
 }
 
+/// The lease token of a Test endpoint attempt.
+pub const TEST_LEASE: &str = "test";
+
+/// What a redelivery request did.
+#[derive(Debug, Clone)]
+pub enum Redelivery {
+    /// Queued again.
+    Queued(DeliveryRecord),
+    /// No such delivery.
+    Missing,
+    /// An attempt is in flight now.
+    InFlight,
+    /// A Test endpoint sample, which is never sent again.
+    Test,
+}
+
 /// A delivery leased to this node, with its rule.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
+    /// The lease token to record the attempt with.
+    pub lease: String,
     /// The delivery.
     pub delivery: DeliveryRecord,
     /// Its rule.
@@ -283,22 +306,25 @@ pub trait OutboundStore: Send + Sync + 'static {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<DeliveryRecord>>;
-    /// A delivery with its attempts, newest attempt first.
+    /// A delivery with its newest `attempts` attempts, newest first.
     async fn get_delivery(
         &self,
         p: &ProjectRef,
         rule: &Identifier,
         id: &str,
+        attempts: u32,
     ) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
-    /// Queues a delivery again from the start of the schedule (same `webhook-id`).
+    /// Queues a delivery again from the start of the schedule (same `webhook-id`), unless it
+    /// is being attempted now or is a test.
     async fn redeliver(
         &self,
         p: &ProjectRef,
         rule: &Identifier,
         id: &str,
         now: Millis,
-    ) -> StoreResult<Option<DeliveryRecord>>;
-    /// Queues again every `Failed` delivery of the rule created at or after `since`. Returns how many.
+    ) -> StoreResult<Redelivery>;
+    /// Queues again every `Failed` delivery of the rule (tests excepted) created at or after
+    /// `since`. Returns how many.
     async fn recover_deliveries(
         &self,
         p: &ProjectRef,

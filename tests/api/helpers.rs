@@ -513,6 +513,21 @@ impl TestReceiver {
     /// Starts a receiver on `port` (0 picks one) that gives the n-th request `script[n]` and
     /// every later one `then`.
     pub async fn scripted(port: u16, script: Vec<Answer>, then: Answer) -> TestReceiver {
+        Self::build(port, script, then, std::time::Duration::ZERO).await
+    }
+
+    /// Starts a receiver that records each request at once but answers `status` only after
+    /// `delay`.
+    pub async fn slow(delay: std::time::Duration, status: u16) -> TestReceiver {
+        Self::build(0, vec![], (status, String::new(), vec![]), delay).await
+    }
+
+    async fn build(
+        port: u16,
+        script: Vec<Answer>,
+        then: Answer,
+        delay: std::time::Duration,
+    ) -> TestReceiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
         let recorded = requests.clone();
@@ -538,6 +553,7 @@ impl TestReceiver {
                         });
                         script.0.get(all.len() - 1).unwrap_or(&script.1).clone()
                     };
+                    tokio::time::sleep(delay).await;
                     let mut response = HttpResponse::build(
                         actix_web::http::StatusCode::from_u16(status).expect("a status"),
                     );
@@ -549,6 +565,7 @@ impl TestReceiver {
             }))
         })
         .workers(1)
+        .max_connection_rate(1024)
         .disable_signals()
         .bind(("127.0.0.1", port))
         .expect("bind a receiver");

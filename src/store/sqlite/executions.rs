@@ -576,7 +576,9 @@ fn apply_control(
                 "UPDATE executions SET status = ?2, control = NULL WHERE plan_execution_id = ?1",
                 params![id.as_str(), status::PAUSED],
             )?;
-            write_events(c, id, now, Some(true))?;
+            if current != status::PAUSED {
+                write_events(c, id, now, Some(true))?;
+            }
             Ok(ControlOutcome::Applied)
         }
         Control::Resume if current == status::PAUSED => {

@@ -11,11 +11,11 @@ use super::{
     project_cols, sql_err, SqliteStore, EXECUTION_COLS,
 };
 use crate::domain::event_rule::{EventRuleSpec, ExecutionEvent};
-use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
 use crate::store::executions::{stage_rollups, status, RunState, StepRecord};
 use crate::store::outbound::{
     delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,
-    NewDelivery, Next, OutboundStore, OutboxEvent, RuleEffect,
+    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, RuleEffect, TEST_LEASE,
 };
 use crate::store::{Millis, Page, StoreError, StoreResult};
 
@@ -77,15 +77,16 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
 }
 
 fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Result<usize> {
-    let status = if d.due_at.is_some() {
-        delivery_status::PENDING
+    // A test is attempted by the caller at once under its own lease, never by the dispatcher;
+    // it is `Failed` until that attempt is recorded.
+    let (status, lease) = if d.test {
+        (delivery_status::FAILED, Some(TEST_LEASE))
     } else {
-        // A test: attempted by the caller at once, never by the dispatcher.
-        delivery_status::FAILED
+        (delivery_status::PENDING, None)
     };
     c.prepare_cached(&format!(
-        "INSERT INTO deliveries ({DELIVERY_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11, ?12)"
+        "INSERT INTO deliveries ({DELIVERY_COLS}, lease_token, is_test) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         d.id,
@@ -99,8 +100,28 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
         status,
         d.due_at,
         now,
-        d.execution_id
+        d.execution_id,
+        lease,
+        d.test
     ])
+}
+
+/// Marks the pending deliveries of a disabled rule that no attempt holds `Failed` (they can be
+/// recovered once it is enabled again), so nothing waits forever behind a disabled rule.
+fn fail_pending_of_disabled(
+    c: &Connection,
+    key: [&str; 4],
+    now: Millis,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "UPDATE deliveries SET status = 'Failed', next_attempt_at = NULL, updated_at = ?5, \
+         last_error = COALESCE(last_error || '; ', '') || 'not sent: the rule is disabled' \
+         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 \
+           AND status = 'Pending' AND lease_token IS NULL \
+           AND EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = ?1 AND r.org_id = ?2 \
+                       AND r.project_id = ?3 AND r.id = ?4 AND r.enabled = 0)",
+    )?
+    .execute(params![key[0], key[1], key[2], key[3], now])
 }
 
 fn project_params(p: &ProjectRef) -> [&str; 3] {
@@ -153,6 +174,8 @@ impl OutboundStore for SqliteStore {
                 if let Some(ping) = &ping {
                     insert_delivery(c, ping, rule.updated_at).map_err(sql_err("queueing a ping"))?;
                 }
+                fail_pending_of_disabled(c, [acc, org, proj, rule.identifier.as_str()], rule.updated_at)
+                    .map_err(sql_err("ending the deliveries of a disabled rule"))?;
                 let stored = c
                     .prepare_cached(&format!(
                         "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
@@ -315,6 +338,7 @@ impl OutboundStore for SqliteStore {
         lease_ms: i64,
     ) -> StoreResult<Vec<DueDelivery>> {
         let tags = serde_json::to_string(node_tags).unwrap_or_else(|_| "[]".into());
+        let lease = DeliveryId::generate().to_string();
         self.writer
             .write(move |c| {
                 let cols = DELIVERY_SELECT
@@ -327,9 +351,11 @@ impl OutboundStore for SqliteStore {
                     .map(|col| format!("r.{}", col.trim()))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Due, of an enabled rule whose selectors this node has, and not behind an
+                // earlier pending event of the same execution to the same rule.
                 let ids: Vec<String> = c
                     .prepare_cached(
-                        "UPDATE deliveries SET lease_until = ?2 WHERE id IN ( \
+                        "UPDATE deliveries SET lease_until = ?2, lease_token = ?5 WHERE id IN ( \
                            SELECT d.id FROM deliveries d JOIN event_rules r \
                              ON r.account_id = d.account_id AND r.org_id = d.org_id \
                             AND r.project_id = d.project_id AND r.id = d.rule_id \
@@ -337,11 +363,15 @@ impl OutboundStore for SqliteStore {
                              AND (d.lease_until IS NULL OR d.lease_until < ?1) AND r.enabled = 1 \
                              AND NOT EXISTS (SELECT 1 FROM json_each(r.spec, '$.selectors') s \
                                              WHERE s.value NOT IN (SELECT value FROM json_each(?3))) \
+                             AND (d.execution_id IS NULL OR NOT EXISTS ( \
+                                   SELECT 1 FROM deliveries e WHERE e.execution_id = d.execution_id \
+                                   AND e.rule_id = d.rule_id AND e.status = 'Pending' \
+                                   AND e.rowid < d.rowid)) \
                            ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
                          RETURNING id",
                     )
                     .and_then(|mut s| {
-                        s.query_map(params![now, now + lease_ms, tags, limit], |r| r.get(0))?
+                        s.query_map(params![now, now + lease_ms, tags, limit, lease], |r| r.get(0))?
                             .collect()
                     })
                     .map_err(sql_err("claiming deliveries"))?;
@@ -357,6 +387,7 @@ impl OutboundStore for SqliteStore {
                     .map(|id| {
                         stmt.query_row([id], |r| {
                             Ok(DueDelivery {
+                                lease: lease.clone(),
                                 delivery: delivery_row(r)?,
                                 rule: rule_row_at(r, width)?,
                             })
@@ -381,7 +412,8 @@ impl OutboundStore for SqliteStore {
             .write(|c| {
                 let n = c
                     .execute(
-                        "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                        "UPDATE deliveries SET lease_until = NULL, lease_token = NULL \
+                         WHERE lease_until IS NOT NULL AND is_test = 0",
                         [],
                     )
                     .map_err(sql_err("releasing delivery leases"))?;
@@ -423,6 +455,7 @@ impl OutboundStore for SqliteStore {
         p: &ProjectRef,
         rule: &Identifier,
         id: &str,
+        attempts: u32,
     ) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
         self.read("reading a delivery", |c| {
             let [acc, org, proj] = project_params(p);
@@ -438,9 +471,10 @@ impl OutboundStore for SqliteStore {
             };
             let attempts = c
                 .prepare_cached(&format!(
-                    "SELECT {ATTEMPT_COLS} FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt DESC"
+                    "SELECT {ATTEMPT_COLS} FROM delivery_attempts WHERE delivery_id = ?1 \
+                     ORDER BY attempt DESC LIMIT ?2"
                 ))?
-                .query_map([id], attempt_row)?
+                .query_map(params![id, attempts], attempt_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Some((delivery, attempts)))
         })
@@ -452,21 +486,36 @@ impl OutboundStore for SqliteStore {
         rule: &Identifier,
         id: &str,
         now: Millis,
-    ) -> StoreResult<Option<DeliveryRecord>> {
+    ) -> StoreResult<Redelivery> {
         let (p, rule, id) = (p.clone(), rule.clone(), id.to_owned());
         self.writer
             .write(move |c| {
                 let [acc, org, proj] = project_params(&p);
-                c.prepare_cached(&format!(
-                    "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?6, \
-                     lease_until = NULL, updated_at = ?6 \
-                     WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 AND id = ?5 \
-                     RETURNING {DELIVERY_SELECT}"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![acc, org, proj, rule.as_str(), id, now], delivery_row)
+                let state: Option<(bool, bool)> = c
+                    .prepare_cached(
+                        "SELECT is_test, lease_until IS NOT NULL AND lease_until >= ?6 FROM deliveries \
+                         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 AND id = ?5",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![acc, org, proj, rule.as_str(), id, now], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .optional()
-                })
+                    })
+                    .map_err(sql_err("reading a delivery"))?;
+                match state {
+                    None => return Ok(Redelivery::Missing),
+                    Some((true, _)) => return Ok(Redelivery::Test),
+                    Some((_, true)) => return Ok(Redelivery::InFlight),
+                    Some(_) => {}
+                }
+                c.prepare_cached(&format!(
+                    "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?2, \
+                     lease_until = NULL, lease_token = NULL, updated_at = ?2 \
+                     WHERE id = ?1 RETURNING {DELIVERY_SELECT}"
+                ))
+                .and_then(|mut s| s.query_row(params![id, now], delivery_row))
+                .map(Redelivery::Queued)
                 .map_err(sql_err("queueing a redelivery"))
             })
             .await
@@ -486,9 +535,9 @@ impl OutboundStore for SqliteStore {
                 let n = c
                     .execute(
                         "UPDATE deliveries SET status = 'Pending', schedule_step = 0, next_attempt_at = ?6, \
-                         lease_until = NULL, updated_at = ?6 \
+                         lease_until = NULL, lease_token = NULL, updated_at = ?6 \
                          WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 \
-                           AND status = 'Failed' AND created_at >= ?5",
+                           AND status = 'Failed' AND is_test = 0 AND created_at >= ?5",
                         params![acc, org, proj, rule.as_str(), since, now],
                     )
                     .map_err(sql_err("recovering deliveries"))?;
@@ -545,13 +594,14 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
     let a = &o.attempt;
     let headers = a.request_headers.to_string();
     let response_headers = a.response_headers.as_ref().map(|h| h.to_string());
+    // Numbered here, so an attempt made under a stale lease is logged too, never overwritten.
     c.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO delivery_attempts ({ATTEMPT_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT INTO delivery_attempts ({ATTEMPT_COLS}) VALUES (?1, \
+         (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1), \
+         ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))?
     .execute(params![
         a.delivery_id,
-        a.attempt,
         a.started_at,
         a.duration_ms,
         a.url,
@@ -562,21 +612,22 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
         a.error
     ])?;
     let (status, next_at, step) = match o.next {
-        Next::Done => (delivery_status::SUCCESS, None, 0),
-        Next::RetryAt(at) => (delivery_status::PENDING, Some(at), 1),
-        Next::GiveUp => (delivery_status::FAILED, None, 0),
+        Next::Done => (delivery_status::SUCCESS, None, None),
+        Next::RetryAt(at, step) => (delivery_status::PENDING, Some(at), Some(step)),
+        Next::GiveUp => (delivery_status::FAILED, None, None),
     };
     let rule: Option<(String, String, String, String)> = c
         .prepare_cached(
-            "UPDATE deliveries SET status = ?2, attempts = ?3, schedule_step = schedule_step + ?4, \
-             next_attempt_at = ?5, lease_until = NULL, last_error = ?6, response_status = ?7, updated_at = ?8 \
-             WHERE id = ?1 RETURNING account_id, org_id, project_id, rule_id",
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
+             schedule_step = COALESCE(?4, schedule_step), next_attempt_at = ?5, lease_until = NULL, \
+             lease_token = NULL, last_error = ?6, response_status = ?7, updated_at = ?8 \
+             WHERE id = ?1 AND lease_token = ?3 RETURNING account_id, org_id, project_id, rule_id",
         )?
         .query_row(
             params![
                 a.delivery_id,
                 status,
-                a.attempt,
+                o.lease,
                 step,
                 next_at,
                 a.error,
@@ -587,6 +638,9 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
         )
         .optional()?;
     let Some((acc, org, proj, rule)) = rule else {
+        // Redelivered or claimed again while this attempt ran: it is logged, nothing else.
+        c.prepare_cached("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1")?
+            .execute([&a.delivery_id])?;
         return Ok(());
     };
     let key = params![acc, org, proj, rule];
@@ -624,6 +678,9 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
             ))?
             .execute(params![acc, org, proj, rule, reason, now])?;
         }
+    }
+    if o.rule != RuleEffect::None {
+        fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now)?;
     }
     Ok(())
 }
@@ -703,6 +760,8 @@ pub(super) fn write_events(
     let x = &run.execution;
     let stages = stage_rollups(&run);
     let terminal = status::is_terminal(&x.status);
+    // Pausing or resuming an execution that never started is not an event of it.
+    let control = control.filter(|_| x.started_at.is_some());
     let base = ExecutionEvent {
         event_type: "",
         project: (x.scope.project.as_str(), &project_name),

@@ -218,7 +218,7 @@ pub const TEST_LEASE: &str = "test";
 #[derive(Debug, Clone)]
 pub enum Redelivery {
     /// Queued again.
-    Queued(DeliveryRecord),
+    Queued(Box<DeliveryRecord>),
     /// No such delivery.
     Missing,
     /// An attempt is in flight now.

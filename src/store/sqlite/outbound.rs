@@ -515,7 +515,7 @@ impl OutboundStore for SqliteStore {
                      WHERE id = ?1 RETURNING {DELIVERY_SELECT}"
                 ))
                 .and_then(|mut s| s.query_row(params![id, now], delivery_row))
-                .map(Redelivery::Queued)
+                .map(|d| Redelivery::Queued(Box::new(d)))
                 .map_err(sql_err("queueing a redelivery"))
             })
             .await

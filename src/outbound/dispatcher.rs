@@ -116,12 +116,23 @@ async fn round(
 ) -> Result<bool, StoreError> {
     let first_delay = options.retry_schedule.first().copied().unwrap_or_default();
     let fanned = fan_out(store.as_ref(), first_delay).await?;
-    let free = permits.available_permits();
-    if free == 0 {
-        // Wait for an attempt to finish rather than spin.
-        let _ = permits.clone().acquire_owned().await;
-        return Ok(true);
+    let batch = (options.concurrency / 8).max(1);
+    if permits.available_permits() < batch {
+        // Wait for attempts to finish rather than spin, and claim several at once: each claim
+        // is a write, so claiming one delivery per finished attempt would cap throughput.
+        let wanted = u32::try_from(batch).unwrap_or(1);
+        if let Ok(held) = tokio::time::timeout(
+            Duration::from_millis(2),
+            permits.clone().acquire_many_owned(wanted),
+        )
+        .await
+        {
+            drop(held);
+        } else if permits.available_permits() == 0 {
+            let _ = permits.clone().acquire_owned().await;
+        }
     }
+    let free = permits.available_permits();
     let due = store
         .claim_deliveries(
             &options.node_tags,

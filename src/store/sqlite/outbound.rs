@@ -106,6 +106,15 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
     ])
 }
 
+fn rule_enabled(c: &Connection, key: [&str; 4]) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT enabled FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+    )?
+    .query_row(params![key[0], key[1], key[2], key[3]], |r| r.get(0))
+    .optional()
+    .map(|e| e.unwrap_or(false))
+}
+
 /// Marks the pending deliveries of a disabled rule that no attempt holds `Failed` (they can be
 /// recovered once it is enabled again), so nothing waits forever behind a disabled rule.
 fn fail_pending_of_disabled(
@@ -644,6 +653,7 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
         return Ok(());
     };
     let key = params![acc, org, proj, rule];
+    let mut disabled = 0;
     const WHERE: &str = "WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4";
     match &o.rule {
         RuleEffect::None => {}
@@ -658,7 +668,7 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
                 "UPDATE event_rules SET failing_since = COALESCE(failing_since, ?5) {WHERE}"
             ))?
             .execute(params![acc, org, proj, rule, a.started_at])?;
-            c.prepare_cached(&format!(
+            disabled = c.prepare_cached(&format!(
                 "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} \
                  AND enabled = 1 AND failing_since < ?7"
             ))?
@@ -673,13 +683,16 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
             ])?;
         }
         RuleEffect::Disable(reason) => {
-            c.prepare_cached(&format!(
+            disabled = c.prepare_cached(&format!(
                 "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} AND enabled = 1"
             ))?
             .execute(params![acc, org, proj, rule, reason, now])?;
         }
     }
-    if o.rule != RuleEffect::None {
+    if disabled > 0 {
+        fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now)?;
+    } else if matches!(o.next, Next::RetryAt(..)) && !rule_enabled(c, [&acc, &org, &proj, &rule])? {
+        // Disabled while this attempt ran: it is not queued again either.
         fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now)?;
     }
     Ok(())

@@ -1295,3 +1295,30 @@ async fn test_samples_are_never_sent_again_and_disabling_ends_pending_deliveries
         .iter()
         .all(|r| !r.body.contains("\"test\":true")));
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_hanging_receiver_beyond_the_grace_period() {
+    let mut app = spawn_app_with(|s| {
+        s.shutdown_grace_secs = 1;
+        s.outbound.timeout = "60s".into();
+    })
+    .await;
+    let t = app.create_trigger().await;
+    let receiver = TestReceiver::slow(Duration::from_secs(60), 200).await;
+    create_rule(
+        &app,
+        &t,
+        "hang",
+        json!({"sendEverything": true, "url": receiver.url}),
+    )
+    .await;
+    wait_for(&receiver, 1).await;
+    let started = Instant::now();
+    app.stop().await;
+    // A generous bound: without the grace period this waits for the 60 s receiver.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

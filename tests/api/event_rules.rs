@@ -205,7 +205,10 @@ async fn a_rule_gets_a_signed_ping_then_every_event_of_an_execution_in_order() {
     assert!(start["data"].get("status").is_none());
 
     // The attempt log shows each delivery, newest first, signature masked.
-    let items = deliveries_until(&app, &t, "ops", |d| d.len() == 5).await;
+    let items = deliveries_until(&app, &t, "ops", |d| {
+        d.len() == 5 && d.iter().all(|d| d["status"] == "Success")
+    })
+    .await;
     assert!(items.iter().all(|d| d["status"] == "Success"), "{items:?}");
     assert_eq!(items[0]["eventType"], "pipeline_end");
     let detail = get(
@@ -1110,7 +1113,7 @@ async fn a_slow_receiver_gets_one_executions_events_in_order_and_redelivery_wait
     let t = app.create_trigger().await;
     let yaml = "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: A\n        identifier: a\n        steps:\n          - step:\n              identifier: w1\n              type: Wait\n              spec:\n                duration: 0s\n    - stage:\n        name: B\n        identifier: b\n        steps:\n          - step:\n              identifier: w2\n              type: Wait\n              spec:\n                duration: 0s\n";
     app.put_pipeline_yaml(&t, yaml).await;
-    let receiver = TestReceiver::slow(Duration::from_millis(300), 200).await;
+    let receiver = TestReceiver::slow(Duration::from_millis(600), 200).await;
     create_rule(
         &app,
         &t,

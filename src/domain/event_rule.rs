@@ -263,6 +263,8 @@ pub fn keep_redacted_headers(new: &mut Value, stored: &EventRuleSpec) -> Result<
             .map(|u| u.origin().ascii_serialization())
     };
     let same_origin = origin(new.get("url").and_then(Value::as_str)) == origin(Some(&stored.url));
+    let tls_kept =
+        !stored.verify_tls || new.get("verifyTls").and_then(Value::as_bool) != Some(false);
     let Some(headers) = new.get_mut("headers").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -271,11 +273,18 @@ pub fn keep_redacted_headers(new: &mut Value, stored: &EventRuleSpec) -> Result<
             continue;
         }
         let Some(old) = stored.headers.get(name) else {
-            continue;
+            return Err(DomainError::invalid(format!(
+                "Invalid event rule: header {name} is the placeholder {REDACTED} but no value is stored for it; send its real value"
+            )));
         };
         if !same_origin {
             return Err(DomainError::invalid(format!(
                 "Invalid event rule: header {name} was sent as {REDACTED} but the url now points elsewhere; send its value again"
+            )));
+        }
+        if !tls_kept {
+            return Err(DomainError::invalid(format!(
+                "Invalid event rule: header {name} was sent as {REDACTED} but verifyTls is being turned off; send its value again"
             )));
         }
         *value = Value::String(old.clone());
@@ -645,6 +654,14 @@ mod tests {
         let mut path_only = serde_json::to_value(&shown).unwrap();
         path_only["url"] = json!("https://h/other/path");
         keep_redacted_headers(&mut path_only, &r.spec).unwrap();
+        let mut insecure = serde_json::to_value(&shown).unwrap();
+        insecure["verifyTls"] = json!(false);
+        let e = keep_redacted_headers(&mut insecure, &r.spec).unwrap_err();
+        assert!(e.to_string().contains("verifyTls"), "{e}");
+        let mut unknown = serde_json::to_value(&shown).unwrap();
+        unknown["headers"]["X-New-Key"] = json!(REDACTED);
+        let e = keep_redacted_headers(&mut unknown, &r.spec).unwrap_err();
+        assert!(e.to_string().contains("no value is stored"), "{e}");
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn start(
         let options = Arc::new(options);
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
         while !shutdown.is_cancelled() {
-            let busy = match round(&store, &options, &permits).await {
+            let busy = match round(&store, &options, &permits, &shutdown).await {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::error!(error = %e, "outbound dispatcher round failed");
@@ -113,6 +113,7 @@ async fn round(
     store: &Arc<dyn Store>,
     options: &Arc<DispatcherOptions>,
     permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
 ) -> Result<bool, StoreError> {
     let first_delay = options.retry_schedule.first().copied().unwrap_or_default();
     let fanned = fan_out(store.as_ref(), first_delay).await?;
@@ -129,10 +130,16 @@ async fn round(
         {
             drop(held);
         } else if permits.available_permits() == 0 {
-            let _ = permits.clone().acquire_owned().await;
+            tokio::select! {
+                _ = permits.clone().acquire_owned() => {}
+                () = shutdown.cancelled() => return Ok(false),
+            }
         }
     }
     let free = permits.available_permits();
+    if free == 0 || shutdown.is_cancelled() {
+        return Ok(fanned > 0);
+    }
     let due = store
         .claim_deliveries(
             &options.node_tags,

@@ -1304,6 +1304,8 @@ async fn shutdown_does_not_wait_for_a_hanging_receiver_beyond_the_grace_period()
     let mut app = spawn_app_with(|s| {
         s.shutdown_grace_secs = 1;
         s.outbound.timeout = "60s".into();
+        // Every permit busy: the dispatcher waits for one, and must still stop.
+        s.outbound.concurrency = 1;
     })
     .await;
     let t = app.create_trigger().await;
@@ -1324,4 +1326,53 @@ async fn shutdown_does_not_wait_for_a_hanging_receiver_beyond_the_grace_period()
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn later_events_wait_with_a_retried_first_event_of_their_execution() {
+    let app = spawn_app_with(|s| {
+        s.outbound.retry_schedule = ["0s", "3s", "3s"].map(String::from).to_vec();
+    })
+    .await;
+    let t = app.create_trigger().await;
+    let port = crate::durability::free_port();
+    create_rule(
+        &app,
+        &t,
+        "down",
+        json!({"pipelines": ["*"], "events": ["*"], "url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await;
+    fire(&app, &t).await;
+    let items = deliveries_until(&app, &t, "down", |d| {
+        d.len() == 5
+            && d.iter().any(|d| {
+                d["eventType"] == "pipeline_start"
+                    && d["attemptCount"] == 1
+                    && d["nextAttemptAt"].is_i64()
+            })
+    })
+    .await;
+    let head = items
+        .iter()
+        .find(|d| d["eventType"] == "pipeline_start")
+        .expect("pipeline_start");
+    let retry_at = head["nextAttemptAt"].as_i64().unwrap();
+    assert!(
+        retry_at > head["createdAt"].as_i64().unwrap() + 2000,
+        "{head}"
+    );
+    let later: Vec<_> = items
+        .iter()
+        .filter(|d| d["eventType"] != "pipeline_start" && d["eventType"] != "ping")
+        .collect();
+    assert_eq!(later.len(), 3);
+    for later in later {
+        assert_eq!(later["attemptCount"], 0, "{later}");
+        assert_eq!(
+            later["nextAttemptAt"].as_i64(),
+            Some(retry_at),
+            "waits with the head: {later}"
+        );
+    }
 }

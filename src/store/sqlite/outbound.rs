@@ -106,6 +106,25 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
     ])
 }
 
+/// Keeps the later pending events of the same execution to the same rule due no earlier than
+/// this delivery: behind a head that is retried later they wait with it (so the claim does not
+/// scan them again and again), and once the head is done they are due now.
+fn follow_the_head(
+    c: &Connection,
+    delivery: &str,
+    retry_at: Option<Millis>,
+    now: Millis,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "UPDATE deliveries SET next_attempt_at = ?2 WHERE rowid IN ( \
+           SELECT e.rowid FROM deliveries h JOIN deliveries e \
+             ON e.execution_id = h.execution_id AND e.rule_id = h.rule_id \
+           WHERE h.id = ?1 AND e.execution_id IS NOT NULL AND e.status = 'Pending' \
+             AND e.rowid > h.rowid)",
+    )?
+    .execute(params![delivery, retry_at.unwrap_or(now)])
+}
+
 fn rule_enabled(c: &Connection, key: [&str; 4]) -> rusqlite::Result<bool> {
     c.prepare_cached(
         "SELECT enabled FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
@@ -126,7 +145,7 @@ fn fail_pending_of_disabled(
         "UPDATE deliveries SET status = 'Failed', next_attempt_at = NULL, updated_at = ?5, \
          last_error = COALESCE(last_error || '; ', '') || 'not sent: the rule is disabled' \
          WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND rule_id = ?4 \
-           AND status = 'Pending' AND lease_token IS NULL \
+           AND status = 'Pending' AND (lease_until IS NULL OR lease_until < ?5) \
            AND EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = ?1 AND r.org_id = ?2 \
                        AND r.project_id = ?3 AND r.id = ?4 AND r.enabled = 0)",
     )?
@@ -183,8 +202,10 @@ impl OutboundStore for SqliteStore {
                 if let Some(ping) = &ping {
                     insert_delivery(c, ping, rule.updated_at).map_err(sql_err("queueing a ping"))?;
                 }
-                fail_pending_of_disabled(c, [acc, org, proj, rule.identifier.as_str()], rule.updated_at)
-                    .map_err(sql_err("ending the deliveries of a disabled rule"))?;
+                if !rule.spec.enabled {
+                    fail_pending_of_disabled(c, [acc, org, proj, rule.identifier.as_str()], rule.updated_at)
+                        .map_err(sql_err("ending the deliveries of a disabled rule"))?;
+                }
                 let stored = c
                     .prepare_cached(&format!(
                         "SELECT {RULE_COLS} FROM event_rules WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
@@ -313,7 +334,13 @@ impl OutboundStore for SqliteStore {
         self.writer
             .write(move |c| {
                 for d in &deliveries {
-                    // A rule deleted since the events were read: its delivery goes with it.
+                    // A rule disabled or deleted since the events were read gets nothing.
+                    let [acc, org, proj] = project_params(&d.scope);
+                    if !rule_enabled(c, [acc, org, proj, &d.rule])
+                        .map_err(sql_err("reading an event rule"))?
+                    {
+                        continue;
+                    }
                     match insert_delivery(c, d, now) {
                         Err(e) if is_fk_violation(&e) => {}
                         other => {
@@ -426,6 +453,17 @@ impl OutboundStore for SqliteStore {
                         [],
                     )
                     .map_err(sql_err("releasing delivery leases"))?;
+                // Attempts cut short on a rule that is disabled now are not queued again.
+                c.execute(
+                    "UPDATE deliveries SET status = 'Failed', next_attempt_at = NULL, updated_at = ?1, \
+                     last_error = COALESCE(last_error || '; ', '') || 'not sent: the rule is disabled' \
+                     WHERE status = 'Pending' AND EXISTS (SELECT 1 FROM event_rules r \
+                       WHERE r.account_id = deliveries.account_id AND r.org_id = deliveries.org_id \
+                         AND r.project_id = deliveries.project_id AND r.id = deliveries.rule_id \
+                         AND r.enabled = 0)",
+                    [crate::store::now_millis()],
+                )
+                .map_err(sql_err("ending the deliveries of disabled rules"))?;
                 Ok(n as u64)
             })
             .await
@@ -646,6 +684,9 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
+    if rule.is_some() {
+        follow_the_head(c, &a.delivery_id, next_at, now)?;
+    }
     let Some((acc, org, proj, rule)) = rule else {
         // Redelivered or claimed again while this attempt ran: it is logged, nothing else.
         c.prepare_cached("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1")?

@@ -115,14 +115,20 @@ fn follow_the_head(
     retry_at: Option<Millis>,
     now: Millis,
 ) -> rusqlite::Result<usize> {
-    c.prepare_cached(
+    // Only rows that must move are written: most heads succeed at once, and their followers
+    // are already due.
+    let (sql, at) = match retry_at {
+        Some(at) => ("e.next_attempt_at < ?2", at),
+        None => ("e.next_attempt_at > ?2", now),
+    };
+    c.prepare_cached(&format!(
         "UPDATE deliveries SET next_attempt_at = ?2 WHERE rowid IN ( \
            SELECT e.rowid FROM deliveries h JOIN deliveries e \
              ON e.execution_id = h.execution_id AND e.rule_id = h.rule_id \
            WHERE h.id = ?1 AND e.execution_id IS NOT NULL AND e.status = 'Pending' \
-             AND e.rowid > h.rowid)",
-    )?
-    .execute(params![delivery, retry_at.unwrap_or(now)])
+             AND e.rowid > h.rowid AND {sql})"
+    ))?
+    .execute(params![delivery, at])
 }
 
 fn rule_enabled(c: &Connection, key: [&str; 4]) -> rusqlite::Result<bool> {
@@ -663,12 +669,13 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
         Next::RetryAt(at, step) => (delivery_status::PENDING, Some(at), Some(step)),
         Next::GiveUp => (delivery_status::FAILED, None, None),
     };
-    let rule: Option<(String, String, String, String)> = c
+    let rule: Option<(String, String, String, String, u32, bool)> = c
         .prepare_cached(
             "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
              schedule_step = COALESCE(?4, schedule_step), next_attempt_at = ?5, lease_until = NULL, \
              lease_token = NULL, last_error = ?6, response_status = ?7, updated_at = ?8 \
-             WHERE id = ?1 AND lease_token = ?3 RETURNING account_id, org_id, project_id, rule_id",
+             WHERE id = ?1 AND lease_token = ?3 \
+             RETURNING account_id, org_id, project_id, rule_id, attempts, execution_id IS NOT NULL",
         )?
         .query_row(
             params![
@@ -681,13 +688,25 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
                 a.response_status,
                 now
             ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .optional()?;
-    if rule.is_some() {
-        follow_the_head(c, &a.delivery_id, next_at, now)?;
+    // Later events of the execution move only behind a head that is retried (or was before).
+    if let Some((.., attempts, true)) = rule {
+        if next_at.is_some() || attempts > 1 {
+            follow_the_head(c, &a.delivery_id, next_at, now)?;
+        }
     }
-    let Some((acc, org, proj, rule)) = rule else {
+    let Some((acc, org, proj, rule, ..)) = rule else {
         // Redelivered or claimed again while this attempt ran: it is logged, nothing else.
         c.prepare_cached("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1")?
             .execute([&a.delivery_id])?;

@@ -118,6 +118,32 @@ async fn deliveries_until(
     }
 }
 
+/// POSTs `body` (or no body) to `path` with the admin key.
+async fn post(
+    app: &TestApp,
+    t: &TestTrigger,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let request = app.with_key(Method::POST, path, &t.admin_key);
+    match body {
+        Some(body) => request.json(&body),
+        None => request,
+    }
+    .send()
+    .await
+    .expect("request")
+}
+
+/// The plan execution id of the project's newest execution.
+async fn latest_execution(app: &TestApp, t: &TestTrigger) -> String {
+    let history = get(app, t, &format!("{}/executions", t.project_path())).await;
+    history["content"][0]["planExecutionId"]
+        .as_str()
+        .expect("an execution")
+        .to_owned()
+}
+
 fn event_types(requests: &[Received]) -> Vec<String> {
     requests
         .iter()
@@ -382,15 +408,13 @@ async fn a_delivery_that_never_succeeds_fails_and_can_be_redelivered_or_recovere
     assert_eq!(failed["content"].as_array().unwrap().len(), 1);
 
     let id = items[0]["id"].as_str().unwrap();
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/down/deliveries/{id}/redeliver", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/down/deliveries/{id}/redeliver", rules_path(&t)),
+        None,
+    )
+    .await;
     assert_eq!(success_data(res).await["status"], "Pending");
     // Four more failures (requests 5 to 8), then Failed again.
     let items = deliveries_until(&app, &t, "down", |d| {
@@ -399,16 +423,13 @@ async fn a_delivery_that_never_succeeds_fails_and_can_be_redelivered_or_recovere
     .await;
     assert_eq!(items[0]["status"], "Failed");
     // Recover: every failed delivery since a time goes again; now the receiver takes it.
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/down/recover", rules_path(&t)),
-            &t.admin_key,
-        )
-        .json(&json!({"since": "2020-01-01T00:00:00Z"}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/down/recover", rules_path(&t)),
+        Some(json!({"since": "2020-01-01T00:00:00Z"})),
+    )
+    .await;
     assert_eq!(success_data(res).await["queued"], 1);
     let items = deliveries_until(&app, &t, "down", |d| d[0]["status"] == "Success").await;
     assert_eq!(items[0]["attemptCount"], 9);
@@ -417,16 +438,13 @@ async fn a_delivery_that_never_succeeds_fails_and_can_be_redelivered_or_recovere
     assert!(got
         .iter()
         .all(|r| r.header("webhook-id") == got[0].header("webhook-id")));
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/down/recover", rules_path(&t)),
-            &t.admin_key,
-        )
-        .json(&json!({"since": "last week"}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/down/recover", rules_path(&t)),
+        Some(json!({"since": "last week"})),
+    )
+    .await;
     assert_error(res, 400, "INVALID_REQUEST", "since must be").await;
 }
 
@@ -564,15 +582,7 @@ async fn the_ssrf_guard_refuses_loopback_by_ip_and_by_name_unless_allowed() {
         );
         assert!(error.contains("loopback"), "{rule}: {error}");
         // The Test endpoint goes through the same guard.
-        let res = app
-            .with_key(
-                Method::POST,
-                &format!("{}/{rule}/test", rules_path(&t)),
-                &t.admin_key,
-            )
-            .send()
-            .await
-            .unwrap();
+        let res = post(&app, &t, &format!("{}/{rule}/test", rules_path(&t)), None).await;
         let test = success_data(res).await;
         assert_eq!(test["status"], "Failed");
         assert!(test["attempts"][0]["error"]
@@ -607,16 +617,13 @@ async fn the_test_endpoint_works_while_disabled_and_masks_secrets() {
     );
     assert_eq!(rule["headers"]["Authorization"], "********");
 
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/tok/test", rules_path(&t)),
-            &t.admin_key,
-        )
-        .json(&json!({"eventType": "stage_end"}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/tok/test", rules_path(&t)),
+        Some(json!({"eventType": "stage_end"})),
+    )
+    .await;
     let test = success_data(res).await;
     assert_eq!(test["status"], "Success");
     assert_eq!(test["eventType"], "stage_end");
@@ -664,16 +671,13 @@ async fn the_test_endpoint_works_while_disabled_and_masks_secrets() {
         "enabling sends a ping"
     );
     assert_eq!(got[1].header("authorization"), Some("Bearer hunter2"));
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/tok/test", rules_path(&t)),
-            &t.admin_key,
-        )
-        .json(&json!({"eventType": "pipeline_explode"}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/tok/test", rules_path(&t)),
+        Some(json!({"eventType": "pipeline_explode"})),
+    )
+    .await;
     assert_error(res, 400, "INVALID_REQUEST", "pipeline_explode").await;
 }
 
@@ -691,15 +695,13 @@ async fn rotation_signs_with_both_secrets() {
     .await;
     let old = old["signingSecret"].as_str().unwrap().to_owned();
     wait_for(&receiver, 1).await;
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/rot/rotate-secret", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/rot/rotate-secret", rules_path(&t)),
+        None,
+    )
+    .await;
     let rotated = success_data(res).await;
     let new = rotated["signingSecret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
@@ -869,22 +871,15 @@ async fn pause_and_continue_are_published() {
     .await;
     fire(&app, &t).await;
     wait_for(&receiver, 3).await;
-    let history = get(&app, &t, &format!("{}/executions", t.project_path())).await;
-    let plan = history["content"][0]["planExecutionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plan = latest_execution(&app, &t).await;
+    let (app, t) = (&app, &t);
     let control = |action: &'static str| {
-        app.with_key(
-            Method::POST,
-            &format!("{}/executions/{plan}/{action}", t.project_path()),
-            &t.admin_key,
-        )
-        .send()
+        let path = format!("{}/executions/{plan}/{action}", t.project_path());
+        async move { post(app, t, &path, None).await.status() }
     };
-    assert_eq!(control("pause").await.unwrap().status(), 200);
+    assert_eq!(control("pause").await, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(control("resume").await.unwrap().status(), 200);
+    assert_eq!(control("resume").await, 200);
     let got = wait_for(&receiver, 9).await;
     assert_eq!(
         event_types(&got),
@@ -944,19 +939,17 @@ async fn a_rule_failing_for_longer_than_disable_after_is_disabled() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.requests().len(), seen);
     let items = deliveries_until(&app, &t, "broken", |_| true).await;
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!(
-                "{}/broken/deliveries/{}/redeliver",
-                rules_path(&t),
-                items[0]["id"].as_str().unwrap()
-            ),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!(
+            "{}/broken/deliveries/{}/redeliver",
+            rules_path(&t),
+            items[0]["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
     assert_error(res, 400, "INVALID_REQUEST", "is disabled").await;
 }
 
@@ -1124,19 +1117,17 @@ async fn a_slow_receiver_gets_one_executions_events_in_order_and_redelivery_wait
     // While the ping is in flight it cannot be redelivered.
     let ping = deliveries_until(&app, &t, "slow", |d| !d.is_empty()).await;
     wait_for(&receiver, 1).await;
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!(
-                "{}/slow/deliveries/{}/redeliver",
-                rules_path(&t),
-                ping[0]["id"].as_str().unwrap()
-            ),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!(
+            "{}/slow/deliveries/{}/redeliver",
+            rules_path(&t),
+            ping[0]["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
     assert_error(res, 400, "INVALID_REQUEST", "being attempted right now").await;
     fire(&app, &t).await;
     fire(&app, &t).await;
@@ -1192,21 +1183,15 @@ async fn pausing_twice_or_before_the_start_sends_no_extra_events() {
     .await;
     fire(&app, &t).await;
     wait_for(&receiver, 3).await;
-    let history = get(&app, &t, &format!("{}/executions", t.project_path())).await;
-    let plan = history["content"][0]["planExecutionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plan = latest_execution(&app, &t).await;
     for _ in 0..3 {
-        let res = app
-            .with_key(
-                Method::POST,
-                &format!("{}/executions/{plan}/pause", t.project_path()),
-                &t.admin_key,
-            )
-            .send()
-            .await
-            .unwrap();
+        let res = post(
+            &app,
+            &t,
+            &format!("{}/executions/{plan}/pause", t.project_path()),
+            None,
+        )
+        .await;
         assert_eq!(res.status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1234,30 +1219,20 @@ async fn test_samples_are_never_sent_again_and_disabling_ends_pending_deliveries
         json!({"sendEverything": true, "url": format!("http://127.0.0.1:{port}/")}),
     )
     .await;
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/r/test", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(&app, &t, &format!("{}/r/test", rules_path(&t)), None).await;
     let test = success_data(res).await;
     assert_eq!(test["status"], "Failed");
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!(
-                "{}/r/deliveries/{}/redeliver",
-                rules_path(&t),
-                test["id"].as_str().unwrap()
-            ),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!(
+            "{}/r/deliveries/{}/redeliver",
+            rules_path(&t),
+            test["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
     assert_error(res, 400, "INVALID_REQUEST", "test sample").await;
     // Disabling the rule ends its pending ping (the receiver is down) as Failed.
     let res = put_rule(&app, &t, "r", json!({"enabled": false, "sendEverything": true, "url": format!("http://127.0.0.1:{port}/")})).await;
@@ -1275,16 +1250,13 @@ async fn test_samples_are_never_sent_again_and_disabling_ends_pending_deliveries
     )
     .await;
     assert_eq!(res.status(), 200);
-    let res = app
-        .with_key(
-            Method::POST,
-            &format!("{}/r/recover", rules_path(&t)),
-            &t.admin_key,
-        )
-        .json(&json!({"since": 0}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &app,
+        &t,
+        &format!("{}/r/recover", rules_path(&t)),
+        Some(json!({"since": 0})),
+    )
+    .await;
     assert_eq!(success_data(res).await["queued"], 1);
     let got = wait_for(&receiver, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

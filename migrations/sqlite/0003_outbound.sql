@@ -6,9 +6,8 @@ CREATE TABLE event_rules (
     org_id               TEXT NOT NULL,
     project_id           TEXT NOT NULL,
     id                   TEXT NOT NULL,
-    name                 TEXT NOT NULL,
-    enabled              INTEGER NOT NULL,
-    spec                 TEXT NOT NULL,        -- JSON: filters, url, headers, auth, verifyTls, selectors
+    enabled              INTEGER NOT NULL,     -- the truth; spec.enabled is what the last PUT said
+    spec                 TEXT NOT NULL,        -- JSON: name, filters, url, headers, auth, verifyTls, selectors
     secret               TEXT NOT NULL,        -- whsec_...
     previous_secret      TEXT,                 -- still signs until previous_until (rotation)
     previous_until       INTEGER,

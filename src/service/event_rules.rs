@@ -192,6 +192,13 @@ fn drop_read_only_fields(doc: &mut Value, project: &ProjectRef) -> Result<(), Er
     Ok(())
 }
 
+fn delivery_missing(rule: &Identifier, id: &str) -> Error {
+    Error::NotFound(format!(
+        "Delivery {} does not exist for event rule {rule}",
+        crate::domain::ids::truncate_for_message(id)
+    ))
+}
+
 fn rule_missing(id: &Identifier, project: &ProjectRef) -> Error {
     Error::NotFound(format!("Event rule {id} does not exist in {project}"))
 }
@@ -421,12 +428,7 @@ impl Gateway {
         id: &str,
         attempts: u32,
     ) -> Result<DeliveryView, Error> {
-        let missing = || {
-            Error::NotFound(format!(
-                "Delivery {} does not exist for event rule {rule}",
-                crate::domain::ids::truncate_for_message(id)
-            ))
-        };
+        let missing = || delivery_missing(rule, id);
         if DeliveryId::parse(id).is_none() {
             return Err(missing());
         }
@@ -449,18 +451,10 @@ impl Gateway {
         id: &str,
     ) -> Result<DeliveryView, Error> {
         self.enabled_rule(project, rule).await?;
+        let missing = || delivery_missing(rule, id);
         if DeliveryId::parse(id).is_none() {
-            return Err(Error::NotFound(format!(
-                "Delivery {} does not exist for event rule {rule}",
-                crate::domain::ids::truncate_for_message(id)
-            )));
+            return Err(missing());
         }
-        let missing = || {
-            Error::NotFound(format!(
-                "Delivery {} does not exist for event rule {rule}",
-                crate::domain::ids::truncate_for_message(id)
-            ))
-        };
         let delivery = match self
             .store
             .redeliver(project, rule, id, now_millis())

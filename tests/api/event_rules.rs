@@ -125,7 +125,18 @@ async fn post(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let request = app.with_key(Method::POST, path, &t.admin_key);
+    call(app, t, Method::POST, path, body).await
+}
+
+/// Sends `method` with `body` (or no body) to `path` with the admin key.
+async fn call(
+    app: &TestApp,
+    t: &TestTrigger,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let request = app.with_key(method, path, &t.admin_key);
     match body {
         Some(body) => request.json(&body),
         None => request,
@@ -813,45 +824,41 @@ async fn bad_rules_get_clear_errors_and_crud_works() {
     assert_eq!(data["url"], "https://hooks.example.com/y");
     let list = get(&app, &t, &rules_path(&t)).await;
     assert_eq!(list["content"].as_array().unwrap().len(), 1);
-    let res = app
-        .with_key(
-            Method::DELETE,
-            &format!("{}/yamlrule", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = call(
+        &app,
+        &t,
+        Method::DELETE,
+        &format!("{}/yamlrule", rules_path(&t)),
+        None,
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    let res = app
-        .with_key(
-            Method::GET,
-            &format!("{}/yamlrule", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = call(
+        &app,
+        &t,
+        Method::GET,
+        &format!("{}/yamlrule", rules_path(&t)),
+        None,
+    )
+    .await;
     assert_error(res, 404, "RESOURCE_NOT_FOUND", "yamlrule").await;
-    let res = app
-        .with_key(
-            Method::GET,
-            &format!("{}/yamlrule/deliveries/zzz", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = call(
+        &app,
+        &t,
+        Method::GET,
+        &format!("{}/yamlrule/deliveries/zzz", rules_path(&t)),
+        None,
+    )
+    .await;
     assert_error(res, 404, "RESOURCE_NOT_FOUND", "").await;
-    let res = app
-        .with_key(
-            Method::PATCH,
-            &format!("{}/yamlrule", rules_path(&t)),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = call(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("{}/yamlrule", rules_path(&t)),
+        None,
+    )
+    .await;
     assert_error(res, 405, "METHOD_NOT_ALLOWED", "").await;
 }
 
@@ -1347,4 +1354,79 @@ async fn later_events_wait_with_a_retried_first_event_of_their_execution() {
             "waits with the head: {later}"
         );
     }
+}
+
+#[tokio::test]
+async fn unknown_rules_and_deliveries_are_404s() {
+    let app = app().await;
+    let t = app.create_trigger().await;
+    let nope = format!("{}/nope", rules_path(&t));
+    for (method, path, body) in [
+        (Method::GET, nope.clone(), None),
+        (Method::DELETE, nope.clone(), None),
+        (Method::POST, format!("{nope}/rotate-secret"), None),
+        (Method::POST, format!("{nope}/test"), None),
+        (
+            Method::POST,
+            format!("{nope}/recover"),
+            Some(json!({"since": 0})),
+        ),
+        (Method::GET, format!("{nope}/deliveries"), None),
+    ] {
+        let res = call(&app, &t, method, &path, body).await;
+        assert_error(
+            res,
+            404,
+            "RESOURCE_NOT_FOUND",
+            "Event rule nope does not exist",
+        )
+        .await;
+    }
+    let receiver = TestReceiver::start(200, "", &[]).await;
+    create_rule(
+        &app,
+        &t,
+        "ok",
+        json!({"sendEverything": true, "url": receiver.url}),
+    )
+    .await;
+    let ok = format!("{}/ok", rules_path(&t));
+    for path in [
+        format!("{ok}/deliveries/0123456789abcdef01234567"),
+        format!("{ok}/deliveries/not-an-id"),
+    ] {
+        let res = call(&app, &t, Method::GET, &path, None).await;
+        assert_error(
+            res,
+            404,
+            "RESOURCE_NOT_FOUND",
+            "does not exist for event rule ok",
+        )
+        .await;
+        let res = post(&app, &t, &format!("{path}/redeliver"), None).await;
+        assert_error(
+            res,
+            404,
+            "RESOURCE_NOT_FOUND",
+            "does not exist for event rule ok",
+        )
+        .await;
+    }
+    let res = call(
+        &app,
+        &t,
+        Method::GET,
+        &format!("{ok}/deliveries?status=Lost"),
+        None,
+    )
+    .await;
+    assert_error(res, 400, "INVALID_REQUEST", "Pending, Success, Failed").await;
+    let res = post(
+        &app,
+        &t,
+        &format!("{ok}/test"),
+        Some(json!({"colour": "red"})),
+    )
+    .await;
+    assert_error(res, 400, "INVALID_REQUEST", "colour").await;
 }

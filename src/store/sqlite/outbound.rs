@@ -2,6 +2,7 @@
 //! transaction ([`sync_events`], [`emit_control_events`]).
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -21,16 +22,51 @@ use crate::store::{Millis, Page, StoreError, StoreResult};
 
 const RULE_COLS: &str = "account_id, org_id, project_id, id, spec, secret, previous_secret, \
      previous_until, failing_since, disabled_reason, created_at, updated_at, enabled";
-const DELIVERY_COLS: &str = "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
-     payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
-     created_at, updated_at, execution_id";
+/// The written columns of a delivery (a macro so that [`DELIVERY_SELECT`] can extend it).
+macro_rules! delivery_cols {
+    () => {
+        "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, payload, status, \
+         attempts, schedule_step, next_attempt_at, last_error, response_status, created_at, \
+         updated_at, execution_id"
+    };
+}
+const DELIVERY_COLS: &str = delivery_cols!();
 /// [`DELIVERY_COLS`] and the insertion order, for reading.
-const DELIVERY_SELECT: &str =
-    "id, account_id, org_id, project_id, rule_id, webhook_id, event_type, \
-     payload, status, attempts, schedule_step, next_attempt_at, last_error, response_status, \
-     created_at, updated_at, execution_id, rowid";
+const DELIVERY_SELECT: &str = concat!(delivery_cols!(), ", rowid");
 const ATTEMPT_COLS: &str = "delivery_id, attempt, started_at, duration_ms, url, request_headers, \
      response_status, response_headers, response_body, error";
+
+/// `cols` with each column qualified by `alias` (`a, b` → `d.a, d.b`).
+fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|col| format!("{alias}.{}", col.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A claimed delivery with its rule (built once: the dispatcher runs it for every claim).
+static CLAIMED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {} FROM deliveries d JOIN event_rules r \
+           ON r.account_id = d.account_id AND r.org_id = d.org_id \
+          AND r.project_id = d.project_id AND r.id = d.rule_id WHERE d.id = ?1",
+        qualified(DELIVERY_SELECT, "d"),
+        qualified(RULE_COLS, "r")
+    )
+});
+
+/// The execution and its project's name, when the project has an enabled rule (built once: it
+/// runs inside every execution write).
+static EXECUTION_FOR_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, x.events_sent, x.pipeline_spec, p.name FROM executions x \
+         JOIN projects p ON p.account_id = x.account_id AND p.org_id = x.org_id AND p.id = x.project_id \
+         WHERE x.plan_execution_id = ?1 AND EXISTS (SELECT 1 FROM event_rules r \
+           WHERE r.account_id = x.account_id AND r.org_id = x.org_id \
+             AND r.project_id = x.project_id AND r.enabled = 1)",
+        qualified(EXECUTION_COLS, "x")
+    )
+});
 
 fn rule_row(r: &Row<'_>) -> rusqlite::Result<EventRuleRecord> {
     rule_row_at(r, 0)
@@ -181,21 +217,20 @@ impl OutboundStore for SqliteStore {
                         |r| r.get(0),
                     )
                     .map_err(sql_err("reading an event rule"))?;
-                let name = rule.spec.name.clone().unwrap_or_default();
                 let result = if existed {
                     // A change starts the rule afresh: its failure streak and any reason
                     // triggerd disabled it are forgotten. The secrets stay.
                     c.execute(
-                        "UPDATE event_rules SET name = ?5, enabled = ?6, spec = ?7, failing_since = NULL, \
-                         disabled_reason = NULL, updated_at = ?8 \
+                        "UPDATE event_rules SET enabled = ?5, spec = ?6, failing_since = NULL, \
+                         disabled_reason = NULL, updated_at = ?7 \
                          WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
-                        params![acc, org, proj, rule.identifier.as_str(), name, rule.spec.enabled, spec, rule.updated_at],
+                        params![acc, org, proj, rule.identifier.as_str(), rule.spec.enabled, spec, rule.updated_at],
                     )
                 } else {
                     c.execute(
-                        "INSERT INTO event_rules (account_id, org_id, project_id, id, name, enabled, spec, secret, \
-                         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-                        params![acc, org, proj, rule.identifier.as_str(), name, rule.spec.enabled, spec, rule.secret, rule.created_at],
+                        "INSERT INTO event_rules (account_id, org_id, project_id, id, enabled, spec, secret, \
+                         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                        params![acc, org, proj, rule.identifier.as_str(), rule.spec.enabled, spec, rule.secret, rule.created_at],
                     )
                 };
                 result.map_err(|e| {
@@ -383,16 +418,6 @@ impl OutboundStore for SqliteStore {
         let lease = DeliveryId::generate().to_string();
         self.writer
             .write(move |c| {
-                let cols = DELIVERY_SELECT
-                    .split(", ")
-                    .map(|col| format!("d.{}", col.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let rule_cols = RULE_COLS
-                    .split(", ")
-                    .map(|col| format!("r.{}", col.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 // Due, of an enabled rule whose selectors this node has, and not behind an
                 // earlier pending event of the same execution to the same rule.
                 let ids: Vec<String> = c
@@ -418,11 +443,7 @@ impl OutboundStore for SqliteStore {
                     })
                     .map_err(sql_err("claiming deliveries"))?;
                 let mut stmt = c
-                    .prepare_cached(&format!(
-                        "SELECT {cols}, {rule_cols} FROM deliveries d JOIN event_rules r \
-                           ON r.account_id = d.account_id AND r.org_id = d.org_id \
-                          AND r.project_id = d.project_id AND r.id = d.rule_id WHERE d.id = ?1"
-                    ))
+                    .prepare_cached(&CLAIMED_SQL)
                     .map_err(sql_err("reading claimed deliveries"))?;
                 let width = DELIVERY_SELECT.split(", ").count();
                 ids.iter()
@@ -770,18 +791,7 @@ pub(super) fn write_events(
     control: Option<bool>,
 ) -> rusqlite::Result<()> {
     let row = c
-        .prepare_cached(&format!(
-            "SELECT {}, x.events_sent, x.pipeline_spec, p.name FROM executions x \
-             JOIN projects p ON p.account_id = x.account_id AND p.org_id = x.org_id AND p.id = x.project_id \
-             WHERE x.plan_execution_id = ?1 AND EXISTS (SELECT 1 FROM event_rules r \
-               WHERE r.account_id = x.account_id AND r.org_id = x.org_id \
-                 AND r.project_id = x.project_id AND r.enabled = 1)",
-            EXECUTION_COLS
-                .split(", ")
-                .map(|col| format!("x.{}", col.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))?
+        .prepare_cached(&EXECUTION_FOR_EVENTS_SQL)?
         .query_row([id.as_str()], |r| {
             Ok((
                 execution_row(r)?,

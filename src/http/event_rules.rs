@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    api_key, body, deleted, envelope, list_params, path_identifier, path_project, query, resource,
+    api_key, body, deleted, envelope, list_params, list_params_or, path_identifier, path_project,
+    query, resource,
 };
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::error::Error;
@@ -140,12 +141,7 @@ async fn recover(
 async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let q = query(&req);
-    let (limit, cursor) = list_params(&q)?;
-    let limit = if q.contains_key("limit") {
-        limit
-    } else {
-        DEFAULT_DELIVERIES
-    };
+    let (limit, cursor) = list_params_or(&q, DEFAULT_DELIVERIES)?;
     let page = gw
         .list_deliveries(
             &project,
@@ -163,12 +159,7 @@ async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpRespon
     let id = req.match_info().get("id").unwrap_or("");
     // `limit` bounds the attempts shown (newest first), 20 by default.
     let q = query(&req);
-    let (limit, _) = list_params(&q)?;
-    let attempts = if q.contains_key("limit") {
-        limit
-    } else {
-        ATTEMPTS_SHOWN
-    };
+    let (attempts, _) = list_params_or(&q, ATTEMPTS_SHOWN)?;
     Ok(envelope::ok(
         gw.delivery(&project, &rule, id, attempts).await?,
     ))

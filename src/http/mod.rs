@@ -119,8 +119,16 @@ pub(crate) fn path_project(req: &HttpRequest) -> Result<ProjectRef, Error> {
 
 /// `limit` (default 50, at most 500) and `cursor` of a list request.
 pub(crate) fn list_params(q: &HashMap<String, String>) -> Result<(u32, Option<&str>), Error> {
+    list_params_or(q, 50)
+}
+
+/// `limit` (default `default`, at most 500) and `cursor` of a list request.
+pub(crate) fn list_params_or(
+    q: &HashMap<String, String>,
+    default: u32,
+) -> Result<(u32, Option<&str>), Error> {
     let limit = match q.get("limit") {
-        None => 50,
+        None => default,
         Some(v) => v
             .parse::<u32>()
             .ok()

@@ -18,8 +18,10 @@ pub struct Settings {
     /// Base URL used in generated links (`apiUrl`, `webhookUrl`, `curl`). Defaults to
     /// `http://<listen>`.
     pub public_url: Option<String>,
-    /// `sqlite://PATH`.
+    /// `sqlite://PATH` (embedded, one process) or `postgres://...` (several nodes).
     pub database_url: String,
+    /// Where executions get their working directories; see [`Settings::work_root`].
+    pub work_dir: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
@@ -42,6 +44,15 @@ pub struct Settings {
     pub node: NodeSettings,
 }
 
+/// The database a `database_url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// `sqlite://PATH`: the embedded backend, one process per file.
+    Sqlite(PathBuf),
+    /// `postgres://...`: shared by several nodes.
+    Postgres(String),
+}
+
 /// Outbound event delivery settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,12 +72,40 @@ pub struct OutboundSettings {
 }
 
 /// Settings of this node.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSettings {
     /// Tags an event rule's `selectors` are matched against.
     #[serde(deserialize_with = "list_or_commas")]
     pub tags: Vec<String>,
+    /// How long a claim on exclusive work (a running execution, a delivery attempt) lasts
+    /// without renewal, e.g. `30s`: the holder renews it, and a dead node's work is taken over
+    /// by another once it expires.
+    pub lease: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            lease: "30s".into(),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// `lease`, parsed.
+    pub fn lease(&self) -> Result<std::time::Duration, ConfigError> {
+        let lease = crate::domain::pipeline::parse_duration(&self.lease)
+            .map_err(|e| ConfigError(format!("node.lease: {e}")))?;
+        if lease < std::time::Duration::from_secs(3) || lease > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError(format!(
+                "node.lease = {:?} must be between 3s and 1h",
+                self.lease
+            )));
+        }
+        Ok(lease)
+    }
 }
 
 /// The outbound settings, parsed.
@@ -197,6 +236,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             public_url: None,
             database_url: "sqlite://triggerd.db".into(),
+            work_dir: None,
             max_body_bytes: 1024 * 1024,
             http_workers: 0,
             shutdown_grace_secs: 30,
@@ -306,12 +346,13 @@ impl Settings {
                 _ => return fail(format!("public_url = {url:?} is not an http(s) URL")),
             }
         }
-        if self.database_path().is_none() {
+        if self.database().is_none() {
             return fail(format!(
-                "database_url = {:?} is not supported; use sqlite://PATH (PostgreSQL comes later)",
+                "database_url = {:?} is not supported; use sqlite://PATH or postgres://USER@HOST/DB",
                 self.database_url
             ));
         }
+        self.node.lease()?;
         if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return fail(format!(
                 "max_body_bytes = {} must be between 1 and 67108864",
@@ -352,9 +393,29 @@ impl Settings {
         Ok(())
     }
 
-    /// The SQLite file path from `database_url`.
-    pub fn database_path(&self) -> Option<PathBuf> {
-        crate::store::sqlite::path_from_url(&self.database_url)
+    /// The backend `database_url` names; `None` when it names none.
+    pub fn database(&self) -> Option<Database> {
+        if let Some(path) = crate::store::sqlite::path_from_url(&self.database_url) {
+            return Some(Database::Sqlite(path));
+        }
+        let url = url::Url::parse(&self.database_url).ok()?;
+        matches!(url.scheme(), "postgres" | "postgresql")
+            .then(|| Database::Postgres(self.database_url.clone()))
+    }
+
+    /// Where the engine makes each execution's working directory: `work_dir`, else
+    /// `triggerd-work` next to the SQLite file, else `./triggerd-work`.
+    pub fn work_root(&self) -> PathBuf {
+        if let Some(dir) = &self.work_dir {
+            return PathBuf::from(dir);
+        }
+        match self.database() {
+            Some(Database::Sqlite(path)) => path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                .join("triggerd-work"),
+            _ => PathBuf::from("triggerd-work"),
+        }
     }
 
     /// The public base URL for a server bound to `bound`, without a trailing slash.
@@ -389,7 +450,17 @@ mod tests {
             (
                 "database_url",
                 Settings {
-                    database_url: "postgres://x".into(),
+                    database_url: "mysql://x".into(),
+                    ..Settings::default()
+                },
+            ),
+            (
+                "node.lease",
+                Settings {
+                    node: NodeSettings {
+                        lease: "1s".into(),
+                        ..NodeSettings::default()
+                    },
                     ..Settings::default()
                 },
             ),

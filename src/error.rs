@@ -120,6 +120,10 @@ impl From<StoreError> for Error {
                 message: "The server is overloaded; retry shortly".into(),
                 retry_after_secs: 1,
             },
+            StoreError::Unavailable => Error::Unavailable {
+                message: "The database is unreachable; retry shortly".into(),
+                retry_after_secs: 2,
+            },
             StoreError::ShuttingDown => Error::Unavailable {
                 message: "The server is shutting down; retry shortly".into(),
                 retry_after_secs: 5,

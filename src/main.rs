@@ -93,9 +93,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     match command {
         Command::Migrate => {
-            let path = settings.database_path().expect("validated");
-            let applied = store::sqlite::migrate(&path)?;
-            println!("{applied} migration(s) applied to {}", path.display());
+            println!("{}", store::migrate(&settings).await?);
             Ok(())
         }
         Command::Init => {

@@ -21,13 +21,13 @@ use crate::outbound::deliver::Sender;
 use crate::outbound::dispatcher;
 use crate::service::Gateway;
 use crate::store::cache::HotCache;
-use crate::store::sqlite::{SqliteStore, WriterOptions};
+use crate::store::{self, Store};
 
 /// A built, listening application.
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     gateway: web::Data<Gateway>,
     engine_stop: CancellationToken,
     engine_task: tokio::task::JoinHandle<()>,
@@ -67,19 +67,7 @@ fn cores() -> usize {
 impl Application {
     /// Opens and migrates the database, binds `settings.listen` and starts serving.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let path = settings
-            .database_path()
-            .context("database_url must be sqlite://PATH")?;
-        let store = Arc::new(
-            SqliteStore::open(
-                &path,
-                WriterOptions {
-                    queue_capacity: settings.writer.queue_capacity,
-                    max_batch: settings.writer.max_batch,
-                },
-            )
-            .with_context(|| format!("opening database {}", path.display()))?,
-        );
+        let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let bound = listener.local_addr()?;
@@ -88,13 +76,7 @@ impl Application {
             n => n,
         };
         let engine_stop = CancellationToken::new();
-        let work_root = path
-            .parent()
-            .map_or_else(
-                || std::path::PathBuf::from("."),
-                std::path::Path::to_path_buf,
-            )
-            .join("triggerd-work");
+        let work_root = settings.work_root();
         let (engine, engine_task) = engine::start(
             store.clone(),
             engine::EngineOptions {
@@ -201,7 +183,7 @@ impl Application {
         self.dispatcher_stop.cancel();
         let _ = self.dispatcher_task.await;
         // Flush the writer whatever happened to the HTTP server.
-        self.store.shutdown().await;
+        self.store.close().await;
         tracing::info!("stopped: every acknowledged write is committed");
         served
             .context("the HTTP server task failed")?

@@ -8,8 +8,13 @@ pub mod executions;
 pub mod outbound;
 pub mod sqlite;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::Serialize;
+
+use crate::config::{Database, Settings};
 
 use crate::domain::ids::{AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef};
 use crate::domain::settings::{ScopedValue, SettingChain};
@@ -23,9 +28,13 @@ pub enum StoreError {
     /// A list cursor that this store did not hand out.
     #[error("Invalid request: cursor is not one this server returned")]
     InvalidCursor,
-    /// The write queue is full; the caller should retry shortly.
-    #[error("the write queue is full")]
+    /// The store cannot take more work now (however it is built: a full write queue, an
+    /// exhausted connection pool); the caller should retry shortly.
+    #[error("the store is overloaded")]
     Overloaded,
+    /// The database cannot be reached; nothing was written. The caller should retry shortly.
+    #[error("the database is unreachable")]
+    Unavailable,
     /// The writer has stopped (shutting down).
     #[error("the store is shutting down")]
     ShuttingDown,
@@ -302,6 +311,42 @@ pub struct EventFilter {
     pub status: Option<String>,
 }
 
+/// Opens the database `settings.database_url` names (the backend is picked by its scheme) and
+/// applies pending migrations.
+pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    match settings.database() {
+        Some(Database::Sqlite(path)) => {
+            let store = sqlite::SqliteStore::open(
+                &path,
+                sqlite::WriterOptions {
+                    queue_capacity: settings.writer.queue_capacity,
+                    max_batch: settings.writer.max_batch,
+                },
+            )
+            .with_context(|| format!("opening database {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        Some(Database::Postgres(_)) => {
+            anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
+        }
+        None => anyhow::bail!("database_url = {:?} is not supported", settings.database_url),
+    }
+}
+
+/// Creates the database if needed and applies pending migrations; says what it did.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
+    match settings.database() {
+        Some(Database::Sqlite(path)) => {
+            let applied = sqlite::migrate(&path)?;
+            Ok(format!("{applied} migration(s) applied to {}", path.display()))
+        }
+        Some(Database::Postgres(_)) => {
+            anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
+        }
+        None => anyhow::bail!("database_url = {:?} is not supported", settings.database_url),
+    }
+}
+
 /// Window within which an `Idempotency-Key` replays the original response.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
@@ -312,6 +357,10 @@ pub trait Store:
 {
     /// True when the database answers and every migration is applied.
     async fn ready(&self) -> StoreResult<bool>;
+
+    /// Commits every acknowledged write and releases the database; later calls fail with
+    /// `ShuttingDown`.
+    async fn close(&self);
 
     /// Creates or renames an account (and its `default` org on creation). Returns the account
     /// and whether it was created.

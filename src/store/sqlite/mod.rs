@@ -113,7 +113,7 @@ impl SqliteStore {
     }
 
     /// Commits every queued write and stops the writer. Later writes fail with `ShuttingDown`.
-    pub async fn shutdown(&self) {
+    async fn shutdown(&self) {
         let checkpointer = self.checkpointer.lock().take();
         if let Some(checkpointer) = checkpointer {
             let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
@@ -430,6 +430,10 @@ impl Store for SqliteStore {
             let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             Ok(version == migrate::latest_version())
         })
+    }
+
+    async fn close(&self) {
+        self.shutdown().await;
     }
 
     async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)> {

@@ -98,7 +98,8 @@ impl NodeSettings {
     pub fn lease(&self) -> Result<std::time::Duration, ConfigError> {
         let lease = crate::domain::pipeline::parse_duration(&self.lease)
             .map_err(|e| ConfigError(format!("node.lease: {e}")))?;
-        if lease < std::time::Duration::from_secs(3) || lease > std::time::Duration::from_secs(3600) {
+        if lease < std::time::Duration::from_secs(3) || lease > std::time::Duration::from_secs(3600)
+        {
             return Err(ConfigError(format!(
                 "node.lease = {:?} must be between 3s and 1h",
                 self.lease

@@ -32,7 +32,7 @@ enum Command {
         /// Address to listen on (overrides `listen`).
         #[arg(long)]
         listen: Option<String>,
-        /// Database URL, sqlite://PATH (overrides `database_url`).
+        /// Database URL, sqlite://PATH or postgres://... (overrides `database_url`).
         #[arg(long)]
         database_url: Option<String>,
         /// Base URL for generated links (overrides `public_url`).

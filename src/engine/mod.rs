@@ -10,6 +10,7 @@
 //! execution twice.
 
 mod context;
+pub mod control;
 pub mod http_step;
 pub mod retention;
 pub mod run;

@@ -3,5 +3,7 @@
 
 pub mod deliver;
 pub mod dispatcher;
+pub mod events;
 pub mod guard;
+pub mod health;
 pub mod signature;

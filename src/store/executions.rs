@@ -348,8 +348,9 @@ pub trait ExecutionStore: Send + Sync + 'static {
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;
 
     /// Retention: deletes up to `batch` executions that ended before `cutoff` (with their steps
-    /// and logs) and up to `batch` webhook events created before it. An event whose execution is still kept
-    /// stays. Returns how many executions and events went.
+    /// and logs), up to `batch` webhook events created before it, and up to `batch` idempotency
+    /// keys claimed before it. An event whose execution is still kept stays. Returns how many
+    /// executions and events went.
     async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)>;
 
     /// Applies a control request atomically (see [`ControlOutcome`]). `comment` is recorded on

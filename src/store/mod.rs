@@ -329,7 +329,10 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         Some(Database::Postgres(_)) => {
             anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
         }
-        None => anyhow::bail!("database_url = {:?} is not supported", settings.database_url),
+        None => anyhow::bail!(
+            "database_url = {:?} is not supported",
+            settings.database_url
+        ),
     }
 }
 
@@ -338,12 +341,18 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
     match settings.database() {
         Some(Database::Sqlite(path)) => {
             let applied = sqlite::migrate(&path)?;
-            Ok(format!("{applied} migration(s) applied to {}", path.display()))
+            Ok(format!(
+                "{applied} migration(s) applied to {}",
+                path.display()
+            ))
         }
         Some(Database::Postgres(_)) => {
             anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
         }
-        None => anyhow::bail!("database_url = {:?} is not supported", settings.database_url),
+        None => anyhow::bail!(
+            "database_url = {:?} is not supported",
+            settings.database_url
+        ),
     }
 }
 

@@ -753,6 +753,57 @@ async fn migrate_applies_migrations_once_and_exits_0() {
     assert!(dir.path().join("t.db").exists());
 }
 
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_refuses_to_start_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = made_up_root_key();
+    let mut first = Daemon::start(dir.path(), "first", &[], &[("TRIGGERD_ROOT_KEY", &root)]).await;
+    let pid = first.child.id();
+
+    let mut second = triggerd(dir.path());
+    second
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", &database_url(dir.path())]);
+    let refused = run_to_end(second).await;
+    let mut migrate = triggerd(dir.path());
+    migrate
+        .arg("migrate")
+        .env("TRIGGERD_DATABASE_URL", database_url(dir.path()));
+    let migrate_refused = run_to_end(migrate).await;
+
+    for output in [&refused, &migrate_refused] {
+        assert!(!output.status.success(), "refused: {output:?}");
+        let message = String::from_utf8_lossy(&output.stderr)
+            .trim_end()
+            .to_owned();
+        assert!(!message.contains('\n'), "one line: {message:?}");
+        assert!(
+            message.contains("t.db is in use by another triggerd process"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("pid {pid}")),
+            "names the holder: {message}"
+        );
+    }
+    // The first process still serves, and a kill -9 leaves no stale lock behind.
+    let health = first
+        .request(Method::GET, "/readyz")
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(health.status(), StatusCode::OK);
+    first.kill_hard();
+    let next = Daemon::start(dir.path(), "next", &[], &[("TRIGGERD_ROOT_KEY", &root)]).await;
+    let health = next
+        .request(Method::GET, "/readyz")
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
 async fn assert_refused(dir: &TempDir, args: &[&str], envs: &[(&str, &str)], key: &str) {
     let mut cmd = triggerd(dir.path());
     cmd.arg("serve")

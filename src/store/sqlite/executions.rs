@@ -9,6 +9,7 @@ use super::{
     decode_time_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
     StepRecord,
@@ -82,7 +83,7 @@ pub(super) struct QueuedExecution<'a> {
     pub created_at: Millis,
 }
 
-/// Inserts a `Queued` execution numbered after the pipeline's last one; returns its number.
+/// Inserts a `Queued` execution numbered by the pipeline's counter; returns its number.
 pub(super) fn insert_execution(
     c: &rusqlite::Connection,
     x: &QueuedExecution<'_>,
@@ -90,8 +91,10 @@ pub(super) fn insert_execution(
     let p = x.scope;
     let run_sequence: i64 = c
         .prepare_cached(
-            "SELECT COALESCE(MAX(run_sequence), 0) + 1 FROM executions \
-             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
+            "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+             VALUES (?1, ?2, ?3, ?4, 1) \
+             ON CONFLICT (account_id, org_id, project_id, pipeline_id) DO UPDATE SET last = last + 1 \
+             RETURNING last",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -451,11 +454,7 @@ impl ExecutionStore for SqliteStore {
                 .prepare_cached("SELECT control FROM executions WHERE plan_execution_id = ?1")?
                 .query_row([id.as_str()], |r| r.get(0))
                 .optional()?;
-            Ok(match control.flatten().as_deref() {
-                Some("abort") => Some(Control::Abort),
-                Some("pause") => Some(Control::Pause),
-                _ => None,
-            })
+            Ok(control::from_stored(control.flatten().as_deref()))
         })
     }
 
@@ -508,6 +507,14 @@ impl ExecutionStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old webhook events"))?;
+                c.prepare_cached(
+                    "DELETE FROM idempotency_keys \
+                     WHERE (account_id, org_id, project_id, pipeline_id, trigger_id, key) IN ( \
+                       SELECT account_id, org_id, project_id, pipeline_id, trigger_id, key \
+                       FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![cutoff, batch]))
+                .map_err(sql_err("purging old idempotency keys"))?;
                 Ok((executions as u64, events as u64))
             })
             .await
@@ -527,7 +534,8 @@ impl ExecutionStore for SqliteStore {
 }
 
 /// One control request against an execution in status `current`, inside the writer's
-/// transaction. An execution a worker holds (`leased`) is only flagged; the worker applies it.
+/// transaction: carries out what [`control::decide`] says. An execution a worker holds
+/// (`leased`) is only flagged; the worker applies it.
 #[allow(clippy::too_many_arguments)]
 fn apply_control(
     c: &rusqlite::Connection,
@@ -535,26 +543,28 @@ fn apply_control(
     current: &str,
     leased: bool,
     pending: Option<&str>,
-    control: Control,
+    request: Control,
     comment: Option<String>,
     now: Millis,
 ) -> rusqlite::Result<ControlOutcome> {
-    let not_allowed = || Ok(ControlOutcome::NotAllowed(current.to_owned()));
     let flag = |value: Option<&str>| {
         c.execute(
             "UPDATE executions SET control = ?2 WHERE plan_execution_id = ?1",
             params![id.as_str(), value],
         )
     };
-    if status::is_terminal(current) {
-        return not_allowed();
-    }
-    match control {
-        Control::Abort if leased => {
-            flag(Some("abort"))?;
+    let comment = comment.as_deref();
+    match control::decide(current, leased, control::from_stored(pending), request) {
+        ControlAction::NotAllowed => Ok(ControlOutcome::NotAllowed(current.to_owned())),
+        ControlAction::Signal(request) => {
+            flag(control::stored(request))?;
             Ok(ControlOutcome::Signalled)
         }
-        Control::Abort => {
+        ControlAction::Withdraw => {
+            flag(None)?;
+            Ok(ControlOutcome::Applied)
+        }
+        ControlAction::AbortNow => {
             c.execute(
                 "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = 'aborted' \
                  WHERE plan_execution_id = ?1 AND status IN ('Running', 'ApprovalWaiting')",
@@ -564,24 +574,26 @@ fn apply_control(
                 "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
                 params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
             )?;
-            finish(c, id, status::ABORTED, Some(abort_message(comment)), now)?;
+            finish(
+                c,
+                id,
+                status::ABORTED,
+                Some(control::abort_message(comment)),
+                now,
+            )?;
             Ok(ControlOutcome::Applied)
         }
-        Control::Pause if leased => {
-            flag(Some("pause"))?;
-            Ok(ControlOutcome::Signalled)
-        }
-        Control::Pause if matches!(current, status::QUEUED | status::RUNNING | status::PAUSED) => {
+        ControlAction::PauseNow { announce } => {
             c.execute(
                 "UPDATE executions SET status = ?2, control = NULL WHERE plan_execution_id = ?1",
                 params![id.as_str(), status::PAUSED],
             )?;
-            if current != status::PAUSED {
+            if announce {
                 write_events(c, id, now, Some(true))?;
             }
             Ok(ControlOutcome::Applied)
         }
-        Control::Resume if current == status::PAUSED => {
+        ControlAction::ResumeNow => {
             c.execute(
                 "UPDATE executions SET status = CASE WHEN pipeline_spec IS NULL THEN ?2 ELSE ?3 END, \
                  control = NULL, wake_at = NULL WHERE plan_execution_id = ?1",
@@ -590,12 +602,7 @@ fn apply_control(
             write_events(c, id, now, Some(false))?;
             Ok(ControlOutcome::Applied)
         }
-        Control::Resume if leased && pending == Some("pause") => {
-            flag(None)?;
-            Ok(ControlOutcome::Applied)
-        }
-        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING && !leased => {
-            let approve = control == Control::Approve;
+        ControlAction::Settle { approve } => {
             let step: Option<String> = c
                 .query_row(
                     "SELECT step_id FROM execution_steps WHERE plan_execution_id = ?1 AND status = ?2",
@@ -603,11 +610,7 @@ fn apply_control(
                     |r| r.get(0),
                 )
                 .optional()?;
-            let verdict = if approve { "approved" } else { "rejected" };
-            let note = match &comment {
-                Some(comment) if !comment.trim().is_empty() => format!("{verdict}: {comment}"),
-                _ => verdict.to_owned(),
-            };
+            let note = control::approval_note(approve, comment);
             let step_status = if approve {
                 status::SUCCESS
             } else {
@@ -634,15 +637,11 @@ fn apply_control(
                     "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
                     params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
                 )?;
-                let message = format!(
-                    "Approval step {} was {note}",
-                    step.as_deref().unwrap_or("?")
-                );
+                let message = control::rejection_message(step.as_deref(), &note);
                 finish(c, id, status::APPROVAL_REJECTED, Some(message), now)?;
             }
             Ok(ControlOutcome::Applied)
         }
-        _ => not_allowed(),
     }
 }
 
@@ -656,10 +655,8 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
         .optional()
         .map_err(sql_err("reading a control request"))?
         .flatten();
-    let control = match pending.as_deref() {
-        Some("abort") => Control::Abort,
-        Some("pause") => Control::Pause,
-        _ => return Ok(false),
+    let Some(request) = control::from_stored(pending.as_deref()) else {
+        return Ok(false);
     };
     c.execute(
         "UPDATE executions SET lease_owner = NULL, lease_until = NULL WHERE plan_execution_id = ?1",
@@ -672,19 +669,12 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
         status::RUNNING,
         false,
         None,
-        control,
+        request,
         None,
         crate::store::now_millis(),
     )
     .map_err(sql_err("applying a control request"))?;
     Ok(true)
-}
-
-fn abort_message(comment: Option<String>) -> String {
-    match comment {
-        Some(comment) if !comment.trim().is_empty() => format!("Aborted by a user: {comment}"),
-        _ => "Aborted by a user".to_owned(),
-    }
 }
 
 fn finish(

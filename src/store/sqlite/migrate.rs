@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_outbound.sql",
         include_str!("../../../migrations/sqlite/0003_outbound.sql"),
     ),
+    (
+        "0004_constraints.sql",
+        include_str!("../../../migrations/sqlite/0004_constraints.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

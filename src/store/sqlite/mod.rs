@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod executions;
+mod lock;
 mod migrate;
 mod outbound;
 mod writer;
@@ -54,6 +55,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 
 /// The SQLite store.
 pub struct SqliteStore {
+    /// Held while the store is open: no other process may use the file.
+    lock: Mutex<Option<lock::FileLock>>,
     writer: Writer,
     writer_thread: Mutex<Option<WriterThread>>,
     checkpointer: Mutex<Option<Checkpointer>>,
@@ -81,7 +84,9 @@ fn open_rw(path: &Path) -> StoreResult<Connection> {
 }
 
 /// Creates the database if needed and applies pending migrations. Returns how many ran.
+/// Refused while another process has the database open.
 pub fn migrate(path: &Path) -> StoreResult<usize> {
+    let _lock = lock::lock(path)?;
     let mut conn = open_rw(path)?;
     migrate::apply(&mut conn)
 }
@@ -93,6 +98,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::db(format!("creating {}", dir.display()), e))?;
         }
+        let lock = lock::lock(path)?;
         let mut conn = open_rw(path)?;
         migrate::apply(&mut conn)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
@@ -102,6 +108,7 @@ impl SqliteStore {
         let (writer, thread) = Writer::start(conn, options.queue_capacity, options.max_batch)
             .map_err(|e| StoreError::db("starting the writer thread", e))?;
         Ok(Self {
+            lock: Mutex::new(Some(lock)),
             writer,
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -122,6 +129,8 @@ impl SqliteStore {
         if let Some(thread) = thread {
             thread.shutdown().await;
         }
+        // Every write is committed: another process may have the file now.
+        self.lock.lock().take();
     }
 
     fn read<T>(
@@ -416,6 +425,89 @@ fn upsert_scope(
         insert_params.as_slice(),
     )?;
     Ok(true)
+}
+
+/// Claims `key` for `e` in `idempotency_keys`: the key is free, or its holder is older than
+/// the window. Returns the holder's event when the key is taken (the caller replays it).
+fn claim_idempotency_key(
+    c: &Connection,
+    e: &WebhookEvent,
+    key: &str,
+) -> StoreResult<Option<WebhookEvent>> {
+    let scope = params![
+        e.scope.account.as_str(),
+        e.scope.org.as_str(),
+        e.scope.project.as_str(),
+        e.pipeline,
+        e.trigger,
+        key
+    ];
+    let claimed = c
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (account_id, org_id, project_id, pipeline_id, trigger_id, key, event_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (account_id, org_id, project_id, pipeline_id, trigger_id, key) \
+             DO UPDATE SET event_id = excluded.event_id, created_at = excluded.created_at \
+             WHERE idempotency_keys.created_at <= ?9 RETURNING event_id",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    e.scope.account.as_str(),
+                    e.scope.org.as_str(),
+                    e.scope.project.as_str(),
+                    e.pipeline,
+                    e.trigger,
+                    key,
+                    e.event_id.as_str(),
+                    e.created_at,
+                    e.created_at - IDEMPOTENCY_WINDOW_MS
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+        })
+        .map_err(sql_err("claiming an idempotency key"))?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let holder = c
+        .prepare_cached(&format!(
+            "SELECT {} FROM idempotency_keys k JOIN webhook_events e ON e.event_id = k.event_id \
+             WHERE k.account_id = ?1 AND k.org_id = ?2 AND k.project_id = ?3 AND k.pipeline_id = ?4 \
+               AND k.trigger_id = ?5 AND k.key = ?6",
+            EVENT_COLS
+                .split(", ")
+                .map(|col| format!("e.{}", col.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .and_then(|mut s| s.query_row(scope, event_row).optional())
+        .map_err(sql_err("looking up an idempotency key"))?;
+    match holder {
+        Some(previous) => Ok(Some(previous)),
+        None => {
+            // The holder's event is gone (purged): the key passes to this event.
+            c.prepare_cached(
+                "UPDATE idempotency_keys SET event_id = ?7, created_at = ?8 WHERE account_id = ?1 \
+                 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 AND trigger_id = ?5 AND key = ?6",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.scope.account.as_str(),
+                    e.scope.org.as_str(),
+                    e.scope.project.as_str(),
+                    e.pipeline,
+                    e.trigger,
+                    key,
+                    e.event_id.as_str(),
+                    e.created_at
+                ])
+            })
+            .map_err(sql_err("claiming an idempotency key"))?;
+            Ok(None)
+        }
+    }
 }
 
 fn is_fk_violation(e: &rusqlite::Error) -> bool {
@@ -1031,21 +1123,7 @@ impl Store for SqliteStore {
             .try_write(move |c| {
                 let e = &event;
                 if let Some(key) = &e.idempotency_key {
-                    let previous = c
-                        .prepare_cached(&format!(
-                            "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
-                             AND pipeline_id = ?4 AND trigger_id = ?5 AND idempotency_key = ?6 AND created_at > ?7 \
-                             ORDER BY created_at LIMIT 1"
-                        ))
-                        .and_then(|mut s| {
-                            s.query_row(
-                                params![e.scope.account.as_str(), e.scope.org.as_str(), e.scope.project.as_str(), e.pipeline, e.trigger, key, e.created_at - IDEMPOTENCY_WINDOW_MS],
-                                event_row,
-                            )
-                            .optional()
-                        })
-                        .map_err(sql_err("looking up an idempotency key"))?;
-                    if let Some(previous) = previous {
+                    if let Some(previous) = claim_idempotency_key(c, e, key)? {
                         return Ok(RecordOutcome::Replayed(previous));
                     }
                 }

@@ -1,7 +1,6 @@
 //! [`OutboundStore`] on SQLite, and the outbox writes that execution changes make in their own
 //! transaction ([`sync_events`], [`emit_control_events`]).
 
-use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -11,12 +10,14 @@ use super::{
     decode_cursor, encode_cursor, execution_row, identifier_col, is_fk_violation, page,
     project_cols, sql_err, SqliteStore, EXECUTION_COLS,
 };
-use crate::domain::event_rule::{EventRuleSpec, ExecutionEvent};
+use crate::domain::event_rule::EventRuleSpec;
 use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
-use crate::store::executions::{stage_rollups, status, RunState, StepRecord};
+use crate::outbound::events::{implied_events, SentEvents};
+use crate::outbound::health::{after_attempt, RuleHealth};
+use crate::store::executions::{RunState, StepRecord};
 use crate::store::outbound::{
     delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,
-    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, RuleEffect, TEST_LEASE,
+    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, TEST_LEASE,
 };
 use crate::store::{Millis, Page, StoreError, StoreResult};
 
@@ -733,57 +734,46 @@ fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::
             .execute([&a.delivery_id])?;
         return Ok(());
     };
-    let key = params![acc, org, proj, rule];
-    let mut disabled = 0;
-    const WHERE: &str = "WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4";
-    match &o.rule {
-        RuleEffect::None => {}
-        RuleEffect::Healthy => {
-            c.prepare_cached(&format!(
-                "UPDATE event_rules SET failing_since = NULL {WHERE} AND failing_since IS NOT NULL"
-            ))?
-            .execute(key)?;
-        }
-        RuleEffect::Failing { disable_before } => {
-            c.prepare_cached(&format!(
-                "UPDATE event_rules SET failing_since = COALESCE(failing_since, ?5) {WHERE}"
-            ))?
-            .execute(params![acc, org, proj, rule, a.started_at])?;
-            disabled = c.prepare_cached(&format!(
-                "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} \
-                 AND enabled = 1 AND failing_since < ?7"
-            ))?
-            .execute(params![
-                acc,
-                org,
-                proj,
-                rule,
-                "disabled by triggerd: every delivery attempt has failed for longer than outbound.disable_after",
-                now,
-                disable_before
-            ])?;
-        }
-        RuleEffect::Disable(reason) => {
-            disabled = c.prepare_cached(&format!(
-                "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 {WHERE} AND enabled = 1"
-            ))?
-            .execute(params![acc, org, proj, rule, reason, now])?;
-        }
+    let current: (bool, Option<Millis>) = c
+        .prepare_cached(
+            "SELECT enabled, failing_since FROM event_rules \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+        )?
+        .query_row(params![acc, org, proj, rule], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let update = after_attempt(
+        RuleHealth {
+            enabled: current.0,
+            failing_since: current.1,
+        },
+        &o.rule,
+        o.next,
+        a.started_at,
+    );
+    if update.failing_since != current.1 {
+        c.prepare_cached(
+            "UPDATE event_rules SET failing_since = ?5 \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+        )?
+        .execute(params![acc, org, proj, rule, update.failing_since])?;
     }
-    if disabled > 0 {
-        fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now)?;
-    } else if matches!(o.next, Next::RetryAt(..)) && !rule_enabled(c, [&acc, &org, &proj, &rule])? {
-        // Disabled while this attempt ran: it is not queued again either.
+    if let Some(reason) = &update.disable {
+        c.prepare_cached(
+            "UPDATE event_rules SET enabled = 0, disabled_reason = ?5, updated_at = ?6 \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
+        )?
+        .execute(params![acc, org, proj, rule, reason, now])?;
+    }
+    if update.end_pending {
         fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now)?;
     }
     Ok(())
 }
 
-/// Inside an execution write: adds to the outbox every start and end event of the execution
-/// and its stages that its state now implies and that was not added before, and with
-/// `control` the `*_pause` (`Some(true)`) or `*_continue` (`Some(false)`) events of the
-/// execution and its current stage. Nothing is written (and nothing read beyond one indexed
-/// lookup) when the project has no enabled rule.
+/// Inside an execution write: adds to the outbox the events [`implied_events`] finds in the
+/// execution's state now (with `control`, its pause or continue events). Nothing is written
+/// (and nothing read beyond one indexed lookup) when the project has no enabled rule.
 pub(super) fn write_events(
     c: &Connection,
     id: &PlanExecutionId,
@@ -804,12 +794,6 @@ pub(super) fn write_events(
     let Some((execution, sent, spec, project_name)) = row else {
         return Ok(());
     };
-    let mut sent: BTreeSet<String> = sent
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
     let steps = c
         .prepare_cached(
             "SELECT stage_index, step_index, stage_id, stage_name, status, started_at, ended_at \
@@ -840,94 +824,12 @@ pub(super) fn write_events(
         failure_message: None,
         execution,
     };
-    let x = &run.execution;
-    let stages = stage_rollups(&run);
-    let terminal = status::is_terminal(&x.status);
-    // Pausing or resuming an execution that never started is not an event of it.
-    let control = control.filter(|_| x.started_at.is_some());
-    let base = ExecutionEvent {
-        event_type: "",
-        project: (x.scope.project.as_str(), &project_name),
-        pipeline: (&x.pipeline, &x.pipeline_name),
-        stage: None,
-        trigger: x.trigger.as_deref(),
-        trigger_type: &x.trigger_type,
-        event_correlation_id: x.event_id.as_deref(),
-        execution_id: x.plan_execution_id.as_str(),
-        started_at: x.started_at,
-        completed_at: x.ended_at,
-        status: Some(&x.status),
-    };
-    let mut events: Vec<ExecutionEvent<'_>> = Vec::new();
-    let mark = |key: String, sent: &mut BTreeSet<String>| sent.insert(key);
-    if x.started_at.is_some() && mark("p".into(), &mut sent) {
-        events.push(ExecutionEvent {
-            event_type: "pipeline_start",
-            ..base.clone()
-        });
-    }
-    for (i, stage) in stages.iter().enumerate() {
-        let stage_event = |event_type| ExecutionEvent {
-            event_type,
-            stage: Some((&stage.id, &stage.name)),
-            started_at: stage.start,
-            completed_at: stage.end.or(x.ended_at),
-            status: Some(stage.status),
-            ..base.clone()
-        };
-        if stage.started() && mark(format!("s{i}"), &mut sent) {
-            events.push(stage_event("stage_start"));
-        }
-        if stage.started() && (stage.done() || terminal) && mark(format!("e{i}"), &mut sent) {
-            let mut end = stage_event("stage_end");
-            if !stage.done() {
-                // The execution ended while the stage was still going: it shares its fate.
-                end.status = Some(&x.status);
-            }
-            events.push(end);
-        }
-        if let Some(paused) = control {
-            if stage.started() && !stage.done() {
-                events.push(stage_event(if paused {
-                    "stage_pause"
-                } else {
-                    "stage_continue"
-                }));
-            }
-        }
-    }
-    if let Some(paused) = control {
-        let kind = if paused {
-            "pipeline_pause"
-        } else {
-            "pipeline_continue"
-        };
-        // The pipeline event comes before its stage's.
-        let at = events
-            .iter()
-            .position(|e| {
-                e.event_type.starts_with("stage_")
-                    && e.event_type
-                        .ends_with(if paused { "_pause" } else { "_continue" })
-            })
-            .unwrap_or(events.len());
-        events.insert(
-            at,
-            ExecutionEvent {
-                event_type: kind,
-                ..base.clone()
-            },
-        );
-    }
-    if terminal && mark("x".into(), &mut sent) {
-        events.push(ExecutionEvent {
-            event_type: "pipeline_end",
-            ..base.clone()
-        });
-    }
+    let mut sent = SentEvents::parse(sent.as_deref());
+    let events = implied_events(&run, &project_name, &mut sent, control);
     if events.is_empty() {
         return Ok(());
     }
+    let x = &run.execution;
     let mut insert = c.prepare_cached(
         "INSERT INTO outbox_events (account_id, org_id, project_id, pipeline_id, event_type, payload, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -940,12 +842,11 @@ pub(super) fn write_events(
             proj,
             x.pipeline,
             event.event_type,
-            event.body().to_string(),
+            event.body,
             now
         ])?;
     }
-    let sent: Vec<String> = sent.into_iter().collect();
     c.prepare_cached("UPDATE executions SET events_sent = ?2 WHERE plan_execution_id = ?1")?
-        .execute(params![id.as_str(), sent.join(",")])?;
+        .execute(params![id.as_str(), sent.to_stored()])?;
     Ok(())
 }

@@ -67,6 +67,8 @@ fn cores() -> usize {
 impl Application {
     /// Opens and migrates the database, binds `settings.listen` and starts serving.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let lease = settings.node.lease()?;
         let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -83,6 +85,8 @@ impl Application {
                 workers: settings.workers,
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
                 work_root,
+                node_id: node_id.clone(),
+                lease,
             },
             engine_stop.clone(),
         );
@@ -101,6 +105,8 @@ impl Application {
                 concurrency: settings.outbound.concurrency,
                 node_tags: settings.node.tags.clone(),
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
+                // An attempt runs at most `outbound.timeout`; the lease outlasts it.
+                lease: lease + outbound.timeout,
             },
             dispatcher_stop.clone(),
         );
@@ -117,6 +123,7 @@ impl Application {
             engine,
             sender,
             dispatcher,
+            node_id: node_id.clone(),
         });
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();
@@ -133,7 +140,7 @@ impl Application {
         if settings.http_workers > 0 {
             server = server.workers(settings.http_workers);
         }
-        tracing::info!(listen = %bound, public_url = %gateway.public_url, "triggerd listening");
+        tracing::info!(listen = %bound, public_url = %gateway.public_url, node = %node_id, "triggerd listening");
         Ok(Self {
             port: bound.port(),
             server: server.run(),

@@ -32,8 +32,6 @@ use crate::expr::template::Template;
 use crate::store::executions::{status, Control, RunState, StepRecord};
 use crate::store::{now_millis, Store, StoreError};
 
-/// How long a lease lasts; a multi-node backend would renew it while a step runs.
-const LEASE_MS: i64 = 5 * 60 * 1000;
 /// How often the loop looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(100);
 /// A Run step without `timeout` may run this long.
@@ -91,6 +89,11 @@ pub struct EngineOptions {
     pub grace: Duration,
     /// Where each execution gets its working directory (created with mode 0700).
     pub work_root: PathBuf,
+    /// This node's id: the owner of the leases it takes.
+    pub node_id: String,
+    /// How long a lease on an execution lasts; the worker renews it every third of that, so
+    /// another node takes the execution over only once this node is gone.
+    pub lease: Duration,
 }
 
 /// Starts the engine (see [`EngineOptions`]).
@@ -103,6 +106,8 @@ pub fn start(
         workers,
         grace,
         work_root,
+        node_id,
+        lease,
     } = options;
     let wake = Arc::new(Notify::new());
     let running = Running::default();
@@ -123,6 +128,10 @@ pub fn start(
             abort.clone(),
             running,
             work_root,
+            Lease {
+                owner: node_id,
+                millis: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+            },
         )
         .await;
         // Wait for running executions: they hold permits until they finish or park.
@@ -139,6 +148,13 @@ pub fn start(
     (handle, task)
 }
 
+/// Who holds the engine's leases, and for how long each lasts.
+struct Lease {
+    owner: String,
+    millis: i64,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_loop(
     store: Arc<dyn Store>,
     permits: Arc<Semaphore>,
@@ -147,8 +163,12 @@ async fn run_loop(
     abort: CancellationToken,
     running: Running,
     work_root: Arc<PathBuf>,
+    lease: Lease,
 ) {
-    let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let Lease {
+        owner,
+        millis: lease_ms,
+    } = lease;
     match store.recover_executions(now_millis()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -164,7 +184,7 @@ async fn run_loop(
         let free = permits.available_permits();
         if free > 0 {
             match store
-                .claim_executions(&owner, free as u32, now_millis(), LEASE_MS)
+                .claim_executions(&owner, free as u32, now_millis(), lease_ms)
                 .await
             {
                 Ok(ids) => {
@@ -185,9 +205,9 @@ async fn run_loop(
                             // never claimed a second time.
                             let renew = async {
                                 loop {
-                                    tokio::time::sleep(Duration::from_millis(LEASE_MS as u64 / 3))
+                                    tokio::time::sleep(Duration::from_millis(lease_ms as u64 / 3))
                                         .await;
-                                    let until = now_millis() + LEASE_MS;
+                                    let until = now_millis() + lease_ms;
                                     if !matches!(
                                         store.renew_lease(&id, &owner, until).await,
                                         Ok(true)

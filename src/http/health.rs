@@ -21,7 +21,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     match gw.store.ready().await {
-        Ok(true) => Ok(envelope::ok(json!({"status": "READY"}))),
+        Ok(true) => Ok(envelope::ok(json!({"status": "READY", "node": gw.node_id}))),
         Ok(false) => Err(Error::Unavailable {
             message: "Not ready: database migrations are not applied".into(),
             retry_after_secs: 5,

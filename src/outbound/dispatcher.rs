@@ -25,8 +25,6 @@ use crate::domain::ids::{DeliveryId, ProjectRef};
 use crate::store::outbound::{AttemptOutcome, DueDelivery, NewDelivery, Next, RuleEffect};
 use crate::store::{now_millis, Millis, Store, StoreError};
 
-/// How long a delivery stays leased to an attempt (longer than any timeout).
-const LEASE_MS: i64 = 10 * 60 * 1000;
 /// How often the loop looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(50);
 /// Outbox events matched to rules per round.
@@ -50,6 +48,9 @@ pub struct DispatcherOptions {
     /// How long attempts in flight may take to finish after shutdown begins; the rest are
     /// dropped and attempted again after the next start.
     pub grace: Duration,
+    /// How long a claim on a delivery lasts: longer than one attempt may take, so that another
+    /// node attempts it again only once this one is gone.
+    pub lease: Duration,
 }
 
 /// A handle to the running dispatcher.
@@ -145,7 +146,7 @@ async fn round(
             &options.node_tags,
             u32::try_from(free.min(256)).unwrap_or(256),
             now_millis(),
-            LEASE_MS,
+            i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX),
         )
         .await?;
     let claimed = due.len();

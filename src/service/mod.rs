@@ -39,6 +39,8 @@ pub struct Gateway {
     pub sender: crate::outbound::deliver::Sender,
     /// The outbound dispatcher, told when deliveries are queued.
     pub dispatcher: crate::outbound::dispatcher::DispatcherHandle,
+    /// This node's id (random at each start): the owner of its leases, shown in `/readyz`.
+    pub node_id: String,
 }
 
 /// The message for a key that is malformed, unknown, revoked, expired or wrong.

@@ -278,7 +278,8 @@ pub struct ExecutionFilter {
 /// The engine's storage.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
-    /// Queues a manual execution (`MANUAL`, no event).
+    /// Queues a manual execution (`MANUAL`, no event), numbered by the pipeline's counter:
+    /// concurrent runs of one pipeline get distinct, consecutive numbers.
     async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution>;
 
     /// A project's executions, newest first, optionally of one pipeline or in one status.
@@ -290,12 +291,17 @@ pub trait ExecutionStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Page<Execution>>;
 
-    /// After a restart: releases every lease, and marks steps that were running in a process
-    /// (Run, Http) `Failed` with the message "interrupted". Returns how many steps it marked.
+    /// At start, before claiming. A backend that belongs to one process (SQLite) releases
+    /// every lease and marks steps that were running in a process (Run, Http) `Failed` with
+    /// the message "interrupted", returning how many it marked. A shared backend
+    /// (PostgreSQL) must not touch the leases of live nodes: there, a dead node's leases
+    /// expire, and the engine marks a Run or Http step it finds `Running` in an execution it
+    /// claims as interrupted.
     async fn recover_executions(&self, now: Millis) -> StoreResult<u64>;
 
     /// Leases up to `limit` runnable executions to `owner` until `now + lease_ms`: queued ones,
     /// and started ones with no live lease whose wait (if any) is over. Oldest first.
+    /// Exclusive across processes: no execution is leased to two owners at once.
     async fn claim_executions(
         &self,
         owner: &str,
@@ -305,7 +311,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<PlanExecutionId>>;
 
     /// Extends `owner`'s lease to `until` while a worker is still on it; false when the lease is
-    /// no longer `owner`'s.
+    /// no longer `owner`'s (it expired and another owner claimed it).
     async fn renew_lease(
         &self,
         id: &PlanExecutionId,
@@ -320,7 +326,8 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// Reads an execution with its snapshot and steps (without their logs).
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>>;
 
-    /// Starts a queued execution: stores the pipeline snapshot and its steps, status `Running`.
+    /// Starts a queued execution: stores the pipeline snapshot and its steps, status `Running`,
+    /// and the outbox events this implies, atomically.
     async fn start_execution(
         &self,
         id: &PlanExecutionId,
@@ -329,13 +336,14 @@ pub trait ExecutionStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
 
-    /// Stores one step's state.
+    /// Stores one step's state (an upsert) and the outbox events it implies, atomically.
     async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()>;
 
     /// Gives the execution back until `wake_at` (a `Wait` step), releasing the lease.
     async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()>;
 
-    /// Ends the execution with a terminal `status`, releasing the lease.
+    /// Ends the execution with a terminal `status`, releasing the lease, with its outbox
+    /// events, atomically.
     async fn finish_execution(
         &self,
         id: &PlanExecutionId,
@@ -353,8 +361,10 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// executions and events went.
     async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)>;
 
-    /// Applies a control request atomically (see [`ControlOutcome`]). `comment` is recorded on
-    /// an approved or rejected step.
+    /// Applies a control request atomically, as `engine::control::decide` says (see
+    /// [`ControlOutcome`]); the execution's row is locked while it is decided, so a worker
+    /// claiming or parking it at the same time sees the request. `comment` is recorded on an
+    /// approved or rejected step.
     async fn control_execution(
         &self,
         id: &PlanExecutionId,

@@ -359,7 +359,12 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
 /// Window within which an `Idempotency-Key` replays the original response.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
-/// The storage interface. Writes are durable when the returned future resolves.
+/// The storage interface, implemented by every backend (SQLite, PostgreSQL).
+///
+/// Writes are durable (committed) when the returned future resolves with `Ok`. Each method's
+/// doc says what it guarantees when several callers, on one node or on several, call it at
+/// once; backends enforce that with constraints, upserts and row locks, never by relying on
+/// there being one writer. "Atomic" means one transaction: all of it is stored or none.
 #[async_trait]
 pub trait Store:
     executions::ExecutionStore + outbound::OutboundStore + Send + Sync + 'static
@@ -371,13 +376,13 @@ pub trait Store:
     /// `ShuttingDown`.
     async fn close(&self);
 
-    /// Creates or renames an account (and its `default` org on creation). Returns the account
-    /// and whether it was created.
+    /// Creates or renames an account (and its `default` org on creation), atomically. Returns
+    /// the account and whether it was created; of concurrent creators exactly one sees `true`.
     async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)>;
     /// Reads an account.
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
 
-    /// Creates or renames an org. `ParentMissing` when the account does not exist.
+    /// Creates or renames an org (an upsert). `ParentMissing` when the account does not exist.
     async fn put_org(
         &self,
         acc: &AccountId,
@@ -389,25 +394,26 @@ pub trait Store:
     /// Deletes an org and everything configured under it. False when it did not exist.
     async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool>;
 
-    /// Creates or renames a project. `ParentMissing` when the org does not exist.
+    /// Creates or renames a project (an upsert). `ParentMissing` when the org does not exist.
     async fn put_project(&self, p: &ProjectRef, name: &str) -> StoreResult<(Scope, bool)>;
     /// Reads a project.
     async fn get_project(&self, p: &ProjectRef) -> StoreResult<Option<Scope>>;
     /// Deletes a project and everything configured under it.
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool>;
 
-    /// Stores a new API key.
+    /// Stores a new API key (its id is unique by constraint).
     async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()>;
     /// Reads a key by id.
     async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
     /// Lists an account's keys, oldest first.
     async fn list_api_keys(&self, acc: &AccountId) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Revokes a key of `acc`. False when there is no such unrevoked key.
+    /// Revokes a key of `acc`. False when there is no such unrevoked key; of concurrent
+    /// revokers exactly one sees `true`.
     async fn revoke_api_key(&self, acc: &AccountId, key_id: &KeyId) -> StoreResult<bool>;
     /// True when a root key exists.
     async fn has_root_key(&self) -> StoreResult<bool>;
 
-    /// Sets a boolean setting at one scope.
+    /// Sets a boolean setting at one scope (an upsert: the last writer wins).
     async fn put_setting(
         &self,
         scope: &SettingScope,
@@ -419,7 +425,7 @@ pub trait Store:
     /// The values of a setting along a scope chain (project/org parts may be absent).
     async fn setting_chain(&self, scope: &SettingScope, name: &str) -> StoreResult<SettingChain>;
 
-    /// Creates or replaces a pipeline. Returns whether it was created.
+    /// Creates or replaces a pipeline (an upsert). Returns whether it was created.
     async fn put_pipeline(&self, p: PipelineRecord) -> StoreResult<bool>;
     /// Reads a pipeline.
     async fn get_pipeline(
@@ -437,8 +443,9 @@ pub trait Store:
     /// Deletes a pipeline and its triggers.
     async fn delete_pipeline(&self, p: &ProjectRef, id: &Identifier) -> StoreResult<bool>;
 
-    /// Creates or replaces a trigger. The token of an existing trigger is kept whatever
-    /// `t.token` says. Returns the stored record and whether it was created.
+    /// Creates or replaces a trigger, atomically. The token of an existing trigger is kept
+    /// whatever `t.token` says (tokens are unique by constraint). Returns the stored record
+    /// and whether it was created.
     async fn put_trigger(&self, t: TriggerRecord) -> StoreResult<(TriggerRecord, bool)>;
     /// Reads a trigger.
     async fn get_trigger(
@@ -473,9 +480,12 @@ pub trait Store:
         id: &Identifier,
     ) -> StoreResult<Option<String>>;
 
-    /// Records an event and, when given, queues its execution, in one transaction — unless an
-    /// event with the same idempotency key exists for the trigger within 24 h. Fails fast with
-    /// `Overloaded` when the write queue is full.
+    /// Records an event and, when given, queues its execution (numbered by the pipeline's
+    /// counter), atomically — unless an event with the same idempotency key exists for the
+    /// trigger within 24 h, which is returned instead. Exclusive across processes: of
+    /// concurrent events with one key exactly one is stored. Fails fast with `Overloaded`
+    /// when the store cannot take the write now, and with `Unavailable` when the database
+    /// cannot be reached; in both cases nothing was stored.
     async fn record_event(
         &self,
         event: WebhookEvent,

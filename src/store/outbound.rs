@@ -3,7 +3,8 @@
 //! requires it) so this SQL sits in one file per backend.
 //!
 //! The outbox is written by the execution writes themselves (in the same transaction as the
-//! state change), so this trait only reads and drains it.
+//! state change, with the events `outbound::events` decides), so this trait only reads and
+//! drains it.
 
 use async_trait::async_trait;
 
@@ -278,13 +279,15 @@ pub trait OutboundStore: Send + Sync + 'static {
     /// The oldest `limit` outbox events.
     async fn outbox_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
     /// Creates `deliveries` and removes the outbox events up to and including `through_seq`,
-    /// in one transaction.
+    /// atomically. Deliveries to a rule that is disabled or gone by then are left out.
     async fn fan_out(&self, deliveries: Vec<NewDelivery>, through_seq: i64) -> StoreResult<()>;
     /// Creates a delivery (a test) that is not queued; the caller attempts it at once.
     async fn insert_delivery(&self, delivery: NewDelivery) -> StoreResult<()>;
 
     /// Leases up to `limit` due deliveries of enabled rules whose selectors `node_tags`
-    /// satisfies, until `now + lease_ms`. Oldest due first.
+    /// satisfies, until `now + lease_ms`. Oldest due first. Exclusive across processes: a
+    /// delivery is leased to one claimer at a time, and a delivery is never handed out while
+    /// an earlier delivery of the same execution to the same rule is still pending.
     async fn claim_deliveries(
         &self,
         node_tags: &[String],
@@ -292,9 +295,14 @@ pub trait OutboundStore: Send + Sync + 'static {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<DueDelivery>>;
-    /// Stores an attempt and its consequences for the delivery and the rule; releases the lease.
+    /// Stores an attempt and its consequences for the delivery and the rule (as
+    /// `outbound::health` decides from the rule's state read in the same transaction);
+    /// releases the lease. Atomic; an attempt under a lease that is no longer current is only
+    /// logged.
     async fn record_attempt(&self, outcome: AttemptOutcome, now: Millis) -> StoreResult<()>;
-    /// After a restart: releases every delivery lease so they are attempted again.
+    /// At start. A backend that belongs to one process (SQLite) releases every delivery lease
+    /// so they are attempted again; a shared one (PostgreSQL) leaves live leases alone (a dead
+    /// node's expire). Both end the pending deliveries of disabled rules.
     async fn release_delivery_leases(&self) -> StoreResult<u64>;
 
     /// A rule's deliveries, newest first, optionally in one status.

@@ -78,6 +78,25 @@ impl TestTrigger {
     }
 }
 
+/// A fresh database for one test, on the backend the suite runs on; removed when dropped.
+pub struct TestDatabase {
+    dir: TempDir,
+}
+
+impl TestDatabase {
+    /// Creates it.
+    pub async fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Test settings that use it.
+    pub fn settings(&self) -> Settings {
+        test_settings(&self.dir)
+    }
+}
+
 /// Default test settings: loopback port 0, a database in `dir`, quiet.
 pub fn test_settings(dir: &TempDir) -> Settings {
     let db: PathBuf = dir.path().join("triggerd.db");

@@ -13,3 +13,4 @@ mod mandate;
 mod robustness;
 mod secrets;
 mod status;
+mod store;

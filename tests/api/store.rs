@@ -1,0 +1,430 @@
+//! The store contract: the atomicity every backend promises in the `Store` docs, checked
+//! through the trait with concurrent callers, so it holds by constraint and not by one writer.
+//! Runs against the backend the suite runs on (`TRIGGERD_TEST_BACKEND`, SQLite by default).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use triggerd::domain::event_rule::EventRuleSpec;
+use triggerd::domain::ids::{
+    AccountId, DeliveryId, EventId, Identifier, PlanExecutionId, ProjectRef,
+};
+use triggerd::store::executions::{NewManualExecution, StepRecord};
+use triggerd::store::outbound::{
+    AttemptOutcome, AttemptRecord, EventRuleRecord, NewDelivery, Next, RuleEffect,
+};
+use triggerd::store::{
+    now_millis, NewExecution, PipelineRecord, RecordOutcome, Store, StoreError, WebhookEvent,
+    IDEMPOTENCY_WINDOW_MS,
+};
+
+use crate::helpers::TestDatabase;
+
+/// A fresh, migrated store with one project (`acme/default/payments`) and a pipeline `deploy`.
+struct Fixture {
+    store: Arc<dyn Store>,
+    scope: ProjectRef,
+    _db: TestDatabase,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDatabase::new().await;
+    let store = triggerd::store::open(&db.settings())
+        .await
+        .expect("the store opens");
+    let scope = ProjectRef {
+        account: AccountId::parse("acme").expect("account"),
+        org: Identifier::parse("default", "org").expect("org"),
+        project: Identifier::parse("payments", "project").expect("project"),
+    };
+    store
+        .put_account(&scope.account, "Acme")
+        .await
+        .expect("account");
+    store
+        .put_project(&scope, "Payments")
+        .await
+        .expect("project");
+    let now = now_millis();
+    store
+        .put_pipeline(PipelineRecord {
+            scope: scope.clone(),
+            identifier: Identifier::parse("deploy", "pipeline").expect("id"),
+            name: "Deploy".into(),
+            spec: json!({"pipeline": {"identifier": "deploy", "name": "Deploy", "stages": []}}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("pipeline");
+    Fixture {
+        store,
+        scope,
+        _db: db,
+    }
+}
+
+fn event(scope: &ProjectRef, key: Option<&str>, created_at: i64) -> WebhookEvent {
+    WebhookEvent {
+        event_id: EventId::generate(),
+        scope: scope.clone(),
+        pipeline: "deploy".into(),
+        trigger: "on_push".into(),
+        status: "TARGET_EXECUTION_REQUESTED".into(),
+        message: String::new(),
+        exception_occured: false,
+        payload: "{}".into(),
+        headers: json!({}),
+        runtime_input: String::new(),
+        condition_results: json!([]),
+        plan_execution_id: Some(PlanExecutionId::generate()),
+        idempotency_key: key.map(str::to_owned),
+        created_at,
+    }
+}
+
+fn queued() -> Option<NewExecution> {
+    Some(NewExecution {
+        plan_execution_id: PlanExecutionId::generate(),
+        pipeline_name: "Deploy".into(),
+        trigger_type: "WEBHOOK_CUSTOM",
+    })
+}
+
+/// Records `event` with an execution whose id is the event's.
+async fn record(store: &dyn Store, event: WebhookEvent) -> RecordOutcome {
+    let mut execution = queued();
+    if let (Some(x), Some(plan)) = (&mut execution, &event.plan_execution_id) {
+        x.plan_execution_id = plan.clone();
+    }
+    store
+        .record_event(event, execution)
+        .await
+        .expect("record_event")
+}
+
+#[tokio::test]
+async fn concurrent_events_with_one_idempotency_key_store_exactly_one() {
+    let f = fixture().await;
+    let now = now_millis();
+    let mut set = JoinSet::new();
+    for _ in 0..24 {
+        let store = f.store.clone();
+        let e = event(&f.scope, Some("deploy-42"), now);
+        set.spawn(async move { record(store.as_ref(), e).await });
+    }
+    let (mut stored, mut replayed) = (Vec::new(), Vec::new());
+    while let Some(outcome) = set.join_next().await {
+        match outcome.expect("task") {
+            RecordOutcome::Stored(e) => stored.push(e.event_id),
+            RecordOutcome::Replayed(e) => replayed.push(e.event_id),
+        }
+    }
+
+    assert_eq!(stored.len(), 1, "exactly one is stored");
+    assert_eq!(replayed.len(), 23);
+    assert!(replayed.iter().all(|id| *id == stored[0]), "all replay it");
+    let executions = f
+        .store
+        .list_executions(&f.scope, &Default::default(), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(executions.items.len(), 1, "one execution queued");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_free_again_after_its_window() {
+    let f = fixture().await;
+    let first_at = now_millis() - IDEMPOTENCY_WINDOW_MS - 1_000;
+
+    let first = record(f.store.as_ref(), event(&f.scope, Some("k"), first_at)).await;
+    let second = record(f.store.as_ref(), event(&f.scope, Some("k"), now_millis())).await;
+    let third = record(f.store.as_ref(), event(&f.scope, Some("k"), now_millis())).await;
+
+    let (RecordOutcome::Stored(_), RecordOutcome::Stored(second), RecordOutcome::Replayed(third)) =
+        (first, second, third)
+    else {
+        panic!("stored, stored again after the window, then replayed");
+    };
+    assert_eq!(second.event_id, third.event_id);
+}
+
+#[tokio::test]
+async fn concurrent_runs_of_one_pipeline_get_distinct_consecutive_numbers() {
+    let f = fixture().await;
+    let mut set = JoinSet::new();
+    for i in 0..40 {
+        let store = f.store.clone();
+        let scope = f.scope.clone();
+        set.spawn(async move {
+            if i % 2 == 0 {
+                store
+                    .queue_execution(NewManualExecution {
+                        scope,
+                        pipeline: Identifier::parse("deploy", "pipeline").expect("id"),
+                        pipeline_name: "Deploy".into(),
+                        runtime_input: String::new(),
+                    })
+                    .await
+                    .expect("queue")
+                    .run_sequence
+            } else {
+                let RecordOutcome::Stored(e) =
+                    record(store.as_ref(), event(&scope, None, now_millis())).await
+                else {
+                    panic!("no key, never replayed");
+                };
+                let id = e.plan_execution_id.expect("execution");
+                store
+                    .get_execution(&id)
+                    .await
+                    .expect("read")
+                    .expect("exists")
+                    .run_sequence
+            }
+        });
+    }
+    let mut numbers = Vec::new();
+    while let Some(n) = set.join_next().await {
+        numbers.push(n.expect("task"));
+    }
+    numbers.sort_unstable();
+
+    assert_eq!(numbers, (1..=40).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_get_the_same_execution() {
+    let f = fixture().await;
+    for _ in 0..30 {
+        record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    }
+    let mut set = JoinSet::new();
+    for claimer in 0..4 {
+        let store = f.store.clone();
+        set.spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..6 {
+                let ids = store
+                    .claim_executions(&format!("node-{claimer}"), 3, now_millis(), 60_000)
+                    .await
+                    .expect("claim");
+                mine.extend(ids.into_iter().map(|id| id.to_string()));
+            }
+            mine
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(ids) = set.join_next().await {
+        all.extend(ids.expect("task"));
+    }
+
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "no execution claimed twice");
+    assert_eq!(all.len(), 30, "every queued execution claimed once");
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it() {
+    let f = fixture().await;
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    let now = now_millis();
+
+    let first = f
+        .store
+        .claim_executions("node-a", 10, now, 1_000)
+        .await
+        .expect("claim");
+    let while_live = f
+        .store
+        .claim_executions("node-b", 10, now + 500, 1_000)
+        .await
+        .expect("claim");
+    let after_expiry = f
+        .store
+        .claim_executions("node-b", 10, now + 2_000, 60_000)
+        .await
+        .expect("claim");
+    let renewed_by_old_owner = f
+        .store
+        .renew_lease(&first[0], "node-a", now + 120_000)
+        .await
+        .expect("renew");
+
+    assert_eq!(first.len(), 1);
+    assert!(while_live.is_empty(), "a live lease is not taken");
+    assert_eq!(after_expiry, first, "an expired lease is taken over");
+    assert!(!renewed_by_old_owner, "the old owner lost it");
+}
+
+#[tokio::test]
+async fn steps_are_upserted_and_read_back_in_order() {
+    let f = fixture().await;
+    let RecordOutcome::Stored(e) =
+        record(f.store.as_ref(), event(&f.scope, None, now_millis())).await
+    else {
+        panic!("stored");
+    };
+    let id = e.plan_execution_id.expect("execution");
+    let step = |stage_index, step_index, status: &str| StepRecord {
+        stage_index,
+        step_index,
+        stage: format!("s{stage_index}"),
+        stage_name: format!("S{stage_index}"),
+        step: format!("t{step_index}"),
+        step_name: format!("T{step_index}"),
+        step_type: "Run".into(),
+        status: status.into(),
+        attempt: 0,
+        started_at: None,
+        ended_at: None,
+        outputs: Default::default(),
+        message: None,
+        log: None,
+    };
+    f.store
+        .start_execution(
+            &id,
+            json!({"pipeline": {}}),
+            vec![
+                step(1, 0, "NotStarted"),
+                step(0, 0, "NotStarted"),
+                step(0, 1, "NotStarted"),
+            ],
+            now_millis(),
+        )
+        .await
+        .expect("start");
+    let mut done = step(0, 1, "Success");
+    done.outputs.insert("VERSION".into(), "1.2.3".into());
+    done.log = Some("built\n".into());
+    f.store.update_step(&id, done).await.expect("update");
+
+    let steps = f.store.list_steps(&id).await.expect("steps");
+    let run = f.store.load_run(&id).await.expect("load").expect("exists");
+
+    let order: Vec<_> = steps
+        .iter()
+        .map(|s| (s.stage_index, s.step_index))
+        .collect();
+    assert_eq!(order, [(0, 0), (0, 1), (1, 0)]);
+    assert_eq!(steps[1].status, "Success");
+    assert_eq!(steps[1].outputs["VERSION"], "1.2.3");
+    assert_eq!(steps[1].log.as_deref(), Some("built\n"));
+    assert_eq!(run.execution.status, "Running");
+    assert_eq!(run.steps.len(), 3);
+    assert_eq!(run.steps[1].log, None, "load_run leaves logs out");
+}
+
+fn rule(scope: &ProjectRef) -> EventRuleRecord {
+    let now = now_millis();
+    EventRuleRecord {
+        scope: scope.clone(),
+        identifier: Identifier::parse("ops", "rule").expect("id"),
+        spec: serde_json::from_value::<EventRuleSpec>(
+            json!({"url": "http://127.0.0.1:9/hook", "sendEverything": true}),
+        )
+        .expect("spec"),
+        secret: "whsec_test".into(),
+        previous_secret: None,
+        previous_until: None,
+        failing_since: None,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn delivery(scope: &ProjectRef, execution: &str, event_type: &str) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate().to_string(),
+        scope: scope.clone(),
+        rule: "ops".into(),
+        webhook_id: format!("msg_{}", DeliveryId::generate()),
+        event_type: event_type.into(),
+        payload: "{}".into(),
+        due_at: Some(now_millis() - 1),
+        execution_id: Some(execution.to_owned()),
+        test: false,
+    }
+}
+
+#[tokio::test]
+async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
+    let f = fixture().await;
+    f.store
+        .put_event_rule(rule(&f.scope), None)
+        .await
+        .expect("rule");
+    let kinds = ["pipeline_start", "stage_start", "stage_end", "pipeline_end"];
+    let deliveries: Vec<_> = kinds.iter().map(|k| delivery(&f.scope, "x1", k)).collect();
+    f.store
+        .fan_out(deliveries.clone(), i64::MAX)
+        .await
+        .expect("fan out");
+
+    let mut sent = Vec::new();
+    for _ in 0..kinds.len() {
+        // Two claimers at once: only the head of the execution's queue is handed out.
+        let (a, b) = tokio::join!(
+            f.store.claim_deliveries(&[], 10, now_millis(), 60_000),
+            f.store.claim_deliveries(&[], 10, now_millis(), 60_000),
+        );
+        let mut due = a.expect("claim");
+        due.extend(b.expect("claim"));
+        assert_eq!(due.len(), 1, "one at a time: {due:?}");
+        let d = &due[0];
+        sent.push(d.delivery.event_type.clone());
+        let started_at = now_millis();
+        f.store
+            .record_attempt(
+                AttemptOutcome {
+                    lease: d.lease.clone(),
+                    attempt: AttemptRecord {
+                        delivery_id: d.delivery.id.clone(),
+                        attempt: 1,
+                        started_at,
+                        duration_ms: 1,
+                        url: d.rule.spec.url.clone(),
+                        request_headers: json!({}),
+                        response_status: Some(204),
+                        response_headers: None,
+                        response_body: None,
+                        error: None,
+                    },
+                    next: Next::Done,
+                    rule: RuleEffect::Healthy,
+                },
+                now_millis(),
+            )
+            .await
+            .expect("attempt");
+    }
+
+    assert_eq!(sent, kinds);
+    let left = f
+        .store
+        .claim_deliveries(&[], 10, now_millis(), 60_000)
+        .await
+        .expect("claim");
+    assert!(left.is_empty());
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_writes_instead_of_losing_them() {
+    let f = fixture().await;
+    assert!(f.store.ready().await.expect("ready"));
+
+    f.store.close().await;
+    let result = f
+        .store
+        .record_event(event(&f.scope, None, now_millis()), queued())
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::ShuttingDown)),
+        "{result:?}"
+    );
+}

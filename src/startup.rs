@@ -125,6 +125,9 @@ impl Application {
             dispatcher,
             node_id: node_id.clone(),
         });
+        if let Some(changes) = store.subscribe() {
+            tokio::spawn(apply_announced(gateway.clone().into_inner(), changes));
+        }
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
@@ -195,6 +198,22 @@ impl Application {
         served
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")
+    }
+}
+
+/// Applies the changes other nodes announce until the store stops announcing them. A
+/// receiver that fell behind drops every cache rather than guess what it missed.
+async fn apply_announced(
+    gateway: Arc<crate::service::Gateway>,
+    mut changes: tokio::sync::broadcast::Receiver<crate::store::Change>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(change) => gateway.apply(&change),
+            Err(RecvError::Lagged(_)) => gateway.apply(&crate::store::Change::Resync),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

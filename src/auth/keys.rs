@@ -237,6 +237,13 @@ impl KeyVerifier {
         Ok(principal)
     }
 
+    /// Drops every key from the cache (another node's revocations may have been missed).
+    pub fn forget_all(&self) {
+        let mut verified = self.verified.lock();
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+        verified.clear();
+    }
+
     /// Drops a key from the cache at once (on revoke).
     pub fn forget(&self, key_id: &KeyId) {
         let mut verified = self.verified.lock();

@@ -7,6 +7,7 @@ use crate::domain::runtime_input::InputTemplate;
 use crate::error::Error;
 use crate::expr::context::TriggerContext;
 use crate::store::executions::{Control, ControlOutcome, NewManualExecution, RunState};
+use crate::store::Change;
 use crate::store::{now_millis, Execution};
 
 impl Gateway {
@@ -51,7 +52,7 @@ impl Gateway {
                 runtime_input,
             })
             .await?;
-        self.engine.notify();
+        self.changed(Change::Work).await;
         Ok(execution)
     }
 
@@ -72,13 +73,17 @@ impl Gateway {
             .await?
         {
             ControlOutcome::Applied => match control {
-                Control::Approve | Control::Resume => self.engine.notify(),
+                Control::Approve | Control::Resume => self.changed(Change::Work).await,
                 Control::Abort | Control::Reject => self.engine.forget(&plan),
                 Control::Pause => {}
             },
             ControlOutcome::Signalled => {
                 if control == Control::Abort {
-                    self.engine.abort(&plan);
+                    // The node whose worker holds it kills the running step.
+                    self.changed(Change::Abort {
+                        execution: plan.to_string(),
+                    })
+                    .await;
                 }
             }
             ControlOutcome::NotAllowed(current) => {

@@ -11,6 +11,7 @@ use crate::domain::settings::{Resolved, ScopedValue};
 use crate::domain::trigger::{TriggerSpec, REDACTED_SECRET};
 use crate::domain::{BodyFormat, DomainError};
 use crate::error::Error;
+use crate::store::Change;
 use crate::store::{
     now_millis, ApiKeyRecord, Millis, Page, PipelineRecord, Role, SettingScope, TriggerRecord,
 };
@@ -277,7 +278,10 @@ impl Gateway {
         if !self.store.revoke_api_key(account, &key_id).await? {
             return Err(missing());
         }
-        self.keys.forget(&key_id);
+        self.changed(Change::KeyRevoked {
+            key_id: key_id.to_string(),
+        })
+        .await;
         Ok(())
     }
 
@@ -290,7 +294,7 @@ impl Gateway {
     ) -> Result<SettingView, Error> {
         self.check_scope_exists(scope).await?;
         self.store.put_setting(scope, name, value).await?;
-        self.cache.invalidate_settings();
+        self.changed(Change::Settings).await;
         self.get_setting(scope, name).await
     }
 
@@ -302,7 +306,7 @@ impl Gateway {
     ) -> Result<SettingView, Error> {
         self.check_scope_exists(scope).await?;
         self.store.delete_setting(scope, name).await?;
-        self.cache.invalidate_settings();
+        self.changed(Change::Settings).await;
         self.get_setting(scope, name).await
     }
 
@@ -356,16 +360,16 @@ impl Gateway {
     /// Deletes an org and everything configured under it.
     pub async fn delete_org(&self, account: &AccountId, org: &Identifier) -> Result<bool, Error> {
         let deleted = self.store.delete_org(account, org).await?;
-        self.cache.invalidate_all_triggers();
-        self.cache.invalidate_settings();
+        self.changed(Change::Triggers).await;
+        self.changed(Change::Settings).await;
         Ok(deleted)
     }
 
     /// Deletes a project and everything configured under it.
     pub async fn delete_project(&self, project: &ProjectRef) -> Result<bool, Error> {
         let deleted = self.store.delete_project(project).await?;
-        self.cache.invalidate_all_triggers();
-        self.cache.invalidate_settings();
+        self.changed(Change::Triggers).await;
+        self.changed(Change::Settings).await;
         Ok(deleted)
     }
 
@@ -404,7 +408,7 @@ impl Gateway {
             updated_at: now,
         };
         let created = self.store.put_pipeline(record).await?;
-        self.cache.invalidate_all_triggers();
+        self.changed(Change::Triggers).await;
         let stored =
             self.store.get_pipeline(project, id).await?.ok_or_else(|| {
                 Error::NotFound(format!("Pipeline {id} does not exist in {project}"))
@@ -419,7 +423,7 @@ impl Gateway {
         id: &Identifier,
     ) -> Result<bool, Error> {
         let deleted = self.store.delete_pipeline(project, id).await?;
-        self.cache.invalidate_all_triggers();
+        self.changed(Change::Triggers).await;
         Ok(deleted)
     }
 
@@ -491,7 +495,7 @@ impl Gateway {
             updated_at: now,
         };
         let (stored, created) = self.store.put_trigger(record).await?;
-        self.cache.invalidate_trigger(&stored.token);
+        self.changed(Change::Triggers).await;
         self.rate_limits.forget(&stored.token);
         Ok((self.trigger_view(&stored).await?, created))
     }
@@ -511,7 +515,7 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        self.cache.invalidate_trigger(&stored.token);
+        self.changed(Change::Triggers).await;
         Ok(Some(self.trigger_view(&stored).await?))
     }
 
@@ -524,7 +528,7 @@ impl Gateway {
     ) -> Result<bool, Error> {
         let token = self.store.delete_trigger(project, pipeline, id).await?;
         if let Some(token) = &token {
-            self.cache.invalidate_trigger(token);
+            self.changed(Change::Triggers).await;
             self.rate_limits.forget(token);
         }
         Ok(token.is_some())

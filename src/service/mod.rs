@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use crate::auth::keys::KeyVerifier;
 use crate::auth::{AuthError, Principal};
-use crate::domain::ids::{AccountId, ProjectRef};
+use crate::domain::ids::{AccountId, KeyId, PlanExecutionId, ProjectRef};
 use crate::domain::ratelimit::KeyedLimiter;
 use crate::error::Error;
 use crate::store::cache::HotCache;
-use crate::store::Store;
+use crate::store::{Change, Store};
 
 /// Everything a request needs: the store, the hot caches, the key verifier and the settings
 /// that shape responses. Shared by every HTTP worker.
@@ -57,6 +57,44 @@ pub fn mandate_message(project: &ProjectRef) -> String {
 }
 
 impl Gateway {
+    /// Applies `change` to this node at once and announces it to the other nodes. A failed
+    /// announcement is logged: the change itself is committed, and other nodes catch up when
+    /// their listener resynchronises.
+    pub async fn changed(&self, change: Change) {
+        self.apply(&change);
+        if let Err(e) = self.store.announce(&change).await {
+            tracing::warn!(error = %e, ?change, "announcing a change to the other nodes failed");
+        }
+    }
+
+    /// Applies a change, made here or announced by another node, to this node's caches and
+    /// loops.
+    pub fn apply(&self, change: &Change) {
+        match change {
+            Change::Triggers => self.cache.invalidate_all_triggers(),
+            Change::Settings => self.cache.invalidate_settings(),
+            Change::KeyRevoked { key_id } => {
+                if let Some(key_id) = KeyId::parse(key_id) {
+                    self.keys.forget(&key_id);
+                }
+            }
+            Change::Abort { execution } => {
+                if let Some(id) = PlanExecutionId::parse(execution) {
+                    self.engine.abort(&id);
+                }
+            }
+            Change::Work => self.engine.notify(),
+            Change::Deliveries => self.dispatcher.notify(),
+            Change::Resync => {
+                self.cache.invalidate_all_triggers();
+                self.cache.invalidate_settings();
+                self.keys.forget_all();
+                self.engine.notify();
+                self.dispatcher.notify();
+            }
+        }
+    }
+
     /// Verifies a management key: admin of `account`, or root.
     pub async fn authorize_manage(
         &self,

@@ -71,12 +71,6 @@ impl<K: std::hash::Hash + Eq, V: Clone> Guarded<K, V> {
         }
     }
 
-    fn remove(&self, key: &K) {
-        let mut map = self.map.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        map.remove(key);
-    }
-
     fn clear(&self) {
         let mut map = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -174,12 +168,9 @@ impl HotCache {
         Ok(resolved)
     }
 
-    /// Drops the trigger with this token (after it changed or was deleted).
-    pub fn invalidate_trigger(&self, token: &str) {
-        self.triggers.remove(&token_digest(token));
-    }
-
-    /// Drops every cached trigger (after a pipeline, project or org changed).
+    /// Drops every cached trigger (after a trigger, or a pipeline, project or org it hangs
+    /// from, changed: trigger changes are rare, and another node announcing one names no
+    /// token).
     pub fn invalidate_all_triggers(&self) {
         self.triggers.clear();
     }

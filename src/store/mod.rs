@@ -356,6 +356,34 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
     }
 }
 
+/// A change that every node sharing the database must hear about: caches to drop, work to
+/// look for. A node applies it to itself at once and announces it to the others
+/// ([`Store::announce`]), who receive it from [`Store::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// Triggers (or the pipelines and projects they hang from) changed: drop cached triggers.
+    Triggers,
+    /// Settings or the scopes they resolve along changed: drop resolved settings.
+    Settings,
+    /// A key was revoked: drop it from the verified-key cache.
+    KeyRevoked {
+        /// The key id.
+        key_id: String,
+    },
+    /// An execution held by a worker is to be aborted: the node running it kills its step.
+    Abort {
+        /// The plan execution id.
+        execution: String,
+    },
+    /// Executions became runnable (queued, resumed, approved): look for work.
+    Work,
+    /// Deliveries were queued: look for them.
+    Deliveries,
+    /// Announcements may have been missed (the listener reconnected): drop every cache.
+    Resync,
+}
+
 /// Window within which an `Idempotency-Key` replays the original response.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
@@ -375,6 +403,19 @@ pub trait Store:
     /// Commits every acknowledged write and releases the database; later calls fail with
     /// `ShuttingDown`.
     async fn close(&self);
+
+    /// Tells every other node sharing this database about `change`. A backend that belongs to
+    /// one process has nobody to tell.
+    async fn announce(&self, change: &Change) -> StoreResult<()> {
+        let _ = change;
+        Ok(())
+    }
+
+    /// The changes other nodes announce, as they arrive; `None` for a backend that belongs to
+    /// one process.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     /// Creates or renames an account (and its `default` org on creation), atomically. Returns
     /// the account and whether it was created; of concurrent creators exactly one sees `true`.

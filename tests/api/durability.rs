@@ -98,13 +98,24 @@ impl Daemon {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Daemon {
+        Self::start_on(dir, name, &database_url(dir), args, envs).await
+    }
+
+    /// [`Daemon::start`] on the database at `database_url`.
+    pub(crate) async fn start_on(
+        dir: &Path,
+        name: &str,
+        database_url: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
         let mut cmd = triggerd(dir);
         cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &database_url(dir)])
+            .args(["--database-url", database_url])
             .args(args)
             .envs(envs.iter().copied())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))

@@ -4,8 +4,10 @@
 //! Callers see only the trait, so a PostgreSQL backend can be added without touching them.
 
 pub mod cache;
+pub(crate) mod cursor;
 pub mod executions;
 pub mod outbound;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -326,8 +328,11 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("opening database {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        Some(Database::Postgres(_)) => {
-            anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
+        Some(Database::Postgres(url)) => {
+            let store = postgres::PgStore::open(&url, postgres::PoolOptions::default())
+                .await
+                .with_context(|| format!("opening database {}", postgres::redacted(&url)))?;
+            Ok(Arc::new(store))
         }
         None => anyhow::bail!(
             "database_url = {:?} is not supported",
@@ -346,8 +351,12 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
                 path.display()
             ))
         }
-        Some(Database::Postgres(_)) => {
-            anyhow::bail!("database_url: the PostgreSQL backend is not built yet")
+        Some(Database::Postgres(url)) => {
+            let shown = postgres::redacted(&url);
+            let applied = postgres::migrate(&url, postgres::PoolOptions::default().connect)
+                .await
+                .with_context(|| format!("migrating database {shown}"))?;
+            Ok(format!("{applied} migration(s) applied to {shown}"))
         }
         None => anyhow::bail!(
             "database_url = {:?} is not supported",

@@ -1,0 +1,778 @@
+//! [`ExecutionStore`] on PostgreSQL: the queue, leases and step rows.
+//!
+//! Several nodes share the queue. A claim takes runnable executions with
+//! `FOR UPDATE SKIP LOCKED`, so two nodes never lease the same one; every write to an
+//! execution first locks its row, so a control request and a worker's progress are applied
+//! one after the other.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::outbound::sync_events;
+use super::{
+    col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt,
+    PgResultExt as _, PgStore, EXECUTION_COLS,
+};
+use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
+use crate::store::executions::{
+    status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
+    StepRecord,
+};
+use crate::store::{Execution, Millis, Page, StoreResult};
+
+const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
+     step_type, status, attempt, started_at, ended_at, outputs, message, log";
+
+fn step_row(r: &Row) -> StoreResult<StepRecord> {
+    let outputs: String = col(r, 11)?;
+    Ok(StepRecord {
+        stage_index: col::<i32>(r, 0)? as u32,
+        step_index: col::<i32>(r, 1)? as u32,
+        stage: col(r, 2)?,
+        stage_name: col(r, 3)?,
+        step: col(r, 4)?,
+        step_name: col(r, 5)?,
+        step_type: col(r, 6)?,
+        status: col(r, 7)?,
+        attempt: col::<i32>(r, 8)? as u32,
+        started_at: col(r, 9)?,
+        ended_at: col(r, 10)?,
+        outputs: serde_json::from_str(&outputs).unwrap_or_default(),
+        message: col(r, 12)?,
+        log: col(r, 13)?,
+    })
+}
+
+async fn upsert_step(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+    s: &StepRecord,
+) -> StoreResult<u64> {
+    let outputs = serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into());
+    execute(
+        c,
+        "storing a step",
+        &format!(
+            "INSERT INTO execution_steps (plan_execution_id, {STEP_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (plan_execution_id, stage_index, step_index) DO UPDATE SET \
+             stage_id = EXCLUDED.stage_id, stage_name = EXCLUDED.stage_name, \
+             step_id = EXCLUDED.step_id, step_name = EXCLUDED.step_name, \
+             step_type = EXCLUDED.step_type, status = EXCLUDED.status, \
+             attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, \
+             ended_at = EXCLUDED.ended_at, outputs = EXCLUDED.outputs, \
+             message = EXCLUDED.message, log = EXCLUDED.log"
+        ),
+        &[
+            &id.as_str(),
+            &(s.stage_index as i32),
+            &(s.step_index as i32),
+            &s.stage,
+            &s.stage_name,
+            &s.step,
+            &s.step_name,
+            &s.step_type,
+            &s.status,
+            &(s.attempt as i32),
+            &s.started_at,
+            &s.ended_at,
+            &outputs,
+            &s.message,
+            &s.log,
+        ],
+    )
+    .await
+}
+
+/// An execution to queue.
+pub(super) struct QueuedExecution<'a> {
+    pub plan: &'a PlanExecutionId,
+    pub scope: &'a ProjectRef,
+    pub pipeline: &'a str,
+    pub pipeline_name: &'a str,
+    pub trigger_type: &'a str,
+    pub trigger: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub runtime_input: &'a str,
+    pub created_at: Millis,
+}
+
+/// Inserts a `Queued` execution numbered after the pipeline's last one; returns its number.
+/// The number comes from the pipeline's counter row, which the transaction holds until it
+/// commits, so concurrent queues on any node get distinct numbers.
+pub(super) async fn insert_execution(
+    c: &impl GenericClient,
+    x: &QueuedExecution<'_>,
+) -> StoreResult<i64> {
+    let [acc, org, proj] = super::project_params(x.scope);
+    let row = query_one(
+        c,
+        "numbering an execution",
+        "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+         VALUES ($1, $2, $3, $4, 1) \
+         ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+         DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last",
+        &[&acc, &org, &proj, &x.pipeline],
+    )
+    .await?;
+    let run_sequence: i64 = col(&row, 0)?;
+    execute(
+        c,
+        "queueing an execution",
+        &format!(
+            "INSERT INTO executions ({EXECUTION_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'Queued', $7, $8, $9, $10, $11, $12, NULL, NULL)"
+        ),
+        &[
+            &x.plan.as_str(),
+            &acc,
+            &org,
+            &proj,
+            &x.pipeline,
+            &x.pipeline_name,
+            &x.trigger_type,
+            &x.trigger,
+            &x.event_id,
+            &run_sequence,
+            &x.runtime_input,
+            &x.created_at,
+        ],
+    )
+    .await?;
+    Ok(run_sequence)
+}
+
+/// Locks the execution's row for the rest of the transaction. Every write to an execution
+/// takes this lock first, so writes to one execution never deadlock on its step rows.
+/// False when there is no such execution.
+async fn lock_execution(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<bool> {
+    Ok(query_opt(
+        c,
+        "locking an execution",
+        "SELECT 1 FROM executions WHERE plan_execution_id = $1 FOR UPDATE",
+        &[&id.as_str()],
+    )
+    .await?
+    .is_some())
+}
+
+#[async_trait]
+impl ExecutionStore for PgStore {
+    async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution> {
+        let created_at = crate::store::now_millis();
+        let plan = PlanExecutionId::generate();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let run_sequence = insert_execution(
+            &tx,
+            &QueuedExecution {
+                plan: &plan,
+                scope: &new.scope,
+                pipeline: new.pipeline.as_str(),
+                pipeline_name: &new.pipeline_name,
+                trigger_type: "MANUAL",
+                trigger: None,
+                event_id: None,
+                runtime_input: &new.runtime_input,
+                created_at,
+            },
+        )
+        .await?;
+        tx.commit().await.ctx("committing an execution")?;
+        Ok(Execution {
+            plan_execution_id: plan,
+            scope: new.scope,
+            pipeline: new.pipeline.to_string(),
+            pipeline_name: new.pipeline_name,
+            status: status::QUEUED.into(),
+            trigger_type: "MANUAL".into(),
+            trigger: None,
+            event_id: None,
+            run_sequence,
+            runtime_input: new.runtime_input,
+            created_at,
+            started_at: None,
+            ended_at: None,
+        })
+    }
+
+    async fn list_executions(
+        &self,
+        p: &ProjectRef,
+        filter: &ExecutionFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Execution>> {
+        let (before_ts, before_id) = decode_time_cursor(cursor)?;
+        let c = self.client().await?;
+        let [acc, org, proj] = super::project_params(p);
+        let items = query(
+            &c,
+            "listing executions",
+            &format!(
+                "SELECT {EXECUTION_COLS} FROM executions WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND ($4::text IS NULL OR pipeline_id = $4) AND ($5::text IS NULL OR status = $5) \
+                 AND (created_at, plan_execution_id) < ($6, $7) \
+                 ORDER BY created_at DESC, plan_execution_id DESC LIMIT $8"
+            ),
+            &[
+                &acc,
+                &org,
+                &proj,
+                &filter.pipeline,
+                &filter.status,
+                &before_ts,
+                &before_id,
+                &(i64::from(limit) + 1),
+            ],
+        )
+        .await?
+        .iter()
+        .map(execution_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |x| {
+            encode_cursor(&[&x.created_at.to_string(), x.plan_execution_id.as_str()])
+        }))
+    }
+
+    /// Does nothing and returns 0: other nodes may be running executions right now, so no
+    /// lease is released at start. An execution whose node died becomes claimable when its
+    /// lease expires, and the engine marks a Run or Http step it finds `Running` in it as
+    /// `Failed` ("interrupted") before going on.
+    async fn recover_executions(&self, _now: Millis) -> StoreResult<u64> {
+        Ok(0)
+    }
+
+    async fn claim_executions(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<PlanExecutionId>> {
+        let c = self.client().await?;
+        // SKIP LOCKED: rows another node is claiming (or writing) are left to it; a locked
+        // row is re-checked against the conditions after it is locked.
+        let rows = query(
+            &c,
+            "claiming executions",
+            "UPDATE executions SET lease_owner = $1, lease_until = $2 \
+             WHERE plan_execution_id IN ( \
+               SELECT plan_execution_id FROM executions \
+               WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
+                      OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
+                 AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY created_at LIMIT $4 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING plan_execution_id",
+            &[&owner, &(now + lease_ms), &now, &i64::from(limit)],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = col(r, 0)?;
+                PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))
+            })
+            .collect()
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &PlanExecutionId,
+        owner: &str,
+        until: Millis,
+    ) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "renewing a lease",
+            "UPDATE executions SET lease_until = $3 WHERE plan_execution_id = $1 AND lease_owner = $2",
+            &[&id.as_str(), &owner, &until],
+        )
+        .await?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "releasing a lease",
+            "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
+             WHERE plan_execution_id = $1 AND lease_owner = $2",
+            &[&id.as_str(), &owner],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
+        let c = self.client().await?;
+        // One snapshot for the execution and its steps.
+        let Some(row) = query_opt(
+            &c,
+            "loading an execution",
+            concat!(
+                "SELECT ",
+                execution_cols!(),
+                ", pipeline_spec, failure_message FROM executions WHERE plan_execution_id = $1"
+            ),
+            &[&id.as_str()],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        // Logs (up to 1 MiB each) are left out: status polls read this often.
+        let steps = query(
+            &c,
+            "loading an execution",
+            "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+             status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
+             WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
+            &[&id.as_str()],
+        )
+        .await?
+        .iter()
+        .map(step_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        let spec: Option<String> = col(&row, 15)?;
+        Ok(Some(RunState {
+            execution: execution_row(&row)?,
+            pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+            steps,
+            failure_message: col(&row, 16)?,
+        }))
+    }
+
+    async fn start_execution(
+        &self,
+        id: &PlanExecutionId,
+        pipeline_spec: serde_json::Value,
+        steps: Vec<StepRecord>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let spec = pipeline_spec.to_string();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        lock_execution(&tx, id).await?;
+        execute(
+            &tx,
+            "starting an execution",
+            "UPDATE executions SET pipeline_spec = $2, status = $3, started_at = $4 \
+             WHERE plan_execution_id = $1 AND pipeline_spec IS NULL",
+            &[&id.as_str(), &spec, &status::RUNNING, &now],
+        )
+        .await?;
+        for step in &steps {
+            upsert_step(&tx, id, step).await?;
+        }
+        sync_events(&tx, id, now, None).await?;
+        tx.commit().await.ctx("committing an execution start")
+    }
+
+    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        lock_execution(&tx, id).await?;
+        upsert_step(&tx, id, &step).await?;
+        sync_events(&tx, id, crate::store::now_millis(), None).await?;
+        tx.commit().await.ctx("committing a step")
+    }
+
+    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        lock_execution(&tx, id).await?;
+        if !apply_pending_control(&tx, id).await? {
+            execute(
+                &tx,
+                "parking an execution",
+                "UPDATE executions SET wake_at = $2, lease_owner = NULL, lease_until = NULL \
+                 WHERE plan_execution_id = $1",
+                &[&id.as_str(), &wake_at],
+            )
+            .await?;
+        }
+        tx.commit().await.ctx("committing a parked execution")
+    }
+
+    async fn finish_execution(
+        &self,
+        id: &PlanExecutionId,
+        final_status: &str,
+        failure_message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        lock_execution(&tx, id).await?;
+        finish(&tx, id, final_status, failure_message, now).await?;
+        tx.commit().await.ctx("committing a finished execution")
+    }
+
+    async fn control_execution(
+        &self,
+        id: &PlanExecutionId,
+        control: Control,
+        comment: Option<String>,
+        now: Millis,
+    ) -> StoreResult<ControlOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        // A lease held by a node counts only while it lasts: a dead node's execution is
+        // controlled at once rather than waiting for another node to claim it.
+        let Some(row) = query_opt(
+            &tx,
+            "reading an execution for a control request",
+            "SELECT status, lease_owner IS NOT NULL AND lease_until >= $2, control FROM executions \
+             WHERE plan_execution_id = $1 FOR UPDATE",
+            &[&id.as_str(), &now],
+        )
+        .await?
+        else {
+            return Ok(ControlOutcome::Missing);
+        };
+        let (current, leased, pending): (String, bool, Option<String>) =
+            (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+        let outcome = apply_control(
+            &tx,
+            id,
+            &current,
+            leased,
+            pending.as_deref(),
+            control,
+            comment,
+            now,
+        )
+        .await?;
+        tx.commit().await.ctx("committing a control request")?;
+        Ok(outcome)
+    }
+
+    async fn pending_control(&self, id: &PlanExecutionId) -> StoreResult<Option<Control>> {
+        let c = self.client().await?;
+        let control: Option<String> = match query_opt(
+            &c,
+            "reading a control request",
+            "SELECT control FROM executions WHERE plan_execution_id = $1",
+            &[&id.as_str()],
+        )
+        .await?
+        {
+            Some(row) => col(&row, 0)?,
+            None => None,
+        };
+        Ok(match control.as_deref() {
+            Some("abort") => Some(Control::Abort),
+            Some("pause") => Some(Control::Pause),
+            _ => None,
+        })
+    }
+
+    async fn hold_execution(
+        &self,
+        id: &PlanExecutionId,
+        hold_status: &str,
+        wake_at: Option<Millis>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        lock_execution(&tx, id).await?;
+        if !apply_pending_control(&tx, id).await? {
+            execute(
+                &tx,
+                "holding an execution",
+                "UPDATE executions SET status = $2, wake_at = $3, lease_owner = NULL, \
+                 lease_until = NULL, control = NULL WHERE plan_execution_id = $1",
+                &[&id.as_str(), &hold_status, &wake_at],
+            )
+            .await?;
+            let paused = (hold_status == status::PAUSED).then_some(true);
+            sync_events(&tx, id, crate::store::now_millis(), paused).await?;
+        }
+        tx.commit().await.ctx("committing a held execution")
+    }
+
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        // SKIP LOCKED: nodes purging at the same time take different batches.
+        let executions = execute(
+            &tx,
+            "purging old executions",
+            "DELETE FROM executions WHERE plan_execution_id IN ( \
+               SELECT plan_execution_id FROM executions WHERE ended_at < $1 \
+               AND status IN ('Success', 'Failed', 'Aborted', 'Expired', 'ApprovalRejected', 'Errored') \
+               LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&cutoff, &i64::from(batch)],
+        )
+        .await?;
+        let events = execute(
+            &tx,
+            "purging old webhook events",
+            "DELETE FROM webhook_events WHERE event_id IN ( \
+               SELECT e.event_id FROM webhook_events e WHERE e.created_at < $1 \
+               AND NOT EXISTS (SELECT 1 FROM executions x \
+                               WHERE x.plan_execution_id = e.plan_execution_id) \
+               LIMIT $2 FOR UPDATE OF e SKIP LOCKED)",
+            &[&cutoff, &i64::from(batch)],
+        )
+        .await?;
+        // Keys whose 24 hours are over own nothing any more.
+        let expired = cutoff.min(crate::store::now_millis() - crate::store::IDEMPOTENCY_WINDOW_MS);
+        execute(
+            &tx,
+            "purging old idempotency keys",
+            "DELETE FROM idempotency_keys WHERE ctid IN ( \
+               SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&expired, &i64::from(batch)],
+        )
+        .await?;
+        tx.commit().await.ctx("committing a purge")?;
+        Ok((executions, events))
+    }
+
+    async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
+        let c = self.client().await?;
+        query(
+            &c,
+            "listing execution steps",
+            &format!(
+                "SELECT {STEP_COLS} FROM execution_steps WHERE plan_execution_id = $1 \
+                 ORDER BY stage_index, step_index"
+            ),
+            &[&id.as_str()],
+        )
+        .await?
+        .iter()
+        .map(step_row)
+        .collect()
+    }
+}
+
+/// One control request against an execution in status `current`, inside the caller's
+/// transaction (which holds the execution's row). An execution a worker holds (`leased`) is
+/// only flagged; the worker applies it.
+#[allow(clippy::too_many_arguments)]
+async fn apply_control(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+    current: &str,
+    leased: bool,
+    pending: Option<&str>,
+    control: Control,
+    comment: Option<String>,
+    now: Millis,
+) -> StoreResult<ControlOutcome> {
+    let not_allowed = || Ok(ControlOutcome::NotAllowed(current.to_owned()));
+    if status::is_terminal(current) {
+        return not_allowed();
+    }
+    match control {
+        Control::Abort if leased => {
+            flag(c, id, Some("abort")).await?;
+            Ok(ControlOutcome::Signalled)
+        }
+        Control::Abort => {
+            execute(
+                c,
+                "aborting steps",
+                "UPDATE execution_steps SET status = $2, ended_at = $3, message = 'aborted' \
+                 WHERE plan_execution_id = $1 AND status IN ('Running', 'ApprovalWaiting')",
+                &[&id.as_str(), &status::ABORTED, &now],
+            )
+            .await?;
+            skip_the_rest(c, id).await?;
+            finish(c, id, status::ABORTED, Some(abort_message(comment)), now).await?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Pause if leased => {
+            flag(c, id, Some("pause")).await?;
+            Ok(ControlOutcome::Signalled)
+        }
+        Control::Pause if matches!(current, status::QUEUED | status::RUNNING | status::PAUSED) => {
+            execute(
+                c,
+                "pausing an execution",
+                "UPDATE executions SET status = $2, control = NULL WHERE plan_execution_id = $1",
+                &[&id.as_str(), &status::PAUSED],
+            )
+            .await?;
+            if current != status::PAUSED {
+                sync_events(c, id, now, Some(true)).await?;
+            }
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Resume if current == status::PAUSED => {
+            execute(
+                c,
+                "resuming an execution",
+                "UPDATE executions SET status = CASE WHEN pipeline_spec IS NULL THEN $2 ELSE $3 END, \
+                 control = NULL, wake_at = NULL WHERE plan_execution_id = $1",
+                &[&id.as_str(), &status::QUEUED, &status::RUNNING],
+            )
+            .await?;
+            sync_events(c, id, now, Some(false)).await?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Resume if leased && pending == Some("pause") => {
+            flag(c, id, None).await?;
+            Ok(ControlOutcome::Applied)
+        }
+        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING && !leased => {
+            let approve = control == Control::Approve;
+            let step: Option<String> = match query_opt(
+                c,
+                "reading the waiting approval",
+                "SELECT step_id FROM execution_steps WHERE plan_execution_id = $1 AND status = $2",
+                &[&id.as_str(), &status::APPROVAL_WAITING],
+            )
+            .await?
+            {
+                Some(row) => Some(col(&row, 0)?),
+                None => None,
+            };
+            let verdict = if approve { "approved" } else { "rejected" };
+            let note = match &comment {
+                Some(comment) if !comment.trim().is_empty() => format!("{verdict}: {comment}"),
+                _ => verdict.to_owned(),
+            };
+            let step_status = if approve {
+                status::SUCCESS
+            } else {
+                status::APPROVAL_REJECTED
+            };
+            execute(
+                c,
+                "deciding an approval",
+                "UPDATE execution_steps SET status = $2, ended_at = $3, message = $4 \
+                 WHERE plan_execution_id = $1 AND status = $5",
+                &[
+                    &id.as_str(),
+                    &step_status,
+                    &now,
+                    &note,
+                    &status::APPROVAL_WAITING,
+                ],
+            )
+            .await?;
+            if approve {
+                execute(
+                    c,
+                    "approving an execution",
+                    "UPDATE executions SET status = $2, wake_at = NULL WHERE plan_execution_id = $1",
+                    &[&id.as_str(), &status::RUNNING],
+                )
+                .await?;
+            } else {
+                skip_the_rest(c, id).await?;
+                let message = format!(
+                    "Approval step {} was {note}",
+                    step.as_deref().unwrap_or("?")
+                );
+                finish(c, id, status::APPROVAL_REJECTED, Some(message), now).await?;
+            }
+            Ok(ControlOutcome::Applied)
+        }
+        _ => not_allowed(),
+    }
+}
+
+/// Sets (or clears) the control request a worker applies before its next step.
+async fn flag(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+    value: Option<&str>,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "flagging a control request",
+        "UPDATE executions SET control = $2 WHERE plan_execution_id = $1",
+        &[&id.as_str(), &value],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks the steps that have not begun `Skipped`.
+async fn skip_the_rest(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<()> {
+    execute(
+        c,
+        "skipping steps",
+        "UPDATE execution_steps SET status = $2 WHERE plan_execution_id = $1 AND status = $3",
+        &[&id.as_str(), &status::SKIPPED, &status::NOT_STARTED],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inside a park or hold: a control request that arrived while the worker was finishing its
+/// step is applied now, as the worker lets go (an abort ends the execution, a pause pauses it),
+/// instead of being lost. True when one was applied.
+async fn apply_pending_control(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<bool> {
+    let pending: Option<String> = match query_opt(
+        c,
+        "reading a control request",
+        "SELECT control FROM executions WHERE plan_execution_id = $1",
+        &[&id.as_str()],
+    )
+    .await?
+    {
+        Some(row) => col(&row, 0)?,
+        None => None,
+    };
+    let control = match pending.as_deref() {
+        Some("abort") => Control::Abort,
+        Some("pause") => Control::Pause,
+        _ => return Ok(false),
+    };
+    execute(
+        c,
+        "releasing a lease",
+        "UPDATE executions SET lease_owner = NULL, lease_until = NULL WHERE plan_execution_id = $1",
+        &[&id.as_str()],
+    )
+    .await?;
+    Box::pin(apply_control(
+        c,
+        id,
+        status::RUNNING,
+        false,
+        None,
+        control,
+        None,
+        crate::store::now_millis(),
+    ))
+    .await?;
+    Ok(true)
+}
+
+fn abort_message(comment: Option<String>) -> String {
+    match comment {
+        Some(comment) if !comment.trim().is_empty() => format!("Aborted by a user: {comment}"),
+        _ => "Aborted by a user".to_owned(),
+    }
+}
+
+async fn finish(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+    final_status: &str,
+    failure_message: Option<String>,
+    now: Millis,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "finishing an execution",
+        "UPDATE executions SET status = $2, failure_message = $3, ended_at = $4, \
+         started_at = COALESCE(started_at, $4), \
+         lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
+         WHERE plan_execution_id = $1",
+        &[&id.as_str(), &final_status, &failure_message, &now],
+    )
+    .await?;
+    sync_events(c, id, now, None).await
+}

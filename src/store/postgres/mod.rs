@@ -1,0 +1,1333 @@
+//! The PostgreSQL backend, for several nodes sharing one database (DESIGN §11): a pool of
+//! `tokio-postgres` connections with `synchronous_commit = on`, each multi-statement write in
+//! one transaction, exclusive work claimed with `FOR UPDATE SKIP LOCKED` under a lease, and
+//! uniqueness and counters enforced by the schema rather than by there being one writer.
+//!
+//! Connection failures (refused, reset, timed out, the server shutting down) are reported as
+//! [`StoreError::Unavailable`]; a transaction whose commit did not answer is never reported as
+//! written. An exhausted pool is [`StoreError::Overloaded`].
+
+mod executions;
+mod migrate;
+mod outbound;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Pool, PoolError, Runtime, Timeouts};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::cursor::{decode_name_cursor, decode_time_cursor, encode_cursor, page};
+use super::{
+    Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
+    RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
+    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
+};
+use crate::domain::ids::{
+    token_digest, AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
+};
+use crate::domain::settings::{ScopedValue, SettingChain};
+
+/// Tuning for the connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub max_size: usize,
+    /// How long a request waits for a free connection before it is refused as overloaded.
+    pub wait: Duration,
+    /// How long opening a connection may take before the database counts as unreachable.
+    pub connect: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            wait: Duration::from_secs(5),
+            connect: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// A pooled connection.
+type Client = deadpool_postgres::Client;
+
+impl PgStore {
+    /// Connects to `url`, applies pending migrations (under an advisory lock, so nodes may
+    /// start together) and opens the pool.
+    pub async fn open(url: &str, options: PoolOptions) -> StoreResult<Self> {
+        migrate(url, options.connect).await?;
+        let config = config(url, options.connect)?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(options.wait),
+                create: Some(options.connect),
+                recycle: Some(options.connect),
+            })
+            .build()
+            .map_err(|e| StoreError::db("building the connection pool", e))?;
+        Ok(Self { pool })
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> StoreResult<Client> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::Overloaded,
+            PoolError::Timeout(_) => StoreError::Unavailable,
+            PoolError::Backend(e) => pg_err("connecting to the database")(e),
+            PoolError::Closed => StoreError::ShuttingDown,
+            e => StoreError::db("connecting to the database", e),
+        })
+    }
+}
+
+/// Parses `url` and sets what every connection needs: a connect timeout and
+/// `synchronous_commit = on`, so that a committed write is on the server's disk whatever the
+/// server's default says.
+fn config(url: &str, connect_timeout: Duration) -> StoreResult<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::db("parsing database_url", e))?;
+    config
+        .connect_timeout(connect_timeout)
+        .options("-c synchronous_commit=on")
+        .application_name("triggerd");
+    Ok(config)
+}
+
+/// Connects to `url` outside any pool and applies pending migrations. Returns how many ran.
+pub async fn migrate(url: &str, connect_timeout: Duration) -> StoreResult<usize> {
+    let (mut client, connection) = config(url, connect_timeout)?
+        .connect(NoTls)
+        .await
+        .ctx("connecting to the database")?;
+    let driver = tokio::spawn(connection);
+    let applied = migrate::apply(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    applied
+}
+
+/// `url` without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether an error means the database could not be reached (rather than that it refused
+/// the statement).
+fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        // Class 08 is "connection exception"; 57P0x the server shutting down or starting up;
+        // 53300 too many connections.
+        let code = db.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    // The connect timeout has no source of its own.
+    e.to_string().starts_with("timeout")
+}
+
+/// Maps a driver error: unreachable is [`StoreError::Unavailable`], anything else a database
+/// error with `context`.
+fn pg_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
+    move |e| {
+        if is_unreachable(&e) {
+            tracing::debug!(error = %e, context, "database unreachable");
+            StoreError::Unavailable
+        } else {
+            StoreError::db(context.to_owned(), e)
+        }
+    }
+}
+
+/// `.ctx("doing what")` on driver results.
+trait PgResultExt<T> {
+    fn ctx(self, context: &str) -> StoreResult<T>;
+}
+
+impl<T> PgResultExt<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: &str) -> StoreResult<T> {
+        self.map_err(pg_err(context))
+    }
+}
+
+fn is_fk_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Runs a (cached) statement and returns its rows.
+async fn query(
+    c: &impl GenericClient,
+    context: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await.ctx(context)?;
+    c.query(&stmt, params).await.ctx(context)
+}
+
+/// Runs a (cached) statement that returns at most one row.
+async fn query_opt(
+    c: &impl GenericClient,
+    context: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await.ctx(context)?;
+    c.query_opt(&stmt, params).await.ctx(context)
+}
+
+/// Runs a (cached) statement that returns exactly one row.
+async fn query_one(
+    c: &impl GenericClient,
+    context: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<Row> {
+    let stmt = c.prepare_cached(sql).await.ctx(context)?;
+    c.query_one(&stmt, params).await.ctx(context)
+}
+
+/// Runs a (cached) statement; returns how many rows it changed.
+async fn execute(
+    c: &impl GenericClient,
+    context: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<u64> {
+    execute_raw(c, sql, params).await.ctx(context)
+}
+
+/// [`execute`] with the driver's error, for callers that tell some errors apart.
+async fn execute_raw(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, params).await
+}
+
+/// One column of a row.
+fn col<'a, T: FromSql<'a>>(r: &'a Row, idx: usize) -> StoreResult<T> {
+    r.try_get(idx)
+        .map_err(|e| StoreError::db(format!("reading column {idx}"), e))
+}
+
+/// A stored value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("stored {0} is invalid")]
+struct Invalid(&'static str);
+
+fn invalid(what: &'static str) -> StoreError {
+    StoreError::db("reading a stored row", Invalid(what))
+}
+
+fn json_col(r: &Row, idx: usize) -> StoreResult<serde_json::Value> {
+    let text: String = col(r, idx)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::db("reading a JSON column", e))
+}
+
+fn identifier_col(r: &Row, idx: usize) -> StoreResult<Identifier> {
+    let s: String = col(r, idx)?;
+    Identifier::parse(&s, "stored identifier").map_err(|_| invalid("identifier"))
+}
+
+fn project_cols(r: &Row, first: usize) -> StoreResult<ProjectRef> {
+    let account: String = col(r, first)?;
+    Ok(ProjectRef {
+        account: AccountId::parse(&account).map_err(|_| invalid("account id"))?,
+        org: identifier_col(r, first + 1)?,
+        project: identifier_col(r, first + 2)?,
+    })
+}
+
+fn project_params(p: &ProjectRef) -> [&str; 3] {
+    [p.account.as_str(), p.org.as_str(), p.project.as_str()]
+}
+
+fn scope_row(r: &Row, has_project: bool) -> StoreResult<Scope> {
+    let o = usize::from(has_project);
+    Ok(Scope {
+        account_identifier: col(r, 0)?,
+        org_identifier: col(r, 1)?,
+        project_identifier: if has_project { Some(col(r, 2)?) } else { None },
+        name: col(r, 2 + o)?,
+        created_at: col(r, 3 + o)?,
+        updated_at: col(r, 4 + o)?,
+    })
+}
+
+fn account_row(r: &Row) -> StoreResult<Account> {
+    Ok(Account {
+        identifier: col(r, 0)?,
+        name: col(r, 1)?,
+        created_at: col(r, 2)?,
+        updated_at: col(r, 3)?,
+    })
+}
+
+const API_KEY_COLS: &str =
+    "key_id, account_id, name, role, projects, hash, created_at, expires_at, revoked_at";
+
+fn api_key_row(r: &Row) -> StoreResult<ApiKeyRecord> {
+    let key_id: String = col(r, 0)?;
+    let account: String = col(r, 1)?;
+    let role: String = col(r, 3)?;
+    let projects: Option<String> = col(r, 4)?;
+    Ok(ApiKeyRecord {
+        key_id: KeyId::parse(&key_id).ok_or_else(|| invalid("key id"))?,
+        account: AccountId::parse(&account).map_err(|_| invalid("account id"))?,
+        name: col(r, 2)?,
+        role: Role::from_stored(&role).ok_or_else(|| invalid("role"))?,
+        projects: projects
+            .map(|p| serde_json::from_str(&p).map_err(|_| invalid("project list")))
+            .transpose()?,
+        hash: col(r, 5)?,
+        created_at: col(r, 6)?,
+        expires_at: col(r, 7)?,
+        revoked_at: col(r, 8)?,
+    })
+}
+
+const PIPELINE_COLS: &str =
+    "account_id, org_id, project_id, id, name, spec, created_at, updated_at";
+
+fn pipeline_row(r: &Row) -> StoreResult<PipelineRecord> {
+    Ok(PipelineRecord {
+        scope: project_cols(r, 0)?,
+        identifier: identifier_col(r, 3)?,
+        name: col(r, 4)?,
+        spec: json_col(r, 5)?,
+        created_at: col(r, 6)?,
+        updated_at: col(r, 7)?,
+    })
+}
+
+const TRIGGER_COLS: &str = "account_id, org_id, project_id, pipeline_id, id, name, token, \
+     enabled, spec, created_at, updated_at";
+
+fn trigger_row(r: &Row) -> StoreResult<TriggerRecord> {
+    Ok(TriggerRecord {
+        scope: project_cols(r, 0)?,
+        pipeline: identifier_col(r, 3)?,
+        identifier: identifier_col(r, 4)?,
+        name: col(r, 5)?,
+        token: col(r, 6)?,
+        enabled: col(r, 7)?,
+        spec: json_col(r, 8)?,
+        created_at: col(r, 9)?,
+        updated_at: col(r, 10)?,
+    })
+}
+
+const EVENT_COLS: &str = "event_id, account_id, org_id, project_id, pipeline_id, trigger_id, \
+     status, message, exception_occured, payload, headers, runtime_input, condition_results, \
+     plan_execution_id, idempotency_key, created_at";
+
+fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
+    let event_id: String = col(r, 0)?;
+    let plan: Option<String> = col(r, 13)?;
+    Ok(WebhookEvent {
+        event_id: EventId::parse(&event_id).ok_or_else(|| invalid("event id"))?,
+        scope: project_cols(r, 1)?,
+        pipeline: col(r, 4)?,
+        trigger: col(r, 5)?,
+        status: col(r, 6)?,
+        message: col(r, 7)?,
+        exception_occured: col(r, 8)?,
+        payload: col(r, 9)?,
+        headers: json_col(r, 10)?,
+        runtime_input: col(r, 11)?,
+        condition_results: json_col(r, 12)?,
+        plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
+        idempotency_key: col(r, 14)?,
+        created_at: col(r, 15)?,
+    })
+}
+
+/// The columns [`execution_row`] reads (a macro so that other column lists can extend it).
+macro_rules! execution_cols {
+    () => {
+        "plan_execution_id, account_id, org_id, project_id, pipeline_id, pipeline_name, status, \
+         trigger_type, trigger_id, event_id, run_sequence, runtime_input, created_at, started_at, \
+         ended_at"
+    };
+}
+use execution_cols;
+const EXECUTION_COLS: &str = execution_cols!();
+
+fn execution_row(r: &Row) -> StoreResult<Execution> {
+    let id: String = col(r, 0)?;
+    Ok(Execution {
+        plan_execution_id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
+        scope: project_cols(r, 1)?,
+        pipeline: col(r, 4)?,
+        pipeline_name: col(r, 5)?,
+        status: col(r, 6)?,
+        trigger_type: col(r, 7)?,
+        trigger: col(r, 8)?,
+        event_id: col(r, 9)?,
+        run_sequence: col(r, 10)?,
+        runtime_input: col(r, 11)?,
+        created_at: col(r, 12)?,
+        started_at: col(r, 13)?,
+        ended_at: col(r, 14)?,
+    })
+}
+
+fn settings_key(scope: &SettingScope) -> (String, String, String) {
+    (
+        scope.account.to_string(),
+        scope
+            .org
+            .as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        scope
+            .project
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Creates a named scope row (account, org or project), or renames it. Returns whether it was
+/// created; a missing parent is the driver's foreign-key error.
+async fn upsert_scope(
+    c: &impl GenericClient,
+    table: &str,
+    key_cols: &[&str],
+    key: &[&str],
+    name: &str,
+    now: Millis,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = key_cols.len();
+    let cols = key_cols.join(", ");
+    let marks = (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut params: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
+    params.push(&name);
+    params.push(&now);
+    let inserted = execute_raw(
+        c,
+        &format!(
+            "INSERT INTO {table} ({cols}, name, created_at, updated_at) \
+             VALUES ({marks}, ${}, ${}, ${}) ON CONFLICT DO NOTHING",
+            n + 1,
+            n + 2,
+            n + 2
+        ),
+        &params,
+    )
+    .await?;
+    if inserted == 1 {
+        return Ok(true);
+    }
+    let where_clause = key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    execute_raw(
+        c,
+        &format!(
+            "UPDATE {table} SET name = ${}, updated_at = ${} WHERE {where_clause}",
+            n + 1,
+            n + 2
+        ),
+        &params,
+    )
+    .await?;
+    Ok(false)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ready(&self) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(migrate::current_version(&c).await? == migrate::latest_version())
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let now = super::now_millis();
+        let created = upsert_scope(&tx, "accounts", &["id"], &[id.as_str()], name, now)
+            .await
+            .ctx("writing an account")?;
+        if created {
+            upsert_scope(
+                &tx,
+                "orgs",
+                &["account_id", "id"],
+                &[id.as_str(), "default"],
+                "Default",
+                now,
+            )
+            .await
+            .ctx("creating the default org")?;
+        }
+        let row = query_one(
+            &tx,
+            "reading an account",
+            "SELECT id, name, created_at, updated_at FROM accounts WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        let account = account_row(&row)?;
+        tx.commit().await.ctx("committing an account")?;
+        Ok((account, created))
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading an account",
+            "SELECT id, name, created_at, updated_at FROM accounts WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(account_row)
+        .transpose()
+    }
+
+    async fn put_org(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        name: &str,
+    ) -> StoreResult<(Scope, bool)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let created = upsert_scope(
+            &tx,
+            "orgs",
+            &["account_id", "id"],
+            &[acc.as_str(), org.as_str()],
+            name,
+            super::now_millis(),
+        )
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StoreError::ParentMissing(format!("Account {acc} does not exist"))
+            } else {
+                pg_err("writing an org")(e)
+            }
+        })?;
+        let row = query_one(
+            &tx,
+            "reading an org",
+            "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = $1 AND id = $2",
+            &[&acc.as_str(), &org.as_str()],
+        )
+        .await?;
+        let scope = scope_row(&row, false)?;
+        tx.commit().await.ctx("committing an org")?;
+        Ok((scope, created))
+    }
+
+    async fn get_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<Option<Scope>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading an org",
+            "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = $1 AND id = $2",
+            &[&acc.as_str(), &org.as_str()],
+        )
+        .await?
+        .map(|r| scope_row(&r, false))
+        .transpose()
+    }
+
+    async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let key: [&(dyn ToSql + Sync); 2] = [&acc.as_str(), &org.as_str()];
+        execute(
+            &tx,
+            "deleting org settings",
+            "DELETE FROM settings WHERE account_id = $1 AND org_id = $2",
+            &key,
+        )
+        .await?;
+        let n = execute(
+            &tx,
+            "deleting an org",
+            "DELETE FROM orgs WHERE account_id = $1 AND id = $2",
+            &key,
+        )
+        .await?;
+        tx.commit().await.ctx("committing an org deletion")?;
+        Ok(n > 0)
+    }
+
+    async fn put_project(&self, p: &ProjectRef, name: &str) -> StoreResult<(Scope, bool)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let [acc, org, proj] = project_params(p);
+        let created = upsert_scope(
+            &tx,
+            "projects",
+            &["account_id", "org_id", "id"],
+            &[acc, org, proj],
+            name,
+            super::now_millis(),
+        )
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StoreError::ParentMissing(format!("Org {acc}/{org} does not exist"))
+            } else {
+                pg_err("writing a project")(e)
+            }
+        })?;
+        let row = query_one(
+            &tx,
+            "reading a project",
+            "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+             WHERE account_id = $1 AND org_id = $2 AND id = $3",
+            &[&acc, &org, &proj],
+        )
+        .await?;
+        let scope = scope_row(&row, true)?;
+        tx.commit().await.ctx("committing a project")?;
+        Ok((scope, created))
+    }
+
+    async fn get_project(&self, p: &ProjectRef) -> StoreResult<Option<Scope>> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        query_opt(
+            &c,
+            "reading a project",
+            "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+             WHERE account_id = $1 AND org_id = $2 AND id = $3",
+            &[&acc, &org, &proj],
+        )
+        .await?
+        .map(|r| scope_row(&r, true))
+        .transpose()
+    }
+
+    async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let [acc, org, proj] = project_params(p);
+        let key: [&(dyn ToSql + Sync); 3] = [&acc, &org, &proj];
+        execute(
+            &tx,
+            "deleting project settings",
+            "DELETE FROM settings WHERE account_id = $1 AND org_id = $2 AND project_id = $3",
+            &key,
+        )
+        .await?;
+        let n = execute(
+            &tx,
+            "deleting a project",
+            "DELETE FROM projects WHERE account_id = $1 AND org_id = $2 AND id = $3",
+            &key,
+        )
+        .await?;
+        tx.commit().await.ctx("committing a project deletion")?;
+        Ok(n > 0)
+    }
+
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        let projects = key
+            .projects
+            .as_ref()
+            .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+        execute(
+            &c,
+            "storing an API key",
+            &format!(
+                "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            &[
+                &key.key_id.as_str(),
+                &key.account.as_str(),
+                &key.name,
+                &key.role.as_str(),
+                &projects,
+                &key.hash,
+                &key.created_at,
+                &key.expires_at,
+                &key.revoked_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading an API key",
+            &format!("SELECT {API_KEY_COLS} FROM api_keys WHERE key_id = $1"),
+            &[&key_id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(api_key_row)
+        .transpose()
+    }
+
+    async fn list_api_keys(&self, acc: &AccountId) -> StoreResult<Vec<ApiKeyRecord>> {
+        let c = self.client().await?;
+        query(
+            &c,
+            "listing API keys",
+            &format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE account_id = $1 ORDER BY created_at, key_id"
+            ),
+            &[&acc.as_str()],
+        )
+        .await?
+        .iter()
+        .map(api_key_row)
+        .collect()
+    }
+
+    async fn revoke_api_key(&self, acc: &AccountId, key_id: &KeyId) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "revoking an API key",
+            "UPDATE api_keys SET revoked_at = $1 WHERE account_id = $2 AND key_id = $3 AND revoked_at IS NULL",
+            &[&super::now_millis(), &acc.as_str(), &key_id.as_str()],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn has_root_key(&self) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let row = query_one(
+            &c,
+            "looking for a root key",
+            "SELECT EXISTS(SELECT 1 FROM api_keys WHERE account_id = '_root' AND revoked_at IS NULL)",
+            &[],
+        )
+        .await?;
+        col(&row, 0)
+    }
+
+    async fn put_setting(
+        &self,
+        scope: &SettingScope,
+        name: &str,
+        value: ScopedValue,
+    ) -> StoreResult<()> {
+        let (acc, org, proj) = settings_key(scope);
+        let c = self.client().await?;
+        execute(
+            &c,
+            "writing a setting",
+            "INSERT INTO settings (account_id, org_id, project_id, name, value, allow_overrides, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (account_id, org_id, project_id, name) DO UPDATE SET \
+             value = EXCLUDED.value, allow_overrides = EXCLUDED.allow_overrides, updated_at = EXCLUDED.updated_at",
+            &[&acc, &org, &proj, &name, &value.value, &value.allow_overrides, &super::now_millis()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_setting(&self, scope: &SettingScope, name: &str) -> StoreResult<bool> {
+        let (acc, org, proj) = settings_key(scope);
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "deleting a setting",
+            "DELETE FROM settings WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND name = $4",
+            &[&acc, &org, &proj, &name],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn setting_chain(&self, scope: &SettingScope, name: &str) -> StoreResult<SettingChain> {
+        let (acc, org, proj) = settings_key(scope);
+        let c = self.client().await?;
+        let rows = query(
+            &c,
+            "reading settings",
+            "SELECT org_id, project_id, value, allow_overrides FROM settings \
+             WHERE account_id = $1 AND name = $2 AND \
+             ((org_id = '' AND project_id = '') OR (org_id = $3 AND project_id = '') OR (org_id = $3 AND project_id = $4))",
+            &[&acc, &name, &org, &proj],
+        )
+        .await?;
+        let mut chain = SettingChain::default();
+        for r in &rows {
+            let (o, p): (String, String) = (col(r, 0)?, col(r, 1)?);
+            let v = ScopedValue {
+                value: col(r, 2)?,
+                allow_overrides: col(r, 3)?,
+            };
+            match (o.is_empty(), p.is_empty()) {
+                (true, _) => chain.account = Some(v),
+                (false, true) if !org.is_empty() => chain.org = Some(v),
+                (false, false) if !proj.is_empty() => chain.project = Some(v),
+                _ => {}
+            }
+        }
+        Ok(chain)
+    }
+
+    async fn put_pipeline(&self, p: PipelineRecord) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(&p.scope);
+        let spec = p.spec.to_string();
+        // One statement creates it or replaces all but its creation time; `xmax = 0` holds for
+        // a row this statement inserted, not for one it updated.
+        let row = c
+            .prepare_cached(&format!(
+                "INSERT INTO pipelines ({PIPELINE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (account_id, org_id, project_id, id) DO UPDATE SET \
+                 name = EXCLUDED.name, spec = EXCLUDED.spec, updated_at = EXCLUDED.updated_at \
+                 RETURNING xmax = 0"
+            ))
+            .await
+            .ctx("writing a pipeline")?;
+        let created = c
+            .query_one(
+                &row,
+                &[
+                    &acc,
+                    &org,
+                    &proj,
+                    &p.identifier.as_str(),
+                    &p.name,
+                    &spec,
+                    &p.created_at,
+                    &p.updated_at,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_fk_violation(&e) {
+                    StoreError::ParentMissing(format!("Project {} does not exist", p.scope))
+                } else {
+                    pg_err("writing a pipeline")(e)
+                }
+            })?;
+        col(&created, 0)
+    }
+
+    async fn get_pipeline(
+        &self,
+        p: &ProjectRef,
+        id: &Identifier,
+    ) -> StoreResult<Option<PipelineRecord>> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        query_opt(
+            &c,
+            "reading a pipeline",
+            &format!(
+                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
+            ),
+            &[&acc, &org, &proj, &id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(pipeline_row)
+        .transpose()
+    }
+
+    async fn list_pipelines(
+        &self,
+        p: &ProjectRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<PipelineRecord>> {
+        let after = decode_name_cursor(cursor)?;
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        let items = query(
+            &c,
+            "listing pipelines",
+            &format!(
+                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND id > $4 ORDER BY id LIMIT $5"
+            ),
+            &[&acc, &org, &proj, &after, &(i64::from(limit) + 1)],
+        )
+        .await?
+        .iter()
+        .map(pipeline_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |p| {
+            encode_cursor(&[p.identifier.as_str()])
+        }))
+    }
+
+    async fn delete_pipeline(&self, p: &ProjectRef, id: &Identifier) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        let n = execute(
+            &c,
+            "deleting a pipeline",
+            "DELETE FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4",
+            &[&acc, &org, &proj, &id.as_str()],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn put_trigger(&self, t: TriggerRecord) -> StoreResult<(TriggerRecord, bool)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let [acc, org, proj] = project_params(&t.scope);
+        let spec = t.spec.to_string();
+        let digest = token_digest(&t.token);
+        let inserted = tx
+            .prepare_cached(&format!(
+                "INSERT INTO triggers ({TRIGGER_COLS}, token_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (account_id, org_id, project_id, pipeline_id, id) DO NOTHING"
+            ))
+            .await
+            .ctx("creating a trigger")?;
+        let inserted = tx
+            .execute(
+                &inserted,
+                &[
+                    &acc,
+                    &org,
+                    &proj,
+                    &t.pipeline.as_str(),
+                    &t.identifier.as_str(),
+                    &t.name,
+                    &t.token,
+                    &t.enabled,
+                    &spec,
+                    &t.created_at,
+                    &t.updated_at,
+                    &digest.as_slice(),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_fk_violation(&e) {
+                    StoreError::ParentMissing(format!(
+                        "Pipeline {} does not exist in {}",
+                        t.pipeline, t.scope
+                    ))
+                } else {
+                    pg_err("creating a trigger")(e)
+                }
+            })?;
+        if inserted == 1 {
+            tx.commit().await.ctx("committing a trigger")?;
+            return Ok((t, true));
+        }
+        // It exists: everything but its token and creation time is replaced.
+        let row = query_one(
+            &tx,
+            "updating a trigger",
+            "UPDATE triggers SET name = $6, enabled = $7, spec = $8, updated_at = $9 \
+             WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND pipeline_id = $4 AND id = $5 \
+             RETURNING token, created_at",
+            &[
+                &acc,
+                &org,
+                &proj,
+                &t.pipeline.as_str(),
+                &t.identifier.as_str(),
+                &t.name,
+                &t.enabled,
+                &spec,
+                &t.updated_at,
+            ],
+        )
+        .await?;
+        let stored = TriggerRecord {
+            token: col(&row, 0)?,
+            created_at: col(&row, 1)?,
+            ..t
+        };
+        tx.commit().await.ctx("committing a trigger")?;
+        Ok((stored, false))
+    }
+
+    async fn get_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<TriggerRecord>> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        query_opt(
+            &c,
+            "reading a trigger",
+            &format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND pipeline_id = $4 AND id = $5"
+            ),
+            &[&acc, &org, &proj, &pipeline.as_str(), &id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(trigger_row)
+        .transpose()
+    }
+
+    async fn get_trigger_by_token(&self, token: &str) -> StoreResult<Option<TriggerRecord>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading a trigger by token",
+            &format!("SELECT {TRIGGER_COLS} FROM triggers WHERE token_sha256 = $1"),
+            &[&token_digest(token).as_slice()],
+        )
+        .await?
+        .as_ref()
+        .map(trigger_row)
+        .transpose()
+    }
+
+    async fn list_triggers(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let after = decode_name_cursor(cursor)?;
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        let items = query(
+            &c,
+            "listing triggers",
+            &format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND pipeline_id = $4 AND id > $5 ORDER BY id LIMIT $6"
+            ),
+            &[&acc, &org, &proj, &pipeline.as_str(), &after, &(i64::from(limit) + 1)],
+        )
+        .await?
+        .iter()
+        .map(trigger_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |t| {
+            encode_cursor(&[t.identifier.as_str()])
+        }))
+    }
+
+    async fn set_trigger_enabled(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+        enabled: bool,
+    ) -> StoreResult<Option<TriggerRecord>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let [acc, org, proj] = project_params(p);
+        let key: [&(dyn ToSql + Sync); 5] = [&acc, &org, &proj, &pipeline.as_str(), &id.as_str()];
+        let Some(row) = query_opt(
+            &tx,
+            "reading a trigger",
+            &format!(
+                "SELECT {TRIGGER_COLS} FROM triggers WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND pipeline_id = $4 AND id = $5 FOR UPDATE"
+            ),
+            &key,
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut t = trigger_row(&row)?;
+        t.enabled = enabled;
+        t.updated_at = super::now_millis();
+        if let Some(obj) = t.spec.get_mut("trigger").and_then(|v| v.as_object_mut()) {
+            obj.insert("enabled".into(), serde_json::Value::Bool(enabled));
+        }
+        let spec = t.spec.to_string();
+        execute(
+            &tx,
+            "updating a trigger",
+            "UPDATE triggers SET enabled = $6, spec = $7, updated_at = $8 \
+             WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND pipeline_id = $4 AND id = $5",
+            &[key[0], key[1], key[2], key[3], key[4], &enabled, &spec, &t.updated_at],
+        )
+        .await?;
+        tx.commit().await.ctx("committing a trigger")?;
+        Ok(Some(t))
+    }
+
+    async fn delete_trigger(
+        &self,
+        p: &ProjectRef,
+        pipeline: &Identifier,
+        id: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        query_opt(
+            &c,
+            "deleting a trigger",
+            "DELETE FROM triggers WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+             AND pipeline_id = $4 AND id = $5 RETURNING token",
+            &[&acc, &org, &proj, &pipeline.as_str(), &id.as_str()],
+        )
+        .await?
+        .map(|r| col(&r, 0))
+        .transpose()
+    }
+
+    async fn record_event(
+        &self,
+        event: WebhookEvent,
+        execution: Option<NewExecution>,
+    ) -> StoreResult<RecordOutcome> {
+        let headers = event.headers.to_string();
+        let condition_results = event.condition_results.to_string();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        let e = &event;
+        let [acc, org, proj] = project_params(&e.scope);
+        if let Some(key) = &e.idempotency_key {
+            if let Some(previous) = claim_idempotency_key(&tx, e, key).await? {
+                return Ok(RecordOutcome::Replayed(previous));
+            }
+        }
+        if let (Some(x), Some(plan)) = (&execution, &e.plan_execution_id) {
+            executions::insert_execution(
+                &tx,
+                &executions::QueuedExecution {
+                    plan,
+                    scope: &e.scope,
+                    pipeline: &e.pipeline,
+                    pipeline_name: &x.pipeline_name,
+                    trigger_type: x.trigger_type,
+                    trigger: Some(&e.trigger),
+                    event_id: Some(e.event_id.as_str()),
+                    runtime_input: &e.runtime_input,
+                    created_at: e.created_at,
+                },
+            )
+            .await?;
+        }
+        execute(
+            &tx,
+            "recording a webhook event",
+            &format!(
+                "INSERT INTO webhook_events ({EVENT_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ),
+            &[
+                &e.event_id.as_str(),
+                &acc,
+                &org,
+                &proj,
+                &e.pipeline,
+                &e.trigger,
+                &e.status,
+                &e.message,
+                &e.exception_occured,
+                &e.payload,
+                &headers,
+                &e.runtime_input,
+                &condition_results,
+                &e.plan_execution_id.as_ref().map(|p| p.as_str()),
+                &e.idempotency_key,
+                &e.created_at,
+            ],
+        )
+        .await?;
+        tx.commit().await.ctx("committing a webhook event")?;
+        Ok(RecordOutcome::Stored(event))
+    }
+
+    async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {
+        let c = self.client().await?;
+        read_event(&c, id.as_str()).await
+    }
+
+    async fn list_events(
+        &self,
+        p: &ProjectRef,
+        filter: &EventFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookEvent>> {
+        let (before_ts, before_id) = decode_time_cursor(cursor)?;
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        let items = query(
+            &c,
+            "listing webhook events",
+            &format!(
+                "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+                 AND ($4::text IS NULL OR trigger_id = $4) AND ($5::text IS NULL OR status = $5) \
+                 AND (created_at, event_id) < ($6, $7) \
+                 ORDER BY created_at DESC, event_id DESC LIMIT $8"
+            ),
+            &[
+                &acc,
+                &org,
+                &proj,
+                &filter.trigger,
+                &filter.status,
+                &before_ts,
+                &before_id,
+                &(i64::from(limit) + 1),
+            ],
+        )
+        .await?
+        .iter()
+        .map(event_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |e| {
+            encode_cursor(&[&e.created_at.to_string(), e.event_id.as_str()])
+        }))
+    }
+
+    async fn get_execution(&self, id: &PlanExecutionId) -> StoreResult<Option<Execution>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading an execution",
+            &format!("SELECT {EXECUTION_COLS} FROM executions WHERE plan_execution_id = $1"),
+            &[&id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(execution_row)
+        .transpose()
+    }
+}
+
+async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {
+    query_opt(
+        c,
+        "reading a webhook event",
+        &format!("SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = $1"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(event_row)
+    .transpose()
+}
+
+/// Makes `e` the owner of its `Idempotency-Key` unless an event of the last 24 hours owns it;
+/// returns that event. The primary key decides between two nodes that see the key at once: the
+/// second waits for the first to commit and then finds its event.
+async fn claim_idempotency_key(
+    tx: &impl GenericClient,
+    e: &WebhookEvent,
+    key: &str,
+) -> StoreResult<Option<WebhookEvent>> {
+    let [acc, org, proj] = project_params(&e.scope);
+    let expired_before = e.created_at - IDEMPOTENCY_WINDOW_MS;
+    let owned = query_opt(
+        tx,
+        "claiming an idempotency key",
+        "INSERT INTO idempotency_keys (account_id, org_id, project_id, pipeline_id, trigger_id, key, event_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (account_id, org_id, project_id, pipeline_id, trigger_id, key) DO UPDATE \
+         SET event_id = EXCLUDED.event_id, created_at = EXCLUDED.created_at \
+         WHERE idempotency_keys.created_at <= $9 \
+         RETURNING event_id",
+        &[
+            &acc,
+            &org,
+            &proj,
+            &e.pipeline,
+            &e.trigger,
+            &key,
+            &e.event_id.as_str(),
+            &e.created_at,
+            &expired_before,
+        ],
+    )
+    .await?;
+    if owned.is_some() {
+        return Ok(None);
+    }
+    let owner = query_one(
+        tx,
+        "reading an idempotency key",
+        "SELECT event_id FROM idempotency_keys WHERE account_id = $1 AND org_id = $2 \
+         AND project_id = $3 AND pipeline_id = $4 AND trigger_id = $5 AND key = $6",
+        &[&acc, &org, &proj, &e.pipeline, &e.trigger, &key],
+    )
+    .await?;
+    let owner: String = col(&owner, 0)?;
+    match read_event(tx, &owner).await? {
+        Some(previous) => Ok(Some(previous)),
+        None => {
+            // Its event is gone (retention): the key is free again.
+            execute(
+                tx,
+                "claiming an idempotency key",
+                "UPDATE idempotency_keys SET event_id = $7, created_at = $8 WHERE account_id = $1 \
+                 AND org_id = $2 AND project_id = $3 AND pipeline_id = $4 AND trigger_id = $5 AND key = $6",
+                &[
+                    &acc,
+                    &org,
+                    &proj,
+                    &e.pipeline,
+                    &e.trigger,
+                    &key,
+                    &e.event_id.as_str(),
+                    &e.created_at,
+                ],
+            )
+            .await?;
+            Ok(None)
+        }
+    }
+}

@@ -4,6 +4,7 @@
 -- array the delivery claim can test.
 -- Times are epoch milliseconds. JSON columns hold serde_json text. Identifiers compare
 -- byte-wise (COLLATE "C"), as in SQLite, so lists and cursors order the same on both backends.
+-- A webhook body is kept as bytes: TEXT cannot hold the NUL character a body may contain.
 
 CREATE TABLE accounts (
     id          TEXT COLLATE "C" PRIMARY KEY,
@@ -102,7 +103,7 @@ CREATE TABLE webhook_events (
     status              TEXT NOT NULL,
     message             TEXT NOT NULL,
     exception_occured   BOOLEAN NOT NULL,
-    payload             TEXT NOT NULL,
+    payload             BYTEA NOT NULL,  -- the body as received (UTF-8)
     headers             TEXT NOT NULL,   -- JSON object, secret headers removed
     runtime_input       TEXT NOT NULL,
     condition_results   TEXT NOT NULL,   -- JSON array

@@ -562,20 +562,15 @@ async fn a_stored_trigger_whose_expression_no_longer_compiles_records_an_excepti
     let t = app.create_trigger().await;
     app.stop().await;
     // What a release that did not check expressions could have stored.
-    let path = app
-        .settings
-        .database_url
-        .trim_start_matches("sqlite://")
-        .to_owned();
-    let db = rusqlite::Connection::open(&path).expect("open the database");
-    let changed = db
-        .execute(
-            "UPDATE triggers SET spec = json_set(spec, '$.trigger.source.spec.spec.jexlCondition', 'a = 1')",
-            [],
-        )
-        .expect("update");
+    let changed = app
+        .execute_sql(if crate::helpers::on_postgres() {
+            "UPDATE triggers SET spec = jsonb_set(spec::jsonb, \
+             '{trigger,source,spec,spec,jexlCondition}', '\"a = 1\"')::text"
+        } else {
+            "UPDATE triggers SET spec = json_set(spec, '$.trigger.source.spec.spec.jexlCondition', 'a = 1')"
+        })
+        .await;
     assert_eq!(changed, 1);
-    drop(db);
     let app = app.restart().await;
 
     let res = app.post_webhook(&t.v3_path(), None, "{}").await;

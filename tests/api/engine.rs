@@ -912,24 +912,21 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
     settled(&app, &t, &recent).await;
     app.stop().await;
     // Age the first event and its execution to 40 days.
-    let path = app
-        .settings
-        .database_url
-        .trim_start_matches("sqlite://")
-        .to_owned();
-    let db = rusqlite::Connection::open(&path).expect("open the database");
     let forty_days = 40 * 24 * 60 * 60 * 1000_i64;
-    db.execute(
-        "UPDATE webhook_events SET created_at = created_at - ?2 WHERE event_id = ?1",
-        rusqlite::params![old, forty_days],
-    )
-    .unwrap();
-    db.execute(
-        "UPDATE executions SET created_at = created_at - ?2, ended_at = ended_at - ?2 WHERE plan_execution_id = ?1",
-        rusqlite::params![old_summary["planExecutionId"].as_str().unwrap(), forty_days],
-    )
-    .unwrap();
-    drop(db);
+    let aged = app
+        .execute_sql(&format!(
+            "UPDATE webhook_events SET created_at = created_at - {forty_days} WHERE event_id = '{old}'"
+        ))
+        .await;
+    assert_eq!(aged, 1);
+    let aged = app
+        .execute_sql(&format!(
+            "UPDATE executions SET created_at = created_at - {forty_days}, ended_at = ended_at - {forty_days} \
+             WHERE plan_execution_id = '{}'",
+            old_summary["planExecutionId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(aged, 1);
 
     let app = app.restart().await;
 

@@ -1,5 +1,9 @@
-//! Test harness: the real application on a free loopback port with a fresh SQLite file, and
+//! Test harness: the real application on a free loopback port with a fresh database, and
 //! typed helpers for the calls tests make.
+//!
+//! The database is a SQLite file in a temporary directory, or with
+//! `TRIGGERD_TEST_BACKEND=postgres` a fresh PostgreSQL database on the local server
+//! ([`PostgresDatabase`]), so the same suite runs against each backend.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,8 +27,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The settings it was started with.
     pub settings: Settings,
-    /// Holds the temporary directory with the database.
+    /// Holds the temporary directory with the database (or the working directories).
     pub dir: std::sync::Arc<TempDir>,
+    /// The PostgreSQL database, when the suite runs on PostgreSQL; dropped with the last app
+    /// that uses it.
+    pub database: Option<std::sync::Arc<PostgresDatabase>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -81,6 +88,7 @@ impl TestTrigger {
 /// A fresh database for one test, on the backend the suite runs on; removed when dropped.
 pub struct TestDatabase {
     dir: TempDir,
+    postgres: Option<PostgresDatabase>,
 }
 
 impl TestDatabase {
@@ -88,21 +96,95 @@ impl TestDatabase {
     pub async fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
+            postgres: on_postgres().then(PostgresDatabase::create),
         }
     }
 
     /// Test settings that use it.
     pub fn settings(&self) -> Settings {
-        test_settings(&self.dir)
+        test_settings(&self.dir, self.postgres.as_ref())
     }
 }
 
-/// Default test settings: loopback port 0, a database in `dir`, quiet.
-pub fn test_settings(dir: &TempDir) -> Settings {
+/// Whether the suite runs on PostgreSQL (`TRIGGERD_TEST_BACKEND=postgres`) rather than SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("TRIGGERD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The server the PostgreSQL tests use: local, trust authentication, user `postgres`.
+const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A fresh PostgreSQL database, created empty and dropped (with any connection still open to
+/// it) when this value is dropped.
+pub struct PostgresDatabase {
+    /// Its name, `triggerd_t_<16 hex>`.
+    pub name: String,
+    /// Its `postgres://` URL.
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates a database with a random name.
+    pub fn create() -> PostgresDatabase {
+        let name = format!(
+            "triggerd_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        admin_sql(format!("CREATE DATABASE {name}"));
+        PostgresDatabase {
+            url: format!("{POSTGRES_SERVER}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        admin_sql(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// Runs one statement on the server's `postgres` database, on a thread of its own (so that it
+/// works from `Drop` and from inside a test's runtime alike).
+fn admin_sql(sql: String) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(
+                &format!("{POSTGRES_SERVER}/postgres"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("the test PostgreSQL server answers on 127.0.0.1:5432");
+            let driver = tokio::spawn(connection);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            drop(client);
+            let _ = driver.await;
+        });
+    })
+    .join()
+    .expect("the admin statement ran");
+}
+
+/// Default test settings: loopback port 0, a database in `dir` (or `database` when given),
+/// quiet.
+pub fn test_settings(dir: &TempDir, database: Option<&PostgresDatabase>) -> Settings {
     let db: PathBuf = dir.path().join("triggerd.db");
     Settings {
         listen: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", db.display()),
+        database_url: database
+            .map_or_else(|| format!("sqlite://{}", db.display()), |d| d.url.clone()),
+        // Where SQLite's default puts them: next to the database file.
+        work_dir: database.map(|_| dir.path().join("triggerd-work").display().to_string()),
         http_workers: 2,
         shutdown_grace_secs: 5,
         outbound: OutboundSettings {
@@ -124,14 +206,16 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the app after `tweak` adjusts the settings.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
-    let mut settings = test_settings(&dir);
+    let database = on_postgres().then(|| std::sync::Arc::new(PostgresDatabase::create()));
+    let mut settings = test_settings(&dir, database.as_deref());
     tweak(&mut settings);
-    start(settings, dir, None).await
+    start(settings, dir, database, None).await
 }
 
 async fn start(
     settings: Settings,
     dir: std::sync::Arc<TempDir>,
+    database: Option<std::sync::Arc<PostgresDatabase>>,
     root_key: Option<String>,
 ) -> TestApp {
     let app = Application::build(&settings).await.expect("app builds");
@@ -165,6 +249,7 @@ async fn start(
             .expect("client"),
         settings,
         dir,
+        database,
         stop: Some(stop),
         task: Some(task),
     }
@@ -188,7 +273,37 @@ impl TestApp {
             listen: "127.0.0.1:0".into(),
             ..self.settings.clone()
         };
-        start(settings, self.dir.clone(), Some(self.root_key.clone())).await
+        start(
+            settings,
+            self.dir.clone(),
+            self.database.clone(),
+            Some(self.root_key.clone()),
+        )
+        .await
+    }
+
+    /// Runs `sql` directly on the app's database (stopped first, for SQLite) and returns how
+    /// many rows it changed. Values are written into the SQL by the test, so the same text
+    /// serves both backends where their SQL agrees.
+    pub async fn execute_sql(&self, sql: &str) -> u64 {
+        match &self.database {
+            Some(database) => {
+                let (client, connection) =
+                    tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+                        .await
+                        .expect("connect to the test database");
+                let driver = tokio::spawn(connection);
+                let changed = client.execute(sql, &[]).await.expect(sql);
+                drop(client);
+                let _ = driver.await;
+                changed
+            }
+            None => {
+                let path = self.settings.database_url.trim_start_matches("sqlite://");
+                let db = rusqlite::Connection::open(path).expect("open the database");
+                db.execute(sql, []).expect(sql) as u64
+            }
+        }
     }
 
     /// A request to `path` on the app.

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 
 use super::outbound::sync_events;
 use super::{
-    col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt,
+    col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt, text,
     PgResultExt as _, PgStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{PlanExecutionId, ProjectRef};
@@ -79,8 +79,8 @@ async fn upsert_step(
             &s.started_at,
             &s.ended_at,
             &outputs,
-            &s.message,
-            &s.log,
+            &s.message.as_deref().map(text),
+            &s.log.as_deref().map(text),
         ],
     )
     .await
@@ -136,7 +136,7 @@ pub(super) async fn insert_execution(
             &x.trigger,
             &x.event_id,
             &run_sequence,
-            &x.runtime_input,
+            &text(x.runtime_input),
             &x.created_at,
         ],
     )
@@ -771,7 +771,12 @@ async fn finish(
          started_at = COALESCE(started_at, $4), \
          lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
          WHERE plan_execution_id = $1",
-        &[&id.as_str(), &final_status, &failure_message, &now],
+        &[
+            &id.as_str(),
+            &final_status,
+            &failure_message.as_deref().map(text),
+            &now,
+        ],
     )
     .await?;
     sync_events(c, id, now, None).await

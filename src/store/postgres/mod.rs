@@ -182,6 +182,16 @@ impl<T> PgResultExt<T> for Result<T, tokio_postgres::Error> {
     }
 }
 
+/// `s` as PostgreSQL can store it in TEXT: with each NUL character (which it refuses)
+/// replaced by U+FFFD. Used for free text that may quote a webhook body or a command's output.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
+}
+
 fn is_fk_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
 }
@@ -361,6 +371,7 @@ const EVENT_COLS: &str = "event_id, account_id, org_id, project_id, pipeline_id,
 fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
     let event_id: String = col(r, 0)?;
     let plan: Option<String> = col(r, 13)?;
+    let payload: Vec<u8> = col(r, 9)?;
     Ok(WebhookEvent {
         event_id: EventId::parse(&event_id).ok_or_else(|| invalid("event id"))?,
         scope: project_cols(r, 1)?,
@@ -369,7 +380,7 @@ fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
         status: col(r, 6)?,
         message: col(r, 7)?,
         exception_occured: col(r, 8)?,
-        payload: col(r, 9)?,
+        payload: String::from_utf8(payload).map_err(|_| invalid("webhook body"))?,
         headers: json_col(r, 10)?,
         runtime_input: col(r, 11)?,
         condition_results: json_col(r, 12)?,
@@ -1174,11 +1185,11 @@ impl Store for PgStore {
                 &e.pipeline,
                 &e.trigger,
                 &e.status,
-                &e.message,
+                &text(&e.message),
                 &e.exception_occured,
-                &e.payload,
+                &e.payload.as_bytes(),
                 &headers,
-                &e.runtime_input,
+                &text(&e.runtime_input),
                 &condition_results,
                 &e.plan_execution_id.as_ref().map(|p| p.as_str()),
                 &e.idempotency_key,
@@ -1329,5 +1340,317 @@ async fn claim_idempotency_key(
             .await?;
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the API suite cannot show on one node: two nodes on one database at once, and a
+    //! database that cannot be reached. They need the local test server (127.0.0.1:5432,
+    //! trust authentication, user `postgres`), as the API suite does on PostgreSQL.
+
+    use super::*;
+    use crate::domain::event_rule::EventRuleSpec;
+    use crate::store::executions::{ExecutionStore, NewManualExecution};
+    use crate::store::now_millis;
+    use crate::store::outbound::{
+        AttemptOutcome, AttemptRecord, EventRuleRecord, NewDelivery, Next, OutboundStore,
+        RuleEffect,
+    };
+
+    const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+    /// A fresh database, dropped at the end of the test.
+    struct Fresh {
+        url: String,
+        name: String,
+    }
+
+    impl Fresh {
+        async fn create() -> Fresh {
+            let name = format!(
+                "triggerd_u_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..16]
+            );
+            admin(&format!("CREATE DATABASE {name}")).await;
+            Fresh {
+                url: format!("{SERVER}/{name}"),
+                name,
+            }
+        }
+
+        async fn drop_it(self) {
+            admin(&format!("DROP DATABASE {} WITH (FORCE)", self.name)).await;
+        }
+    }
+
+    async fn admin(sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
+            .await
+            .expect("the test PostgreSQL server answers on 127.0.0.1:5432");
+        let driver = tokio::spawn(connection);
+        client.batch_execute(sql).await.expect(sql);
+        drop(client);
+        let _ = driver.await;
+    }
+
+    fn project() -> ProjectRef {
+        ProjectRef {
+            account: AccountId::parse("acc").unwrap(),
+            org: Identifier::parse("default", "org").unwrap(),
+            project: Identifier::parse("proj", "project").unwrap(),
+        }
+    }
+
+    /// Two stores on one database: two nodes.
+    async fn two_nodes(db: &Fresh) -> (PgStore, PgStore) {
+        let (a, b) = tokio::join!(
+            PgStore::open(&db.url, PoolOptions::default()),
+            PgStore::open(&db.url, PoolOptions::default())
+        );
+        (a.expect("node a opens"), b.expect("node b opens"))
+    }
+
+    #[tokio::test]
+    async fn two_nodes_opening_an_empty_database_at_once_both_migrate_it_once() {
+        let db = Fresh::create().await;
+
+        let (a, b) = two_nodes(&db).await;
+
+        assert!(a.ready().await.unwrap() && b.ready().await.unwrap());
+        let c = a.client().await.unwrap();
+        let versions: i64 = c
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, migrate::latest_version());
+        drop(c);
+        a.close().await;
+        b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable() {
+        let opened = PgStore::open(
+            "postgres://postgres@127.0.0.1:1/none",
+            PoolOptions::default(),
+        )
+        .await;
+
+        assert!(
+            matches!(opened, Err(StoreError::Unavailable)),
+            "{:?}",
+            opened.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_whose_connections_were_cut_answers_unavailable_or_reconnects() {
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        store.get_account(&project().account).await.unwrap();
+
+        admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ))
+        .await;
+
+        // The cut connection fails as unreachable (never as some other error), and the pool
+        // replaces it on the next call.
+        match store.get_account(&project().account).await {
+            Ok(_) | Err(StoreError::Unavailable) => {}
+            Err(e) => panic!("a cut connection gave {e:?}"),
+        }
+        store.get_account(&project().account).await.unwrap();
+        store.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_on_two_nodes_at_once_stores_one_event() {
+        let db = Fresh::create().await;
+        let (a, b) = two_nodes(&db).await;
+        let event = |id: EventId| WebhookEvent {
+            event_id: id,
+            scope: project(),
+            pipeline: "deploy".into(),
+            trigger: "on_push".into(),
+            status: "TARGET_EXECUTION_REQUESTED".into(),
+            message: String::new(),
+            exception_occured: false,
+            payload: "{}".into(),
+            headers: serde_json::json!({}),
+            runtime_input: String::new(),
+            condition_results: serde_json::json!([]),
+            plan_execution_id: None,
+            idempotency_key: Some("k1".into()),
+            created_at: now_millis(),
+        };
+        let (ea, eb) = (event(EventId::generate()), event(EventId::generate()));
+
+        let (ra, rb) = tokio::join!(a.record_event(ea, None), b.record_event(eb, None));
+
+        let outcomes = [ra.unwrap(), rb.unwrap()];
+        let stored: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                RecordOutcome::Stored(e) => Some(e.event_id.clone()),
+                RecordOutcome::Replayed(_) => None,
+            })
+            .collect();
+        let replayed: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                RecordOutcome::Replayed(e) => Some(e.event_id.clone()),
+                RecordOutcome::Stored(_) => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 1, "one node stores it");
+        assert_eq!(replayed, stored, "the other replays that event");
+        a.close().await;
+        b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn runs_queued_on_two_nodes_at_once_get_distinct_numbers() {
+        let db = Fresh::create().await;
+        let (a, b) = two_nodes(&db).await;
+        let new = || NewManualExecution {
+            scope: project(),
+            pipeline: Identifier::parse("deploy", "pipeline").unwrap(),
+            pipeline_name: "deploy".into(),
+            runtime_input: String::new(),
+        };
+
+        let mut numbers = Vec::new();
+        for _ in 0..10 {
+            let (x, y) = tokio::join!(a.queue_execution(new()), b.queue_execution(new()));
+            numbers.push(x.unwrap().run_sequence);
+            numbers.push(y.unwrap().run_sequence);
+        }
+
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=20).collect::<Vec<i64>>());
+        a.close().await;
+        b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn a_later_event_of_an_execution_waits_on_every_node_while_an_earlier_one_is_pending() {
+        let db = Fresh::create().await;
+        let (a, b) = two_nodes(&db).await;
+        let p = project();
+        a.put_account(&p.account, "acc").await.unwrap();
+        a.put_project(&p, "proj").await.unwrap();
+        let spec: EventRuleSpec =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/"})).unwrap();
+        let now = now_millis();
+        a.put_event_rule(
+            EventRuleRecord {
+                scope: p.clone(),
+                identifier: Identifier::parse("ops", "rule").unwrap(),
+                spec,
+                secret: "whsec_x".into(),
+                previous_secret: None,
+                previous_until: None,
+                failing_since: None,
+                disabled_reason: None,
+                created_at: now,
+                updated_at: now,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        let delivery = |n: u32| NewDelivery {
+            id: format!("{n:024x}"),
+            scope: p.clone(),
+            rule: "ops".into(),
+            webhook_id: format!("msg_{n}"),
+            event_type: "stage_start".into(),
+            payload: "{}".into(),
+            due_at: Some(now),
+            execution_id: Some("x1".into()),
+            test: false,
+        };
+        // Both nodes fan out the same two events: each is made once.
+        let (fa, fb) = tokio::join!(
+            a.fan_out(vec![delivery(1), delivery(2)], 0),
+            b.fan_out(
+                vec![
+                    NewDelivery {
+                        id: format!("{:024x}", 11),
+                        ..delivery(1)
+                    },
+                    NewDelivery {
+                        id: format!("{:024x}", 12),
+                        ..delivery(2)
+                    }
+                ],
+                0
+            )
+        );
+        fa.unwrap();
+        fb.unwrap();
+
+        let (ca, cb) = tokio::join!(
+            a.claim_deliveries(&[], 10, now, 60_000),
+            b.claim_deliveries(&[], 10, now, 60_000)
+        );
+        let claimed: Vec<_> = ca.unwrap().into_iter().chain(cb.unwrap()).collect();
+        assert_eq!(claimed.len(), 1, "only the first event is handed out");
+        let first = &claimed[0];
+        assert_eq!(first.delivery.webhook_id, "msg_1");
+        // While it is attempted, neither node hands out the second.
+        assert!(b
+            .claim_deliveries(&[], 10, now, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(a
+            .claim_deliveries(&[], 10, now, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+
+        a.record_attempt(
+            AttemptOutcome {
+                lease: first.lease.clone(),
+                attempt: AttemptRecord {
+                    delivery_id: first.delivery.id.clone(),
+                    attempt: 1,
+                    started_at: now,
+                    duration_ms: 1,
+                    url: "http://127.0.0.1:9/".into(),
+                    request_headers: serde_json::json!({}),
+                    response_status: Some(200),
+                    response_headers: None,
+                    response_body: None,
+                    error: None,
+                },
+                next: Next::Done,
+                rule: RuleEffect::Healthy,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+        let next = b
+            .claim_deliveries(&[], 10, now_millis(), 60_000)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].delivery.webhook_id, "msg_2");
+        a.close().await;
+        b.close().await;
+        db.drop_it().await;
     }
 }

@@ -15,6 +15,7 @@ use super::{
     PgResultExt as _, PgStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
@@ -454,7 +455,7 @@ impl ExecutionStore for PgStore {
 
     async fn pending_control(&self, id: &PlanExecutionId) -> StoreResult<Option<Control>> {
         let c = self.client().await?;
-        let control: Option<String> = match query_opt(
+        let stored: Option<String> = match query_opt(
             &c,
             "reading a control request",
             "SELECT control FROM executions WHERE plan_execution_id = $1",
@@ -465,11 +466,7 @@ impl ExecutionStore for PgStore {
             Some(row) => col(&row, 0)?,
             None => None,
         };
-        Ok(match control.as_deref() {
-            Some("abort") => Some(Control::Abort),
-            Some("pause") => Some(Control::Pause),
-            _ => None,
-        })
+        Ok(control::from_stored(stored.as_deref()))
     }
 
     async fn hold_execution(
@@ -554,8 +551,8 @@ impl ExecutionStore for PgStore {
 }
 
 /// One control request against an execution in status `current`, inside the caller's
-/// transaction (which holds the execution's row). An execution a worker holds (`leased`) is
-/// only flagged; the worker applies it.
+/// transaction (which holds the execution's row): carries out what [`control::decide`] says.
+/// An execution a worker holds (`leased`) is only flagged; the worker applies it.
 #[allow(clippy::too_many_arguments)]
 async fn apply_control(
     c: &impl GenericClient,
@@ -563,20 +560,22 @@ async fn apply_control(
     current: &str,
     leased: bool,
     pending: Option<&str>,
-    control: Control,
+    request: Control,
     comment: Option<String>,
     now: Millis,
 ) -> StoreResult<ControlOutcome> {
-    let not_allowed = || Ok(ControlOutcome::NotAllowed(current.to_owned()));
-    if status::is_terminal(current) {
-        return not_allowed();
-    }
-    match control {
-        Control::Abort if leased => {
-            flag(c, id, Some("abort")).await?;
+    let comment = comment.as_deref();
+    match control::decide(current, leased, control::from_stored(pending), request) {
+        ControlAction::NotAllowed => Ok(ControlOutcome::NotAllowed(current.to_owned())),
+        ControlAction::Signal(request) => {
+            flag(c, id, control::stored(request)).await?;
             Ok(ControlOutcome::Signalled)
         }
-        Control::Abort => {
+        ControlAction::Withdraw => {
+            flag(c, id, None).await?;
+            Ok(ControlOutcome::Applied)
+        }
+        ControlAction::AbortNow => {
             execute(
                 c,
                 "aborting steps",
@@ -586,14 +585,11 @@ async fn apply_control(
             )
             .await?;
             skip_the_rest(c, id).await?;
-            finish(c, id, status::ABORTED, Some(abort_message(comment)), now).await?;
+            let message = control::abort_message(comment);
+            finish(c, id, status::ABORTED, Some(message), now).await?;
             Ok(ControlOutcome::Applied)
         }
-        Control::Pause if leased => {
-            flag(c, id, Some("pause")).await?;
-            Ok(ControlOutcome::Signalled)
-        }
-        Control::Pause if matches!(current, status::QUEUED | status::RUNNING | status::PAUSED) => {
+        ControlAction::PauseNow { announce } => {
             execute(
                 c,
                 "pausing an execution",
@@ -601,12 +597,12 @@ async fn apply_control(
                 &[&id.as_str(), &status::PAUSED],
             )
             .await?;
-            if current != status::PAUSED {
+            if announce {
                 sync_events(c, id, now, Some(true)).await?;
             }
             Ok(ControlOutcome::Applied)
         }
-        Control::Resume if current == status::PAUSED => {
+        ControlAction::ResumeNow => {
             execute(
                 c,
                 "resuming an execution",
@@ -618,12 +614,7 @@ async fn apply_control(
             sync_events(c, id, now, Some(false)).await?;
             Ok(ControlOutcome::Applied)
         }
-        Control::Resume if leased && pending == Some("pause") => {
-            flag(c, id, None).await?;
-            Ok(ControlOutcome::Applied)
-        }
-        Control::Approve | Control::Reject if current == status::APPROVAL_WAITING && !leased => {
-            let approve = control == Control::Approve;
+        ControlAction::Settle { approve } => {
             let step: Option<String> = match query_opt(
                 c,
                 "reading the waiting approval",
@@ -635,11 +626,7 @@ async fn apply_control(
                 Some(row) => Some(col(&row, 0)?),
                 None => None,
             };
-            let verdict = if approve { "approved" } else { "rejected" };
-            let note = match &comment {
-                Some(comment) if !comment.trim().is_empty() => format!("{verdict}: {comment}"),
-                _ => verdict.to_owned(),
-            };
+            let note = control::approval_note(approve, comment);
             let step_status = if approve {
                 status::SUCCESS
             } else {
@@ -647,7 +634,7 @@ async fn apply_control(
             };
             execute(
                 c,
-                "deciding an approval",
+                "settling an approval",
                 "UPDATE execution_steps SET status = $2, ended_at = $3, message = $4 \
                  WHERE plan_execution_id = $1 AND status = $5",
                 &[
@@ -669,15 +656,11 @@ async fn apply_control(
                 .await?;
             } else {
                 skip_the_rest(c, id).await?;
-                let message = format!(
-                    "Approval step {} was {note}",
-                    step.as_deref().unwrap_or("?")
-                );
+                let message = control::rejection_message(step.as_deref(), &note);
                 finish(c, id, status::APPROVAL_REJECTED, Some(message), now).await?;
             }
             Ok(ControlOutcome::Applied)
         }
-        _ => not_allowed(),
     }
 }
 
@@ -724,10 +707,8 @@ async fn apply_pending_control(c: &impl GenericClient, id: &PlanExecutionId) -> 
         Some(row) => col(&row, 0)?,
         None => None,
     };
-    let control = match pending.as_deref() {
-        Some("abort") => Control::Abort,
-        Some("pause") => Control::Pause,
-        _ => return Ok(false),
+    let Some(request) = control::from_stored(pending.as_deref()) else {
+        return Ok(false);
     };
     execute(
         c,
@@ -742,19 +723,12 @@ async fn apply_pending_control(c: &impl GenericClient, id: &PlanExecutionId) -> 
         status::RUNNING,
         false,
         None,
-        control,
+        request,
         None,
         crate::store::now_millis(),
     ))
     .await?;
     Ok(true)
-}
-
-fn abort_message(comment: Option<String>) -> String {
-    match comment {
-        Some(comment) if !comment.trim().is_empty() => format!("Aborted by a user: {comment}"),
-        _ => "Aborted by a user".to_owned(),
-    }
 }
 
 async fn finish(

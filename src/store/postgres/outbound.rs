@@ -6,24 +6,26 @@
 //! two nodes that fan out the same rows create each delivery once (a unique index); due
 //! deliveries are claimed with `FOR UPDATE SKIP LOCKED` under a lease token.
 
-use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{
     col, execute, execution_cols, execution_row, identifier_col, is_fk_violation, pg_err,
     project_cols, project_params, query, query_one, query_opt, PgResultExt as _, PgStore,
 };
-use crate::domain::event_rule::{EventRuleSpec, ExecutionEvent};
+use crate::domain::event_rule::EventRuleSpec;
 use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
+use crate::outbound::events::{implied_events, SentEvents};
+use crate::outbound::health::{after_attempt, RuleHealth};
 use crate::store::cursor::{decode_name_cursor, decode_seq_cursor, encode_cursor, page};
-use crate::store::executions::{stage_rollups, status, RunState, StepRecord};
+use crate::store::executions::{RunState, StepRecord};
 use crate::store::outbound::{
     delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,
-    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, RuleEffect, TEST_LEASE,
+    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, TEST_LEASE,
 };
 use crate::store::{Millis, Page, StoreError, StoreResult};
 
@@ -276,25 +278,18 @@ async fn follow_the_head(
     .await
 }
 
-/// Whether the rule exists and is enabled. With `lock`, the rule's key is held until the
-/// transaction ends, so it cannot be deleted under a delivery being created for it.
-async fn rule_enabled(c: &impl GenericClient, key: [&str; 4], lock: bool) -> StoreResult<bool> {
-    let sql = if lock {
-        "SELECT enabled FROM event_rules WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4 FOR KEY SHARE"
-    } else {
-        "SELECT enabled FROM event_rules WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
-    };
-    match query_opt(
+/// Whether the rule exists and is enabled; its key is then held until the transaction ends,
+/// so it cannot be deleted under a delivery being created for it.
+async fn rule_enabled(c: &impl GenericClient, key: [&str; 4]) -> StoreResult<bool> {
+    let row = query_opt(
         c,
         "reading an event rule",
-        sql,
+        "SELECT enabled FROM event_rules WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
+         AND id = $4 FOR KEY SHARE",
         &[&key[0], &key[1], &key[2], &key[3]],
     )
-    .await?
-    {
-        Some(row) => col(&row, 0),
-        None => Ok(false),
-    }
+    .await?;
+    row.map_or(Ok(false), |r| col(&r, 0))
 }
 
 /// Marks the pending deliveries of a disabled rule that no attempt holds `Failed` (they can be
@@ -568,7 +563,7 @@ impl OutboundStore for PgStore {
         for d in &deliveries {
             // A rule disabled or deleted since the events were read gets nothing.
             let [acc, org, proj] = project_params(&d.scope);
-            if !rule_enabled(&tx, [acc, org, proj, &d.rule], true).await? {
+            if !rule_enabled(&tx, [acc, org, proj, &d.rule]).await? {
                 continue;
             }
             insert_delivery(&tx, d, now)
@@ -858,7 +853,8 @@ async fn record_attempt(
     let Some(key) = query_opt(
         c,
         "locking a delivery's rule",
-        "SELECT r.account_id, r.org_id, r.project_id, r.id FROM deliveries d JOIN event_rules r \
+        "SELECT r.account_id, r.org_id, r.project_id, r.id, r.enabled, r.failing_since \
+         FROM deliveries d JOIN event_rules r \
            ON r.account_id = d.account_id AND r.org_id = d.org_id \
           AND r.project_id = d.project_id AND r.id = d.rule_id \
          WHERE d.id = $1 FOR NO KEY UPDATE OF r",
@@ -871,6 +867,10 @@ async fn record_attempt(
     };
     let (acc, org, proj, rule): (String, String, String, String) =
         (col(&key, 0)?, col(&key, 1)?, col(&key, 2)?, col(&key, 3)?);
+    let health = RuleHealth {
+        enabled: col(&key, 4)?,
+        failing_since: col(&key, 5)?,
+    };
     execute(
         c,
         "locking a delivery",
@@ -944,85 +944,36 @@ async fn record_attempt(
     if in_order && (next_at.is_some() || attempts > 1) {
         follow_the_head(c, &a.delivery_id, next_at, now).await?;
     }
-    let key = [acc.as_str(), org.as_str(), proj.as_str(), rule.as_str()];
-    let disabled = apply_rule_effect(c, key, &o.rule, a.started_at, now).await?;
-    if disabled > 0 || (matches!(o.next, Next::RetryAt(..)) && !rule_enabled(c, key, false).await?)
-    {
-        // Disabled now, or while this attempt ran: nothing of it is queued again.
-        fail_pending_of_disabled(c, key, now).await?;
+    let update = after_attempt(health, &o.rule, o.next, a.started_at);
+    let key: [&(dyn ToSql + Sync); 4] = [&acc, &org, &proj, &rule];
+    if update.failing_since != health.failing_since {
+        execute(
+            c,
+            "storing a rule's failing streak",
+            "UPDATE event_rules SET failing_since = $5 \
+             WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4",
+            &[key[0], key[1], key[2], key[3], &update.failing_since],
+        )
+        .await?;
+    }
+    if let Some(reason) = &update.disable {
+        execute(
+            c,
+            "disabling a rule",
+            "UPDATE event_rules SET enabled = FALSE, disabled_reason = $5, updated_at = $6 \
+             WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4",
+            &[key[0], key[1], key[2], key[3], reason, &now],
+        )
+        .await?;
+    }
+    if update.end_pending {
+        fail_pending_of_disabled(c, [&acc, &org, &proj, &rule], now).await?;
     }
     Ok(())
 }
 
-/// What an attempt does to its rule's health: a success clears the failure streak; a failure
-/// starts one (and disables the rule once it is older than `disable_before`); a `Disable` turns
-/// it off. Returns how many rules it disabled (0 or 1).
-async fn apply_rule_effect(
-    c: &impl GenericClient,
-    key: [&str; 4],
-    effect: &RuleEffect,
-    started_at: Millis,
-    now: Millis,
-) -> StoreResult<u64> {
-    let [acc, org, proj, rule] = key;
-    const WHERE: &str = "WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4";
-    match effect {
-        RuleEffect::None => Ok(0),
-        RuleEffect::Healthy => {
-            execute(
-                c,
-                "marking a rule healthy",
-                &format!(
-                    "UPDATE event_rules SET failing_since = NULL {WHERE} AND failing_since IS NOT NULL"
-                ),
-                &[&acc, &org, &proj, &rule],
-            )
-            .await?;
-            Ok(0)
-        }
-        RuleEffect::Failing { disable_before } => {
-            execute(
-                c,
-                "marking a rule failing",
-                &format!("UPDATE event_rules SET failing_since = COALESCE(failing_since, $5) {WHERE}"),
-                &[&acc, &org, &proj, &rule, &started_at],
-            )
-            .await?;
-            execute(
-                c,
-                "disabling a failing rule",
-                &format!(
-                    "UPDATE event_rules SET enabled = FALSE, disabled_reason = $5, updated_at = $6 {WHERE} \
-                     AND enabled AND failing_since < $7"
-                ),
-                &[
-                    &acc,
-                    &org,
-                    &proj,
-                    &rule,
-                    &"disabled by triggerd: every delivery attempt has failed for longer than outbound.disable_after",
-                    &now,
-                    disable_before,
-                ],
-            )
-            .await
-        }
-        RuleEffect::Disable(reason) => {
-            execute(
-                c,
-                "disabling a rule",
-                &format!(
-                    "UPDATE event_rules SET enabled = FALSE, disabled_reason = $5, updated_at = $6 {WHERE} AND enabled"
-                ),
-                &[&acc, &org, &proj, &rule, reason, &now],
-            )
-            .await
-        }
-    }
-}
-
 /// Inside an execution write: adds to the outbox the events the execution's state now implies
-/// that were not added before (see [`implied_events`]), and records them as sent. Nothing is
+/// that were not added before ([`implied_events`] decides), and records them as sent. Nothing is
 /// written (and nothing read beyond one indexed lookup) when the project has no enabled rule.
 pub(super) async fn sync_events(
     c: &impl GenericClient,
@@ -1044,12 +995,7 @@ pub(super) async fn sync_events(
     let sent: Option<String> = col(&row, 15)?;
     let spec: Option<String> = col(&row, 16)?;
     let project_name: String = col(&row, 17)?;
-    let mut sent: BTreeSet<String> = sent
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut sent = SentEvents::parse(sent.as_deref());
     let steps = query(
         c,
         "reading steps for events",
@@ -1098,123 +1044,22 @@ pub(super) async fn sync_events(
     .await?;
     let x = &run.execution;
     let [acc, org, proj] = project_params(&x.scope);
-    for (event_type, body) in &events {
+    for event in &events {
         execute(
             c,
             "writing an execution event",
             "INSERT INTO outbox_events (account_id, org_id, project_id, pipeline_id, event_type, payload, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&acc, &org, &proj, &x.pipeline, event_type, body, &now],
+            &[&acc, &org, &proj, &x.pipeline, &event.event_type, &event.body, &now],
         )
         .await?;
     }
-    let sent: Vec<String> = sent.into_iter().collect();
     execute(
         c,
         "writing an execution event",
         "UPDATE executions SET events_sent = $2 WHERE plan_execution_id = $1",
-        &[&id.as_str(), &sent.join(",")],
+        &[&id.as_str(), &sent.to_stored()],
     )
     .await?;
     Ok(())
-}
-
-/// Every start and end event of the execution and its stages that its state implies and that
-/// `sent` does not hold yet (added to it), and with `control` the `*_pause` (`Some(true)`) or
-/// `*_continue` (`Some(false)`) events of the execution and its current stage. Returns
-/// `(event type, JSON body)` pairs in order.
-fn implied_events(
-    run: &RunState,
-    project_name: &str,
-    sent: &mut BTreeSet<String>,
-    control: Option<bool>,
-) -> Vec<(String, String)> {
-    let x = &run.execution;
-    let stages = stage_rollups(run);
-    let terminal = status::is_terminal(&x.status);
-    // Pausing or resuming an execution that never started is not an event of it.
-    let control = control.filter(|_| x.started_at.is_some());
-    let base = ExecutionEvent {
-        event_type: "",
-        project: (x.scope.project.as_str(), project_name),
-        pipeline: (&x.pipeline, &x.pipeline_name),
-        stage: None,
-        trigger: x.trigger.as_deref(),
-        trigger_type: &x.trigger_type,
-        event_correlation_id: x.event_id.as_deref(),
-        execution_id: x.plan_execution_id.as_str(),
-        started_at: x.started_at,
-        completed_at: x.ended_at,
-        status: Some(&x.status),
-    };
-    let mut events: Vec<ExecutionEvent<'_>> = Vec::new();
-    if x.started_at.is_some() && sent.insert("p".into()) {
-        events.push(ExecutionEvent {
-            event_type: "pipeline_start",
-            ..base.clone()
-        });
-    }
-    for (i, stage) in stages.iter().enumerate() {
-        let stage_event = |event_type| ExecutionEvent {
-            event_type,
-            stage: Some((&stage.id, &stage.name)),
-            started_at: stage.start,
-            completed_at: stage.end.or(x.ended_at),
-            status: Some(stage.status),
-            ..base.clone()
-        };
-        if stage.started() && sent.insert(format!("s{i}")) {
-            events.push(stage_event("stage_start"));
-        }
-        if stage.started() && (stage.done() || terminal) && sent.insert(format!("e{i}")) {
-            let mut end = stage_event("stage_end");
-            if !stage.done() {
-                // The execution ended while the stage was still going: it shares its fate.
-                end.status = Some(&x.status);
-            }
-            events.push(end);
-        }
-        if let Some(paused) = control {
-            if stage.started() && !stage.done() {
-                events.push(stage_event(if paused {
-                    "stage_pause"
-                } else {
-                    "stage_continue"
-                }));
-            }
-        }
-    }
-    if let Some(paused) = control {
-        let kind = if paused {
-            "pipeline_pause"
-        } else {
-            "pipeline_continue"
-        };
-        // The pipeline event comes before its stage's.
-        let at = events
-            .iter()
-            .position(|e| {
-                e.event_type.starts_with("stage_")
-                    && e.event_type
-                        .ends_with(if paused { "_pause" } else { "_continue" })
-            })
-            .unwrap_or(events.len());
-        events.insert(
-            at,
-            ExecutionEvent {
-                event_type: kind,
-                ..base.clone()
-            },
-        );
-    }
-    if terminal && sent.insert("x".into()) {
-        events.push(ExecutionEvent {
-            event_type: "pipeline_end",
-            ..base.clone()
-        });
-    }
-    events
-        .iter()
-        .map(|e| (e.event_type.to_owned(), e.body().to_string()))
-        .collect()
 }

@@ -19,29 +19,34 @@ pub async fn ensure_root_key(
         let key = ApiKey::parse(text)
             .filter(|k| k.account().is_root())
             .context("TRIGGERD_ROOT_KEY must look like pat._root.<24 hex keyId>.<secret of 16-128 base62 chars>")?;
-        match gw.store.get_api_key(key.key_id()).await? {
-            None => register_root(gw, &key).await?,
-            Some(_) => {
-                gw.keys
-                    .verify(gw.store.as_ref(), text, &AccountId::root())
-                    .await
-                    .ok()
-                    .context(
-                        "TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId",
-                    )?;
-            }
+        let existing = gw.store.get_api_key(key.key_id()).await?;
+        if existing.is_none() && register_root(gw, &key).await? {
+            return Ok(None);
         }
+        // Stored before, or by another node starting at the same time: it must match.
+        if gw.store.get_api_key(key.key_id()).await?.is_none() {
+            anyhow::bail!(
+                "TRIGGERD_ROOT_KEY is not this database's root key (another root key exists); unset it or supply that key"
+            );
+        }
+        gw.keys
+            .verify(gw.store.as_ref(), text, &AccountId::root())
+            .await
+            .ok()
+            .context("TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId")?;
         return Ok(None);
     }
     if gw.store.has_root_key().await? {
         return Ok(None);
     }
     let key = ApiKey::generate(&AccountId::root());
-    register_root(gw, &key).await?;
-    Ok(Some(key))
+    // Another node starting on the same empty database may store its own first; then that
+    // one prints it and this one prints nothing.
+    Ok(register_root(gw, &key).await?.then_some(key))
 }
 
-async fn register_root(gw: &Gateway, key: &ApiKey) -> anyhow::Result<()> {
+/// Stores `key` as the root key; false when a root key (or this key id) exists already.
+async fn register_root(gw: &Gateway, key: &ApiKey) -> anyhow::Result<bool> {
     let record = ApiKeyRecord {
         key_id: key.key_id().clone(),
         account: AccountId::root(),
@@ -53,8 +58,7 @@ async fn register_root(gw: &Gateway, key: &ApiKey) -> anyhow::Result<()> {
         expires_at: None,
         revoked_at: None,
     };
-    gw.store.insert_api_key(record).await?;
-    Ok(())
+    Ok(gw.store.insert_api_key(record).await?)
 }
 
 /// The demo pipeline (also in `examples/pipelines/hello.yaml`).

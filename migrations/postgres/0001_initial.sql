@@ -45,6 +45,9 @@ CREATE TABLE api_keys (
     revoked_at  BIGINT
 );
 CREATE INDEX api_keys_by_account ON api_keys(account_id, created_at);
+-- One unrevoked root key: nodes that create it at once cannot both succeed.
+CREATE UNIQUE INDEX api_keys_one_root ON api_keys(account_id)
+    WHERE account_id = '_root' AND revoked_at IS NULL;
 
 -- org_id / project_id are '' for a setting at a wider scope.
 CREATE TABLE settings (

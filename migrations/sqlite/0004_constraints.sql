@@ -36,3 +36,7 @@ CREATE TABLE pipeline_counters (
 INSERT INTO pipeline_counters
 SELECT account_id, org_id, project_id, pipeline_id, MAX(run_sequence)
 FROM executions GROUP BY account_id, org_id, project_id, pipeline_id;
+
+-- One unrevoked root key: nodes that create it at once cannot both succeed.
+CREATE UNIQUE INDEX api_keys_one_root ON api_keys(account_id)
+    WHERE account_id = '_root' AND revoked_at IS NULL;

@@ -11,10 +11,10 @@ use crate::domain::settings::{Resolved, ScopedValue};
 use crate::domain::trigger::{TriggerSpec, REDACTED_SECRET};
 use crate::domain::{BodyFormat, DomainError};
 use crate::error::Error;
-use crate::store::Change;
 use crate::store::{
     now_millis, ApiKeyRecord, Millis, Page, PipelineRecord, Role, SettingScope, TriggerRecord,
 };
+use crate::store::{Change, StoreError};
 
 /// A new API key and its one-time secret.
 #[derive(Debug, Serialize)]
@@ -259,7 +259,12 @@ impl Gateway {
             revoked_at: None,
         };
         let info = KeyInfo::from(&record);
-        self.store.insert_api_key(record).await?;
+        if !self.store.insert_api_key(record).await? {
+            return Err(Error::Unexpected(StoreError::db(
+                "storing an API key",
+                std::io::Error::other("a freshly generated key id is taken"),
+            )));
+        }
         Ok(CreatedKey {
             identifier: info.identifier.clone(),
             key: key.expose_secret().to_owned(),

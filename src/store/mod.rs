@@ -451,8 +451,10 @@ pub trait Store:
     /// Deletes a project and everything configured under it.
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool>;
 
-    /// Stores a new API key (its id is unique by constraint).
-    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()>;
+    /// Stores a new API key, unless its id is taken or it is a root key while an unrevoked
+    /// root key exists (both by constraint); returns whether it was stored. Exclusive across
+    /// processes: of nodes creating the root key at once, exactly one stores it.
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool>;
     /// Reads a key by id.
     async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
     /// Lists an account's keys, oldest first.

@@ -10,6 +10,7 @@ mod event_rules;
 mod intake;
 mod management;
 mod mandate;
+mod nodes;
 mod robustness;
 mod secrets;
 mod status;

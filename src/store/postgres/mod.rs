@@ -9,6 +9,7 @@
 
 mod executions;
 mod migrate;
+mod notify;
 mod outbound;
 
 use std::time::Duration;
@@ -21,9 +22,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::cursor::{decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
-    Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
-    RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
-    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
+    Account, ApiKeyRecord, Change, EventFilter, Execution, Millis, NewExecution, Page,
+    PipelineRecord, RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult,
+    TriggerRecord, WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
 use crate::domain::ids::{
     token_digest, AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
@@ -54,6 +55,12 @@ impl Default for PoolOptions {
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// This store's random id in announcements, so its listener skips its own.
+    origin: String,
+    /// Changes announced by other nodes, as the listener receives them.
+    changes: tokio::sync::broadcast::Sender<Change>,
+    /// The listener's task, stopped on close.
+    listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A pooled connection.
@@ -64,9 +71,9 @@ impl PgStore {
     /// start together) and opens the pool.
     pub async fn open(url: &str, options: PoolOptions) -> StoreResult<Self> {
         migrate(url, options.connect).await?;
-        let config = config(url, options.connect)?;
+        let settings = config(url, options.connect)?;
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            settings.clone(),
             NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -82,7 +89,15 @@ impl PgStore {
             })
             .build()
             .map_err(|e| StoreError::db("building the connection pool", e))?;
-        Ok(Self { pool })
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let listener = tokio::spawn(notify::listen(settings, origin.clone(), changes.clone()));
+        Ok(Self {
+            pool,
+            origin,
+            changes,
+            listener: parking_lot::Mutex::new(Some(listener)),
+        })
     }
 
     /// A connection from the pool.
@@ -497,7 +512,27 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        if let Some(listener) = self.listener.lock().take() {
+            listener.abort();
+        }
         self.pool.close();
+    }
+
+    async fn announce(&self, change: &Change) -> StoreResult<()> {
+        let payload = serde_json::to_string(&notify::Announcement {
+            origin: self.origin.clone(),
+            change: change.clone(),
+        })
+        .map_err(|e| StoreError::db("encoding an announcement", e))?;
+        let c = self.client().await?;
+        c.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])
+            .await
+            .ctx("announcing a change")?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 
     async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)> {
@@ -687,17 +722,18 @@ impl Store for PgStore {
         Ok(n > 0)
     }
 
-    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool> {
         let c = self.client().await?;
         let projects = key
             .projects
             .as_ref()
             .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
-        execute(
+        let stored = execute(
             &c,
             "storing an API key",
             &format!(
-                "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT DO NOTHING"
             ),
             &[
                 &key.key_id.as_str(),
@@ -712,7 +748,7 @@ impl Store for PgStore {
             ],
         )
         .await?;
-        Ok(())
+        Ok(stored == 1)
     }
 
     async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>> {

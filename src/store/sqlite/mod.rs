@@ -702,15 +702,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<()> {
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool> {
         self.writer
             .write(move |c| {
                 let projects = key
                     .projects
                     .as_ref()
                     .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
-                c.execute(
-                    &format!("INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                let stored = c.execute(
+                    &format!("INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"),
                     params![
                         key.key_id.as_str(),
                         key.account.as_str(),
@@ -724,7 +724,7 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(sql_err("storing an API key"))?;
-                Ok(())
+                Ok(stored == 1)
             })
             .await
     }

@@ -37,6 +37,7 @@ INSERT INTO pipeline_counters
 SELECT account_id, org_id, project_id, pipeline_id, MAX(run_sequence)
 FROM executions GROUP BY account_id, org_id, project_id, pipeline_id;
 
--- One unrevoked root key: nodes that create it at once cannot both succeed.
-CREATE UNIQUE INDEX api_keys_one_root ON api_keys(account_id)
-    WHERE account_id = '_root' AND revoked_at IS NULL;
+-- One unrevoked root key is enforced by the insert itself (`insert_api_key`: root keys are
+-- stored only WHERE NOT EXISTS another), under SQLite's writer lock; not by a unique index,
+-- which a database that already holds two root keys (two processes racing at the very
+-- first start, before the file lock) could not take.

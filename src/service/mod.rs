@@ -18,6 +18,10 @@ use crate::error::Error;
 use crate::store::cache::HotCache;
 use crate::store::{Change, Store};
 
+/// How many times a change is announced before giving up, and the pause between tries.
+const ANNOUNCE_ATTEMPTS: u32 = 3;
+const ANNOUNCE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Everything a request needs: the store, the hot caches, the key verifier and the settings
 /// that shape responses. Shared by every HTTP worker.
 pub struct Gateway {
@@ -57,13 +61,19 @@ pub fn mandate_message(project: &ProjectRef) -> String {
 }
 
 impl Gateway {
-    /// Applies `change` to this node at once and announces it to the other nodes. A failed
-    /// announcement is logged: the change itself is committed, and other nodes catch up when
-    /// their listener resynchronises.
+    /// Applies `change` to this node at once and announces it to the other nodes, trying a
+    /// few times. An announcement that still fails is logged: the change itself is committed,
+    /// and the other nodes catch up at their listener's next resynchronisation (at most 30 s).
     pub async fn changed(&self, change: Change) {
         self.apply(&change);
-        if let Err(e) = self.store.announce(&change).await {
-            tracing::warn!(error = %e, ?change, "announcing a change to the other nodes failed");
+        for attempt in 1..=ANNOUNCE_ATTEMPTS {
+            match self.store.announce(&change).await {
+                Ok(()) => return,
+                Err(e) if attempt == ANNOUNCE_ATTEMPTS => {
+                    tracing::warn!(error = %e, ?change, "announcing a change to the other nodes failed");
+                }
+                Err(_) => tokio::time::sleep(ANNOUNCE_RETRY).await,
+            }
         }
     }
 

@@ -452,8 +452,9 @@ pub trait Store:
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool>;
 
     /// Stores a new API key, unless its id is taken or it is a root key while an unrevoked
-    /// root key exists (both by constraint); returns whether it was stored. Exclusive across
-    /// processes: of nodes creating the root key at once, exactly one stores it.
+    /// root key exists; returns whether it was stored. Exclusive across processes: of nodes
+    /// creating the root key at once, exactly one stores it (PostgreSQL: a unique index;
+    /// SQLite: one statement under its writer lock).
     async fn insert_api_key(&self, key: ApiKeyRecord) -> StoreResult<bool>;
     /// Reads a key by id.
     async fn get_api_key(&self, key_id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;

@@ -557,13 +557,15 @@ pub fn trigger_yaml(id: &str) -> String {
 /// Asserts an error envelope of DESIGN §2.4 with `status`, `code`, and a message containing
 /// `message`. Returns the body.
 pub async fn assert_error(res: Response, status: u16, code: &str, message: &str) -> Value {
-    assert_eq!(res.status().as_u16(), status, "HTTP status");
+    let got = res.status().as_u16();
     let correlation = res
         .headers()
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body: Value = res.json().await.expect("an envelope body");
+    let text = res.text().await.expect("a body");
+    assert_eq!(got, status, "HTTP status; body: {text}");
+    let body: Value = serde_json::from_str(&text).expect("an envelope body");
     assert_eq!(body["status"], "ERROR", "{body}");
     assert_eq!(body["code"], code, "{body}");
     let text = body["message"].as_str().expect("message");

@@ -9,15 +9,15 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use triggerd::domain::event_rule::EventRuleSpec;
 use triggerd::domain::ids::{
-    AccountId, DeliveryId, EventId, Identifier, PlanExecutionId, ProjectRef,
+    AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
 use triggerd::store::executions::{NewManualExecution, StepRecord};
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, EventRuleRecord, NewDelivery, Next, RuleEffect,
 };
 use triggerd::store::{
-    now_millis, NewExecution, PipelineRecord, RecordOutcome, Store, StoreError, WebhookEvent,
-    IDEMPOTENCY_WINDOW_MS,
+    now_millis, ApiKeyRecord, NewExecution, PipelineRecord, RecordOutcome, Role, Store, StoreError,
+    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
 
 use crate::helpers::TestDatabase;
@@ -149,6 +149,52 @@ async fn an_idempotency_key_is_free_again_after_its_window() {
         panic!("stored, stored again after the window, then replayed");
     };
     assert_eq!(second.event_id, third.event_id);
+}
+
+#[tokio::test]
+async fn of_root_keys_stored_at_once_exactly_one_is_kept_until_it_is_revoked() {
+    let f = fixture().await;
+    let root_key = || ApiKeyRecord {
+        key_id: KeyId::generate(),
+        account: AccountId::parse(triggerd::domain::ids::ROOT_ACCOUNT).expect("root"),
+        name: "root".into(),
+        role: Role::Admin,
+        projects: None,
+        hash: "not a real hash".into(),
+        created_at: now_millis(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (store, key) = (f.store.clone(), root_key());
+        tasks.spawn(async move { (key.key_id.clone(), store.insert_api_key(key).await) });
+    }
+    let mut stored = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (id, result) = done.expect("task");
+        if result.expect("insert") {
+            stored.push(id);
+        }
+    }
+    assert_eq!(stored.len(), 1, "one root key stored: {stored:?}");
+    assert!(f
+        .store
+        .revoke_api_key(
+            &AccountId::parse(triggerd::domain::ids::ROOT_ACCOUNT).expect("root"),
+            &stored[0]
+        )
+        .await
+        .expect("revoke"));
+    assert!(f.store.insert_api_key(root_key()).await.expect("insert"));
+    // Keys of ordinary accounts are not limited.
+    for _ in 0..2 {
+        let key = ApiKeyRecord {
+            account: f.scope.account.clone(),
+            ..root_key()
+        };
+        assert!(f.store.insert_api_key(key).await.expect("insert"));
+    }
 }
 
 #[tokio::test]

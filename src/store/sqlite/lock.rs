@@ -24,9 +24,19 @@ pub(super) struct InUse {
     holder: Option<u32>,
 }
 
-/// The lock file of the database at `database`.
+/// The lock file of the database at `database`, next to the file it resolves to, so that two
+/// paths to one database (a symbolic link, a linked directory) share one lock.
 fn lock_path(database: &Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
+    let resolved = std::fs::canonicalize(database).ok().or_else(|| {
+        let parent = database.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+        Some(dir.join(database.file_name()?))
+    });
+    let mut name = resolved
+        .as_deref()
+        .unwrap_or(database)
+        .as_os_str()
+        .to_owned();
     name.push(".lock");
     PathBuf::from(name)
 }
@@ -84,5 +94,16 @@ mod tests {
         );
         drop(held);
         lock(&db).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_symbolic_link_to_a_locked_database_is_refused_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("triggerd.db");
+        std::fs::write(&db, b"").expect("database file");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).expect("symlink");
+        let _held = lock(&db).expect("first lock");
+        lock(&link).expect_err("the same database through a link");
     }
 }

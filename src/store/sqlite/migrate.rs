@@ -80,6 +80,32 @@ mod tests {
     }
 
     #[test]
+    fn a_database_holding_two_root_keys_migrates_and_keeps_both() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        for id in ["a", "b"] {
+            conn.execute(
+                "INSERT INTO api_keys (key_id, account_id, name, role, hash, created_at) \
+                 VALUES (?1, '_root', 'root', 'admin', 'h', 1)",
+                [id],
+            )
+            .unwrap();
+        }
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len() - 3);
+        let live: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE account_id = '_root' AND revoked_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(live, 2);
+    }
+
+    #[test]
     fn a_newer_database_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();

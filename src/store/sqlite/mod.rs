@@ -15,13 +15,12 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use self::checkpoint::Checkpointer;
 use self::writer::{Writer, WriterThread};
+use super::cursor::{decode_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
     Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
     RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
@@ -172,38 +171,6 @@ impl ReadPool {
         }
         result
     }
-}
-
-fn encode_cursor(parts: &[&str]) -> String {
-    URL_SAFE_NO_PAD.encode(parts.join("\n"))
-}
-
-/// Decodes a `(created_at, id)` cursor of a newest-first list; no cursor starts after every
-/// row (`i64::MAX` and `~`, which sorts after every id).
-fn decode_time_cursor(cursor: Option<&str>) -> StoreResult<(i64, String)> {
-    match decode_cursor(cursor, 2)? {
-        Some(v) => Ok((
-            v[0].parse::<i64>().map_err(|_| StoreError::InvalidCursor)?,
-            v[1].clone(),
-        )),
-        None => Ok((i64::MAX, "~".to_owned())),
-    }
-}
-
-/// Decodes a cursor made by [`encode_cursor`] into its `parts` parts. No cursor gives `None`;
-/// one that is not ours is an error, so a confused client does not page from the start forever.
-fn decode_cursor(cursor: Option<&str>, parts: usize) -> StoreResult<Option<Vec<String>>> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .map(|s| s.split('\n').map(str::to_owned).collect::<Vec<_>>())
-        .filter(|v| v.len() == parts)
-        .map(Some)
-        .ok_or(StoreError::InvalidCursor)
 }
 
 fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
@@ -377,16 +344,6 @@ fn settings_key(scope: &SettingScope) -> (String, String, String) {
             .map(|p| p.to_string())
             .unwrap_or_default(),
     )
-}
-
-fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
 }
 
 fn sql_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -709,8 +666,16 @@ impl Store for SqliteStore {
                     .projects
                     .as_ref()
                     .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+                // One unrevoked root key: checked in the same statement, which SQLite's
+                // writer lock makes atomic across processes.
                 let stored = c.execute(
-                    &format!("INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"),
+                    &format!(
+                        "INSERT INTO api_keys ({API_KEY_COLS}) \
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+                         WHERE ?2 <> '_root' OR NOT EXISTS ( \
+                           SELECT 1 FROM api_keys WHERE account_id = '_root' AND revoked_at IS NULL) \
+                         ON CONFLICT DO NOTHING"
+                    ),
                     params![
                         key.key_id.as_str(),
                         key.account.as_str(),

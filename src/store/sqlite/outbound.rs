@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    decode_cursor, encode_cursor, execution_row, identifier_col, is_fk_violation, page,
-    project_cols, sql_err, SqliteStore, EXECUTION_COLS,
+    execution_row, identifier_col, is_fk_violation, project_cols, sql_err, SqliteStore,
+    EXECUTION_COLS,
 };
 use crate::domain::event_rule::EventRuleSpec;
 use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
 use crate::outbound::events::{implied_events, SentEvents};
 use crate::outbound::health::{after_attempt, RuleHealth};
+use crate::store::cursor::{decode_cursor, encode_cursor, page};
 use crate::store::executions::{RunState, StepRecord};
 use crate::store::outbound::{
     delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,

@@ -36,6 +36,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The SQLite writer.
     pub writer: WriterSettings,
+    /// The PostgreSQL connection pool and server-side timeouts.
+    pub postgres: PostgresSettings,
     /// API key verification.
     pub auth: AuthSettings,
     /// Outbound event delivery (DESIGN §8).
@@ -221,6 +223,80 @@ pub struct WriterSettings {
     pub max_batch: usize,
 }
 
+/// PostgreSQL settings (ignored on SQLite).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Most connections this node opens.
+    pub pool_size: usize,
+    /// How long a request waits for a free connection before it is refused as overloaded.
+    pub pool_wait: String,
+    /// How long opening a connection may take before the database counts as unreachable.
+    pub connect_timeout: String,
+    /// Longest one statement may run on the server (`statement_timeout`).
+    pub statement_timeout: String,
+    /// Longest one statement may wait for a lock (`lock_timeout`).
+    pub lock_timeout: String,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            pool_wait: "5s".into(),
+            connect_timeout: "5s".into(),
+            statement_timeout: "30s".into(),
+            lock_timeout: "10s".into(),
+        }
+    }
+}
+
+/// The PostgreSQL settings, parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres {
+    /// `pool_size`.
+    pub pool_size: usize,
+    /// `pool_wait`.
+    pub pool_wait: std::time::Duration,
+    /// `connect_timeout`.
+    pub connect_timeout: std::time::Duration,
+    /// `statement_timeout`.
+    pub statement_timeout: std::time::Duration,
+    /// `lock_timeout`.
+    pub lock_timeout: std::time::Duration,
+}
+
+impl PostgresSettings {
+    /// Parses and checks every value; the error names the key.
+    pub fn parse(&self) -> Result<Postgres, ConfigError> {
+        let duration = |key: &str, text: &str, max_secs: u64| {
+            let d = crate::domain::pipeline::parse_duration(text)
+                .map_err(|e| ConfigError(format!("postgres.{key}: {e}")))?;
+            if d < std::time::Duration::from_millis(100)
+                || d > std::time::Duration::from_secs(max_secs)
+            {
+                return Err(ConfigError(format!(
+                    "postgres.{key} = {text:?} must be between 100ms and {max_secs}s"
+                )));
+            }
+            Ok(d)
+        };
+        if !(1..=1024).contains(&self.pool_size) {
+            return Err(ConfigError(format!(
+                "postgres.pool_size = {} must be between 1 and 1024",
+                self.pool_size
+            )));
+        }
+        Ok(Postgres {
+            pool_size: self.pool_size,
+            pool_wait: duration("pool_wait", &self.pool_wait, 300)?,
+            connect_timeout: duration("connect_timeout", &self.connect_timeout, 300)?,
+            statement_timeout: duration("statement_timeout", &self.statement_timeout, 3600)?,
+            lock_timeout: duration("lock_timeout", &self.lock_timeout, 3600)?,
+        })
+    }
+}
+
 /// API key verification settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -245,6 +321,7 @@ impl Default for Settings {
             retention_days: 30,
             log: LogSettings::default(),
             writer: WriterSettings::default(),
+            postgres: PostgresSettings::default(),
             auth: AuthSettings::default(),
             outbound: OutboundSettings::default(),
             node: NodeSettings::default(),
@@ -375,6 +452,7 @@ impl Settings {
         if self.writer.queue_capacity == 0 || self.writer.max_batch == 0 {
             return fail("writer.queue_capacity and writer.max_batch must be at least 1".into());
         }
+        self.postgres.parse()?;
         if self.auth.key_cache_ttl_secs > 300 {
             return fail(format!(
                 "auth.key_cache_ttl_secs = {} must be at most 300",
@@ -476,6 +554,26 @@ mod tests {
                 "public_url",
                 Settings {
                     public_url: Some("ftp://x".into()),
+                    ..Settings::default()
+                },
+            ),
+            (
+                "postgres.pool_size",
+                Settings {
+                    postgres: PostgresSettings {
+                        pool_size: 0,
+                        ..PostgresSettings::default()
+                    },
+                    ..Settings::default()
+                },
+            ),
+            (
+                "postgres.statement_timeout",
+                Settings {
+                    postgres: PostgresSettings {
+                        statement_timeout: "0s".into(),
+                        ..PostgresSettings::default()
+                    },
                     ..Settings::default()
                 },
             ),

@@ -329,7 +329,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         Some(Database::Postgres(url)) => {
-            let store = postgres::PgStore::open(&url, postgres::PoolOptions::default())
+            let options = settings.postgres.parse()?.into();
+            let store = postgres::PgStore::open(&url, options)
                 .await
                 .with_context(|| format!("opening database {}", postgres::redacted(&url)))?;
             Ok(Arc::new(store))
@@ -353,7 +354,8 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
         }
         Some(Database::Postgres(url)) => {
             let shown = postgres::redacted(&url);
-            let applied = postgres::migrate(&url, postgres::PoolOptions::default().connect)
+            let connect = settings.postgres.parse()?.connect_timeout;
+            let applied = postgres::migrate(&url, connect)
                 .await
                 .with_context(|| format!("migrating database {shown}"))?;
             Ok(format!("{applied} migration(s) applied to {shown}"))

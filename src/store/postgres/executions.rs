@@ -87,62 +87,101 @@ async fn upsert_step(
     .await
 }
 
-/// An execution to queue.
+/// An execution to queue, as [`insert_queued_sql`] stores it.
 pub(super) struct QueuedExecution<'a> {
-    pub plan: &'a PlanExecutionId,
-    pub scope: &'a ProjectRef,
+    pub plan: &'a str,
+    /// Account, org and project.
+    pub scope: [&'a str; 3],
     pub pipeline: &'a str,
     pub pipeline_name: &'a str,
     pub trigger_type: &'a str,
     pub trigger: Option<&'a str>,
     pub event_id: Option<&'a str>,
-    pub runtime_input: &'a str,
+    /// As PostgreSQL can store it ([`text`]).
+    pub runtime_input: std::borrow::Cow<'a, str>,
+    pub run_sequence: i64,
     pub created_at: Millis,
 }
 
-/// Inserts a `Queued` execution numbered after the pipeline's last one; returns its number.
-/// The number comes from the pipeline's counter row, which the transaction holds until it
-/// commits, so concurrent queues on any node get distinct numbers.
-pub(super) async fn insert_execution(
+/// How an execution's run sequence number is taken from its pipeline's counter row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Numbering {
+    /// In the caller's transaction, which holds the counter row until it commits: gap-free,
+    /// but every queue on the pipeline waits for the previous one's commit (its fsync). For
+    /// writes that may still turn out to store nothing (an idempotent replay).
+    InTransaction,
+    /// In a statement of its own, committed without waiting for its WAL flush, so the row is
+    /// held for microseconds. Safe because the number is only used by a write committed
+    /// after it with `synchronous_commit = on`, and flushing that write's commit record
+    /// flushes every record before it: a number is durable whenever something uses it. A
+    /// write that fails after numbering leaves a gap; a number is never handed out twice.
+    /// Only on a connection outside a transaction.
+    OwnStatement,
+}
+
+/// The next run sequence number of `pipeline`.
+pub(super) async fn next_run_sequence(
     c: &impl GenericClient,
-    x: &QueuedExecution<'_>,
+    scope: &ProjectRef,
+    pipeline: &str,
+    numbering: Numbering,
 ) -> StoreResult<i64> {
-    let [acc, org, proj] = super::project_params(x.scope);
+    let [acc, org, proj] = super::project_params(scope);
+    let sql = match numbering {
+        Numbering::InTransaction => {
+            "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+             VALUES ($1, $2, $3, $4, 1) \
+             ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+             DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last"
+        }
+        Numbering::OwnStatement => {
+            "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             next AS (INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+               VALUES ($1, $2, $3, $4, 1) \
+               ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+               DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last) \
+             SELECT next.last FROM next, async"
+        }
+    };
     let row = query_one(
         c,
         "numbering an execution",
-        "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
-         VALUES ($1, $2, $3, $4, 1) \
-         ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
-         DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last",
-        &[&acc, &org, &proj, &x.pipeline],
+        sql,
+        &[&acc, &org, &proj, &pipeline],
     )
     .await?;
-    let run_sequence: i64 = col(&row, 0)?;
-    execute(
-        c,
-        "queueing an execution",
-        &format!(
-            "INSERT INTO executions ({EXECUTION_COLS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'Queued', $7, $8, $9, $10, $11, $12, NULL, NULL)"
-        ),
-        &[
-            &x.plan.as_str(),
-            &acc,
-            &org,
-            &proj,
-            &x.pipeline,
-            &x.pipeline_name,
-            &x.trigger_type,
-            &x.trigger,
-            &x.event_id,
-            &run_sequence,
-            &text(x.runtime_input),
-            &x.created_at,
-        ],
+    col(&row, 0)
+}
+
+/// The `INSERT` of a `Queued` execution, with its values as parameters in the order of
+/// [`QueuedExecution::params`] from `$first` on.
+pub(super) fn insert_queued_sql(first: usize) -> String {
+    let p: Vec<String> = (first..first + 12).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO executions ({EXECUTION_COLS}) \
+         VALUES ({}, {}, {}, {}, {}, {}, 'Queued', {}, {}, {}, {}, {}, {}, NULL, NULL)",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]
     )
-    .await?;
-    Ok(run_sequence)
+}
+
+impl QueuedExecution<'_> {
+    /// The values of [`insert_queued_sql`].
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.plan,
+            &self.scope[0],
+            &self.scope[1],
+            &self.scope[2],
+            &self.pipeline,
+            &self.pipeline_name,
+            &self.trigger_type,
+            &self.trigger,
+            &self.event_id,
+            &self.run_sequence,
+            &self.runtime_input,
+            &self.created_at,
+        ]
+    }
 }
 
 /// Locks the execution's row for the rest of the transaction. Every write to an execution
@@ -164,24 +203,33 @@ impl ExecutionStore for PgStore {
     async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution> {
         let created_at = crate::store::now_millis();
         let plan = PlanExecutionId::generate();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.ctx("starting a transaction")?;
-        let run_sequence = insert_execution(
-            &tx,
-            &QueuedExecution {
-                plan: &plan,
-                scope: &new.scope,
-                pipeline: new.pipeline.as_str(),
-                pipeline_name: &new.pipeline_name,
-                trigger_type: "MANUAL",
-                trigger: None,
-                event_id: None,
-                runtime_input: &new.runtime_input,
-                created_at,
-            },
+        let c = self.client().await?;
+        let run_sequence = next_run_sequence(
+            &c,
+            &new.scope,
+            new.pipeline.as_str(),
+            Numbering::OwnStatement,
         )
         .await?;
-        tx.commit().await.ctx("committing an execution")?;
+        let queued = QueuedExecution {
+            plan: plan.as_str(),
+            scope: super::project_params(&new.scope),
+            pipeline: new.pipeline.as_str(),
+            pipeline_name: &new.pipeline_name,
+            trigger_type: "MANUAL",
+            trigger: None,
+            event_id: None,
+            runtime_input: text(&new.runtime_input),
+            run_sequence,
+            created_at,
+        };
+        execute(
+            &c,
+            "queueing an execution",
+            &insert_queued_sql(1),
+            &queued.params(),
+        )
+        .await?;
         Ok(Execution {
             plan_execution_id: plan,
             scope: new.scope,

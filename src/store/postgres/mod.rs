@@ -31,7 +31,7 @@ use crate::domain::ids::{
 };
 use crate::domain::settings::{ScopedValue, SettingChain};
 
-/// Tuning for the connection pool.
+/// Tuning for the connection pool (the `[postgres]` settings).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolOptions {
     /// Most connections open at once.
@@ -40,14 +40,33 @@ pub struct PoolOptions {
     pub wait: Duration,
     /// How long opening a connection may take before the database counts as unreachable.
     pub connect: Duration,
+    /// The server's `statement_timeout` on pooled connections.
+    pub statement_timeout: Duration,
+    /// The server's `lock_timeout` on pooled connections.
+    pub lock_timeout: Duration,
 }
+
+/// The server's `idle_in_transaction_session_timeout` on pooled connections: a node that stops
+/// half-way through a transaction (hung, partitioned) releases its locks after this long.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
 
 impl Default for PoolOptions {
     fn default() -> Self {
+        crate::config::PostgresSettings::default()
+            .parse()
+            .expect("the default settings are valid")
+            .into()
+    }
+}
+
+impl From<crate::config::Postgres> for PoolOptions {
+    fn from(p: crate::config::Postgres) -> Self {
         Self {
-            max_size: 16,
-            wait: Duration::from_secs(5),
-            connect: Duration::from_secs(5),
+            max_size: p.pool_size,
+            wait: p.pool_wait,
+            connect: p.connect_timeout,
+            statement_timeout: p.statement_timeout,
+            lock_timeout: p.lock_timeout,
         }
     }
 }
@@ -72,8 +91,16 @@ impl PgStore {
     pub async fn open(url: &str, options: PoolOptions) -> StoreResult<Self> {
         migrate(url, options.connect).await?;
         let settings = config(url, options.connect)?;
+        let mut pooled = settings.clone();
+        pooled.options(&format!(
+            "-c synchronous_commit=on -c statement_timeout={} -c lock_timeout={} \
+             -c idle_in_transaction_session_timeout={}",
+            options.statement_timeout.as_millis(),
+            options.lock_timeout.as_millis(),
+            IDLE_IN_TRANSACTION.as_millis()
+        ));
         let manager = deadpool_postgres::Manager::from_config(
-            settings.clone(),
+            pooled,
             NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -150,17 +177,33 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// Whether an error means the database could not be reached (rather than that it refused
-/// the statement).
-fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+/// Whether an error means the database could not do the work now, though it may a moment
+/// later (rather than that it refused the statement): it could not be reached, or it cancelled
+/// the statement for a reason of the moment.
+fn is_unavailable(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     if let Some(db) = e.as_db_error() {
         // Class 08 is "connection exception"; 57P0x the server shutting down or starting up;
-        // 53300 too many connections.
+        // 53300 too many connections; 57014 a statement cancelled (statement_timeout); 55P03 a
+        // lock not granted in time (lock_timeout); 40P01 a deadlock and 40001 a serialization
+        // failure (the transaction was rolled back and may be retried); 25006 a read-only
+        // server (a standby, during a failover).
         let code = db.code().code();
-        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+        return code.starts_with("08")
+            || matches!(
+                code,
+                "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
+                    | "57014"
+                    | "55P03"
+                    | "40P01"
+                    | "40001"
+                    | "25006"
+            );
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -173,12 +216,18 @@ fn is_unreachable(e: &tokio_postgres::Error) -> bool {
     e.to_string().starts_with("timeout")
 }
 
-/// Maps a driver error: unreachable is [`StoreError::Unavailable`], anything else a database
-/// error with `context`.
+/// Maps a driver error: unreachable, timed out or rolled back for a reason of the moment is
+/// [`StoreError::Unavailable`] (503 with Retry-After), anything else a database error with
+/// `context`.
 fn pg_err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
     move |e| {
-        if is_unreachable(&e) {
-            tracing::debug!(error = %e, context, "database unreachable");
+        if is_unavailable(&e) {
+            if e.as_db_error().is_some() {
+                // A timeout, deadlock or failover says something about the load or the setup.
+                tracing::warn!(error = %e, context, "database statement rolled back");
+            } else {
+                tracing::debug!(error = %e, context, "database unreachable");
+            }
             StoreError::Unavailable
         } else {
             StoreError::db(context.to_owned(), e)
@@ -379,9 +428,14 @@ fn trigger_row(r: &Row) -> StoreResult<TriggerRecord> {
     })
 }
 
-const EVENT_COLS: &str = "event_id, account_id, org_id, project_id, pipeline_id, trigger_id, \
-     status, message, exception_occured, payload, headers, runtime_input, condition_results, \
-     plan_execution_id, idempotency_key, created_at";
+macro_rules! event_cols {
+    () => {
+        "event_id, account_id, org_id, project_id, pipeline_id, trigger_id, status, message, \
+         exception_occured, payload, headers, runtime_input, condition_results, \
+         plan_execution_id, idempotency_key, created_at"
+    };
+}
+const EVENT_COLS: &str = event_cols!();
 
 fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
     let event_id: String = col(r, 0)?;
@@ -1178,62 +1232,50 @@ impl Store for PgStore {
         event: WebhookEvent,
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
-        let headers = event.headers.to_string();
-        let condition_results = event.condition_results.to_string();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.ctx("starting a transaction")?;
-        let e = &event;
-        let [acc, org, proj] = project_params(&e.scope);
-        if let Some(key) = &e.idempotency_key {
-            if let Some(previous) = claim_idempotency_key(&tx, e, key).await? {
-                return Ok(RecordOutcome::Replayed(previous));
+        let queued = execution.as_ref().zip(event.plan_execution_id.as_ref());
+        match &event.idempotency_key {
+            // The common case: numbered by a statement of its own, then the event and its
+            // execution stored by one statement, so no transaction is held open across round
+            // trips and nothing waits for another request's commit.
+            None => {
+                let run_sequence = match queued {
+                    Some(_) => Some(
+                        executions::next_run_sequence(
+                            &c,
+                            &event.scope,
+                            &event.pipeline,
+                            executions::Numbering::OwnStatement,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+                insert_event(&c, &event, queued.zip(run_sequence)).await?;
+            }
+            // The key may belong to an event already, so nothing is numbered before it is
+            // claimed, in the transaction that stores the event.
+            Some(key) => {
+                let tx = c.transaction().await.ctx("starting a transaction")?;
+                if let Some(previous) = claim_idempotency_key(&tx, &event, key).await? {
+                    return Ok(RecordOutcome::Replayed(previous));
+                }
+                let run_sequence = match queued {
+                    Some(_) => Some(
+                        executions::next_run_sequence(
+                            &tx,
+                            &event.scope,
+                            &event.pipeline,
+                            executions::Numbering::InTransaction,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+                insert_event(&tx, &event, queued.zip(run_sequence)).await?;
+                tx.commit().await.ctx("committing a webhook event")?;
             }
         }
-        if let (Some(x), Some(plan)) = (&execution, &e.plan_execution_id) {
-            executions::insert_execution(
-                &tx,
-                &executions::QueuedExecution {
-                    plan,
-                    scope: &e.scope,
-                    pipeline: &e.pipeline,
-                    pipeline_name: &x.pipeline_name,
-                    trigger_type: x.trigger_type,
-                    trigger: Some(&e.trigger),
-                    event_id: Some(e.event_id.as_str()),
-                    runtime_input: &e.runtime_input,
-                    created_at: e.created_at,
-                },
-            )
-            .await?;
-        }
-        execute(
-            &tx,
-            "recording a webhook event",
-            &format!(
-                "INSERT INTO webhook_events ({EVENT_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            ),
-            &[
-                &e.event_id.as_str(),
-                &acc,
-                &org,
-                &proj,
-                &e.pipeline,
-                &e.trigger,
-                &e.status,
-                &text(&e.message),
-                &e.exception_occured,
-                &e.payload.as_bytes(),
-                &headers,
-                &text(&e.runtime_input),
-                &condition_results,
-                &e.plan_execution_id.as_ref().map(|p| p.as_str()),
-                &e.idempotency_key,
-                &e.created_at,
-            ],
-        )
-        .await?;
-        tx.commit().await.ctx("committing a webhook event")?;
         Ok(RecordOutcome::Stored(event))
     }
 
@@ -1296,6 +1338,74 @@ impl Store for PgStore {
     }
 }
 
+/// Stores `e` and, when given, its execution (numbered) in one statement.
+async fn insert_event(
+    c: &impl GenericClient,
+    e: &WebhookEvent,
+    execution: Option<((&NewExecution, &PlanExecutionId), i64)>,
+) -> StoreResult<()> {
+    let headers = e.headers.to_string();
+    let condition_results = e.condition_results.to_string();
+    let [acc, org, proj] = project_params(&e.scope);
+    let message = text(&e.message);
+    let runtime_input = text(&e.runtime_input);
+    let payload = e.payload.as_bytes();
+    let plan = e.plan_execution_id.as_ref().map(|p| p.as_str());
+    let event: [&(dyn ToSql + Sync); 16] = [
+        &e.event_id.as_str(),
+        &acc,
+        &org,
+        &proj,
+        &e.pipeline,
+        &e.trigger,
+        &e.status,
+        &message,
+        &e.exception_occured,
+        &payload,
+        &headers,
+        &runtime_input,
+        &condition_results,
+        &plan,
+        &e.idempotency_key,
+        &e.created_at,
+    ];
+    const INSERT_EVENT: &str = concat!(
+        "INSERT INTO webhook_events (",
+        event_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    );
+    match execution {
+        None => execute(c, "recording a webhook event", INSERT_EVENT, &event).await?,
+        Some(((x, plan), run_sequence)) => {
+            let queued = executions::QueuedExecution {
+                plan: plan.as_str(),
+                scope: [acc, org, proj],
+                pipeline: &e.pipeline,
+                pipeline_name: &x.pipeline_name,
+                trigger_type: x.trigger_type,
+                trigger: Some(&e.trigger),
+                event_id: Some(e.event_id.as_str()),
+                runtime_input: text(&e.runtime_input),
+                run_sequence,
+                created_at: e.created_at,
+            };
+            let params: Vec<&(dyn ToSql + Sync)> =
+                event.iter().copied().chain(queued.params()).collect();
+            execute(
+                c,
+                "recording a webhook event",
+                &format!(
+                    "WITH queued AS ({}) {INSERT_EVENT}",
+                    executions::insert_queued_sql(17)
+                ),
+                &params,
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
 async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {
     query_opt(
         c,
@@ -1356,12 +1466,15 @@ async fn claim_idempotency_key(
     match read_event(tx, &owner).await? {
         Some(previous) => Ok(Some(previous)),
         None => {
-            // Its event is gone (retention): the key is free again.
-            execute(
+            // Its event is gone (retention): the key is free again. The INSERT above left the
+            // key's row locked by this transaction, and the takeover names the owner it saw,
+            // so two requests can never both take over one key.
+            let taken = execute(
                 tx,
                 "claiming an idempotency key",
                 "UPDATE idempotency_keys SET event_id = $7, created_at = $8 WHERE account_id = $1 \
-                 AND org_id = $2 AND project_id = $3 AND pipeline_id = $4 AND trigger_id = $5 AND key = $6",
+                 AND org_id = $2 AND project_id = $3 AND pipeline_id = $4 AND trigger_id = $5 \
+                 AND key = $6 AND event_id = $9",
                 &[
                     &acc,
                     &org,
@@ -1371,10 +1484,16 @@ async fn claim_idempotency_key(
                     &key,
                     &e.event_id.as_str(),
                     &e.created_at,
+                    &owner,
                 ],
             )
             .await?;
-            Ok(None)
+            if taken == 1 {
+                Ok(None)
+            } else {
+                // Only possible if the row lock were not held; refuse rather than guess.
+                Err(StoreError::Unavailable)
+            }
         }
     }
 }
@@ -1496,13 +1615,56 @@ mod tests {
         ))
         .await;
 
-        // The cut connection fails as unreachable (never as some other error), and the pool
-        // replaces it on the next call.
-        match store.get_account(&project().account).await {
-            Ok(_) | Err(StoreError::Unavailable) => {}
-            Err(e) => panic!("a cut connection gave {e:?}"),
+        // A cut connection fails as unreachable (never as some other error), and the pool
+        // replaces it. The server ends its backends a moment after the call above returns, so
+        // a call or two may still meet one.
+        let mut failures = 0;
+        loop {
+            match store.get_account(&project().account).await {
+                Ok(_) => break,
+                Err(StoreError::Unavailable) if failures < 3 => failures += 1,
+                Err(e) => panic!("after {failures} failures a cut connection gave {e:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        store.get_account(&project().account).await.unwrap();
+        store.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waits_past_lock_timeout_is_unavailable_and_stores_nothing() {
+        let db = Fresh::create().await;
+        let store = PgStore::open(
+            &db.url,
+            PoolOptions {
+                lock_timeout: Duration::from_millis(200),
+                ..PoolOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let acc = project().account;
+        store.put_account(&acc, "before").await.unwrap();
+        // Another session holds the account's row (a hung node, a migration, an operator).
+        let (blocker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        let driver = tokio::spawn(connection);
+        blocker
+            .batch_execute("BEGIN; SELECT 1 FROM accounts WHERE id = 'acc' FOR UPDATE")
+            .await
+            .unwrap();
+
+        let blocked = store.put_account(&acc, "during").await;
+        assert!(
+            matches!(blocked, Err(StoreError::Unavailable)),
+            "{blocked:?}"
+        );
+
+        blocker.batch_execute("ROLLBACK").await.unwrap();
+        let account = store.get_account(&acc).await.unwrap().unwrap();
+        assert_eq!(account.name, "before", "the refused write stored nothing");
+        store.put_account(&acc, "after").await.unwrap();
+        drop(blocker);
+        let _ = driver.await;
         store.close().await;
         db.drop_it().await;
     }

@@ -92,7 +92,7 @@ impl PgStore {
         migrate(url, options.connect).await?;
         let settings = config(url, options.connect)?;
         let mut pooled = settings.clone();
-        pooled.options(&format!(
+        pooled.options(format!(
             "-c synchronous_commit=on -c statement_timeout={} -c lock_timeout={} \
              -c idle_in_transaction_session_timeout={}",
             options.statement_timeout.as_millis(),

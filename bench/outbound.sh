@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Outbound benchmark (DESIGN §10, issue 5): signed deliveries per second to a local receiver.
 #
-#   bench/outbound.sh [fire_seconds=2] [concurrency=64]
+#   bench/outbound.sh [fire_seconds=2] [concurrency=64] [backend=sqlite | postgres]
 #
 # 1. Starts triggerd (release) on a fresh database with a one-step pipeline (Wait 0s) and an
 #    event rule sending every event to a closed port, with a one-attempt retry schedule.
@@ -11,19 +11,22 @@
 #    answers 200) and recovers every failed delivery at once: the dispatcher drains them with
 #    `outbound.concurrency` attempts in flight, each one signed, sent, and recorded durably.
 # 4. Reads the attempts' own timestamps: delivered / (last attempt end - first attempt start).
-# Needs wrk and python3. Loopback only; stops by itself.
+# Needs wrk and python3 (psql for PostgreSQL, at 127.0.0.1:5432 with trust auth; the run creates
+# its own database and drops it). Loopback only; stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIRE=${1:-2}
 CONCURRENCY=${2:-64}
+BACKEND=${3:-sqlite}
 PORT=18083
 RECEIVER=18084
 CLOSED=18085
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --quiet --bin triggerd --example raw_actix
 TMP=$(mktemp -d)
+source bench/lib.sh
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; stop_nodes; drop_databases; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 ROOT="pat._root.$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n').$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
 API=http://127.0.0.1:$PORT/api/v1
@@ -40,12 +43,10 @@ wait_until_no_pending() {
 
 ./target/release/examples/raw_actix 127.0.0.1:$RECEIVER >/dev/null 2>&1 &
 PIDS+=($!)
-TRIGGERD_ROOT_KEY="$ROOT" TRIGGERD_LOG__LEVEL=error TRIGGERD_OUTBOUND__ALLOWED_CIDRS=127.0.0.0/8 \
-  TRIGGERD_OUTBOUND__RETRY_SCHEDULE=0s TRIGGERD_OUTBOUND__CONCURRENCY=$CONCURRENCY \
-  ./target/release/triggerd serve --listen 127.0.0.1:$PORT --database-url "sqlite://$TMP/outbound.db" >"$TMP/log" 2>&1 &
-PIDS+=($!)
-TRIGGERD=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
+[ "$BACKEND" = sqlite ] || [ "$BACKEND" = postgres ] || { echo "backend: sqlite or postgres" >&2; exit 1; }
+new_database "$BACKEND"
+NODE_ENV="TRIGGERD_OUTBOUND__ALLOWED_CIDRS=127.0.0.0/8 TRIGGERD_OUTBOUND__RETRY_SCHEDULE=0s TRIGGERD_OUTBOUND__CONCURRENCY=$CONCURRENCY TRIGGERD_LOG__LEVEL=error" \
+  start_nodes $PORT
 call PUT /accounts/bench '{"name":"bench"}' >/dev/null
 call PUT $P '{"name":"bench"}' >/dev/null
 printf 'pipeline:\n  name: one\n  identifier: one\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: {identifier: w, type: Wait, spec: {duration: 0s}}\n' \
@@ -62,17 +63,15 @@ START=$(python3 -c 'import time; print(int(time.time()*1000))')
 call PUT $P/eventrules/bench "{\"sendEverything\":true,\"url\":\"http://127.0.0.1:$RECEIVER/\"}" >/dev/null
 call POST $P/eventrules/bench/recover '{"since":0}' | python3 -c 'import json,sys; print("queued again:", json.load(sys.stdin)["data"]["queued"])'
 wait_until_no_pending
-kill "$TRIGGERD"; wait "$TRIGGERD" 2>/dev/null || true
-python3 - "$TMP/outbound.db" "$START" "$CONCURRENCY" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-since = int(sys.argv[2])
-ok, first, last = db.execute(
-    "SELECT COUNT(*), MIN(started_at), MAX(started_at + duration_ms) FROM delivery_attempts "
-    "WHERE response_status BETWEEN 200 AND 299 AND started_at >= ?", (since,)).fetchone()
-failed = db.execute("SELECT COUNT(*) FROM deliveries WHERE status != 'Success'").fetchone()[0]
+stop_nodes
+ROW=$(sql "SELECT COUNT(*), MIN(started_at), MAX(started_at + duration_ms) FROM delivery_attempts \
+  WHERE response_status BETWEEN 200 AND 299 AND started_at >= $START")
+FAILED=$(sql "SELECT COUNT(*) FROM deliveries WHERE status != 'Success'")
+python3 - "$ROW" "$FAILED" "$CONCURRENCY" "$BACKEND" <<'PY'
+import sys
+ok, first, last = (int(v) for v in sys.argv[1].split("|"))
 secs = (last - first) / 1000
-print(f"{ok} signed deliveries in {secs:.2f} s = {ok / secs:.0f} deliveries/s "
-      f"(concurrency {sys.argv[3]}; deliveries not delivered: {failed})")
+print(f"{sys.argv[4]}: {ok} signed deliveries in {secs:.2f} s = {ok / secs:.0f} deliveries/s "
+      f"(concurrency {sys.argv[3]}; deliveries not delivered: {sys.argv[2]})")
 PY
 echo "target: >= 5000 signed deliveries/s (DESIGN §10)"

@@ -38,6 +38,8 @@ struct CachedKey {
     principal: Principal,
     expires_at: Option<Millis>,
     cached_at: Instant,
+    /// Set when announcements may have been missed: the next use re-reads the key's record.
+    stale: bool,
 }
 
 struct FailureBucket {
@@ -231,17 +233,22 @@ impl KeyVerifier {
                     principal: principal.clone(),
                     expires_at: record.expires_at,
                     cached_at: Instant::now(),
+                    stale: false,
                 },
             );
         }
         Ok(principal)
     }
 
-    /// Drops every key from the cache (another node's revocations may have been missed).
-    pub fn forget_all(&self) {
+    /// Makes every cached key stale (another node's revocations may have been missed): its
+    /// next use re-reads its record, so a revoked key is refused. Its digest is kept, so
+    /// [`KeyVerifier::verified_before`] still spares its owner the failure budget.
+    pub fn mark_all_stale(&self) {
         let mut verified = self.verified.lock();
         self.revocations.fetch_add(1, Ordering::AcqRel);
-        verified.clear();
+        for entry in verified.values_mut() {
+            entry.stale = true;
+        }
     }
 
     /// Drops a key from the cache at once (on revoke).
@@ -256,7 +263,8 @@ impl KeyVerifier {
     fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> Option<Principal> {
         let verified = self.verified.lock();
         let entry = verified.get(key_id)?;
-        let fresh = entry.cached_at.elapsed() < self.ttl
+        let fresh = !entry.stale
+            && entry.cached_at.elapsed() < self.ttl
             && entry.expires_at.is_none_or(|t| t > now_millis());
         (fresh && bool::from(entry.digest.ct_eq(digest))).then(|| entry.principal.clone())
     }
@@ -316,6 +324,52 @@ mod tests {
         assert!(verify_hash(key.expose_secret(), &phc));
         assert!(!verify_hash(other.expose_secret(), &phc));
         assert!(!verify_hash(key.expose_secret(), "not a hash"));
+    }
+
+    #[tokio::test]
+    async fn a_resync_rereads_revocations_without_locking_out_the_owner() {
+        use crate::store::{sqlite::SqliteStore, ApiKeyRecord, Role, Store as _};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), Default::default()).expect("store");
+        let acc = AccountId::parse("acc").unwrap();
+        store.put_account(&acc, "acc").await.unwrap();
+        let key = ApiKey::generate(&acc);
+        store
+            .insert_api_key(ApiKeyRecord {
+                key_id: key.key_id().clone(),
+                account: acc.clone(),
+                name: "ci".into(),
+                role: Role::Executor,
+                projects: None,
+                hash: hash_key(&key).unwrap(),
+                created_at: now_millis(),
+                expires_at: None,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let v = KeyVerifier::new(1, Duration::from_secs(300));
+        v.verify(&store, key.expose_secret(), &acc).await.unwrap();
+        // A stranger who knows the key id spends its failure budget.
+        let wrong = format!("pat.acc.{}.{}", key.key_id(), "x".repeat(32));
+        while v.take_failure_budget(key.key_id(), true) {}
+        assert!(v.verify(&store, &wrong, &acc).await.is_err());
+
+        v.mark_all_stale();
+        v.verify(&store, key.expose_secret(), &acc)
+            .await
+            .expect("the owner's key, verified before, still works after a resync");
+
+        store.revoke_api_key(&acc, key.key_id()).await.unwrap();
+        v.verify(&store, key.expose_secret(), &acc)
+            .await
+            .expect("cached: this node missed the revocation");
+        v.mark_all_stale();
+        assert!(
+            v.verify(&store, key.expose_secret(), &acc).await.is_err(),
+            "after a resync the revocation is read"
+        );
+        store.close().await;
     }
 
     #[test]

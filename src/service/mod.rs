@@ -21,6 +21,8 @@ use crate::store::{Change, Store};
 /// How many times a change is announced before giving up, and the pause between tries.
 const ANNOUNCE_ATTEMPTS: u32 = 3;
 const ANNOUNCE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a change's answer waits for its first announcement.
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything a request needs: the store, the hot caches, the key verifier and the settings
 /// that shape responses. Shared by every HTTP worker.
@@ -61,20 +63,30 @@ pub fn mandate_message(project: &ProjectRef) -> String {
 }
 
 impl Gateway {
-    /// Applies `change` to this node at once and announces it to the other nodes, trying a
-    /// few times. An announcement that still fails is logged: the change itself is committed,
-    /// and the other nodes catch up at their listener's next resynchronisation (at most 30 s).
+    /// Applies `change` to this node at once and announces it to the other nodes. The first
+    /// try is awaited for at most [`ANNOUNCE_WAIT`]; retries go on in the background, so a
+    /// struggling database never holds up the answer to a change that is already committed.
+    /// An announcement that still fails is logged, and the other nodes catch up at their
+    /// listener's next resynchronisation (at most 30 s).
     pub async fn changed(&self, change: Change) {
         self.apply(&change);
-        for attempt in 1..=ANNOUNCE_ATTEMPTS {
-            match self.store.announce(&change).await {
-                Ok(()) => return,
-                Err(e) if attempt == ANNOUNCE_ATTEMPTS => {
-                    tracing::warn!(error = %e, ?change, "announcing a change to the other nodes failed");
-                }
-                Err(_) => tokio::time::sleep(ANNOUNCE_RETRY).await,
-            }
+        let first = tokio::time::timeout(ANNOUNCE_WAIT, self.store.announce(&change)).await;
+        if matches!(first, Ok(Ok(()))) {
+            return;
         }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for attempt in 2..=ANNOUNCE_ATTEMPTS {
+                tokio::time::sleep(ANNOUNCE_RETRY).await;
+                match store.announce(&change).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == ANNOUNCE_ATTEMPTS => {
+                        tracing::warn!(error = %e, ?change, "announcing a change to the other nodes failed");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
     }
 
     /// Applies a change, made here or announced by another node, to this node's caches and
@@ -98,7 +110,7 @@ impl Gateway {
             Change::Resync => {
                 self.cache.invalidate_all_triggers();
                 self.cache.invalidate_settings();
-                self.keys.forget_all();
+                self.keys.mark_all_stale();
                 self.engine.notify();
                 self.dispatcher.notify();
             }

@@ -103,50 +103,55 @@ pub(super) struct QueuedExecution<'a> {
     pub created_at: Millis,
 }
 
-/// How an execution's run sequence number is taken from its pipeline's counter row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Numbering {
-    /// In the caller's transaction, which holds the counter row until it commits: gap-free,
-    /// but every queue on the pipeline waits for the previous one's commit (its fsync). For
-    /// writes that may still turn out to store nothing (an idempotent replay).
-    InTransaction,
-    /// In a statement of its own, committed without waiting for its WAL flush, so the row is
-    /// held for microseconds. Safe because the number is only used by a write committed
-    /// after it with `synchronous_commit = on`, and flushing that write's commit record
-    /// flushes every record before it: a number is durable whenever something uses it. A
-    /// write that fails after numbering leaves a gap; a number is never handed out twice.
-    /// Only on a connection outside a transaction.
-    OwnStatement,
-}
+/// Takes the next run sequence number of `pipeline` from its counter row.
+const NEXT_NUMBER: &str =
+    "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+     VALUES ($1, $2, $3, $4, 1) \
+     ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+     DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last";
 
-/// The next run sequence number of `pipeline`.
+/// The next run sequence number of `pipeline`, in a statement of its own on `c` (a pooled
+/// connection, never a transaction: the type says so), committed without waiting for its WAL
+/// flush so that the counter row is held for microseconds, not for an fsync.
+///
+/// Safe because a number is only used by a write committed after it with
+/// `synchronous_commit = on`, and flushing that write's commit record flushes every record
+/// before it: a number is durable whenever something uses it, so none is handed out twice,
+/// crashes included. A write that fails after numbering leaves a gap.
 pub(super) async fn next_run_sequence(
-    c: &impl GenericClient,
+    c: &super::Client,
     scope: &ProjectRef,
     pipeline: &str,
-    numbering: Numbering,
 ) -> StoreResult<i64> {
     let [acc, org, proj] = super::project_params(scope);
-    let sql = match numbering {
-        Numbering::InTransaction => {
-            "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
-             VALUES ($1, $2, $3, $4, 1) \
-             ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
-             DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last"
-        }
-        Numbering::OwnStatement => {
-            "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), \
-             next AS (INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
-               VALUES ($1, $2, $3, $4, 1) \
-               ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
-               DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last) \
-             SELECT next.last FROM next, async"
-        }
-    };
+    let sql = format!(
+        "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         next AS ({NEXT_NUMBER}) SELECT next.last FROM next, async"
+    );
     let row = query_one(
         c,
         "numbering an execution",
-        sql,
+        &sql,
+        &[&acc, &org, &proj, &pipeline],
+    )
+    .await?;
+    col(&row, 0)
+}
+
+/// The next run sequence number of `pipeline`, in the caller's transaction, which holds the
+/// counter row until it commits: gap-free, but every queue on the pipeline waits for the
+/// previous one's commit. For writes that may still turn out to store nothing (an idempotent
+/// replay).
+pub(super) async fn next_run_sequence_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    scope: &ProjectRef,
+    pipeline: &str,
+) -> StoreResult<i64> {
+    let [acc, org, proj] = super::project_params(scope);
+    let row = query_one(
+        tx,
+        "numbering an execution",
+        NEXT_NUMBER,
         &[&acc, &org, &proj, &pipeline],
     )
     .await?;
@@ -204,13 +209,7 @@ impl ExecutionStore for PgStore {
         let created_at = crate::store::now_millis();
         let plan = PlanExecutionId::generate();
         let c = self.client().await?;
-        let run_sequence = next_run_sequence(
-            &c,
-            &new.scope,
-            new.pipeline.as_str(),
-            Numbering::OwnStatement,
-        )
-        .await?;
+        let run_sequence = next_run_sequence(&c, &new.scope, new.pipeline.as_str()).await?;
         let queued = QueuedExecution {
             plan: plan.as_str(),
             scope: super::project_params(&new.scope),

@@ -1241,13 +1241,7 @@ impl Store for PgStore {
             None => {
                 let run_sequence = match queued {
                     Some(_) => Some(
-                        executions::next_run_sequence(
-                            &c,
-                            &event.scope,
-                            &event.pipeline,
-                            executions::Numbering::OwnStatement,
-                        )
-                        .await?,
+                        executions::next_run_sequence(&c, &event.scope, &event.pipeline).await?,
                     ),
                     None => None,
                 };
@@ -1262,13 +1256,8 @@ impl Store for PgStore {
                 }
                 let run_sequence = match queued {
                     Some(_) => Some(
-                        executions::next_run_sequence(
-                            &tx,
-                            &event.scope,
-                            &event.pipeline,
-                            executions::Numbering::InTransaction,
-                        )
-                        .await?,
+                        executions::next_run_sequence_in(&tx, &event.scope, &event.pipeline)
+                            .await?,
                     ),
                     None => None,
                 };

@@ -25,20 +25,39 @@ pub(super) struct InUse {
 }
 
 /// The lock file of the database at `database`, next to the file it resolves to, so that two
-/// paths to one database (a symbolic link, a linked directory) share one lock.
+/// paths to one database (a symbolic link, a linked directory) share one lock. A link whose
+/// target does not exist yet resolves to that target too, since SQLite creates it there.
 fn lock_path(database: &Path) -> PathBuf {
-    let resolved = std::fs::canonicalize(database).ok().or_else(|| {
-        let parent = database.parent().filter(|p| !p.as_os_str().is_empty());
-        let dir = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
-        Some(dir.join(database.file_name()?))
-    });
-    let mut name = resolved
-        .as_deref()
-        .unwrap_or(database)
-        .as_os_str()
-        .to_owned();
+    let mut name = resolve(database).into_os_string();
     name.push(".lock");
     PathBuf::from(name)
+}
+
+/// `path` with every symbolic link followed, even when the last target does not exist.
+fn resolve(path: &Path) -> PathBuf {
+    let mut path = path.to_owned();
+    // A bound, so that a loop of links ends (SQLite then fails to open it anyway).
+    for _ in 0..40 {
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            return real;
+        }
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                let base = path.parent().map(Path::to_owned).unwrap_or_default();
+                path = base.join(target);
+            }
+            Err(_) => break,
+        }
+    }
+    // The file does not exist: resolve its directory.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (
+        std::fs::canonicalize(parent.unwrap_or(Path::new("."))),
+        path.file_name(),
+    ) {
+        (Ok(dir), Some(file)) => dir.join(file),
+        _ => path,
+    }
 }
 
 /// Takes the database's lock without waiting, and writes this process's id into the lock file
@@ -105,5 +124,17 @@ mod tests {
         std::os::unix::fs::symlink(&db, &link).expect("symlink");
         let _held = lock(&db).expect("first lock");
         lock(&link).expect_err("the same database through a link");
+    }
+
+    #[test]
+    fn a_link_to_a_database_not_created_yet_locks_its_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("data").join("triggerd.db");
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        let link = dir.path().join("link.db");
+        // A relative target, resolved against the link's directory.
+        std::os::unix::fs::symlink("data/triggerd.db", &link).expect("symlink");
+        let _held = lock(&link).expect("first lock, through the link");
+        lock(&db).expect_err("the same database by its own path");
     }
 }

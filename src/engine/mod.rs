@@ -23,7 +23,7 @@ pub mod run;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -175,6 +175,7 @@ async fn run_loop(
         owner,
         millis: lease_ms,
     } = lease;
+    let lease = Duration::from_millis(lease_ms.max(0) as u64);
     match store.recover_executions(now_millis()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -189,9 +190,9 @@ async fn run_loop(
     loop {
         let free = permits.available_permits();
         if free > 0 {
-            let claimed_at = now_millis();
+            let claimed_at = Instant::now();
             match store
-                .claim_executions(&owner, free as u32, claimed_at, lease_ms)
+                .claim_executions(&owner, free as u32, now_millis(), lease_ms)
                 .await
             {
                 Ok(claims) => {
@@ -212,7 +213,7 @@ async fn run_loop(
                             Worker {
                                 claim,
                                 lease_ms,
-                                lease_until: claimed_at + lease_ms,
+                                lease_until: claimed_at + lease,
                                 stop,
                                 shutdown: shutdown.clone(),
                                 work_root: work_root.clone(),
@@ -239,9 +240,10 @@ async fn run_loop(
 struct Worker {
     claim: Claim,
     lease_ms: i64,
-    /// When the lease runs out as this worker last confirmed it, by this node's clock (taken
-    /// before the claim or renewal was sent, so never later than the store's).
-    lease_until: i64,
+    /// When the lease runs out as this worker last confirmed it: counted on this node's
+    /// monotonic clock from before the claim or renewal was sent, so never later than the
+    /// store's lease clock has it (whatever the two clocks read).
+    lease_until: Instant,
     /// Kills the running step: a user's abort, a lost lease, or the end of the grace period.
     stop: CancellationToken,
     shutdown: CancellationToken,
@@ -314,19 +316,20 @@ async fn keep_lease(
     store: &dyn Store,
     claim: &Claim,
     lease_ms: i64,
-    mut lease_until: i64,
+    mut lease_until: Instant,
     stop: &CancellationToken,
 ) -> StoreError {
+    let lease = Duration::from_millis(lease_ms.max(0) as u64);
     let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
     let retry = Duration::from_millis((lease_ms / 10).max(1) as u64);
     let mut wait = every;
     loop {
         tokio::time::sleep(wait).await;
-        let sent_at = now_millis();
-        let left = Duration::from_millis((lease_until - sent_at).max(0) as u64);
+        let sent_at = Instant::now();
+        let left = lease_until.saturating_duration_since(sent_at);
         let error = match tokio::time::timeout(left, store.renew_lease(claim, lease_ms)).await {
             Ok(Ok(control)) => {
-                lease_until = sent_at + lease_ms;
+                lease_until = sent_at + lease;
                 wait = every;
                 if control == Some(Control::Abort) {
                     stop.cancel();
@@ -337,7 +340,7 @@ async fn keep_lease(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer".to_owned(),
         };
-        if now_millis() >= lease_until {
+        if Instant::now() >= lease_until {
             tracing::warn!(execution = %claim.id, error, "the lease ran out before it could be renewed");
             return StoreError::LeaseLost;
         }

@@ -307,11 +307,12 @@ async fn work_on(
     done.notify_one();
 }
 
-/// Renews the claim's lease every third of its length, so a long step is never claimed a
-/// second time, and kills the running step when a renewal finds an abort waiting (its
-/// announcement may have been missed). A renewal that fails is retried until the lease is
-/// confirmed lost or runs out by this node's last view of it (`lease_until`); a renewal still
-/// unanswered then counts as failed. Returns only then, with [`StoreError::LeaseLost`].
+/// Renews the claim's lease whenever a third of it has passed since it was last confirmed, so
+/// a long step is never claimed a second time, and kills the running step when a renewal finds
+/// an abort waiting (its announcement may have been missed). A renewal that fails is retried
+/// until the lease is confirmed lost or runs out by this node's last view of it
+/// (`lease_until`); a renewal still unanswered then counts as failed. Returns only then, with
+/// [`StoreError::LeaseLost`].
 async fn keep_lease(
     store: &dyn Store,
     claim: &Claim,
@@ -320,17 +321,19 @@ async fn keep_lease(
     stop: &CancellationToken,
 ) -> StoreError {
     let lease = Duration::from_millis(lease_ms.max(0) as u64);
-    let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
-    let retry = Duration::from_millis((lease_ms / 10).max(1) as u64);
-    let mut wait = every;
+    let retry = lease / 10;
+    // Two thirds of the lease left: renew.
+    let mut next = lease_until
+        .checked_sub(lease * 2 / 3)
+        .unwrap_or(lease_until);
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep_until(next.into()).await;
         let sent_at = Instant::now();
         let left = lease_until.saturating_duration_since(sent_at);
         let error = match tokio::time::timeout(left, store.renew_lease(claim, lease_ms)).await {
             Ok(Ok(control)) => {
                 lease_until = sent_at + lease;
-                wait = every;
+                next = sent_at + lease / 3;
                 if control == Some(Control::Abort) {
                     stop.cancel();
                 }
@@ -345,7 +348,7 @@ async fn keep_lease(
             return StoreError::LeaseLost;
         }
         tracing::warn!(execution = %claim.id, error, "renewing a lease failed; retrying");
-        wait = retry;
+        next = Instant::now() + retry;
     }
 }
 

@@ -128,7 +128,8 @@ impl From<StoreError> for Error {
                 message: "The server is shutting down; retry shortly".into(),
                 retry_after_secs: 5,
             },
-            db @ StoreError::Database { .. } => Error::Unexpected(db),
+            // Only engine workers write under a lease; reaching a caller is a bug.
+            e @ (StoreError::LeaseLost | StoreError::Database { .. }) => Error::Unexpected(e),
         }
     }
 }

@@ -215,6 +215,25 @@ impl PlanExecutionId {
 }
 
 string_newtype!(
+    /// The token of one claim of an execution: 16 CSPRNG bytes, base64url without padding
+    /// (22 chars). Each claim gets a new one, so a worker whose lease was claimed again (on
+    /// another node or on its own) can no longer write with its old token.
+    LeaseToken
+);
+
+impl LeaseToken {
+    /// A fresh token from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(URL_SAFE_NO_PAD.encode(random_bytes::<16>()))
+    }
+
+    /// Parses a token as a backend stored it.
+    pub fn parse(value: &str) -> Option<Self> {
+        WebhookToken::parse(value).map(|t| Self(t.0))
+    }
+}
+
+string_newtype!(
     /// The id part of an API key: 24 lowercase hex chars.
     KeyId
 );
@@ -373,6 +392,9 @@ mod tests {
         assert!(EventId::parse(event.as_str()).is_some());
         assert_ne!(EventId::generate(), EventId::generate());
         assert_eq!(PlanExecutionId::generate().as_str().len(), 22);
+        let lease = LeaseToken::generate();
+        assert_eq!(LeaseToken::parse(lease.as_str()), Some(lease));
+        assert_ne!(LeaseToken::generate(), LeaseToken::generate());
     }
 
     #[test]

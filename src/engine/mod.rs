@@ -6,8 +6,13 @@
 //! next step starts, so after a crash the execution continues where it stopped: a step that
 //! was running in the dead process is marked `Failed` ("interrupted") at start-up and the
 //! pipeline follows its failure rules. A `Wait` step parks the execution with a wake-up time
-//! and gives the permit back. Leases carry an owner, so a multi-node backend cannot run an
-//! execution twice.
+//! and gives the permit back.
+//!
+//! Each claim of an execution carries its own lease token, and every write a worker makes is
+//! fenced by it (see [`crate::store::executions`]). A worker renews its lease while it runs; when
+//! the lease is lost (it ran out during a pause or a partition and another worker claimed the
+//! execution) the worker stops at once, kills its running step and writes nothing more: the
+//! execution is the new worker's.
 
 mod context;
 pub mod control;
@@ -18,18 +23,18 @@ pub mod run;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use self::context::{variables, ExecutionContext};
 use self::run::{RunRequest, RunStatus};
-use crate::domain::ids::PlanExecutionId;
+use crate::domain::ids::{LeaseToken, PlanExecutionId};
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
-use crate::store::executions::{status, Control, RunState, StepRecord};
+use crate::store::executions::{status, Claim, Control, RunState, StepRecord};
 use crate::store::{now_millis, Store, StoreError};
 
 /// How often the loop looks for work when nobody wakes it.
@@ -41,8 +46,9 @@ const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The tail of a Run step's output that is kept (DESIGN §6.1).
 const MAX_LOG_BYTES: usize = 1024 * 1024;
 
-/// Abort tokens of the executions this process is running, by plan execution id.
-type Running = Arc<parking_lot::Mutex<HashMap<String, CancellationToken>>>;
+/// The executions this process is running, by plan execution id: the claim's token and the
+/// token that stops its worker.
+type Running = Arc<parking_lot::Mutex<HashMap<String, (LeaseToken, CancellationToken)>>>;
 
 /// A handle to the running engine.
 #[derive(Clone)]
@@ -68,8 +74,8 @@ impl EngineHandle {
     /// abort); the worker then records it. False when this process does not run it.
     pub fn abort(&self, id: &PlanExecutionId) -> bool {
         match self.running.lock().get(id.as_str()) {
-            Some(token) => {
-                token.cancel();
+            Some((_, stop)) => {
+                stop.cancel();
                 true
             }
             None => false,
@@ -169,6 +175,7 @@ async fn run_loop(
         owner,
         millis: lease_ms,
     } = lease;
+    let lease = Duration::from_millis(lease_ms.max(0) as u64);
     match store.recover_executions(now_millis()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -183,54 +190,38 @@ async fn run_loop(
     loop {
         let free = permits.available_permits();
         if free > 0 {
+            let claimed_at = Instant::now();
             match store
                 .claim_executions(&owner, free as u32, now_millis(), lease_ms)
                 .await
             {
-                Ok(ids) => {
-                    for id in ids {
+                Ok(claims) => {
+                    for claim in claims {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             return;
                         };
-                        let store = store.clone();
                         let stop = abort.child_token();
-                        let running = running.clone();
-                        let done = wake.clone();
-                        running.lock().insert(id.to_string(), stop.clone());
-                        let owner = owner.clone();
-                        let starting = shutdown.clone();
-                        let work_dir = work_root.join(id.as_str());
-                        tokio::spawn(async move {
-                            // The lease is renewed while the worker is on it, so a long step is
-                            // never claimed a second time.
-                            let renew = async {
-                                loop {
-                                    tokio::time::sleep(Duration::from_millis(lease_ms as u64 / 3))
-                                        .await;
-                                    let until = now_millis() + lease_ms;
-                                    if !matches!(
-                                        store.renew_lease(&id, &owner, until).await,
-                                        Ok(true)
-                                    ) {
-                                        return;
-                                    }
-                                }
-                            };
-                            let work = execute(store.as_ref(), &id, stop, starting, work_dir);
-                            let result = tokio::select! {
-                                r = work => r,
-                                () = renew => Err(StoreError::ShuttingDown),
-                            };
-                            if let Err(e) = result {
-                                tracing::error!(execution = %id, error = %e, "storing an execution's progress failed; releasing it");
-                                // Claimable again: a step left running is then marked interrupted.
-                                let _ = store.release_lease(&id, &owner).await;
-                            }
-                            running.lock().remove(id.as_str());
-                            drop(permit);
-                            // A worker is free: look for more work now, not at the next poll.
-                            done.notify_one();
-                        });
+                        let previous = running
+                            .lock()
+                            .insert(claim.id.to_string(), (claim.token.clone(), stop.clone()));
+                        if let Some((_, previous)) = previous {
+                            // An earlier worker here lost this lease: it stops, writing nothing.
+                            previous.cancel();
+                        }
+                        tokio::spawn(work_on(
+                            store.clone(),
+                            Worker {
+                                claim,
+                                lease_ms,
+                                lease_until: claimed_at + lease,
+                                stop,
+                                shutdown: shutdown.clone(),
+                                work_root: work_root.clone(),
+                                running: running.clone(),
+                            },
+                            permit,
+                            wake.clone(),
+                        ));
                     }
                 }
                 Err(StoreError::ShuttingDown) => return,
@@ -245,14 +236,132 @@ async fn run_loop(
     }
 }
 
-/// Runs an execution from where it stands until it ends or parks in a `Wait` step.
+/// One worker's claim on an execution, and what it runs with.
+struct Worker {
+    claim: Claim,
+    lease_ms: i64,
+    /// When the lease runs out as this worker last confirmed it: counted on this node's
+    /// monotonic clock from before the claim or renewal was sent, so never later than the
+    /// store's lease clock has it (whatever the two clocks read).
+    lease_until: Instant,
+    /// Kills the running step: a user's abort, a lost lease, or the end of the grace period.
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    work_root: Arc<PathBuf>,
+    running: Running,
+}
+
+/// Runs one claimed execution while renewing its lease, then frees the worker permit.
+async fn work_on(
+    store: Arc<dyn Store>,
+    worker: Worker,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    done: Arc<Notify>,
+) {
+    let Worker {
+        claim,
+        lease_ms,
+        lease_until,
+        stop,
+        shutdown,
+        work_root,
+        running,
+    } = worker;
+    let id = claim.id.clone();
+    let work_dir = work_root.join(id.as_str());
+    let work = execute(store.as_ref(), &claim, stop.clone(), shutdown, work_dir);
+    let result = tokio::select! {
+        r = work => r,
+        lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
+    };
+    match result {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost) => {
+            // Dropping the work above killed a running step; the execution is another
+            // worker's now, so nothing more is written, and the lease is not released.
+            stop.cancel();
+            tracing::warn!(execution = %id, "lease lost; another worker took over");
+        }
+        Err(e) => {
+            tracing::error!(execution = %id, error = %e, "storing an execution's progress failed; releasing it");
+            // Claimable again: a step left running is then marked interrupted.
+            match store.release_lease(&claim).await {
+                Ok(()) | Err(StoreError::LeaseLost) => {}
+                Err(e) => {
+                    tracing::warn!(execution = %id, error = %e, "releasing a lease failed; it runs out instead")
+                }
+            }
+        }
+    }
+    {
+        let mut running = running.lock();
+        if running
+            .get(id.as_str())
+            .is_some_and(|(token, _)| *token == claim.token)
+        {
+            running.remove(id.as_str());
+        }
+    }
+    drop(permit);
+    // A worker is free: look for more work now, not at the next poll.
+    done.notify_one();
+}
+
+/// Renews the claim's lease whenever a third of it has passed since it was last confirmed, so
+/// a long step is never claimed a second time, and kills the running step when a renewal finds
+/// an abort waiting (its announcement may have been missed). A renewal that fails is retried
+/// until the lease is confirmed lost or runs out by this node's last view of it
+/// (`lease_until`); a renewal still unanswered then counts as failed. Returns only then, with
+/// [`StoreError::LeaseLost`].
+async fn keep_lease(
+    store: &dyn Store,
+    claim: &Claim,
+    lease_ms: i64,
+    mut lease_until: Instant,
+    stop: &CancellationToken,
+) -> StoreError {
+    let lease = Duration::from_millis(lease_ms.max(0) as u64);
+    let retry = lease / 10;
+    // Two thirds of the lease left: renew.
+    let mut next = lease_until
+        .checked_sub(lease * 2 / 3)
+        .unwrap_or(lease_until);
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        let sent_at = Instant::now();
+        let left = lease_until.saturating_duration_since(sent_at);
+        let error = match tokio::time::timeout(left, store.renew_lease(claim, lease_ms)).await {
+            Ok(Ok(control)) => {
+                lease_until = sent_at + lease;
+                next = sent_at + lease / 3;
+                if control == Some(Control::Abort) {
+                    stop.cancel();
+                }
+                continue;
+            }
+            Ok(Err(StoreError::LeaseLost)) => return StoreError::LeaseLost,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if Instant::now() >= lease_until {
+            tracing::warn!(execution = %claim.id, error, "the lease ran out before it could be renewed");
+            return StoreError::LeaseLost;
+        }
+        tracing::warn!(execution = %claim.id, error, "renewing a lease failed; retrying");
+        next = Instant::now() + retry;
+    }
+}
+
+/// Runs an execution from where it stands until it ends or parks in a `Wait` step. Every
+/// write is made under `claim`.
 async fn execute(
     store: &dyn Store,
-    id: &PlanExecutionId,
+    claim: &Claim,
     abort: CancellationToken,
     shutdown: CancellationToken,
     work_dir: PathBuf,
 ) -> Result<(), StoreError> {
+    let id = &claim.id;
     let Some(mut state) = store.load_run(id).await? else {
         return Ok(());
     };
@@ -263,16 +372,21 @@ async fn execute(
         Ok(pipeline) => pipeline,
         Err(problem) => {
             return store
-                .finish_execution(id, status::FAILED, Some(problem), now_millis())
+                .finish_execution(claim, status::FAILED, Some(problem), now_millis())
                 .await
         }
     };
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
         let spec = pipeline.to_json();
-        store
-            .start_execution(id, spec.clone(), steps.clone(), now_millis())
-            .await?;
+        if !store
+            .start_execution(claim, spec.clone(), steps.clone(), now_millis())
+            .await?
+        {
+            // Started since it was read (never under a lease that holds): let it go, so it is
+            // claimed again and run from its stored snapshot.
+            return store.release_lease(claim).await;
+        }
         state.pipeline_spec = Some(spec);
         state.steps = steps;
     }
@@ -322,7 +436,7 @@ async fn execute(
         if failure.is_some() {
             if steps[index].status == status::NOT_STARTED {
                 steps[index].status = status::SKIPPED.into();
-                store.update_step(id, steps[index].clone()).await?;
+                store.update_step(claim, steps[index].clone()).await?;
             }
             continue;
         }
@@ -335,7 +449,7 @@ async fn execute(
             record.status = status::FAILED.into();
             record.ended_at = Some(now_millis());
             record.message = Some("interrupted".into());
-            store.update_step(id, record.clone()).await?;
+            store.update_step(claim, record.clone()).await?;
         }
         match steps[index].status.as_str() {
             status::SUCCESS | status::SKIPPED => continue,
@@ -348,13 +462,15 @@ async fn execute(
             _ => {}
         }
         match store.pending_control(id).await? {
-            Some(Control::Abort) => return abort_now(store, id, &mut steps, Some(&work_dir)).await,
+            Some(Control::Abort) => {
+                return abort_now(store, claim, &mut steps, Some(&work_dir)).await
+            }
             Some(Control::Pause) => {
-                return store.hold_execution(id, status::PAUSED, None).await;
+                return store.hold_execution(claim, status::PAUSED, None).await;
             }
             _ if shutdown.is_cancelled() || abort.is_cancelled() => {
                 // Shutting down: start no new step; the rest runs after the next start.
-                return store.park_execution(id, now_millis()).await;
+                return store.park_execution(claim, now_millis()).await;
             }
             _ => {}
         }
@@ -365,24 +481,24 @@ async fn execute(
                 record.status = status::APPROVAL_WAITING.into();
                 record.started_at = Some(now);
                 record.attempt = 1;
-                store.update_step(id, record.clone()).await?;
+                store.update_step(claim, record.clone()).await?;
             }
             let started = record.started_at.unwrap_or(now);
             let expires = step.timeout.map(|t| started + t.as_millis() as i64);
             if expires.is_none_or(|at| at > now) {
                 return store
-                    .hold_execution(id, status::APPROVAL_WAITING, expires)
+                    .hold_execution(claim, status::APPROVAL_WAITING, expires)
                     .await;
             }
             record.status = status::EXPIRED.into();
             record.ended_at = Some(now);
             record.message = Some("nobody approved or rejected it before its timeout".into());
-            store.update_step(id, record.clone()).await?;
+            store.update_step(claim, record.clone()).await?;
             let message = format!("Approval step {} expired", step.identifier);
-            skip_rest(store, id, &mut steps).await?;
+            skip_rest(store, claim, &mut steps).await?;
             let _ = std::fs::remove_dir_all(&work_dir);
             return store
-                .finish_execution(id, status::EXPIRED, Some(message), now_millis())
+                .finish_execution(claim, status::EXPIRED, Some(message), now_millis())
                 .await;
         }
         if let StepSpec::Wait { duration } = &step.spec {
@@ -394,22 +510,22 @@ async fn execute(
                 record.attempt = 1;
                 // A wait that is already over needs no separate "running" write.
                 if !duration.is_zero() {
-                    store.update_step(id, record.clone()).await?;
+                    store.update_step(claim, record.clone()).await?;
                 }
             }
             let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
             if until > now {
-                return store.park_execution(id, until).await;
+                return store.park_execution(claim, until).await;
             }
             record.status = status::SUCCESS.into();
             record.ended_at = Some(now);
-            store.update_step(id, record.clone()).await?;
+            store.update_step(claim, record.clone()).await?;
             continue;
         }
         let stage = pipeline.stages[si].identifier.as_str().to_owned();
         let ended = run_with_retries(
             store,
-            id,
+            claim,
             step,
             &mut steps,
             index,
@@ -427,7 +543,7 @@ async fn execute(
         match ended {
             StepEnd::Aborted => {
                 if store.pending_control(id).await? == Some(Control::Abort) {
-                    return abort_now(store, id, &mut steps, Some(&work_dir)).await;
+                    return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
                 }
                 // Shutting down: the step stays `Running` and is marked interrupted at the
                 // next start.
@@ -446,7 +562,7 @@ async fn execute(
         status::SUCCESS
     };
     store
-        .finish_execution(id, final_status, failure, now_millis())
+        .finish_execution(claim, final_status, failure, now_millis())
         .await
 }
 
@@ -454,7 +570,7 @@ async fn execute(
 /// execution `Aborted`.
 async fn abort_now(
     store: &dyn Store,
-    id: &PlanExecutionId,
+    claim: &Claim,
     steps: &mut [StepRecord],
     work_dir: Option<&PathBuf>,
 ) -> Result<(), StoreError> {
@@ -464,28 +580,33 @@ async fn abort_now(
             step.status = status::ABORTED.into();
             step.ended_at = Some(now);
             step.message = Some("aborted".into());
-            store.update_step(id, step.clone()).await?;
+            store.update_step(claim, step.clone()).await?;
         }
     }
-    skip_rest(store, id, steps).await?;
+    skip_rest(store, claim, steps).await?;
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     store
-        .finish_execution(id, status::ABORTED, Some("Aborted by a user".into()), now)
+        .finish_execution(
+            claim,
+            status::ABORTED,
+            Some("Aborted by a user".into()),
+            now,
+        )
         .await
 }
 
 /// Marks every step not started `Skipped`.
 async fn skip_rest(
     store: &dyn Store,
-    id: &PlanExecutionId,
+    claim: &Claim,
     steps: &mut [StepRecord],
 ) -> Result<(), StoreError> {
     for step in steps.iter_mut() {
         if step.status == status::NOT_STARTED {
             step.status = status::SKIPPED.into();
-            store.update_step(id, step.clone()).await?;
+            store.update_step(claim, step.clone()).await?;
         }
     }
     Ok(())
@@ -602,7 +723,7 @@ enum StepEnd {
 /// Runs a step up to `1 + retries` times, storing each attempt.
 async fn run_with_retries(
     store: &dyn Store,
-    id: &PlanExecutionId,
+    claim: &Claim,
     step: &Step,
     steps: &mut [StepRecord],
     index: usize,
@@ -616,14 +737,14 @@ async fn run_with_retries(
         record.started_at = Some(now_millis());
         record.ended_at = None;
         record.message = None;
-        store.update_step(id, record.clone()).await?;
+        store.update_step(claim, record.clone()).await?;
         steps[index] = record.clone();
 
         let (ok, message, outputs, log) = run_step(step, steps, &cx, abort).await;
         if abort.is_cancelled() && !ok {
             // Left `Running` for [`abort_now`] (a user's abort) or for the next start (shutdown).
             record.log = log;
-            store.update_step(id, record.clone()).await?;
+            store.update_step(claim, record.clone()).await?;
             steps[index] = record;
             return Ok(StepEnd::Aborted);
         }
@@ -632,7 +753,7 @@ async fn run_with_retries(
         record.message = message;
         record.outputs = outputs;
         record.log = log;
-        store.update_step(id, record.clone()).await?;
+        store.update_step(claim, record.clone()).await?;
         steps[index] = record;
         if ok {
             return Ok(StepEnd::Succeeded);

@@ -1,13 +1,27 @@
 //! What the execution engine stores (DESIGN §6.3): the queue, leases, the pipeline snapshot
 //! and one row per step. A separate trait from [`super::Store`] (which requires it) so the
 //! engine's SQL sits in one file per backend.
+//!
+//! # Leases
+//!
+//! A worker runs an execution under a [`Claim`]. Every write it makes as it goes (the methods
+//! that take a claim) is fenced: in the same transaction, the backend checks that the
+//! execution's lease is still the claim's (same token, not expired) and otherwise changes
+//! nothing and fails with [`StoreError::LeaseLost`](super::StoreError::LeaseLost). So a worker
+//! whose lease ran out and was claimed again, on another node or by another worker of its
+//! own, can neither overwrite the new owner's state nor start a step twice.
+//!
+//! Lease times are read from the *lease clock*, never passed in: the node's clock on SQLite
+//! (one process owns the database), the database server's clock on PostgreSQL (shared by
+//! nodes whose clocks may disagree, which must not steal each other's leases). The `now`
+//! arguments are timestamps to record and, for claims, the time wake-ups are compared to.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use super::{Execution, Millis, Page, StoreResult};
-use crate::domain::ids::{Identifier, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 
 /// Statuses of executions, stages and steps (DESIGN §6.4).
 pub mod status {
@@ -224,6 +238,15 @@ pub struct RunState {
     pub failure_message: Option<String>,
 }
 
+/// One claim of an execution by a worker (see [Leases](self#leases)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The execution.
+    pub id: PlanExecutionId,
+    /// This claim's lease token; the next claim of the execution gets another.
+    pub token: LeaseToken,
+}
+
 /// A control request (`abort`, `pause`, `resume`, `approve`, `reject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -299,54 +322,59 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// claims as interrupted.
     async fn recover_executions(&self, now: Millis) -> StoreResult<u64>;
 
-    /// Leases up to `limit` runnable executions to `owner` until `now + lease_ms`: queued ones,
-    /// and started ones with no live lease whose wait (if any) is over. Oldest first.
-    /// Exclusive across processes: no execution is leased to two owners at once.
+    /// Leases up to `limit` runnable executions to `owner` (this node, recorded for operators),
+    /// each with a fresh [`LeaseToken`], for `lease_ms` from now by the lease clock: queued
+    /// ones, and started ones with no live lease whose wait (if any) is over at `now` (the
+    /// caller's clock, which wrote the wake-up times). Oldest first. Exclusive across
+    /// processes: no execution is leased to two claims at once.
     async fn claim_executions(
         &self,
         owner: &str,
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<PlanExecutionId>>;
+    ) -> StoreResult<Vec<Claim>>;
 
-    /// Extends `owner`'s lease to `until` while a worker is still on it; false when the lease is
-    /// no longer `owner`'s (it expired and another owner claimed it).
-    async fn renew_lease(
-        &self,
-        id: &PlanExecutionId,
-        owner: &str,
-        until: Millis,
-    ) -> StoreResult<bool>;
+    /// Extends the claim's lease to `lease_ms` from now by the lease clock, while its worker is
+    /// still on it, and returns the control request waiting for that worker, if any (so a
+    /// worker learns of an abort even if the announcement was missed). Atomic and fenced:
+    /// `LeaseLost`, extending nothing, when the lease had run out or is another claim's.
+    async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>>;
 
-    /// Drops `owner`'s lease so the execution can be claimed again at once (after a worker
-    /// failed to store its progress).
-    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()>;
+    /// Drops the claim's lease so the execution can be claimed again at once (after its worker
+    /// failed to store its progress). Atomic; only the token is checked, since dropping a lease
+    /// that ran out but was not claimed again changes nothing that matters. `LeaseLost` when
+    /// the execution is another claim's (or nobody's); nothing changes then.
+    async fn release_lease(&self, claim: &Claim) -> StoreResult<()>;
 
-    /// Reads an execution with its snapshot and steps (without their logs).
+    /// Reads an execution with its snapshot and steps (without their logs). Reads take no
+    /// claim and are never fenced.
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>>;
 
-    /// Starts a queued execution: stores the pipeline snapshot and its steps, status `Running`,
-    /// and the outbox events this implies, atomically.
+    /// Starts a claimed execution that has not started: stores the pipeline snapshot and its
+    /// steps, status `Running` (`started_at` is `now`), and the outbox events this implies,
+    /// atomically. Returns false, writing nothing, when it had started already. Fenced.
     async fn start_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         pipeline_spec: serde_json::Value,
         steps: Vec<StepRecord>,
         now: Millis,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     /// Stores one step's state (an upsert) and the outbox events it implies, atomically.
-    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()>;
+    /// Fenced.
+    async fn update_step(&self, claim: &Claim, step: StepRecord) -> StoreResult<()>;
 
-    /// Gives the execution back until `wake_at` (a `Wait` step), releasing the lease.
-    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()>;
+    /// Gives the execution back until `wake_at` (a `Wait` step), releasing the lease; a
+    /// control request that arrived meanwhile is applied instead. Atomic and fenced.
+    async fn park_execution(&self, claim: &Claim, wake_at: Millis) -> StoreResult<()>;
 
-    /// Ends the execution with a terminal `status`, releasing the lease, with its outbox
-    /// events, atomically.
+    /// Ends the execution with a terminal `status` at `now`, releasing the lease, with its
+    /// outbox events, atomically. Fenced.
     async fn finish_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         status: &str,
         failure_message: Option<String>,
         now: Millis,
@@ -363,8 +391,10 @@ pub trait ExecutionStore: Send + Sync + 'static {
 
     /// Applies a control request atomically, as `engine::control::decide` says (see
     /// [`ControlOutcome`]); the execution's row is locked while it is decided, so a worker
-    /// claiming or parking it at the same time sees the request. `comment` is recorded on an
-    /// approved or rejected step.
+    /// claiming or parking it at the same time sees the request. A worker holds the execution
+    /// while its lease is live by the lease clock: an execution whose node died is controlled
+    /// at once, and its old worker's writes are refused after. `now` is recorded as the time
+    /// of what it ends; `comment` on an approved or rejected step.
     async fn control_execution(
         &self,
         id: &PlanExecutionId,
@@ -378,10 +408,11 @@ pub trait ExecutionStore: Send + Sync + 'static {
 
     /// Parks an execution for a person: `status` is `Paused` or `ApprovalWaiting`; `wake_at`
     /// (an approval timeout) makes it runnable again then. Releases the lease and clears the
-    /// control request.
+    /// control request; a control request that arrived meanwhile is applied instead. Atomic
+    /// and fenced.
     async fn hold_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         status: &str,
         wake_at: Option<Millis>,
     ) -> StoreResult<()>;

@@ -40,6 +40,11 @@ pub enum StoreError {
     /// The writer has stopped (shutting down).
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// A worker's write under a lease it no longer holds (it ran out, or the execution was
+    /// claimed again or let go): nothing was written. Only the engine sees it; the worker
+    /// stops, since another worker owns the execution now.
+    #[error("the lease on the execution was lost")]
+    LeaseLost,
     /// The database failed; `context` says during what.
     #[error("{context}")]
     Database {

@@ -717,6 +717,88 @@ async fn abort_kills_the_running_step_and_skips_the_rest() {
 }
 
 #[tokio::test]
+async fn a_worker_whose_lease_is_taken_kills_its_step_and_writes_nothing_more() {
+    // The shortest lease: renewed every second, so the loss is noticed within one.
+    let app = spawn_app_with(|s| s.node.lease = "3s".into()).await;
+    let t = app.create_trigger().await;
+    let pid_file = app.dir.path().join("slow.pid");
+    let slow = run_step(
+        "slow",
+        "",
+        &format!("'echo $$ > {}; exec sleep 30'", pid_file.display()),
+    );
+    let id = run_manually(
+        &app,
+        &t,
+        &stage(
+            "build",
+            &format!("{slow}{}", run_step("next", "", "'true'")),
+        ),
+    )
+    .await;
+    first_step_running(&app, &t, &id).await;
+    let pid = wait_for_pid(&pid_file).await;
+
+    // What another worker's claim looks like to this one: another token, a long lease.
+    let far = triggerd::store::now_millis() + 600_000;
+    let taken = app
+        .execute_sql(&format!(
+            "UPDATE executions SET lease_token = 'another-claim', lease_until = {far} \
+             WHERE plan_execution_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(taken, 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while is_alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step of a worker that lost its lease still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let after = get_data(&app, &t, &format!("/executions/{id}")).await;
+    let still_taken = app
+        .execute_sql(&format!(
+            "UPDATE executions SET lease_token = lease_token \
+             WHERE plan_execution_id = '{id}' AND lease_token = 'another-claim'"
+        ))
+        .await;
+
+    assert_eq!(after["pipelineExecutionSummary"]["status"], "Running");
+    assert_eq!(
+        after["steps"][0]["status"], "Running",
+        "the killed step is the new owner's to settle"
+    );
+    assert_eq!(after["steps"][1]["status"], "NotStarted");
+    assert_eq!(still_taken, 1, "the lease was not released");
+}
+
+/// Waits (at most 20 s) for a step to write its process id to `path`.
+async fn wait_for_pid(path: &std::path::Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no pid in {path:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether a process runs (a zombie waiting to be reaped does not).
+fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name in parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+#[tokio::test]
 async fn pause_takes_effect_before_the_next_step_and_resume_continues() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

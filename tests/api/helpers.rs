@@ -282,9 +282,9 @@ impl TestApp {
         .await
     }
 
-    /// Runs `sql` directly on the app's database (stopped first, for SQLite) and returns how
-    /// many rows it changed. Values are written into the SQL by the test, so the same text
-    /// serves both backends where their SQL agrees.
+    /// Runs `sql` directly on the app's database and returns how many rows it changed (on
+    /// SQLite, while the app runs, after waiting for its writer). Values are written into the
+    /// SQL by the test, so the same text serves both backends where their SQL agrees.
     pub async fn execute_sql(&self, sql: &str) -> u64 {
         match &self.database {
             Some(database) => {
@@ -301,6 +301,8 @@ impl TestApp {
             None => {
                 let path = self.settings.database_url.trim_start_matches("sqlite://");
                 let db = rusqlite::Connection::open(path).expect("open the database");
+                db.busy_timeout(Duration::from_secs(10))
+                    .expect("set a busy timeout");
                 db.execute(sql, []).expect(sql) as u64
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -11,7 +12,7 @@ use triggerd::domain::event_rule::EventRuleSpec;
 use triggerd::domain::ids::{
     AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
-use triggerd::store::executions::{NewManualExecution, StepRecord};
+use triggerd::store::executions::{Claim, Control, ControlOutcome, NewManualExecution, StepRecord};
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, EventRuleRecord, NewDelivery, Next, RuleEffect,
 };
@@ -253,11 +254,11 @@ async fn concurrent_claimers_never_get_the_same_execution() {
         set.spawn(async move {
             let mut mine = Vec::new();
             for _ in 0..6 {
-                let ids = store
+                let claims = store
                     .claim_executions(&format!("node-{claimer}"), 3, now_millis(), 60_000)
                     .await
                     .expect("claim");
-                mine.extend(ids.into_iter().map(|id| id.to_string()));
+                mine.extend(claims.into_iter().map(|c| c.id.to_string()));
             }
             mine
         });
@@ -272,49 +273,19 @@ async fn concurrent_claimers_never_get_the_same_execution() {
     assert_eq!(all.len(), 30, "every queued execution claimed once");
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it() {
-    let f = fixture().await;
-    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
-    let now = now_millis();
+/// Long enough never to run out during a test.
+const LONG_LEASE: i64 = 60_000;
+/// A lease that the test outwaits (see [`outlive_short_lease`]).
+const SHORT_LEASE: i64 = 50;
 
-    let first = f
-        .store
-        .claim_executions("node-a", 10, now, 1_000)
-        .await
-        .expect("claim");
-    let while_live = f
-        .store
-        .claim_executions("node-b", 10, now + 500, 1_000)
-        .await
-        .expect("claim");
-    let after_expiry = f
-        .store
-        .claim_executions("node-b", 10, now + 2_000, 60_000)
-        .await
-        .expect("claim");
-    let renewed_by_old_owner = f
-        .store
-        .renew_lease(&first[0], "node-a", now + 120_000)
-        .await
-        .expect("renew");
-
-    assert_eq!(first.len(), 1);
-    assert!(while_live.is_empty(), "a live lease is not taken");
-    assert_eq!(after_expiry, first, "an expired lease is taken over");
-    assert!(!renewed_by_old_owner, "the old owner lost it");
+/// Waits until a lease of [`SHORT_LEASE`] renewed before the call has run out.
+async fn outlive_short_lease() {
+    tokio::time::sleep(Duration::from_millis(4 * SHORT_LEASE as u64)).await;
 }
 
-#[tokio::test]
-async fn steps_are_upserted_and_read_back_in_order() {
-    let f = fixture().await;
-    let RecordOutcome::Stored(e) =
-        record(f.store.as_ref(), event(&f.scope, None, now_millis())).await
-    else {
-        panic!("stored");
-    };
-    let id = e.plan_execution_id.expect("execution");
-    let step = |stage_index, step_index, status: &str| StepRecord {
+/// A step record of a `Run` step.
+fn step(stage_index: u32, step_index: u32, status: &str) -> StepRecord {
+    StepRecord {
         stage_index,
         step_index,
         stage: format!("s{stage_index}"),
@@ -329,10 +300,329 @@ async fn steps_are_upserted_and_read_back_in_order() {
         outputs: Default::default(),
         message: None,
         log: None,
-    };
+    }
+}
+
+/// Records one event and claims its execution for `node-a` with a long lease.
+async fn claimed(f: &Fixture) -> Claim {
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    let mut claims = f
+        .store
+        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1, "one execution claimed");
+    claims.remove(0)
+}
+
+/// Makes `claim`'s lease run out: renewed for [`SHORT_LEASE`], then outwaited.
+async fn let_run_out(f: &Fixture, claim: &Claim) {
+    f.store
+        .renew_lease(claim, SHORT_LEASE)
+        .await
+        .expect("renew while live");
+    outlive_short_lease().await;
+}
+
+fn is_lease_lost<T>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::LeaseLost))
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it() {
+    let f = fixture().await;
+    let first = claimed(&f).await;
+
+    let while_live = f
+        .store
+        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    let_run_out(&f, &first).await;
+    let after_expiry = f
+        .store
+        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    let renewed_by_old_owner = f.store.renew_lease(&first, LONG_LEASE).await;
+
+    assert!(while_live.is_empty(), "a live lease is not taken");
+    assert_eq!(after_expiry.len(), 1);
+    assert_eq!(
+        after_expiry[0].id, first.id,
+        "an expired lease is taken over"
+    );
+    assert_ne!(after_expiry[0].token, first.token, "with a new token");
+    assert!(is_lease_lost(renewed_by_old_owner), "the old owner lost it");
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_refuses_writes_even_when_nobody_claimed_it_again() {
+    let f = fixture().await;
+    let claim = claimed(&f).await;
+    assert!(f
+        .store
+        .start_execution(
+            &claim,
+            json!({"pipeline": {}}),
+            vec![step(0, 0, "NotStarted")],
+            now_millis()
+        )
+        .await
+        .expect("start"));
+
+    let_run_out(&f, &claim).await;
+    let update = f.store.update_step(&claim, step(0, 0, "Running")).await;
+    let renew = f.store.renew_lease(&claim, LONG_LEASE).await;
+
+    assert!(is_lease_lost(update), "update_step");
+    assert!(is_lease_lost(renew), "renew_lease");
+    let steps = f.store.list_steps(&claim.id).await.expect("steps");
+    assert_eq!(steps[0].status, "NotStarted", "nothing written");
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes_on() {
+    let f = fixture().await;
+    let old = claimed(&f).await;
+    let started = f
+        .store
+        .start_execution(
+            &old,
+            json!({"pipeline": {}}),
+            vec![step(0, 0, "NotStarted"), step(0, 1, "NotStarted")],
+            now_millis(),
+        )
+        .await
+        .expect("start");
+    let mut running = step(0, 0, "Running");
+    running.attempt = 1;
+    running.started_at = Some(now_millis());
+    f.store
+        .update_step(&old, running.clone())
+        .await
+        .expect("update under a live lease");
+    let_run_out(&f, &old).await;
+    let mut taken = f
+        .store
+        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1, "taken over");
+    let new = taken.remove(0);
+
+    // Everything the old worker might still try, as it wakes up from its pause.
+    let mut done = running.clone();
+    done.status = "Success".into();
+    done.log = Some("ran twice\n".into());
+    let mut restarted = step(0, 0, "NotStarted");
+    restarted.step = "other".into();
+    let refused = [
+        (
+            "start_execution",
+            is_lease_lost(
+                f.store
+                    .start_execution(
+                        &old,
+                        json!({"pipeline": {"x": 1}}),
+                        vec![restarted],
+                        now_millis(),
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "update_step",
+            is_lease_lost(f.store.update_step(&old, done.clone()).await),
+        ),
+        (
+            "park_execution",
+            is_lease_lost(f.store.park_execution(&old, now_millis() + 60_000).await),
+        ),
+        (
+            "hold_execution",
+            is_lease_lost(f.store.hold_execution(&old, "Paused", None).await),
+        ),
+        (
+            "finish_execution",
+            is_lease_lost(
+                f.store
+                    .finish_execution(&old, "Failed", Some("stale".into()), now_millis())
+                    .await,
+            ),
+        ),
+        (
+            "renew_lease",
+            is_lease_lost(f.store.renew_lease(&old, LONG_LEASE).await),
+        ),
+        (
+            "release_lease",
+            is_lease_lost(f.store.release_lease(&old).await),
+        ),
+    ];
+    let run = f
+        .store
+        .load_run(&old.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    let steps = f.store.list_steps(&old.id).await.expect("steps");
+    let claimed_meanwhile = f
+        .store
+        .claim_executions("node-c", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+
+    assert!(started, "the first start stores the steps");
+    for (write, lost) in refused {
+        assert!(lost, "{write} under the old claim fails with LeaseLost");
+    }
+    assert_eq!(
+        run.execution.status, "Running",
+        "not paused, parked or finished"
+    );
+    assert_eq!(run.failure_message, None);
+    assert_eq!(
+        run.pipeline_spec,
+        Some(json!({"pipeline": {}})),
+        "snapshot kept"
+    );
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].step, "t0");
+    assert_eq!(
+        steps[0].status, "Running",
+        "the old worker's step result is refused"
+    );
+    assert_eq!(steps[0].log, None);
+    assert!(
+        claimed_meanwhile.is_empty(),
+        "the old claim's release left the new lease alone"
+    );
+
+    // The new claim's writes go through.
+    assert_eq!(
+        f.store.renew_lease(&new, LONG_LEASE).await.expect("renew"),
+        None
+    );
+    f.store.update_step(&new, done).await.expect("update");
+    f.store
+        .finish_execution(&new, "Success", None, now_millis())
+        .await
+        .expect("finish");
+    let run = f
+        .store
+        .load_run(&new.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(run.execution.status, "Success");
+    assert_eq!(run.steps[0].status, "Success");
+    assert!(
+        is_lease_lost(f.store.update_step(&new, step(0, 1, "Running")).await),
+        "a finished execution's lease is gone"
+    );
+}
+
+#[tokio::test]
+async fn every_claim_gets_a_token_of_its_own() {
+    let f = fixture().await;
+    for _ in 0..5 {
+        record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    }
+    let first = f
+        .store
+        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    for claim in &first {
+        let_run_out(&f, claim).await;
+    }
+    let second = f
+        .store
+        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+
+    let ids = |claims: &[Claim]| claims.iter().map(|c| c.id.clone()).collect::<HashSet<_>>();
+    assert_eq!(first.len(), 5);
+    assert_eq!(
+        ids(&first),
+        ids(&second),
+        "the same executions, claimed again"
+    );
+    let tokens: HashSet<_> = first
+        .iter()
+        .chain(&second)
+        .map(|c| c.token.clone())
+        .collect();
+    assert_eq!(tokens.len(), 10, "no two claims share a token");
+}
+
+#[tokio::test]
+async fn a_renewal_tells_the_worker_of_an_abort_waiting_for_it() {
+    let f = fixture().await;
+    let claim = claimed(&f).await;
+
+    let outcome = f
+        .store
+        .control_execution(&claim.id, Control::Abort, None, now_millis())
+        .await
+        .expect("control");
+    let renewed = f
+        .store
+        .renew_lease(&claim, LONG_LEASE)
+        .await
+        .expect("renew");
+
+    assert_eq!(outcome, ControlOutcome::Signalled, "its worker holds it");
+    assert_eq!(renewed, Some(Control::Abort));
+}
+
+#[tokio::test]
+async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_refused() {
+    let f = fixture().await;
+    let claim = claimed(&f).await;
     f.store
         .start_execution(
-            &id,
+            &claim,
+            json!({"pipeline": {}}),
+            vec![step(0, 0, "Running")],
+            now_millis(),
+        )
+        .await
+        .expect("start");
+    let_run_out(&f, &claim).await;
+
+    let outcome = f
+        .store
+        .control_execution(&claim.id, Control::Abort, None, now_millis())
+        .await
+        .expect("control");
+    let late = f
+        .store
+        .finish_execution(&claim, "Success", None, now_millis())
+        .await;
+
+    assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");
+    assert!(is_lease_lost(late));
+    let run = f
+        .store
+        .load_run(&claim.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(run.execution.status, "Aborted");
+    assert_eq!(run.steps[0].status, "Aborted");
+}
+
+#[tokio::test]
+async fn steps_are_upserted_and_read_back_in_order() {
+    let f = fixture().await;
+    let claim = claimed(&f).await;
+    let id = claim.id.clone();
+    f.store
+        .start_execution(
+            &claim,
             json!({"pipeline": {}}),
             vec![
                 step(1, 0, "NotStarted"),
@@ -346,7 +636,7 @@ async fn steps_are_upserted_and_read_back_in_order() {
     let mut done = step(0, 1, "Success");
     done.outputs.insert("VERSION".into(), "1.2.3".into());
     done.log = Some("built\n".into());
-    f.store.update_step(&id, done).await.expect("update");
+    f.store.update_step(&claim, done).await.expect("update");
 
     let steps = f.store.list_steps(&id).await.expect("steps");
     let run = f.store.load_run(&id).await.expect("load").expect("exists");

@@ -4,6 +4,9 @@
 //! `FOR UPDATE SKIP LOCKED`, so two nodes never lease the same one; every write to an
 //! execution first locks its row, so a control request and a worker's progress are applied
 //! one after the other.
+//!
+//! The lease clock is the database server's ([`lease_now!`]): nodes whose clocks disagree
+//! still agree on when a lease runs out, so none takes over a live one.
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -14,14 +17,23 @@ use super::{
     col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt, text,
     PgResultExt as _, PgStore, EXECUTION_COLS,
 };
-use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
-    status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
-    StepRecord,
+    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution,
+    RunState, StepRecord,
 };
-use crate::store::{Execution, Millis, Page, StoreResult};
+use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
+
+/// The lease clock in SQL: the database server's time now, in epoch milliseconds.
+/// `clock_timestamp()`, not `now()`, which is when the transaction began (maybe before it
+/// waited for a row lock).
+macro_rules! lease_now {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
 
 const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
      step_type, status, attempt, started_at, ended_at, outputs, message, log";
@@ -189,18 +201,26 @@ impl QueuedExecution<'_> {
     }
 }
 
-/// Locks the execution's row for the rest of the transaction. Every write to an execution
-/// takes this lock first, so writes to one execution never deadlock on its step rows.
-/// False when there is no such execution.
-async fn lock_execution(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<bool> {
-    Ok(query_opt(
+/// Locks the execution's row for the rest of the transaction, if `claim` still holds its
+/// lease (its token, not expired by the database clock); otherwise fails with
+/// [`StoreError::LeaseLost`] before anything is written. Every write to an execution takes
+/// this lock first, so writes to one execution never deadlock on its step rows, and the lease
+/// cannot be claimed again (claims skip locked rows) or controlled before the write commits.
+async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
+    query_opt(
         c,
-        "locking an execution",
-        "SELECT 1 FROM executions WHERE plan_execution_id = $1 FOR UPDATE",
-        &[&id.as_str()],
+        "checking a lease",
+        concat!(
+            "SELECT 1 FROM executions WHERE plan_execution_id = $1 AND lease_token = $2 \
+             AND lease_until > ",
+            lease_now!(),
+            " FOR UPDATE"
+        ),
+        &[&claim.id.as_str(), &claim.token.as_str()],
     )
     .await?
-    .is_some())
+    .map(drop)
+    .ok_or(StoreError::LeaseLost)
 }
 
 #[async_trait]
@@ -299,60 +319,84 @@ impl ExecutionStore for PgStore {
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<PlanExecutionId>> {
+    ) -> StoreResult<Vec<Claim>> {
         let c = self.client().await?;
+        // One fresh token per execution that may be picked, handed out by row number.
+        let tokens: Vec<String> = (0..limit)
+            .map(|_| LeaseToken::generate().to_string())
+            .collect();
         // SKIP LOCKED: rows another node is claiming (or writing) are left to it; a locked
         // row is re-checked against the conditions after it is locked.
         let rows = query(
             &c,
             "claiming executions",
-            "UPDATE executions SET lease_owner = $1, lease_until = $2 \
-             WHERE plan_execution_id IN ( \
-               SELECT plan_execution_id FROM executions \
-               WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
-                      OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
-                 AND (lease_until IS NULL OR lease_until < $3) \
-               ORDER BY created_at LIMIT $4 \
-               FOR UPDATE SKIP LOCKED) \
-             RETURNING plan_execution_id",
-            &[&owner, &(now + lease_ms), &now, &i64::from(limit)],
+            concat!(
+                "WITH picked AS ( \
+                   SELECT plan_execution_id, created_at FROM executions \
+                   WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
+                          OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
+                     AND (lease_until IS NULL OR lease_until < ",
+                lease_now!(),
+                ") ORDER BY created_at LIMIT $4 \
+                   FOR UPDATE SKIP LOCKED), \
+                 numbered AS ( \
+                   SELECT plan_execution_id, \
+                          row_number() OVER (ORDER BY created_at, plan_execution_id) AS n \
+                   FROM picked) \
+                 UPDATE executions x SET lease_owner = $1, lease_until = ",
+                lease_now!(),
+                " + $2, lease_token = ($5::text[])[numbered.n::int] \
+                 FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
+                 RETURNING x.plan_execution_id, x.lease_token"
+            ),
+            &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
         )
         .await?;
         rows.iter()
             .map(|r| {
                 let id: String = col(r, 0)?;
-                PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))
+                let token: String = col(r, 1)?;
+                Ok(Claim {
+                    id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
+                    token: LeaseToken::parse(&token).ok_or_else(|| invalid("lease token"))?,
+                })
             })
             .collect()
     }
 
-    async fn renew_lease(
-        &self,
-        id: &PlanExecutionId,
-        owner: &str,
-        until: Millis,
-    ) -> StoreResult<bool> {
+    async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>> {
+        let c = self.client().await?;
+        let row = query_opt(
+            &c,
+            "renewing a lease",
+            concat!(
+                "UPDATE executions SET lease_until = ",
+                lease_now!(),
+                " + $3 WHERE plan_execution_id = $1 AND lease_token = $2 AND lease_until > ",
+                lease_now!(),
+                " RETURNING control"
+            ),
+            &[&claim.id.as_str(), &claim.token.as_str(), &lease_ms],
+        )
+        .await?
+        .ok_or(StoreError::LeaseLost)?;
+        let pending: Option<String> = col(&row, 0)?;
+        Ok(control::from_stored(pending.as_deref()))
+    }
+
+    async fn release_lease(&self, claim: &Claim) -> StoreResult<()> {
         let c = self.client().await?;
         let n = execute(
             &c,
-            "renewing a lease",
-            "UPDATE executions SET lease_until = $3 WHERE plan_execution_id = $1 AND lease_owner = $2",
-            &[&id.as_str(), &owner, &until],
-        )
-        .await?;
-        Ok(n == 1)
-    }
-
-    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()> {
-        let c = self.client().await?;
-        execute(
-            &c,
             "releasing a lease",
-            "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
-             WHERE plan_execution_id = $1 AND lease_owner = $2",
-            &[&id.as_str(), &owner],
+            "UPDATE executions SET lease_owner = NULL, lease_until = NULL, lease_token = NULL \
+             WHERE plan_execution_id = $1 AND lease_token = $2",
+            &[&claim.id.as_str(), &claim.token.as_str()],
         )
         .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost);
+        }
         Ok(())
     }
 
@@ -397,16 +441,16 @@ impl ExecutionStore for PgStore {
 
     async fn start_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         pipeline_spec: serde_json::Value,
         steps: Vec<StepRecord>,
         now: Millis,
-    ) -> StoreResult<()> {
-        let spec = pipeline_spec.to_string();
+    ) -> StoreResult<bool> {
+        let (id, spec) = (&claim.id, pipeline_spec.to_string());
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        lock_execution(&tx, id).await?;
-        execute(
+        fence(&tx, claim).await?;
+        let started = execute(
             &tx,
             "starting an execution",
             "UPDATE executions SET pipeline_spec = $2, status = $3, started_at = $4 \
@@ -414,32 +458,37 @@ impl ExecutionStore for PgStore {
             &[&id.as_str(), &spec, &status::RUNNING, &now],
         )
         .await?;
+        if started == 0 {
+            return Ok(false);
+        }
         for step in &steps {
             upsert_step(&tx, id, step).await?;
         }
         sync_events(&tx, id, now, None).await?;
-        tx.commit().await.ctx("committing an execution start")
+        tx.commit().await.ctx("committing an execution start")?;
+        Ok(true)
     }
 
-    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()> {
+    async fn update_step(&self, claim: &Claim, step: StepRecord) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        lock_execution(&tx, id).await?;
-        upsert_step(&tx, id, &step).await?;
-        sync_events(&tx, id, crate::store::now_millis(), None).await?;
+        fence(&tx, claim).await?;
+        upsert_step(&tx, &claim.id, &step).await?;
+        sync_events(&tx, &claim.id, crate::store::now_millis(), None).await?;
         tx.commit().await.ctx("committing a step")
     }
 
-    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()> {
+    async fn park_execution(&self, claim: &Claim, wake_at: Millis) -> StoreResult<()> {
+        let id = &claim.id;
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        lock_execution(&tx, id).await?;
+        fence(&tx, claim).await?;
         if !apply_pending_control(&tx, id).await? {
             execute(
                 &tx,
                 "parking an execution",
-                "UPDATE executions SET wake_at = $2, lease_owner = NULL, lease_until = NULL \
-                 WHERE plan_execution_id = $1",
+                "UPDATE executions SET wake_at = $2, lease_owner = NULL, lease_until = NULL, \
+                 lease_token = NULL WHERE plan_execution_id = $1",
                 &[&id.as_str(), &wake_at],
             )
             .await?;
@@ -449,15 +498,15 @@ impl ExecutionStore for PgStore {
 
     async fn finish_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        lock_execution(&tx, id).await?;
-        finish(&tx, id, final_status, failure_message, now).await?;
+        fence(&tx, claim).await?;
+        finish(&tx, &claim.id, final_status, failure_message, now).await?;
         tx.commit().await.ctx("committing a finished execution")
     }
 
@@ -470,14 +519,17 @@ impl ExecutionStore for PgStore {
     ) -> StoreResult<ControlOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        // A lease held by a node counts only while it lasts: a dead node's execution is
-        // controlled at once rather than waiting for another node to claim it.
+        // A lease held by a node counts only while it lasts by the lease clock: a dead node's
+        // execution is controlled at once rather than waiting for another node to claim it.
         let Some(row) = query_opt(
             &tx,
             "reading an execution for a control request",
-            "SELECT status, lease_owner IS NOT NULL AND lease_until >= $2, control FROM executions \
-             WHERE plan_execution_id = $1 FOR UPDATE",
-            &[&id.as_str(), &now],
+            concat!(
+                "SELECT status, lease_owner IS NOT NULL AND lease_until >= ",
+                lease_now!(),
+                ", control FROM executions WHERE plan_execution_id = $1 FOR UPDATE"
+            ),
+            &[&id.as_str()],
         )
         .await?
         else {
@@ -518,19 +570,21 @@ impl ExecutionStore for PgStore {
 
     async fn hold_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         hold_status: &str,
         wake_at: Option<Millis>,
     ) -> StoreResult<()> {
+        let id = &claim.id;
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        lock_execution(&tx, id).await?;
+        fence(&tx, claim).await?;
         if !apply_pending_control(&tx, id).await? {
             execute(
                 &tx,
                 "holding an execution",
                 "UPDATE executions SET status = $2, wake_at = $3, lease_owner = NULL, \
-                 lease_until = NULL, control = NULL WHERE plan_execution_id = $1",
+                 lease_until = NULL, lease_token = NULL, control = NULL \
+                 WHERE plan_execution_id = $1",
                 &[&id.as_str(), &hold_status, &wake_at],
             )
             .await?;
@@ -760,7 +814,8 @@ async fn apply_pending_control(c: &impl GenericClient, id: &PlanExecutionId) -> 
     execute(
         c,
         "releasing a lease",
-        "UPDATE executions SET lease_owner = NULL, lease_until = NULL WHERE plan_execution_id = $1",
+        "UPDATE executions SET lease_owner = NULL, lease_until = NULL, lease_token = NULL \
+         WHERE plan_execution_id = $1",
         &[&id.as_str()],
     )
     .await?;
@@ -790,8 +845,8 @@ async fn finish(
         "finishing an execution",
         "UPDATE executions SET status = $2, failure_message = $3, ended_at = $4, \
          started_at = COALESCE(started_at, $4), \
-         lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
-         WHERE plan_execution_id = $1",
+         lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, \
+         control = NULL WHERE plan_execution_id = $1",
         &[
             &id.as_str(),
             &final_status,

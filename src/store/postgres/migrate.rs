@@ -11,10 +11,16 @@ use super::{pg_err, PgResultExt as _};
 use crate::store::{now_millis, StoreError, StoreResult};
 
 /// The migrations, in order; version N is the N-th entry.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        "0002_lease_tokens.sql",
+        include_str!("../../../migrations/postgres/0002_lease_tokens.sql"),
+    ),
+];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7472_6764_6d69_6772;

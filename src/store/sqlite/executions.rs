@@ -1,5 +1,7 @@
 //! [`ExecutionStore`] on SQLite: the queue, leases and step rows. Every write goes through the
-//! single writer, so a claim is atomic: two workers can never lease the same execution.
+//! single writer, so a claim is atomic: two workers can never lease the same execution. The
+//! lease clock is this process's (one process owns the file), read inside the writer so a
+//! lease is checked at the moment the write is applied.
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
@@ -8,13 +10,13 @@ use super::outbound::write_events;
 use super::{
     decode_time_cursor, encode_cursor, execution_row, page, sql_err, SqliteStore, EXECUTION_COLS,
 };
-use crate::domain::ids::{PlanExecutionId, ProjectRef};
+use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
-    status, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution, RunState,
-    StepRecord,
+    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution,
+    RunState, StepRecord,
 };
-use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
+use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
 const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
      step_type, status, attempt, started_at, ended_at, outputs, message, log";
@@ -134,7 +136,7 @@ pub(super) fn insert_execution(
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution> {
-        let created_at = crate::store::now_millis();
+        let created_at = now_millis();
         self.writer
             .write(move |c| {
                 let plan = PlanExecutionId::generate();
@@ -210,8 +212,8 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 c.execute(
-                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
-                     WHERE lease_owner IS NOT NULL",
+                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL, lease_token = NULL \
+                     WHERE lease_owner IS NOT NULL OR lease_token IS NOT NULL",
                     [],
                 )
                 .map_err(sql_err("releasing leases"))?;
@@ -233,70 +235,95 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<PlanExecutionId>> {
+    ) -> StoreResult<Vec<Claim>> {
         let owner = owner.to_owned();
         self.writer
             .write(move |c| {
-                let mut stmt = c
+                let lease_now = now_millis();
+                let ids = c
                     .prepare_cached(
-                        "UPDATE executions SET lease_owner = ?1, lease_until = ?2 \
-                         WHERE plan_execution_id IN ( \
-                           SELECT plan_execution_id FROM executions \
-                           WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= ?3)) \
-                                  OR (status = 'ApprovalWaiting' AND wake_at <= ?3)) \
-                             AND (lease_until IS NULL OR lease_until < ?3) \
-                           ORDER BY created_at LIMIT ?4) \
-                         RETURNING plan_execution_id",
+                        "SELECT plan_execution_id FROM executions \
+                         WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= ?1)) \
+                                OR (status = 'ApprovalWaiting' AND wake_at <= ?1)) \
+                           AND (lease_until IS NULL OR lease_until < ?2) \
+                         ORDER BY created_at LIMIT ?3",
                     )
-                    .map_err(sql_err("claiming executions"))?;
-                let ids = stmt
-                    .query_map(params![owner, now + lease_ms, now, limit], |r| {
-                        r.get::<_, String>(0)
+                    .and_then(|mut s| {
+                        s.query_map(params![now, lease_now, limit], |r| r.get::<_, String>(0))?
+                            .collect::<rusqlite::Result<Vec<String>>>()
                     })
-                    .map_err(sql_err("claiming executions"))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
                     .map_err(sql_err("claiming executions"))?;
-                ids.iter()
-                    .map(|id| {
-                        PlanExecutionId::parse(id)
-                            .ok_or_else(|| StoreError::db("claiming executions", BadId(id.clone())))
+                let mut claims = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let id = PlanExecutionId::parse(&id)
+                        .ok_or_else(|| StoreError::db("claiming executions", BadId(id.clone())))?;
+                    let token = LeaseToken::generate();
+                    c.prepare_cached(
+                        "UPDATE executions SET lease_owner = ?2, lease_until = ?3, lease_token = ?4 \
+                         WHERE plan_execution_id = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            id.as_str(),
+                            owner,
+                            lease_now + lease_ms,
+                            token.as_str()
+                        ])
                     })
-                    .collect()
+                    .map_err(sql_err("claiming executions"))?;
+                    claims.push(Claim { id, token });
+                }
+                Ok(claims)
             })
             .await
     }
 
-    async fn renew_lease(
-        &self,
-        id: &PlanExecutionId,
-        owner: &str,
-        until: Millis,
-    ) -> StoreResult<bool> {
-        let (id, owner) = (id.clone(), owner.to_owned());
+    async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>> {
+        let claim = claim.clone();
+        self.writer
+            .write(move |c| {
+                let lease_now = now_millis();
+                let pending: Option<Option<String>> = c
+                    .prepare_cached(
+                        "UPDATE executions SET lease_until = ?4 \
+                         WHERE plan_execution_id = ?1 AND lease_token = ?2 AND lease_until > ?3 \
+                         RETURNING control",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![
+                                claim.id.as_str(),
+                                claim.token.as_str(),
+                                lease_now,
+                                lease_now + lease_ms
+                            ],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(sql_err("renewing a lease"))?;
+                match pending {
+                    Some(pending) => Ok(control::from_stored(pending.as_deref())),
+                    None => Err(StoreError::LeaseLost),
+                }
+            })
+            .await
+    }
+
+    async fn release_lease(&self, claim: &Claim) -> StoreResult<()> {
+        let claim = claim.clone();
         self.writer
             .write(move |c| {
                 let n = c
                     .prepare_cached(
-                        "UPDATE executions SET lease_until = ?3 \
-                         WHERE plan_execution_id = ?1 AND lease_owner = ?2",
+                        "UPDATE executions SET lease_owner = NULL, lease_until = NULL, lease_token = NULL \
+                         WHERE plan_execution_id = ?1 AND lease_token = ?2",
                     )
-                    .and_then(|mut s| s.execute(params![id.as_str(), owner, until]))
-                    .map_err(sql_err("renewing a lease"))?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn release_lease(&self, id: &PlanExecutionId, owner: &str) -> StoreResult<()> {
-        let (id, owner) = (id.clone(), owner.to_owned());
-        self.writer
-            .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL \
-                     WHERE plan_execution_id = ?1 AND lease_owner = ?2",
-                )
-                .and_then(|mut s| s.execute(params![id.as_str(), owner]))
-                .map_err(sql_err("releasing a lease"))?;
+                    .and_then(|mut s| s.execute(params![claim.id.as_str(), claim.token.as_str()]))
+                    .map_err(sql_err("releasing a lease"))?;
+                if n == 0 {
+                    return Err(StoreError::LeaseLost);
+                }
                 Ok(())
             })
             .await
@@ -337,54 +364,62 @@ impl ExecutionStore for SqliteStore {
 
     async fn start_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         pipeline_spec: serde_json::Value,
         steps: Vec<StepRecord>,
         now: Millis,
-    ) -> StoreResult<()> {
-        let id = id.clone();
+    ) -> StoreResult<bool> {
+        let claim = claim.clone();
         let spec = pipeline_spec.to_string();
         self.writer
             .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4 \
-                     WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![id.as_str(), spec, status::RUNNING, now]))
-                .map_err(sql_err("starting an execution"))?;
-                for step in &steps {
-                    upsert_step(c, &id, step).map_err(sql_err("adding execution steps"))?;
+                fence(c, &claim)?;
+                let id = &claim.id;
+                let started = c
+                    .prepare_cached(
+                        "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4 \
+                         WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![id.as_str(), spec, status::RUNNING, now]))
+                    .map_err(sql_err("starting an execution"))?;
+                if started == 0 {
+                    return Ok(false);
                 }
-                write_events(c, &id, now, None).map_err(sql_err("writing execution events"))?;
-                Ok(())
+                for step in &steps {
+                    upsert_step(c, id, step).map_err(sql_err("adding execution steps"))?;
+                }
+                write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
+                Ok(true)
             })
             .await
     }
 
-    async fn update_step(&self, id: &PlanExecutionId, step: StepRecord) -> StoreResult<()> {
-        let id = id.clone();
+    async fn update_step(&self, claim: &Claim, step: StepRecord) -> StoreResult<()> {
+        let claim = claim.clone();
         self.writer
             .write(move |c| {
-                upsert_step(c, &id, &step).map_err(sql_err("updating a step"))?;
-                write_events(c, &id, crate::store::now_millis(), None)
+                fence(c, &claim)?;
+                upsert_step(c, &claim.id, &step).map_err(sql_err("updating a step"))?;
+                write_events(c, &claim.id, now_millis(), None)
                     .map_err(sql_err("writing execution events"))?;
                 Ok(())
             })
             .await
     }
 
-    async fn park_execution(&self, id: &PlanExecutionId, wake_at: Millis) -> StoreResult<()> {
-        let id = id.clone();
+    async fn park_execution(&self, claim: &Claim, wake_at: Millis) -> StoreResult<()> {
+        let claim = claim.clone();
         self.writer
             .write(move |c| {
-                if apply_pending_control(c, &id)? {
+                fence(c, &claim)?;
+                if apply_pending_control(c, &claim.id)? {
                     return Ok(());
                 }
                 c.prepare_cached(
-                    "UPDATE executions SET wake_at = ?2, lease_owner = NULL, lease_until = NULL \
-                     WHERE plan_execution_id = ?1",
+                    "UPDATE executions SET wake_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                     lease_token = NULL WHERE plan_execution_id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![id.as_str(), wake_at]))
+                .and_then(|mut s| s.execute(params![claim.id.as_str(), wake_at]))
                 .map_err(sql_err("parking an execution"))?;
                 Ok(())
             })
@@ -393,16 +428,17 @@ impl ExecutionStore for SqliteStore {
 
     async fn finish_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
     ) -> StoreResult<()> {
-        let id = id.clone();
+        let claim = claim.clone();
         let final_status = final_status.to_owned();
         self.writer
             .write(move |c| {
-                finish(c, &id, &final_status, failure_message, now)
+                fence(c, &claim)?;
+                finish(c, &claim.id, &final_status, failure_message, now)
                     .map_err(sql_err("finishing an execution"))?;
                 Ok(())
             })
@@ -419,14 +455,17 @@ impl ExecutionStore for SqliteStore {
         let id = id.clone();
         self.writer
             .write(move |c| {
+                // A worker holds the execution while its lease lasts by the lease clock.
                 let row: Option<(String, bool, Option<String>)> = c
                     .prepare_cached(
-                        "SELECT status, lease_owner IS NOT NULL, control FROM executions \
-                         WHERE plan_execution_id = ?1",
+                        "SELECT status, lease_owner IS NOT NULL AND lease_until >= ?2, control \
+                         FROM executions WHERE plan_execution_id = ?1",
                     )
                     .and_then(|mut s| {
-                        s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                            .optional()
+                        s.query_row(params![id.as_str(), now_millis()], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .optional()
                     })
                     .map_err(sql_err("reading an execution for a control request"))?;
                 let Some((current, leased, pending)) = row else {
@@ -460,25 +499,28 @@ impl ExecutionStore for SqliteStore {
 
     async fn hold_execution(
         &self,
-        id: &PlanExecutionId,
+        claim: &Claim,
         hold_status: &str,
         wake_at: Option<Millis>,
     ) -> StoreResult<()> {
-        let id = id.clone();
+        let claim = claim.clone();
         let hold_status = hold_status.to_owned();
         self.writer
             .write(move |c| {
-                if apply_pending_control(c, &id)? {
+                fence(c, &claim)?;
+                let id = &claim.id;
+                if apply_pending_control(c, id)? {
                     return Ok(());
                 }
                 c.prepare_cached(
                     "UPDATE executions SET status = ?2, wake_at = ?3, lease_owner = NULL, \
-                     lease_until = NULL, control = NULL WHERE plan_execution_id = ?1",
+                     lease_until = NULL, lease_token = NULL, control = NULL \
+                     WHERE plan_execution_id = ?1",
                 )
                 .and_then(|mut s| s.execute(params![id.as_str(), hold_status, wake_at]))
                 .map_err(sql_err("holding an execution"))?;
                 let paused = (hold_status == status::PAUSED).then_some(true);
-                write_events(c, &id, crate::store::now_millis(), paused)
+                write_events(c, id, now_millis(), paused)
                     .map_err(sql_err("writing execution events"))?;
                 Ok(())
             })
@@ -659,7 +701,8 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
         return Ok(false);
     };
     c.execute(
-        "UPDATE executions SET lease_owner = NULL, lease_until = NULL WHERE plan_execution_id = ?1",
+        "UPDATE executions SET lease_owner = NULL, lease_until = NULL, lease_token = NULL \
+         WHERE plan_execution_id = ?1",
         [id.as_str()],
     )
     .map_err(sql_err("releasing a lease"))?;
@@ -671,10 +714,30 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
         None,
         request,
         None,
-        crate::store::now_millis(),
+        now_millis(),
     )
     .map_err(sql_err("applying a control request"))?;
     Ok(true)
+}
+
+/// Inside a worker's write: fails with [`StoreError::LeaseLost`], before anything is written,
+/// unless `claim` still holds the execution's lease (its token, not expired by this process's
+/// clock). The writer applies one job at a time, so the lease cannot change before the job's
+/// writes are done.
+fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
+    c.prepare_cached(
+        "SELECT 1 FROM executions \
+         WHERE plan_execution_id = ?1 AND lease_token = ?2 AND lease_until > ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![claim.id.as_str(), claim.token.as_str(), now_millis()],
+            |_| Ok(()),
+        )
+        .optional()
+    })
+    .map_err(sql_err("checking a lease"))?
+    .ok_or(StoreError::LeaseLost)
 }
 
 fn finish(
@@ -687,7 +750,7 @@ fn finish(
     c.prepare_cached(
         "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
          started_at = COALESCE(started_at, ?4), \
-         lease_owner = NULL, lease_until = NULL, wake_at = NULL, control = NULL \
+         lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, control = NULL \
          WHERE plan_execution_id = ?1",
     )?
     .execute(params![id.as_str(), final_status, failure_message, now])?;

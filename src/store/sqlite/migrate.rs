@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_constraints.sql",
         include_str!("../../../migrations/sqlite/0004_constraints.sql"),
     ),
+    (
+        "0005_lease_tokens.sql",
+        include_str!("../../../migrations/sqlite/0005_lease_tokens.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

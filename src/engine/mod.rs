@@ -311,8 +311,9 @@ async fn work_on(
 /// a long step is never claimed a second time, and kills the running step when a renewal finds
 /// an abort waiting (its announcement may have been missed). A renewal that fails is retried
 /// until the lease is confirmed lost or runs out by this node's last view of it
-/// (`lease_until`); a renewal still unanswered then counts as failed. Returns only then, with
-/// [`StoreError::LeaseLost`].
+/// (`lease_until`); a renewal still unanswered then counts as failed (so a node cut off from
+/// the database stops its step before another node can take the execution over). Returns only
+/// then, with [`StoreError::LeaseLost`].
 async fn keep_lease(
     store: &dyn Store,
     claim: &Claim,
@@ -329,8 +330,12 @@ async fn keep_lease(
     loop {
         tokio::time::sleep_until(next.into()).await;
         let sent_at = Instant::now();
-        let left = lease_until.saturating_duration_since(sent_at);
-        let error = match tokio::time::timeout(left, store.renew_lease(claim, lease_ms)).await {
+        // A renewal sent late (this process was stalled) still gets a fair chance: the store
+        // renews a lease that ran out if nothing took the execution over meanwhile.
+        let wait = lease_until
+            .saturating_duration_since(sent_at)
+            .max(lease / 3);
+        let error = match tokio::time::timeout(wait, store.renew_lease(claim, lease_ms)).await {
             Ok(Ok(control)) => {
                 lease_until = sent_at + lease;
                 next = sent_at + lease / 3;

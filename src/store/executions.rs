@@ -6,10 +6,16 @@
 //!
 //! A worker runs an execution under a [`Claim`]. Every write it makes as it goes (the methods
 //! that take a claim) is fenced: in the same transaction, the backend checks that the
-//! execution's lease is still the claim's (same token, not expired) and otherwise changes
-//! nothing and fails with [`StoreError::LeaseLost`](super::StoreError::LeaseLost). So a worker
-//! whose lease ran out and was claimed again, on another node or by another worker of its
-//! own, can neither overwrite the new owner's state nor start a step twice.
+//! execution still carries the claim's token and otherwise changes nothing and fails with
+//! [`StoreError::LeaseLost`](super::StoreError::LeaseLost). So a worker whose lease ran out and
+//! was claimed again, on another node or by another worker of its own, can neither overwrite
+//! the new owner's state nor start a step twice.
+//!
+//! The token is the fence, not the expiry. The expiry only makes an execution claimable (and
+//! lets a control request act on it directly); whatever takes it over that way replaces or
+//! clears the token in the same transaction (a claim, an abort, a pause). A worker whose lease
+//! ran out while nothing took it over (a stalled process, a slow disk) therefore renews it and
+//! goes on, instead of failing a step that nobody else touched.
 //!
 //! Lease times are read from the *lease clock*, never passed in: the node's clock on SQLite
 //! (one process owns the database), the database server's clock on PostgreSQL (shared by
@@ -338,7 +344,9 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// Extends the claim's lease to `lease_ms` from now by the lease clock, while its worker is
     /// still on it, and returns the control request waiting for that worker, if any (so a
     /// worker learns of an abort even if the announcement was missed). Atomic and fenced:
-    /// `LeaseLost`, extending nothing, when the lease had run out or is another claim's.
+    /// `LeaseLost`, extending nothing, when the execution no longer carries the claim's token
+    /// (claimed again, aborted, paused or ended). A lease that ran out while nothing took it
+    /// over is renewed.
     async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>>;
 
     /// Drops the claim's lease so the execution can be claimed again at once (after its worker

@@ -357,7 +357,7 @@ async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it
 }
 
 #[tokio::test]
-async fn a_lease_that_ran_out_refuses_writes_even_when_nobody_claimed_it_again() {
+async fn a_lease_that_ran_out_stays_its_workers_until_something_takes_it_over() {
     let f = fixture().await;
     let claim = claimed(&f).await;
     assert!(f
@@ -371,14 +371,41 @@ async fn a_lease_that_ran_out_refuses_writes_even_when_nobody_claimed_it_again()
         .await
         .expect("start"));
 
+    // A stalled worker comes back: nothing took its execution over, so it goes on.
     let_run_out(&f, &claim).await;
-    let update = f.store.update_step(&claim, step(0, 0, "Running")).await;
+    f.store
+        .update_step(&claim, step(0, 0, "Running"))
+        .await
+        .expect("a write after the expiry, nobody having taken over");
+    f.store
+        .renew_lease(&claim, LONG_LEASE)
+        .await
+        .expect("a renewal after the expiry");
+
+    // A pause acts directly on an execution whose lease ran out, and takes the lease.
+    let_run_out(&f, &claim).await;
+    let paused = f
+        .store
+        .control_execution(&claim.id, Control::Pause, None, now_millis())
+        .await
+        .expect("control");
+    let update = f.store.update_step(&claim, step(0, 0, "Success")).await;
     let renew = f.store.renew_lease(&claim, LONG_LEASE).await;
 
-    assert!(is_lease_lost(update), "update_step");
-    assert!(is_lease_lost(renew), "renew_lease");
-    let steps = f.store.list_steps(&claim.id).await.expect("steps");
-    assert_eq!(steps[0].status, "NotStarted", "nothing written");
+    assert_eq!(paused, ControlOutcome::Applied, "no live worker holds it");
+    assert!(is_lease_lost(update), "update_step after the pause");
+    assert!(is_lease_lost(renew), "renew_lease after the pause");
+    let run = f
+        .store
+        .load_run(&claim.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(run.execution.status, "Paused");
+    assert_eq!(
+        run.steps[0].status, "Running",
+        "the write before the pause only"
+    );
 }
 
 #[tokio::test]

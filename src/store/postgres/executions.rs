@@ -201,8 +201,9 @@ impl QueuedExecution<'_> {
     }
 }
 
-/// Locks the execution's row for the rest of the transaction, if `claim` still holds its
-/// lease (its token, not expired by the database clock); otherwise fails with
+/// Locks the execution's row for the rest of the transaction, if it still carries `claim`'s
+/// token (see [`ExecutionStore`]'s "Leases" for why the token, not the expiry, is the fence);
+/// otherwise fails with
 /// [`StoreError::LeaseLost`] before anything is written. Every write to an execution takes
 /// this lock first, so writes to one execution never deadlock on its step rows, and the lease
 /// cannot be claimed again (claims skip locked rows) or controlled before the write commits.
@@ -210,12 +211,7 @@ async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
     query_opt(
         c,
         "checking a lease",
-        concat!(
-            "SELECT 1 FROM executions WHERE plan_execution_id = $1 AND lease_token = $2 \
-             AND lease_until > ",
-            lease_now!(),
-            " FOR UPDATE"
-        ),
+        "SELECT 1 FROM executions WHERE plan_execution_id = $1 AND lease_token = $2 FOR UPDATE",
         &[&claim.id.as_str(), &claim.token.as_str()],
     )
     .await?
@@ -372,9 +368,7 @@ impl ExecutionStore for PgStore {
             concat!(
                 "UPDATE executions SET lease_until = ",
                 lease_now!(),
-                " + $3 WHERE plan_execution_id = $1 AND lease_token = $2 AND lease_until > ",
-                lease_now!(),
-                " RETURNING control"
+                " + $3 WHERE plan_execution_id = $1 AND lease_token = $2 RETURNING control"
             ),
             &[&claim.id.as_str(), &claim.token.as_str(), &lease_ms],
         )
@@ -694,7 +688,9 @@ async fn apply_control(
             execute(
                 c,
                 "pausing an execution",
-                "UPDATE executions SET status = $2, control = NULL WHERE plan_execution_id = $1",
+                // The lease goes too: a worker whose lease ran out may no longer write.
+                "UPDATE executions SET status = $2, control = NULL, lease_owner = NULL, \
+                 lease_until = NULL, lease_token = NULL WHERE plan_execution_id = $1",
                 &[&id.as_str(), &status::PAUSED],
             )
             .await?;

@@ -282,21 +282,16 @@ impl ExecutionStore for SqliteStore {
         let claim = claim.clone();
         self.writer
             .write(move |c| {
-                let lease_now = now_millis();
+                let until = now_millis() + lease_ms;
                 let pending: Option<Option<String>> = c
                     .prepare_cached(
-                        "UPDATE executions SET lease_until = ?4 \
-                         WHERE plan_execution_id = ?1 AND lease_token = ?2 AND lease_until > ?3 \
+                        "UPDATE executions SET lease_until = ?3 \
+                         WHERE plan_execution_id = ?1 AND lease_token = ?2 \
                          RETURNING control",
                     )
                     .and_then(|mut s| {
                         s.query_row(
-                            params![
-                                claim.id.as_str(),
-                                claim.token.as_str(),
-                                lease_now,
-                                lease_now + lease_ms
-                            ],
+                            params![claim.id.as_str(), claim.token.as_str(), until],
                             |r| r.get(0),
                         )
                         .optional()
@@ -627,7 +622,9 @@ fn apply_control(
         }
         ControlAction::PauseNow { announce } => {
             c.execute(
-                "UPDATE executions SET status = ?2, control = NULL WHERE plan_execution_id = ?1",
+                // The lease goes too: a worker whose lease ran out may no longer write.
+                "UPDATE executions SET status = ?2, control = NULL, lease_owner = NULL, \
+                 lease_until = NULL, lease_token = NULL WHERE plan_execution_id = ?1",
                 params![id.as_str(), status::PAUSED],
             )?;
             if announce {
@@ -721,23 +718,17 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
 }
 
 /// Inside a worker's write: fails with [`StoreError::LeaseLost`], before anything is written,
-/// unless `claim` still holds the execution's lease (its token, not expired by this process's
-/// clock). The writer applies one job at a time, so the lease cannot change before the job's
-/// writes are done.
+/// unless the execution still carries `claim`'s token (see [`ExecutionStore`]'s "Leases" for
+/// why the token, not the expiry, is the fence). The writer applies one job at a time, so the
+/// lease cannot change before the job's writes are done.
 fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
-    c.prepare_cached(
-        "SELECT 1 FROM executions \
-         WHERE plan_execution_id = ?1 AND lease_token = ?2 AND lease_until > ?3",
-    )
-    .and_then(|mut s| {
-        s.query_row(
-            params![claim.id.as_str(), claim.token.as_str(), now_millis()],
-            |_| Ok(()),
-        )
-        .optional()
-    })
-    .map_err(sql_err("checking a lease"))?
-    .ok_or(StoreError::LeaseLost)
+    c.prepare_cached("SELECT 1 FROM executions WHERE plan_execution_id = ?1 AND lease_token = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![claim.id.as_str(), claim.token.as_str()], |_| Ok(()))
+                .optional()
+        })
+        .map_err(sql_err("checking a lease"))?
+        .ok_or(StoreError::LeaseLost)
 }
 
 fn finish(

@@ -36,15 +36,16 @@ measure() { # backend name step-yaml
   call PUT $P '{"name":"bench"}' >/dev/null
   printf 'pipeline:\n  name: one\n  identifier: one\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: %s\n' "$3" \
     | call PUT $P/pipelines/one @- application/yaml >/dev/null
-  local token port
+  local token port firing=()
   token=$(printf 'trigger:\n  name: t\n  identifier: t\n  source: {type: Webhook, spec: {type: Custom, spec: {}}}\n' \
     | call PUT $P/pipelines/one/triggers/t @- application/yaml \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["customWebhookToken"])')
   for port in "${ports[@]}"; do
     wrk -t2 -c$((16 / ${#ports[@]})) -d"${FIRE}s" -s bench/post.lua \
       "http://127.0.0.1:$port/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench" >/dev/null &
+    firing+=($!)
   done
-  wait
+  wait "${firing[@]}"   # not a bare `wait`: the nodes are this shell's children too
   # Wait (at most 300 s) until nothing is queued or running.
   for _ in $(seq 3000); do
     [ "$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")" = 0 ] && break

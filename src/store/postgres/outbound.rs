@@ -25,7 +25,7 @@ use crate::store::cursor::{decode_name_cursor, decode_seq_cursor, encode_cursor,
 use crate::store::executions::{RunState, StepRecord};
 use crate::store::outbound::{
     delivery_status, AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord,
-    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, TEST_LEASE,
+    NewDelivery, Next, OutboundStore, OutboxEvent, Redelivery, RuleEffect, TEST_LEASE,
 };
 use crate::store::{Millis, Page, StoreError, StoreResult};
 
@@ -862,19 +862,38 @@ async fn record_attempt(
     now: Millis,
 ) -> StoreResult<()> {
     let a = &o.attempt;
-    // The rule, then the delivery: the order in which a rule change locks them too.
-    let Some(key) = query_opt(
-        c,
-        "locking a delivery's rule",
+    // The rule, then the delivery: the order in which a rule change locks them too. The rule's
+    // row is locked (so every attempt on the rule would wait for the previous one's commit)
+    // only when the attempt may change the rule: a delivered attempt on a healthy rule changes
+    // nothing on it, whatever else happens to the rule meanwhile.
+    const RULE_OF_DELIVERY: &str =
         "SELECT r.account_id, r.org_id, r.project_id, r.id, r.enabled, r.failing_since \
          FROM deliveries d JOIN event_rules r \
            ON r.account_id = d.account_id AND r.org_id = d.org_id \
           AND r.project_id = d.project_id AND r.id = d.rule_id \
-         WHERE d.id = $1 FOR NO KEY UPDATE OF r",
-        &[&a.delivery_id],
-    )
-    .await?
-    else {
+         WHERE d.id = $1";
+    let delivered = matches!((&o.rule, o.next), (RuleEffect::Healthy, Next::Done));
+    let mut key = None;
+    if delivered {
+        key = query_opt(
+            c,
+            "reading a delivery's rule",
+            RULE_OF_DELIVERY,
+            &[&a.delivery_id],
+        )
+        .await?
+        .filter(|r| matches!(col::<Option<Millis>>(r, 5), Ok(None)));
+    }
+    if key.is_none() {
+        key = query_opt(
+            c,
+            "locking a delivery's rule",
+            &format!("{RULE_OF_DELIVERY} FOR NO KEY UPDATE OF r"),
+            &[&a.delivery_id],
+        )
+        .await?;
+    }
+    let Some(key) = key else {
         // Deleted with its rule while the attempt ran: there is nothing to record it on.
         return Ok(());
     };

@@ -268,7 +268,7 @@ fn parse_pipeline_value(root: &Value) -> Result<PipelineSpec, DomainError> {
 /// Parses a duration such as `30s`, `10m`, `1h30m`, `500ms`, `2d`, `1w` or `0s`.
 ///
 /// Units (`w d h m s ms`) go from largest to smallest, each at most once; a bare number, a sign,
-/// a fraction or a total beyond `u64` milliseconds is rejected.
+/// a fraction or a total beyond [`MAX_DURATION`] is rejected.
 pub fn parse_duration(text: &str) -> Result<Duration, DomainError> {
     let bad = |why: String| {
         DomainError::invalid(format!(
@@ -335,8 +335,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, DomainError> {
             .ok_or_else(|| bad("it is too large".to_owned()))?;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_millis(total_ms))
+    let total = Duration::from_millis(total_ms);
+    if total > MAX_DURATION {
+        return Err(bad(format!(
+            "it is longer than {}, the longest supported",
+            format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(total)
 }
+
+/// The longest duration anywhere (a wait, a timeout, a setting): a year. Longer ones are refused
+/// when saved, so that a deadline computed from one can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 /// Writes a duration the way [`parse_duration`] reads it (`1h30m`, `500ms`, `0s`), to the
 /// millisecond.

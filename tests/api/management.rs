@@ -479,6 +479,16 @@ async fn an_invalid_pipeline_is_rejected_with_the_problem_and_never_stored() {
             "          - step:\n              identifier: pause\n              type: Wait\n              spec: {duration: soonish}\n",
             "invalid duration 'soonish'",
         ),
+        (
+            "a duration that would overflow a deadline",
+            "          - step:\n              identifier: pause\n              type: Wait\n              spec: {duration: 9223372036854775807ms}\n",
+            "longer than 365d, the longest supported",
+        ),
+        (
+            "a duration of more than a year in days",
+            "          - step:\n              identifier: pause\n              type: Wait\n              spec: {duration: 106751991167d}\n",
+            "longer than 365d",
+        ),
     ];
 
     for (what, steps, expected) in cases {

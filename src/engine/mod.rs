@@ -864,11 +864,20 @@ async fn run_step(
                     .map(|t| t.render(&resolver).text)
                     .unwrap_or_default()
             };
+            // Values land in the URL encoded for their component (never as path, query or
+            // fragment syntax), as they never reach a Run step's shell as code.
+            let url = match Template::parse(url)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.render_url(&resolver))
+            {
+                Ok(rendered) => rendered.text,
+                Err(why) => return failed(format!("the url cannot be built: {why}")),
+            };
             let result = http_step::call(
                 http_step::client(),
                 http_step::HttpRequest {
                     method: method.clone(),
-                    url: render(url),
+                    url,
                     headers: headers
                         .iter()
                         .map(|(k, v)| (k.clone(), render(v)))

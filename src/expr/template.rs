@@ -7,6 +7,13 @@ use super::reference::{parse_reference, reference_end};
 use super::value::render;
 use super::{ExprError, Reference, Resolver, MAX_EXPRESSION_BYTES};
 
+/// What a value put into a URL is encoded to: everything but the unreserved characters.
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -94,6 +101,53 @@ impl Template {
         Rendered { text, missing }
     }
 
+    /// Renders a URL template: each value is percent-encoded for the component it lands in (a
+    /// path segment, a query value or the fragment: everything but `A-Z a-z 0-9 - . _ ~`), so a
+    /// webhook sender can neither add path segments, query parameters or a fragment, nor climb
+    /// the path: a value that makes a whole segment `.` or `..` (which URL parsers resolve
+    /// away, encoded or not) is refused with the reason.
+    pub fn render_url(&self, resolver: &dyn Resolver) -> Result<Rendered, String> {
+        let mut text = String::new();
+        let mut missing = None;
+        let mut in_path = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => text.push_str(t),
+                Part::Reference(r) => match resolver.resolve(r) {
+                    Some(value) => {
+                        let start = text.len();
+                        text.extend(percent_encoding::utf8_percent_encode(
+                            &render(&value),
+                            URL_VALUE,
+                        ));
+                        if !text[..start].contains(['?', '#']) {
+                            in_path.push((start, r));
+                        }
+                    }
+                    None => {
+                        if missing.is_none() {
+                            missing = Some(r.to_string());
+                        }
+                    }
+                },
+            }
+        }
+        for (at, reference) in in_path {
+            let start = text[..at].rfind('/').map_or(0, |i| i + 1);
+            let end = text[at..]
+                .find(['/', '?', '#'])
+                .map_or(text.len(), |i| at + i);
+            let segment = text[start..end].to_ascii_lowercase().replace("%2e", ".");
+            if segment == "." || segment == ".." {
+                return Err(format!(
+                    "the value of {reference} makes the URL path segment '{}', which would climb the path",
+                    &text[start..end]
+                ));
+            }
+        }
+        Ok(Rendered { text, missing })
+    }
+
     /// Like [`Template::render`], but a lone reference keeps its JSON type (a number stays a
     /// number) instead of becoming text. `None` for a lone reference that is missing.
     pub fn render_value(&self, resolver: &dyn Resolver) -> Result<Value, String> {
@@ -124,6 +178,40 @@ mod tests {
                 _ => None,
             }
         }
+    }
+
+    #[test]
+    fn values_in_a_url_are_encoded_for_where_they_land_and_cannot_climb_the_path() {
+        let payload = Payload(
+            json!({"p": "../../admin", "q": "a&b=c#frag", "dots": "..", "dot": ".", "u": "ü x"}),
+        );
+        let url = |t: &str| Template::parse(t).unwrap().render_url(&payload);
+
+        assert_eq!(
+            url("http://h/in/<+trigger.payload.p>?q=<+trigger.payload.q>")
+                .unwrap()
+                .text,
+            "http://h/in/..%2F..%2Fadmin?q=a%26b%3Dc%23frag"
+        );
+        assert_eq!(
+            url("http://h/<+trigger.payload.u>").unwrap().text,
+            "http://h/%C3%BC%20x"
+        );
+        let climbing = url("http://h/in/<+trigger.payload.dots>/x").unwrap_err();
+        assert!(climbing.contains("climb the path"), "{climbing}");
+        assert!(
+            url("http://h/in/.<+trigger.payload.dot>").is_err(),
+            "'.' then '.' is '..'"
+        );
+        assert!(
+            url("http://h/in/.<+trigger.payload.dots>").is_ok(),
+            "'...' is a name"
+        );
+        assert!(url("http://h/in/x<+trigger.payload.dots>").is_ok());
+        assert!(
+            url("http://h/in?d=<+trigger.payload.dots>").is_ok(),
+            "dots in a query value"
+        );
     }
 
     #[test]

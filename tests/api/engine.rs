@@ -947,6 +947,34 @@ async fn http_steps_call_a_real_server_with_expressions_and_pass_the_response_on
 }
 
 #[tokio::test]
+async fn a_webhook_sender_cannot_rewrite_an_http_steps_url() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let receiver = crate::helpers::TestReceiver::start(200, "ok", &[]).await;
+    let call = http_step(
+        "notify",
+        &format!(
+            "                url: '{}/in/<+trigger.payload.p>?q=<+trigger.payload.q>'\n",
+            receiver.url
+        ),
+    );
+    put_pipeline(&app, &t, &stage("ship", &call)).await;
+
+    let hostile = fire(&app, &t, &json!({"p": "../../admin", "q": "a&b=c#frag"})).await;
+    let summary = settled(&app, &t, &hostile).await;
+    assert_eq!(summary["status"], "Success", "{summary}");
+    let climbing = fire(&app, &t, &json!({"p": "..", "q": "x"})).await;
+    let summary = settled(&app, &t, &climbing).await;
+
+    assert_eq!(summary["status"], "Failed", "{summary}");
+    let message = summary["failureInfo"]["message"].as_str().unwrap();
+    assert!(message.contains("climb the path"), "{message}");
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1, "the climbing URL was never called");
+    assert_eq!(got[0].path, "/in/..%2F..%2Fadmin?q=a%26b%3Dc%23frag");
+}
+
+#[tokio::test]
 async fn an_unexpected_status_fails_the_step_and_redirects_are_not_followed() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

@@ -24,6 +24,8 @@ pub struct Settings {
     pub work_dir: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive, e.g. `30s`.
+    pub body_timeout: String,
     /// HTTP worker threads; 0 means one per core.
     pub http_workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
@@ -315,6 +317,7 @@ impl Default for Settings {
             database_url: "sqlite://triggerd.db".into(),
             work_dir: None,
             max_body_bytes: 1024 * 1024,
+            body_timeout: "30s".into(),
             http_workers: 0,
             shutdown_grace_secs: 30,
             workers: 32,
@@ -431,6 +434,7 @@ impl Settings {
             ));
         }
         self.node.lease()?;
+        self.body_timeout()?;
         if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return fail(format!(
                 "max_body_bytes = {} must be between 1 and 67108864",
@@ -470,6 +474,21 @@ impl Settings {
             return fail(format!("log.level = {:?} is invalid: {e}", self.log.level));
         }
         Ok(())
+    }
+
+    /// `body_timeout`, parsed and checked (1s to 10m).
+    pub fn body_timeout(&self) -> Result<std::time::Duration, ConfigError> {
+        let timeout = crate::domain::pipeline::parse_duration(&self.body_timeout)
+            .map_err(|e| ConfigError(format!("body_timeout: {e}")))?;
+        if timeout < std::time::Duration::from_secs(1)
+            || timeout > std::time::Duration::from_secs(600)
+        {
+            return Err(ConfigError(format!(
+                "body_timeout = {:?} must be between 1s and 10m",
+                self.body_timeout
+            )));
+        }
+        Ok(timeout)
     }
 
     /// The backend `database_url` names; `None` when it names none.

@@ -22,6 +22,9 @@ pub enum Error {
     /// 405 `METHOD_NOT_ALLOWED`.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408 `REQUEST_TIMEOUT`: the body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409 `DUPLICATE_ENTITY`.
     #[error("{0}")]
     Duplicate(String),
@@ -61,6 +64,7 @@ impl Error {
             Error::AccessDenied(_) => "NG_ACCESS_DENIED",
             Error::NotFound(_) => "RESOURCE_NOT_FOUND",
             Error::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            Error::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Error::Duplicate(_) => "DUPLICATE_ENTITY",
             Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Error::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -78,6 +82,7 @@ impl Error {
             Error::AccessDenied(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::RequestTimeout(_) => 408,
             Error::Duplicate(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType(_) => 415,

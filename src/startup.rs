@@ -118,7 +118,10 @@ impl Application {
                 Duration::from_secs(settings.auth.key_cache_ttl_secs),
             ),
             public_url: settings.public_base(bound),
-            max_body_bytes: settings.max_body_bytes,
+            body_limits: crate::service::BodyLimits {
+                max_bytes: settings.max_body_bytes,
+                deadline: settings.body_timeout()?,
+            },
             rate_limits: KeyedLimiter::new(),
             engine,
             sender,

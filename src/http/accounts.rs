@@ -41,7 +41,7 @@ async fn read_name(
     gw: &Gateway,
     default: &str,
 ) -> Result<String, Error> {
-    let body: NameBody = body::read_optional_json(req, payload, gw.max_body_bytes).await?;
+    let body: NameBody = body::read_optional_json(req, payload, gw.body_limits).await?;
     let name = body.name.unwrap_or_else(|| default.to_owned());
     if name.trim().is_empty() || name.len() > 256 {
         return Err(Error::InvalidRequest(

@@ -24,7 +24,7 @@ async fn create(
 ) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_manage(api_key(&req), &acc).await?;
-    let new_key: NewKey = body::read_json(&req, payload, gw.max_body_bytes).await?;
+    let new_key: NewKey = body::read_json(&req, payload, gw.body_limits).await?;
     let created = gw.create_api_key(&acc, new_key).await?;
     Ok(envelope::success(StatusCode::CREATED, created))
 }

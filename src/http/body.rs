@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 
 use crate::domain::BodyFormat;
 use crate::error::Error;
+use crate::service::BodyLimits;
 
 fn too_large(limit: usize) -> Error {
     Error::PayloadTooLarge(format!(
@@ -15,9 +16,25 @@ fn too_large(limit: usize) -> Error {
     ))
 }
 
-/// Reads the whole body, failing with 413 as soon as it passes `limit` bytes (a too-large
-/// `Content-Length` fails before anything is read).
+/// Reads the whole body, failing with 413 as soon as it passes `limits.max_bytes` bytes (a
+/// too-large `Content-Length` fails before anything is read), and with 408 when it has not
+/// arrived within `limits.deadline` (a sender trickling bytes holds no connection for longer).
 pub async fn read_limited(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limits: BodyLimits,
+) -> Result<Bytes, Error> {
+    tokio::time::timeout(limits.deadline, read_within(req, payload, limits.max_bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::RequestTimeout(format!(
+                "Request timeout: the body did not arrive within {}",
+                crate::domain::pipeline::format_duration(limits.deadline)
+            )))
+        })
+}
+
+async fn read_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -76,10 +93,10 @@ pub fn body_format(req: &HttpRequest) -> Result<BodyFormat, Error> {
 pub async fn read_text(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<(String, BodyFormat), Error> {
     let format = body_format(req)?;
-    let bytes = read_limited(req, payload, limit).await?;
+    let bytes = read_limited(req, payload, limits).await?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
         Error::InvalidRequest("Invalid request: the body is not valid UTF-8".into())
     })?;
@@ -90,9 +107,9 @@ pub async fn read_text(
 pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<T, Error> {
-    let (text, format) = read_text(req, payload, limit).await?;
+    let (text, format) = read_text(req, payload, limits).await?;
     if text.trim().is_empty() {
         return Ok(T::default());
     }
@@ -103,8 +120,8 @@ pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<T, Error> {
-    let (text, format) = read_text(req, payload, limit).await?;
+    let (text, format) = read_text(req, payload, limits).await?;
     Ok(format.parse(&text)?)
 }

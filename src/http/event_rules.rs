@@ -52,7 +52,7 @@ async fn put(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
-    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
     let (view, created) = gw.put_event_rule(&project, &rule, &text, format).await?;
     Ok(envelope::put_result(created, view))
 }
@@ -97,7 +97,7 @@ async fn test(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
-    let body: TestBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
+    let body: TestBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let delivery = gw
         .test_event_rule(&project, &rule, body.event_type.as_deref())
         .await?;
@@ -132,7 +132,7 @@ async fn recover(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
-    let body: RecoverBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
+    let body: RecoverBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let since = parse_since(body.since)?;
     let queued = gw.recover_deliveries(&project, &rule, since).await?;
     Ok(envelope::ok(json!({ "queued": queued })))

@@ -41,7 +41,7 @@ async fn execute(
     let project = path_project(&req)?;
     let pipeline = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_read(api_key(&req), &project).await?;
-    let body: ExecuteBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
+    let body: ExecuteBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let execution = gw
         .execute_pipeline(&project, &pipeline, body.input_yaml.as_deref())
         .await?;
@@ -158,7 +158,7 @@ async fn control(
             )))
         }
     };
-    let body: ControlBody = body::read_optional_json(&req, payload, gw.max_body_bytes).await?;
+    let body: ControlBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let id = req.match_info().get("id").unwrap_or("");
     let run = gw
         .control_execution(&project, id, control, body.comment)

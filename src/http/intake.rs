@@ -20,7 +20,7 @@ async fn custom_v3(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     // 1. The body limit, enforced while streaming.
-    let body = body::read_limited(&req, payload, gw.max_body_bytes).await?;
+    let body = body::read_limited(&req, payload, gw.body_limits).await?;
     let token = req.match_info().get("token").unwrap_or("");
     let accepted = intake::custom_v3(&gw, token, intake_request(&req, body)).await?;
     Ok(respond(&gw, accepted))
@@ -31,7 +31,7 @@ async fn custom_v2(
     payload: web::Payload,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
-    let body = body::read_limited(&req, payload, gw.max_body_bytes).await?;
+    let body = body::read_limited(&req, payload, gw.body_limits).await?;
     let accepted = intake::custom_v2(&gw, intake_request(&req, body)).await?;
     Ok(respond(&gw, accepted))
 }

@@ -30,7 +30,7 @@ async fn put(
     let project = path_project(&req)?;
     let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
-    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
     let (view, created) = gw.put_pipeline(&project, &id, &text, format).await?;
     Ok(envelope::put_result(created, view))
 }

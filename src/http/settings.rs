@@ -71,7 +71,7 @@ async fn put(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (name, scope) = scope(&req, &gw).await?;
-    let body: SettingBody = body::read_json(&req, payload, gw.max_body_bytes).await?;
+    let body: SettingBody = body::read_json(&req, payload, gw.body_limits).await?;
     let value = ScopedValue {
         value: body.value,
         allow_overrides: body.allow_overrides,

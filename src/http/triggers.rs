@@ -58,7 +58,7 @@ async fn put(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
-    let (text, format) = body::read_text(&req, payload, gw.max_body_bytes).await?;
+    let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
     let (view, created) = gw
         .put_trigger(&project, &pipeline, &trigger, &text, format)
         .await?;
@@ -86,7 +86,7 @@ async fn patch(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
-    let body: PatchBody = body::read_json(&req, payload, gw.max_body_bytes).await?;
+    let body: PatchBody = body::read_json(&req, payload, gw.body_limits).await?;
     gw.set_trigger_enabled(&project, &pipeline, &trigger, body.enabled)
         .await?
         .map(envelope::ok)

@@ -35,8 +35,8 @@ pub struct Gateway {
     pub keys: KeyVerifier,
     /// Base URL for generated links, without a trailing slash.
     pub public_url: String,
-    /// Largest accepted body.
-    pub max_body_bytes: usize,
+    /// Largest accepted body, and how long it may take to arrive.
+    pub body_limits: BodyLimits,
     /// Per-trigger `rateLimit` buckets, keyed by webhook token.
     pub rate_limits: KeyedLimiter<String>,
     /// The execution engine, told when work is queued.
@@ -60,6 +60,15 @@ pub fn mandate_message(project: &ProjectRef) -> String {
         "Invalid request: Authorization is mandatory for custom triggers in {}:{}:{}. Please add X-Api-Key header in the request",
         project.account, project.org, project.project
     )
+}
+
+/// What a request body may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest accepted body, in bytes.
+    pub max_bytes: usize,
+    /// How long the whole body may take to arrive, from the end of the headers.
+    pub deadline: std::time::Duration,
 }
 
 impl Gateway {

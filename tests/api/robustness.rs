@@ -481,6 +481,37 @@ async fn a_chunked_management_body_over_max_body_bytes_is_413() {
     healthz_is_up(&app).await;
 }
 
+#[tokio::test]
+async fn a_body_that_trickles_in_past_body_timeout_is_408_and_stores_nothing() {
+    let app = spawn_app_with(|s| s.body_timeout = "1s".into()).await;
+    let t = app.create_trigger().await;
+    // 10 of the 1,000 declared bytes, then nothing: the connection stays open.
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"a\": \"xx\"",
+        t.v3_path()
+    );
+
+    let started = std::time::Instant::now();
+    let res = raw_exchange(&app, request.as_bytes()).await;
+
+    assert_eq!(res.status, 408, "{}", res.body);
+    assert_eq!(res.json()["code"], "REQUEST_TIMEOUT");
+    assert!(
+        res.json()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("within 1s"),
+        "{}",
+        res.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered when the deadline passed, not when the client gave up"
+    );
+    assert!(app.events(&t).await.is_empty(), "nothing stored");
+    healthz_is_up(&app).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Correlation ids and survival
 

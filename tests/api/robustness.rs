@@ -482,6 +482,30 @@ async fn a_chunked_management_body_over_max_body_bytes_is_413() {
 }
 
 #[tokio::test]
+async fn deeply_nested_flow_yaml_is_refused_before_it_is_parsed() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    // 100,000 levels in 200 KB: parsing it took 40 s on an HTTP worker.
+    let yaml = format!(
+        "{}  tags: {}{}\n",
+        pipeline_yaml("deep"),
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+
+    let res = app
+        .with_key(Method::PUT, &format!("{P}/pipelines/deep"), &app.root_key)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("request");
+
+    assert_error(res, 400, "INVALID_REQUEST", "nests deeper than 128 levels").await;
+    healthz_is_up(&app).await;
+}
+
+#[tokio::test]
 async fn a_body_that_trickles_in_past_body_timeout_is_408_and_stores_nothing() {
     let app = spawn_app_with(|s| s.body_timeout = "1s".into()).await;
     let t = app.create_trigger().await;

@@ -24,6 +24,9 @@ use super::{BodyFormat, DomainError};
 
 /// Longest `jexlCondition`, in bytes (DESIGN §5).
 pub const MAX_JEXL_BYTES: usize = 4096;
+/// Most conditions in each of `payloadConditions` and `headerConditions` (each webhook
+/// evaluates and stores every one).
+pub const MAX_CONDITIONS: usize = 64;
 /// Shortest signature secret, in characters.
 pub const MIN_SECRET_CHARS: usize = 16;
 /// What API responses show in place of the signature secret.
@@ -250,6 +253,18 @@ impl TriggerSpec {
     /// PUT is checked with.
     pub fn from_value(root: &Value) -> Result<TriggerSpec, DomainError> {
         let spec = parse_trigger_value(root)?;
+        // Checked when saved, not when read: a trigger stored before the limit keeps working.
+        for (group, conditions) in [
+            ("payloadConditions", &spec.payload_conditions),
+            ("headerConditions", &spec.header_conditions),
+        ] {
+            if conditions.len() > MAX_CONDITIONS {
+                return Err(DomainError::invalid(format!(
+                    "{group} has {} conditions; at most {MAX_CONDITIONS} are allowed",
+                    conditions.len()
+                )));
+            }
+        }
         // Expressions, regexes and references are checked here so an invalid trigger is never
         // stored.
         CompiledConditions::compile(&spec)?;
@@ -955,6 +970,28 @@ trigger:
         );
         assert!(error("trigger: {name: T, identifier: 't-1'}")
             .starts_with("trigger.identifier 't-1' is not a valid identifier"));
+        let many = |n: usize| {
+            let list = vec!["{key: k, operator: Equals, value: v}"; n].join(", ");
+            format!("trigger:\n  name: t\n  identifier: t\n  source:\n    type: Webhook\n    spec:\n      type: Custom\n      spec:\n        payloadConditions: [{list}]\n")
+        };
+        parse_trigger(&many(MAX_CONDITIONS), BodyFormat::Yaml).expect("at the limit");
+        let too_many = parse_trigger(&many(10_000), BodyFormat::Yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            too_many.contains("payloadConditions has 10000 conditions; at most 64"),
+            "{too_many}"
+        );
+        let stored =
+            serde_json::to_value(serde_yaml_ng::from_str::<Value>(&many(100)).unwrap()).unwrap();
+        assert_eq!(
+            TriggerSpec::from_stored(&stored)
+                .unwrap()
+                .payload_conditions
+                .len(),
+            100,
+            "a trigger stored before the limit still loads"
+        );
         assert!(parse_trigger("{", BodyFormat::Json)
             .unwrap_err()
             .to_string()

@@ -702,6 +702,32 @@ async fn a_trigger_with_an_unknown_operator_is_rejected_and_not_stored() {
 }
 
 #[tokio::test]
+async fn a_trigger_with_thousands_of_conditions_is_rejected_and_not_stored() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    app.create_pipeline("acc", "default", "proj", "deploy")
+        .await;
+    let conditions =
+        "\n          - {key: <+trigger.payload.ref>, operator: Equals, value: main}".repeat(10_000);
+    let yaml = trigger_yaml("many").replace(
+        "payloadConditions: []",
+        &format!("payloadConditions:{conditions}"),
+    );
+    let path = format!("{P}/pipelines/deploy/triggers/many");
+
+    let res = put_yaml(&app, &path, &yaml).await;
+
+    assert_error(
+        res,
+        400,
+        "INVALID_REQUEST",
+        "payloadConditions has 10000 conditions; at most 64 are allowed",
+    )
+    .await;
+    assert_error(get(&app, &path).await, 404, "RESOURCE_NOT_FOUND", "many").await;
+}
+
+#[tokio::test]
 async fn a_trigger_for_a_missing_pipeline_is_404() {
     let app = spawn_app().await;
     app.create_project("acc", "default", "proj").await;

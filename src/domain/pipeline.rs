@@ -248,6 +248,31 @@ fn parse_pipeline_value(root: &Value) -> Result<PipelineSpec, DomainError> {
         ));
     };
     let map = as_map(body, "pipeline")?;
+    reject_keys(
+        map,
+        &[
+            "name",
+            "identifier",
+            "description",
+            "tags",
+            "orgIdentifier",
+            "projectIdentifier",
+            "variables",
+            "stages",
+        ],
+        &[
+            (
+                "properties",
+                "there is no codebase to clone; a Run step can fetch what it needs",
+            ),
+            (
+                "notificationRules",
+                "use an event rule (DESIGN §8) to be told of pipeline events",
+            ),
+            ("timeout", "set timeout on each step"),
+        ],
+        "pipeline",
+    )?;
     let name = required_name(map, "name", "pipeline.name")?;
     let identifier = required_identifier(map, "pipeline.identifier")?;
     let spec = PipelineSpec {
@@ -502,6 +527,52 @@ fn parse_stage(item: &Value, si: usize) -> Result<Stage, DomainError> {
     let ctx = format!("{base} (identifier '{identifier}')");
     let name =
         opt_name(map, "name", &format!("{ctx}: name"))?.unwrap_or_else(|| identifier.to_string());
+    reject_keys(
+        map,
+        &[
+            "identifier",
+            "name",
+            "description",
+            "tags",
+            "type",
+            "spec",
+            "steps",
+        ],
+        &[
+            ("when", "every stage runs; a failed step skips the rest"),
+            (
+                "failureStrategies",
+                "use retries and continueOnFailure on steps",
+            ),
+            ("variables", "declare variables on the pipeline"),
+        ],
+        &ctx,
+    )?;
+    if let Some(spec) = map.get("spec").filter(|v| !v.is_null()) {
+        let spec_ctx = format!("{ctx}: spec");
+        let spec = as_map(spec, &spec_ctx)?;
+        reject_keys(
+            spec,
+            &["execution"],
+            &[(
+                "rollbackSteps",
+                "there is no rollback; add a step with continueOnFailure",
+            )],
+            &spec_ctx,
+        )?;
+        if let Some(execution) = spec.get("execution").filter(|v| !v.is_null()) {
+            let execution_ctx = format!("{spec_ctx}.execution");
+            reject_keys(
+                as_map(execution, &execution_ctx)?,
+                &["steps"],
+                &[(
+                    "rollbackSteps",
+                    "there is no rollback; add a step with continueOnFailure",
+                )],
+                &execution_ctx,
+            )?;
+        }
+    }
     let direct = map.get("steps").filter(|v| !v.is_null());
     let nested = map
         .get("spec")
@@ -1329,20 +1400,68 @@ pub(super) fn opt_list<'a>(
     }
 }
 
-/// Fails on the first key of `map` that is not in `allowed`.
+/// Fails on the first key of `map` that is not in `allowed`, suggesting the allowed key it is
+/// most likely a typo of: an ignored typo (`payloadConditons`) would silently drop what the
+/// author meant, so unknown keys fail closed.
 pub(super) fn reject_unknown_keys(
     map: &Map<String, Value>,
     allowed: &[&str],
     what: &str,
 ) -> Result<(), DomainError> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(key) => Err(DomainError::invalid(format!(
-            "{what}: unknown key '{}'; expected one of {}",
-            truncate_for_message(key),
-            allowed.join(", ")
-        ))),
+    reject_keys(map, allowed, &[], what)
+}
+
+/// [`reject_unknown_keys`], with `refused`: keys other tools (Harness) accept that triggerd
+/// does not support, each refused with its reason instead of being ignored.
+pub(super) fn reject_keys(
+    map: &Map<String, Value>,
+    allowed: &[&str],
+    refused: &[(&str, &str)],
+    what: &str,
+) -> Result<(), DomainError> {
+    let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    if let Some((_, why)) = refused.iter().find(|(name, _)| name == key) {
+        return Err(DomainError::invalid(format!(
+            "{what}: {key} is not supported: {why}"
+        )));
     }
+    let hint = allowed
+        .iter()
+        .map(|candidate| (edit_distance(key, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .min()
+        .map(|(_, candidate)| format!("; did you mean '{candidate}'?"))
+        .unwrap_or_default();
+    Err(DomainError::invalid(format!(
+        "{what}: unknown key '{}'{hint} (expected one of {})",
+        truncate_for_message(key),
+        allowed.join(", ")
+    )))
+}
+
+/// The Levenshtein distance between two keys (ASCII case-insensitive), for suggestions; long
+/// keys are not compared.
+fn edit_distance(a: &str, b: &str) -> usize {
+    if a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// A string field; absent or null is `None`, any other kind is an error.
@@ -1913,7 +2032,7 @@ pipeline:
         let message = error(&with_steps(&run_step("a", ", comand: x")));
         assert_eq!(
             message,
-            "stages[0].steps[0] (identifier 'a'): spec: unknown key 'comand'; expected one of shell, command, env"
+            "stages[0].steps[0] (identifier 'a'): spec: unknown key 'comand'; did you mean 'command'? (expected one of shell, command, env)"
         );
         let message = error(&with_steps(
             "          - step: {identifier: a, type: Approval, continueOnFaliure: true}\n",

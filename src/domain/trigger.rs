@@ -17,7 +17,7 @@ use super::ids::{truncate_for_message, Identifier};
 use super::matching::CompiledConditions;
 use super::pipeline::{
     as_map, is_header_name, kind_of, opt_bool, opt_list, opt_scalar, opt_string, opt_string_map,
-    reject_unknown_keys, required_identifier, required_name, scalar_text,
+    reject_keys, reject_unknown_keys, required_identifier, required_name, scalar_text,
 };
 use super::runtime_input::InputTemplate;
 use super::{BodyFormat, DomainError};
@@ -287,6 +287,44 @@ fn parse_trigger_value(root: &Value) -> Result<TriggerSpec, DomainError> {
         ));
     };
     let map = as_map(body, "trigger")?;
+    reject_keys(
+        map,
+        &[
+            "name",
+            "identifier",
+            "enabled",
+            "description",
+            "tags",
+            "orgIdentifier",
+            "projectIdentifier",
+            "pipelineIdentifier",
+            "source",
+            "inputYaml",
+            "rateLimit",
+            "signature",
+            "allowedSourceCidrs",
+            // Harness keys: accepted as Harness exports them, refused below when they would
+            // ask for something triggerd does not do.
+            "stagesToExecute",
+            "inputSetRefs",
+            "pipelineBranchName",
+        ],
+        &[(
+            "encryptedWebhookSecretIdentifier",
+            "verify senders with signature: {secret: ...}",
+        )],
+        "trigger",
+    )?;
+    for (key, why) in [
+        ("stagesToExecute", "every stage of the pipeline runs"),
+        ("inputSetRefs", "give runtime inputs in inputYaml"),
+    ] {
+        if !opt_list(map.get(key), &format!("trigger.{key}"))?.is_empty() {
+            return Err(DomainError::invalid(format!(
+                "trigger.{key} is not supported: {why} (an empty list is accepted)"
+            )));
+        }
+    }
     let name = required_name(map, "name", "trigger.name")?;
     let identifier = required_identifier(map, "trigger.identifier")?;
     let conditions = parse_source(map.get("source"))?;
@@ -324,6 +362,7 @@ fn parse_source(source: Option<&Value>) -> Result<Conditions, DomainError> {
         ))
     })?;
     let source = as_map(source, "trigger.source")?;
+    reject_unknown_keys(source, &["type", "spec"], "trigger.source")?;
     let check_type =
         |map: &Map<String, Value>, what: &str, expected: &str| match opt_scalar(map, "type", what)?
         {
@@ -339,12 +378,18 @@ fn parse_source(source: Option<&Value>) -> Result<Conditions, DomainError> {
         DomainError::invalid(format!("trigger.source.spec.type is missing: {ONLY}"))
     })?;
     let webhook = as_map(webhook, "trigger.source.spec")?;
+    reject_unknown_keys(webhook, &["type", "spec"], "trigger.source.spec")?;
     check_type(webhook, "trigger.source.spec.type", "Custom")?;
     let empty = Map::new();
     let custom = match webhook.get("spec") {
         None | Some(Value::Null) => &empty,
         Some(v) => as_map(v, "trigger.source.spec.spec")?,
     };
+    reject_unknown_keys(
+        custom,
+        &["payloadConditions", "headerConditions", "jexlCondition"],
+        "trigger.source.spec.spec",
+    )?;
     let jexl = match opt_string(custom, "jexlCondition", "jexlCondition")? {
         Some(text) if text.len() > MAX_JEXL_BYTES => {
             return Err(DomainError::invalid(format!(
@@ -915,13 +960,41 @@ trigger:
     }
 
     #[test]
-    fn harness_only_keys_are_ignored() {
+    fn harness_keys_are_accepted_when_they_ask_for_nothing_and_refused_when_they_do() {
         let spec = yaml(&minimal(
-            "  inputSetRefs: [a]\n  pipelineBranchName: main\n  stagesToExecute: []\n",
+            "  inputSetRefs: []\n  pipelineBranchName: main\n  stagesToExecute: []\n",
             "",
         ))
         .unwrap();
         assert_eq!(spec.identifier.as_str(), "t");
+        let message = error(&minimal("  stagesToExecute: [build]\n", ""));
+        assert!(
+            message.contains("trigger.stagesToExecute is not supported: every stage"),
+            "{message}"
+        );
+        let message = error(&minimal("  inputSetRefs: [a]\n", ""));
+        assert!(
+            message.contains("give runtime inputs in inputYaml"),
+            "{message}"
+        );
+        let message = error(&minimal("  encryptedWebhookSecretIdentifier: s\n", ""));
+        assert!(message.contains("signature: {secret"), "{message}");
+    }
+
+    #[test]
+    fn a_misspelt_key_fails_closed_with_a_suggestion() {
+        let message = error(
+            "trigger: {name: T, identifier: t, source: {type: Webhook, spec: {type: Custom, spec: \
+             {payloadConditons: [{key: k, operator: Equals, value: v}]}}}}",
+        );
+        assert!(
+            message.starts_with(
+                "trigger.source.spec.spec: unknown key 'payloadConditons'; did you mean 'payloadConditions'?"
+            ),
+            "{message}"
+        );
+        let message = error(&minimal("  enabeld: false\n", ""));
+        assert!(message.contains("did you mean 'enabled'?"), "{message}");
     }
 
     #[test]
@@ -1071,7 +1144,7 @@ trigger:
             ),
             (
                 "payloadConditions: [{key: k, operator: Equals, vaule: v}]",
-                "payloadConditions[0]: unknown key 'vaule'; expected one of key, operator, value",
+                "payloadConditions[0]: unknown key 'vaule'; did you mean 'value'? (expected one of key, operator, value)",
             ),
             (
                 "payloadConditions: [{key: k, operator: Equals, value: [1]}]",
@@ -1181,7 +1254,7 @@ trigger:
             ),
             (
                 "{perSecond: 1, brust: 2}",
-                "trigger.rateLimit: unknown key 'brust'; expected one of perSecond, burst",
+                "trigger.rateLimit: unknown key 'brust'; did you mean 'burst'? (expected one of perSecond, burst)",
             ),
             ("10", "trigger.rateLimit must be a mapping, got a number"),
         ];

@@ -702,6 +702,41 @@ async fn a_trigger_with_an_unknown_operator_is_rejected_and_not_stored() {
 }
 
 #[tokio::test]
+async fn a_misspelt_key_fails_closed_instead_of_dropping_a_guard() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    app.create_pipeline("acc", "default", "proj", "deploy")
+        .await;
+    // A typo that, ignored, would make a guarded trigger fire on every payload.
+    let yaml = trigger_yaml("guarded").replace(
+        "payloadConditions: []",
+        "payloadConditons:\n          - key: <+trigger.payload.ref>\n            operator: Equals\n            value: refs/heads/main",
+    );
+    let path = format!("{P}/pipelines/deploy/triggers/guarded");
+
+    let res = put_yaml(&app, &path, &yaml).await;
+
+    assert_error(
+        res,
+        400,
+        "INVALID_REQUEST",
+        "trigger.source.spec.spec: unknown key 'payloadConditons'; did you mean 'payloadConditions'?",
+    )
+    .await;
+    assert_error(get(&app, &path).await, 404, "RESOURCE_NOT_FOUND", "guarded").await;
+
+    // The same in a step: a misspelt timeout would let the step run for the default hour.
+    let steps = "          - step:\n              identifier: slow\n              type: Run\n              timout: 1m\n              spec: {command: 'true'}\n";
+    let res = put_yaml(
+        &app,
+        &format!("{P}/pipelines/typo"),
+        &pipeline_with_steps("typo", steps),
+    )
+    .await;
+    assert_error(res, 400, "INVALID_REQUEST", "did you mean 'timeout'?").await;
+}
+
+#[tokio::test]
 async fn a_trigger_with_thousands_of_conditions_is_rejected_and_not_stored() {
     let app = spawn_app().await;
     app.create_project("acc", "default", "proj").await;

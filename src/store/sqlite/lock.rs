@@ -60,8 +60,14 @@ fn resolve(path: &Path) -> PathBuf {
     }
 }
 
-/// Takes the database's lock without waiting, and writes this process's id into the lock file
-/// so the next one can say who holds it.
+/// How long a lock that this very process appears to hold is waited for. A store of this
+/// process that was just closed has released it, but a child process forked at that moment
+/// (a Run step between its fork and its exec) briefly shares the lock's file description; on a
+/// loaded machine the child may not run its exec for milliseconds.
+const OWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the database's lock without waiting for another process, and writes this process's
+/// id into the lock file so the next one can say who holds it.
 pub(super) fn lock(database: &Path) -> StoreResult<FileLock> {
     let path = lock_path(database);
     let mut file = std::fs::OpenOptions::new()
@@ -71,14 +77,21 @@ pub(super) fn lock(database: &Path) -> StoreResult<FileLock> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::db(format!("opening the lock file {}", path.display()), e))?;
-    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+    let started = std::time::Instant::now();
+    while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut text = String::new();
+        let _ = file.rewind();
         let _ = file.read_to_string(&mut text);
+        let holder: Option<u32> = text.trim().parse().ok();
+        if holder == Some(std::process::id()) && started.elapsed() < OWN_LOCK_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
         return Err(StoreError::db(
             "locking the database",
             InUse {
                 database: database.to_owned(),
-                holder: text.trim().parse().ok(),
+                holder,
             },
         ));
     }

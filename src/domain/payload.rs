@@ -56,15 +56,26 @@ fn json_depth(text: &str) -> usize {
     max
 }
 
-/// Headers whose values are never stored or shown (DESIGN §2.3): keys, credentials, cookies
-/// and signatures. Matching is on the lower-case name.
+/// Headers whose values are never stored or shown (DESIGN §2.3), inbound on webhook events and
+/// outbound on event rules and their attempts alike: any name that suggests a credential (keys,
+/// tokens, secrets, signatures, passwords, sessions, cookies, private material, `Authorization`).
+/// `Idempotency-Key` is the one "key" that is not a secret. Matching is on the lower-case name.
 pub fn is_secret_header(lower_name: &str) -> bool {
-    matches!(
-        lower_name,
-        "x-api-key" | "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || lower_name.contains("signature")
-        || lower_name.contains("token")
-        || lower_name.contains("secret")
+    lower_name != "idempotency-key"
+        && [
+            "key",
+            "auth",
+            "pass",
+            "credential",
+            "session",
+            "cookie",
+            "private",
+            "signature",
+            "token",
+            "secret",
+        ]
+        .iter()
+        .any(|word| lower_name.contains(word))
 }
 
 /// What a stored secret header's value is replaced with.
@@ -104,9 +115,15 @@ mod tests {
             "cookie",
             "x-hub-signature-256",
             "x-gitlab-token",
+            "x-auth-password",
+            "x-private-key",
+            "x-credential",
+            "x-session-id",
+            "dd-api-key",
         ] {
             assert!(is_secret_header(h), "{h}");
         }
+        assert!(!is_secret_header("idempotency-key"));
         assert!(!is_secret_header("content-type"));
         assert!(!is_secret_header("x-github-event"));
     }

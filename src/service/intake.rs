@@ -516,6 +516,11 @@ pub async fn event_status(
         .filter(|e| e.scope.account.as_str() == account)
         .ok_or_else(not_found)?;
     let mandate = gw.cache.mandate(gw.store.as_ref(), &event.scope).await?;
+    if mandate.value && api_key.is_none() {
+        // The same answer as for an id that does not exist: without a key, nobody learns that
+        // an event exists, or which project it belongs to.
+        return Err(not_found());
+    }
     gw.authorize_execute(api_key, &event.scope, mandate.value)
         .await?;
     let Some(plan) = &event.plan_execution_id else {

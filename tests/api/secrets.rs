@@ -37,6 +37,11 @@ fn with_secret_headers(req: RequestBuilder, key: &str) -> RequestBuilder {
         .header("X-Hub-Signature-256", SIGNATURE)
         .header("Cookie", COOKIE)
         .header("X-Gitlab-Token", GITLAB_TOKEN)
+        .header("X-Auth-Password", "pa55word-value")
+        .header("X-Private-Key", "pr1vate-value")
+        .header("X-Credential", "cred-value")
+        .header("X-Session-Id", "sess10n-value")
+        .header("Idempotency-Key", "not-a-secret")
         .header("X-Event", "push")
 }
 
@@ -106,10 +111,15 @@ async fn stored_headers_show_secret_values_masked() {
         "x-hub-signature-256",
         "cookie",
         "x-gitlab-token",
+        "x-auth-password",
+        "x-private-key",
+        "x-credential",
+        "x-session-id",
     ] {
         assert_eq!(headers[name], "********", "{name} in {headers}");
     }
     assert_eq!(headers["x-event"], "push", "ordinary headers are kept");
+    assert_eq!(headers["idempotency-key"], "not-a-secret");
     assert_free_of(
         &text,
         &[
@@ -119,6 +129,10 @@ async fn stored_headers_show_secret_values_masked() {
             SIGNATURE,
             "c00kie-value",
             GITLAB_TOKEN,
+            "pa55word-value",
+            "pr1vate-value",
+            "cred-value",
+            "sess10n-value",
         ],
         "the webhook event list",
     );

@@ -259,19 +259,21 @@ async fn event_of_another_account_is_404_even_with_that_accounts_key() {
 // ---- keys and the mandate ----------------------------------------------------------------------
 
 #[tokio::test]
-async fn with_the_mandate_on_status_without_a_key_is_rejected_with_400() {
+async fn with_the_mandate_on_status_without_a_key_answers_as_for_an_unknown_event() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
     let id = fire(&app, &t, None).await;
     app.set_mandate("acc", "default", "proj", true, true).await;
+    let unknown = "0123456789abcdef01234567";
 
     let res = app.get_status(&id, "acc", None).await;
+    let unknown_res = app.get_status(unknown, "acc", None).await;
 
-    let body = assert_error(res, 400, "INVALID_REQUEST", "").await;
-    assert_eq!(
-        body["message"],
-        "Invalid request: Authorization is mandatory for custom triggers in acc:default:proj. Please add X-Api-Key header in the request"
-    );
+    // Nobody without a key learns that the event exists, or which project it is in.
+    assert_not_found(res, &id).await;
+    assert_not_found(unknown_res, unknown).await;
+    let with_key = app.get_status(&id, "acc", Some(&t.admin_key)).await;
+    assert_eq!(with_key.status(), 200);
 }
 
 #[tokio::test]

@@ -473,6 +473,17 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail(format!("log.level = {:?} is invalid: {e}", self.log.level));
         }
+        // A bare word is a target to the filter syntax, so "verbose" would be accepted and
+        // silence everything: a directive without `=` must be a level.
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        if let Some(word) = self.log.level.split(',').map(str::trim).find(|d| {
+            !d.is_empty() && !d.contains('=') && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+        }) {
+            return fail(format!(
+                "log.level = {:?}: {word:?} is not a level; use off, error, warn, info, debug or trace, or target=level",
+                self.log.level
+            ));
+        }
         Ok(())
     }
 
@@ -601,6 +612,16 @@ mod tests {
                 Settings {
                     log: LogSettings {
                         level: "[".into(),
+                        ..LogSettings::default()
+                    },
+                    ..Settings::default()
+                },
+            ),
+            (
+                "\"verbose\" is not a level",
+                Settings {
+                    log: LogSettings {
+                        level: "verbose".into(),
                         ..LogSettings::default()
                     },
                     ..Settings::default()

@@ -127,8 +127,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             let app = Application::build(&settings).await?;
             let gateway = app.gateway();
-            if let Some(key) = bootstrap::ensure_root_key(&gateway, root_key.as_deref()).await? {
-                print_root_key(&key);
+            match bootstrap::ensure_root_key(&gateway, root_key.as_deref()).await? {
+                Some(key) => print_root_key(&key),
+                None if root_key.is_none() => println!(
+                    "{} already has a root key; it was printed once, when the database was created. \
+                     Use that key, or start on a new database (--database-url) to get a new one.",
+                    settings.database_url
+                ),
+                None => {}
             }
             if demo {
                 let seeded = bootstrap::seed_demo(&gateway).await?;

@@ -868,6 +868,42 @@ async fn a_bad_configuration_value_stops_serve_with_a_one_line_reason() {
 }
 
 #[tokio::test]
+async fn a_log_level_that_is_not_a_level_stops_serve_instead_of_silencing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = triggerd(dir.path());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--database-url", &database_url(dir.path())])
+        .env("TRIGGERD_LOG__LEVEL", "verbose");
+
+    let output = run_to_end(cmd).await;
+
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("log.level") && stderr.contains("\"verbose\" is not a level"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_start_on_the_same_database_says_why_no_root_key_is_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Daemon::start(dir.path(), "first", &[], &[]).await;
+    first.terminate();
+    drop(first);
+    let second = Daemon::start(dir.path(), "second", &[], &[]).await;
+
+    let stdout = second.stdout_text();
+    assert!(!stdout.contains("Root API key"), "{stdout}");
+    assert!(
+        stdout.contains("already has a root key; it was printed once"),
+        "{stdout}"
+    );
+    drop(second);
+}
+
+#[tokio::test]
 async fn a_malformed_root_key_in_the_environment_stops_serve() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = triggerd(dir.path());

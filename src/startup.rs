@@ -118,6 +118,7 @@ impl Application {
                 Duration::from_secs(settings.auth.key_cache_ttl_secs),
             ),
             public_url: settings.public_base(bound),
+            last_work_announce: std::sync::atomic::AtomicI64::new(0),
             body_limits: crate::service::BodyLimits {
                 max_bytes: settings.max_body_bytes,
                 deadline: settings.body_timeout()?,

@@ -323,7 +323,7 @@ async fn accept(
         RecordOutcome::Stored(event) => {
             metrics::counter!("triggerd_webhook_events_total").increment(1);
             if event.plan_execution_id.is_some() {
-                gw.engine.notify();
+                gw.work_queued();
             }
             (event, false)
         }

@@ -21,6 +21,8 @@ use crate::store::{Change, Store};
 /// How many times a change is announced before giving up, and the pause between tries.
 const ANNOUNCE_ATTEMPTS: u32 = 3;
 const ANNOUNCE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+/// Shortest time between two announcements of work queued by intake.
+const WORK_ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long a change's answer waits for its first announcement.
 const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -37,6 +39,8 @@ pub struct Gateway {
     pub public_url: String,
     /// Largest accepted body, and how long it may take to arrive.
     pub body_limits: BodyLimits,
+    /// When intake last announced queued work to the other nodes (epoch ms).
+    pub last_work_announce: std::sync::atomic::AtomicI64,
     /// Per-trigger `rateLimit` buckets, keyed by webhook token.
     pub rate_limits: KeyedLimiter<String>,
     /// The execution engine, told when work is queued.
@@ -94,6 +98,37 @@ impl Gateway {
                     }
                     Err(_) => {}
                 }
+            }
+        });
+    }
+
+    /// An execution was queued by intake: this node's engine looks at once, and the other
+    /// nodes are told with at most one announcement per [`WORK_ANNOUNCE_EVERY`] from this node
+    /// (a NOTIFY per webhook would cost intake more than it saves; between announcements the
+    /// other nodes find queued work at their next poll, within 100 ms). Never waits.
+    pub fn work_queued(&self) {
+        self.engine.notify();
+        let now = crate::store::now_millis();
+        let last = self
+            .last_work_announce
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < WORK_ANNOUNCE_EVERY.as_millis() as i64
+            || self
+                .last_work_announce
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.announce(&Change::Work).await {
+                tracing::debug!(error = %e, "announcing queued work failed; other nodes poll");
             }
         });
     }

@@ -27,18 +27,71 @@ fn fail(at: &Expr, message: impl Into<String>) -> Failure {
     }
 }
 
-pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
+/// How much work one evaluation may do, in units of roughly a byte handled: every node costs
+/// one, a reference its value's size, a string method its text's length, and `split` its
+/// pieces besides. It bounds the time and memory a hostile condition can take (a chain of
+/// `<+trigger.payload.s>.split("")` on a 1 MiB payload took 12.5 s); legitimate conditions use a
+/// tiny part of it.
+pub(super) const MAX_WORK: usize = 32 << 20;
+
+/// The work left to an evaluation.
+pub(super) struct Budget(std::cell::Cell<usize>);
+
+impl Budget {
+    pub(super) fn new() -> Self {
+        Self(std::cell::Cell::new(MAX_WORK))
+    }
+
+    /// Spends `units`, failing at `at` once the budget is gone.
+    fn spend(&self, at: &Expr, units: usize) -> Result<(), Failure> {
+        match self.0.get().checked_sub(units) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => {
+                self.0.set(0);
+                Err(fail(
+                    at,
+                    format!(
+                        "the expression needs more work than one evaluation may do ({} MiB of values handled); it is treated as not matching",
+                        MAX_WORK >> 20
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Roughly how many bytes `value` holds.
+fn weight(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(weight).sum::<usize>() + items.len(),
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| k.len() + weight(v)).sum::<usize>() + map.len()
+        }
+        _ => 1,
+    }
+}
+
+pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver, budget: &Budget) -> Outcome {
+    budget.spend(expr, 1)?;
     match &expr.node {
         Node::Literal(v) => Ok(v.clone()),
-        Node::Reference(r) => Ok(ctx.resolve(r).unwrap_or(Value::Null)),
+        Node::Reference(r) => {
+            let value = ctx.resolve(r).unwrap_or(Value::Null);
+            budget.spend(expr, weight(&value))?;
+            Ok(value)
+        }
         Node::Array(items) => items
             .iter()
-            .map(|e| eval(e, ctx))
+            .map(|e| eval(e, ctx, budget))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
-        Node::Not(e) => Ok(Value::Bool(!truthy(&eval(e, ctx)?))),
+        Node::Not(e) => Ok(Value::Bool(!truthy(&eval(e, ctx, budget)?))),
         Node::Neg(e) => {
-            let v = eval(e, ctx)?;
+            let v = eval(e, ctx, budget)?;
             match number_of(&v) {
                 Some(Num::Int(i)) => Ok(i
                     .checked_neg()
@@ -49,7 +102,7 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
         }
         Node::And(operands) => {
             for operand in operands {
-                if !truthy(&eval(operand, ctx)?) {
+                if !truthy(&eval(operand, ctx, budget)?) {
                     return Ok(Value::Bool(false));
                 }
             }
@@ -57,7 +110,7 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
         }
         Node::Or(operands) => {
             for operand in operands {
-                if truthy(&eval(operand, ctx)?) {
+                if truthy(&eval(operand, ctx, budget)?) {
                     return Ok(Value::Bool(true));
                 }
             }
@@ -65,10 +118,16 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
         }
         Node::Binary(op, a, b) => {
             let literal = matches!(b.node, Node::Literal(_));
-            binary(expr, *op, eval(a, ctx)?, eval(b, ctx)?, literal)
+            binary(
+                expr,
+                *op,
+                eval(a, ctx, budget)?,
+                eval(b, ctx, budget)?,
+                literal,
+            )
         }
         Node::Call(function, args) => {
-            let arg = eval(&args[0], ctx)?;
+            let arg = eval(&args[0], ctx, budget)?;
             Ok(match function {
                 Function::Empty => Value::Bool(match &arg {
                     Value::Null => true,
@@ -81,21 +140,29 @@ pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver) -> Outcome {
             })
         }
         Node::Method(target, method, args) => {
-            let receiver = eval(target, ctx)?;
+            let receiver = eval(target, ctx, budget)?;
             let literal = args.iter().all(|a| matches!(a.node, Node::Literal(_)));
             let args = args
                 .iter()
-                .map(|a| eval(a, ctx))
+                .map(|a| eval(a, ctx, budget))
                 .collect::<Result<Vec<_>, _>>()?;
-            call(expr, target, receiver, *method, &args, literal)
+            if let Value::String(text) = &receiver {
+                budget.spend(expr, text.len())?;
+            }
+            let value = call(expr, target, receiver, *method, &args, literal)?;
+            if let Value::Array(pieces) = &value {
+                // split: each piece is an allocation of its own.
+                budget.spend(expr, pieces.len() * 32)?;
+            }
+            Ok(value)
         }
         Node::Member(target, name) => {
-            let v = eval(target, ctx)?;
+            let v = eval(target, ctx, budget)?;
             Ok(member(&v, &Segment::Key(name.clone())))
         }
         Node::Index(target, index) => {
-            let v = eval(target, ctx)?;
-            let i = eval(index, ctx)?;
+            let v = eval(target, ctx, budget)?;
+            let i = eval(index, ctx, budget)?;
             let segment = match (&v, &i) {
                 (Value::Array(_), _) => match number_of(&i) {
                     Some(Num::Int(n)) if n >= 0 => Segment::Index(n as usize),

@@ -108,7 +108,7 @@ impl Jexl {
 
     /// Evaluates the expression to a value; the error gives the column where it failed.
     pub fn evaluate(&self, resolver: &dyn Resolver) -> Result<Value, ExprError> {
-        eval::eval(&self.root, resolver)
+        eval::eval(&self.root, resolver, &eval::Budget::new())
             .map_err(|f| ExprError::at(&self.source, f.offset, f.message))
     }
 

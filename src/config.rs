@@ -588,6 +588,13 @@ mod tests {
                 },
             ),
             (
+                "body_timeout",
+                Settings {
+                    body_timeout: "0s".into(),
+                    ..Settings::default()
+                },
+            ),
+            (
                 "postgres.pool_size",
                 Settings {
                     postgres: PostgresSettings {

@@ -44,7 +44,7 @@ impl BodyFormat {
             BodyFormat::Yaml => {
                 // The YAML parser takes quadratic time on deep flow nesting (`[[[...]]]`):
                 // refuse it before parsing, at the depth JSON bodies are held to.
-                if yaml_flow_depth(text) > payload::MAX_JSON_DEPTH {
+                if payload::nesting_depth(text) > payload::MAX_JSON_DEPTH {
                     return Err(DomainError::invalid(format!(
                         "Invalid YAML body: it nests deeper than {} levels",
                         payload::MAX_JSON_DEPTH
@@ -57,57 +57,20 @@ impl BodyFormat {
     }
 }
 
-/// The deepest nesting of YAML flow collections (`[` and `{`) outside quoted scalars and
-/// comments; stops counting once past the limit. Brackets inside plain scalars count too,
-/// which can only overstate the depth of documents no one writes by hand.
-fn yaml_flow_depth(text: &str) -> usize {
-    #[derive(PartialEq)]
-    enum In {
-        Plain,
-        Single,
-        Double { escaped: bool },
-        Comment,
-    }
-    let (mut depth, mut max, mut state, mut previous) = (0usize, 0usize, In::Plain, b'\n');
-    for b in text.bytes() {
-        match &mut state {
-            In::Single if b == b'\'' => state = In::Plain,
-            In::Double { escaped: true } => state = In::Double { escaped: false },
-            In::Double { escaped } if b == b'\\' => *escaped = true,
-            In::Double { .. } if b == b'"' => state = In::Plain,
-            In::Comment if b == b'\n' => state = In::Plain,
-            In::Plain => match b {
-                b'\'' => state = In::Single,
-                b'"' => state = In::Double { escaped: false },
-                b'#' if previous.is_ascii_whitespace() => state = In::Comment,
-                b'[' | b'{' => {
-                    depth += 1;
-                    max = max.max(depth);
-                    if max > payload::MAX_JSON_DEPTH {
-                        return max;
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-            _ => {}
-        }
-        previous = b;
-    }
-    max
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn yaml_nesting_is_counted_outside_quotes_and_comments() {
-        assert_eq!(yaml_flow_depth("a: [1, {b: [2]}]\n"), 3);
-        assert_eq!(yaml_flow_depth("a: '[[[' # [[[\nb: \"{{\\\"[\"\n"), 0);
-        assert_eq!(yaml_flow_depth("a: 'it''s [x]'\n"), 0);
+        assert_eq!(payload::nesting_depth("a: [1, {b: [2]}]\n"), 3);
+        assert_eq!(
+            payload::nesting_depth("a: '[[[' # [[[\nb: \"{{\\\"[\"\n"),
+            0
+        );
+        assert_eq!(payload::nesting_depth("a: 'it''s [x]'\n"), 0);
         let deep = format!("tags: {}{}\n", "[".repeat(200), "]".repeat(200));
-        assert!(yaml_flow_depth(&deep) > payload::MAX_JSON_DEPTH);
+        assert!(payload::nesting_depth(&deep) > payload::MAX_JSON_DEPTH);
         let err = BodyFormat::Yaml
             .parse::<serde_json::Value>(&deep)
             .unwrap_err()

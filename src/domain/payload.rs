@@ -23,35 +23,52 @@ pub fn check_body(body: &[u8]) -> Result<&str, DomainError> {
     Ok(text)
 }
 
-/// The deepest bracket nesting outside strings; stops counting once past the limit.
+/// The deepest bracket nesting of a body that looks like a JSON object or array.
 fn json_depth(text: &str) -> usize {
     let trimmed = text.trim_start();
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
         return 0;
     }
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in trimmed.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-                if max > MAX_JSON_DEPTH {
-                    return max;
+    nesting_depth(trimmed)
+}
+
+/// The deepest nesting of `[` and `{` outside quoted strings and comments, in JSON or YAML flow
+/// style (JSON has no single quotes or comments outside its strings, so one scan serves both);
+/// stops counting once past [`MAX_JSON_DEPTH`]. Brackets inside YAML plain scalars count too,
+/// which can only overstate the depth of documents no one writes by hand.
+pub(super) fn nesting_depth(text: &str) -> usize {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Single,
+        Double { escaped: bool },
+        Comment,
+    }
+    let (mut depth, mut max, mut state, mut previous) = (0usize, 0usize, In::Plain, b'\n');
+    for b in text.bytes() {
+        match &mut state {
+            In::Single if b == b'\'' => state = In::Plain,
+            In::Double { escaped: true } => state = In::Double { escaped: false },
+            In::Double { escaped } if b == b'\\' => *escaped = true,
+            In::Double { .. } if b == b'"' => state = In::Plain,
+            In::Comment if b == b'\n' => state = In::Plain,
+            In::Plain => match b {
+                b'\'' => state = In::Single,
+                b'"' => state = In::Double { escaped: false },
+                b'#' if previous.is_ascii_whitespace() => state = In::Comment,
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                    if max > MAX_JSON_DEPTH {
+                        return max;
+                    }
                 }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
             _ => {}
         }
+        previous = b;
     }
     max
 }

@@ -83,13 +83,23 @@ impl Template {
 
     /// Renders the template.
     pub fn render(&self, resolver: &dyn Resolver) -> Rendered {
+        self.render_with(resolver, |text, value, _| text.push_str(value))
+    }
+
+    /// Renders with `put` writing each resolved value's text into the output so far (with the
+    /// reference it came from).
+    fn render_with<'a>(
+        &'a self,
+        resolver: &dyn Resolver,
+        mut put: impl FnMut(&mut String, &str, &'a Reference),
+    ) -> Rendered {
         let mut text = String::new();
         let mut missing = None;
         for part in &self.parts {
             match part {
                 Part::Text(t) => text.push_str(t),
                 Part::Reference(r) => match resolver.resolve(r) {
-                    Some(value) => text.push_str(&render(&value)),
+                    Some(value) => put(&mut text, &render(&value), r),
                     None => {
                         if missing.is_none() {
                             missing = Some(r.to_string());
@@ -107,31 +117,15 @@ impl Template {
     /// the path: a value that makes a whole segment `.` or `..` (which URL parsers resolve
     /// away, encoded or not) is refused with the reason.
     pub fn render_url(&self, resolver: &dyn Resolver) -> Result<Rendered, String> {
-        let mut text = String::new();
-        let mut missing = None;
         let mut in_path = Vec::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => text.push_str(t),
-                Part::Reference(r) => match resolver.resolve(r) {
-                    Some(value) => {
-                        let start = text.len();
-                        text.extend(percent_encoding::utf8_percent_encode(
-                            &render(&value),
-                            URL_VALUE,
-                        ));
-                        if !text[..start].contains(['?', '#']) {
-                            in_path.push((start, r));
-                        }
-                    }
-                    None => {
-                        if missing.is_none() {
-                            missing = Some(r.to_string());
-                        }
-                    }
-                },
+        let rendered = self.render_with(resolver, |text, value, reference| {
+            let start = text.len();
+            text.extend(percent_encoding::utf8_percent_encode(value, URL_VALUE));
+            if !text[..start].contains(['?', '#']) {
+                in_path.push((start, reference));
             }
-        }
+        });
+        let text = &rendered.text;
         for (at, reference) in in_path {
             let start = text[..at].rfind('/').map_or(0, |i| i + 1);
             let end = text[at..]
@@ -145,7 +139,7 @@ impl Template {
                 ));
             }
         }
-        Ok(Rendered { text, missing })
+        Ok(rendered)
     }
 
     /// Like [`Template::render`], but a lone reference keeps its JSON type (a number stays a

@@ -99,7 +99,7 @@ async fn upsert_step(
     .await
 }
 
-/// An execution to queue, as [`insert_queued_sql`] stores it.
+/// An execution to queue, as [`INSERT_QUEUED`] stores it.
 pub(super) struct QueuedExecution<'a> {
     pub plan: &'a str,
     /// Account, org and project.
@@ -116,11 +116,14 @@ pub(super) struct QueuedExecution<'a> {
 }
 
 /// Takes the next run sequence number of `pipeline` from its counter row.
-const NEXT_NUMBER: &str =
-    "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
-     VALUES ($1, $2, $3, $4, 1) \
-     ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
-     DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last";
+macro_rules! next_number {
+    () => {
+        "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+         VALUES ($1, $2, $3, $4, 1) \
+         ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+         DO UPDATE SET last = pipeline_counters.last + 1 RETURNING last"
+    };
+}
 
 /// The next run sequence number of `pipeline`, in a statement of its own on `c` (a pooled
 /// connection, never a transaction: the type says so), committed without waiting for its WAL
@@ -135,19 +138,12 @@ pub(super) async fn next_run_sequence(
     scope: &ProjectRef,
     pipeline: &str,
 ) -> StoreResult<i64> {
-    let [acc, org, proj] = super::project_params(scope);
-    let sql = format!(
-        "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), \
-         next AS ({NEXT_NUMBER}) SELECT next.last FROM next, async"
+    const SQL: &str = concat!(
+        "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), next AS (",
+        next_number!(),
+        ") SELECT next.last FROM next, async"
     );
-    let row = query_one(
-        c,
-        "numbering an execution",
-        &sql,
-        &[&acc, &org, &proj, &pipeline],
-    )
-    .await?;
-    col(&row, 0)
+    number(c, SQL, scope, pipeline).await
 }
 
 /// The next run sequence number of `pipeline`, in the caller's transaction, which holds the
@@ -159,30 +155,69 @@ pub(super) async fn next_run_sequence_in(
     scope: &ProjectRef,
     pipeline: &str,
 ) -> StoreResult<i64> {
+    number(tx, next_number!(), scope, pipeline).await
+}
+
+async fn number(
+    c: &impl GenericClient,
+    sql: &str,
+    scope: &ProjectRef,
+    pipeline: &str,
+) -> StoreResult<i64> {
     let [acc, org, proj] = super::project_params(scope);
     let row = query_one(
-        tx,
+        c,
         "numbering an execution",
-        NEXT_NUMBER,
+        sql,
         &[&acc, &org, &proj, &pipeline],
     )
     .await?;
     col(&row, 0)
 }
 
-/// The `INSERT` of a `Queued` execution, with its values as parameters in the order of
-/// [`QueuedExecution::params`] from `$first` on.
-pub(super) fn insert_queued_sql(first: usize) -> String {
-    let p: Vec<String> = (first..first + 12).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO executions ({EXECUTION_COLS}) \
-         VALUES ({}, {}, {}, {}, {}, {}, 'Queued', {}, {}, {}, {}, {}, {}, NULL, NULL)",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]
-    )
+/// The `INSERT` of a `Queued` execution, its values ([`QueuedExecution::params`]) in the
+/// twelve placeholders given.
+macro_rules! insert_queued {
+    ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal, $g:literal, $h:literal, $i:literal, $j:literal, $k:literal, $l:literal) => {
+        concat!(
+            "INSERT INTO executions (",
+            execution_cols!(),
+            ") VALUES (",
+            $a,
+            ", ",
+            $b,
+            ", ",
+            $c,
+            ", ",
+            $d,
+            ", ",
+            $e,
+            ", ",
+            $f,
+            ", 'Queued', ",
+            $g,
+            ", ",
+            $h,
+            ", ",
+            $i,
+            ", ",
+            $j,
+            ", ",
+            $k,
+            ", ",
+            $l,
+            ", NULL, NULL)"
+        )
+    };
 }
+pub(super) use insert_queued;
+
+/// [`insert_queued!`] with the values as `$1` to `$12`.
+const INSERT_QUEUED: &str =
+    insert_queued!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12");
 
 impl QueuedExecution<'_> {
-    /// The values of [`insert_queued_sql`].
+    /// The values of [`INSERT_QUEUED`].
     pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
         [
             &self.plan,
@@ -238,13 +273,7 @@ impl ExecutionStore for PgStore {
             run_sequence,
             created_at,
         };
-        execute(
-            &c,
-            "queueing an execution",
-            &insert_queued_sql(1),
-            &queued.params(),
-        )
-        .await?;
+        execute(&c, "queueing an execution", INSERT_QUEUED, &queued.params()).await?;
         Ok(Execution {
             plan_execution_id: plan,
             scope: new.scope,

@@ -1358,11 +1358,16 @@ async fn insert_event(
         &e.idempotency_key,
         &e.created_at,
     ];
-    const INSERT_EVENT: &str = concat!(
-        "INSERT INTO webhook_events (",
-        event_cols!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-    );
+    macro_rules! insert_event {
+        () => {
+            concat!(
+                "INSERT INTO webhook_events (",
+                event_cols!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            )
+        };
+    }
+    const INSERT_EVENT: &str = insert_event!();
     match execution {
         None => execute(c, "recording a webhook event", INSERT_EVENT, &event).await?,
         Some(((x, plan), run_sequence)) => {
@@ -1380,16 +1385,17 @@ async fn insert_event(
             };
             let params: Vec<&(dyn ToSql + Sync)> =
                 event.iter().copied().chain(queued.params()).collect();
-            execute(
-                c,
-                "recording a webhook event",
-                &format!(
-                    "WITH queued AS ({}) {INSERT_EVENT}",
-                    executions::insert_queued_sql(17)
+            // The event's 16 values, then the execution's from $17 on.
+            const INSERT_BOTH: &str = concat!(
+                "WITH queued AS (",
+                executions::insert_queued!(
+                    "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$25", "$26", "$27",
+                    "$28"
                 ),
-                &params,
-            )
-            .await?
+                ") ",
+                insert_event!()
+            );
+            execute(c, "recording a webhook event", INSERT_BOTH, &params).await?
         }
     };
     Ok(())

@@ -243,13 +243,12 @@ impl ExecutionStore for SqliteStore {
                 let ids = c
                     .prepare_cached(
                         "SELECT plan_execution_id FROM executions \
-                         WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= ?1)) \
-                                OR (status = 'ApprovalWaiting' AND wake_at <= ?1)) \
-                           AND (lease_until IS NULL OR lease_until < ?2) \
-                         ORDER BY created_at LIMIT ?3",
+                         WHERE claim_at <= ?1 ORDER BY claim_at LIMIT ?2",
                     )
                     .and_then(|mut s| {
-                        s.query_map(params![now, lease_now, limit], |r| r.get::<_, String>(0))?
+                        s.query_map(params![now.min(lease_now), limit], |r| {
+                            r.get::<_, String>(0)
+                        })?
                             .collect::<rusqlite::Result<Vec<String>>>()
                     })
                     .map_err(sql_err("claiming executions"))?;

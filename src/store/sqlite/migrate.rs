@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_lease_tokens.sql",
         include_str!("../../../migrations/sqlite/0005_lease_tokens.sql"),
     ),
+    (
+        "0006_claim_index.sql",
+        include_str!("../../../migrations/sqlite/0006_claim_index.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

@@ -223,6 +223,9 @@ pub struct WriterSettings {
     pub queue_capacity: usize,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
+    /// The WAL's bound in MiB: past it the writer finishes a checkpoint and the WAL starts
+    /// over; the file is kept at most this big and truncated when idle.
+    pub wal_limit_mib: u64,
 }
 
 /// PostgreSQL settings (ignored on SQLite).
@@ -346,6 +349,7 @@ impl Default for WriterSettings {
         Self {
             queue_capacity: 8192,
             max_batch: 512,
+            wal_limit_mib: 64,
         }
     }
 }
@@ -455,6 +459,12 @@ impl Settings {
         }
         if self.writer.queue_capacity == 0 || self.writer.max_batch == 0 {
             return fail("writer.queue_capacity and writer.max_batch must be at least 1".into());
+        }
+        if !(1..=65_536).contains(&self.writer.wal_limit_mib) {
+            return fail(format!(
+                "writer.wal_limit_mib = {} must be between 1 and 65536",
+                self.writer.wal_limit_mib
+            ));
         }
         self.postgres.parse()?;
         if self.auth.key_cache_ttl_secs > 300 {

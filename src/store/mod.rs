@@ -328,6 +328,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 sqlite::WriterOptions {
                     queue_capacity: settings.writer.queue_capacity,
                     max_batch: settings.writer.max_batch,
+                    wal_limit_bytes: settings.writer.wal_limit_mib << 20,
                 },
             )
             .with_context(|| format!("opening database {}", path.display()))?;

@@ -427,6 +427,93 @@ async fn a_thousand_concurrent_intakes_are_all_acknowledged_and_readable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_stays_near_its_limit_under_load_and_is_truncated_when_idle() {
+    // A 1 MiB limit, then about 100 MB of payloads through the WAL as fast as 16 clients can
+    // send them. Without checkpoints that finish under load the WAL grew with every commit and
+    // kept its size while idle.
+    let app = Arc::new(crate::helpers::spawn_sqlite_app_with(|s| s.writer.wal_limit_mib = 1).await);
+    let t = Arc::new(app.create_trigger().await);
+    let wal = PathBuf::from(format!(
+        "{}-wal",
+        app.settings.database_url.trim_start_matches("sqlite://")
+    ));
+    let wal_size = move || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (peak, sampling, wal_size) = (peak.clone(), sampling.clone(), wal_size.clone());
+        async move {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(wal_size() as usize, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let body = Arc::new(format!(r#"{{"blob":"{}"}}"#, "x".repeat(200_000)));
+    let permits = Arc::new(Semaphore::new(16));
+    let mut tasks = JoinSet::new();
+    for _ in 0..500 {
+        let (app, t, body, permits) = (app.clone(), t.clone(), body.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore");
+            let res = app.post_webhook(&t.v3_path(), None, &body).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::OK,
+                "{}",
+                res.text().await.unwrap()
+            );
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("every webhook is acknowledged");
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+
+    let peak_mib = peak.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    assert!(
+        peak_mib < 40.0,
+        "100 MB went through a WAL limited to 1 MiB and it peaked at {peak_mib:.1} MiB"
+    );
+    // Idle once the engine has run every execution the webhooks queued.
+    let db = rusqlite::Connection::open(app.settings.database_url.trim_start_matches("sqlite://"))
+        .expect("open the database");
+    let running = || -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count executions")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} executions never ended",
+            running()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(db);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wal_size() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the WAL is still {} bytes 5 s after the last write (peak {peak_mib:.1} MiB)",
+            wal_size()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        all_listed_events(&app, &t).await.len(),
+        500,
+        "every event is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_writer_answers_503_and_stores_nothing_for_it() {
     // A one-slot write queue: concurrent intakes must either be acknowledged (and readable) or
     // refused with 503 + Retry-After (and not stored).

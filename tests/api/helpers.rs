@@ -212,6 +212,15 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, dir, database, None).await
 }
 
+/// Starts the app on SQLite whatever the suite's backend, after `tweak` adjusts the settings:
+/// for what only the embedded store has (its WAL, its writer queue).
+pub async fn spawn_sqlite_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let mut settings = test_settings(&dir, None);
+    tweak(&mut settings);
+    start(settings, dir, None, None).await
+}
+
 async fn start(
     settings: Settings,
     dir: std::sync::Arc<TempDir>,

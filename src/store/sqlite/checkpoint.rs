@@ -1,16 +1,32 @@
-//! WAL checkpoints on their own thread.
+//! WAL checkpoints: off the writer's critical path, and a WAL that stays bounded.
 //!
 //! SQLite normally checkpoints inside the commit that pushes the WAL past 1000 pages, which
 //! would put copying pages into the database file on the single writer's critical path. The
 //! writer disables that (`wal_autocheckpoint=0`) and this thread runs a PASSIVE checkpoint every
-//! interval instead, concurrently with the writer; once a checkpoint has caught up, the next
-//! commit starts the WAL from the beginning again, so it stays bounded.
+//! interval instead, concurrently with the writer.
+//!
+//! A passive checkpoint alone does not bound the WAL under sustained load. The WAL starts again
+//! from its beginning only when a write finds every frame already copied back, and a writer that
+//! never pauses has always appended more by then: the file grew without end (3.8 GiB over a
+//! 111 MiB database) and kept that size while idle. So this thread also asks the writer, which
+//! runs the request between two batches and outside any transaction:
+//! - when the WAL holds more than its limit, to finish the checkpoint (RESTART: copy the few
+//!   frames the passive pass has not, and wait for readers to leave the WAL). The next commit
+//!   then writes from the start of the file again. The file keeps its size up to the limit
+//!   (`journal_size_limit`), so commits overwrite blocks already allocated instead of growing
+//!   the file on each commit;
+//! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
+//!   the writer's page cache.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+use super::writer::Writer;
 
 /// The running checkpoint thread; [`Checkpointer::stop`] ends it.
 pub(super) struct Checkpointer {
@@ -18,18 +34,76 @@ pub(super) struct Checkpointer {
     handle: JoinHandle<()>,
 }
 
+/// What the WAL looked like after a passive checkpoint, and what to ask of the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Nothing,
+    /// Past the limit: finish the checkpoint so the next commit restarts the WAL.
+    Restart,
+    /// Idle and fully copied back: truncate the file and release memory.
+    Truncate,
+}
+
+/// Decides from one passive checkpoint's `(frames in the WAL, frames copied back)` and the
+/// previous tick's frame count.
+fn ask(frames: i64, copied: i64, last_frames: i64, page_size: i64, limit_bytes: u64) -> Ask {
+    if frames <= 0 {
+        Ask::Nothing
+    } else if frames == last_frames && copied == frames {
+        Ask::Truncate
+    } else if frames.saturating_mul(page_size) as u64 > limit_bytes {
+        Ask::Restart
+    } else {
+        Ask::Nothing
+    }
+}
+
 impl Checkpointer {
-    /// Starts checkpointing through `conn` every `every`.
-    pub(super) fn start(conn: Connection, every: Duration) -> std::io::Result<Self> {
+    /// Starts checkpointing through `conn` every `every`, asking `writer` to keep the WAL
+    /// within `limit_bytes`.
+    pub(super) fn start(
+        conn: Connection,
+        writer: Writer,
+        every: Duration,
+        limit_bytes: u64,
+    ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("triggerd-sqlite-checkpoint".into())
             .spawn(move || {
+                let page_size: i64 = conn
+                    .query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .unwrap_or(4096);
+                // Whether a request to the writer is still queued: one at a time.
+                let queued = Arc::new(AtomicBool::new(false));
+                let mut last_frames = -1;
                 // Wakes every interval; a stop message or a dropped sender ends the loop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                    let (frames, copied) =
+                        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                        }) {
+                            Ok(counts) => counts,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                                continue;
+                            }
+                        };
+                    metrics::gauge!("triggerd_sqlite_wal_bytes")
+                        .set(frames.max(0).saturating_mul(page_size) as f64);
+                    let wanted = ask(frames, copied, last_frames, page_size, limit_bytes);
+                    last_frames = frames;
+                    if wanted != Ask::Nothing {
+                        if !queued.swap(true, Ordering::AcqRel) {
+                            let queued = queued.clone();
+                            let sent = writer.maintain_blocking(move |c| {
+                                finish_checkpoint(c, wanted);
+                                queued.store(false, Ordering::Release);
+                            });
+                            if !sent {
+                                break;
+                            }
+                        }
                     }
                 }
             })?;
@@ -40,5 +114,57 @@ impl Checkpointer {
     pub(super) fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.handle.join();
+    }
+}
+
+/// Runs on the writer's connection between two batches.
+fn finish_checkpoint(c: &Connection, wanted: Ask) {
+    let sql = match wanted {
+        Ask::Nothing => return,
+        Ask::Restart => "PRAGMA wal_checkpoint(RESTART)",
+        Ask::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    match c.query_row(sql, [], |r| r.get::<_, i64>(0)) {
+        // Busy: a reader still uses the WAL; the next tick asks again.
+        Ok(busy) if busy != 0 => tracing::debug!(sql, "WAL checkpoint left frames to readers"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, sql, "WAL checkpoint failed; will retry"),
+    }
+    if wanted == Ask::Truncate {
+        // Idle: give the page cache back; it refills from the file when work returns.
+        if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "releasing the writer's cache failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_wal_past_its_limit_and_still_written_is_restarted() {
+        assert_eq!(ask(300, 10, 5, 4096, MIB), Ask::Restart);
+        assert_eq!(ask(300, 300, 5, 4096, MIB), Ask::Restart);
+    }
+
+    #[test]
+    fn an_idle_wal_copied_back_in_full_is_truncated_whatever_its_size() {
+        assert_eq!(ask(100, 100, 100, 4096, MIB), Ask::Truncate);
+        assert_eq!(ask(300, 300, 300, 4096, MIB), Ask::Truncate);
+    }
+
+    #[test]
+    fn a_wal_still_written_or_not_yet_copied_back_is_left_alone() {
+        assert_eq!(ask(100, 100, 90, 4096, MIB), Ask::Nothing, "written since");
+        assert_eq!(
+            ask(100, 80, 100, 4096, MIB),
+            Ask::Nothing,
+            "not copied back"
+        );
+        assert_eq!(ask(0, 0, 0, 4096, MIB), Ask::Nothing, "empty");
+        assert_eq!(ask(-1, -1, -1, 4096, MIB), Ask::Nothing, "not in WAL mode");
     }
 }

@@ -38,6 +38,8 @@ pub struct WriterOptions {
     pub queue_capacity: usize,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
+    /// The WAL size past which the writer finishes a checkpoint so the WAL starts over.
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for WriterOptions {
@@ -45,6 +47,7 @@ impl Default for WriterOptions {
         Self {
             queue_capacity: 8192,
             max_batch: 512,
+            wal_limit_bytes: 64 << 20,
         }
     }
 }
@@ -100,12 +103,22 @@ impl SqliteStore {
         let lock = lock::lock(path)?;
         let mut conn = open_rw(path)?;
         migrate::apply(&mut conn)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
-            .map_err(|e| StoreError::db("configuring the writer connection", e))?;
-        let checkpointer = Checkpointer::start(open_rw(path)?, CHECKPOINT_EVERY)
-            .map_err(|e| StoreError::db("starting the checkpoint thread", e))?;
+        // Checkpoints are the checkpoint thread's (see checkpoint.rs); a WAL that starts over
+        // keeps its file up to the limit, so commits reuse its blocks.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
+            options.wal_limit_bytes
+        ))
+        .map_err(|e| StoreError::db("configuring the writer connection", e))?;
         let (writer, thread) = Writer::start(conn, options.queue_capacity, options.max_batch)
             .map_err(|e| StoreError::db("starting the writer thread", e))?;
+        let checkpointer = Checkpointer::start(
+            open_rw(path)?,
+            writer.clone(),
+            CHECKPOINT_EVERY,
+            options.wal_limit_bytes,
+        )
+        .map_err(|e| StoreError::db("starting the checkpoint thread", e))?;
         Ok(Self {
             lock: Mutex::new(Some(lock)),
             writer,

@@ -4,6 +4,10 @@
 //! With `synchronous=FULL` each commit costs one fsync; batching turns N concurrent writes into
 //! one fsync while each caller still learns of its own success only after the commit. Each job
 //! runs inside its own SAVEPOINT, so one failing job does not undo the others in its batch.
+//!
+//! Maintenance (finishing a WAL checkpoint, releasing cache memory) also runs on this thread,
+//! between two batches and outside any transaction, so it never competes with the writer for
+//! the database's write lock.
 
 use std::thread::JoinHandle;
 
@@ -18,8 +22,12 @@ type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// batch could not even begin.
 type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send>;
 
+/// Work on the connection outside any transaction (see [`Writer::maintain_blocking`]).
+type Maintenance = Box<dyn FnOnce(&Connection) + Send>;
+
 enum Msg {
     Job(Job),
+    Maintain(Maintenance),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -83,6 +91,15 @@ impl Writer {
         metrics::gauge!("triggerd_writer_queue_depth")
             .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
         rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+}
+
+impl Writer {
+    /// Runs `f` on the writer's connection after the batch in progress has committed, outside
+    /// any transaction. Blocks until queued, so it is for plain threads only (the checkpoint
+    /// thread), never async code. False once the writer has stopped.
+    pub(crate) fn maintain_blocking(&self, f: impl FnOnce(&Connection) + Send + 'static) -> bool {
+        self.tx.blocking_send(Msg::Maintain(Box::new(f))).is_ok()
     }
 }
 
@@ -153,21 +170,29 @@ struct BatchFailed(String);
 fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    let mut maintenance: Option<Maintenance> = None;
     while shutdown.is_none() {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Maintain(f)) => maintenance = Some(f),
             Some(Msg::Shutdown(ack)) => shutdown = Some(ack),
             None => break,
         }
-        while batch.len() < max_batch && shutdown.is_none() {
+        // Collect what is queued into this batch; maintenance ends the batch so that it runs
+        // after what was queued before it.
+        while batch.len() < max_batch && shutdown.is_none() && maintenance.is_none() {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Maintain(f)) => maintenance = Some(f),
                 Ok(Msg::Shutdown(ack)) => shutdown = Some(ack),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             commit_batch(&conn, &mut batch);
+        }
+        if let Some(f) = maintenance.take() {
+            f(&conn);
         }
     }
     rx.close();

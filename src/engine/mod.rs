@@ -377,7 +377,13 @@ async fn execute(
         Ok(pipeline) => pipeline,
         Err(problem) => {
             return store
-                .finish_execution(claim, status::FAILED, Some(problem), now_millis())
+                .finish_execution(
+                    claim,
+                    Vec::new(),
+                    status::FAILED,
+                    Some(problem),
+                    now_millis(),
+                )
                 .await
         }
     };
@@ -430,6 +436,10 @@ async fn execute(
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
+    // Steps that ended without side effects (a Wait already over), not stored yet: they are
+    // written with the next write, most often the one that finishes the execution, instead of
+    // one commit each. Lost in a crash, they are simply run again.
+    let mut unsaved: Vec<StepRecord> = Vec::new();
     for index in 0..steps.len() {
         let (si, ji) = (
             steps[index].stage_index as usize,
@@ -438,10 +448,13 @@ async fn execute(
         let Some(step) = pipeline.stages.get(si).and_then(|s| s.steps.get(ji)) else {
             continue;
         };
+        if !matches!(step.spec, StepSpec::Wait { .. }) {
+            save(store, claim, &mut unsaved).await?;
+        }
         if failure.is_some() {
             if steps[index].status == status::NOT_STARTED {
                 steps[index].status = status::SKIPPED.into();
-                store.update_step(claim, steps[index].clone()).await?;
+                unsaved.push(steps[index].clone());
             }
             continue;
         }
@@ -468,13 +481,16 @@ async fn execute(
         }
         match store.pending_control(id).await? {
             Some(Control::Abort) => {
-                return abort_now(store, claim, &mut steps, Some(&work_dir)).await
+                save(store, claim, &mut unsaved).await?;
+                return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
             }
             Some(Control::Pause) => {
+                save(store, claim, &mut unsaved).await?;
                 return store.hold_execution(claim, status::PAUSED, None).await;
             }
             _ if shutdown.is_cancelled() || abort.is_cancelled() => {
                 // Shutting down: start no new step; the rest runs after the next start.
+                save(store, claim, &mut unsaved).await?;
                 return store.park_execution(claim, now_millis()).await;
             }
             _ => {}
@@ -498,12 +514,12 @@ async fn execute(
             record.status = status::EXPIRED.into();
             record.ended_at = Some(now);
             record.message = Some("nobody approved or rejected it before its timeout".into());
-            store.update_step(claim, record.clone()).await?;
+            unsaved.push(record.clone());
             let message = format!("Approval step {} expired", step.identifier);
-            skip_rest(store, claim, &mut steps).await?;
+            unsaved.extend(skip_rest(&mut steps));
             let _ = std::fs::remove_dir_all(&work_dir);
             return store
-                .finish_execution(claim, status::EXPIRED, Some(message), now_millis())
+                .finish_execution(claim, unsaved, status::EXPIRED, Some(message), now_millis())
                 .await;
         }
         if let StepSpec::Wait { duration } = &step.spec {
@@ -515,16 +531,18 @@ async fn execute(
                 record.attempt = 1;
                 // A wait that is already over needs no separate "running" write.
                 if !duration.is_zero() {
+                    save(store, claim, &mut unsaved).await?;
                     store.update_step(claim, record.clone()).await?;
                 }
             }
             let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
             if until > now {
+                save(store, claim, &mut unsaved).await?;
                 return store.park_execution(claim, until).await;
             }
             record.status = status::SUCCESS.into();
             record.ended_at = Some(now);
-            store.update_step(claim, record.clone()).await?;
+            unsaved.push(record.clone());
             continue;
         }
         let stage = pipeline.stages[si].identifier.as_str().to_owned();
@@ -567,8 +585,20 @@ async fn execute(
         status::SUCCESS
     };
     store
-        .finish_execution(claim, final_status, failure, now_millis())
+        .finish_execution(claim, unsaved, final_status, failure, now_millis())
         .await
+}
+
+/// Stores the step states `unsaved` holds, before a write that must follow them.
+async fn save(
+    store: &dyn Store,
+    claim: &Claim,
+    unsaved: &mut Vec<StepRecord>,
+) -> Result<(), StoreError> {
+    for step in unsaved.drain(..) {
+        store.update_step(claim, step).await?;
+    }
+    Ok(())
 }
 
 /// Records an abort: the running step `Aborted`, every step not started `Skipped`, the
@@ -588,13 +618,14 @@ async fn abort_now(
             store.update_step(claim, step.clone()).await?;
         }
     }
-    skip_rest(store, claim, steps).await?;
+    let skipped = skip_rest(steps);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     store
         .finish_execution(
             claim,
+            skipped,
             status::ABORTED,
             Some("Aborted by a user".into()),
             now,
@@ -602,19 +633,17 @@ async fn abort_now(
         .await
 }
 
-/// Marks every step not started `Skipped`.
-async fn skip_rest(
-    store: &dyn Store,
-    claim: &Claim,
-    steps: &mut [StepRecord],
-) -> Result<(), StoreError> {
+/// Marks every step not started `Skipped`; returns them, to be stored with the write that
+/// ends the execution.
+fn skip_rest(steps: &mut [StepRecord]) -> Vec<StepRecord> {
+    let mut skipped = Vec::new();
     for step in steps.iter_mut() {
         if step.status == status::NOT_STARTED {
             step.status = status::SKIPPED.into();
-            store.update_step(claim, step.clone()).await?;
+            skipped.push(step.clone());
         }
     }
-    Ok(())
+    skipped
 }
 
 /// Creates the working-directory root (mode 0700, so other local users cannot read payload

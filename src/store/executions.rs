@@ -379,10 +379,13 @@ pub trait ExecutionStore: Send + Sync + 'static {
     async fn park_execution(&self, claim: &Claim, wake_at: Millis) -> StoreResult<()>;
 
     /// Ends the execution with a terminal `status` at `now`, releasing the lease, with its
-    /// outbox events, atomically. Fenced.
+    /// outbox events, atomically. `steps` are step states not stored yet (steps that ended
+    /// without side effects, whose writes the engine saved for this one), stored first in the
+    /// same transaction. Fenced.
     async fn finish_execution(
         &self,
         claim: &Claim,
+        steps: Vec<StepRecord>,
         status: &str,
         failure_message: Option<String>,
         now: Millis,

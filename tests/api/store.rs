@@ -474,7 +474,13 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
             "finish_execution",
             is_lease_lost(
                 f.store
-                    .finish_execution(&old, "Failed", Some("stale".into()), now_millis())
+                    .finish_execution(
+                        &old,
+                        Vec::new(),
+                        "Failed",
+                        Some("stale".into()),
+                        now_millis(),
+                    )
                     .await,
             ),
         ),
@@ -533,7 +539,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
     );
     f.store.update_step(&new, done).await.expect("update");
     f.store
-        .finish_execution(&new, "Success", None, now_millis())
+        .finish_execution(&new, Vec::new(), "Success", None, now_millis())
         .await
         .expect("finish");
     let run = f
@@ -627,7 +633,7 @@ async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_r
         .expect("control");
     let late = f
         .store
-        .finish_execution(&claim, "Success", None, now_millis())
+        .finish_execution(&claim, Vec::new(), "Success", None, now_millis())
         .await;
 
     assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");

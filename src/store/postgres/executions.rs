@@ -522,6 +522,7 @@ impl ExecutionStore for PgStore {
     async fn finish_execution(
         &self,
         claim: &Claim,
+        steps: Vec<StepRecord>,
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
@@ -529,6 +530,9 @@ impl ExecutionStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
         fence(&tx, claim).await?;
+        for step in &steps {
+            upsert_step(&tx, &claim.id, step).await?;
+        }
         finish(&tx, &claim.id, final_status, failure_message, now).await?;
         tx.commit().await.ctx("committing a finished execution")
     }

@@ -423,6 +423,7 @@ impl ExecutionStore for SqliteStore {
     async fn finish_execution(
         &self,
         claim: &Claim,
+        steps: Vec<StepRecord>,
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
@@ -432,6 +433,9 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
+                for step in &steps {
+                    upsert_step(c, &claim.id, step).map_err(sql_err("updating a step"))?;
+                }
                 finish(c, &claim.id, &final_status, failure_message, now)
                     .map_err(sql_err("finishing an execution"))?;
                 Ok(())

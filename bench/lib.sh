@@ -2,6 +2,8 @@
 # nodes on it, and SQL on it. Backends: sqlite (one node), postgres (one node), postgres2 (two
 # nodes on one PostgreSQL database). PostgreSQL runs at 127.0.0.1:5432 with trust auth; each
 # run creates its own database and drops it at exit. Needs $TMP set by the caller.
+# BENCH_TRIGGERD=path runs another build of triggerd (say, the previous commit's, for a before/after
+# in one sitting) instead of ./target/release/triggerd.
 
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 BENCH_DBS=()
@@ -33,7 +35,7 @@ start_nodes() {
   local port
   for port in "$@"; do
     env TRIGGERD_ROOT_KEY="$ROOT" TRIGGERD_LOG__LEVEL=warn ${NODE_ENV:-} \
-      ./target/release/triggerd serve --listen "127.0.0.1:$port" --database-url "$DB_URL" \
+      "${BENCH_TRIGGERD:-./target/release/triggerd}" serve --listen "127.0.0.1:$port" --database-url "$DB_URL" \
       >"$TMP/triggerd-$port.log" 2>&1 &
     NODE_PIDS+=($!)
   done

@@ -21,13 +21,16 @@
 #                   still answers 200 ("Hook rules were not satisfied."). Warm-up as above.
 #   webhook_ran     (18093) a hook whose command is a shell script doing `echo x >> FILE`, hit
 #                   for `seconds` (no warm-up: every line counts). Afterwards it waits until
-#                   webhook has no child left and FILE stopped growing (at most 120 s), then
-#                   counts the lines. Extra fields: ran= (lines), ran_per_s= (lines / wrk's
-#                   seconds), never_ran= (fraction of the 2xx answers whose command never ran:
-#                   webhook answers 200 and then fails to start it, e.g. "too many open files",
-#                   silently unless verbose), non2xx=, sock_errors= (what wrk saw), drain_s=
-#                   (how long commands went on after wrk stopped), peak_fds=, peak_children=
-#                   (sampled every 0.2 s during the run), nofile= (webhook's open-files limit).
+#                   webhook has no child left, is back under 50 open fds and FILE has not grown
+#                   for 1 s (at most 120 s), then counts the lines (a few dozen more than wrk
+#                   counted can run: the requests in flight when wrk stops). Extra fields:
+#                   ran= (lines), ran_per_s= (lines / wrk's seconds), never_ran= (fraction of
+#                   the 2xx answers whose command never ran: webhook answers 200 first, then
+#                   fails to start the command, e.g. "too many open files", which it logs only
+#                   when verbose, so no client can tell), non2xx=, sock_errors= (what wrk saw),
+#                   drain_s= (how long commands went on after wrk stopped), peak_fds=,
+#                   peak_children= (webhook's, sampled every 0.2 s during the run), nofile=
+#                   (webhook's open-files limit).
 #   webhook_sync    (18091, only with PEER_SYNC=1 standalone, or `peer_sync`) /bin/true with
 #                   include-command-output-in-response: the answer waits for the command.
 #
@@ -170,11 +173,13 @@ peer_ran() (
   local line
   line=$(_peer_wrk webhook_ran "http://127.0.0.1:18093/hooks/ran" "$PEER_SECS" "$PEER_CONNS")
   touch "$PEER_TMP/stop-sampling"; wait "$sampler" || true
-  # Drain: until webhook has no child and the file has not grown for 1 s (at most 120 s).
+  # Drain: until webhook has no child, holds under 50 fds (no command waiting to start: each one
+  # holds its pipes from before the fork) and the file has not grown for 1 s (at most 120 s).
   local last=-1 now still=0 deadline=$((SECONDS + 120)) drain_start=$EPOCHREALTIME drain_s=0.0
   while [ $SECONDS -lt $deadline ]; do
     now=$(wc -l <"$file")
-    if [ "$now" = "$last" ] && ! pgrep -P "$PEER_PID" >/dev/null; then
+    if [ "$now" = "$last" ] && ! pgrep -P "$PEER_PID" >/dev/null \
+      && [ "$(ls /proc/"$PEER_PID"/fd 2>/dev/null | wc -l)" -lt 50 ]; then
       still=$((still + 1)); [ $still -ge 5 ] && break
     else
       still=0; drain_s=$(awk -v a="$EPOCHREALTIME" -v b="$drain_start" 'BEGIN { printf "%.1f", a - b }')

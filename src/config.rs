@@ -349,7 +349,7 @@ impl Default for WriterSettings {
         Self {
             queue_capacity: 8192,
             max_batch: 512,
-            wal_limit_mib: 64,
+            wal_limit_mib: 256,
         }
     }
 }

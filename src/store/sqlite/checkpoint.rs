@@ -10,11 +10,15 @@
 //! never pauses has always appended more by then: the file grew without end (3.8 GiB over a
 //! 111 MiB database) and kept that size while idle. So this thread also asks the writer, which
 //! runs the request between two batches and outside any transaction:
-//! - when the WAL holds more than its limit, to finish the checkpoint (RESTART: copy the few
-//!   frames the passive pass has not, and wait for readers to leave the WAL). The next commit
-//!   then writes from the start of the file again. The file keeps its size up to the limit
+//! - when the WAL holds more than its limit, to finish the checkpoint: a passive checkpoint run
+//!   while no write can be appended copies back every frame (the passes here copy most of them
+//!   first, so it copies only a few). Readers that start after that read the database file, and
+//!   the next commit writes from the start of the WAL again unless a reader from before still
+//!   reads it (then a later commit does). The file keeps its size up to the limit
 //!   (`journal_size_limit`), so commits overwrite blocks already allocated instead of growing
-//!   the file on each commit;
+//!   the file on each commit. (RESTART would do the same but wait for those readers, with
+//!   SQLite's backing-off sleeps: 33-48 ms per restart under intake load, all of it added to the
+//!   latency of the writes queued behind it.);
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
 
@@ -121,10 +125,15 @@ impl Checkpointer {
 fn finish_checkpoint(c: &Connection, wanted: Ask) {
     let sql = match wanted {
         Ask::Nothing => return,
-        Ask::Restart => "PRAGMA wal_checkpoint(RESTART)",
+        Ask::Restart => "PRAGMA wal_checkpoint(PASSIVE)",
         Ask::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
-    match c.query_row(sql, [], |r| r.get::<_, i64>(0)) {
+    let started = std::time::Instant::now();
+    let result = c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    // The writes queued behind it waited this long.
+    metrics::histogram!("triggerd_sqlite_wal_finish_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match result {
         // Busy: a reader still uses the WAL; the next tick asks again.
         Ok(busy) if busy != 0 => tracing::debug!(sql, "WAL checkpoint left frames to readers"),
         Ok(_) => {}

@@ -47,7 +47,7 @@ impl Default for WriterOptions {
         Self {
             queue_capacity: 8192,
             max_batch: 512,
-            wal_limit_bytes: 64 << 20,
+            wal_limit_bytes: 256 << 20,
         }
     }
 }

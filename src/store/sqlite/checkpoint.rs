@@ -10,15 +10,13 @@
 //! never pauses has always appended more by then: the file grew without end (3.8 GiB over a
 //! 111 MiB database) and kept that size while idle. So this thread also asks the writer, which
 //! runs the request between two batches and outside any transaction:
-//! - when the WAL holds more than its limit, to finish the checkpoint: a passive checkpoint run
-//!   while no write can be appended copies back every frame (the passes here copy most of them
-//!   first, so it copies only a few). Readers that start after that read the database file, and
-//!   the next commit writes from the start of the WAL again unless a reader from before still
-//!   reads it (then a later commit does). The file keeps its size up to the limit
-//!   (`journal_size_limit`), so commits overwrite blocks already allocated instead of growing
-//!   the file on each commit. (RESTART would do the same but wait for those readers, with
-//!   SQLite's backing-off sleeps: 33-48 ms per restart under intake load, all of it added to the
-//!   latency of the writes queued behind it.);
+//! - when the WAL holds more than its limit, to finish the checkpoint (RESTART: copy back the
+//!   frames the passive passes here have not, and wait for readers to leave the WAL). The next
+//!   commit then writes from the start of the file again. The file keeps its size up to the
+//!   limit (`journal_size_limit`), so commits overwrite blocks already allocated instead of
+//!   growing the file on each commit. Each finish holds the writes queued behind it: 35-50 ms
+//!   on the development machine, mostly the copy and the fsync of the database file (a PASSIVE
+//!   finish, which does not wait for readers, took as long and often left the WAL to grow on);
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
 
@@ -97,16 +95,14 @@ impl Checkpointer {
                         .set(frames.max(0).saturating_mul(page_size) as f64);
                     let wanted = ask(frames, copied, last_frames, page_size, limit_bytes);
                     last_frames = frames;
-                    if wanted != Ask::Nothing {
-                        if !queued.swap(true, Ordering::AcqRel) {
-                            let queued = queued.clone();
-                            let sent = writer.maintain_blocking(move |c| {
-                                finish_checkpoint(c, wanted);
-                                queued.store(false, Ordering::Release);
-                            });
-                            if !sent {
-                                break;
-                            }
+                    if wanted != Ask::Nothing && !queued.swap(true, Ordering::AcqRel) {
+                        let queued = queued.clone();
+                        let sent = writer.maintain_blocking(move |c| {
+                            finish_checkpoint(c, wanted);
+                            queued.store(false, Ordering::Release);
+                        });
+                        if !sent {
+                            break;
                         }
                     }
                 }
@@ -125,7 +121,7 @@ impl Checkpointer {
 fn finish_checkpoint(c: &Connection, wanted: Ask) {
     let sql = match wanted {
         Ask::Nothing => return,
-        Ask::Restart => "PRAGMA wal_checkpoint(PASSIVE)",
+        Ask::Restart => "PRAGMA wal_checkpoint(RESTART)",
         Ask::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
     let started = std::time::Instant::now();

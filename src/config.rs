@@ -591,6 +591,16 @@ mod tests {
                 },
             ),
             (
+                "writer.wal_limit_mib",
+                Settings {
+                    writer: WriterSettings {
+                        wal_limit_mib: 0,
+                        ..WriterSettings::default()
+                    },
+                    ..Settings::default()
+                },
+            ),
+            (
                 "public_url",
                 Settings {
                     public_url: Some("ftp://x".into()),

@@ -292,6 +292,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn maintenance_runs_after_what_was_queued_before_it_outside_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+        let queued = tokio::spawn({
+            let w = writer.clone();
+            async move { w.write(insert(1)).await }
+        });
+        // Wait until the insert is queued, then ask for maintenance from a plain thread, as the
+        // checkpoint thread does.
+        while writer.tx.capacity() == writer.tx.max_capacity() && !queued.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let (seen_tx, seen_rx) = oneshot::channel();
+        let w = writer.clone();
+        let sent = std::thread::spawn(move || {
+            w.maintain_blocking(move |c| {
+                let rows: i64 = c
+                    .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                    .unwrap();
+                let _ = seen_tx.send((rows, c.is_autocommit()));
+            })
+        })
+        .join()
+        .unwrap();
+
+        assert!(sent);
+        assert_eq!(
+            seen_rx.await.unwrap(),
+            (1, true),
+            "(rows seen, outside a transaction)"
+        );
+        queued.await.unwrap().unwrap();
+        thread.shutdown().await;
+        let w = writer.clone();
+        let refused = std::thread::spawn(move || w.maintain_blocking(|_| {}))
+            .join()
+            .unwrap();
+        assert!(!refused, "a stopped writer takes no maintenance");
+    }
+
+    #[tokio::test]
     async fn shutdown_commits_what_was_queued_and_refuses_what_comes_after() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();

@@ -436,9 +436,10 @@ async fn execute(
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
-    // Steps that ended without side effects (a Wait already over), not stored yet: they are
-    // written with the next write, most often the one that finishes the execution, instead of
-    // one commit each. Lost in a crash, they are simply run again.
+    // Steps that ended without side effects (a Wait already over, a step skipped after a
+    // failure), not stored yet: they are written with the next write, most often the one that
+    // finishes the execution, instead of one commit each. Lost in a crash, they are simply
+    // decided again.
     let mut unsaved: Vec<StepRecord> = Vec::new();
     for index in 0..steps.len() {
         let (si, ji) = (
@@ -448,15 +449,15 @@ async fn execute(
         let Some(step) = pipeline.stages.get(si).and_then(|s| s.steps.get(ji)) else {
             continue;
         };
-        if !matches!(step.spec, StepSpec::Wait { .. }) {
-            save(store, claim, &mut unsaved).await?;
-        }
         if failure.is_some() {
             if steps[index].status == status::NOT_STARTED {
                 steps[index].status = status::SKIPPED.into();
                 unsaved.push(steps[index].clone());
             }
             continue;
+        }
+        if !matches!(step.spec, StepSpec::Wait { .. }) {
+            save(store, claim, &mut unsaved).await?;
         }
         // A Run or Http step already `Running` was started by a worker that is gone: it is
         // never run a second time.

@@ -2,63 +2,141 @@
 
 use anyhow::{bail, Context as _};
 
+use crate::auth::keys::KeyVerifier;
 use crate::domain::ids::{AccountId, ApiKey, Identifier, ProjectRef};
 use crate::domain::BodyFormat;
 use crate::service::manage::TriggerView;
 use crate::service::Gateway;
-use crate::store::{now_millis, ApiKeyRecord, Role};
+use crate::store::{now_millis, ApiKeyRecord, Change, Role, Store};
 
-/// Makes sure a root key exists. With `supplied` (from `TRIGGERD_ROOT_KEY`) that key is
-/// registered if new and checked if known; it is never printed. Otherwise, on an empty
-/// database, a key is generated and returned so the caller can print it once.
-pub async fn ensure_root_key(
-    gw: &Gateway,
-    supplied: Option<&str>,
-) -> anyhow::Result<Option<ApiKey>> {
-    if let Some(text) = supplied {
-        let key = ApiKey::parse(text)
-            .filter(|k| k.account().is_root())
-            .context("TRIGGERD_ROOT_KEY must look like pat._root.<24 hex keyId>.<secret of 16-128 base62 chars>")?;
-        let existing = gw.store.get_api_key(key.key_id()).await?;
-        if existing.is_none() && register_root(gw, &key).await? {
-            return Ok(None);
-        }
-        // Stored before, or by another node starting at the same time: it must match.
-        if gw.store.get_api_key(key.key_id()).await?.is_none() {
-            anyhow::bail!(
-                "TRIGGERD_ROOT_KEY is not this database's root key (another root key exists); unset it or supply that key"
-            );
-        }
-        gw.keys
-            .verify(gw.store.as_ref(), text, &AccountId::root())
-            .await
-            .ok()
-            .context("TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId")?;
-        return Ok(None);
-    }
-    if gw.store.has_root_key().await? {
-        return Ok(None);
-    }
-    let key = ApiKey::generate(&AccountId::root());
-    // Another node starting on the same empty database may store its own first; then that
-    // one prints it and this one prints nothing.
-    Ok(register_root(gw, &key).await?.then_some(key))
+/// The name a root key gets when `TRIGGERD_ROOT_KEY` supplied it.
+const CONFIGURED_ROOT_NAME: &str = "root (TRIGGERD_ROOT_KEY)";
+
+/// The root key's life cycle on a store: created once, supplied by `TRIGGERD_ROOT_KEY`, or
+/// replaced by `triggerd admin reset-root-key`. There is at most one unrevoked root key.
+///
+/// `TRIGGERD_ROOT_KEY` on a database that has a different root key is refused, never added as
+/// a second key. Unsetting it does not revoke the key it installed (nodes that still have it
+/// would lose access): a warning says so at every start until `admin reset-root-key` replaces
+/// it.
+pub struct RootKeys<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// Hashes and verifies keys.
+    pub verifier: &'a KeyVerifier,
 }
 
-/// Stores `key` as the root key; false when a root key (or this key id) exists already.
-async fn register_root(gw: &Gateway, key: &ApiKey) -> anyhow::Result<bool> {
-    let record = ApiKeyRecord {
-        key_id: key.key_id().clone(),
-        account: AccountId::root(),
-        name: "root".into(),
-        role: Role::Admin,
-        projects: None,
-        hash: gw.keys.hash(key).await?,
-        created_at: now_millis(),
-        expires_at: None,
-        revoked_at: None,
-    };
-    Ok(gw.store.insert_api_key(record).await?)
+impl RootKeys<'_> {
+    /// Makes sure a root key exists. With `supplied` (from `TRIGGERD_ROOT_KEY`) that key is
+    /// registered if new and checked if known; it is never printed. Otherwise, on an empty
+    /// database, a key is generated and returned so the caller can print it once.
+    pub async fn ensure(&self, supplied: Option<&str>) -> anyhow::Result<Option<ApiKey>> {
+        if let Some(text) = supplied {
+            let key = parse_root(text)?;
+            let existing = self.store.get_api_key(key.key_id()).await?;
+            if existing.is_none() && self.register(&key, CONFIGURED_ROOT_NAME).await? {
+                return Ok(None);
+            }
+            // Stored before, or by another node starting at the same time: it must match.
+            match self.store.get_api_key(key.key_id()).await? {
+                Some(record) if record.revoked_at.is_none() => {}
+                Some(_) => bail!(
+                    "TRIGGERD_ROOT_KEY was revoked by `triggerd admin reset-root-key`; unset it or supply the current root key"
+                ),
+                None => bail!(
+                    "TRIGGERD_ROOT_KEY is not this database's root key (another root key exists); \
+                     unset it, supply that key, or make it the root key with `triggerd admin reset-root-key`"
+                ),
+            }
+            self.verifier
+                .verify(self.store, text, &AccountId::root())
+                .await
+                .ok()
+                .context(
+                    "TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId",
+                )?;
+            return Ok(None);
+        }
+        let roots = self.unrevoked_roots().await?;
+        if !roots.is_empty() {
+            if roots.iter().any(|r| r.name == CONFIGURED_ROOT_NAME) {
+                tracing::warn!(
+                    "the root key was installed from TRIGGERD_ROOT_KEY, which is no longer set; \
+                     it still works. Replace it with `triggerd admin reset-root-key`"
+                );
+            }
+            return Ok(None);
+        }
+        let key = ApiKey::generate(&AccountId::root());
+        // Another node starting on the same empty database may store its own first; then that
+        // one prints it and this one prints nothing.
+        Ok(self.register(&key, "root").await?.then_some(key))
+    }
+
+    /// Revokes every root key and installs a new one: `supplied` (nothing to print) or a
+    /// generated key (returned, to be printed once). Also says how many keys it revoked.
+    pub async fn reset(&self, supplied: Option<&str>) -> anyhow::Result<(Option<ApiKey>, usize)> {
+        let (key, name, generated) = match supplied {
+            Some(text) => (parse_root(text)?, CONFIGURED_ROOT_NAME, false),
+            None => (ApiKey::generate(&AccountId::root()), "root", true),
+        };
+        let roots = self.unrevoked_roots().await?;
+        let mut revoked = 0;
+        for record in &roots {
+            if self
+                .store
+                .revoke_api_key(&AccountId::root(), &record.key_id)
+                .await?
+            {
+                revoked += 1;
+                self.store
+                    .announce(&Change::KeyRevoked {
+                        key_id: record.key_id.to_string(),
+                    })
+                    .await?;
+            }
+        }
+        if !self.register(&key, name).await? {
+            bail!(
+                "another root key was created while this one was being reset; run the reset again"
+            );
+        }
+        Ok((generated.then_some(key), revoked))
+    }
+
+    async fn unrevoked_roots(&self) -> anyhow::Result<Vec<ApiKeyRecord>> {
+        Ok(self
+            .store
+            .list_api_keys(&AccountId::root())
+            .await?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none())
+            .collect())
+    }
+
+    /// Stores `key` as the root key; false when a root key (or this key id) exists already.
+    async fn register(&self, key: &ApiKey, name: &str) -> anyhow::Result<bool> {
+        let record = ApiKeyRecord {
+            key_id: key.key_id().clone(),
+            account: AccountId::root(),
+            name: name.into(),
+            role: Role::Admin,
+            projects: None,
+            hash: self.verifier.hash(key).await?,
+            created_at: now_millis(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        Ok(self.store.insert_api_key(record).await?)
+    }
+}
+
+fn parse_root(text: &str) -> anyhow::Result<ApiKey> {
+    ApiKey::parse(text)
+        .filter(|k| k.account().is_root())
+        .context(
+        "TRIGGERD_ROOT_KEY must look like pat._root.<24 hex keyId>.<secret of 16-128 base62 chars>",
+    )
 }
 
 /// The demo pipeline (also in `examples/pipelines/hello.yaml`).

@@ -537,6 +537,18 @@ impl Settings {
         }
     }
 
+    /// The API key verifier these settings describe (argon2 pool size, cache TTL).
+    pub fn key_verifier(&self) -> crate::auth::keys::KeyVerifier {
+        let threads = match self.auth.argon2_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        crate::auth::keys::KeyVerifier::new(
+            threads,
+            std::time::Duration::from_secs(self.auth.key_cache_ttl_secs),
+        )
+    }
+
     /// The public base URL for a server bound to `bound`, without a trailing slash.
     pub fn public_base(&self, bound: SocketAddr) -> String {
         match &self.public_url {

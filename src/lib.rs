@@ -15,6 +15,7 @@
 //! - [`service`]: the use cases (intake, status, management) the HTTP layer calls.
 //! - [`http`]: routes, envelopes, middleware; one module per resource.
 //! - [`bootstrap`]: the root key and the demo.
+//! - [`cli`]: the command line, server commands and the REST client.
 //!
 //! Dependencies point inward: `http` → `service`/`engine` → `auth`/`domain`/`expr` → `store`.
 
@@ -22,6 +23,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::keys::KeyVerifier;
 use crate::config::Settings;
 use crate::domain::ratelimit::KeyedLimiter;
 use crate::engine;
@@ -60,10 +59,6 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
 impl Application {
     /// Opens and migrates the database, binds `settings.listen` and starts serving.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
@@ -73,10 +68,6 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let bound = listener.local_addr()?;
-        let argon2_threads = match settings.auth.argon2_threads {
-            0 => cores(),
-            n => n,
-        };
         let engine_stop = CancellationToken::new();
         let work_root = settings.work_root();
         let (engine, engine_task) = engine::start(
@@ -113,10 +104,7 @@ impl Application {
         let gateway = web::Data::new(Gateway {
             store: store.clone(),
             cache: HotCache::new(),
-            keys: KeyVerifier::new(
-                argon2_threads,
-                Duration::from_secs(settings.auth.key_cache_ttl_secs),
-            ),
+            keys: settings.key_verifier(),
             public_url: settings.public_base(bound),
             last_work_announce: std::sync::atomic::AtomicI64::new(0),
             body_limits: crate::service::BodyLimits {

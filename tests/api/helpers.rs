@@ -230,14 +230,17 @@ async fn start(
     let app = Application::build(&settings).await.expect("app builds");
     let port = app.port();
     let gateway = app.gateway();
+    let root_keys = bootstrap::RootKeys {
+        store: gateway.store.as_ref(),
+        verifier: &gateway.keys,
+    };
     let root_key = match root_key {
         Some(k) => {
-            bootstrap::ensure_root_key(&gateway, Some(&k))
-                .await
-                .expect("root key accepted");
+            root_keys.ensure(Some(&k)).await.expect("root key accepted");
             k
         }
-        None => bootstrap::ensure_root_key(&gateway, None)
+        None => root_keys
+            .ensure(None)
             .await
             .expect("root key")
             .expect("fresh database gets a root key")

@@ -169,7 +169,7 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
     gw.store.put_account(&project.account, "Demo").await?;
     gw.store.put_project(&project, "Demo project").await?;
     let pipeline = id("hello")?;
-    gw.put_pipeline(&project, &pipeline, DEMO_PIPELINE, BodyFormat::Yaml)
+    gw.put_pipeline(&project, &pipeline, DEMO_PIPELINE, BodyFormat::Yaml, false)
         .await
         .map_err(|e| anyhow::anyhow!("seeding the demo pipeline: {e}"))?;
     let trigger = id("hello_trigger")?;
@@ -180,6 +180,7 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
             &trigger,
             DEMO_TRIGGER,
             BodyFormat::Yaml,
+            false,
         )
         .await
         .map_err(|e| anyhow::anyhow!("seeding the demo trigger: {e}"))?;
@@ -195,7 +196,7 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
                 "sendEverything": true,
                 "url": DEMO_RECEIVER_URL,
             });
-            gw.put_event_rule(&project, &rule, &body.to_string(), BodyFormat::Json)
+            gw.put_event_rule(&project, &rule, &body.to_string(), BodyFormat::Json, false)
                 .await
                 .map(|(view, _)| view)
         }

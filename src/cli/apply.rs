@@ -429,8 +429,33 @@ fn controlled(doc: &Doc, view: &Value) -> Value {
                 json!({ "value": here["value"], "allowOverrides": here["allowOverrides"] })
             }
         }
-        _ => view["spec"].clone(),
+        DocKind::EventRule => rule_body(view),
+        DocKind::Pipeline | DocKind::Trigger => view["spec"].clone(),
     }
+}
+
+/// The fields of a rule view that are state, not body.
+const RULE_STATE: &[&str] = &[
+    "accountIdentifier",
+    "orgIdentifier",
+    "projectIdentifier",
+    "signingSecret",
+    "previousSecretValidUntil",
+    "failingSince",
+    "disabledReason",
+    "createdAt",
+    "updatedAt",
+];
+
+/// A rule view without its state: the body a document gives.
+fn rule_body(view: &Value) -> Value {
+    let mut body = view.clone();
+    if let Some(map) = body.as_object_mut() {
+        for field in RULE_STATE {
+            map.remove(*field);
+        }
+    }
+    body
 }
 
 fn desired_setting(doc: &Doc) -> Value {
@@ -826,7 +851,7 @@ pub async fn export(ctx: &Context, args: ExportArgs) -> CliResult {
     }
     for rule in api.list(&s.in_project(&["eventrules"])?, &[], 0).await? {
         let id = rule["identifier"].as_str().unwrap_or("").to_owned();
-        let mut body = rule["spec"].clone();
+        let mut body = rule_body(&rule);
         body["identifier"] = json!(id);
         write(
             format!("eventrules/{id}.yaml"),

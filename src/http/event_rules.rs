@@ -52,9 +52,12 @@ async fn put(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
+    let dry_run = super::dry_run(&req)?;
     let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
-    let (view, created) = gw.put_event_rule(&project, &rule, &text, format).await?;
-    Ok(envelope::put_result(created, view))
+    let (view, created) = gw
+        .put_event_rule(&project, &rule, &text, format, dry_run)
+        .await?;
+    Ok(super::put_answer(dry_run, created, view))
 }
 
 async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {

@@ -19,6 +19,7 @@ mod pipelines;
 mod settings;
 mod status;
 mod triggers;
+mod whoami;
 
 use std::collections::HashMap;
 
@@ -49,6 +50,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     events::configure(cfg);
     event_rules::configure(cfg);
     executions::configure(cfg);
+    whoami::configure(cfg);
 }
 
 /// A resource whose unlisted methods answer 405 with the envelope.
@@ -138,6 +140,26 @@ pub(crate) fn list_params_or(
             })?,
     };
     Ok((limit, q.get("cursor").map(String::as_str)))
+}
+
+/// `dryRun=true` on a PUT: validate and answer what would be stored, store nothing.
+pub(crate) fn dry_run(req: &HttpRequest) -> Result<bool, Error> {
+    match query(req).get("dryRun").map(String::as_str) {
+        None | Some("" | "false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(Error::InvalidRequest(
+            "Invalid request: dryRun must be true or false".into(),
+        )),
+    }
+}
+
+/// The answer to a PUT: 201 on create, 200 on update, 200 for a dry run.
+pub(crate) fn put_answer<T: serde::Serialize>(
+    dry_run: bool,
+    created: bool,
+    view: T,
+) -> HttpResponse {
+    envelope::put_result(created && !dry_run, view)
 }
 
 /// 200 with an empty success envelope, for deletes.

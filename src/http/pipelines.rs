@@ -30,9 +30,12 @@ async fn put(
     let project = path_project(&req)?;
     let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
+    let dry_run = super::dry_run(&req)?;
     let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
-    let (view, created) = gw.put_pipeline(&project, &id, &text, format).await?;
-    Ok(envelope::put_result(created, view))
+    let (view, created) = gw
+        .put_pipeline(&project, &id, &text, format, dry_run)
+        .await?;
+    Ok(super::put_answer(dry_run, created, view))
 }
 
 async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {

@@ -58,11 +58,12 @@ async fn put(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
+    let dry_run = super::dry_run(&req)?;
     let (text, format) = body::read_text(&req, payload, gw.body_limits).await?;
     let (view, created) = gw
-        .put_trigger(&project, &pipeline, &trigger, &text, format)
+        .put_trigger(&project, &pipeline, &trigger, &text, format, dry_run)
         .await?;
-    Ok(envelope::put_result(created, view))
+    Ok(super::put_answer(dry_run, created, view))
 }
 
 async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {

@@ -212,6 +212,7 @@ impl Gateway {
         id: &Identifier,
         text: &str,
         format: BodyFormat,
+        dry_run: bool,
     ) -> Result<(EventRuleView, bool), Error> {
         let mut doc: Value = format.parse(text)?;
         drop_read_only_fields(&mut doc, project)?;
@@ -248,6 +249,9 @@ impl Gateway {
             created_at: now,
             updated_at: now,
         };
+        if dry_run {
+            return Ok((EventRuleView::of(&record, false), stored.is_none()));
+        }
         let (stored, created) = self.store.put_event_rule(record, ping).await?;
         self.dispatcher.notify();
         Ok((EventRuleView::of(&stored, created), created))

@@ -386,6 +386,7 @@ impl Gateway {
         id: &Identifier,
         text: &str,
         format: BodyFormat,
+        dry_run: bool,
     ) -> Result<(PipelineView, bool), Error> {
         let spec = parse_pipeline(text, format)?;
         check_same(
@@ -412,6 +413,10 @@ impl Gateway {
             created_at: now,
             updated_at: now,
         };
+        if dry_run {
+            let created = self.store.get_pipeline(project, id).await?.is_none();
+            return Ok((PipelineView::from(&record), created));
+        }
         let created = self.store.put_pipeline(record).await?;
         self.changed(Change::Triggers).await;
         let stored =
@@ -441,6 +446,7 @@ impl Gateway {
         id: &Identifier,
         text: &str,
         format: BodyFormat,
+        dry_run: bool,
     ) -> Result<(TriggerView, bool), Error> {
         let mut doc: serde_json::Value = format.parse(text)?;
         // A trigger read back from the API shows its signature secret as the placeholder; sent
@@ -499,6 +505,15 @@ impl Gateway {
             created_at: now,
             updated_at: now,
         };
+        if dry_run {
+            let existing = self.store.get_trigger(project, pipeline, id).await?;
+            let created = existing.is_none();
+            let record = TriggerRecord {
+                token: existing.map_or(record.token, |t| t.token),
+                ..record
+            };
+            return Ok((self.trigger_view(&record).await?, created));
+        }
         let (stored, created) = self.store.put_trigger(record).await?;
         self.changed(Change::Triggers).await;
         self.rate_limits.forget(&stored.token);

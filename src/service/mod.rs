@@ -178,6 +178,19 @@ impl Gateway {
         }
     }
 
+    /// Verifies a key against its own account: who is calling (`GET /api/v1/whoami`).
+    pub async fn whoami(&self, api_key: Option<&str>) -> Result<Principal, Error> {
+        let account = api_key
+            .and_then(crate::domain::ids::ApiKey::parse)
+            .map(|k| k.account().clone())
+            .ok_or_else(|| {
+                Error::InvalidToken(
+                    "Invalid call: X-Api-Key header with a key of the form pat.<account>.<keyId>.<secret> is required".into(),
+                )
+            })?;
+        self.verify_key(api_key, &account).await
+    }
+
     /// Verifies the root key.
     pub async fn authorize_root(
         &self,

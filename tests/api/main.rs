@@ -3,6 +3,7 @@
 mod helpers;
 
 mod apikeys;
+mod cli;
 mod conditions;
 mod durability;
 mod engine;

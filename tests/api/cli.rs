@@ -1,0 +1,641 @@
+//! The command line (DESIGN §13): the real `triggerd` binary, run as a child process against
+//! the real server on loopback, with its own HOME so profiles land in a temporary directory.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::helpers::{spawn_app, success_data, TestApp};
+
+/// What a run of the binary gave.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn expect(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code; {self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:#?}"))
+    }
+}
+
+/// A user: a HOME of their own, and the server's URL and key in the environment or a profile.
+struct User {
+    home: TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl User {
+    fn new() -> Self {
+        Self {
+            home: TempDir::new().expect("home"),
+            env: Vec::new(),
+        }
+    }
+
+    /// A user whose environment names `app` and `key`, acting in `project`.
+    fn with_env(app: &TestApp, key: &str, project: &str) -> Self {
+        let mut user = Self::new();
+        user.env = vec![
+            ("TRIGGERD_URL".into(), app.address.clone()),
+            ("TRIGGERD_API_KEY".into(), key.into()),
+            ("TRIGGERD_PROJECT".into(), project.into()),
+        ];
+        user
+    }
+
+    fn dir(&self) -> &Path {
+        self.home.path()
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, "", &[]).await
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triggerd"));
+        cmd.args(args)
+            .current_dir(self.dir())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir())
+            .env("XDG_CONFIG_HOME", self.dir().join(".config"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the triggerd binary starts");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).await.expect("stdin");
+        drop(input);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("triggerd {args:?} did not finish within 60 s"))
+            .expect("output");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn write(&self, rel: &str, text: &str) -> String {
+        let path = self.dir().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+/// An account `acme` with project `acme/default/payments` and an admin key of it.
+async fn acme(app: &TestApp) -> String {
+    app.create_project("acme", "default", "payments").await;
+    app.create_key("acme", "admin", None).await
+}
+
+const PROJECT: &str = "acme/default/payments";
+
+fn pipeline_doc(id: &str, command: &str) -> String {
+    format!(
+        "kind: Pipeline\naccount: acme\norg: default\nproject: payments\npipeline:\n  name: {id}\n  identifier: {id}\n  stages:\n    - stage:\n        identifier: build\n        name: Build\n        steps:\n          - step:\n              identifier: run\n              type: Run\n              timeout: 1m\n              spec:\n                shell: sh\n                command: {command}\n"
+    )
+}
+
+fn trigger_doc(pipeline: &str, id: &str, condition: Option<&str>) -> String {
+    let conditions = match condition {
+        Some(value) => format!(
+            "\n          - key: <+trigger.payload.ref>\n            operator: Equals\n            value: {value}"
+        ),
+        None => " []".into(),
+    };
+    format!(
+        "kind: Trigger\naccount: acme\norg: default\nproject: payments\ntrigger:\n  name: {id}\n  identifier: {id}\n  pipelineIdentifier: {pipeline}\n  enabled: true\n  source:\n    type: Webhook\n    spec:\n      type: Custom\n      spec:\n        payloadConditions:{conditions}\n        headerConditions: []\n"
+    )
+}
+
+const RULE_DOC: &str = "kind: EventRule\naccount: acme\norg: default\nproject: payments\neventRule:\n  identifier: ops\n  name: Ops\n  enabled: false\n  events: [pipeline_end]\n  pipelines: ['*']\n  url: http://127.0.0.1:9/events\n  headers:\n    X-Team: ops\n";
+
+const SETTING_DOC: &str = "kind: Setting\naccount: acme\norg: default\nproject: payments\nsetting:\n  name: mandate_custom_webhook_authorization\n  value: true\n";
+
+#[tokio::test]
+async fn login_keeps_the_key_in_a_private_profile_and_refuses_bad_keys_in_one_line() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::new();
+
+    let run = user
+        .run_with(&["login", "--url", &app.address], &format!("{key}\n"), &[])
+        .await;
+    run.expect(0);
+    assert!(run.stdout.contains("account acme"), "{run:#?}");
+    let profile = user.dir().join(".config/triggerd/profiles.toml");
+    let text = std::fs::read_to_string(&profile).expect("profile written");
+    assert!(text.contains(&app.address) && text.contains(&key), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&profile).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the profile holds a key");
+    }
+    let run = user.run(&["use", PROJECT]).await;
+    run.expect(0);
+    let run = user.run(&["whoami"]).await;
+    run.expect(0);
+    assert!(
+        run.stdout.contains("admin") && run.stdout.contains(PROJECT),
+        "{run:#?}"
+    );
+    let run = user.run(&["whoami", "-o", "json"]).await;
+    assert_eq!(run.expect(0).json()["accountIdentifier"], "acme");
+
+    // A wrong key: refused (1), one line, and the profile keeps the old key.
+    let wrong = format!("{}x", &key[..key.len() - 1]);
+    let run = user
+        .run_with(&["login", "--url", &app.address], &wrong, &[])
+        .await;
+    run.expect(1);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(run.stderr.contains("INVALID_TOKEN"), "{run:#?}");
+    assert!(std::fs::read_to_string(&profile).unwrap().contains(&key));
+    // The environment overrides the profile.
+    let run = user
+        .run_with(&["whoami"], "", &[("TRIGGERD_API_KEY", &wrong)])
+        .await;
+    run.expect(1);
+    assert!(run.stderr.contains("INVALID_TOKEN"), "{run:#?}");
+
+    // The key never comes from argv; no key at all is a usage error.
+    user.run(&["login", "--url", &app.address, "--key", &key])
+        .await
+        .expect(3);
+    let run = user
+        .run_with(&["login", "--url", &app.address], "", &[])
+        .await;
+    run.expect(3);
+    assert!(run.stderr.contains("no API key"), "{run:#?}");
+
+    // A server that is not there: exit 3, one line naming it.
+    let run = user
+        .run_with(&["whoami"], "", &[("TRIGGERD_URL", "http://127.0.0.1:9")])
+        .await;
+    run.expect(3);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn apply_twice_changes_nothing_and_export_round_trips() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    user.write(
+        "config/pipelines/build.yaml",
+        &pipeline_doc("build", "echo built"),
+    );
+    user.write(
+        "config/triggers.yaml",
+        &format!(
+            "{}---\n{}",
+            trigger_doc("build", "on_push", None),
+            trigger_doc("build", "on_main", Some("refs/heads/main"))
+        ),
+    );
+    user.write("config/rules/ops.yaml", RULE_DOC);
+    user.write("config/settings.yml", SETTING_DOC);
+    user.write("config/notes.txt", "not a document");
+
+    let first = user.run(&["apply", "-f", "config", "-o", "json"]).await;
+    let actions = first.expect(0).json();
+    let created: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "created")
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        created,
+        ["Setting", "Pipeline", "Trigger", "Trigger", "EventRule"],
+        "{first:#?}"
+    );
+    let stored = app
+        .with_key(
+            Method::GET,
+            "/api/v1/accounts/acme/orgs/default/projects/payments/pipelines/build/triggers/on_main",
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    let trigger = success_data(stored).await;
+    let updated_at = trigger["updatedAt"].clone();
+
+    let second = user.run(&["apply", "-f", "config", "-o", "json"]).await;
+    let actions = second.expect(0).json();
+    assert!(
+        actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["action"] == "unchanged"),
+        "{second:#?}"
+    );
+    assert_eq!(actions.as_array().unwrap().len(), 5);
+    let again = app
+        .with_key(
+            Method::GET,
+            "/api/v1/accounts/acme/orgs/default/projects/payments/pipelines/build/triggers/on_main",
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        success_data(again).await["updatedAt"],
+        updated_at,
+        "not rewritten"
+    );
+
+    // export -> apply round-trips.
+    let run = user.run(&["export", "--dir", "exported"]).await;
+    run.expect(0);
+    assert_eq!(run.stdout.lines().count(), 5, "{run:#?}");
+    let third = user.run(&["apply", "-f", "exported", "-o", "json"]).await;
+    let actions = third.expect(0).json();
+    assert_eq!(actions.as_array().unwrap().len(), 5, "{third:#?}");
+    assert!(
+        actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["action"] == "unchanged"),
+        "{third:#?}"
+    );
+
+    // --dry-run shows the change and makes none.
+    user.write(
+        "config/pipelines/build.yaml",
+        &pipeline_doc("build", "echo rebuilt"),
+    );
+    let run = user.run(&["apply", "-f", "config", "--dry-run"]).await;
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("would change  Pipeline   acme/default/payments/build"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains("+") && run.stderr.contains("echo rebuilt"),
+        "{run:#?}"
+    );
+    let res = app
+        .with_key(
+            Method::GET,
+            "/api/v1/accounts/acme/orgs/default/projects/payments/pipelines/build",
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(success_data(res).await["yaml"]
+        .as_str()
+        .unwrap()
+        .contains("echo built"));
+    let run = user.run(&["apply", "-f", "config"]).await;
+    run.expect(0);
+    assert!(run.stderr.contains("changed       Pipeline"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn prune_deletes_only_with_confirmation_and_dry_run_deletes_nothing() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    user.write("config/build.yaml", &pipeline_doc("build", "'true'"));
+    user.write("config/t1.yaml", &trigger_doc("build", "keep", None));
+    user.write("config/t2.yaml", &trigger_doc("build", "drop", None));
+    user.run(&["apply", "-f", "config"]).await.expect(0);
+    std::fs::remove_file(user.dir().join("config/t2.yaml")).unwrap();
+
+    let run = user
+        .run(&["apply", "-f", "config", "--prune", "--dry-run"])
+        .await;
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("would delete  Trigger    acme/default/payments/build/drop"),
+        "{run:#?}"
+    );
+    assert_eq!(trigger_names(&user).await, ["drop", "keep"]);
+
+    // Not a terminal and no --yes: refused, nothing deleted.
+    let run = user.run(&["apply", "-f", "config", "--prune"]).await;
+    run.expect(3);
+    assert!(run.stderr.contains("--yes"), "{run:#?}");
+    assert_eq!(trigger_names(&user).await, ["drop", "keep"]);
+
+    let run = user
+        .run(&["apply", "-f", "config", "--prune", "--yes"])
+        .await;
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("deleted       Trigger    acme/default/payments/build/drop"),
+        "{run:#?}"
+    );
+    assert_eq!(trigger_names(&user).await, ["keep"]);
+}
+
+#[tokio::test]
+async fn a_malformed_or_refused_document_is_named_and_changes_nothing() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let bad = user.write("bad.yaml", "kind: Pipeline\naccount: acme\norg: default\n");
+    let run = user.run(&["apply", "-f", &bad]).await;
+    run.expect(3);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("bad.yaml") && run.stderr.contains("`org` and `project`"),
+        "{run:#?}"
+    );
+
+    // The server refuses the second document: the first is not written either.
+    let mixed = format!(
+        "{}---\n{}",
+        pipeline_doc("good", "'true'"),
+        pipeline_doc("bad", "echo <+trigger.payload.x>")
+    );
+    let path = user.write("mixed.yaml", &mixed);
+    let run = user.run(&["apply", "-f", &path]).await;
+    run.expect(1);
+    assert!(run.stderr.contains("mixed.yaml (document 2)"), "{run:#?}");
+    assert!(run.stderr.contains("nothing was changed"), "{run:#?}");
+    let run = user.run(&["get", "pipelines", "-o", "json"]).await;
+    assert_eq!(run.expect(0).json(), serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn fire_exit_codes_tell_success_failure_and_no_match() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let docs = [
+        pipeline_doc("ok", "echo fine"),
+        pipeline_doc("broken", "echo oops >&2; exit 3"),
+        trigger_doc("ok", "go", Some("refs/heads/main")),
+        trigger_doc("broken", "go", None),
+    ]
+    .join("---\n");
+    let path = user.write("all.yaml", &docs);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+
+    let main = r#"{"ref":"refs/heads/main"}"#;
+    let run = user.run(&["fire", "ok/go", "--data", main, "--wait"]).await;
+    run.expect(0);
+    assert!(run.stdout.contains("build/run  Success"), "{run:#?}");
+    assert!(run.stdout.contains(": Success"), "{run:#?}");
+
+    let run = user.run(&["fire", "broken/go", "--wait"]).await;
+    run.expect(1);
+    assert!(run.stdout.contains("build/run  Failed"), "{run:#?}");
+
+    let payload = user.write("dev.json", r#"{"ref":"refs/heads/dev"}"#);
+    let run = user
+        .run(&["fire", "ok/go", "--data", &format!("@{payload}")])
+        .await;
+    run.expect(2);
+    assert!(
+        run.stderr
+            .contains("NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS"),
+        "{run:#?}"
+    );
+    let event_id = run.stdout.trim().to_owned();
+    let run = user.run(&["status", &event_id]).await;
+    run.expect(2);
+    assert!(
+        run.stdout.contains("refs/heads/dev"),
+        "condition table: {run:#?}"
+    );
+
+    // A dry run shows every condition and stores nothing.
+    let run = user
+        .run_with(&["fire", "ok/go", "--data", "-", "--dry-run"], main, &[])
+        .await;
+    run.expect(0);
+    assert!(
+        run.stdout.contains("TARGET_EXECUTION_REQUESTED"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("<+trigger.payload.ref>") && run.stdout.contains("yes"),
+        "{run:#?}"
+    );
+    let events = user.run(&["get", "events", "-o", "json"]).await;
+    assert_eq!(events.expect(0).json().as_array().unwrap().len(), 3);
+
+    // Idempotency: the same key fires once.
+    let first = user
+        .run(&["fire", "broken/go", "--idempotency-key", "k1"])
+        .await;
+    let again = user
+        .run(&["fire", "broken/go", "--idempotency-key", "k1"])
+        .await;
+    assert_eq!(first.expect(0).stdout, again.expect(0).stdout);
+    assert!(again.stderr.contains("replayed"), "{again:#?}");
+
+    // Usage errors exit 3.
+    user.run(&["fire", "no-slash"]).await.expect(3);
+    user.run(&["fire", "ok/go", "--header", "nocolon"])
+        .await
+        .expect(3);
+    user.run(&["get", "bogus"]).await.expect(3);
+    let run = user.run(&["fire", "ok/missing"]).await;
+    run.expect(1);
+    assert!(run.stderr.contains("RESOURCE_NOT_FOUND"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn logs_follow_a_running_step_to_its_end() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let docs = [
+        pipeline_doc("slow", "'echo first; sleep 1; echo second'"),
+        trigger_doc("slow", "go", None),
+    ]
+    .join("---\n");
+    let path = user.write("slow.yaml", &docs);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+    let run = user.run(&["fire", "slow/go", "-o", "json"]).await;
+    let event = run.expect(0).json();
+    let event_id = event["eventCorrelationId"].as_str().unwrap();
+    let status = app.get_status(event_id, "acme", Some(&key)).await;
+    let execution = success_data(status).await["webhookProcessingDetails"]["pipelineExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let run = user.run(&["logs", &execution, "run", "-f"]).await;
+    run.expect(0);
+    assert!(run.stdout.contains("first\nsecond"), "{run:#?}");
+    let run = user.run(&["logs", &execution]).await;
+    run.expect(0);
+    assert!(
+        run.stdout.contains("==> build/run (Success) <=="),
+        "{run:#?}"
+    );
+    let run = user.run(&["logs", &execution, "nope"]).await;
+    run.expect(1);
+    assert!(run.stderr.contains("its steps: build/run"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn get_lists_tables_and_keys_are_created_once_and_revoked() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let path = user.write("p.yaml", &pipeline_doc("build", "'true'"));
+    user.run(&["apply", "-f", &path]).await.expect(0);
+    let run = user.run(&["get", "pipelines"]).await;
+    run.expect(0);
+    let mut lines = run.stdout.lines();
+    assert!(
+        lines.next().unwrap().starts_with("PIPELINE  NAME"),
+        "{run:#?}"
+    );
+    assert!(
+        lines.next().unwrap().starts_with("build     build"),
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains('\x1b'), "no colour off a terminal");
+    let run = user.run(&["get", "pipelines", "build"]).await;
+    assert!(
+        run.expect(0).stdout.contains("identifier: build"),
+        "{run:#?}"
+    );
+    let run = user.run(&["get", "triggers"]).await;
+    assert!(run.expect(0).stdout.contains("No triggers yet"), "{run:#?}");
+
+    let run = user
+        .run(&["keys", "create", "ci", "--role", "executor", "-o", "json"])
+        .await;
+    let created = run.expect(0).json();
+    let id = created["identifier"].as_str().unwrap().to_owned();
+    let executor = created["key"].as_str().unwrap().to_owned();
+    let run = user.run(&["keys", "list"]).await;
+    assert!(run.expect(0).stdout.contains(&id), "{run:#?}");
+    assert!(!run.stdout.contains(&executor), "never the secret");
+    user.run(&["keys", "revoke", &id]).await.expect(0);
+    let run = user
+        .run_with(&["whoami"], "", &[("TRIGGERD_API_KEY", &executor)])
+        .await;
+    run.expect(1);
+
+    let run = user.run(&["completions", "bash"]).await;
+    assert!(run.expect(0).stdout.contains("triggerd"), "{run:#?}");
+    let run = user.run(&["fire", "--help"]).await;
+    assert!(run.expect(0).stdout.contains("Examples:"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn init_and_reset_root_key_work_offline_and_the_root_key_variable_never_adds_a_second_key() {
+    let user = User::new();
+    let url = format!("sqlite://{}", user.dir().join("t.db").display());
+    let run = user.run(&["init", "--database-url", &url]).await;
+    run.expect(0);
+    let first = root_key_in(&run.stdout);
+    let run = user.run(&["init", "--database-url", &url]).await;
+    run.expect(0);
+    assert!(run.stdout.contains("already has a root key"), "{run:#?}");
+    assert!(!run.stdout.contains("pat._root"), "printed once: {run:#?}");
+
+    // Another key in TRIGGERD_ROOT_KEY is refused, not added.
+    let other = "pat._root.0123456789abcdef01234567.abcdefghijklmnopqrstuvwxyz012345";
+    let run = user
+        .run_with(
+            &["init", "--database-url", &url],
+            "",
+            &[("TRIGGERD_ROOT_KEY", other)],
+        )
+        .await;
+    run.expect(1);
+    assert!(run.stderr.contains("reset-root-key"), "{run:#?}");
+
+    // The lost key is replaced; the old one is revoked.
+    let run = user
+        .run(&["admin", "reset-root-key", "--database-url", &url])
+        .await;
+    run.expect(0);
+    assert!(run.stdout.contains("Revoked 1 root key(s)"), "{run:#?}");
+    let second = root_key_in(&run.stdout);
+    assert_ne!(first, second);
+
+    // Resetting to the configured key makes it the one root key.
+    let run = user
+        .run_with(
+            &["admin", "reset-root-key", "--database-url", &url],
+            "",
+            &[("TRIGGERD_ROOT_KEY", other)],
+        )
+        .await;
+    run.expect(0);
+    assert!(!run.stdout.contains("pat._root"), "{run:#?}");
+    user.run_with(
+        &["init", "--database-url", &url],
+        "",
+        &[("TRIGGERD_ROOT_KEY", other)],
+    )
+    .await
+    .expect(0);
+    let run = user
+        .run_with(
+            &["init", "--database-url", &url],
+            "",
+            &[("TRIGGERD_ROOT_KEY", second.as_str())],
+        )
+        .await;
+    run.expect(1);
+    assert!(run.stderr.contains("revoked"), "{run:#?}");
+}
+
+async fn trigger_names(user: &User) -> Vec<String> {
+    let run = user.run(&["get", "triggers", "-o", "json"]).await;
+    run.expect(0)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["identifier"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn root_key_in(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("pat._root."))
+        .unwrap_or_else(|| panic!("no root key in {stdout}"))
+        .to_owned()
+}

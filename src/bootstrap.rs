@@ -144,6 +144,17 @@ const DEMO_PIPELINE: &str = include_str!("../examples/pipelines/hello.yaml");
 /// The demo trigger (also in `examples/triggers/hello.yaml`).
 const DEMO_TRIGGER: &str = include_str!("../examples/triggers/hello.yaml");
 
+/// The resource in an `apply` document (`kind`, `account`, `org`, `project` and `key: {...}`),
+/// as the REST API takes it: `{"key": {...}}` in JSON.
+fn document_body(doc: &str, key: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value =
+        serde_yaml_ng::from_str(doc).context("an example document is not valid YAML")?;
+    let body = value
+        .get(key)
+        .with_context(|| format!("an example document has no `{key}:`"))?;
+    Ok(serde_json::json!({ key: body }).to_string())
+}
+
 /// Where the demo event rule sends: the default address of `examples/receiver`.
 pub const DEMO_RECEIVER_URL: &str = "http://127.0.0.1:8787/events";
 
@@ -169,7 +180,8 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
     gw.store.put_account(&project.account, "Demo").await?;
     gw.store.put_project(&project, "Demo project").await?;
     let pipeline = id("hello")?;
-    gw.put_pipeline(&project, &pipeline, DEMO_PIPELINE, BodyFormat::Yaml, false)
+    let pipeline_body = document_body(DEMO_PIPELINE, "pipeline")?;
+    gw.put_pipeline(&project, &pipeline, &pipeline_body, BodyFormat::Json, false)
         .await
         .map_err(|e| anyhow::anyhow!("seeding the demo pipeline: {e}"))?;
     let trigger = id("hello_trigger")?;
@@ -178,8 +190,8 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
             &project,
             &pipeline,
             &trigger,
-            DEMO_TRIGGER,
-            BodyFormat::Yaml,
+            &document_body(DEMO_TRIGGER, "trigger")?,
+            BodyFormat::Json,
             false,
         )
         .await

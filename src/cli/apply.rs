@@ -641,17 +641,21 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
             Action::Change(_) => "changed",
             Action::Unchanged => "unchanged",
         };
+        let mut secret = None;
         if !args.dry_run && *action != Action::Unchanged {
-            if let Err(e) = put(api, doc, false).await {
-                failed += 1;
-                eprintln!(
-                    "triggerd: {}: {} {}: {}",
-                    doc.source,
-                    doc.kind.name(),
-                    doc.name(),
-                    e.message
-                );
-                continue;
+            match put(api, doc, false).await {
+                Ok(view) => secret = view["signingSecret"].as_str().map(str::to_owned),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!(
+                        "triggerd: {}: {} {}: {}",
+                        doc.source,
+                        doc.kind.name(),
+                        doc.name(),
+                        e.message
+                    );
+                    continue;
+                }
             }
         }
         print_action(
@@ -664,12 +668,17 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
         if let (true, Action::Change(d)) = (args.dry_run, action) {
             eprint!("{}", indent(d));
         }
-        report.push(json!({
+        let mut entry = json!({
             "kind": doc.kind.name(),
             "name": doc.name(),
             "action": word,
             "source": doc.source,
-        }));
+        });
+        if let Some(secret) = secret {
+            eprintln!("{:14}signing secret (shown once): {secret}", "");
+            entry["signingSecret"] = json!(secret);
+        }
+        report.push(entry);
     }
     if args.prune {
         failed += prune(&s, &docs, &args, &mut report).await?;

@@ -1265,6 +1265,13 @@ pub enum RulesCommand {
         #[arg(long)]
         event_type: Option<String>,
     },
+    /// Replace a rule's signing secret and print the new one (once); the old one keeps signing
+    /// for a while, so receivers can switch.
+    #[command(after_help = "Example:\n  triggerd rules rotate ops")]
+    Rotate {
+        /// The rule.
+        rule: String,
+    },
     /// Send one delivery again.
     #[command(after_help = "Example:\n  triggerd rules redeliver ops 0193f1c2-…")]
     Redeliver {
@@ -1292,6 +1299,11 @@ pub async fn rules(ctx: &Context, cmd: RulesCommand) -> CliResult {
             let body = event_type.as_ref().map(|t| json!({ "eventType": t }));
             s.api
                 .post(&s.in_project(&["eventrules", rule, "test"])?, body)
+                .await?
+        }
+        RulesCommand::Rotate { rule } => {
+            s.api
+                .post(&s.in_project(&["eventrules", rule, "rotate-secret"])?, None)
                 .await?
         }
         RulesCommand::Redeliver { rule, delivery } => {

@@ -580,8 +580,9 @@ mod tests {
 
     #[test]
     fn the_example_rule_is_valid_and_selects_what_it_says() {
-        let text = include_str!("../../examples/eventrules/ops.json");
-        let r = rule(serde_json::from_str(text).unwrap()).unwrap();
+        let text = include_str!("../../examples/eventrules/ops.yaml");
+        let doc: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+        let r = rule(doc["eventRule"].clone()).unwrap();
         let stage_end =
             |status: &str| json!({"eventType": "stage_end", "data": {"status": status}});
         assert!(r.selects("any", "pipeline_end", &event("SUCCESS")));

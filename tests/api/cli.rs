@@ -639,3 +639,54 @@ fn root_key_in(stdout: &str) -> String {
         .unwrap_or_else(|| panic!("no root key in {stdout}"))
         .to_owned()
 }
+
+#[tokio::test]
+async fn the_examples_directory_applies_with_the_root_key_and_fires_as_its_comments_say() {
+    let app = spawn_app().await;
+    let user = User::with_env(&app, &app.root_key, PROJECT);
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let run = user.run(&["apply", "-f", examples]).await;
+    run.expect(0);
+    for line in [
+        "created       Account    acme",
+        "created       Project    acme/default/payments",
+        "created       Pipeline   acme/default/payments/hello",
+        "created       Trigger    acme/default/payments/deploy/deploy_on_push",
+        "created       EventRule  acme/default/payments/ops",
+        "signing secret (shown once): ",
+    ] {
+        assert!(run.stderr.contains(line), "{line}: {run:#?}");
+    }
+    let run = user.run(&["apply", "-f", examples]).await;
+    run.expect(0);
+    assert!(
+        run.stderr.lines().all(|l| l.starts_with("unchanged")),
+        "{run:#?}"
+    );
+
+    let run = user.run(&["fire", "hello/hello_trigger", "--wait"]).await;
+    run.expect(0);
+    assert!(run.stdout.contains("greet/say_hello  Success"), "{run:#?}");
+    let payload = r#"{"ref": "refs/heads/main", "repository": {"name": "api-gateway"}, "commits": [{"id": "1"}], "image": {"tag": "v1.4.2"}}"#;
+    let run = user
+        .run(&[
+            "fire",
+            "deploy/deploy_on_push",
+            "--wait",
+            "--header",
+            "X-GitHub-Event: push",
+            "--data",
+            payload,
+        ])
+        .await;
+    run.expect(0);
+    let run = user
+        .run(&["fire", "deploy/deploy_on_push", "--data", payload])
+        .await;
+    run.expect(2);
+    assert!(
+        run.stderr
+            .contains("NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS"),
+        "{run:#?}"
+    );
+}

@@ -4,7 +4,7 @@
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, success_data, TestApp, TestTrigger};
+use crate::helpers::{assert_error, example_body, spawn_app, success_data, TestApp, TestTrigger};
 
 /// A pipeline with a String and a Number runtime input (the Number has a default).
 const PIPELINE_WITH_INPUTS: &str = "pipeline:\n  name: deploy\n  identifier: deploy\n  variables:\n    - name: image_tag\n      type: String\n      value: <+input>\n    - name: replicas\n      type: Number\n      value: <+input>\n      default: 2\n  stages:\n    - stage:\n        identifier: build\n        steps:\n          - step: {identifier: wait, type: Wait, spec: {duration: 0s}}\n";
@@ -546,8 +546,11 @@ async fn a_trigger_read_back_and_saved_again_keeps_its_signature_secret() {
 async fn the_example_pipeline_and_trigger_work_as_their_comments_say() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    app.put_pipeline_yaml(&t, include_str!("../../examples/pipelines/deploy.yaml"))
-        .await;
+    let pipeline = example_body(
+        include_str!("../../examples/pipelines/deploy.yaml"),
+        "pipeline",
+    );
+    app.put_pipeline_yaml(&t, &pipeline).await;
     let path = format!(
         "{}/pipelines/deploy/triggers/deploy_on_push",
         t.project_path()
@@ -555,7 +558,10 @@ async fn the_example_pipeline_and_trigger_work_as_their_comments_say() {
     let res = app
         .with_key(Method::PUT, &path, &app.root_key)
         .header("content-type", "application/yaml")
-        .body(include_str!("../../examples/triggers/deploy_on_push.yaml"))
+        .body(example_body(
+            include_str!("../../examples/triggers/deploy_on_push.yaml"),
+            "trigger",
+        ))
         .send()
         .await
         .expect("request");

@@ -554,6 +554,13 @@ impl Drop for TestApp {
     }
 }
 
+/// The resource in an `apply` document of `examples/` (`kind`, scope keys and `key: {...}`),
+/// as YAML the REST API takes: `key: {...}`.
+pub fn example_body(doc: &str, key: &str) -> String {
+    let value: Value = serde_yaml_ng::from_str(doc).expect("example is YAML");
+    serde_yaml_ng::to_string(&json!({ key: value[key] })).expect("yaml")
+}
+
 /// A one-stage pipeline YAML.
 pub fn pipeline_yaml(id: &str) -> String {
     format!(

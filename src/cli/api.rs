@@ -139,6 +139,24 @@ impl Api {
         Err(refusal(status, &envelope, self.key.is_some()))
     }
 
+    /// `GET`s a text answer and hands each chunk to `sink` as it arrives (for `?follow=true`).
+    pub async fn stream(&self, url: url::Url, mut sink: impl FnMut(&[u8])) -> Result<(), CliError> {
+        let mut req = self.http.get(url);
+        if let Some(key) = &self.key {
+            req = req.header("X-Api-Key", key);
+        }
+        let mut resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let envelope: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(refusal(status, &envelope, self.key.is_some()));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            sink(&chunk);
+        }
+        Ok(())
+    }
+
     /// `GET` the `data` of `segments`.
     pub async fn get(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Value, CliError> {
         Ok(self

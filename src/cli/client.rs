@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{IsTerminal as _, Read as _};
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -1019,8 +1019,8 @@ pub struct LogsArgs {
 pub async fn logs(ctx: &Context, args: LogsArgs) -> CliResult {
     let s = ctx.connect()?;
     let detail_path = s.in_project(&["executions", &args.execution])?;
-    let mut printed: HashMap<String, usize> = HashMap::new();
     let several = args.step.is_none();
+    let mut printed: Vec<String> = Vec::new();
     loop {
         let detail = s.api.get(&detail_path, &[]).await?;
         let steps = detail["steps"].as_array().cloned().unwrap_or_default();
@@ -1028,60 +1028,63 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> CliResult {
             None => steps.iter().collect(),
             Some(name) => vec![pick_step(&steps, name, &args.execution)?],
         };
+        let execution_ended = TERMINAL.contains(
+            &detail["pipelineExecutionSummary"]["status"]
+                .as_str()
+                .unwrap_or(""),
+        );
         for st in chosen {
             let (stage, step) = (
                 st["stageIdentifier"].as_str().unwrap_or(""),
                 st["stepIdentifier"].as_str().unwrap_or(""),
             );
-            let has_log = st["logUrl"].is_string();
-            if !has_log {
+            let key = format!("{stage}/{step}");
+            if printed.contains(&key) {
                 continue;
             }
-            let key = format!("{stage}/{step}");
-            let done = TERMINAL.contains(&st["status"].as_str().unwrap_or(""))
-                || st["status"] == "Skipped";
-            let offset = printed.get(&key).copied().unwrap_or(0);
-            let text = s
-                .api
-                .send(
-                    Method::GET,
-                    s.api.url(
-                        &s.in_project(&["executions", &args.execution, "logs", stage, step])?,
-                        &[],
-                    ),
-                    Body::Empty,
-                    &[],
-                )
-                .await?
-                .data;
-            let text = text.as_str().unwrap_or("");
-            if text.len() > offset && (done || !args.follow || text.len() > offset) {
-                if several && offset == 0 {
-                    println!("==> {key} ({}) <==", cell(&st["status"]));
+            let status = st["status"].as_str().unwrap_or("");
+            if st["logUrl"].is_null() {
+                if status == "NotStarted" && args.follow && !execution_ended {
+                    break; // Steps run in order: wait for this one to start.
                 }
-                print!("{}", &text[offset..]);
-                if !text.ends_with('\n') {
-                    println!();
-                }
-                printed.insert(key, text.len());
-            } else if several && offset == 0 && done && !printed.contains_key(&key) {
-                println!("==> {key} ({}) <==\n(no output)", cell(&st["status"]));
-                printed.insert(key, 0);
+                printed.push(key); // It never ran, or has no log (Approval, Wait).
+                continue;
             }
+            if several {
+                println!("==> {key} ({status}) <==");
+            }
+            let logs = s.in_project(&["executions", &args.execution, "logs", stage, step])?;
+            let follow = args.follow && !step_ended(status);
+            let query: &[(&str, &str)] = if follow { &[("follow", "true")] } else { &[] };
+            let mut ends_with_newline = true;
+            s.api
+                .stream(s.api.url(&logs, query), |chunk| {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(chunk);
+                    let _ = out.flush();
+                    if let Some(last) = chunk.last() {
+                        ends_with_newline = *last == b'\n';
+                    }
+                })
+                .await?;
+            if !ends_with_newline {
+                println!();
+            }
+            printed.push(key);
         }
-        let status = detail["pipelineExecutionSummary"]["status"]
-            .as_str()
-            .unwrap_or("");
-        let step_done = args.step.as_ref().is_some_and(|name| {
-            pick_step(&steps, name, &args.execution).is_ok_and(|st| {
-                TERMINAL.contains(&st["status"].as_str().unwrap_or("")) || st["status"] == "Skipped"
-            })
-        });
-        if !args.follow || TERMINAL.contains(&status) || step_done {
+        let all_printed = match &args.step {
+            Some(_) => !printed.is_empty(),
+            None => execution_ended,
+        };
+        if !args.follow || all_printed {
             return Ok(Exit::Success);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+fn step_ended(status: &str) -> bool {
+    !matches!(status, "Running" | "NotStarted")
 }
 
 fn pick_step<'a>(steps: &'a [Value], name: &str, execution: &str) -> Result<&'a Value, CliError> {

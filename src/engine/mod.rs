@@ -17,6 +17,7 @@
 mod context;
 pub mod control;
 pub mod http_step;
+pub mod live_log;
 pub mod retention;
 pub mod run;
 
@@ -775,7 +776,14 @@ async fn run_with_retries(
         store.update_step(claim, record.clone()).await?;
         steps[index] = record.clone();
 
-        let (ok, message, outputs, log) = run_step(step, steps, &cx, abort).await;
+        let live = live_log::Target {
+            store,
+            claim,
+            stage: &record.stage,
+            step: &record.step,
+            attempt: record.attempt,
+        };
+        let (ok, message, outputs, log) = run_step(step, steps, &cx, abort, live).await;
         if abort.is_cancelled() && !ok {
             // Left `Running` for [`abort_now`] (a user's abort) or for the next start (shutdown).
             record.log = log;
@@ -811,6 +819,7 @@ async fn run_step(
     steps: &[StepRecord],
     cx: &StepContext<'_>,
     abort: &CancellationToken,
+    live: live_log::Target<'_>,
 ) -> StepOutcome {
     let resolver = ExecutionContext {
         trigger: cx.trigger,
@@ -858,7 +867,8 @@ async fn run_step(
                     payload_file.display().to_string(),
                 ),
             ]);
-            let result = run::run(
+            let (sink, source) = run::LiveSink::channel(live_log::CHANNEL_CHUNKS);
+            let run = run::run(
                 RunRequest {
                     shell: *shell,
                     command: command.clone(),
@@ -869,10 +879,11 @@ async fn run_step(
                         .join(format!("{}.{}.output", cx.stage, step.identifier)),
                     timeout: step.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
                     max_log_bytes: MAX_LOG_BYTES,
+                    live: Some(sink),
                 },
                 abort.child_token(),
-            )
-            .await;
+            );
+            let (result, ()) = tokio::join!(run, live_log::pump(source, live));
             let ok = matches!(result.status, RunStatus::Succeeded);
             (
                 ok,

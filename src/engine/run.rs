@@ -59,6 +59,60 @@ pub struct RunRequest {
     /// Bound on the captured stdout+stderr bytes; the tail is kept. The runner's own lines
     /// (how much was dropped, skipped output lines) come on top.
     pub max_log_bytes: usize,
+    /// Where output also goes as it arrives, for the live log; `None` keeps only the stored log.
+    pub live: Option<LiveSink>,
+}
+
+/// Output as it arrives: which stream, and the bytes read.
+#[derive(Debug)]
+pub struct Chunk {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The bytes, as read (not split into lines).
+    pub bytes: Vec<u8>,
+}
+
+/// The sending half of the live log: never blocks the runner. When the reader falls behind,
+/// chunks are dropped and counted (the stored log still has them).
+#[derive(Debug, Clone)]
+pub struct LiveSink {
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving half of the live log.
+#[derive(Debug)]
+pub struct LiveSource {
+    /// Chunks in arrival order; ends when the runner is done.
+    pub rx: tokio::sync::mpsc::Receiver<Chunk>,
+    /// Bytes dropped because the reader fell behind.
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LiveSink {
+    /// A sink and its source, holding at most `capacity` chunks in between.
+    pub fn channel(capacity: usize) -> (LiveSink, LiveSource) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let dropped = std::sync::Arc::default();
+        (
+            LiveSink {
+                tx,
+                dropped: std::sync::Arc::clone(&dropped),
+            },
+            LiveSource { rx, dropped },
+        )
+    }
+
+    fn send(&self, stream: &'static str, bytes: &[u8]) {
+        let chunk = Chunk {
+            stream,
+            bytes: bytes.to_vec(),
+        };
+        if self.tx.try_send(chunk).is_err() {
+            self.dropped
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// How a Run step ended.
@@ -162,7 +216,12 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
 
     let mut log = TailBuffer::new(req.max_log_bytes);
     let ending = {
-        let drain = drain(child.stdout.take(), child.stderr.take(), &mut log);
+        let drain = drain(
+            child.stdout.take(),
+            child.stderr.take(),
+            &mut log,
+            req.live.as_ref(),
+        );
         tokio::pin!(drain);
         let deadline = tokio::time::sleep(req.timeout);
         tokio::pin!(deadline);
@@ -312,17 +371,24 @@ async fn drain(
     mut stdout: Option<ChildStdout>,
     mut stderr: Option<ChildStderr>,
     log: &mut TailBuffer,
+    live: Option<&LiveSink>,
 ) {
     let mut out_buf = [0u8; 8192];
     let mut err_buf = [0u8; 8192];
+    let mut push = |stream: &'static str, bytes: &[u8]| {
+        log.push(bytes);
+        if let Some(live) = live {
+            live.send(stream, bytes);
+        }
+    };
     while stdout.is_some() || stderr.is_some() {
         tokio::select! {
             read = read_some(&mut stdout, &mut out_buf) => match read {
-                Some(n) => log.push(&out_buf[..n]),
+                Some(n) => push("stdout", &out_buf[..n]),
                 None => stdout = None,
             },
             read = read_some(&mut stderr, &mut err_buf) => match read {
-                Some(n) => log.push(&err_buf[..n]),
+                Some(n) => push("stderr", &err_buf[..n]),
                 None => stderr = None,
             },
         }
@@ -537,6 +603,7 @@ mod tests {
             output_file: dir.path().join("output"),
             timeout: Duration::from_secs(10),
             max_log_bytes: 1 << 20,
+            live: None,
         }
     }
 

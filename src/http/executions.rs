@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::status::summary;
 use super::{api_key, body, envelope, list_params, path_identifier, path_project, query, resource};
+use crate::domain::ids::PlanExecutionId;
 use crate::error::Error;
 use crate::service::Gateway;
 use crate::store::executions::{Control, ExecutionFilter};
@@ -104,31 +105,179 @@ async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse
     })))
 }
 
+/// `GET P/executions/{id}/logs/{stage}/{step}`: the step's log as text (its stored log once
+/// it ended, its live lines while it runs); `?format=json&after=SEQ` for the live lines with
+/// their stream and time; `?follow=true` for text that streams until the step ends.
 async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
+    let q = query(&req);
     let id = req.match_info().get("id").unwrap_or("");
-    let stage = req.match_info().get("stage").unwrap_or("");
-    let step = req.match_info().get("step").unwrap_or("");
+    let stage = req.match_info().get("stage").unwrap_or("").to_owned();
+    let step = req.match_info().get("step").unwrap_or("").to_owned();
     let run = gw.execution(&project, id).await?;
-    let steps = gw
-        .store
-        .list_steps(&run.execution.plan_execution_id)
-        .await?;
-    let record = steps
-        .iter()
+    let plan = run.execution.plan_execution_id.clone();
+    let record = find_step(&gw, &plan, &stage, &step).await?;
+    let after = match q.get("after").map(String::as_str) {
+        None | Some("") => -1,
+        Some(v) => v.parse::<i64>().map_err(|_| {
+            Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
+        })?,
+    };
+    let follow = match q.get("follow").map(String::as_str) {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(Error::InvalidRequest(
+                "Invalid request: follow must be true or false".into(),
+            ))
+        }
+    };
+    match q.get("format").map(String::as_str) {
+        None | Some("" | "text") => {}
+        Some("json") => {
+            let lines = gw
+                .store
+                .step_log(&plan, &stage, &step, after, LOG_PAGE_LINES)
+                .await?;
+            let complete = lines.len() < LOG_PAGE_LINES as usize && step_ended(&record.status);
+            let next = lines.last().map_or(after, |l| l.seq);
+            return Ok(envelope::ok(json!({
+                "status": record.status,
+                "lines": lines,
+                "next": next,
+                "complete": complete,
+            })));
+        }
+        Some(_) => {
+            return Err(Error::InvalidRequest(
+                "Invalid request: format must be text or json".into(),
+            ))
+        }
+    }
+    let text = |body: String| {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(body)
+    };
+    if !follow {
+        if let Some(log) = record.log.filter(|_| step_ended(&record.status)) {
+            return Ok(text(log));
+        }
+        let lines = gw
+            .store
+            .step_log(&plan, &stage, &step, after, LOG_PAGE_LINES)
+            .await?;
+        return Ok(text(join_lines(&lines)));
+    }
+    if step_ended(&record.status)
+        && gw
+            .store
+            .step_log(&plan, &stage, &step, -1, 1)
+            .await?
+            .is_empty()
+    {
+        // Ended before live logs existed: its stored log is all there is.
+        return Ok(text(record.log.unwrap_or_default()));
+    }
+    let state = Follow {
+        gw,
+        plan,
+        stage,
+        step,
+        after,
+        deadline: tokio::time::Instant::now() + FOLLOW_FOR_AT_MOST,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            // The status first: lines written before the step ended are then all visible.
+            let ended = match find_step(&f.gw, &f.plan, &f.stage, &f.step).await {
+                Ok(record) => step_ended(&record.status),
+                Err(_) => true,
+            };
+            let lines = match f
+                .gw
+                .store
+                .step_log(&f.plan, &f.stage, &f.step, f.after, LOG_PAGE_LINES)
+                .await
+            {
+                Ok(lines) => lines,
+                Err(e) => {
+                    f.done = true;
+                    let note = format!("[triggerd] the log could not be read: {e}\n");
+                    return Some((Ok::<_, actix_web::Error>(bytes::Bytes::from(note)), f));
+                }
+            };
+            if let Some(last) = lines.last() {
+                f.after = last.seq;
+                f.done = ended && lines.len() < LOG_PAGE_LINES as usize;
+                return Some((Ok(bytes::Bytes::from(join_lines(&lines))), f));
+            }
+            if ended || tokio::time::Instant::now() >= f.deadline {
+                return None;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+/// Live lines returned per read.
+const LOG_PAGE_LINES: u32 = 1000;
+/// How often a follower looks for new lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// A follow ends after this long even if the step has not (the client may follow again).
+const FOLLOW_FOR_AT_MOST: std::time::Duration = std::time::Duration::from_secs(3600);
+
+struct Follow {
+    gw: web::Data<Gateway>,
+    plan: PlanExecutionId,
+    stage: String,
+    step: String,
+    after: i64,
+    deadline: tokio::time::Instant,
+    done: bool,
+}
+
+fn step_ended(status: &str) -> bool {
+    !matches!(status, "Running" | "NotStarted")
+}
+
+fn join_lines(lines: &[crate::store::executions::LogLine]) -> String {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&l.text);
+        text.push('\n');
+    }
+    text
+}
+
+async fn find_step(
+    gw: &Gateway,
+    plan: &PlanExecutionId,
+    stage: &str,
+    step: &str,
+) -> Result<crate::store::executions::StepRecord, Error> {
+    gw.store
+        .list_steps(plan)
+        .await?
+        .into_iter()
         .find(|s| s.stage == stage && s.step == step)
         .ok_or_else(|| {
             Error::NotFound(format!(
-                "Execution {} has no step {} in stage {}",
-                run.execution.plan_execution_id,
+                "Execution {plan} has no step {} in stage {}",
                 crate::domain::ids::truncate_for_message(step),
                 crate::domain::ids::truncate_for_message(stage)
             ))
-        })?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(record.log.clone().unwrap_or_default()))
+        })
 }
 
 #[derive(Deserialize, Default)]

@@ -231,6 +231,19 @@ pub struct StepRecord {
     pub log: Option<String>,
 }
 
+/// One line of a step's live log (DESIGN §12).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogLine {
+    /// Order within the step: `(attempt << 32) + line number`.
+    pub seq: i64,
+    /// `stdout`, `stderr`, or `triggerd` for the runner's own notes.
+    pub stream: String,
+    /// When the line was read, epoch milliseconds.
+    pub ts: Millis,
+    /// The line, without its newline (lossy UTF-8).
+    pub text: String,
+}
+
 /// An execution as a worker runs it.
 #[derive(Debug, Clone)]
 pub struct RunState {
@@ -390,6 +403,25 @@ pub trait ExecutionStore: Send + Sync + 'static {
         failure_message: Option<String>,
         now: Millis,
     ) -> StoreResult<()>;
+
+    /// Appends lines to the live log of a step of an execution the claim holds.
+    async fn append_step_log(
+        &self,
+        claim: &Claim,
+        stage: &str,
+        step: &str,
+        lines: Vec<LogLine>,
+    ) -> StoreResult<()>;
+
+    /// Up to `limit` lines of a step's live log with `seq` after `after`, in order.
+    async fn step_log(
+        &self,
+        id: &PlanExecutionId,
+        stage: &str,
+        step: &str,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LogLine>>;
 
     /// The steps of an execution, in order, with their logs.
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::helpers::{spawn_app, success_data, TestApp};
 
@@ -65,7 +65,8 @@ impl User {
         self.run_with(args, "", &[]).await
     }
 
-    async fn run_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    /// The binary with this user's HOME and environment (nothing else of the test's).
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triggerd"));
         cmd.args(args)
             .current_dir(self.dir())
@@ -73,13 +74,15 @@ impl User {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir())
             .env("XDG_CONFIG_HOME", self.dir().join(".config"))
-            .stdin(Stdio::piped())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        cmd
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -96,6 +99,13 @@ impl User {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Starts the binary with stdout piped, for commands that keep printing.
+    fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
+        cmd.spawn().expect("the triggerd binary starts")
     }
 
     fn write(&self, rel: &str, text: &str) -> String {
@@ -478,12 +488,17 @@ async fn fire_exit_codes_tell_success_failure_and_no_match() {
 }
 
 #[tokio::test]
-async fn logs_follow_a_running_step_to_its_end() {
+async fn logs_follow_a_running_step_line_by_line_to_its_end() {
     let app = spawn_app().await;
     let key = acme(&app).await;
     let user = User::with_env(&app, &key, PROJECT);
+    let go = user.dir().join("go");
+    let script = format!(
+        "'echo first; echo oops >&2; while [ ! -f {} ]; do sleep 0.05; done; echo second'",
+        go.display()
+    );
     let docs = [
-        pipeline_doc("slow", "'echo first; sleep 1; echo second'"),
+        pipeline_doc("slow", &script),
         trigger_doc("slow", "go", None),
     ]
     .join("---\n");
@@ -498,13 +513,76 @@ async fn logs_follow_a_running_step_to_its_end() {
         .unwrap()
         .to_owned();
 
-    let run = user.run(&["logs", &execution, "run", "-f"]).await;
-    run.expect(0);
-    assert!(run.stdout.contains("first\nsecond"), "{run:#?}");
+    // `logs -f` prints the first lines while the step still runs, then the rest, then ends.
+    let mut child = user.spawn(&["logs", &execution, "build/run", "-f"]);
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains("first\n") {
+            let mut line = String::new();
+            assert_ne!(
+                out.read_line(&mut line).await.unwrap(),
+                0,
+                "ended early: {seen}"
+            );
+            seen.push_str(&line);
+        }
+    })
+    .await
+    .expect("the first line arrives while the step runs");
+    assert!(child.try_wait().unwrap().is_none(), "still following");
+    let detail = app
+        .with_key(
+            Method::GET,
+            &format!("/api/v1/accounts/acme/orgs/default/projects/payments/executions/{execution}"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(success_data(detail).await["steps"][0]["status"], "Running");
+
+    // The live lines, with their stream and time, over the API.
+    let lines = app
+        .with_key(
+            Method::GET,
+            &format!("/api/v1/accounts/acme/orgs/default/projects/payments/executions/{execution}/logs/build/run?format=json"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    let lines = success_data(lines).await;
+    assert_eq!(lines["complete"], false, "{lines}");
+    let streams: Vec<(&str, &str)> = lines["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["stream"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert!(
+        streams.contains(&("stdout", "first")) && streams.contains(&("stderr", "oops")),
+        "{lines}"
+    );
+    assert!(lines["lines"][0]["ts"].as_i64().unwrap() > 0);
+
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(30), out.read_to_string(&mut rest))
+        .await
+        .expect("follow ends with the step")
+        .unwrap();
+    assert!(rest.contains("second"), "{seen}{rest}");
+    assert!(child.wait().await.unwrap().success());
+
     let run = user.run(&["logs", &execution]).await;
     run.expect(0);
     assert!(
         run.stdout.contains("==> build/run (Success) <=="),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("first") && run.stdout.contains("second"),
         "{run:#?}"
     );
     let run = user.run(&["logs", &execution, "nope"]).await;

@@ -21,8 +21,8 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
-    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution,
-    RunState, StepRecord,
+    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
+    NewManualExecution, RunState, StepRecord,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -658,6 +658,61 @@ impl ExecutionStore for PgStore {
         .await?;
         tx.commit().await.ctx("committing a purge")?;
         Ok((executions, events))
+    }
+
+    async fn append_step_log(
+        &self,
+        claim: &Claim,
+        stage: &str,
+        step: &str,
+        lines: Vec<LogLine>,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        fence(&tx, claim).await?;
+        let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
+        let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
+        let times: Vec<i64> = lines.iter().map(|l| l.ts).collect();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        execute(
+            &tx,
+            "appending to a step log",
+            "INSERT INTO step_log_lines (plan_execution_id, stage_id, step_id, seq, stream, ts, line) \
+             SELECT $1, $2, $3, seq, stream, ts, line \
+             FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS l(seq, stream, ts, line) \
+             ON CONFLICT DO NOTHING",
+            &[&claim.id.as_str(), &stage, &step, &seqs, &streams, &times, &texts],
+        )
+        .await?;
+        tx.commit().await.ctx("committing a step log")
+    }
+
+    async fn step_log(
+        &self,
+        id: &PlanExecutionId,
+        stage: &str,
+        step: &str,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LogLine>> {
+        let c = self.client().await?;
+        Ok(query(
+            &c,
+            "reading a step log",
+            "SELECT seq, stream, ts, line FROM step_log_lines \
+             WHERE plan_execution_id = $1 AND stage_id = $2 AND step_id = $3 AND seq > $4 \
+             ORDER BY seq LIMIT $5",
+            &[&id.as_str(), &stage, &step, &after, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| LogLine {
+            seq: r.get(0),
+            stream: r.get(1),
+            ts: r.get(2),
+            text: r.get(3),
+        })
+        .collect())
     }
 
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {

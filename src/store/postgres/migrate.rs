@@ -20,6 +20,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_lease_tokens.sql",
         include_str!("../../../migrations/postgres/0002_lease_tokens.sql"),
     ),
+    (
+        "0003_step_log_lines.sql",
+        include_str!("../../../migrations/postgres/0003_step_log_lines.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

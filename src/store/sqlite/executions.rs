@@ -13,8 +13,8 @@ use super::{
 use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
-    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, NewManualExecution,
-    RunState, StepRecord,
+    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
+    NewManualExecution, RunState, StepRecord,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -558,6 +558,69 @@ impl ExecutionStore for SqliteStore {
                 Ok((executions as u64, events as u64))
             })
             .await
+    }
+
+    async fn append_step_log(
+        &self,
+        claim: &Claim,
+        stage: &str,
+        step: &str,
+        lines: Vec<LogLine>,
+    ) -> StoreResult<()> {
+        let (claim, stage, step) = (claim.clone(), stage.to_owned(), step.to_owned());
+        self.writer
+            .write(move |c| {
+                fence(c, &claim)?;
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO step_log_lines \
+                         (plan_execution_id, stage_id, step_id, seq, stream, ts, line) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(sql_err("appending to a step log"))?;
+                for l in &lines {
+                    insert
+                        .execute(params![
+                            claim.id.as_str(),
+                            stage,
+                            step,
+                            l.seq,
+                            l.stream,
+                            l.ts,
+                            l.text
+                        ])
+                        .map_err(sql_err("appending to a step log"))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn step_log(
+        &self,
+        id: &PlanExecutionId,
+        stage: &str,
+        step: &str,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LogLine>> {
+        let (id, stage, step) = (id.clone(), stage.to_owned(), step.to_owned());
+        self.read("reading a step log", move |c| {
+            c.prepare_cached(
+                "SELECT seq, stream, ts, line FROM step_log_lines \
+                 WHERE plan_execution_id = ?1 AND stage_id = ?2 AND step_id = ?3 AND seq > ?4 \
+                 ORDER BY seq LIMIT ?5",
+            )?
+            .query_map(params![id.as_str(), stage, step, after, limit], |r| {
+                Ok(LogLine {
+                    seq: r.get(0)?,
+                    stream: r.get(1)?,
+                    ts: r.get(2)?,
+                    text: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
     }
 
     async fn list_steps(&self, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {

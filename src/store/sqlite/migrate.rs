@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_claim_index.sql",
         include_str!("../../../migrations/sqlite/0006_claim_index.sql"),
     ),
+    (
+        "0007_step_log_lines.sql",
+        include_str!("../../../migrations/sqlite/0007_step_log_lines.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

@@ -1,6 +1,7 @@
-//! The response envelopes of DESIGN §2.4, and the one place that maps [`Error`] to HTTP.
+//! The response envelopes of DESIGN §2.4, and the one place that maps [`Error`] to HTTP. Every
+//! JSON body the server answers is written by [`json_body`] here.
 
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{ContentType, HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -8,15 +9,31 @@ use serde_json::json;
 
 use super::middleware::correlation_id;
 use crate::error::Error;
+use crate::store::StoreError;
 
 /// `{"status":"SUCCESS","data":...,"metaData":null,"correlationId":...}` with `status`.
 pub fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
-    HttpResponse::build(status).json(Success {
+    let envelope = Success {
         status: "SUCCESS",
         data,
         meta_data: None,
         correlation_id: correlation_id(),
-    })
+    };
+    match json_body(&envelope) {
+        Ok(body) => HttpResponse::build(status)
+            .insert_header(ContentType::json())
+            .body(body),
+        Err(e) => Error::Unexpected(StoreError::db("serialising a response", e)).error_response(),
+    }
+}
+
+/// `value` as JSON followed by a newline, so that a body printed by `curl` ends its line and
+/// line-oriented tools see one record. Written into one buffer: no copy after serialising.
+fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(256);
+    serde_json::to_writer(&mut body, value)?;
+    body.push(b'\n');
+    Ok(body)
 }
 
 /// The success envelope, serialised straight from `data` (a `json!` envelope first copied the
@@ -49,7 +66,18 @@ pub fn put_result<T: Serialize>(created: bool, data: T) -> HttpResponse {
 
 /// A page of a list, with the cursor for the next page.
 pub fn page<T: Serialize>(items: Vec<T>, next_cursor: Option<String>) -> HttpResponse {
-    ok(json!({ "content": items, "nextCursor": next_cursor }))
+    ok(PageBody {
+        content: items,
+        next_cursor,
+    })
+}
+
+/// `{"content":[...],"nextCursor":...}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageBody<T> {
+    content: Vec<T>,
+    next_cursor: Option<String>,
 }
 
 impl ResponseError for Error {
@@ -68,7 +96,7 @@ impl ResponseError for Error {
         if let Some(secs) = self.retry_after() {
             response.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
         }
-        response.json(json!({
+        let envelope = json!({
             "status": "ERROR",
             "code": code,
             "message": message,
@@ -82,7 +110,12 @@ impl ResponseError for Error {
                 "failureTypes": [],
             }],
             "metadata": null,
-        }))
+        });
+        match json_body(&envelope) {
+            Ok(body) => response.insert_header(ContentType::json()).body(body),
+            // A `Value` of strings always serialises; this is only the type system's due.
+            Err(_) => response.finish(),
+        }
     }
 }
 

@@ -1055,3 +1055,44 @@ async fn a_cursor_this_server_did_not_hand_out_is_400() {
         assert_error(res, 400, "INVALID_REQUEST", "cursor").await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Response bodies
+
+#[tokio::test]
+async fn every_json_response_ends_with_one_newline() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let event = fire(&app, &t, "{}").await;
+
+    let responses = [
+        app.request(Method::GET, "/healthz"),
+        app.with_key(Method::GET, &format!("{P}/pipelines"), &t.admin_key),
+        app.with_key(Method::GET, &t.trigger_path(), &t.admin_key),
+        app.request(Method::POST, &t.v3_path())
+            .header("content-type", "application/json")
+            .body("{}"),
+        app.request(
+            Method::GET,
+            &format!("/webhook/triggerExecutionDetails/{event}?accountIdentifier=acc"),
+        ),
+        app.request(Method::GET, "/no/such/route"),
+        app.request(Method::DELETE, "/healthz"),
+        app.request(Method::GET, "/api/v1/accounts/acc"),
+        app.with_key(
+            Method::GET,
+            &format!("{P}/executions?status=bogus"),
+            &t.admin_key,
+        ),
+    ];
+    for request in responses {
+        let res = request.send().await.expect("request");
+        let (status, url) = (res.status(), res.url().path().to_owned());
+        let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let text = res.text().await.expect("a body");
+
+        assert_eq!(content_type, "application/json", "{status} {url}");
+        assert!(text.ends_with("}\n"), "{status} {url}: {text:?}");
+        serde_json::from_str::<Value>(&text).expect("still one JSON document");
+    }
+}

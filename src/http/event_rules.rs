@@ -6,13 +6,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    api_key, body, deleted, envelope, list_params, list_params_or, path_identifier, path_project,
-    query, resource,
+    api_key, body, deleted, enum_filter, envelope, list_params, list_params_or, path_identifier,
+    path_project, query, resource,
 };
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::error::Error;
 use crate::service::event_rules::ATTEMPTS_SHOWN;
 use crate::service::Gateway;
+use crate::store::outbound::delivery_status;
 
 const P: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}";
 /// Deliveries listed when no `limit` is given (DESIGN §8: the newest 20).
@@ -145,14 +146,9 @@ async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
     let (project, rule) = target(&req, &gw).await?;
     let q = query(&req);
     let (limit, cursor) = list_params_or(&q, DEFAULT_DELIVERIES)?;
+    let status = enum_filter(&q, "status", delivery_status::ALL)?;
     let page = gw
-        .list_deliveries(
-            &project,
-            &rule,
-            q.get("status").map(String::as_str),
-            cursor,
-            limit,
-        )
+        .list_deliveries(&project, &rule, status, cursor, limit)
         .await?;
     Ok(envelope::page(page.items, page.next_cursor))
 }

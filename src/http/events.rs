@@ -3,8 +3,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{api_key, envelope, list_params, path_project, query, resource};
+use super::{
+    api_key, enum_filter, envelope, identifier_filter, list_params, path_project, query, resource,
+};
 use crate::error::Error;
+use crate::service::intake::EVENT_STATUSES;
 use crate::service::Gateway;
 use crate::store::EventFilter;
 
@@ -21,8 +24,8 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
     let filter = EventFilter {
-        trigger: q.get("triggerIdentifier").cloned(),
-        status: q.get("status").cloned(),
+        trigger: identifier_filter(&q, "triggerIdentifier")?.map(|t| t.to_string()),
+        status: enum_filter(&q, "status", EVENT_STATUSES)?,
     };
     let page = gw
         .store

@@ -6,11 +6,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::status::summary;
-use super::{api_key, body, envelope, list_params, path_identifier, path_project, query, resource};
+use super::{
+    api_key, body, enum_filter, envelope, identifier_filter, list_params, path_identifier,
+    path_project, query, resource,
+};
 use crate::domain::ids::PlanExecutionId;
 use crate::error::Error;
 use crate::service::Gateway;
-use crate::store::executions::{Control, ExecutionFilter};
+use crate::store::executions::{status, Control, ExecutionFilter};
 use crate::store::Execution;
 
 const P: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}";
@@ -55,8 +58,8 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
     let filter = ExecutionFilter {
-        pipeline: q.get("pipelineIdentifier").cloned(),
-        status: q.get("status").cloned(),
+        pipeline: identifier_filter(&q, "pipelineIdentifier")?.map(|p| p.to_string()),
+        status: enum_filter(&q, "status", status::EXECUTION)?,
     };
     let page = gw
         .store

@@ -162,11 +162,120 @@ pub(crate) fn put_answer<T: serde::Serialize>(
     envelope::put_result(created && !dry_run, view)
 }
 
+/// A filter that takes one of a fixed set of values, such as `status`. Absent or empty means no
+/// filter. A value matches ignoring case and underscores, so `success` finds `Success` and
+/// `APPROVAL_WAITING` (the spelling of outbound events) finds `ApprovalWaiting`; it is given
+/// back in its canonical spelling. Anything else is a 400 that names the accepted values: a
+/// filter that can never match is a mistake, not an empty list.
+pub(crate) fn enum_filter(
+    q: &HashMap<String, String>,
+    name: &str,
+    accepted: &[&'static str],
+) -> Result<Option<&'static str>, Error> {
+    let Some(given) = q.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let folded = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let wanted = folded(given);
+    accepted
+        .iter()
+        .find(|a| folded(a) == wanted)
+        .map(|a| Some(*a))
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "Invalid request: {name} '{}' is not one of {} (matched ignoring case)",
+                crate::domain::ids::truncate_for_message(given),
+                accepted.join(", ")
+            ))
+        })
+}
+
+/// A filter that names a resource by identifier, such as `pipelineIdentifier`. Absent or empty
+/// means no filter; a value that cannot be an identifier is a 400.
+pub(crate) fn identifier_filter(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<Identifier>, Error> {
+    match q.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => Ok(Some(Identifier::parse(v, name)?)),
+    }
+}
+
 /// 200 with an empty success envelope, for deletes.
 pub(crate) fn deleted(found: bool, what: impl FnOnce() -> String) -> Result<HttpResponse, Error> {
     if found {
         Ok(envelope::ok(serde_json::Value::Null))
     } else {
         Err(Error::NotFound(what()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const ACCEPTED: &[&str] = &["ApprovalWaiting", "Success", "TARGET_EXECUTION_REQUESTED"];
+
+    #[test]
+    fn enum_filters_match_ignoring_case_and_underscores() {
+        for (given, canonical) in [
+            ("success", "Success"),
+            ("SUCCESS", "Success"),
+            (" Success ", "Success"),
+            ("APPROVAL_WAITING", "ApprovalWaiting"),
+            ("approvalwaiting", "ApprovalWaiting"),
+            ("target_execution_requested", "TARGET_EXECUTION_REQUESTED"),
+        ] {
+            let found = enum_filter(&q(&[("status", given)]), "status", ACCEPTED).unwrap();
+            assert_eq!(found, Some(canonical), "{given}");
+        }
+    }
+
+    #[test]
+    fn absent_and_empty_enum_filters_are_no_filter() {
+        assert_eq!(enum_filter(&q(&[]), "status", ACCEPTED).unwrap(), None);
+        assert_eq!(
+            enum_filter(&q(&[("status", "")]), "status", ACCEPTED).unwrap(),
+            None
+        );
+        assert_eq!(
+            enum_filter(&q(&[("status", "  ")]), "status", ACCEPTED).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unknown_enum_value_names_the_accepted_ones() {
+        let err = enum_filter(&q(&[("status", "bogus")]), "status", ACCEPTED).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid request: status 'bogus' is not one of ApprovalWaiting, Success, TARGET_EXECUTION_REQUESTED (matched ignoring case)"
+        );
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn identifier_filters_are_parsed_and_empty_is_none() {
+        let parse =
+            |v: &str| identifier_filter(&q(&[("pipelineIdentifier", v)]), "pipelineIdentifier");
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse("deploy").unwrap().unwrap().as_str(), "deploy");
+        assert!(parse("not an id")
+            .unwrap_err()
+            .to_string()
+            .contains("pipelineIdentifier"));
     }
 }

@@ -396,23 +396,16 @@ impl Gateway {
         self.delivery(project, id, &new.id, ATTEMPTS_SHOWN).await
     }
 
-    /// A rule's deliveries, newest first.
+    /// A rule's deliveries, newest first, optionally only those in `status` (a
+    /// [`delivery_status`](crate::store::outbound::delivery_status) value).
     pub async fn list_deliveries(
         &self,
         project: &ProjectRef,
         id: &Identifier,
-        status: Option<&str>,
+        status: Option<&'static str>,
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<DeliveryView>, Error> {
-        if let Some(s) = status {
-            if !matches!(s, "Pending" | "Success" | "Failed") {
-                return Err(Error::InvalidRequest(format!(
-                    "Invalid request: status '{}' is not one of Pending, Success, Failed",
-                    crate::domain::ids::truncate_for_message(s)
-                )));
-            }
-        }
         self.rule(project, id).await?;
         let page = self
             .store

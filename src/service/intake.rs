@@ -35,6 +35,19 @@ pub const NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS: &str = "NO_MATCHING_TRIGGER_F
 pub const INVALID_RUNTIME_INPUT_YAML: &str = "INVALID_RUNTIME_INPUT_YAML";
 /// Status of an event whose pipeline could not be loaded.
 pub const EXCEPTION_WHILE_PROCESSING: &str = "EXCEPTION_WHILE_PROCESSING";
+/// Every `webhookProcessingDetails.status` of DESIGN §2.3: the values
+/// `GET P/webhookevents?status=` accepts. The last two are Harness's; no stored event has them
+/// (a disabled trigger's webhook is refused before anything is stored).
+pub const EVENT_STATUSES: &[&str] = &[
+    TARGET_EXECUTION_REQUESTED,
+    NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS,
+    NO_MATCHING_TRIGGER_FOR_HEADER_CONDITIONS,
+    NO_MATCHING_TRIGGER_FOR_JEXL_CONDITIONS,
+    INVALID_RUNTIME_INPUT_YAML,
+    EXCEPTION_WHILE_PROCESSING,
+    "NO_ENABLED_CUSTOM_TRIGGER_FOUND",
+    "TARGET_DID_NOT_EXECUTE",
+];
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 

@@ -53,12 +53,29 @@ pub mod status {
     pub const APPROVAL_REJECTED: &str = "ApprovalRejected";
     /// An Approval step timed out.
     pub const EXPIRED: &str = "Expired";
+    /// The execution could not be run at all.
+    pub const ERRORED: &str = "Errored";
+
+    /// Every status an execution (not a stage or step) can have, in lifecycle order: the values
+    /// `GET P/executions?status=` accepts.
+    pub const EXECUTION: &[&str] = &[
+        QUEUED,
+        RUNNING,
+        PAUSED,
+        APPROVAL_WAITING,
+        SUCCESS,
+        FAILED,
+        ABORTED,
+        EXPIRED,
+        APPROVAL_REJECTED,
+        ERRORED,
+    ];
 
     /// Whether an execution in this status will not change again.
     pub fn is_terminal(status: &str) -> bool {
         matches!(
             status,
-            SUCCESS | FAILED | ABORTED | "Expired" | "ApprovalRejected" | "Errored"
+            SUCCESS | FAILED | ABORTED | EXPIRED | APPROVAL_REJECTED | ERRORED
         )
     }
 }
@@ -313,8 +330,8 @@ pub struct NewManualExecution {
 pub struct ExecutionFilter {
     /// `pipelineIdentifier`.
     pub pipeline: Option<String>,
-    /// `status`.
-    pub status: Option<String>,
+    /// `status`: one of [`status::EXECUTION`], as spelled there.
+    pub status: Option<&'static str>,
 }
 
 /// The engine's storage.

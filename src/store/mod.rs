@@ -314,8 +314,8 @@ pub struct Page<T> {
 pub struct EventFilter {
     /// Only this trigger's events.
     pub trigger: Option<String>,
-    /// Only events with this status.
-    pub status: Option<String>,
+    /// Only events with this status, a `webhookProcessingDetails.status` value.
+    pub status: Option<&'static str>,
 }
 
 /// Opens the database `settings.database_url` names (the backend is picked by its scheme) and

@@ -20,6 +20,8 @@ pub mod delivery_status {
     pub const SUCCESS: &str = "Success";
     /// Every attempt of the schedule failed (or the receiver answered 410).
     pub const FAILED: &str = "Failed";
+    /// Every delivery status: the values `GET .../deliveries?status=` accepts.
+    pub const ALL: &[&str] = &[PENDING, SUCCESS, FAILED];
 }
 
 /// A stored event rule. `Debug` leaves out the secrets.

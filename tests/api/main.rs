@@ -8,6 +8,7 @@ mod conditions;
 mod durability;
 mod engine;
 mod event_rules;
+mod filters;
 mod intake;
 mod management;
 mod mandate;

@@ -61,10 +61,23 @@ async fn read_within(
     Ok(body.freeze())
 }
 
-/// The format of a management body from its `Content-Type` (JSON when absent).
-pub fn body_format(req: &HttpRequest) -> Result<BodyFormat, Error> {
+/// What a management body's `Content-Type` says about its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    /// `application/json` (or `text/json`).
+    Json,
+    /// `application/yaml` and its aliases.
+    Yaml,
+    /// Nothing useful: no `Content-Type`, or what `curl -d` and `--data-binary` send unless
+    /// told otherwise (`application/x-www-form-urlencoded`, `text/plain`).
+    Unsaid,
+}
+
+/// Reads the `Content-Type` of a management body; a type that is neither JSON, YAML nor one of
+/// the unsaid ones is 415.
+fn declared_format(req: &HttpRequest) -> Result<Declared, Error> {
     let Some(value) = req.headers().get(CONTENT_TYPE) else {
-        return Ok(BodyFormat::Json);
+        return Ok(Declared::Unsaid);
     };
     let mime = value
         .to_str()
@@ -75,13 +88,11 @@ pub fn body_format(req: &HttpRequest) -> Result<BodyFormat, Error> {
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        // curl -d sends form-urlencoded unless told otherwise; the body is JSON all the same.
-        "application/json" | "text/json" | "application/x-www-form-urlencoded" => {
-            Ok(BodyFormat::Json)
-        }
+        "application/json" | "text/json" => Ok(Declared::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
-            Ok(BodyFormat::Yaml)
+            Ok(Declared::Yaml)
         }
+        "" | "application/x-www-form-urlencoded" | "text/plain" => Ok(Declared::Unsaid),
         other => Err(Error::UnsupportedMediaType(format!(
             "Unsupported Content-Type '{}': use application/json or application/yaml",
             crate::domain::ids::truncate_for_message(other)
@@ -89,18 +100,84 @@ pub fn body_format(req: &HttpRequest) -> Result<BodyFormat, Error> {
     }
 }
 
-/// Reads a management body as text in its declared format.
+/// The format to read `text` in: the declared one, or for an unsaid one, JSON when the body
+/// opens like JSON (`{` or `[`) and YAML otherwise (`pipeline:`, `---`, a comment), so that
+/// `curl --data-binary @pipeline.yaml` works without a `Content-Type`.
+fn chosen_format(declared: Declared, text: &str) -> BodyFormat {
+    match declared {
+        Declared::Json => BodyFormat::Json,
+        Declared::Yaml => BodyFormat::Yaml,
+        Declared::Unsaid => {
+            let opening = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+            if opening.starts_with(['{', '[']) {
+                BodyFormat::Json
+            } else {
+                BodyFormat::Yaml
+            }
+        }
+    }
+}
+
+/// Fails with the JSON syntax error of `text`, if it has one. When the body would have been
+/// accepted as a YAML mapping, the message says how to send YAML. Whether the document has the
+/// right shape is left to whoever decodes it.
+fn check_json_syntax(text: &str) -> Result<(), Error> {
+    let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) else {
+        return Ok(());
+    };
+    let reads_as_yaml = BodyFormat::Yaml
+        .parse::<serde_json::Value>(text)
+        .is_ok_and(|v| v.is_object());
+    let hint = if reads_as_yaml {
+        "; the body reads as YAML: to send YAML, use Content-Type: application/yaml"
+    } else {
+        ""
+    };
+    Err(Error::InvalidRequest(format!(
+        "Invalid JSON body: {e}{hint}"
+    )))
+}
+
+/// Reads a management body as text, and the format to decode it in.
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limits: BodyLimits,
+) -> Result<(String, BodyFormat), Error> {
+    let declared = declared_format(req)?;
+    let bytes = read_limited(req, payload, limits).await?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Error::InvalidRequest("Invalid request: the body is not valid UTF-8".into())
+    })?;
+    let format = chosen_format(declared, &text);
+    Ok((text, format))
+}
+
+/// Reads a management body as text in its declared (or, without a declaration, its evident)
+/// format, for the caller to decode. A body to be read as JSON that is not JSON fails here,
+/// with a hint for YAML.
 pub async fn read_text(
     req: &HttpRequest,
     payload: web::Payload,
     limits: BodyLimits,
 ) -> Result<(String, BodyFormat), Error> {
-    let format = body_format(req)?;
-    let bytes = read_limited(req, payload, limits).await?;
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-        Error::InvalidRequest("Invalid request: the body is not valid UTF-8".into())
-    })?;
+    let (text, format) = read_body(req, payload, limits).await?;
+    if format == BodyFormat::Json {
+        check_json_syntax(&text)?;
+    }
     Ok((text, format))
+}
+
+/// Decodes `text` into `T`; a JSON syntax error carries the hint for YAML.
+fn decode<T: serde::de::DeserializeOwned>(text: &str, format: BodyFormat) -> Result<T, Error> {
+    format.parse(text).map_err(|e| {
+        if format == BodyFormat::Json {
+            if let Err(syntax) = check_json_syntax(text) {
+                return syntax;
+            }
+        }
+        e.into()
+    })
 }
 
 /// Like [`read_json`], but an empty body (what `curl -X POST` sends) is `T::default()`.
@@ -109,11 +186,11 @@ pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
     payload: web::Payload,
     limits: BodyLimits,
 ) -> Result<T, Error> {
-    let (text, format) = read_text(req, payload, limits).await?;
+    let (text, format) = read_body(req, payload, limits).await?;
     if text.trim().is_empty() {
         return Ok(T::default());
     }
-    Ok(format.parse(&text)?)
+    decode(&text, format)
 }
 
 /// Reads and decodes a JSON (or YAML) management body into `T`.
@@ -122,6 +199,50 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     payload: web::Payload,
     limits: BodyLimits,
 ) -> Result<T, Error> {
-    let (text, format) = read_text(req, payload, limits).await?;
-    Ok(format.parse(&text)?)
+    let (text, format) = read_body(req, payload, limits).await?;
+    decode(&text, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undeclared_body_is_json_when_it_opens_like_json_and_yaml_otherwise() {
+        for (text, format) in [
+            ("{\"pipeline\":{}}", BodyFormat::Json),
+            ("  \n[1]", BodyFormat::Json),
+            ("\u{feff}{}", BodyFormat::Json),
+            ("pipeline:\n  name: x\n", BodyFormat::Yaml),
+            ("---\npipeline: {}\n", BodyFormat::Yaml),
+            ("# comment\n{}", BodyFormat::Yaml),
+            ("", BodyFormat::Yaml),
+        ] {
+            assert_eq!(chosen_format(Declared::Unsaid, text), format, "{text:?}");
+        }
+        assert_eq!(chosen_format(Declared::Json, "a: 1"), BodyFormat::Json);
+        assert_eq!(chosen_format(Declared::Yaml, "{}"), BodyFormat::Yaml);
+    }
+
+    #[test]
+    fn a_json_syntax_error_hints_at_yaml_only_when_the_body_reads_as_yaml() {
+        assert!(check_json_syntax("{\"a\": [1, 2]}").is_ok());
+        let yaml = check_json_syntax("pipeline:\n  name: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            yaml.starts_with("Invalid JSON body: expected value at line 1 column 1"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.ends_with(
+                "; the body reads as YAML: to send YAML, use Content-Type: application/yaml"
+            ),
+            "{yaml}"
+        );
+        for broken in ["{\"a\": ", "just words", "[[[[", "{\"a\": 1,}x"] {
+            let message = check_json_syntax(broken).unwrap_err().to_string();
+            assert!(!message.contains("YAML"), "{broken:?}: {message}");
+        }
+    }
 }

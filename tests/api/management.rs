@@ -7,7 +7,8 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, pipeline_yaml, spawn_app, success_data, trigger_yaml, TestApp, TestTrigger,
+    assert_error, pipeline_yaml, spawn_app, success_data, trigger_yaml, TestApp, TestReceiver,
+    TestTrigger,
 };
 
 /// `P` for account `acc`, org `default`, project `proj`.
@@ -552,14 +553,137 @@ async fn a_put_with_an_unsupported_content_type_is_415() {
     app.create_project("acc", "default", "proj").await;
 
     let res = app
-        .with_key(Method::PUT, &format!("{P}/pipelines/plain"), &app.root_key)
-        .header("content-type", "text/plain")
-        .body(pipeline_yaml("plain"))
+        .with_key(Method::PUT, &format!("{P}/pipelines/xml"), &app.root_key)
+        .header("content-type", "application/xml")
+        .body(pipeline_yaml("xml"))
         .send()
         .await
         .expect("request");
 
-    assert_error(res, 415, "UNSUPPORTED_MEDIA_TYPE", "text/plain").await;
+    assert_error(
+        res,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Unsupported Content-Type 'application/xml': use application/json or application/yaml",
+    )
+    .await;
+}
+
+/// A PUT of `body` with `content_type` (none when `None`) and the root key.
+async fn put_typed(app: &TestApp, path: &str, content_type: Option<&str>, body: &str) -> Response {
+    let mut req = app
+        .with_key(Method::PUT, path, &app.root_key)
+        .body(body.to_owned());
+    if let Some(content_type) = content_type {
+        req = req.header("content-type", content_type);
+    }
+    req.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn yaml_sent_without_a_useful_content_type_is_read_as_yaml() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+    let receiver = TestReceiver::start(200, "", &[]).await;
+
+    // No Content-Type (curl -T, most HTTP libraries), what curl -d and --data-binary send, and
+    // text/plain: each is read as YAML when it does not open like JSON.
+    let pipeline = put_typed(
+        &app,
+        &format!("{P}/pipelines/deploy"),
+        None,
+        &pipeline_yaml("deploy"),
+    )
+    .await;
+    let trigger = put_typed(
+        &app,
+        &format!("{P}/pipelines/deploy/triggers/on_push"),
+        Some("application/x-www-form-urlencoded"),
+        &format!(
+            "# from git
+{}",
+            trigger_yaml("on_push")
+        ),
+    )
+    .await;
+    let rule = put_typed(
+        &app,
+        &format!("{P}/eventrules/ops"),
+        Some("text/plain"),
+        &format!(
+            "---
+sendEverything: true
+url: {}
+",
+            receiver.url
+        ),
+    )
+    .await;
+    let json = put_typed(
+        &app,
+        &format!("{P}/pipelines/from_json"),
+        None,
+        &json!({"pipeline": {"name": "j", "identifier": "from_json", "stages": [{"stage": {
+            "identifier": "build", "steps": [{"step": {"identifier": "w", "type": "Wait",
+            "spec": {"duration": "0s"}}}]}}]}})
+        .to_string(),
+    )
+    .await;
+
+    assert_eq!(success_data(pipeline).await["identifier"], "deploy");
+    assert_eq!(success_data(trigger).await["identifier"], "on_push");
+    assert_eq!(success_data(rule).await["identifier"], "ops");
+    assert_eq!(success_data(json).await["identifier"], "from_json");
+}
+
+#[tokio::test]
+async fn yaml_declared_as_json_is_400_with_a_hint_to_send_yaml() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+
+    let pipeline = put_typed(
+        &app,
+        &format!("{P}/pipelines/deploy"),
+        Some("application/json"),
+        &pipeline_yaml("deploy"),
+    )
+    .await;
+    let org = put_typed(
+        &app,
+        "/api/v1/accounts/acc/orgs/platform",
+        Some("application/json"),
+        "name: Platform\n",
+    )
+    .await;
+
+    let hint = "the body reads as YAML: to send YAML, use Content-Type: application/yaml";
+    let body = assert_error(pipeline, 400, "INVALID_REQUEST", "Invalid JSON body: ").await;
+    assert!(body["message"].as_str().unwrap().ends_with(hint), "{body}");
+    assert_error(org, 400, "INVALID_REQUEST", hint).await;
+    let missing = get(&app, &format!("{P}/pipelines/deploy")).await;
+    assert_error(missing, 404, "RESOURCE_NOT_FOUND", "deploy").await;
+}
+
+#[tokio::test]
+async fn broken_json_gets_the_json_error_without_a_yaml_hint() {
+    let app = spawn_app().await;
+    app.create_project("acc", "default", "proj").await;
+
+    for content_type in [None, Some("application/json")] {
+        let res = put_typed(
+            &app,
+            &format!("{P}/pipelines/deploy"),
+            content_type,
+            r#"{"pipeline": {"name": "deploy","#,
+        )
+        .await;
+
+        let body = assert_error(res, 400, "INVALID_REQUEST", "Invalid JSON body: EOF").await;
+        assert!(
+            !body["message"].as_str().unwrap().contains("YAML"),
+            "{body}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

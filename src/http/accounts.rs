@@ -1,31 +1,75 @@
-//! Accounts, orgs and projects: `PUT`/`GET` (and `DELETE` for orgs and projects).
+//! Accounts, orgs and projects: `PUT`/`GET` (and `DELETE` for orgs and projects), and their
+//! lists.
+//!
+//! Writes take an admin key of the account (accounts: the root key). Reads take any key of the
+//! account, which sees what it may execute in: a key limited to some projects sees only those
+//! projects and their orgs. The list of accounts is the root key's.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
-    api_key, body, deleted, envelope, path_account, path_identifier, path_project, resource,
+    api_key, body, deleted, envelope, list_params, path_account, path_identifier, path_project,
+    query, resource,
 };
 use crate::error::Error;
 use crate::service::Gateway;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/api/v1/accounts/{acc}")
-            .route(web::put().to(put_account))
-            .route(web::get().to(get_account)),
-    )
-    .service(
-        resource("/api/v1/accounts/{acc}/orgs/{org}")
-            .route(web::put().to(put_org))
-            .route(web::get().to(get_org))
-            .route(web::delete().to(delete_org)),
-    )
-    .service(
-        resource("/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}")
-            .route(web::put().to(put_project))
-            .route(web::get().to(get_project))
-            .route(web::delete().to(delete_project)),
-    );
+    cfg.service(resource("/api/v1/accounts").route(web::get().to(list_accounts)))
+        .service(
+            resource("/api/v1/accounts/{acc}")
+                .route(web::put().to(put_account))
+                .route(web::get().to(get_account)),
+        )
+        .service(resource("/api/v1/accounts/{acc}/orgs").route(web::get().to(list_orgs)))
+        .service(
+            resource("/api/v1/accounts/{acc}/orgs/{org}")
+                .route(web::put().to(put_org))
+                .route(web::get().to(get_org))
+                .route(web::delete().to(delete_org)),
+        )
+        .service(
+            resource("/api/v1/accounts/{acc}/orgs/{org}/projects")
+                .route(web::get().to(list_projects)),
+        )
+        .service(
+            resource("/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}")
+                .route(web::put().to(put_project))
+                .route(web::get().to(get_project))
+                .route(web::delete().to(delete_project)),
+        );
+}
+
+/// `GET /api/v1/accounts` (root key).
+async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    gw.authorize_root_only(api_key(&req)).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let page = gw.list_accounts(cursor, limit).await?;
+    Ok(envelope::page(page.items, page.next_cursor))
+}
+
+/// `GET /api/v1/accounts/{acc}/orgs`.
+async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let page = gw.list_orgs(&principal, &acc, cursor, limit).await?;
+    Ok(envelope::page(page.items, page.next_cursor))
+}
+
+/// `GET /api/v1/accounts/{acc}/orgs/{org}/projects`.
+async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+    let acc = path_account(&req)?;
+    let org = path_identifier(&req, "org", "orgIdentifier")?;
+    let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
+    let q = query(&req);
+    let (limit, cursor) = list_params(&q)?;
+    let page = gw
+        .list_projects(&principal, &acc, &org, cursor, limit)
+        .await?;
+    Ok(envelope::page(page.items, page.next_cursor))
 }
 
 /// The body of a tenancy `PUT`.
@@ -65,11 +109,8 @@ async fn put_account(
 
 async fn get_account(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
-    gw.authorize_manage(api_key(&req), &acc).await?;
-    let account = gw.store.get_account(&acc).await?;
-    account
-        .map(envelope::ok)
-        .ok_or_else(|| Error::NotFound(format!("Account {acc} does not exist")))
+    gw.authorize_account_read(api_key(&req), &acc).await?;
+    Ok(envelope::ok(gw.get_account(&acc).await?))
 }
 
 async fn put_org(
@@ -88,12 +129,8 @@ async fn put_org(
 async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
-    gw.authorize_manage(api_key(&req), &acc).await?;
-    gw.store
-        .get_org(&acc, &org)
-        .await?
-        .map(envelope::ok)
-        .ok_or_else(|| Error::NotFound(format!("Org {acc}/{org} does not exist")))
+    let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
+    Ok(envelope::ok(gw.get_org(&principal, &acc, &org).await?))
 }
 
 async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
@@ -119,7 +156,7 @@ async fn put_project(
 
 async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
-    gw.authorize_manage(api_key(&req), &project.account).await?;
+    gw.authorize_read(api_key(&req), &project).await?;
     gw.store
         .get_project(&project)
         .await?

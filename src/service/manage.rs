@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{links, Gateway};
+use crate::auth::Principal;
 use crate::domain::ids::{AccountId, ApiKey, Identifier, KeyId, ProjectRef, WebhookToken};
 use crate::domain::pipeline::{parse_pipeline, PipelineSpec};
 use crate::domain::runtime_input::InputTemplate;
@@ -12,7 +13,8 @@ use crate::domain::trigger::{TriggerSpec, REDACTED_SECRET};
 use crate::domain::{BodyFormat, DomainError};
 use crate::error::Error;
 use crate::store::{
-    now_millis, ApiKeyRecord, Millis, Page, PipelineRecord, Role, SettingScope, TriggerRecord,
+    now_millis, Account, ApiKeyRecord, Millis, Page, PipelineRecord, Role, Scope, SettingScope,
+    TriggerRecord,
 };
 use crate::store::{Change, StoreError};
 
@@ -222,7 +224,115 @@ fn spec_of(record: &TriggerRecord) -> Result<TriggerSpec, Error> {
     })
 }
 
+/// The projects a key is limited to, as `(org, project)` pairs; `None` when it sees every
+/// project of its account (the root key, an admin key, an executor key without a list), the
+/// same rule as [`Principal::can_execute`].
+fn limited_projects(principal: &Principal) -> Option<Vec<(&str, &str)>> {
+    if principal.is_root() || principal.role == Role::Admin {
+        return None;
+    }
+    principal
+        .projects
+        .as_ref()
+        .map(|list| list.iter().filter_map(|p| p.split_once('/')).collect())
+}
+
+/// 403 unless `principal` sees `org` of its account: every org, or one that holds a project
+/// its key is limited to.
+fn check_sees_org(
+    principal: &Principal,
+    account: &AccountId,
+    org: &Identifier,
+) -> Result<(), Error> {
+    let sees = limited_projects(principal)
+        .is_none_or(|pairs| pairs.iter().any(|(o, _)| *o == org.as_str()));
+    if sees {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied(format!(
+            "Missing permission to read org {account}/{org}: this API key is limited to other projects"
+        )))
+    }
+}
+
 impl Gateway {
+    /// Every account, by identifier (the root key's view).
+    pub async fn list_accounts(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Account>, Error> {
+        Ok(self.store.list_accounts(cursor, limit).await?)
+    }
+
+    /// An account, for a key of it (or root).
+    pub async fn get_account(&self, account: &AccountId) -> Result<Account, Error> {
+        self.store
+            .get_account(account)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Account {account} does not exist")))
+    }
+
+    /// The orgs of `account` that `principal` sees, by identifier: all of them, or for a key
+    /// limited to some projects, the orgs those projects are in.
+    pub async fn list_orgs(
+        &self,
+        principal: &Principal,
+        account: &AccountId,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Scope>, Error> {
+        self.get_account(account).await?;
+        let only = limited_projects(principal).map(|pairs| {
+            let mut orgs: Vec<String> = pairs.iter().map(|(o, _)| (*o).to_owned()).collect();
+            orgs.sort();
+            orgs.dedup();
+            orgs
+        });
+        Ok(self
+            .store
+            .list_orgs(account, only.as_deref(), cursor, limit)
+            .await?)
+    }
+
+    /// An org, when `principal` sees it (403 otherwise).
+    pub async fn get_org(
+        &self,
+        principal: &Principal,
+        account: &AccountId,
+        org: &Identifier,
+    ) -> Result<Scope, Error> {
+        check_sees_org(principal, account, org)?;
+        self.store
+            .get_org(account, org)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Org {account}/{org} does not exist")))
+    }
+
+    /// The projects of an org that `principal` sees, by identifier: all of them, or for a key
+    /// limited to some projects, those.
+    pub async fn list_projects(
+        &self,
+        principal: &Principal,
+        account: &AccountId,
+        org: &Identifier,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Scope>, Error> {
+        self.get_org(principal, account, org).await?;
+        let only = limited_projects(principal).map(|pairs| {
+            pairs
+                .iter()
+                .filter(|(o, _)| *o == org.as_str())
+                .map(|(_, p)| (*p).to_owned())
+                .collect::<Vec<_>>()
+        });
+        Ok(self
+            .store
+            .list_projects(account, org, only.as_deref(), cursor, limit)
+            .await?)
+    }
+
     /// The resolved mandate for a project.
     pub async fn mandate_for(&self, project: &ProjectRef) -> Result<Resolved, Error> {
         Ok(self.cache.mandate(self.store.as_ref(), project).await?)

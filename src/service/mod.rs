@@ -207,6 +207,31 @@ impl Gateway {
         }
     }
 
+    /// Verifies the root key on a route that names no account (`GET /api/v1/accounts`): a valid
+    /// key of an account is 403, like on the other root-only routes; no key or an invalid one
+    /// is 401.
+    pub async fn authorize_root_only(&self, api_key: Option<&str>) -> Result<Principal, Error> {
+        let principal = self.whoami(api_key).await?;
+        if principal.is_root() {
+            Ok(principal)
+        } else {
+            Err(Error::AccessDenied(
+                "Missing permission: only the root key may list accounts".into(),
+            ))
+        }
+    }
+
+    /// Verifies a key that may read `account`, its orgs and its projects: any key of the
+    /// account, or root. A key limited to some projects then sees only those
+    /// ([`Gateway::list_orgs`], [`Gateway::list_projects`]).
+    pub async fn authorize_account_read(
+        &self,
+        api_key: Option<&str>,
+        account: &AccountId,
+    ) -> Result<Principal, Error> {
+        self.verify_key(api_key, account).await
+    }
+
     /// Applies the intake/status key rules of DESIGN §2.1 step 5 for `project`: a present key
     /// must be valid and allowed to execute there; an absent key is refused when `required`.
     pub async fn authorize_execute(

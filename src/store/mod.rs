@@ -97,6 +97,8 @@ pub struct Account {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Scope {
+    /// Its own identifier: the org's, or the project's.
+    pub identifier: String,
     /// The account.
     pub account_identifier: String,
     /// The org (for an org, its own identifier).
@@ -439,6 +441,8 @@ pub trait Store:
     async fn put_account(&self, id: &AccountId, name: &str) -> StoreResult<(Account, bool)>;
     /// Reads an account.
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+    /// Lists every account by identifier.
+    async fn list_accounts(&self, cursor: Option<&str>, limit: u32) -> StoreResult<Page<Account>>;
 
     /// Creates or renames an org (an upsert). `ParentMissing` when the account does not exist.
     async fn put_org(
@@ -449,6 +453,14 @@ pub trait Store:
     ) -> StoreResult<(Scope, bool)>;
     /// Reads an org.
     async fn get_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<Option<Scope>>;
+    /// Lists an account's orgs by identifier; with `only`, just those of them.
+    async fn list_orgs(
+        &self,
+        acc: &AccountId,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>>;
     /// Deletes an org and everything configured under it. False when it did not exist.
     async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool>;
 
@@ -456,6 +468,15 @@ pub trait Store:
     async fn put_project(&self, p: &ProjectRef, name: &str) -> StoreResult<(Scope, bool)>;
     /// Reads a project.
     async fn get_project(&self, p: &ProjectRef) -> StoreResult<Option<Scope>>;
+    /// Lists an org's projects by identifier; with `only`, just those of them.
+    async fn list_projects(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>>;
     /// Deletes a project and everything configured under it.
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool>;
 

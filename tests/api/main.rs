@@ -17,3 +17,4 @@ mod robustness;
 mod secrets;
 mod status;
 mod store;
+mod tenancy;

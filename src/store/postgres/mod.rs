@@ -356,6 +356,7 @@ fn project_params(p: &ProjectRef) -> [&str; 3] {
 fn scope_row(r: &Row, has_project: bool) -> StoreResult<Scope> {
     let o = usize::from(has_project);
     Ok(Scope {
+        identifier: col(r, 1 + o)?,
         account_identifier: col(r, 0)?,
         org_identifier: col(r, 1)?,
         project_identifier: if has_project { Some(col(r, 2)?) } else { None },
@@ -634,6 +635,22 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn list_accounts(&self, cursor: Option<&str>, limit: u32) -> StoreResult<Page<Account>> {
+        let after = decode_name_cursor(cursor)?;
+        let c = self.client().await?;
+        let items = query(
+            &c,
+            "listing accounts",
+            "SELECT id, name, created_at, updated_at FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &(i64::from(limit) + 1)],
+        )
+        .await?
+        .iter()
+        .map(account_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |a| encode_cursor(&[&a.identifier])))
+    }
+
     async fn put_org(
         &self,
         acc: &AccountId,
@@ -681,6 +698,29 @@ impl Store for PgStore {
         .await?
         .map(|r| scope_row(&r, false))
         .transpose()
+    }
+
+    async fn list_orgs(
+        &self,
+        acc: &AccountId,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>> {
+        let after = decode_name_cursor(cursor)?;
+        let c = self.client().await?;
+        let items = query(
+            &c,
+            "listing orgs",
+            "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = $1 \
+             AND ($2::text[] IS NULL OR id = ANY($2)) AND id > $3 ORDER BY id LIMIT $4",
+            &[&acc.as_str(), &only, &after, &(i64::from(limit) + 1)],
+        )
+        .await?
+        .iter()
+        .map(|r| scope_row(r, false))
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |o| encode_cursor(&[&o.identifier])))
     }
 
     async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool> {
@@ -751,6 +791,37 @@ impl Store for PgStore {
         .await?
         .map(|r| scope_row(&r, true))
         .transpose()
+    }
+
+    async fn list_projects(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>> {
+        let after = decode_name_cursor(cursor)?;
+        let c = self.client().await?;
+        let items = query(
+            &c,
+            "listing projects",
+            "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+             WHERE account_id = $1 AND org_id = $2 AND ($3::text[] IS NULL OR id = ANY($3)) \
+             AND id > $4 ORDER BY id LIMIT $5",
+            &[
+                &acc.as_str(),
+                &org.as_str(),
+                &only,
+                &after,
+                &(i64::from(limit) + 1),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| scope_row(r, true))
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(items, limit, |p| encode_cursor(&[&p.identifier])))
     }
 
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool> {

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use self::checkpoint::Checkpointer;
 use self::writer::{Writer, WriterThread};
-use super::cursor::{decode_cursor, decode_time_cursor, encode_cursor, page};
+use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
     Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
     RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
@@ -227,6 +227,7 @@ fn project_cols(row: &Row<'_>, first: usize) -> rusqlite::Result<ProjectRef> {
 fn scope_row(row: &Row<'_>, has_project: bool) -> rusqlite::Result<Scope> {
     let o = if has_project { 1 } else { 0 };
     Ok(Scope {
+        identifier: row.get(1 + o)?,
         account_identifier: row.get(0)?,
         org_identifier: row.get(1)?,
         project_identifier: if has_project { Some(row.get(2)?) } else { None },
@@ -234,6 +235,11 @@ fn scope_row(row: &Row<'_>, has_project: bool) -> rusqlite::Result<Scope> {
         created_at: row.get(3 + o)?,
         updated_at: row.get(4 + o)?,
     })
+}
+
+/// An `only` list as the JSON array `json_each` reads (`NULL` for no restriction).
+fn only_json(only: Option<&[String]>) -> Option<String> {
+    only.map(|ids| serde_json::Value::from(ids.to_vec()).to_string())
 }
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
@@ -541,6 +547,18 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn list_accounts(&self, cursor: Option<&str>, limit: u32) -> StoreResult<Page<Account>> {
+        let after = decode_name_cursor(cursor)?;
+        let items = self.read("listing accounts", |c| {
+            c.prepare_cached(
+                "SELECT id, name, created_at, updated_at FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after, limit + 1], account_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |a| encode_cursor(&[&a.identifier])))
+    }
+
     async fn put_org(
         &self,
         acc: &AccountId,
@@ -579,6 +597,29 @@ impl Store for SqliteStore {
             .query_row([acc.as_str(), org.as_str()], |r| scope_row(r, false))
             .optional()
         })
+    }
+
+    async fn list_orgs(
+        &self,
+        acc: &AccountId,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>> {
+        let after = decode_name_cursor(cursor)?;
+        let only = only_json(only);
+        let items = self.read("listing orgs", |c| {
+            c.prepare_cached(
+                "SELECT account_id, id, name, created_at, updated_at FROM orgs WHERE account_id = ?1 \
+                 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
+                 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?
+            .query_map(params![acc.as_str(), only, after, limit + 1], |r| {
+                scope_row(r, false)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |o| encode_cursor(&[&o.identifier])))
     }
 
     async fn delete_org(&self, acc: &AccountId, org: &Identifier) -> StoreResult<bool> {
@@ -651,6 +692,32 @@ impl Store for SqliteStore {
             )
             .optional()
         })
+    }
+
+    async fn list_projects(
+        &self,
+        acc: &AccountId,
+        org: &Identifier,
+        only: Option<&[String]>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Scope>> {
+        let after = decode_name_cursor(cursor)?;
+        let only = only_json(only);
+        let items = self.read("listing projects", |c| {
+            c.prepare_cached(
+                "SELECT account_id, org_id, id, name, created_at, updated_at FROM projects \
+                 WHERE account_id = ?1 AND org_id = ?2 \
+                 AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) \
+                 AND id > ?4 ORDER BY id LIMIT ?5",
+            )?
+            .query_map(
+                params![acc.as_str(), org.as_str(), only, after, limit + 1],
+                |r| scope_row(r, true),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(page(items, limit, |p| encode_cursor(&[&p.identifier])))
     }
 
     async fn delete_project(&self, p: &ProjectRef) -> StoreResult<bool> {

@@ -136,7 +136,10 @@ enum Command {
         db: DatabaseArgs,
     },
     /// Offline administration on the database.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  triggerd admin reset-root-key --database-url sqlite://triggerd.db"
+    )]
     Admin(server::AdminCommand),
     /// Store a server URL and API key in a profile (the key is read from a prompt or stdin).
     #[command(
@@ -201,10 +204,16 @@ enum Command {
     #[command(after_help = "Example:\n  triggerd resume _iodHvEhT2y_Mn_DLaR32A")]
     Resume(client::ControlArgs),
     /// Create, list and revoke API keys.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  triggerd keys create ci --role executor --projects default/payments\n  triggerd keys list\n  triggerd keys revoke 5f0c3e1a9b7d4c2e8f6a1b3c"
+    )]
     Keys(client::KeysCommand),
-    /// Test event rules, redeliver and recover deliveries.
-    #[command(subcommand)]
+    /// Test event rules, rotate their secret, redeliver and recover deliveries.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  triggerd rules test ops --event-type pipeline_end\n  triggerd rules recover ops --since 2026-11-30T00:00:00Z"
+    )]
     Rules(client::RulesCommand),
     /// Print a shell completion script.
     #[command(
@@ -292,5 +301,24 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example_in_its_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("triggerd "),
+                    "{name} has no example in its --help"
+                );
+                check(sub, &name);
+            }
+        }
+        check(&Cli::command(), "triggerd");
     }
 }

@@ -616,6 +616,15 @@ async fn get_lists_tables_and_keys_are_created_once_and_revoked() {
     );
     let run = user.run(&["get", "triggers"]).await;
     assert!(run.expect(0).stdout.contains("No triggers yet"), "{run:#?}");
+    let run = user.run(&["get", "executions", "--status", "bogus"]).await;
+    run.expect(1);
+    assert!(
+        run.stderr.contains("ApprovalWaiting"),
+        "names the accepted values: {run:#?}"
+    );
+    user.run(&["get", "executions", "--status", "success"])
+        .await
+        .expect(0);
 
     let run = user
         .run(&["keys", "create", "ci", "--role", "executor", "-o", "json"])

@@ -777,3 +777,114 @@ async fn the_examples_directory_applies_with_the_root_key_and_fires_as_its_comme
         "{run:#?}"
     );
 }
+
+#[tokio::test]
+async fn control_commands_and_status_wait_follow_an_approval_to_its_end() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let gate = "kind: Pipeline\naccount: acme\norg: default\nproject: payments\npipeline:\n  identifier: gate\n  name: gate\n  stages:\n    - stage:\n        identifier: ship\n        name: Ship\n        steps:\n          - step: {identifier: approve, type: Approval, timeout: 1h, spec: {message: Ship it?}}\n          - step: {identifier: done, type: Run, spec: {shell: sh, command: echo shipped}}\n";
+    let docs = [gate.to_owned(), trigger_doc("gate", "go", None)].join("---\n");
+    let path = user.write("gate.yaml", &docs);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+
+    let waiting = |app: &TestApp, key: &str, event: &str| {
+        let (app, key, event) = (app.address.clone(), key.to_owned(), event.to_owned());
+        async move {
+            let client = reqwest::Client::new();
+            for _ in 0..200 {
+                let res = client
+                    .get(format!(
+                        "{app}/webhook/triggerExecutionDetails/{event}?accountIdentifier=acme"
+                    ))
+                    .header("X-Api-Key", &key)
+                    .send()
+                    .await
+                    .unwrap();
+                let body: Value = res.json().await.unwrap();
+                let summary = &body["data"]["executionDetails"]["pipelineExecutionSummary"];
+                if summary["status"] == "ApprovalWaiting" {
+                    return summary["planExecutionId"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("never waiting for approval");
+        }
+    };
+
+    // approve: `status --wait` keeps following until the execution ends, then exits 0.
+    let event = user
+        .run(&["fire", "gate/go"])
+        .await
+        .expect(0)
+        .stdout
+        .trim()
+        .to_owned();
+    let execution = waiting(&app, &key, &event).await;
+    let follower = user.spawn(&["status", &event, "--wait"]);
+    let run = user
+        .run(&["approve", &execution, "--comment", "ship it"])
+        .await;
+    run.expect(0);
+    let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
+        .await
+        .expect("status --wait ends")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("waiting for approval: triggerd approve"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ship/done  Success") && text.contains(": Success"),
+        "{text}"
+    );
+
+    // reject and abort end it otherwise: the status exit code says it failed.
+    for (action, status) in [("reject", "ApprovalRejected"), ("abort", "Aborted")] {
+        let event = user
+            .run(&["fire", "gate/go"])
+            .await
+            .expect(0)
+            .stdout
+            .trim()
+            .to_owned();
+        let execution = waiting(&app, &key, &event).await;
+        let run = user.run(&[action, &execution]).await;
+        run.expect(0);
+        assert!(run.stdout.contains(status), "{action}: {run:#?}");
+        let run = user.run(&["status", &event, "--wait"]).await;
+        run.expect(1);
+        assert!(run.stdout.contains(status), "{action}: {run:#?}");
+    }
+    // pause and resume on an ended execution are refused, with the server's reason.
+    let run = user.run(&["pause", &execution]).await;
+    run.expect(1);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+
+    // rules: test (the receiver is not there: the attempt fails, exit 1), rotate, recover.
+    let path = user.write("rule.yaml", RULE_DOC);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+    let run = user.run(&["rules", "test", "ops", "-o", "json"]).await;
+    run.expect(1);
+    assert!(run.json()["lastError"].is_string(), "{run:#?}");
+    let run = user.run(&["rules", "rotate", "ops", "-o", "json"]).await;
+    assert!(run.expect(0).json()["signingSecret"]
+        .as_str()
+        .unwrap()
+        .starts_with("whsec_"));
+    let run = user
+        .run(&["rules", "recover", "ops", "--since", "2026-01-01T00:00:00Z"])
+        .await;
+    run.expect(1);
+    assert!(
+        run.stderr.contains("is disabled"),
+        "refused with the reason: {run:#?}"
+    );
+    let run = user
+        .run(&["rules", "redeliver", "ops", "no-such-delivery"])
+        .await;
+    run.expect(1);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+}

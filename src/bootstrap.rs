@@ -80,9 +80,25 @@ impl RootKeys<'_> {
             Some(text) => (parse_root(text)?, CONFIGURED_ROOT_NAME, false),
             None => (ApiKey::generate(&AccountId::root()), "root", true),
         };
+        // Installing a key that is already stored: it must be the live one, and it stays.
+        let keep = match self.store.get_api_key(key.key_id()).await? {
+            None => false,
+            Some(record) if record.revoked_at.is_some() => bail!(
+                "TRIGGERD_ROOT_KEY was revoked before; a revoked key cannot become the root key again. Supply a new one, or unset it to get a generated key"
+            ),
+            Some(_) => {
+                let text = supplied.unwrap_or_default();
+                self.verifier
+                    .verify(self.store, text, &AccountId::root())
+                    .await
+                    .ok()
+                    .context("TRIGGERD_ROOT_KEY does not match the stored root key with the same keyId")?;
+                true
+            }
+        };
         let roots = self.unrevoked_roots().await?;
         let mut revoked = 0;
-        for record in &roots {
+        for record in roots.iter().filter(|r| &r.key_id != key.key_id()) {
             if self
                 .store
                 .revoke_api_key(&AccountId::root(), &record.key_id)
@@ -96,7 +112,7 @@ impl RootKeys<'_> {
                     .await?;
             }
         }
-        if !self.register(&key, name).await? {
+        if !keep && !self.register(&key, name).await? {
             bail!(
                 "another root key was created while this one was being reset; run the reset again"
             );

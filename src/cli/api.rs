@@ -55,6 +55,8 @@ impl Api {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // X-Api-Key is not one of the headers reqwest drops on a redirect to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("triggerd-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::usage(format!("building the HTTP client: {e}")))?;
@@ -120,10 +122,14 @@ impl Api {
                     data: Value::String(String::from_utf8_lossy(&bytes).into_owned()),
                 });
             }
+            let location = headers
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(|l| format!(" (redirected to {l}; use that URL)"))
+                .unwrap_or_default();
             return Err(CliError::refused(format!(
-                "{} answered {status} to {}",
-                self.base(),
-                url.path()
+                "{} answered {status}{location}",
+                self.base()
             )));
         }
         let envelope: Value = serde_json::from_slice(&bytes).map_err(|e| {

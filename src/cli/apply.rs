@@ -355,6 +355,20 @@ fn parse_doc(source: &str, value: Value) -> Result<Doc, String> {
         ),
         DocKind::Setting => {
             let name = field("name").ok_or("missing `setting.name`")?;
+            if !body.get("value").is_some_and(Value::is_boolean) {
+                return Err("`setting.value` must be true or false".into());
+            }
+            if body.get("allowOverrides").is_some_and(|v| !v.is_boolean()) {
+                return Err("`setting.allowOverrides` must be true or false".into());
+            }
+            if let Some(extra) = body.as_object().and_then(|m| {
+                m.keys()
+                    .find(|k| !["name", "value", "allowOverrides"].contains(&k.as_str()))
+            }) {
+                return Err(format!(
+                    "unknown key `setting.{extra}`; a setting has name, value and allowOverrides"
+                ));
+            }
             let mut b = body;
             if let Some(m) = b.as_object_mut() {
                 m.remove("name");
@@ -381,6 +395,9 @@ enum Action {
     Create,
     Change(String),
     Unchanged,
+    /// A stored trigger whose pipeline this run changes: checked once the pipeline is written
+    /// (its inputs may be new).
+    Deferred,
 }
 
 async fn current(api: &Api, doc: &Doc) -> Result<Option<Value>, CliError> {
@@ -495,11 +512,16 @@ async fn plan(
             Action::Change(diff(&have, &want))
         });
     }
-    // A trigger of a pipeline this run creates cannot be checked before the pipeline exists.
+    // A trigger of a pipeline this run creates or changes is checked against that pipeline
+    // once it is written.
     let pipeline_pending = doc.kind == DocKind::Trigger
         && pending_pipelines.contains(&format!("{}/{}", doc.scope, doc.pipeline));
     if pipeline_pending {
-        return Ok(Action::Create);
+        return Ok(if stored.is_some() {
+            Action::Deferred
+        } else {
+            Action::Create
+        });
     }
     let canonical = put(api, doc, true).await?;
     Ok(match stored {
@@ -572,6 +594,7 @@ fn print_action(dry_run: bool, action: &str, kind: &str, name: &str, source: Opt
         (true, "created") => "would create",
         (true, "changed") => "would change",
         (true, "deleted") => "would delete",
+        (true, "checked after its pipeline") => "would check",
         (_, a) => a,
     };
     let source = source.map(|s| format!("  ({s})")).unwrap_or_default();
@@ -601,15 +624,14 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
     for doc in &docs {
         match plan(api, doc, &pending_pipelines).await {
             Ok(action) => {
-                if doc.kind == DocKind::Pipeline && action == Action::Create {
+                if doc.kind == DocKind::Pipeline && action != Action::Unchanged {
                     pending_pipelines.insert(doc.name());
                 }
                 plans.push(action);
             }
-            Err(e) if is_not_found(&e) && !args.dry_run => {
-                // The scope does not exist yet: it is created below, then the document.
-                plans.push(Action::Create);
-            }
+            // The server cannot be reached: stop, with exit 3.
+            Err(e) if e.exit == Exit::Usage => return Err(e),
+            // The scope does not exist yet: it is created below, then the document.
             Err(e) if is_not_found(&e) => plans.push(Action::Create),
             Err(e) => {
                 errors.push(format!(
@@ -635,16 +657,37 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
 
     ensure_scopes(api, &docs, args.dry_run, &mut report).await?;
     let mut failed = 0;
-    for (doc, action) in docs.iter().zip(&plans) {
+    for (doc, planned) in docs.iter().zip(plans) {
+        let action = match planned {
+            Action::Deferred if !args.dry_run => match plan(api, doc, &BTreeSet::new()).await {
+                Ok(action) => action,
+                Err(e) if e.exit == Exit::Usage => return Err(e),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!(
+                        "triggerd: {}: {} {}: {}",
+                        doc.source,
+                        doc.kind.name(),
+                        doc.name(),
+                        e.message
+                    );
+                    continue;
+                }
+            },
+            other => other,
+        };
+        let action = &action;
         let word = match action {
             Action::Create => "created",
             Action::Change(_) => "changed",
             Action::Unchanged => "unchanged",
+            Action::Deferred => "checked after its pipeline",
         };
         let mut secret = None;
         if !args.dry_run && *action != Action::Unchanged {
             match put(api, doc, false).await {
                 Ok(view) => secret = view["signingSecret"].as_str().map(str::to_owned),
+                Err(e) if e.exit == Exit::Usage => return Err(e),
                 Err(e) => {
                     failed += 1;
                     eprintln!(
@@ -852,9 +895,11 @@ pub async fn export(ctx: &Context, args: ExportArgs) -> CliResult {
             .await?
         {
             let tid = trig["identifier"].as_str().unwrap_or("");
+            let mut body = trig["spec"]["trigger"].clone();
+            body["pipelineIdentifier"] = json!(id);
             write(
                 format!("triggers/{id}.{tid}.yaml"),
-                scope("Trigger", "trigger", trig["spec"]["trigger"].clone()),
+                scope("Trigger", "trigger", body),
             )?;
         }
     }
@@ -952,6 +997,14 @@ mod tests {
                 "pipelineIdentifier",
             ),
             ("- a\n- b\n", "must be a mapping"),
+            (
+                "kind: Setting\naccount: a\nsetting: {name: m, value: yes please}\n",
+                "true or false",
+            ),
+            (
+                "kind: Setting\naccount: a\nsetting: {name: m, value: true, scope: x}\n",
+                "unknown key `setting.scope`",
+            ),
             ("kind: [\n", "not valid YAML"),
         ];
         for (text, want) in cases {

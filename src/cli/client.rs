@@ -62,12 +62,18 @@ impl Context {
             )));
         }
         let stored = stored.unwrap_or_default();
-        let url = env("TRIGGERD_URL")
+        let env_url = env("TRIGGERD_URL");
+        let url = env_url
+            .clone()
             .or_else(|| Some(stored.url.clone()).filter(|u| !u.is_empty()))
             .ok_or_else(|| {
                 CliError::usage("no server: run `triggerd login --url URL` or set TRIGGERD_URL")
             })?;
-        let key = env("TRIGGERD_API_KEY").or(stored.api_key);
+        // The profile's key goes only to the profile's server.
+        let same_server = env_url
+            .as_deref()
+            .is_none_or(|u| u.trim_end_matches('/') == stored.url.trim_end_matches('/'));
+        let key = env("TRIGGERD_API_KEY").or(stored.api_key.filter(|_| same_server));
         let project = self
             .project
             .clone()
@@ -905,13 +911,9 @@ async fn follow_event(ctx: &Context, s: &Session, event_id: &str) -> CliResult {
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut announced_approval = false;
     loop {
-        let data = s
-            .api
-            .get(
-                &["webhook", "triggerExecutionDetails", event_id],
-                &[("accountIdentifier", &account), ("wait", "2")],
-            )
-            .await?;
+        let path = ["webhook", "triggerExecutionDetails", event_id];
+        let query = [("accountIdentifier", account.as_str()), ("wait", "2")];
+        let data = patiently(|| s.api.get(&path, &query)).await?;
         let details = &data["webhookProcessingDetails"];
         let summary = &data["executionDetails"]["pipelineExecutionSummary"];
         if summary.is_null() {
@@ -976,8 +978,46 @@ async fn follow_event(ctx: &Context, s: &Session, event_id: &str) -> CliResult {
             }
             return Ok(settled_exit(details, summary));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A waiting approval or a pause may last hours: look less often.
+        let pause = if matches!(exec_status.as_str(), "ApprovalWaiting" | "Paused") {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// Runs `request` again while it fails in a way that passes (the server restarting or
+/// overloaded, a dropped connection), for up to about a minute, so one blip does not end a
+/// `--wait` that a CI job gates on.
+async fn patiently<F, Fut>(mut request: F) -> Result<Value, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Value, CliError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for attempt in 0.. {
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 12 && transient(&e) => {
+                if attempt == 0 {
+                    eprintln!("triggerd: {} (retrying)", e.message);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn transient(e: &CliError) -> bool {
+    e.exit == Exit::Usage && e.message.starts_with("cannot reach")
+        || ["SERVICE_UNAVAILABLE", "TOO_MANY_REQUESTS", "UNEXPECTED"]
+            .iter()
+            .any(|code| e.message.starts_with(code))
 }
 
 /// Prints `name`'s status when it changed since it was last seen.

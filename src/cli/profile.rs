@@ -70,6 +70,8 @@ impl ProfileFile {
         let dir = path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir).map_err(fail)?;
         let tmp = dir.join(format!(".profiles.toml.{}", std::process::id()));
+        // A leftover from an interrupted save may have another mode: start afresh.
+        let _ = std::fs::remove_file(&tmp);
         let mut file = private_file(&tmp).map_err(fail)?;
         file.write_all(text.as_bytes()).map_err(fail)?;
         file.sync_all().map_err(fail)?;
@@ -91,8 +93,7 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }

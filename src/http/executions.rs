@@ -191,6 +191,7 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
         after,
         deadline: tokio::time::Instant::now() + FOLLOW_FOR_AT_MOST,
         done: false,
+        streamed: after >= 0,
     };
     let stream = futures_util::stream::unfold(state, |mut f| async move {
         if f.done {
@@ -198,9 +199,9 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
         }
         loop {
             // The status first: lines written before the step ended are then all visible.
-            let ended = match find_step(&f.gw, &f.plan, &f.stage, &f.step).await {
-                Ok(record) => step_ended(&record.status),
-                Err(_) => true,
+            let (ended, stored) = match find_step(&f.gw, &f.plan, &f.stage, &f.step).await {
+                Ok(record) => (step_ended(&record.status), record.log),
+                Err(_) => (true, None),
             };
             let lines = match f
                 .gw
@@ -216,9 +217,16 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
                 }
             };
             if let Some(last) = lines.last() {
+                f.streamed = true;
                 f.after = last.seq;
                 f.done = ended && lines.len() < LOG_PAGE_LINES as usize;
                 return Some((Ok(bytes::Bytes::from(join_lines(&lines))), f));
+            }
+            if ended && !f.streamed {
+                // No live lines (an Http step, or the live log could not be written): the
+                // stored log is what there is.
+                f.done = true;
+                return Some((Ok(bytes::Bytes::from(stored.unwrap_or_default())), f));
             }
             if ended || tokio::time::Instant::now() >= f.deadline {
                 return None;
@@ -248,6 +256,8 @@ struct Follow {
     after: i64,
     deadline: tokio::time::Instant,
     done: bool,
+    /// Whether any live line was (or, with `after`, had been) sent.
+    streamed: bool,
 }
 
 fn step_ended(status: &str) -> bool {

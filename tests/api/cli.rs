@@ -405,6 +405,57 @@ async fn a_malformed_or_refused_document_is_named_and_changes_nothing() {
     assert!(run.stderr.contains("nothing was changed"), "{run:#?}");
     let run = user.run(&["get", "pipelines", "-o", "json"]).await;
     assert_eq!(run.expect(0).json(), serde_json::json!([]));
+
+    // A server that is not there: exit 3 at once, one line, not one per document.
+    let run = user
+        .run_with(
+            &["apply", "-f", &path],
+            "",
+            &[("TRIGGERD_URL", "http://127.0.0.1:9")],
+        )
+        .await;
+    run.expect(3);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+}
+
+#[tokio::test]
+async fn a_pipeline_and_its_trigger_can_change_together() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    let user = User::with_env(&app, &key, PROJECT);
+    let docs = [
+        pipeline_doc("build", "'true'"),
+        trigger_doc("build", "go", None),
+    ]
+    .join("---\n");
+    let path = user.write("c.yaml", &docs);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+    // The pipeline gains a runtime input and the trigger fills it, in one apply.
+    let pipeline = pipeline_doc("build", "'echo $TAG'").replace(
+        "  stages:\n",
+        "  variables:\n    - name: tag\n      type: String\n      value: <+input>\n  stages:\n",
+    );
+    let trigger = format!(
+        "{}  inputYaml: |\n    pipeline:\n      identifier: build\n      variables:\n        - name: tag\n          type: String\n          value: <+trigger.payload.tag>\n",
+        trigger_doc("build", "go", None)
+    );
+    let path = user.write("c.yaml", &[pipeline, trigger].join("---\n"));
+    let run = user.run(&["apply", "-f", &path, "--dry-run"]).await;
+    run.expect(0);
+    assert!(run.stderr.contains("would check"), "{run:#?}");
+    let run = user.run(&["apply", "-f", &path]).await;
+    run.expect(0);
+    assert!(run.stderr.contains("changed       Trigger"), "{run:#?}");
+    let run = user.run(&["apply", "-f", &path, "-o", "json"]).await;
+    let actions = run.expect(0).json();
+    assert!(
+        actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["action"] == "unchanged"),
+        "{run:#?}"
+    );
 }
 
 #[tokio::test]
@@ -690,6 +741,26 @@ async fn init_and_reset_root_key_work_offline_and_the_root_key_variable_never_ad
         .await;
     run.expect(0);
     assert!(!run.stdout.contains("pat._root"), "{run:#?}");
+    // Again with the same key: it stays, nothing else is left to revoke.
+    let run = user
+        .run_with(
+            &["admin", "reset-root-key", "--database-url", &url],
+            "",
+            &[("TRIGGERD_ROOT_KEY", other)],
+        )
+        .await;
+    run.expect(0);
+    assert!(run.stdout.contains("Revoked 0 root key(s)"), "{run:#?}");
+    // A revoked key cannot come back.
+    let run = user
+        .run_with(
+            &["admin", "reset-root-key", "--database-url", &url],
+            "",
+            &[("TRIGGERD_ROOT_KEY", second.as_str())],
+        )
+        .await;
+    run.expect(1);
+    assert!(run.stderr.contains("revoked before"), "{run:#?}");
     user.run_with(
         &["init", "--database-url", &url],
         "",

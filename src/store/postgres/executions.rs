@@ -673,7 +673,8 @@ impl ExecutionStore for PgStore {
         let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
         let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
         let times: Vec<i64> = lines.iter().map(|l| l.ts).collect();
-        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<std::borrow::Cow<'_, str>> =
+            lines.iter().map(|l| super::text(&l.text)).collect();
         execute(
             &tx,
             "appending to a step log",

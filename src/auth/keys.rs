@@ -9,8 +9,12 @@
 //! - argon2 runs on a fixed pool of `argon2_threads` threads, which bounds both the CPU it takes
 //!   and the memory the allocator keeps per thread (on the tokio blocking pool every new thread
 //!   kept its own 19 MiB);
-//! - failed verifications are rate-limited per key id, so a flood of wrong secrets cannot
-//!   exhaust the CPU. Unknown key ids cost no argon2 work at all.
+//! - failed verifications are rate-limited per key id *and client address*, and per client
+//!   address, so a flood of wrong secrets cannot exhaust the CPU, and strangers who know a key
+//!   id cannot lock its owner out by spending a budget the owner needs (the owner, calling
+//!   from another address, has a budget of its own);
+//! - an unknown, revoked or expired key id costs the same argon2 verification (against a dummy
+//!   hash) as a known one, so the answer time does not tell whether a key id exists.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,9 +33,66 @@ use super::{AuthError, Principal};
 use crate::domain::ids::{AccountId, ApiKey, KeyId};
 use crate::store::{now_millis, ApiKeyRecord, Millis, Store, StoreError};
 
-/// Failed verifications allowed per key id in a burst, and refilled per second.
+/// Failed verifications allowed per key id and client address in a burst, and refilled per
+/// second.
 const FAILURE_BURST: f64 = 10.0;
 const FAILURE_REFILL_PER_SEC: f64 = 1.0;
+/// Failed verifications allowed per client address (whatever the key id) in a burst, and
+/// refilled per second.
+const SOURCE_FAILURE_BURST: f64 = 40.0;
+const SOURCE_FAILURE_REFILL_PER_SEC: f64 = 4.0;
+
+/// Past this many failure budgets, those that have refilled are forgotten.
+const MAX_BUDGETS: usize = 100_000;
+
+tokio::task_local! {
+    /// The client address of the request being served, when known.
+    static SOURCE: std::net::IpAddr;
+}
+
+/// Runs `f` with `source` as the client address failed verifications are charged to (the
+/// HTTP middleware wraps every request with it).
+pub async fn with_source<F: std::future::Future>(
+    source: Option<std::net::IpAddr>,
+    f: F,
+) -> F::Output {
+    match source {
+        Some(ip) => SOURCE.scope(ip, f).await,
+        None => f.await,
+    }
+}
+
+fn current_source() -> Option<std::net::IpAddr> {
+    SOURCE.try_with(|s| *s).ok()
+}
+
+/// What a failure budget is kept for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Budget {
+    /// One key id, from one client address (`None`: outside a request).
+    Key(KeyId, Option<std::net::IpAddr>),
+    /// One client address, every key id.
+    Source(std::net::IpAddr),
+}
+
+impl Budget {
+    fn limits(&self) -> (f64, f64) {
+        match self {
+            Budget::Key(..) => (FAILURE_BURST, FAILURE_REFILL_PER_SEC),
+            Budget::Source(_) => (SOURCE_FAILURE_BURST, SOURCE_FAILURE_REFILL_PER_SEC),
+        }
+    }
+}
+
+/// A hash no presented key matches, verified in place of a missing one so that an unknown key
+/// id costs what a known one does.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let key = ApiKey::generate(&AccountId::root());
+        hash_key(&key).unwrap_or_default()
+    })
+}
 
 struct CachedKey {
     digest: [u8; 32],
@@ -52,7 +113,7 @@ pub struct KeyVerifier {
     verified: Mutex<HashMap<KeyId, CachedKey>>,
     /// Bumped by every `forget`, so a verification that raced a revocation is not cached.
     revocations: AtomicU64,
-    failures: Mutex<HashMap<KeyId, FailureBucket>>,
+    failures: Mutex<HashMap<Budget, FailureBucket>>,
     /// One gate per key id being verified; see [`KeyVerifier::verify`].
     inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
     pool: Argon2Pool,
@@ -200,24 +261,30 @@ impl KeyVerifier {
         }
 
         let revocations = self.revocations.load(Ordering::Acquire);
-        let record = store.get_api_key(key.key_id()).await?;
-        let Some(record) = record.filter(|r| usable(r, key.account())) else {
-            return Err(AuthError::InvalidKey);
-        };
-        if !self.verified_before(key.key_id(), &digest)
-            && !self.take_failure_budget(key.key_id(), false)
-        {
+        let record = store
+            .get_api_key(key.key_id())
+            .await?
+            .filter(|r| usable(r, key.account()));
+        let known = record
+            .as_ref()
+            .is_some_and(|_| self.verified_before(key.key_id(), &digest));
+        if !known && !self.take_failure_budget(key.key_id(), false) {
             return Err(AuthError::InvalidKey);
         }
-        let (candidate, hash) = (presented.to_owned(), record.hash.clone());
+        // An unknown key id is verified against a dummy hash: the same work, the same time.
+        let candidate = presented.to_owned();
+        let hash = record.as_ref().map(|r| r.hash.clone());
         let ok = self
             .pool
-            .run(move || verify_hash(&candidate, &hash))
+            .run(move || match &hash {
+                Some(hash) => verify_hash(&candidate, hash),
+                None => verify_hash(&candidate, dummy_hash()),
+            })
             .await?;
-        if !ok {
+        let Some(record) = record.filter(|_| ok) else {
             self.take_failure_budget(key.key_id(), true);
             return Err(AuthError::InvalidKey);
-        }
+        };
         let principal = Principal {
             key_id: record.key_id.clone(),
             account: record.account.clone(),
@@ -279,28 +346,48 @@ impl KeyVerifier {
             .is_some_and(|e| bool::from(e.digest.ct_eq(digest)))
     }
 
-    /// Checks (and, when `spend`, consumes) the failure budget of a key id. Returns false when
-    /// the budget is exhausted.
+    /// Checks (and, when `spend`, consumes) the failure budgets of a key id from the current
+    /// client address and of that address. Returns false when either is exhausted.
     fn take_failure_budget(&self, key_id: &KeyId, spend: bool) -> bool {
+        let source = current_source();
+        let mut budgets = vec![Budget::Key(key_id.clone(), source)];
+        budgets.extend(source.map(Budget::Source));
         let mut failures = self.failures.lock();
         let now = Instant::now();
-        let bucket = failures.entry(key_id.clone()).or_insert(FailureBucket {
-            tokens: FAILURE_BURST,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * FAILURE_REFILL_PER_SEC).min(FAILURE_BURST);
-        bucket.updated = now;
-        if bucket.tokens < 1.0 {
-            return false;
+        if failures.len() >= MAX_BUDGETS {
+            // Forget the budgets that have refilled since their last failure.
+            failures.retain(|budget, bucket| {
+                let (burst, refill) = budget.limits();
+                bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * refill < burst
+            });
         }
-        if spend {
-            bucket.tokens -= 1.0;
+        let mut allowed = true;
+        for budget in &budgets {
+            let (burst, refill) = budget.limits();
+            let bucket = failures.entry(budget.clone()).or_insert(FailureBucket {
+                tokens: burst,
+                updated: now,
+            });
+            let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * refill).min(burst);
+            bucket.updated = now;
+            allowed &= bucket.tokens >= 1.0;
         }
-        if bucket.tokens >= FAILURE_BURST {
-            failures.remove(key_id);
+        if allowed && spend {
+            for budget in &budgets {
+                if let Some(bucket) = failures.get_mut(budget) {
+                    bucket.tokens -= 1.0;
+                }
+            }
         }
-        true
+        // Full buckets carry no information: drop them so the map stays small.
+        for budget in budgets {
+            let (burst, _) = budget.limits();
+            if failures.get(&budget).is_some_and(|b| b.tokens >= burst) {
+                failures.remove(&budget);
+            }
+        }
+        allowed
     }
 }
 
@@ -380,7 +467,37 @@ mod tests {
             assert!(v.take_failure_budget(&id, true));
         }
         assert!(!v.take_failure_budget(&id, false));
-        v.failures.lock().get_mut(&id).unwrap().updated -= Duration::from_secs(2);
+        v.failures
+            .lock()
+            .get_mut(&Budget::Key(id.clone(), None))
+            .unwrap()
+            .updated -= Duration::from_secs(2);
         assert!(v.take_failure_budget(&id, false));
+    }
+
+    #[tokio::test]
+    async fn failures_are_charged_to_the_key_id_from_one_address_and_to_that_address() {
+        let v = KeyVerifier::new(1, Duration::from_secs(60));
+        let id = KeyId::generate();
+        let stranger = std::net::IpAddr::from([192, 0, 2, 1]);
+        let owner = std::net::IpAddr::from([192, 0, 2, 2]);
+        with_source(Some(stranger), async {
+            while v.take_failure_budget(&id, true) {}
+        })
+        .await;
+        assert!(
+            with_source(Some(owner), async { v.take_failure_budget(&id, false) }).await,
+            "another address keeps its budget for the same key id"
+        );
+        // The stranger's address runs out across key ids too.
+        let spent = with_source(Some(stranger), async {
+            let mut n = 0;
+            while v.take_failure_budget(&KeyId::generate(), true) {
+                n += 1;
+            }
+            n
+        })
+        .await;
+        assert_eq!(spent as f64, SOURCE_FAILURE_BURST - FAILURE_BURST);
     }
 }

@@ -74,7 +74,8 @@ where
         let service = Rc::clone(&self.service);
         let id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
-        Box::pin(CORRELATION_ID.scope(id.clone(), async move {
+        let source = req.peer_addr().map(|a| a.ip());
+        Box::pin(CORRELATION_ID.scope(id.clone(), crate::auth::keys::with_source(source, async move {
             let oversized = req
                 .headers()
                 .iter()
@@ -116,6 +117,6 @@ where
             metrics::histogram!("triggerd_http_request_duration_seconds", "route" => route)
                 .record(latency.as_secs_f64());
             Ok(res)
-        }))
+        })))
     }
 }

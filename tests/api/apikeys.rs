@@ -570,3 +570,32 @@ async fn wrong_secrets_for_a_key_id_do_not_lock_out_its_owner() {
 
     assert_eq!(owner.status(), 200, "the owner is not locked out");
 }
+
+#[tokio::test]
+async fn strangers_guessing_a_never_verified_key_id_do_not_lock_out_its_owner_elsewhere() {
+    // As after a restart: nobody's key is in the verified cache, and the owner's never was.
+    let app = spawn_app_with(|s| s.auth.key_cache_ttl_secs = 0).await;
+    let t = app.create_trigger().await;
+    let key = app.create_key("acc", "executor", None).await;
+    let (prefix, _) = key.rsplit_once('.').expect("pat.acc.id.secret");
+    let wrong = format!("{prefix}.{}", "W".repeat(32));
+    // The strangers (from 127.0.0.1) spend every failure they are allowed for this key id.
+    for _ in 0..15 {
+        let res = app.post_webhook(&t.v3_path(), Some(&wrong), "{}").await;
+        assert_eq!(res.status(), 401);
+    }
+    // The owner calls from another address (127.0.0.2, still loopback): its budget is its own.
+    let owner = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let res = owner
+        .post(format!("{}{}", app.address, t.v3_path()))
+        .header("X-Api-Key", &key)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the owner is not locked out");
+}

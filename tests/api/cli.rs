@@ -892,21 +892,33 @@ async fn control_commands_and_status_wait_follow_an_approval_to_its_end() {
         .trim()
         .to_owned();
     let execution = waiting(&app, &key, &event).await;
-    let follower = user.spawn(&["status", &event, "--wait"]);
+    let mut follower = user.spawn(&["status", &event, "--wait"]);
+    let mut out = tokio::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut text = String::new();
+    // Approve only once the follower has seen the approval waiting.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !text.contains("waiting for approval: triggerd approve") {
+            let mut line = String::new();
+            assert_ne!(
+                out.read_line(&mut line).await.unwrap(),
+                0,
+                "ended early: {text}"
+            );
+            text.push_str(&line);
+        }
+    })
+    .await
+    .expect("status --wait shows the approval waiting");
     let run = user
         .run(&["approve", &execution, "--comment", "ship it"])
         .await;
     run.expect(0);
-    let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
+    tokio::time::timeout(Duration::from_secs(30), out.read_to_string(&mut text))
         .await
         .expect("status --wait ends")
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("waiting for approval: triggerd approve"),
-        "{text}"
-    );
+    let status = follower.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
     assert!(
         text.contains("ship/done  Success") && text.contains(": Success"),
         "{text}"

@@ -144,6 +144,17 @@ struct Doc {
 }
 
 impl Doc {
+    /// One line naming the document and what went wrong with it.
+    fn failure(&self, e: &CliError) -> String {
+        format!(
+            "{}: {} {}: {}",
+            self.source,
+            self.kind.name(),
+            self.name(),
+            e.message
+        )
+    }
+
     fn name(&self) -> String {
         match self.kind {
             DocKind::Trigger => format!("{}/{}/{}", self.scope, self.pipeline, self.id),
@@ -634,13 +645,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
             // The scope does not exist yet: it is created below, then the document.
             Err(e) if is_not_found(&e) => plans.push(Action::Create),
             Err(e) => {
-                errors.push(format!(
-                    "{}: {} {}: {}",
-                    doc.source,
-                    doc.kind.name(),
-                    doc.name(),
-                    e.message
-                ));
+                errors.push(doc.failure(&e));
                 plans.push(Action::Unchanged);
             }
         }
@@ -664,13 +669,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
                 Err(e) if e.exit == Exit::Usage => return Err(e),
                 Err(e) => {
                     failed += 1;
-                    eprintln!(
-                        "triggerd: {}: {} {}: {}",
-                        doc.source,
-                        doc.kind.name(),
-                        doc.name(),
-                        e.message
-                    );
+                    eprintln!("triggerd: {}", doc.failure(&e));
                     continue;
                 }
             },
@@ -690,13 +689,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> CliResult {
                 Err(e) if e.exit == Exit::Usage => return Err(e),
                 Err(e) => {
                     failed += 1;
-                    eprintln!(
-                        "triggerd: {}: {} {}: {}",
-                        doc.source,
-                        doc.kind.name(),
-                        doc.name(),
-                        e.message
-                    );
+                    eprintln!("triggerd: {}", doc.failure(&e));
                     continue;
                 }
             }

@@ -115,48 +115,42 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let q = query(&req);
-    let id = req.match_info().get("id").unwrap_or("");
-    let stage = req.match_info().get("stage").unwrap_or("").to_owned();
-    let step = req.match_info().get("step").unwrap_or("").to_owned();
-    let run = gw.execution(&project, id).await?;
-    let plan = run.execution.plan_execution_id.clone();
-    let record = find_step(&gw, &plan, &stage, &step).await?;
     let after = match q.get("after").map(String::as_str) {
         None | Some("") => -1,
         Some(v) => v.parse::<i64>().map_err(|_| {
             Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
         })?,
     };
-    let follow = match q.get("follow").map(String::as_str) {
-        None | Some("" | "false") => false,
-        Some("true") => true,
-        Some(_) => {
-            return Err(Error::InvalidRequest(
-                "Invalid request: follow must be true or false".into(),
-            ))
-        }
-    };
-    match q.get("format").map(String::as_str) {
-        None | Some("" | "text") => {}
-        Some("json") => {
-            let lines = gw
-                .store
-                .step_log(&plan, &stage, &step, after, LOG_PAGE_LINES)
-                .await?;
-            let complete = lines.len() < LOG_PAGE_LINES as usize && step_ended(&record.status);
-            let next = lines.last().map_or(after, |l| l.seq);
-            return Ok(envelope::ok(json!({
-                "status": record.status,
-                "lines": lines,
-                "next": next,
-                "complete": complete,
-            })));
-        }
+    let follow = super::bool_param(&q, "follow")?;
+    let json = match q.get("format").map(String::as_str) {
+        None | Some("" | "text") => false,
+        Some("json") => true,
         Some(_) => {
             return Err(Error::InvalidRequest(
                 "Invalid request: format must be text or json".into(),
             ))
         }
+    };
+    let id = req.match_info().get("id").unwrap_or("");
+    let stage = req.match_info().get("stage").unwrap_or("").to_owned();
+    let step = req.match_info().get("step").unwrap_or("").to_owned();
+    let run = gw.execution(&project, id).await?;
+    let plan = run.execution.plan_execution_id.clone();
+    // The run's steps come without their logs (SQLite); this read has them.
+    let record = find_step(&gw, &plan, &stage, &step).await?;
+    if json {
+        let lines = gw
+            .store
+            .step_log(&plan, &stage, &step, after, LOG_PAGE_LINES)
+            .await?;
+        let complete = lines.len() < LOG_PAGE_LINES as usize && step_ended(&record.status);
+        let next = lines.last().map_or(after, |l| l.seq);
+        return Ok(envelope::ok(json!({
+            "status": record.status,
+            "lines": lines,
+            "next": next,
+            "complete": complete,
+        })));
     }
     let text = |body: String| {
         HttpResponse::Ok()

@@ -142,15 +142,20 @@ pub(crate) fn list_params_or(
     Ok((limit, q.get("cursor").map(String::as_str)))
 }
 
-/// `dryRun=true` on a PUT: validate and answer what would be stored, store nothing.
-pub(crate) fn dry_run(req: &HttpRequest) -> Result<bool, Error> {
-    match query(req).get("dryRun").map(String::as_str) {
+/// A `true`/`false` query parameter; absent or empty is false, anything else a 400.
+pub(crate) fn bool_param(q: &HashMap<String, String>, name: &str) -> Result<bool, Error> {
+    match q.get(name).map(String::as_str) {
         None | Some("" | "false") => Ok(false),
         Some("true") => Ok(true),
-        Some(_) => Err(Error::InvalidRequest(
-            "Invalid request: dryRun must be true or false".into(),
-        )),
+        Some(_) => Err(Error::InvalidRequest(format!(
+            "Invalid request: {name} must be true or false"
+        ))),
     }
+}
+
+/// `dryRun=true` on a PUT: validate and answer what would be stored, store nothing.
+pub(crate) fn dry_run(req: &HttpRequest) -> Result<bool, Error> {
+    bool_param(&query(req), "dryRun")
 }
 
 /// The answer to a PUT: 201 on create, 200 on update, 200 for a dry run.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{spawn_app, success_data, TestApp};
+use crate::helpers::{assert_error, spawn_app, success_data, TestApp};
 
 /// What a run of the binary gave.
 #[derive(Debug)]
@@ -567,20 +567,12 @@ async fn logs_follow_a_running_step_line_by_line_to_its_end() {
     // `logs -f` prints the first lines while the step still runs, then the rest, then ends.
     let mut child = user.spawn(&["logs", &execution, "build/run", "-f"]);
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !seen.contains("first\n") {
-            let mut line = String::new();
-            assert_ne!(
-                out.read_line(&mut line).await.unwrap(),
-                0,
-                "ended early: {seen}"
-            );
-            seen.push_str(&line);
-        }
-    })
-    .await
-    .expect("the first line arrives while the step runs");
+    let seen = read_until(
+        &mut out,
+        "first\n",
+        "the first line arrives while the step runs",
+    )
+    .await;
     assert!(child.try_wait().unwrap().is_none(), "still following");
     let detail = app
         .with_key(
@@ -790,6 +782,30 @@ async fn trigger_names(user: &User) -> Vec<String> {
         .collect()
 }
 
+/// Reads lines from a running command's stdout until they contain `needle` (at most 30 s);
+/// returns everything read.
+async fn read_until(
+    out: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
+    needle: &str,
+    what: &str,
+) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains(needle) {
+            let mut line = String::new();
+            assert_ne!(
+                out.read_line(&mut line).await.unwrap(),
+                0,
+                "ended early: {seen}"
+            );
+            seen.push_str(&line);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within 30 s; read {seen}"));
+    seen
+}
+
 fn root_key_in(stdout: &str) -> String {
     stdout
         .split_whitespace()
@@ -894,21 +910,13 @@ async fn control_commands_and_status_wait_follow_an_approval_to_its_end() {
     let execution = waiting(&app, &key, &event).await;
     let mut follower = user.spawn(&["status", &event, "--wait"]);
     let mut out = tokio::io::BufReader::new(follower.stdout.take().unwrap());
-    let mut text = String::new();
     // Approve only once the follower has seen the approval waiting.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !text.contains("waiting for approval: triggerd approve") {
-            let mut line = String::new();
-            assert_ne!(
-                out.read_line(&mut line).await.unwrap(),
-                0,
-                "ended early: {text}"
-            );
-            text.push_str(&line);
-        }
-    })
-    .await
-    .expect("status --wait shows the approval waiting");
+    let mut text = read_until(
+        &mut out,
+        "waiting for approval: triggerd approve",
+        "status --wait shows the approval waiting",
+    )
+    .await;
     let run = user
         .run(&["approve", &execution, "--comment", "ship it"])
         .await;
@@ -970,4 +978,100 @@ async fn control_commands_and_status_wait_follow_an_approval_to_its_end() {
         .await;
     run.expect(1);
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+}
+
+#[tokio::test]
+async fn whoami_dry_run_and_log_parameters_refuse_bad_input() {
+    let app = spawn_app().await;
+    let key = acme(&app).await;
+    // whoami: no key, a malformed key, a wrong secret.
+    let res = app
+        .request(Method::GET, "/api/v1/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "INVALID_TOKEN", "X-Api-Key").await;
+    let res = app
+        .with_key(Method::GET, "/api/v1/whoami", "nonsense")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "INVALID_TOKEN", "X-Api-Key").await;
+    let wrong = format!("{}x", &key[..key.len() - 1]);
+    let res = app
+        .with_key(Method::GET, "/api/v1/whoami", &wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "INVALID_TOKEN", "").await;
+
+    // dryRun must be true or false, and a dry run stores nothing.
+    let pipelines = "/api/v1/accounts/acme/orgs/default/projects/payments/pipelines";
+    let res = app
+        .with_key(Method::PUT, &format!("{pipelines}/p?dryRun=maybe"), &key)
+        .header("content-type", "application/yaml")
+        .body(crate::helpers::pipeline_yaml("p"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "INVALID_REQUEST", "dryRun must be true or false").await;
+    let res = app
+        .with_key(Method::PUT, &format!("{pipelines}/p?dryRun=true"), &key)
+        .header("content-type", "application/yaml")
+        .body(crate::helpers::pipeline_yaml("p"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a dry run is never 201");
+    let res = app
+        .with_key(Method::GET, &format!("{pipelines}/p"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "RESOURCE_NOT_FOUND", "p").await;
+
+    // Log parameters; an unknown step.
+    let user = User::with_env(&app, &key, PROJECT);
+    let docs = [
+        pipeline_doc("build", "'echo hi'"),
+        trigger_doc("build", "go", None),
+    ]
+    .join("---\n");
+    let path = user.write("b.yaml", &docs);
+    user.run(&["apply", "-f", &path]).await.expect(0);
+    let run = user
+        .run(&["fire", "build/go", "--wait", "-o", "json"])
+        .await;
+    let execution = run.expect(0).json()["executionDetails"]["pipelineExecutionSummary"]
+        ["planExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logs =
+        format!("/api/v1/accounts/acme/orgs/default/projects/payments/executions/{execution}/logs");
+    for (query, message) in [
+        ("format=xml", "format must be text or json"),
+        ("after=abc", "after must be a line seq"),
+        ("follow=maybe", "follow must be true or false"),
+    ] {
+        let res = app
+            .with_key(Method::GET, &format!("{logs}/build/run?{query}"), &key)
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "INVALID_REQUEST", message).await;
+    }
+    let res = app
+        .with_key(Method::GET, &format!("{logs}/build/nope?follow=true"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "RESOURCE_NOT_FOUND", "has no step nope").await;
+    // A finished step: follow answers its log and ends.
+    let res = app
+        .with_key(Method::GET, &format!("{logs}/build/run?follow=true"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "hi\n");
 }

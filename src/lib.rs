@@ -14,10 +14,11 @@
 //! - [`store`]: the storage trait, its SQLite backend (all SQL lives here) and the hot cache.
 //! - [`service`]: the use cases (intake, status, management) the HTTP layer calls.
 //! - [`http`]: routes, envelopes, middleware; one module per resource.
+//! - [`console`]: the web console under `/ui/`, another front end of [`service`].
 //! - [`bootstrap`]: the root key and the demo.
 //! - [`cli`]: the command line, server commands and the REST client.
 //!
-//! Dependencies point inward: `http` → `service`/`engine` → `auth`/`domain`/`expr` → `store`.
+//! Dependencies point inward: `http`/`console` → `service`/`engine` → `auth`/`domain`/`expr` → `store`.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -127,6 +127,7 @@ impl Application {
                 .wrap(http::middleware::RequestContext)
                 .app_data(app_gateway.clone())
                 .app_data(metrics.clone())
+                .configure(crate::console::configure)
                 .configure(http::configure)
         })
         .disable_signals()

@@ -285,11 +285,8 @@ impl KeyVerifier {
             self.take_failure_budget(key.key_id(), true);
             return Err(AuthError::InvalidKey);
         };
-        let principal = Principal {
-            key_id: record.key_id.clone(),
-            account: record.account.clone(),
-            role: record.role,
-            projects: record.projects.clone(),
+        let Some(principal) = active_principal(&record) else {
+            return Err(AuthError::InvalidKey);
         };
         let mut verified = self.verified.lock();
         if self.revocations.load(Ordering::Acquire) == revocations {
@@ -389,6 +386,16 @@ impl KeyVerifier {
         }
         allowed
     }
+}
+
+/// The principal of a key that is neither revoked nor expired.
+pub fn active_principal(record: &ApiKeyRecord) -> Option<Principal> {
+    usable(record, &record.account).then(|| Principal {
+        key_id: record.key_id.clone(),
+        account: record.account.clone(),
+        role: record.role,
+        projects: record.projects.clone(),
+    })
 }
 
 fn usable(record: &ApiKeyRecord, claimed_account: &AccountId) -> bool {

@@ -66,6 +66,51 @@ pub fn mandate_message(project: &ProjectRef) -> String {
     )
 }
 
+/// The rule of [`Gateway::authorize_manage`] for a principal already verified (the console's
+/// session): admin of `account`, or root.
+pub fn require_manage(principal: &Principal, account: &AccountId) -> Result<(), Error> {
+    if principal.can_manage(account) {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied(format!(
+            "Missing permission to manage account {account}: this API key has role {}",
+            principal.role.as_str()
+        )))
+    }
+}
+
+/// The rule of [`Gateway::authorize_execute`] for a verified principal.
+pub fn require_execute(principal: &Principal, project: &ProjectRef) -> Result<(), Error> {
+    if principal.can_execute(project) {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied(format!(
+            "Missing permission to execute pipelines in {project}"
+        )))
+    }
+}
+
+/// The rule of [`Gateway::authorize_read`] for a verified principal.
+pub fn require_read(principal: &Principal, project: &ProjectRef) -> Result<(), Error> {
+    if principal.can_execute(project) {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied(format!(
+            "Missing permission to read {project}"
+        )))
+    }
+}
+
+/// The rule of [`Gateway::authorize_account_read`] for a verified principal: a key of the
+/// account, or root.
+pub fn require_account(principal: &Principal, account: &AccountId) -> Result<(), Error> {
+    if principal.is_root() || &principal.account == account {
+        Ok(())
+    } else {
+        Err(Error::InvalidToken(invalid_key_message(account.as_str())))
+    }
+}
+
 /// What a request body may be.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -168,14 +213,8 @@ impl Gateway {
         account: &AccountId,
     ) -> Result<Principal, Error> {
         let principal = self.verify_key(api_key, account).await?;
-        if principal.can_manage(account) {
-            Ok(principal)
-        } else {
-            Err(Error::AccessDenied(format!(
-                "Missing permission to manage account {account}: this API key has role {}",
-                principal.role.as_str()
-            )))
-        }
+        require_manage(&principal, account)?;
+        Ok(principal)
     }
 
     /// Verifies a key against its own account: who is calling (`GET /api/v1/whoami`).
@@ -248,13 +287,8 @@ impl Gateway {
             };
         };
         let principal = self.verify_key(Some(key), &project.account).await?;
-        if principal.can_execute(project) {
-            Ok(Some(principal))
-        } else {
-            Err(Error::AccessDenied(format!(
-                "Missing permission to execute pipelines in {project}"
-            )))
-        }
+        require_execute(&principal, project)?;
+        Ok(Some(principal))
     }
 
     /// Verifies a key that may read status, events and executions in `project` (any key of the
@@ -266,13 +300,19 @@ impl Gateway {
         project: &ProjectRef,
     ) -> Result<Principal, Error> {
         let principal = self.verify_key(api_key, &project.account).await?;
-        if principal.can_execute(project) {
-            Ok(principal)
-        } else {
-            Err(Error::AccessDenied(format!(
-                "Missing permission to read {project}"
-            )))
-        }
+        require_read(&principal, project)?;
+        Ok(principal)
+    }
+
+    /// The principal of a console session's key (DESIGN §12), read afresh: `None` once the key
+    /// is revoked, expired or gone, which ends the session.
+    pub async fn session_principal(&self, key_id: &KeyId) -> Result<Option<Principal>, Error> {
+        Ok(self
+            .store
+            .get_api_key(key_id)
+            .await?
+            .as_ref()
+            .and_then(crate::auth::keys::active_principal))
     }
 
     async fn verify_key(

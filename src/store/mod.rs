@@ -166,6 +166,24 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// A signed-in console browser (DESIGN §12). It holds no secret: the cookie's token is stored
+/// only as its SHA-256, and the key it signed in with is named by id and re-read on every use.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the cookie's token.
+    pub token_hash: String,
+    /// The key that signed in.
+    pub key_id: KeyId,
+    /// The token every state-changing request must carry.
+    pub csrf: String,
+    /// The project the picker chose (`account/org/project`).
+    pub project: Option<String>,
+    /// Sign-in time.
+    pub created_at: Millis,
+    /// Last request.
+    pub last_seen: Millis,
+}
+
 /// Where a setting is being written.
 #[derive(Debug, Clone)]
 pub struct SettingScope {
@@ -494,6 +512,21 @@ pub trait Store:
     async fn revoke_api_key(&self, acc: &AccountId, key_id: &KeyId) -> StoreResult<bool>;
     /// True when a root key exists.
     async fn has_root_key(&self) -> StoreResult<bool>;
+
+    /// Stores a new console session, and deletes the sessions last seen before `idle_before`.
+    async fn create_session(&self, session: ConsoleSession, idle_before: Millis)
+        -> StoreResult<()>;
+    /// Reads a console session by the SHA-256 (hex) of its token.
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<ConsoleSession>>;
+    /// Records a session's use and its chosen project.
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        last_seen: Millis,
+        project: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Deletes a session (sign-out, or found expired).
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
 
     /// Sets a boolean setting at one scope (an upsert: the last writer wins).
     async fn put_setting(

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_step_log_lines.sql",
         include_str!("../../../migrations/postgres/0003_step_log_lines.sql"),
     ),
+    (
+        "0004_console_sessions.sql",
+        include_str!("../../../migrations/postgres/0004_console_sessions.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

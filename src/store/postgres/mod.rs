@@ -22,7 +22,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::cursor::{decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
-    Account, ApiKeyRecord, Change, EventFilter, Execution, Millis, NewExecution, Page,
+    Account, ApiKeyRecord, Change, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page,
     PipelineRecord, RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult,
     TriggerRecord, WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
@@ -377,6 +377,20 @@ fn account_row(r: &Row) -> StoreResult<Account> {
 
 const API_KEY_COLS: &str =
     "key_id, account_id, name, role, projects, hash, created_at, expires_at, revoked_at";
+
+const SESSION_COLS: &str = "token_hash, key_id, csrf, project, created_at, last_seen";
+
+fn session_row(r: &Row) -> StoreResult<ConsoleSession> {
+    let key_id: String = col(r, 1)?;
+    Ok(ConsoleSession {
+        token_hash: col(r, 0)?,
+        key_id: KeyId::parse(&key_id).ok_or_else(|| invalid("key id"))?,
+        csrf: col(r, 2)?,
+        project: col(r, 3)?,
+        created_at: col(r, 4)?,
+        last_seen: col(r, 5)?,
+    })
+}
 
 fn api_key_row(r: &Row) -> StoreResult<ApiKeyRecord> {
     let key_id: String = col(r, 0)?;
@@ -928,6 +942,68 @@ impl Store for PgStore {
         )
         .await?;
         col(&row, 0)
+    }
+
+    async fn create_session(&self, s: ConsoleSession, idle_before: Millis) -> StoreResult<()> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "deleting idle console sessions",
+            "DELETE FROM console_sessions WHERE last_seen < $1",
+            &[&idle_before],
+        )
+        .await?;
+        execute(
+            &c,
+            "storing a console session",
+            &format!("INSERT INTO console_sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[&s.token_hash, &s.key_id.as_str(), &s.csrf, &s.project, &s.created_at, &s.last_seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<ConsoleSession>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "reading a console session",
+            &format!("SELECT {SESSION_COLS} FROM console_sessions WHERE token_hash = $1"),
+            &[&token_hash],
+        )
+        .await?
+        .as_ref()
+        .map(session_row)
+        .transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        last_seen: Millis,
+        project: Option<&str>,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "recording a console session's use",
+            "UPDATE console_sessions SET last_seen = $2, project = COALESCE($3, project) WHERE token_hash = $1",
+            &[&token_hash, &last_seen, &project],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        execute(
+            &c,
+            "deleting a console session",
+            "DELETE FROM console_sessions WHERE token_hash = $1",
+            &[&token_hash],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn put_setting(

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_step_log_lines.sql",
         include_str!("../../../migrations/sqlite/0007_step_log_lines.sql"),
     ),
+    (
+        "0008_console_sessions.sql",
+        include_str!("../../../migrations/sqlite/0008_console_sessions.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

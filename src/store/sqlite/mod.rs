@@ -22,7 +22,7 @@ use self::checkpoint::Checkpointer;
 use self::writer::{Writer, WriterThread};
 use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
-    Account, ApiKeyRecord, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
+    Account, ApiKeyRecord, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
     RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
     WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
@@ -253,6 +253,20 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
 
 const API_KEY_COLS: &str =
     "key_id, account_id, name, role, projects, hash, created_at, expires_at, revoked_at";
+
+const SESSION_COLS: &str = "token_hash, key_id, csrf, project, created_at, last_seen";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<ConsoleSession> {
+    let key_id: String = row.get(1)?;
+    Ok(ConsoleSession {
+        token_hash: row.get(0)?,
+        key_id: KeyId::parse(&key_id).ok_or_else(|| conversion_error(1, "key id"))?,
+        csrf: row.get(2)?,
+        project: row.get(3)?,
+        created_at: row.get(4)?,
+        last_seen: row.get(5)?,
+    })
+}
 
 fn api_key_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     let key_id: String = row.get(0)?;
@@ -822,6 +836,67 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
         })
+    }
+
+    async fn create_session(&self, s: ConsoleSession, idle_before: Millis) -> StoreResult<()> {
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM console_sessions WHERE last_seen < ?1",
+                    [idle_before],
+                )
+                .map_err(sql_err("deleting idle console sessions"))?;
+                c.execute(
+                    &format!("INSERT INTO console_sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![s.token_hash, s.key_id.as_str(), s.csrf, s.project, s.created_at, s.last_seen],
+                )
+                .map_err(sql_err("storing a console session"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<ConsoleSession>> {
+        self.read("reading a console session", |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM console_sessions WHERE token_hash = ?1"
+            ))?
+            .query_row([token_hash], session_row)
+            .optional()
+        })
+    }
+
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        last_seen: Millis,
+        project: Option<&str>,
+    ) -> StoreResult<()> {
+        let (token_hash, project) = (token_hash.to_owned(), project.map(str::to_owned));
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE console_sessions SET last_seen = ?2, project = COALESCE(?3, project) WHERE token_hash = ?1",
+                    params![token_hash, last_seen, project],
+                )
+                .map_err(sql_err("recording a console session's use"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let token_hash = token_hash.to_owned();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM console_sessions WHERE token_hash = ?1",
+                    [token_hash],
+                )
+                .map_err(sql_err("deleting a console session"))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn put_setting(

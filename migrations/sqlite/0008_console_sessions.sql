@@ -1,0 +1,14 @@
+-- Console sessions (DESIGN §12): a signed-in browser holds only a random session token in an
+-- HttpOnly cookie; the row is found by the token's SHA-256, so a copy of the database does not
+-- hold usable cookies. The API key itself is never stored: `key_id` names it, and every request
+-- re-reads the key, so revoking or expiring it ends its sessions. `project` is the picker's
+-- choice (`account/org/project`). Rows idle past the expiry are deleted as new sessions start.
+CREATE TABLE console_sessions (
+    token_hash  TEXT PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    project     TEXT,
+    created_at  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen);

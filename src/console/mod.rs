@@ -1,0 +1,80 @@
+//! The web console under `/ui/` (DESIGN §12): server-rendered HTML (maud) with a small script
+//! for copying, live logs and refreshing lists. Reading works without JavaScript; every action
+//! is a plain form post.
+//!
+//! The console is another client of the same services as `/api/v1`. A browser signs in with an
+//! API key, which is exchanged for a server-side session ([`session`]); each request re-reads
+//! that key and applies the API's own authorization rules (`service::require_*`) to it, so the
+//! console can do nothing the key could not do through the API.
+//!
+//! Layout: [`session`] (sign-in, cookies, CSRF), [`view`] (the page frame and small widgets),
+//! then one module per area: [`projects`], [`pipelines`], [`triggers`], [`executions`],
+//! [`rules`] and [`keys`].
+
+mod assets;
+mod executions;
+mod keys;
+mod pipelines;
+mod projects;
+mod rules;
+mod session;
+mod triggers;
+mod view;
+
+use actix_web::http::header;
+use actix_web::{middleware::DefaultHeaders, web, HttpResponse};
+
+pub(crate) use session::{ConsoleError, InPage, Post, Signed};
+
+/// The Content-Security-Policy of every console response: no inline script or style, nothing
+/// from elsewhere, never framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Largest form a console page posts (a pipeline's YAML): the API's own body limit.
+const MAX_FORM_BYTES: usize = 1024 * 1024;
+
+/// Registers `/ui` and everything under it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ui").to(|| async {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/ui/"))
+            .finish()
+    }))
+    .service(
+        web::scope("/ui")
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::CONTENT_SECURITY_POLICY, CSP))
+                    .add((header::X_FRAME_OPTIONS, "DENY"))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    // Pages show webhook URLs, which hold tokens: never leak them as a referrer.
+                    .add((header::REFERRER_POLICY, "no-referrer")),
+            )
+            .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
+            .configure(assets::configure)
+            .configure(session::configure)
+            .configure(projects::configure)
+            .configure(pipelines::configure)
+            .configure(triggers::configure)
+            .configure(executions::configure)
+            .configure(rules::configure)
+            .configure(keys::configure)
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found(signed: Option<Signed>) -> Result<HttpResponse, ConsoleError> {
+    Err(ConsoleError::Page(
+        crate::error::Error::NotFound("There is no such page in the console".into()),
+        signed.map(Box::new),
+    ))
+}
+
+/// The `/ui` path of a project.
+pub(crate) fn project_path(p: &crate::domain::ids::ProjectRef) -> String {
+    format!(
+        "/ui/accounts/{}/orgs/{}/projects/{}",
+        p.account, p.org, p.project
+    )
+}

@@ -176,6 +176,8 @@ pub const DEMO_RECEIVER_URL: &str = "http://127.0.0.1:8787/events";
 
 /// What the demo seeded.
 pub struct Demo {
+    /// The demo project.
+    pub project: ProjectRef,
     /// The demo trigger.
     pub trigger: TriggerView,
     /// The demo event rule's signing secret (rotated at every demo start, so it can be shown).
@@ -233,6 +235,7 @@ pub async fn seed_demo(gw: &Gateway) -> anyhow::Result<Demo> {
     .signing_secret
     .context("the demo event rule has no signing secret")?;
     Ok(Demo {
+        project,
         trigger: view,
         signing_secret,
     })

@@ -102,6 +102,17 @@ pub fn serve(
             println!();
             println!("  {}", seeded.trigger.curl);
             println!();
+            println!("Open the console and sign in with the root key:");
+            println!(
+                "  {}",
+                crate::service::links::ui_setup_url(
+                    &gateway.public_url,
+                    &seeded.project,
+                    &seeded.trigger.pipeline_identifier,
+                    &seeded.trigger.identifier
+                )
+            );
+            println!();
             println!("The response's data.apiUrl is the status URL to poll, e.g.:");
             println!("  curl -s '{}/webhook/triggerExecutionDetails/<eventCorrelationId>?accountIdentifier=demo'", gateway.public_url);
             println!();

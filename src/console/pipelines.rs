@@ -61,16 +61,15 @@ async fn managed_project(
     Ok(project)
 }
 
-/// `identifier` of the document under `root` (`pipeline` or `trigger`) of a YAML text.
-pub(super) fn yaml_identifier(text: &str, root: &str, field: &str) -> Result<Identifier, Error> {
+/// The identifier at `pointer` (such as `/pipeline/identifier`) of a YAML document: what a
+/// new document's page is called.
+pub(super) fn yaml_identifier(text: &str, pointer: &str) -> Result<Identifier, Error> {
     let doc: Value = BodyFormat::Yaml.parse(text)?;
-    let id = doc
-        .pointer(&format!("/{root}/{field}"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            Error::InvalidRequest(format!("Invalid request: the YAML needs {root}.{field}"))
-        })?;
-    Ok(Identifier::parse(id, field)?)
+    let field = pointer.trim_start_matches('/').replace('/', ".");
+    let id = doc.pointer(pointer).and_then(Value::as_str).ok_or_else(|| {
+        Error::InvalidRequest(format!("Invalid request: the YAML needs {field}"))
+    })?;
+    Ok(Identifier::parse(id, &field)?)
 }
 
 async fn list(
@@ -132,7 +131,7 @@ async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
     let stored = async {
-        let id = yaml_identifier(text, "pipeline", "identifier")?;
+        let id = yaml_identifier(text, "/pipeline/identifier")?;
         if gw.store.get_pipeline(&project, &id).await?.is_some() {
             return Err(Error::Duplicate(format!(
                 "Pipeline {id} already exists in {project}; edit it on its own page"

@@ -190,6 +190,39 @@ pub(crate) fn pretty_text(text: &str) -> String {
         .unwrap_or_else(|_| text.to_owned())
 }
 
+/// An event's `conditionResults`: expected, actual and matched for every condition.
+pub(crate) fn conditions(results: &serde_json::Value) -> Markup {
+    let rows = results.as_array().map(Vec::as_slice).unwrap_or_default();
+    html! {
+        @if rows.is_empty() {
+            p.muted { "The trigger has no conditions: every payload fires it." }
+        } @else {
+            table.conditions {
+                thead { tr { th { "Type" } th { "Key" } th { "Operator" } th { "Expected" } th { "Actual" } th { "Matched" } } }
+                tbody {
+                    @for r in rows {
+                        @let matched = r["matched"].as_bool().unwrap_or(false);
+                        tr {
+                            td { (r["type"].as_str().unwrap_or("")) }
+                            td { code { (r["key"].as_str().unwrap_or("")) } }
+                            td { (r["operator"].as_str().unwrap_or("")) }
+                            td { code { (r["expected"].as_str().unwrap_or("")) } }
+                            td {
+                                @match r["actual"].as_str() {
+                                    Some(a) => code { (a) },
+                                    None => span.muted { "(missing)" },
+                                }
+                                @if let Some(e) = r["error"].as_str() { br; span.muted { (e) } }
+                            }
+                            td { @if matched { span.badge.good { "yes" } } @else { span.badge.bad { "no" } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::domain::ids::PlanExecutionId;
 use crate::error::Error;
+use crate::service::executions::{step_ended, LOG_PAGE_LINES};
 use crate::service::Gateway;
 use crate::store::executions::{status, Control, ExecutionFilter};
 use crate::store::Execution;
@@ -137,20 +138,9 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let run = gw.execution(&project, id).await?;
     let plan = run.execution.plan_execution_id.clone();
     // The run's steps come without their logs (SQLite); this read has them.
-    let record = find_step(&gw, &plan, &stage, &step).await?;
+    let record = gw.find_step(&plan, &stage, &step).await?;
     if json {
-        let lines = gw
-            .store
-            .step_log(&plan, &stage, &step, after, LOG_PAGE_LINES)
-            .await?;
-        let complete = lines.len() < LOG_PAGE_LINES as usize && step_ended(&record.status);
-        let next = lines.last().map_or(after, |l| l.seq);
-        return Ok(envelope::ok(json!({
-            "status": record.status,
-            "lines": lines,
-            "next": next,
-            "complete": complete,
-        })));
+        return Ok(envelope::ok(gw.log_page(&plan, &record, after).await?));
     }
     let text = |body: String| {
         HttpResponse::Ok()
@@ -193,7 +183,7 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
         }
         loop {
             // The status first: lines written before the step ended are then all visible.
-            let (ended, stored) = match find_step(&f.gw, &f.plan, &f.stage, &f.step).await {
+            let (ended, stored) = match f.gw.find_step(&f.plan, &f.stage, &f.step).await {
                 Ok(record) => (step_ended(&record.status), record.log),
                 Err(_) => (true, None),
             };
@@ -235,8 +225,6 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
         .streaming(stream))
 }
 
-/// Live lines returned per read.
-const LOG_PAGE_LINES: u32 = 1000;
 /// How often a follower looks for new lines.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// A follow ends after this long even if the step has not (the client may follow again).
@@ -254,10 +242,6 @@ struct Follow {
     streamed: bool,
 }
 
-fn step_ended(status: &str) -> bool {
-    !matches!(status, "Running" | "NotStarted")
-}
-
 fn join_lines(lines: &[crate::store::executions::LogLine]) -> String {
     let mut text = String::new();
     for l in lines {
@@ -265,26 +249,6 @@ fn join_lines(lines: &[crate::store::executions::LogLine]) -> String {
         text.push('\n');
     }
     text
-}
-
-async fn find_step(
-    gw: &Gateway,
-    plan: &PlanExecutionId,
-    stage: &str,
-    step: &str,
-) -> Result<crate::store::executions::StepRecord, Error> {
-    gw.store
-        .list_steps(plan)
-        .await?
-        .into_iter()
-        .find(|s| s.stage == stage && s.step == step)
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "Execution {plan} has no step {} in stage {}",
-                crate::domain::ids::truncate_for_message(step),
-                crate::domain::ids::truncate_for_message(stage)
-            ))
-        })
 }
 
 #[derive(Deserialize, Default)]

@@ -48,6 +48,7 @@ fn intake_request(req: &HttpRequest, body: bytes::Bytes) -> IntakeRequest<'_> {
         }
     }
     IntakeRequest {
+        signed_in: None,
         query: IntakeQuery::from_pairs(url::form_urlencoded::parse(req.query_string().as_bytes())),
         api_key: api_key(req),
         idempotency_key: header(req, "idempotency-key"),
@@ -72,8 +73,8 @@ fn respond(gw: &Gateway, accepted: Accepted) -> HttpResponse {
         json!({
             "eventCorrelationId": e.event_id,
             "apiUrl": links::api_url(&gw.public_url, e.event_id.as_str(), e.scope.account.as_str()),
-            "uiUrl": links::ui_url(&gw.public_url, &e.scope, &e.pipeline),
-            "uiSetupUrl": links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline),
+            "uiUrl": links::ui_url(&gw.public_url, &e.scope, e.event_id.as_str()),
+            "uiSetupUrl": links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline, &e.trigger),
         })
     };
     let mut response = envelope::ok(data);

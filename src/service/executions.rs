@@ -6,7 +6,9 @@ use crate::domain::pipeline::PipelineSpec;
 use crate::domain::runtime_input::InputTemplate;
 use crate::error::Error;
 use crate::expr::context::TriggerContext;
-use crate::store::executions::{Control, ControlOutcome, NewManualExecution, RunState};
+use crate::store::executions::{
+    Control, ControlOutcome, LogLine, NewManualExecution, RunState, StepRecord,
+};
 use crate::store::Change;
 use crate::store::{now_millis, Execution};
 
@@ -134,4 +136,66 @@ impl Gateway {
         }
         Ok(run)
     }
+
+    /// A step of an execution, with its stored log; 404 when it has none such.
+    pub async fn find_step(
+        &self,
+        plan: &PlanExecutionId,
+        stage: &str,
+        step: &str,
+    ) -> Result<StepRecord, Error> {
+        self.store
+            .list_steps(plan)
+            .await?
+            .into_iter()
+            .find(|s| s.stage == stage && s.step == step)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "Execution {plan} has no step {} in stage {}",
+                    crate::domain::ids::truncate_for_message(step),
+                    crate::domain::ids::truncate_for_message(stage)
+                ))
+            })
+    }
+
+    /// The live lines of a step after `after` (at most [`LOG_PAGE_LINES`]), and whether the log
+    /// is complete: the step ended and nothing is left to read.
+    pub async fn log_page(
+        &self,
+        plan: &PlanExecutionId,
+        step: &StepRecord,
+        after: i64,
+    ) -> Result<LogPage, Error> {
+        let lines = self
+            .store
+            .step_log(plan, &step.stage, &step.step, after, LOG_PAGE_LINES)
+            .await?;
+        Ok(LogPage {
+            status: step.status.clone(),
+            complete: lines.len() < LOG_PAGE_LINES as usize && step_ended(&step.status),
+            next: lines.last().map_or(after, |l| l.seq),
+            lines,
+        })
+    }
+}
+
+/// Live log lines returned per read.
+pub const LOG_PAGE_LINES: u32 = 1000;
+
+/// True once a step can write no more lines.
+pub fn step_ended(status: &str) -> bool {
+    !matches!(status, "Running" | "NotStarted")
+}
+
+/// One read of a step's live log (`?format=json` of the logs route, and the console).
+#[derive(Debug, serde::Serialize)]
+pub struct LogPage {
+    /// The step's status.
+    pub status: String,
+    /// The lines after the requested seq, in order.
+    pub lines: Vec<LogLine>,
+    /// The seq to ask after next time.
+    pub next: i64,
+    /// The step ended and every line was read.
+    pub complete: bool,
 }

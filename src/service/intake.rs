@@ -96,6 +96,9 @@ pub struct IntakeRequest<'a> {
     pub query: IntakeQuery,
     /// `X-Api-Key`, when sent.
     pub api_key: Option<&'a str>,
+    /// A caller already verified by a console session (DESIGN §12), authorized instead of
+    /// `api_key` by the same rule.
+    pub signed_in: Option<&'a crate::auth::Principal>,
     /// `Idempotency-Key`, when sent.
     pub idempotency_key: Option<&'a str>,
     /// Every request header (lower-case name, first value); secrets are redacted here.
@@ -215,9 +218,14 @@ pub async fn custom_v3(
     }
 
     // 5. Authorization, with the mandate.
-    let mandate = gw.cache.mandate(gw.store.as_ref(), &t.scope).await?;
-    gw.authorize_execute(req.api_key, &t.scope, mandate.value)
-        .await?;
+    match req.signed_in {
+        Some(principal) => super::require_execute(principal, &t.scope)?,
+        None => {
+            let mandate = gw.cache.mandate(gw.store.as_ref(), &t.scope).await?;
+            gw.authorize_execute(req.api_key, &t.scope, mandate.value)
+                .await?;
+        }
+    }
 
     accept(gw, &trigger, req).await
 }
@@ -239,7 +247,12 @@ pub async fn custom_v2(gw: &Gateway, req: IntakeRequest<'_>) -> Result<Accepted,
     let trigger_id = Identifier::parse(trigger, "triggerIdentifier")?;
 
     // Identifiers are guessable, so the key comes before anything about the trigger is revealed.
-    gw.authorize_execute(req.api_key, &scope, true).await?;
+    match req.signed_in {
+        Some(principal) => super::require_execute(principal, &scope)?,
+        None => {
+            gw.authorize_execute(req.api_key, &scope, true).await?;
+        }
+    }
 
     let described =
         format!("pipelineIdentifier {pipeline} and triggerIdentifier {trigger_id} in {scope}");

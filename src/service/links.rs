@@ -34,18 +34,18 @@ pub fn api_url(public_url: &str, event_id: &str, account: &str) -> String {
     format!("{public_url}/webhook/triggerExecutionDetails/{event_id}?accountIdentifier={account}")
 }
 
-/// The executions page of a pipeline.
-pub fn ui_url(public_url: &str, p: &ProjectRef, pipeline: &str) -> String {
+/// The console page of an event: why it fired or did not, and its execution (DESIGN §12).
+pub fn ui_url(public_url: &str, p: &ProjectRef, event_id: &str) -> String {
     format!(
-        "{public_url}/ui/accounts/{}/orgs/{}/projects/{}/executions?pipelineIdentifier={pipeline}",
+        "{public_url}/ui/accounts/{}/orgs/{}/projects/{}/events/{event_id}",
         p.account, p.org, p.project
     )
 }
 
-/// The set-up page of a pipeline.
-pub fn ui_setup_url(public_url: &str, p: &ProjectRef, pipeline: &str) -> String {
+/// The console page of a trigger: its URL, cURL, recent events and YAML.
+pub fn ui_setup_url(public_url: &str, p: &ProjectRef, pipeline: &str, trigger: &str) -> String {
     format!(
-        "{public_url}/ui/accounts/{}/orgs/{}/projects/{}/pipelines/{pipeline}",
+        "{public_url}/ui/accounts/{}/orgs/{}/projects/{}/pipelines/{pipeline}/triggers/{trigger}",
         p.account, p.org, p.project
     )
 }

@@ -214,11 +214,14 @@ async fn v3_webhook_answers_with_the_harness_success_envelope() {
     );
     assert_eq!(
         data["uiUrl"],
-        format!("{base}/ui/accounts/acc/orgs/default/projects/proj/executions?pipelineIdentifier=deploy")
+        format!("{base}/ui/accounts/acc/orgs/default/projects/proj/events/{id}")
     );
     assert_eq!(
         data["uiSetupUrl"],
-        format!("{base}/ui/accounts/acc/orgs/default/projects/proj/pipelines/deploy")
+        format!(
+            "{base}/ui/accounts/acc/orgs/default/projects/proj/pipelines/deploy/triggers/{}",
+            t.trigger
+        )
     );
 }
 

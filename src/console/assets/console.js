@@ -61,9 +61,16 @@
       var state = document.getElementById(pre.id + "-state");
       var poll = function () {
         fetch(pre.dataset.log + "?after=" + after, { credentials: "same-origin" })
-          .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+          .then(function (r) {
+            if (r.status >= 400 && r.status < 500) {
+              if (state) state.textContent = "The log can no longer be read here (HTTP " + r.status + "); reload the page.";
+              return null;
+            }
+            return r.ok ? r.json() : Promise.reject(r.status);
+          })
           .then(function (page) {
-            if (after < 0) pre.textContent = "";
+            if (!page) return;
+            if (after < 0 && page.lines.length) pre.textContent = "";
             page.lines.forEach(function (line) {
               var span = document.createElement("span");
               span.className = "line " + line.stream;

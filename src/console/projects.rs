@@ -93,7 +93,10 @@ async fn account(
     };
     let (more, rows) = listing.await.in_page(&signed)?;
     let body = html! {
-        @if signed.principal.is_root() { p { a href="/ui/projects" { "← All accounts" } } }
+        p {
+            @if signed.principal.is_root() { a href="/ui/projects" { "← All accounts" } " · " }
+            a href=(format!("/ui/accounts/{acc}/keys")) { "API keys of this account" }
+        }
         p.hint { "Pick a project. The console remembers it for this session." }
         @if rows.is_empty() {
             div.empty { "No orgs or projects you can see yet: create one with " code { "triggerd apply -f project.yaml" } "." }

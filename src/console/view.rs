@@ -47,8 +47,12 @@ pub(crate) fn render(
                     }
                     @if let Some(s) = signed {
                         div.who {
-                            a href=(format!("/ui/accounts/{}/keys", s.principal.account)) title="API keys" {
-                                (s.principal.account) " · " (s.principal.role.as_str())
+                            @if s.principal.is_root() {
+                                a href="/ui/projects" title="Every account" { "root key" }
+                            } @else {
+                                a href=(format!("/ui/accounts/{}/keys", s.principal.account)) title="API keys of this account" {
+                                    (s.principal.account) " · " (s.principal.role.as_str())
+                                }
                             }
                             form.inline method="post" action="/ui/signout" {
                                 (csrf(s))

@@ -5,6 +5,7 @@ mod helpers;
 mod apikeys;
 mod cli;
 mod conditions;
+mod console;
 mod durability;
 mod engine;
 mod event_rules;

@@ -48,8 +48,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .add((header::CONTENT_SECURITY_POLICY, CSP))
                     .add((header::X_FRAME_OPTIONS, "DENY"))
                     .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                    // Pages show webhook URLs, which hold tokens: never leak them as a referrer.
-                    .add((header::REFERRER_POLICY, "no-referrer")),
+                    // Pages show webhook URLs, which hold tokens: never send them to another site
+                    // as a referrer. (`same-origin`, not `no-referrer`: with the latter, browsers
+                    // send `Origin: null` on the console's own form posts.)
+                    .add((header::REFERRER_POLICY, "same-origin")),
             )
             .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
             .configure(assets::configure)

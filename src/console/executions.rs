@@ -27,8 +27,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource(format!("{P}/events/{{event}}")).route(web::get().to(event)))
         .service(web::resource(format!("{P}/executions")).route(web::get().to(executions)))
         .service(web::resource(X).route(web::get().to(execution)))
-        .service(web::resource(format!("{X}/logs/{{stage}}/{{step}}")).route(web::get().to(step_log)))
-        .service(web::resource(format!("{X}/logs/{{stage}}/{{step}}/lines")).route(web::get().to(log_lines)))
+        .service(
+            web::resource(format!("{X}/logs/{{stage}}/{{step}}")).route(web::get().to(step_log)),
+        )
+        .service(
+            web::resource(format!("{X}/logs/{{stage}}/{{step}}/lines"))
+                .route(web::get().to(log_lines)),
+        )
         .service(web::resource(format!("{X}/{{action}}")).route(web::post().to(control)));
 }
 
@@ -56,13 +61,21 @@ async fn events(
     q: web::Query<HashMap<String, String>>,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let project = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
     let filter = EventFilter {
-        trigger: crate::http::identifier_filter(&q, "triggerIdentifier").in_page(&signed)?.map(|t| t.to_string()),
+        trigger: crate::http::identifier_filter(&q, "triggerIdentifier")
+            .in_page(&signed)?
+            .map(|t| t.to_string()),
         status: crate::http::enum_filter(&q, "status", EVENT_STATUSES).in_page(&signed)?,
     };
     let cursor = q.get("cursor").map(String::as_str);
-    let page = gw.store.list_events(&project, &filter, cursor, PAGE).await.in_page(&signed)?;
+    let page = gw
+        .store
+        .list_events(&project, &filter, cursor, PAGE)
+        .await
+        .in_page(&signed)?;
     let base = project_path(&project);
     let (trigger, state) = (param(&q, "triggerIdentifier"), param(&q, "status"));
     let body = html! {
@@ -103,9 +116,16 @@ async fn event(
     signed: Signed,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let project = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
     let given = req.match_info().get("event").unwrap_or("");
-    let missing = || Error::NotFound(format!("Event {} does not exist in {project}", crate::domain::ids::truncate_for_message(given)));
+    let missing = || {
+        Error::NotFound(format!(
+            "Event {} does not exist in {project}",
+            crate::domain::ids::truncate_for_message(given)
+        ))
+    };
     let e = match EventId::parse(given) {
         Some(id) => gw.store.get_event(&id).await.in_page(&signed)?,
         None => None,
@@ -148,7 +168,12 @@ async fn event(
             pre { (e.runtime_input) }
         }
     };
-    Ok(view::ok(&format!("Event {}", e.event_id), &signed, Some(&project), body))
+    Ok(view::ok(
+        &format!("Event {}", e.event_id),
+        &signed,
+        Some(&project),
+        body,
+    ))
 }
 
 async fn executions(
@@ -157,13 +182,21 @@ async fn executions(
     q: web::Query<HashMap<String, String>>,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let project = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
     let filter = ExecutionFilter {
-        pipeline: crate::http::identifier_filter(&q, "pipelineIdentifier").in_page(&signed)?.map(|p| p.to_string()),
+        pipeline: crate::http::identifier_filter(&q, "pipelineIdentifier")
+            .in_page(&signed)?
+            .map(|p| p.to_string()),
         status: crate::http::enum_filter(&q, "status", status::EXECUTION).in_page(&signed)?,
     };
     let cursor = q.get("cursor").map(String::as_str);
-    let page = gw.store.list_executions(&project, &filter, cursor, PAGE).await.in_page(&signed)?;
+    let page = gw
+        .store
+        .list_executions(&project, &filter, cursor, PAGE)
+        .await
+        .in_page(&signed)?;
     let base = project_path(&project);
     let (pipeline, state) = (param(&q, "pipelineIdentifier"), param(&q, "status"));
     let body = html! {
@@ -252,23 +285,39 @@ fn stage_status<'a>(steps: &[&'a StepRecord]) -> &'a str {
         .unwrap_or(status::SUCCESS)
 }
 
-async fn execution(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
-    let project = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
+async fn execution(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
     let id = req.match_info().get("id").unwrap_or("");
     let run = gw.execution(&project, id).await.in_page(&signed)?;
     execution_page(&signed, &project, &run)
 }
 
-fn execution_page(signed: &Signed, project: &ProjectRef, run: &RunState) -> Result<HttpResponse, ConsoleError> {
+fn execution_page(
+    signed: &Signed,
+    project: &ProjectRef,
+    run: &RunState,
+) -> Result<HttpResponse, ConsoleError> {
     let base = project_path(project);
     let x = &run.execution;
     let path = format!("{base}/executions/{}", x.plan_execution_id);
     let manages = require_manage(&signed.principal, &project.account).is_ok();
-    let running: Vec<&StepRecord> = run.steps.iter().filter(|s| s.status == status::RUNNING && has_log(s)).collect();
-    let action = |name: &str, label: &str, class: &str| html! {
-        form method="post" action=(format!("{path}/{name}")) {
-            (view::csrf(signed))
-            button class=(class) type="submit" { (label) }
+    let running: Vec<&StepRecord> = run
+        .steps
+        .iter()
+        .filter(|s| s.status == status::RUNNING && has_log(s))
+        .collect();
+    let action = |name: &str, label: &str, class: &str| {
+        html! {
+            form method="post" action=(format!("{path}/{name}")) {
+                (view::csrf(signed))
+                button class=(class) type="submit" { (label) }
+            }
         }
     };
     let body = html! {
@@ -316,7 +365,12 @@ fn execution_page(signed: &Signed, project: &ProjectRef, run: &RunState) -> Resu
             pre { (x.runtime_input) }
         }
     };
-    Ok(view::ok(&format!("Execution #{} of {}", x.run_sequence, x.pipeline), signed, Some(project), body))
+    Ok(view::ok(
+        &format!("Execution #{} of {}", x.run_sequence, x.pipeline),
+        signed,
+        Some(project),
+        body,
+    ))
 }
 
 /// A step's log that fills itself while the step runs (the script polls `.../lines`).
@@ -332,10 +386,22 @@ fn live_log(execution_path: &str, s: &StepRecord) -> Markup {
 }
 
 /// A step's log page: the stored log once it ended, the live one while it runs.
-async fn step_log(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
-    let project = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
-    let run = gw.execution(&project, req.match_info().get("id").unwrap_or("")).await.in_page(&signed)?;
-    let (stage, step) = (req.match_info().get("stage").unwrap_or(""), req.match_info().get("step").unwrap_or(""));
+async fn step_log(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
+    let run = gw
+        .execution(&project, req.match_info().get("id").unwrap_or(""))
+        .await
+        .in_page(&signed)?;
+    let (stage, step) = (
+        req.match_info().get("stage").unwrap_or(""),
+        req.match_info().get("step").unwrap_or(""),
+    );
     let plan = &run.execution.plan_execution_id;
     let mut record = gw.find_step(plan, stage, step).await.in_page(&signed)?;
     if !step_ended(&record.status) || record.log.is_none() {
@@ -356,7 +422,12 @@ async fn step_log(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> R
         p { a href=(path) { "← Execution #" (run.execution.run_sequence) } " · " (view::badge(&record.status)) " · attempt " (record.attempt) " · " (view::duration(record.started_at, record.ended_at)) }
         (live_log(&path, &record))
     };
-    Ok(view::ok(&format!("Log of {}", record.step_name), &signed, Some(&project), body))
+    Ok(view::ok(
+        &format!("Log of {}", record.step_name),
+        &signed,
+        Some(&project),
+        body,
+    ))
 }
 
 /// `.../lines?after=SEQ`: the next live lines, as the API's `?format=json` gives them.
@@ -369,12 +440,20 @@ async fn log_lines(
     let project = readable_project(&req, &signed, &gw).await?;
     let after = match q.get("after").map(String::as_str) {
         None | Some("") => -1,
-        Some(v) => v.parse::<i64>().map_err(|_| Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into()))?,
+        Some(v) => v.parse::<i64>().map_err(|_| {
+            Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
+        })?,
     };
-    let run = gw.execution(&project, req.match_info().get("id").unwrap_or("")).await?;
+    let run = gw
+        .execution(&project, req.match_info().get("id").unwrap_or(""))
+        .await?;
     let plan = &run.execution.plan_execution_id;
     let record = gw
-        .find_step(plan, req.match_info().get("stage").unwrap_or(""), req.match_info().get("step").unwrap_or(""))
+        .find_step(
+            plan,
+            req.match_info().get("stage").unwrap_or(""),
+            req.match_info().get("step").unwrap_or(""),
+        )
         .await?;
     let page = gw.log_page(plan, &record, after).await?;
     Ok(HttpResponse::Ok()
@@ -383,20 +462,36 @@ async fn log_lines(
 }
 
 /// Approve, reject, abort, pause or resume, as `POST .../executions/{id}/{action}` does.
-async fn control(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn control(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = readable_project(&req, signed, &gw).await.in_page(signed)?;
     require_manage(&signed.principal, &project.account).in_page(signed)?;
-    let control = match req.match_info().get("action").unwrap_or("") {
-        "abort" => Control::Abort,
-        "pause" => Control::Pause,
-        "resume" => Control::Resume,
-        "approve" => Control::Approve,
-        "reject" => Control::Reject,
-        _ => return Err(Error::NotFound("There is no such action; the actions are abort, pause, resume, approve and reject".into())).in_page(signed),
-    };
+    let control =
+        match req.match_info().get("action").unwrap_or("") {
+            "abort" => Control::Abort,
+            "pause" => Control::Pause,
+            "resume" => Control::Resume,
+            "approve" => Control::Approve,
+            "reject" => Control::Reject,
+            _ => return Err(Error::NotFound(
+                "There is no such action; the actions are abort, pause, resume, approve and reject"
+                    .into(),
+            ))
+            .in_page(signed),
+        };
     let comment = Some(post.field("comment").to_owned()).filter(|c| !c.is_empty());
     let id = req.match_info().get("id").unwrap_or("");
-    let run = gw.control_execution(&project, id, control, comment).await.in_page(signed)?;
-    Ok(view::see_other(&format!("{}/executions/{}", project_path(&project), run.execution.plan_execution_id)))
+    let run = gw
+        .control_execution(&project, id, control, comment)
+        .await
+        .in_page(signed)?;
+    Ok(view::see_other(&format!(
+        "{}/executions/{}",
+        project_path(&project),
+        run.execution.plan_execution_id
+    )))
 }

@@ -36,9 +36,15 @@ fn managed_account(req: &HttpRequest, signed: &Signed) -> Result<AccountId, Cons
     Ok(acc)
 }
 
-async fn list(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn list(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let acc = managed_account(&req, &signed).in_page(&signed)?;
-    keys_page(&signed, &gw, &acc, None, None).await.in_page(&signed)
+    keys_page(&signed, &gw, &acc, None, None)
+        .await
+        .in_page(&signed)
 }
 
 async fn keys_page(
@@ -49,7 +55,13 @@ async fn keys_page(
     error: Option<&str>,
 ) -> Result<HttpResponse, ConsoleError> {
     gw.get_account(acc).await?;
-    let keys: Vec<KeyInfo> = gw.store.list_api_keys(acc).await?.iter().map(KeyInfo::from).collect();
+    let keys: Vec<KeyInfo> = gw
+        .store
+        .list_api_keys(acc)
+        .await?
+        .iter()
+        .map(KeyInfo::from)
+        .collect();
     let body = html! {
         @if let Some(k) = created { (view::secret_once(&format!("API key {}", k.identifier), &k.key)) }
         @if keys.is_empty() {
@@ -99,14 +111,33 @@ async fn keys_page(
             div { button type="submit" { "Create key" } }
         }
     };
-    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, &format!("API keys of {acc}"), Some(signed), None, body))
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        &format!("API keys of {acc}"),
+        Some(signed),
+        None,
+        body,
+    ))
 }
 
-async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn create(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let acc = managed_account(&req, signed).in_page(signed)?;
-    let projects: Vec<&str> = post.field("projects").split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let projects: Vec<&str> = post
+        .field("projects")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     let expires = Some(post.field("expiresAt")).filter(|e| !e.is_empty());
     // The API's own body type parses and checks the form, so both refuse the same things.
     let new_key = serde_json::from_value::<NewKey>(json!({
@@ -117,13 +148,21 @@ async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<
     }))
     .map_err(|e| Error::InvalidRequest(format!("Invalid request: {e}")));
     match async { gw.create_api_key(&acc, new_key?).await }.await {
-        Ok(created) => keys_page(signed, &gw, &acc, Some(&created), None).await.in_page(signed),
-        Err(e) if e.status() < 500 => keys_page(signed, &gw, &acc, None, Some(&e.public_message())).await.in_page(signed),
+        Ok(created) => keys_page(signed, &gw, &acc, Some(&created), None)
+            .await
+            .in_page(signed),
+        Err(e) if e.status() < 500 => keys_page(signed, &gw, &acc, None, Some(&e.public_message()))
+            .await
+            .in_page(signed),
         Err(e) => Err(e).in_page(signed),
     }
 }
 
-async fn revoke(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn revoke(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let acc = managed_account(&req, signed).in_page(signed)?;
     let key_id = req.match_info().get("keyId").unwrap_or("");
@@ -131,8 +170,14 @@ async fn revoke(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<
     Ok(view::see_other(&format!("/ui/accounts/{acc}/keys")))
 }
 
-async fn settings(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
-    settings_page(&req, &signed, &gw, None).await.in_page(&signed)
+async fn settings(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
+    settings_page(&req, &signed, &gw, None)
+        .await
+        .in_page(&signed)
 }
 
 async fn settings_page(
@@ -148,8 +193,13 @@ async fn settings_page(
         org: Some(project.org.clone()),
         project: Some(project.project.clone()),
     };
-    let mandate = gw.get_setting(&scope, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION).await?;
-    let source = serde_json::to_value(mandate.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let mandate = gw
+        .get_setting(&scope, MANDATE_CUSTOM_WEBHOOK_AUTHORIZATION)
+        .await?;
+    let source = serde_json::to_value(mandate.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let body = html! {
         h2 { "Authorization mandate" }
         p.hint { "When on, every webhook of this project must carry a valid " code { "X-Api-Key" } "; the cURL the console gives includes it." }
@@ -170,11 +220,25 @@ async fn settings_page(
             div { button type="submit" { "Save" } }
         }
     };
-    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, "Settings", Some(signed), Some(&project), body))
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        "Settings",
+        Some(signed),
+        Some(&project),
+        body,
+    ))
 }
 
-async fn save_setting(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn save_setting(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = readable_project(&req, signed, &gw).await.in_page(signed)?;
     require_manage(&signed.principal, &project.account).in_page(signed)?;
@@ -188,14 +252,30 @@ async fn save_setting(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> R
         "" => gw.delete_setting(&scope, name).await,
         v => match crate::http::bool_param(&post.fields, "value") {
             Ok(value) => {
-                gw.put_setting(&scope, name, ScopedValue { value, allow_overrides: true }).await
+                gw.put_setting(
+                    &scope,
+                    name,
+                    ScopedValue {
+                        value,
+                        allow_overrides: true,
+                    },
+                )
+                .await
             }
-            Err(e) => Err(Error::InvalidRequest(format!("{e} (got {})", crate::domain::ids::truncate_for_message(v)))),
+            Err(e) => Err(Error::InvalidRequest(format!(
+                "{e} (got {})",
+                crate::domain::ids::truncate_for_message(v)
+            ))),
         },
     };
     match done {
-        Ok(_) => Ok(view::see_other(&format!("{}/settings", project_path(&project)))),
-        Err(e) if e.status() < 500 => settings_page(&req, signed, &gw, Some(&e.public_message())).await.in_page(signed),
+        Ok(_) => Ok(view::see_other(&format!(
+            "{}/settings",
+            project_path(&project)
+        ))),
+        Err(e) if e.status() < 500 => settings_page(&req, signed, &gw, Some(&e.public_message()))
+            .await
+            .in_page(signed),
         Err(e) => Err(e).in_page(signed),
     }
 }

@@ -66,9 +66,10 @@ async fn managed_project(
 pub(super) fn yaml_identifier(text: &str, pointer: &str) -> Result<Identifier, Error> {
     let doc: Value = BodyFormat::Yaml.parse(text)?;
     let field = pointer.trim_start_matches('/').replace('/', ".");
-    let id = doc.pointer(pointer).and_then(Value::as_str).ok_or_else(|| {
-        Error::InvalidRequest(format!("Invalid request: the YAML needs {field}"))
-    })?;
+    let id = doc
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::InvalidRequest(format!("Invalid request: the YAML needs {field}")))?;
     Ok(Identifier::parse(id, &field)?)
 }
 
@@ -79,9 +80,15 @@ async fn list(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
     let project = managed_project(&req, &signed, &gw).await.in_page(&signed)?;
-    list_page(&signed, &gw, &project, q.get("cursor").map(String::as_str), None)
-        .await
-        .in_page(&signed)
+    list_page(
+        &signed,
+        &gw,
+        &project,
+        q.get("cursor").map(String::as_str),
+        None,
+    )
+    .await
+    .in_page(&signed)
 }
 
 async fn list_page(
@@ -122,11 +129,25 @@ async fn list_page(
             button type="submit" { "Create pipeline" }
         }
     };
-    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, "Pipelines", Some(signed), Some(project), body))
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        "Pipelines",
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
-async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn create(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
@@ -137,24 +158,38 @@ async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<
                 "Pipeline {id} already exists in {project}; edit it on its own page"
             )));
         }
-        gw.put_pipeline(&project, &id, text, BodyFormat::Yaml, false).await?;
+        gw.put_pipeline(&project, &id, text, BodyFormat::Yaml, false)
+            .await?;
         Ok(id)
     };
     match stored.await {
-        Ok(id) => Ok(view::see_other(&format!("{}/pipelines/{id}", project_path(&project)))),
-        Err(e) if e.status() < 500 => {
-            list_page(signed, &gw, &project, None, Some((&e.public_message(), text)))
-                .await
-                .in_page(signed)
-        }
+        Ok(id) => Ok(view::see_other(&format!(
+            "{}/pipelines/{id}",
+            project_path(&project)
+        ))),
+        Err(e) if e.status() < 500 => list_page(
+            signed,
+            &gw,
+            &project,
+            None,
+            Some((&e.public_message(), text)),
+        )
+        .await
+        .in_page(signed),
         Err(e) => Err(e).in_page(signed),
     }
 }
 
-async fn show(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn show(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let project = managed_project(&req, &signed, &gw).await.in_page(&signed)?;
     let id = crate::http::path_identifier(&req, "pipe", "pipelineIdentifier").in_page(&signed)?;
-    pipeline_page(&signed, &gw, &project, &id, None).await.in_page(&signed)
+    pipeline_page(&signed, &gw, &project, &id, None)
+        .await
+        .in_page(&signed)
 }
 
 /// A refused edit or run, shown on the pipeline's page.
@@ -219,8 +254,18 @@ async fn pipeline_page(
             button type="submit" { "Save" }
         }
     };
-    let status = if refused.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, &format!("Pipeline {id}"), Some(signed), Some(project), body))
+    let status = if refused.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        &format!("Pipeline {id}"),
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
 /// "Run": one field per runtime input (`<+input>` variable), with its default.
@@ -241,22 +286,41 @@ fn run_form(signed: &Signed, base: &str, spec: &PipelineSpec) -> Markup {
     }
 }
 
-async fn save(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn save(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
     let id = crate::http::path_identifier(&req, "pipe", "pipelineIdentifier").in_page(signed)?;
     let text = post.raw("yaml");
-    match gw.put_pipeline(&project, &id, text, BodyFormat::Yaml, false).await {
-        Ok(_) => Ok(view::see_other(&format!("{}/pipelines/{id}", project_path(&project)))),
+    match gw
+        .put_pipeline(&project, &id, text, BodyFormat::Yaml, false)
+        .await
+    {
+        Ok(_) => Ok(view::see_other(&format!(
+            "{}/pipelines/{id}",
+            project_path(&project)
+        ))),
         Err(e) if e.status() < 500 => {
-            let refused = Refused::Save { error: e.public_message(), text };
-            pipeline_page(signed, &gw, &project, &id, Some(refused)).await.in_page(signed)
+            let refused = Refused::Save {
+                error: e.public_message(),
+                text,
+            };
+            pipeline_page(signed, &gw, &project, &id, Some(refused))
+                .await
+                .in_page(signed)
         }
         Err(e) => Err(e).in_page(signed),
     }
 }
 
-async fn run(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn run(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = readable_project(&req, signed, &gw).await.in_page(signed)?;
     // Running is the API's execute rule (any key that may execute here), not management.
@@ -269,7 +333,9 @@ async fn run(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Htt
         .in_page(signed)?
         .ok_or_else(|| Error::NotFound(format!("Pipeline {id} does not exist in {project}")))
         .in_page(signed)?;
-    let spec = PipelineSpec::from_value(&record.spec).map_err(Error::from).in_page(signed)?;
+    let spec = PipelineSpec::from_value(&record.spec)
+        .map_err(Error::from)
+        .in_page(signed)?;
     let variables: Vec<Value> = spec
         .runtime_inputs()
         .filter_map(|v| {
@@ -286,9 +352,17 @@ async fn run(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Htt
         })
         .collect();
     let input = (!variables.is_empty())
-        .then(|| serde_yaml_ng::to_string(&json!({"pipeline": {"identifier": id.as_str(), "variables": variables}})))
+        .then(|| {
+            serde_yaml_ng::to_string(
+                &json!({"pipeline": {"identifier": id.as_str(), "variables": variables}}),
+            )
+        })
         .transpose()
-        .map_err(|e| Error::InvalidRequest(format!("Invalid request: the inputs could not be written as YAML: {e}")))
+        .map_err(|e| {
+            Error::InvalidRequest(format!(
+                "Invalid request: the inputs could not be written as YAML: {e}"
+            ))
+        })
         .in_page(signed)?;
     match gw.execute_pipeline(&project, &id, input.as_deref()).await {
         Ok(x) => Ok(view::see_other(&format!(
@@ -296,9 +370,15 @@ async fn run(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Htt
             project_path(&project),
             x.plan_execution_id
         ))),
-        Err(e) if e.status() < 500 && require_manage(&signed.principal, &project.account).is_ok() => {
-            let refused = Refused::Run { error: e.public_message() };
-            pipeline_page(signed, &gw, &project, &id, Some(refused)).await.in_page(signed)
+        Err(e)
+            if e.status() < 500 && require_manage(&signed.principal, &project.account).is_ok() =>
+        {
+            let refused = Refused::Run {
+                error: e.public_message(),
+            };
+            pipeline_page(signed, &gw, &project, &id, Some(refused))
+                .await
+                .in_page(signed)
         }
         Err(e) => Err(e).in_page(signed),
     }

@@ -34,7 +34,10 @@ pub(crate) async fn readable_project(
         return Err(Error::NotFound(format!("Project {project} does not exist")).into());
     }
     signed
-        .remember_project(gw, &format!("{}/{}/{}", project.account, project.org, project.project))
+        .remember_project(
+            gw,
+            &format!("{}/{}/{}", project.account, project.org, project.project),
+        )
         .await;
     Ok(project)
 }
@@ -45,10 +48,16 @@ async fn picker(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
     if !signed.principal.is_root() {
-        return Ok(view::see_other(&format!("/ui/accounts/{}", signed.principal.account)));
+        return Ok(view::see_other(&format!(
+            "/ui/accounts/{}",
+            signed.principal.account
+        )));
     }
     let cursor = q.get("cursor").map(String::as_str);
-    let page = gw.list_accounts(cursor, PICKER_LIMIT).await.in_page(&signed)?;
+    let page = gw
+        .list_accounts(cursor, PICKER_LIMIT)
+        .await
+        .in_page(&signed)?;
     let body = html! {
         p.hint { "You signed in with the root key: every account is visible. Pick one." }
         @if page.items.is_empty() {
@@ -80,7 +89,9 @@ async fn account(
     let acc = crate::http::path_account(&req).in_page(&signed)?;
     let listing = async {
         require_account(&signed.principal, &acc)?;
-        let orgs = gw.list_orgs(&signed.principal, &acc, None, PICKER_LIMIT).await?;
+        let orgs = gw
+            .list_orgs(&signed.principal, &acc, None, PICKER_LIMIT)
+            .await?;
         let mut rows = Vec::new();
         for org in &orgs.items {
             let id = crate::domain::ids::Identifier::parse(&org.identifier, "org")?;
@@ -125,6 +136,11 @@ async fn project_home(
     signed: Signed,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let p = readable_project(&req, &signed, &gw).await.in_page(&signed)?;
-    Ok(view::see_other(&format!("{}/executions", super::project_path(&p))))
+    let p = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
+    Ok(view::see_other(&format!(
+        "{}/executions",
+        super::project_path(&p)
+    )))
 }

@@ -14,7 +14,6 @@ use super::{project_path, view, ConsoleError, InPage as _, Post, Signed};
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::domain::BodyFormat;
 use crate::error::Error;
-use crate::service::event_rules::EventRuleView;
 use crate::service::{require_manage, Gateway};
 use crate::store::outbound::delivery_status;
 
@@ -24,7 +23,13 @@ const R: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}";
 const PAGE: u32 = 25;
 const ATTEMPTS: u32 = 20;
 /// The event types "Test" offers.
-const TEST_TYPES: &[&str] = &["pipeline_start", "pipeline_end", "stage_start", "stage_end", "ping"];
+const TEST_TYPES: &[&str] = &[
+    "pipeline_start",
+    "pipeline_end",
+    "stage_start",
+    "stage_end",
+    "ping",
+];
 
 const NEW_RULE: &str = "identifier: ops
 name: Ops dashboard
@@ -42,23 +47,37 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
-    .service(web::resource(R).route(web::get().to(show)).route(web::post().to(save)))
+    .service(
+        web::resource(R)
+            .route(web::get().to(show))
+            .route(web::post().to(save)),
+    )
     .service(web::resource(format!("{R}/enabled")).route(web::post().to(set_enabled)))
     .service(web::resource(format!("{R}/test")).route(web::post().to(test)))
     .service(web::resource(format!("{R}/rotate")).route(web::post().to(rotate)))
     .service(web::resource(format!("{R}/recover")).route(web::post().to(recover)))
     .service(web::resource(format!("{R}/deliveries/{{id}}")).route(web::get().to(delivery)))
-    .service(web::resource(format!("{R}/deliveries/{{id}}/redeliver")).route(web::post().to(redeliver)));
+    .service(
+        web::resource(format!("{R}/deliveries/{{id}}/redeliver")).route(web::post().to(redeliver)),
+    );
 }
 
 /// The project, for a key that may manage it (the API's rule for event rules).
-async fn managed_project(req: &HttpRequest, signed: &Signed, gw: &Gateway) -> Result<ProjectRef, ConsoleError> {
+async fn managed_project(
+    req: &HttpRequest,
+    signed: &Signed,
+    gw: &Gateway,
+) -> Result<ProjectRef, ConsoleError> {
     let project = readable_project(req, signed, gw).await?;
     require_manage(&signed.principal, &project.account)?;
     Ok(project)
 }
 
-async fn target(req: &HttpRequest, signed: &Signed, gw: &Gateway) -> Result<(ProjectRef, Identifier), ConsoleError> {
+async fn target(
+    req: &HttpRequest,
+    signed: &Signed,
+    gw: &Gateway,
+) -> Result<(ProjectRef, Identifier), ConsoleError> {
     let project = managed_project(req, signed, gw).await?;
     let rule = crate::http::path_identifier(req, "rule", "rule identifier")?;
     Ok((project, rule))
@@ -75,7 +94,15 @@ async fn list(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
     let project = managed_project(&req, &signed, &gw).await.in_page(&signed)?;
-    list_page(&signed, &gw, &project, q.get("cursor").map(String::as_str), None).await.in_page(&signed)
+    list_page(
+        &signed,
+        &gw,
+        &project,
+        q.get("cursor").map(String::as_str),
+        None,
+    )
+    .await
+    .in_page(&signed)
 }
 
 async fn list_page(
@@ -118,25 +145,60 @@ async fn list_page(
             button type="submit" { "Create event rule" }
         }
     };
-    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, "Event rules", Some(signed), Some(project), body))
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        "Event rules",
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
-async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn create(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
     let stored = async {
         let id = yaml_identifier(text, "/identifier")?;
         if gw.store.get_event_rule(&project, &id).await?.is_some() {
-            return Err(Error::Duplicate(format!("Event rule {id} already exists in {project}; edit it on its own page")));
+            return Err(Error::Duplicate(format!(
+                "Event rule {id} already exists in {project}; edit it on its own page"
+            )));
         }
-        let (view, _) = gw.put_event_rule(&project, &id, text, BodyFormat::Yaml, false).await?;
+        let (view, _) = gw
+            .put_event_rule(&project, &id, text, BodyFormat::Yaml, false)
+            .await?;
         Ok((id, view))
     };
     match stored.await {
-        Ok((id, created)) => rule_page(signed, &gw, &project, &id, None, Shown::Secret(created)).await.in_page(signed),
-        Err(e) if e.status() < 500 => list_page(signed, &gw, &project, None, Some((&e.public_message(), text))).await.in_page(signed),
+        Ok((id, created)) => rule_page(
+            signed,
+            &gw,
+            &project,
+            &id,
+            None,
+            Shown::Secret(created.signing_secret),
+        )
+        .await
+        .in_page(signed),
+        Err(e) if e.status() < 500 => list_page(
+            signed,
+            &gw,
+            &project,
+            None,
+            Some((&e.public_message(), text)),
+        )
+        .await
+        .in_page(signed),
         Err(e) => Err(e).in_page(signed),
     }
 }
@@ -150,18 +212,28 @@ async fn show(
     let (project, rule) = target(&req, &signed, &gw).await.in_page(&signed)?;
     let status = crate::http::enum_filter(&q, "status", delivery_status::ALL).in_page(&signed)?;
     let cursor = q.get("cursor").map(String::as_str);
-    rule_page(&signed, &gw, &project, &rule, Some((status.unwrap_or(""), cursor)), Shown::Plain)
-        .await
-        .in_page(&signed)
+    rule_page(
+        &signed,
+        &gw,
+        &project,
+        &rule,
+        Some((status.unwrap_or(""), cursor)),
+        Shown::Plain,
+    )
+    .await
+    .in_page(&signed)
 }
 
 /// What a rule's page shows besides the rule.
 enum Shown<'a> {
     Plain,
     /// A secret just made (on create or rotation), shown this once.
-    Secret(EventRuleView),
+    Secret(Option<String>),
     /// A refused edit, with the text as submitted.
-    SaveRefused { error: String, text: &'a str },
+    SaveRefused {
+        error: String,
+        text: &'a str,
+    },
     /// A notice, such as what recover queued.
     Notice(String),
 }
@@ -176,16 +248,23 @@ async fn rule_page(
 ) -> Result<HttpResponse, ConsoleError> {
     let rule = gw.get_event_rule(project, id).await?;
     let (status_filter, cursor) = deliveries.unwrap_or(("", None));
-    let status = (!status_filter.is_empty()).then_some(status_filter).and_then(|s| delivery_status::ALL.iter().copied().find(|a| *a == s));
-    let page = gw.list_deliveries(project, id, status, cursor, PAGE).await?;
+    let status = (!status_filter.is_empty())
+        .then_some(status_filter)
+        .and_then(|s| delivery_status::ALL.iter().copied().find(|a| *a == s));
+    let page = gw
+        .list_deliveries(project, id, status, cursor, PAGE)
+        .await?;
     let path = rule_path(project, id.as_str());
     let (save_error, yaml) = match &shown {
         Shown::SaveRefused { error, text } => (Some(error.as_str()), (*text).to_owned()),
-        _ => (None, serde_yaml_ng::to_string(&rule.spec).unwrap_or_default()),
+        _ => (
+            None,
+            serde_yaml_ng::to_string(&rule.spec).unwrap_or_default(),
+        ),
     };
     let body = html! {
         @match &shown {
-            Shown::Secret(v) => { @if let Some(secret) = &v.signing_secret { (view::secret_once("Signing secret", secret)) } },
+            Shown::Secret(Some(secret)) => { (view::secret_once("Signing secret", secret)) },
             Shown::Notice(n) => p.notice role="status" { (n) },
             _ => {},
         }
@@ -263,19 +342,41 @@ async fn rule_page(
             button type="submit" { "Save" }
         }
     };
-    let code = if matches!(shown, Shown::SaveRefused { .. }) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(code, &format!("Event rule {id}"), Some(signed), Some(project), body))
+    let code = if matches!(shown, Shown::SaveRefused { .. }) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        code,
+        &format!("Event rule {id}"),
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
-async fn save(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn save(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
-    match gw.put_event_rule(&project, &rule, text, BodyFormat::Yaml, false).await {
+    match gw
+        .put_event_rule(&project, &rule, text, BodyFormat::Yaml, false)
+        .await
+    {
         Ok(_) => Ok(view::see_other(&rule_path(&project, rule.as_str()))),
         Err(e) if e.status() < 500 => {
-            let shown = Shown::SaveRefused { error: e.public_message(), text };
-            rule_page(signed, &gw, &project, &rule, None, shown).await.in_page(signed)
+            let shown = Shown::SaveRefused {
+                error: e.public_message(),
+                text,
+            };
+            rule_page(signed, &gw, &project, &rule, None, shown)
+                .await
+                .in_page(signed)
         }
         Err(e) => Err(e).in_page(signed),
     }
@@ -283,50 +384,112 @@ async fn save(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Ht
 
 /// Enabling or disabling is a PUT of the same rule with `enabled` changed, as `triggerd apply`
 /// would do it.
-async fn set_enabled(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn set_enabled(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
     let enabled = crate::http::bool_param(&post.fields, "enabled").in_page(signed)?;
-    let mut spec = gw.get_event_rule(&project, &rule).await.in_page(signed)?.spec;
+    let mut spec = gw
+        .get_event_rule(&project, &rule)
+        .await
+        .in_page(signed)?
+        .spec;
     spec.enabled = enabled;
     let text = serde_json::to_string(&spec)
-        .map_err(|e| Error::InvalidRequest(format!("Invalid request: the rule could not be written: {e}")))
+        .map_err(|e| {
+            Error::InvalidRequest(format!(
+                "Invalid request: the rule could not be written: {e}"
+            ))
+        })
         .in_page(signed)?;
-    gw.put_event_rule(&project, &rule, &text, BodyFormat::Json, false).await.in_page(signed)?;
+    gw.put_event_rule(&project, &rule, &text, BodyFormat::Json, false)
+        .await
+        .in_page(signed)?;
     Ok(view::see_other(&rule_path(&project, rule.as_str())))
 }
 
-async fn test(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn test(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
     let event_type = Some(post.field("eventType")).filter(|t| !t.is_empty());
-    let d = gw.test_event_rule(&project, &rule, event_type).await.in_page(signed)?;
-    Ok(view::see_other(&format!("{}/deliveries/{}", rule_path(&project, rule.as_str()), d.id)))
+    let d = gw
+        .test_event_rule(&project, &rule, event_type)
+        .await
+        .in_page(signed)?;
+    Ok(view::see_other(&format!(
+        "{}/deliveries/{}",
+        rule_path(&project, rule.as_str()),
+        d.id
+    )))
 }
 
-async fn rotate(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn rotate(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
-    let rotated = gw.rotate_event_rule_secret(&project, &rule).await.in_page(signed)?;
-    rule_page(signed, &gw, &project, &rule, None, Shown::Secret(rotated)).await.in_page(signed)
+    let rotated = gw
+        .rotate_event_rule_secret(&project, &rule)
+        .await
+        .in_page(signed)?;
+    rule_page(
+        signed,
+        &gw,
+        &project,
+        &rule,
+        None,
+        Shown::Secret(rotated.signing_secret),
+    )
+    .await
+    .in_page(signed)
 }
 
-async fn recover(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn recover(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
     let since = chrono::DateTime::parse_from_rfc3339(post.field("since"))
         .map(|t| t.timestamp_millis())
-        .map_err(|_| Error::InvalidRequest("Invalid request: since must be an RFC 3339 time, such as 2026-11-25T10:00:00Z".into()))
+        .map_err(|_| {
+            Error::InvalidRequest(
+                "Invalid request: since must be an RFC 3339 time, such as 2026-11-25T10:00:00Z"
+                    .into(),
+            )
+        })
         .in_page(signed)?;
-    let queued = gw.recover_deliveries(&project, &rule, since).await.in_page(signed)?;
+    let queued = gw
+        .recover_deliveries(&project, &rule, since)
+        .await
+        .in_page(signed)?;
     let notice = format!("{queued} failed deliveries queued again.");
-    rule_page(signed, &gw, &project, &rule, None, Shown::Notice(notice)).await.in_page(signed)
+    rule_page(signed, &gw, &project, &rule, None, Shown::Notice(notice))
+        .await
+        .in_page(signed)
 }
 
-async fn delivery(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn delivery(
+    req: HttpRequest,
+    signed: Signed,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let (project, rule) = target(&req, &signed, &gw).await.in_page(&signed)?;
     let id = req.match_info().get("id").unwrap_or("");
-    let d = gw.delivery(&project, &rule, id, ATTEMPTS).await.in_page(&signed)?;
+    let d = gw
+        .delivery(&project, &rule, id, ATTEMPTS)
+        .await
+        .in_page(&signed)?;
     let path = rule_path(&project, rule.as_str());
     let body = html! {
         p { a href=(path) { "← Event rule " (rule) } }
@@ -367,10 +530,18 @@ async fn delivery(req: HttpRequest, signed: Signed, gw: web::Data<Gateway>) -> R
     Ok(view::ok("Delivery", &signed, Some(&project), body))
 }
 
-async fn redeliver(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn redeliver(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
     let id = req.match_info().get("id").unwrap_or("");
     let d = gw.redeliver(&project, &rule, id).await.in_page(signed)?;
-    Ok(view::see_other(&format!("{}/deliveries/{}", rule_path(&project, rule.as_str()), d.id)))
+    Ok(view::see_other(&format!(
+        "{}/deliveries/{}",
+        rule_path(&project, rule.as_str()),
+        d.id
+    )))
 }

@@ -217,7 +217,9 @@ impl FromRequest for Post {
                 .await
                 .map_err(|e| {
                     ConsoleError::Page(
-                        Error::InvalidRequest(format!("Invalid request: the form could not be read: {e}")),
+                        Error::InvalidRequest(format!(
+                            "Invalid request: the form could not be read: {e}"
+                        )),
                         None,
                     )
                 })?;
@@ -343,7 +345,9 @@ struct SignInQuery {
 async fn signin_page(q: web::Query<SignInQuery>) -> HttpResponse {
     let notice = match q.notice.as_deref() {
         Some("expired") => Some("Your session has ended; sign in again."),
-        Some("revoked") => Some("The key of your session was revoked or has expired; sign in with a valid key."),
+        Some("revoked") => {
+            Some("The key of your session was revoked or has expired; sign in with a valid key.")
+        }
         Some("signedout") => Some("You have signed out."),
         _ => None,
     };
@@ -383,7 +387,10 @@ fn signin_form(
 fn same_origin(req: &HttpRequest) -> bool {
     let site_ok = crate::http::header(req, "sec-fetch-site")
         .is_none_or(|s| matches!(s, "same-origin" | "none"));
-    let origin_ok = match (crate::http::header(req, "origin"), crate::http::header(req, "host")) {
+    let origin_ok = match (
+        crate::http::header(req, "origin"),
+        crate::http::header(req, "host"),
+    ) {
         (None, _) => true,
         (Some(origin), Some(host)) => origin
             .split_once("://")
@@ -400,17 +407,27 @@ async fn signin(
 ) -> Result<HttpResponse, ConsoleError> {
     let next = safe_next(form.get("next").map_or("/ui/", String::as_str)).to_owned();
     if !same_origin(&req) {
-        return Err(Error::AccessDenied("Sign-in must come from the console's own page".into()).into());
+        return Err(
+            Error::AccessDenied("Sign-in must come from the console's own page".into()).into(),
+        );
     }
     let key = form.get("key").map_or("", |k| k.trim());
     let principal = match gw.whoami(Some(key)).await {
         Ok(p) => p,
-        Err(e @ (Error::InvalidToken(_) | Error::AccessDenied(_) | Error::TooManyRequests { .. })) => {
+        Err(
+            e @ (Error::InvalidToken(_) | Error::AccessDenied(_) | Error::TooManyRequests { .. }),
+        ) => {
             let message = match e {
                 Error::TooManyRequests { .. } => e.public_message(),
-                _ => "That API key is not valid: it is malformed, unknown, revoked or expired.".to_owned(),
+                _ => "That API key is not valid: it is malformed, unknown, revoked or expired."
+                    .to_owned(),
             };
-            return Ok(signin_form(StatusCode::UNAUTHORIZED, &next, None, Some(&message)));
+            return Ok(signin_form(
+                StatusCode::UNAUTHORIZED,
+                &next,
+                None,
+                Some(&message),
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -447,7 +464,9 @@ async fn signin(
 }
 
 async fn signout(post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
-    gw.store.delete_session(&post.signed.session.token_hash).await?;
+    gw.store
+        .delete_session(&post.signed.session.token_hash)
+        .await?;
     let mut gone = Cookie::build(COOKIE, "").path("/ui").finish();
     gone.make_removal();
     Ok(HttpResponse::SeeOther()

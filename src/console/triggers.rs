@@ -19,8 +19,8 @@ use crate::store::{EventFilter, WebhookEvent};
 const P: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}";
 const T: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}";
 /// Pipelines whose triggers one page of the list shows, and triggers per pipeline.
-const PIPELINES_PER_PAGE: u32 = 25;
-const TRIGGERS_PER_PIPELINE: u32 = 100;
+const PIPELINES_PER_PAGE: u32 = 10;
+const TRIGGERS_PER_PIPELINE: u32 = 50;
 /// Events shown on a trigger's page.
 const EVENTS_PER_PAGE: u32 = 20;
 const SAMPLE_PAYLOAD: &str = "{\"sample_key\": \"sample_value\"}";
@@ -59,7 +59,11 @@ fn new_trigger(pipeline: &str) -> String {
 }
 
 /// The project, for a key that may manage it (the API's rule for triggers).
-async fn managed_project(req: &HttpRequest, signed: &Signed, gw: &Gateway) -> Result<ProjectRef, ConsoleError> {
+async fn managed_project(
+    req: &HttpRequest,
+    signed: &Signed,
+    gw: &Gateway,
+) -> Result<ProjectRef, ConsoleError> {
     let project = readable_project(req, signed, gw).await?;
     require_manage(&signed.principal, &project.account)?;
     Ok(project)
@@ -78,7 +82,10 @@ async fn target(
 }
 
 fn trigger_path(project: &ProjectRef, pipeline: &str, trigger: &str) -> String {
-    format!("{}/pipelines/{pipeline}/triggers/{trigger}", project_path(project))
+    format!(
+        "{}/pipelines/{pipeline}/triggers/{trigger}",
+        project_path(project)
+    )
 }
 
 async fn list(
@@ -90,7 +97,9 @@ async fn list(
     let project = managed_project(&req, &signed, &gw).await.in_page(&signed)?;
     let cursor = q.get("cursor").map(String::as_str);
     let wanted = q.get("pipelineIdentifier").cloned().unwrap_or_default();
-    list_page(&signed, &gw, &project, cursor, &wanted, None).await.in_page(&signed)
+    list_page(&signed, &gw, &project, cursor, &wanted, None)
+        .await
+        .in_page(&signed)
 }
 
 async fn list_page(
@@ -101,10 +110,15 @@ async fn list_page(
     pipeline_hint: &str,
     draft: Option<(&str, &str)>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let pipelines = gw.store.list_pipelines(project, cursor, PIPELINES_PER_PAGE).await?;
+    let pipelines = gw
+        .store
+        .list_pipelines(project, cursor, PIPELINES_PER_PAGE)
+        .await?;
     let mut rows = Vec::new();
     for p in &pipelines.items {
-        let triggers = gw.list_triggers(project, &p.identifier, None, TRIGGERS_PER_PIPELINE).await?;
+        let triggers = gw
+            .list_triggers(project, &p.identifier, None, TRIGGERS_PER_PIPELINE)
+            .await?;
         for t in triggers.items {
             let last = last_event(gw, project, &t.pipeline_identifier, &t.identifier).await?;
             rows.push((t, last));
@@ -173,8 +187,18 @@ async fn list_page(
             }
         }
     };
-    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok(view::render(status, "Triggers", Some(signed), Some(project), body))
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(view::render(
+        status,
+        "Triggers",
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
 /// The newest event of a trigger.
@@ -184,33 +208,55 @@ async fn last_event(
     pipeline: &str,
     trigger: &str,
 ) -> Result<Option<WebhookEvent>, Error> {
-    let filter = EventFilter { trigger: Some(trigger.to_owned()), ..EventFilter::default() };
+    let filter = EventFilter {
+        trigger: Some(trigger.to_owned()),
+        ..EventFilter::default()
+    };
     let page = gw.store.list_events(project, &filter, None, 5).await?;
     Ok(page.items.into_iter().find(|e| e.pipeline == pipeline))
 }
 
-async fn create(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn create(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
     let stored = async {
         let id = yaml_identifier(text, "/trigger/identifier")?;
         let pipeline = yaml_identifier(text, "/trigger/pipelineIdentifier")?;
-        if gw.store.get_trigger(&project, &pipeline, &id).await?.is_some() {
+        if gw
+            .store
+            .get_trigger(&project, &pipeline, &id)
+            .await?
+            .is_some()
+        {
             return Err(Error::Duplicate(format!(
                 "Trigger {id} already exists on pipeline {pipeline}; edit it on its own page"
             )));
         }
-        gw.put_trigger(&project, &pipeline, &id, text, BodyFormat::Yaml, false).await?;
+        gw.put_trigger(&project, &pipeline, &id, text, BodyFormat::Yaml, false)
+            .await?;
         Ok((pipeline, id))
     };
     match stored.await {
-        Ok((pipeline, id)) => Ok(view::see_other(&trigger_path(&project, pipeline.as_str(), id.as_str()))),
-        Err(e) if e.status() < 500 => {
-            list_page(signed, &gw, &project, None, "", Some((&e.public_message(), text)))
-                .await
-                .in_page(signed)
-        }
+        Ok((pipeline, id)) => Ok(view::see_other(&trigger_path(
+            &project,
+            pipeline.as_str(),
+            id.as_str(),
+        ))),
+        Err(e) if e.status() < 500 => list_page(
+            signed,
+            &gw,
+            &project,
+            None,
+            "",
+            Some((&e.public_message(), text)),
+        )
+        .await
+        .in_page(signed),
         Err(e) => Err(e).in_page(signed),
     }
 }
@@ -223,18 +269,34 @@ async fn show(
 ) -> Result<HttpResponse, ConsoleError> {
     let (project, pipeline, trigger) = target(&req, &signed, &gw).await.in_page(&signed)?;
     let cursor = q.get("cursor").map(String::as_str);
-    trigger_page(&signed, &gw, &project, &pipeline, &trigger, cursor, Shown::Plain)
-        .await
-        .in_page(&signed)
+    trigger_page(
+        &signed,
+        &gw,
+        &project,
+        &pipeline,
+        &trigger,
+        cursor,
+        Shown::Plain,
+    )
+    .await
+    .in_page(&signed)
 }
 
 /// What a trigger's page shows besides the trigger.
 enum Shown<'a> {
     Plain,
     /// A refused edit, with the text as submitted.
-    SaveRefused { error: String, text: &'a str },
+    SaveRefused {
+        error: String,
+        text: &'a str,
+    },
     /// The outcome of "Send test payload", with the form as submitted.
-    Tested { outcome: Result<Accepted, Error>, payload: &'a str, headers: &'a str, dry_run: bool },
+    Tested {
+        outcome: Box<Result<Accepted, Error>>,
+        payload: &'a str,
+        headers: &'a str,
+        dry_run: bool,
+    },
 }
 
 async fn trigger_page(
@@ -246,11 +308,22 @@ async fn trigger_page(
     cursor: Option<&str>,
     shown: Shown<'_>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let t = gw.get_trigger(project, pipeline, trigger).await?.ok_or_else(|| {
-        Error::NotFound(format!("Trigger {trigger} does not exist on pipeline {pipeline} in {project}"))
-    })?;
-    let filter = EventFilter { trigger: Some(trigger.to_string()), ..EventFilter::default() };
-    let events = gw.store.list_events(project, &filter, cursor, EVENTS_PER_PAGE).await?;
+    let t = gw
+        .get_trigger(project, pipeline, trigger)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "Trigger {trigger} does not exist on pipeline {pipeline} in {project}"
+            ))
+        })?;
+    let filter = EventFilter {
+        trigger: Some(trigger.to_string()),
+        ..EventFilter::default()
+    };
+    let events = gw
+        .store
+        .list_events(project, &filter, cursor, EVENTS_PER_PAGE)
+        .await?;
     let path = trigger_path(project, pipeline.as_str(), trigger.as_str());
     let base = project_path(project);
     let (save_error, yaml) = match &shown {
@@ -258,11 +331,16 @@ async fn trigger_page(
         _ => (None, t.yaml.clone()),
     };
     let (payload, headers, dry_run) = match &shown {
-        Shown::Tested { payload, headers, dry_run, .. } => (*payload, *headers, *dry_run),
+        Shown::Tested {
+            payload,
+            headers,
+            dry_run,
+            ..
+        } => (*payload, *headers, *dry_run),
         _ => (SAMPLE_PAYLOAD, "", false),
     };
     let tested = match &shown {
-        Shown::Tested { outcome, .. } => Some(outcome),
+        Shown::Tested { outcome, .. } => Some(outcome.as_ref()),
         _ => None,
     };
     let body = html! {
@@ -353,34 +431,65 @@ async fn trigger_page(
         }
     };
     let status = match &shown {
-        Shown::SaveRefused { .. } | Shown::Tested { outcome: Err(_), .. } => StatusCode::BAD_REQUEST,
+        Shown::SaveRefused { .. } => StatusCode::BAD_REQUEST,
+        Shown::Tested { outcome, .. } if outcome.is_err() => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
-    Ok(view::render(status, &format!("Trigger {trigger}"), Some(signed), Some(project), body))
+    Ok(view::render(
+        status,
+        &format!("Trigger {trigger}"),
+        Some(signed),
+        Some(project),
+        body,
+    ))
 }
 
-async fn save(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn save(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, pipeline, trigger) = target(&req, signed, &gw).await.in_page(signed)?;
     let text = post.raw("yaml");
-    match gw.put_trigger(&project, &pipeline, &trigger, text, BodyFormat::Yaml, false).await {
-        Ok(_) => Ok(view::see_other(&trigger_path(&project, pipeline.as_str(), trigger.as_str()))),
+    match gw
+        .put_trigger(&project, &pipeline, &trigger, text, BodyFormat::Yaml, false)
+        .await
+    {
+        Ok(_) => Ok(view::see_other(&trigger_path(
+            &project,
+            pipeline.as_str(),
+            trigger.as_str(),
+        ))),
         Err(e) if e.status() < 500 => {
-            let shown = Shown::SaveRefused { error: e.public_message(), text };
-            trigger_page(signed, &gw, &project, &pipeline, &trigger, None, shown).await.in_page(signed)
+            let shown = Shown::SaveRefused {
+                error: e.public_message(),
+                text,
+            };
+            trigger_page(signed, &gw, &project, &pipeline, &trigger, None, shown)
+                .await
+                .in_page(signed)
         }
         Err(e) => Err(e).in_page(signed),
     }
 }
 
-async fn set_enabled(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn set_enabled(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, pipeline, trigger) = target(&req, signed, &gw).await.in_page(signed)?;
     let enabled = crate::http::bool_param(&post.fields, "enabled").in_page(signed)?;
     gw.set_trigger_enabled(&project, &pipeline, &trigger, enabled)
         .await
         .in_page(signed)?
-        .ok_or_else(|| Error::NotFound(format!("Trigger {trigger} does not exist on pipeline {pipeline} in {project}")))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "Trigger {trigger} does not exist on pipeline {pipeline} in {project}"
+            ))
+        })
         .in_page(signed)?;
     Ok(view::see_other(&if post.field("back") == "list" {
         format!("{}/triggers", project_path(&project))
@@ -391,7 +500,11 @@ async fn set_enabled(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Re
 
 /// "Send test payload": the real intake (v3, by the trigger's token), authorized as the signed-in
 /// key, with `X-Trigger-Dry-Run` when asked.
-async fn test(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<HttpResponse, ConsoleError> {
+async fn test(
+    req: HttpRequest,
+    post: Post,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, pipeline, trigger) = target(&req, signed, &gw).await.in_page(signed)?;
     let record = gw
@@ -399,7 +512,11 @@ async fn test(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Ht
         .get_trigger(&project, &pipeline, &trigger)
         .await
         .in_page(signed)?
-        .ok_or_else(|| Error::NotFound(format!("Trigger {trigger} does not exist on pipeline {pipeline} in {project}")))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "Trigger {trigger} does not exist on pipeline {pipeline} in {project}"
+            ))
+        })
         .in_page(signed)?;
     let payload = post.raw("payload");
     let header_text = post.raw("headers");
@@ -441,6 +558,13 @@ async fn test(req: HttpRequest, post: Post, gw: web::Data<Gateway>) -> Result<Ht
             crate::service::intake::custom_v3(&gw, &record.token, request).await
         }
     };
-    let shown = Shown::Tested { outcome, payload, headers: header_text, dry_run };
-    trigger_page(signed, &gw, &project, &pipeline, &trigger, None, shown).await.in_page(signed)
+    let shown = Shown::Tested {
+        outcome: Box::new(outcome),
+        payload,
+        headers: header_text,
+        dry_run,
+    };
+    trigger_page(signed, &gw, &project, &pipeline, &trigger, None, shown)
+        .await
+        .in_page(signed)
 }

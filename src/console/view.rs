@@ -72,7 +72,12 @@ pub(crate) fn render(
 }
 
 /// A 200 page.
-pub(crate) fn ok(title: &str, signed: &Signed, project: Option<&ProjectRef>, body: Markup) -> HttpResponse {
+pub(crate) fn ok(
+    title: &str,
+    signed: &Signed,
+    project: Option<&ProjectRef>,
+    body: Markup,
+) -> HttpResponse {
     render(StatusCode::OK, title, Some(signed), project, body)
 }
 
@@ -91,9 +96,24 @@ pub(crate) fn csrf(signed: &Signed) -> Markup {
 /// A status as a coloured badge; the colour class is derived from the status.
 pub(crate) fn badge(status: &str) -> Markup {
     let class = match status {
+        code if code.parse::<u16>().is_ok() => {
+            if code.starts_with('2') {
+                "good"
+            } else {
+                "bad"
+            }
+        }
+        "Enabled" | "On" => "good",
         "Success" | "SUCCESS" | "Delivered" | "TARGET_EXECUTION_REQUESTED" | "Matched" => "good",
-        "Failed" | "Errored" | "Aborted" | "Rejected" | "Expired" | "FAILED" | "Dead"
-        | "INVALID_RUNTIME_INPUT_YAML" | "EXCEPTION" => "bad",
+        "Failed"
+        | "Errored"
+        | "Aborted"
+        | "Rejected"
+        | "Expired"
+        | "FAILED"
+        | "Dead"
+        | "INVALID_RUNTIME_INPUT_YAML"
+        | "EXCEPTION" => "bad",
         "Running" | "Queued" | "Pending" | "Retrying" | "QUEUED" => "busy",
         "ApprovalWaiting" | "Paused" | "InterventionWaiting" | "AsyncWaiting" => "wait",
         _ => "plain",
@@ -160,7 +180,10 @@ pub(crate) fn pager(path: &str, query: &[(&str, &str)], next: Option<&str>) -> M
         return html! {};
     };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in query.iter().filter(|(k, v)| *k != "cursor" && !v.is_empty()) {
+    for (k, v) in query
+        .iter()
+        .filter(|(k, v)| *k != "cursor" && !v.is_empty())
+    {
         q.append_pair(k, v);
     }
     q.append_pair("cursor", cursor);

@@ -38,8 +38,8 @@ impl Browser {
     /// Starts chromedriver and a headless chromium, or `None` (with a note) when they are not
     /// installed and the browser tests are not required.
     async fn start() -> Option<Browser> {
-        let installed = std::path::Path::new(CHROMIUM).exists()
-            && std::path::Path::new(CHROMEDRIVER).exists();
+        let installed =
+            std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
         if !installed {
             assert!(
                 !required(),
@@ -263,8 +263,13 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
 
     // 1. A bad key: the error, in the page.
     b.goto(&format!("{}/ui/", app.address)).await;
-    assert!(b.path().await.starts_with("/ui/signin"), "{}", b.path().await);
-    b.type_into("#key", "pat.acc.000000000000000000000000.wrong").await;
+    assert!(
+        b.path().await.starts_with("/ui/signin"),
+        "{}",
+        b.path().await
+    );
+    b.type_into("#key", "pat.acc.000000000000000000000000.wrong")
+        .await;
     b.click("form[action='/ui/signin'] button").await;
     assert!(b.text("#signin-error").await.contains("not valid"));
     b.screenshot("signin").await;
@@ -281,12 +286,19 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     b.goto(&format!("{project}/pipelines")).await;
     b.paste("yaml", &pipeline(&release)).await;
     b.click("form[action$='/pipelines'] button").await;
-    assert!(b.path().await.ends_with("/pipelines/story"), "{}", b.path().await);
+    assert!(
+        b.path().await.ends_with("/pipelines/story"),
+        "{}",
+        b.path().await
+    );
     b.screenshot("pipeline").await;
     b.goto(&format!("{project}/triggers")).await;
     b.paste("yaml", TRIGGER).await;
     b.click("form[action$='/triggers'] button").await;
-    assert!(b.path().await.ends_with("/pipelines/story/triggers/on_push"));
+    assert!(b
+        .path()
+        .await
+        .ends_with("/pipelines/story/triggers/on_push"));
 
     // 4. Its cURL, copied (the script shows the button) and fired over HTTP.
     let copy = b.css("button[data-copy='curl']").await;
@@ -309,7 +321,8 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
     // 5. The event appears on the trigger's page by itself, and leads to its execution.
-    b.wait_for_text("#events", "TARGET_EXECUTION_REQUESTED", false).await;
+    b.wait_for_text("#events", "TARGET_EXECUTION_REQUESTED", false)
+        .await;
     b.screenshot("trigger").await;
     b.click("#events td a").await;
     assert!(b.path().await.contains("/events/"));
@@ -334,7 +347,8 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     // 7. The Approval step: its buttons appear as the page refreshes itself; approve.
     b.wait_for_text("#summary", "ApprovalWaiting", false).await;
     b.type_into("#comment", "ship it").await;
-    b.click("form[action$='/approve'] button[type=submit]:not([formaction])").await;
+    b.click("form[action$='/approve'] button[type=submit]:not([formaction])")
+        .await;
     b.wait_for_text("#summary dd", "Success", true).await;
     b.screenshot("execution").await;
 
@@ -348,10 +362,16 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     b.click("form[action$='/eventrules'] button").await;
     assert!(b.text(".secret").await.contains("shown only this once"));
     b.goto(&format!("{project}/eventrules/ops")).await;
-    assert!(!b.text("main").await.contains("shown only this once"), "only once");
+    assert!(
+        !b.text("main").await.contains("shown only this once"),
+        "only once"
+    );
     b.wait_for_text("#deliveries", "Success", true).await;
     b.click("#deliveries td a").await;
-    assert!(b.text("main").await.contains("thanks"), "the receiver's answer");
+    assert!(
+        b.text("main").await.contains("thanks"),
+        "the receiver's answer"
+    );
     let before = receiver.requests().len();
     b.click("form[action$='/redeliver'] button").await;
     b.wait_for_text("main dl", "Success", true).await;
@@ -359,7 +379,8 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     b.screenshot("delivery").await;
 
     // 9. Revoking the key ends the session: the next page is the sign-in page.
-    b.goto(&format!("{}/ui/accounts/acc/keys", app.address)).await;
+    b.goto(&format!("{}/ui/accounts/acc/keys", app.address))
+        .await;
     b.screenshot("keys").await;
     revoke(&app, &admin).await;
     b.goto(&format!("{project}/executions")).await;

@@ -114,7 +114,10 @@ impl<'a> Visitor<'a> {
 }
 
 fn ui_project(t: &TestTrigger) -> String {
-    format!("/ui/accounts/{}/orgs/{}/projects/{}", t.account, t.org, t.project)
+    format!(
+        "/ui/accounts/{}/orgs/{}/projects/{}",
+        t.account, t.org, t.project
+    )
 }
 
 async fn trigger_enabled(app: &TestApp, t: &TestTrigger) -> bool {
@@ -167,7 +170,10 @@ async fn the_session_cookie_is_http_only_strict_and_is_not_the_key() {
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(cookie.contains("Path=/ui"), "{cookie}");
     let secret = t.admin_key.rsplit('.').next().unwrap();
-    assert!(!cookie.contains(secret), "the key never reaches the browser");
+    assert!(
+        !cookie.contains(secret),
+        "the key never reaches the browser"
+    );
     // Served over plain http here; `Secure` is set when the public URL is https.
     assert!(!cookie.contains("Secure"), "{cookie}");
 }
@@ -276,7 +282,10 @@ async fn an_executor_key_reads_executions_but_cannot_manage_pipelines() {
     assert_eq!(status, 200);
     let (status, body) = v.get(&format!("{}/pipelines", ui_project(&t))).await;
     assert_eq!(status, 403);
-    assert!(body.contains("Missing permission to manage account acc"), "{body}");
+    assert!(
+        body.contains("Missing permission to manage account acc"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -404,7 +413,11 @@ async fn a_test_payload_goes_through_the_real_intake_and_a_dry_run_stores_nothin
     let (status, body) = v.post(&test, &[("payload", "{\"a\": 1}")]).await;
     assert_eq!(status, 200);
     assert!(body.contains("TARGET_EXECUTION_REQUESTED"));
-    assert_eq!(app.events(&t).await.len(), 1, "stored as a webhook would be");
+    assert_eq!(
+        app.events(&t).await.len(),
+        1,
+        "stored as a webhook would be"
+    );
 
     let (status, body) = v
         .post(&test, &[("payload", "{}"), ("headers", "no colon here")])

@@ -22,8 +22,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::cursor::{decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
-    Account, ApiKeyRecord, Change, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page,
-    PipelineRecord, RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult,
+    Account, ApiKeyRecord, Change, ConsoleSession, EventFilter, Execution, Millis, NewExecution,
+    Page, PipelineRecord, RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult,
     TriggerRecord, WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
 use crate::domain::ids::{
@@ -956,8 +956,17 @@ impl Store for PgStore {
         execute(
             &c,
             "storing a console session",
-            &format!("INSERT INTO console_sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-            &[&s.token_hash, &s.key_id.as_str(), &s.csrf, &s.project, &s.created_at, &s.last_seen],
+            &format!(
+                "INSERT INTO console_sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            &[
+                &s.token_hash,
+                &s.key_id.as_str(),
+                &s.csrf,
+                &s.project,
+                &s.created_at,
+                &s.last_seen,
+            ],
         )
         .await?;
         Ok(())

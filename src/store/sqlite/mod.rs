@@ -22,9 +22,9 @@ use self::checkpoint::Checkpointer;
 use self::writer::{Writer, WriterThread};
 use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
-    Account, ApiKeyRecord, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page, PipelineRecord,
-    RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult, TriggerRecord,
-    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
+    Account, ApiKeyRecord, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page,
+    PipelineRecord, RecordOutcome, Role, Scope, SettingScope, Store, StoreError, StoreResult,
+    TriggerRecord, WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
 use crate::domain::ids::{
     token_digest, AccountId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,

@@ -382,8 +382,18 @@ pub struct Overrides {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
-/// Env vars with the `TRIGGERD_` prefix that are not settings keys.
-const NON_SETTING_ENV: &[&str] = &["config", "root_key"];
+/// Env vars with the `TRIGGERD_` prefix that are not settings keys: the server's own, the
+/// client's (a shell set up for `triggerd fire` can still start a server), and the test suite's.
+const NON_SETTING_ENV: &[&str] = &[
+    "config",
+    "root_key",
+    "url",
+    "api_key",
+    "project",
+    "profile",
+    "test_backend",
+    "browser_tests",
+];
 
 impl Settings {
     /// Loads settings from `file` (or `triggerd.toml` when it exists), the environment and

@@ -23,18 +23,18 @@ const X: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}";
 const PAGE: u32 = 25;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(format!("{P}/events")).route(web::get().to(events)))
-        .service(web::resource(format!("{P}/events/{{event}}")).route(web::get().to(event)))
-        .service(web::resource(format!("{P}/executions")).route(web::get().to(executions)))
-        .service(web::resource(X).route(web::get().to(execution)))
+    cfg.service(super::resource(format!("{P}/events")).route(web::get().to(events)))
+        .service(super::resource(format!("{P}/events/{{event}}")).route(web::get().to(event)))
+        .service(super::resource(format!("{P}/executions")).route(web::get().to(executions)))
+        .service(super::resource(X).route(web::get().to(execution)))
         .service(
-            web::resource(format!("{X}/logs/{{stage}}/{{step}}")).route(web::get().to(step_log)),
+            super::resource(format!("{X}/logs/{{stage}}/{{step}}")).route(web::get().to(step_log)),
         )
         .service(
-            web::resource(format!("{X}/logs/{{stage}}/{{step}}/lines"))
+            super::resource(format!("{X}/logs/{{stage}}/{{step}}/lines"))
                 .route(web::get().to(log_lines)),
         )
-        .service(web::resource(format!("{X}/{{action}}")).route(web::post().to(control)));
+        .service(super::resource(format!("{X}/{{action}}")).route(web::post().to(control)));
 }
 
 /// A filter's value from the query, empty when absent.
@@ -65,6 +65,9 @@ async fn events(
         .await
         .in_page(&signed)?;
     let filter = EventFilter {
+        pipeline: crate::http::identifier_filter(&q, "pipelineIdentifier")
+            .in_page(&signed)?
+            .map(|p| p.to_string()),
         trigger: crate::http::identifier_filter(&q, "triggerIdentifier")
             .in_page(&signed)?
             .map(|t| t.to_string()),
@@ -77,16 +80,21 @@ async fn events(
         .await
         .in_page(&signed)?;
     let base = project_path(&project);
-    let (trigger, state) = (param(&q, "triggerIdentifier"), param(&q, "status"));
+    let (pipeline, trigger, state) = (
+        param(&q, "pipelineIdentifier"),
+        param(&q, "triggerIdentifier"),
+        param(&q, "status"),
+    );
     let body = html! {
         form.filters method="get" {
+            div { label for="pipelineIdentifier" { "Pipeline" } input type="text" id="pipelineIdentifier" name="pipelineIdentifier" value=(pipeline); }
             div { label for="triggerIdentifier" { "Trigger" } input type="text" id="triggerIdentifier" name="triggerIdentifier" value=(trigger); }
             (select("status", "Status", EVENT_STATUSES, state))
             button.secondary type="submit" { "Filter" }
         }
         div #events data-refresh="5" {
             @if page.items.is_empty() {
-                div.empty { @if filter.trigger.is_some() || filter.status.is_some() { "No events match these filters." } @else {
+                div.empty { @if filter.pipeline.is_some() || filter.trigger.is_some() || filter.status.is_some() { "No events match these filters." } @else {
                     "No events yet: fire a trigger's cURL (see " a href=(format!("{base}/triggers")) { "Triggers" } ")." } }
             } @else {
                 table {
@@ -105,7 +113,7 @@ async fn events(
                 }
             }
         }
-        (view::pager(&format!("{base}/events"), &[("triggerIdentifier", trigger), ("status", state)], page.next_cursor.as_deref()))
+        (view::pager(&format!("{base}/events"), &[("pipelineIdentifier", pipeline), ("triggerIdentifier", trigger), ("status", state)], page.next_cursor.as_deref()))
     };
     Ok(view::ok("Events", &signed, Some(&project), body))
 }
@@ -134,8 +142,13 @@ async fn event(
     .ok_or_else(missing)
     .in_page(&signed)?;
     let base = project_path(&project);
+    // Retention purges executions before their events: a missing one is said so, not a 404.
     let run = match &e.plan_execution_id {
-        Some(x) => Some(gw.execution(&project, x.as_str()).await.in_page(&signed)?),
+        Some(x) => match gw.execution(&project, x.as_str()).await {
+            Ok(run) => Some(run),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e).in_page(&signed),
+        },
         None => None,
     };
     let body = html! {
@@ -157,7 +170,10 @@ async fn event(
                     " · run #" (run.execution.run_sequence) }
                 (graph(&base, run))
             },
-            None => p.muted { "This event started no execution." },
+            None => p.muted {
+                @if e.plan_execution_id.is_some() { "Its execution is no longer kept (retention)." }
+                @else { "This event started no execution." }
+            },
         }
         h2 { "Payload" }
         pre { (view::pretty_text(&e.payload)) }

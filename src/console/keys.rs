@@ -17,13 +17,13 @@ use crate::store::SettingScope;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/accounts/{acc}/keys")
+        super::resource("/accounts/{acc}/keys")
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
-    .service(web::resource("/accounts/{acc}/keys/{keyId}/revoke").route(web::post().to(revoke)))
+    .service(super::resource("/accounts/{acc}/keys/{keyId}/revoke").route(web::post().to(revoke)))
     .service(
-        web::resource("/accounts/{acc}/orgs/{org}/projects/{proj}/settings")
+        super::resource("/accounts/{acc}/orgs/{org}/projects/{proj}/settings")
             .route(web::get().to(settings))
             .route(web::post().to(save_setting)),
     );
@@ -100,6 +100,7 @@ async fn keys_page(
         @if let Some(e) = error { (view::error_box(e)) }
         form method="post" action=(format!("/ui/accounts/{acc}/keys")) {
             (view::csrf(signed))
+            (view::once())
             label for="name" { "Name" }
             input #name type="text" name="name" required;
             label for="role" { "Role" }
@@ -132,6 +133,7 @@ async fn create(
 ) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let acc = managed_account(&req, signed).in_page(signed)?;
+    post.once(&gw).await?;
     let projects: Vec<&str> = post
         .field("projects")
         .split(',')

@@ -31,9 +31,6 @@ pub(crate) use session::{ConsoleError, InPage, Post, Signed};
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// Largest form a console page posts (a pipeline's YAML): the API's own body limit.
-const MAX_FORM_BYTES: usize = 1024 * 1024;
-
 /// Registers `/ui` and everything under it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ui").to(|| async {
@@ -53,7 +50,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     // send `Origin: null` on the console's own form posts.)
                     .add((header::REFERRER_POLICY, "same-origin")),
             )
-            .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
             .configure(assets::configure)
             .configure(session::configure)
             .configure(projects::configure)
@@ -69,6 +65,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn not_found(signed: Option<Signed>) -> Result<HttpResponse, ConsoleError> {
     Err(ConsoleError::Page(
         crate::error::Error::NotFound("There is no such page in the console".into()),
+        signed.map(Box::new),
+    ))
+}
+
+/// A console resource whose unlisted methods answer 405 with a page.
+pub(crate) fn resource(path: impl AsRef<str>) -> actix_web::Resource {
+    web::resource(path.as_ref()).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(
+    req: actix_web::HttpRequest,
+    signed: Option<Signed>,
+) -> Result<HttpResponse, ConsoleError> {
+    Err(ConsoleError::Page(
+        crate::error::Error::MethodNotAllowed(format!(
+            "This page does not take {} requests",
+            req.method()
+        )),
         signed.map(Box::new),
     ))
 }

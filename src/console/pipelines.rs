@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::projects::readable_project;
 use super::{project_path, view, ConsoleError, InPage as _, Post, Signed};
 use crate::domain::ids::{Identifier, ProjectRef};
-use crate::domain::pipeline::{PipelineSpec, VariableType};
+use crate::domain::pipeline::PipelineSpec;
 use crate::domain::BodyFormat;
 use crate::error::Error;
 use crate::service::{require_manage, require_read, Gateway};
@@ -38,16 +38,16 @@ const NEW_PIPELINE: &str = "pipeline:
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(format!("{P}/pipelines"))
+        super::resource(format!("{P}/pipelines"))
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     .service(
-        web::resource(format!("{P}/pipelines/{{pipe}}"))
+        super::resource(format!("{P}/pipelines/{{pipe}}"))
             .route(web::get().to(show))
             .route(web::post().to(save)),
     )
-    .service(web::resource(format!("{P}/pipelines/{{pipe}}/run")).route(web::post().to(run)));
+    .service(super::resource(format!("{P}/pipelines/{{pipe}}/run")).route(web::post().to(run)));
 }
 
 /// The project of the path, for a key that may manage it (the API's rule for pipelines).
@@ -185,7 +185,10 @@ async fn show(
     signed: Signed,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let project = managed_project(&req, &signed, &gw).await.in_page(&signed)?;
+    // Any key that may run the pipeline sees its page; only a managing key its YAML and triggers.
+    let project = readable_project(&req, &signed, &gw)
+        .await
+        .in_page(&signed)?;
     let id = crate::http::path_identifier(&req, "pipe", "pipelineIdentifier").in_page(&signed)?;
     pipeline_page(&signed, &gw, &project, &id, None)
         .await
@@ -211,7 +214,12 @@ async fn pipeline_page(
         .await?
         .ok_or_else(|| Error::NotFound(format!("Pipeline {id} does not exist in {project}")))?;
     let spec = PipelineSpec::from_value(&record.spec).map_err(Error::from)?;
-    let triggers = gw.list_triggers(project, id, None, PAGE).await?;
+    let manages = require_manage(&signed.principal, &project.account).is_ok();
+    let triggers = if manages {
+        gw.list_triggers(project, id, None, PAGE).await?.items
+    } else {
+        Vec::new()
+    };
     let base = format!("{}/pipelines/{id}", project_path(project));
     let stored_yaml = spec.to_yaml();
     let (save_error, text, run_error) = match &refused {
@@ -225,8 +233,11 @@ async fn pipeline_page(
         h2 { "Run" }
         @if let Some(e) = run_error { (view::error_box(e)) }
         (run_form(signed, &base, &spec))
+        @if !manages {
+            p.muted { "Your key may run this pipeline; its definition and triggers need an admin key." }
+        } @else {
         h2 { "Triggers" }
-        @if triggers.items.is_empty() {
+        @if triggers.is_empty() {
             div.empty {
                 "No triggers yet: create one to start this pipeline from a webhook. "
                 a href=(format!("{}/triggers?pipelineIdentifier={id}#new", project_path(project))) { "Create a trigger" }
@@ -235,7 +246,7 @@ async fn pipeline_page(
             table {
                 thead { tr { th { "Trigger" } th { "Enabled" } th { "Webhook URL" } } }
                 tbody {
-                    @for t in &triggers.items {
+                    @for t in &triggers {
                         tr {
                             td { a href=(format!("{base}/triggers/{}", t.identifier)) { (t.identifier) } }
                             td { @if t.enabled { "yes" } @else { span.muted { "no" } } }
@@ -252,6 +263,7 @@ async fn pipeline_page(
             label for="yaml" { "Pipeline YAML" }
             textarea #yaml name="yaml" rows=(text.lines().count().clamp(12, 40)) spellcheck="false" { (text) }
             button type="submit" { "Save" }
+        }
         }
     };
     let status = if refused.is_some() {
@@ -339,16 +351,13 @@ async fn run(
     let variables: Vec<Value> = spec
         .runtime_inputs()
         .filter_map(|v| {
+            // As text: the runtime input reads a Number from it exactly as from a webhook's
+            // inputYaml (an integer stays an integer), and refuses it with the same message.
             let given = post.fields.get(&format!("input.{}", v.name))?.trim();
-            let value = match v.var_type {
-                VariableType::Number => given
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number))
-                    .unwrap_or_else(|| Value::String(given.to_owned())),
-                VariableType::String => Value::String(given.to_owned()),
-            };
-            Some(json!({"name": v.name, "type": v.var_type.as_str(), "value": value}))
+            if given.is_empty() && v.default.is_some() {
+                return None;
+            }
+            Some(json!({"name": v.name, "value": given}))
         })
         .collect();
     let input = (!variables.is_empty())

@@ -13,10 +13,10 @@ use crate::service::{require_account, Gateway};
 const PICKER_LIMIT: u32 = 100;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/projects").route(web::get().to(picker)))
-        .service(web::resource("/accounts/{acc}").route(web::get().to(account)))
+    cfg.service(super::resource("/projects").route(web::get().to(picker)))
+        .service(super::resource("/accounts/{acc}").route(web::get().to(account)))
         .service(
-            web::resource("/accounts/{acc}/orgs/{org}/projects/{proj}")
+            super::resource("/accounts/{acc}/orgs/{org}/projects/{proj}")
                 .route(web::get().to(project_home)),
         );
 }

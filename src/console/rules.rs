@@ -43,22 +43,23 @@ auth:
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(format!("{P}/eventrules"))
+        super::resource(format!("{P}/eventrules"))
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     .service(
-        web::resource(R)
+        super::resource(R)
             .route(web::get().to(show))
             .route(web::post().to(save)),
     )
-    .service(web::resource(format!("{R}/enabled")).route(web::post().to(set_enabled)))
-    .service(web::resource(format!("{R}/test")).route(web::post().to(test)))
-    .service(web::resource(format!("{R}/rotate")).route(web::post().to(rotate)))
-    .service(web::resource(format!("{R}/recover")).route(web::post().to(recover)))
-    .service(web::resource(format!("{R}/deliveries/{{id}}")).route(web::get().to(delivery)))
+    .service(super::resource(format!("{R}/enabled")).route(web::post().to(set_enabled)))
+    .service(super::resource(format!("{R}/test")).route(web::post().to(test)))
+    .service(super::resource(format!("{R}/rotate")).route(web::post().to(rotate)))
+    .service(super::resource(format!("{R}/recover")).route(web::post().to(recover)))
+    .service(super::resource(format!("{R}/deliveries/{{id}}")).route(web::get().to(delivery)))
     .service(
-        web::resource(format!("{R}/deliveries/{{id}}/redeliver")).route(web::post().to(redeliver)),
+        super::resource(format!("{R}/deliveries/{{id}}/redeliver"))
+            .route(web::post().to(redeliver)),
     );
 }
 
@@ -140,6 +141,7 @@ async fn list_page(
         @if let Some(e) = error { (view::error_box(e)) }
         form method="post" action=(format!("{base}/eventrules")) {
             (view::csrf(signed))
+            (view::once())
             label for="yaml" { "Event rule YAML" }
             textarea #yaml name="yaml" rows="12" spellcheck="false" { (text) }
             button type="submit" { "Create event rule" }
@@ -166,6 +168,7 @@ async fn create(
 ) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let project = managed_project(&req, signed, &gw).await.in_page(signed)?;
+    post.once(&gw).await?;
     let text = post.raw("yaml");
     let stored = async {
         let id = yaml_identifier(text, "/identifier")?;
@@ -291,6 +294,7 @@ async fn rule_page(
             }
             form method="post" action=(format!("{path}/rotate")) data-confirm="Make a new signing secret? The old one keeps signing for 24 hours." {
                 (view::csrf(signed))
+                (view::once())
                 button.secondary type="submit" { "Rotate secret" }
             }
             form method="post" action=(format!("{path}/recover")) {
@@ -437,6 +441,7 @@ async fn rotate(
 ) -> Result<HttpResponse, ConsoleError> {
     let signed = &post.signed;
     let (project, rule) = target(&req, signed, &gw).await.in_page(signed)?;
+    post.once(&gw).await?;
     let rotated = gw
         .rotate_event_rule_secret(&project, &rule)
         .await

@@ -40,12 +40,12 @@ const TOUCH_EVERY: Millis = 60 * 1000;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/signin")
+        super::resource("/signin")
             .route(web::get().to(signin_page))
             .route(web::post().to(signin)),
     )
-    .service(web::resource("/signout").route(web::post().to(signout)))
-    .service(web::resource("/").route(web::get().to(home)));
+    .service(super::resource("/signout").route(web::post().to(signout)))
+    .service(super::resource("/").route(web::get().to(home)));
 }
 
 /// A signed-in request: the session and its key's principal, re-read for this request.
@@ -69,6 +69,28 @@ impl Post {
     /// A field, trimmed; empty when absent.
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name).map_or("", |v| v.trim())
+    }
+
+    /// Refuses a form that makes a secret (a key, a signing secret) when it was posted before:
+    /// a reloaded answer page must not make a second one. The form carries a one-time token
+    /// ([`super::view::once`]).
+    pub async fn once(&self, gw: &Gateway) -> Result<(), ConsoleError> {
+        let token = self.field("once");
+        let fresh = !token.is_empty()
+            && gw
+                .store
+                .claim_session_once(&self.signed.session.token_hash, token)
+                .await?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(ConsoleError::Page(
+                Error::Duplicate(
+                    "This form was already sent (the page was reloaded?), so it was not sent again; what it made was shown once, in the first answer".into(),
+                ),
+                Some(Box::new(self.signed.clone())),
+            ))
+        }
     }
 
     /// A field as given (untrimmed), such as a YAML document.
@@ -213,19 +235,38 @@ impl FromRequest for Post {
         let mut payload = payload.take();
         Box::pin(async move {
             let signed = load(&req).await?;
-            let form = web::Form::<Vec<(String, String)>>::from_request(&req, &mut payload)
+            let gw = gateway(&req)?;
+            // The API's body limit applies to what the form carries (a YAML document, a test
+            // payload); the encoded form may be up to three times larger.
+            let limits = gw.body_limits;
+            let encoded = crate::service::BodyLimits {
+                max_bytes: limits.max_bytes.saturating_mul(3).saturating_add(64 * 1024),
+                deadline: limits.deadline,
+            };
+            let body = async {
+                let payload = web::Payload::from_request(&req, &mut payload)
+                    .await
+                    .map_err(|e| Error::InvalidRequest(format!("Invalid request: {e}")))?;
+                crate::http::body::read_limited(&req, payload, encoded).await
+            };
+            let body: bytes::Bytes = body
                 .await
-                .map_err(|e| {
-                    ConsoleError::Page(
-                        Error::InvalidRequest(format!(
-                            "Invalid request: the form could not be read: {e}"
-                        )),
-                        None,
-                    )
-                })?;
+                .map_err(|e: Error| ConsoleError::Page(e, Some(Box::new(signed.clone()))))?;
             let mut fields = HashMap::new();
-            for (k, v) in form.into_inner() {
-                fields.entry(k).or_insert(v);
+            for (k, v) in url::form_urlencoded::parse(&body) {
+                if v.len() > limits.max_bytes {
+                    return Err(ConsoleError::Page(
+                        Error::PayloadTooLarge(format!(
+                            "Payload too large: the field {} exceeds the limit of {} bytes",
+                            crate::domain::ids::truncate_for_message(&k),
+                            limits.max_bytes
+                        )),
+                        Some(Box::new(signed)),
+                    ));
+                }
+                fields
+                    .entry(k.into_owned())
+                    .or_insert_with(|| v.into_owned());
             }
             let given = fields.get("csrf").map_or("", String::as_str);
             if !bool::from(given.as_bytes().ct_eq(signed.session.csrf.as_bytes())) {
@@ -247,7 +288,7 @@ fn token_hash(token: &str) -> String {
 }
 
 /// 32 bytes from the OS CSPRNG, base64url.
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -267,11 +308,23 @@ fn next_of(req: &HttpRequest) -> String {
 
 /// Only console paths are followed after sign-in: never another site.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with("/ui/") && !next.contains("//") && !next.contains('\\') {
+    if next.starts_with("/ui/")
+        && !next.contains("//")
+        && next.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+    {
         next
     } else {
         "/ui/"
     }
+}
+
+fn gateway(req: &HttpRequest) -> Result<&web::Data<Gateway>, ConsoleError> {
+    req.app_data::<web::Data<Gateway>>().ok_or_else(|| {
+        ConsoleError::from(Error::Unexpected(crate::store::StoreError::db(
+            "serving the console",
+            std::io::Error::other("the gateway is not configured"),
+        )))
+    })
 }
 
 async fn load(req: &HttpRequest) -> Result<Signed, ConsoleError> {
@@ -279,9 +332,7 @@ async fn load(req: &HttpRequest) -> Result<Signed, ConsoleError> {
         next: next_of(req),
         notice,
     };
-    let gw = req
-        .app_data::<web::Data<Gateway>>()
-        .ok_or_else(|| ConsoleError::from(Error::NotFound("no gateway".into())))?;
+    let gw = gateway(req)?;
     let Some(cookie) = req.cookie(COOKIE) else {
         return Err(sign_in("signin"));
     };
@@ -382,22 +433,26 @@ fn signin_form(
     view::render(status, "Sign in", None, None, body)
 }
 
-/// A sign-in post must come from the console itself: browsers that say where a request comes
-/// from (`Sec-Fetch-Site`, `Origin`) must say this site, so no other page can sign a visitor in.
-fn same_origin(req: &HttpRequest) -> bool {
-    let site_ok = crate::http::header(req, "sec-fetch-site")
-        .is_none_or(|s| matches!(s, "same-origin" | "none"));
-    let origin_ok = match (
-        crate::http::header(req, "origin"),
-        crate::http::header(req, "host"),
-    ) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)),
-        (Some(_), None) => false,
+/// A sign-in post must come from the console itself, so that no other page can sign a visitor
+/// in. Browsers say where a request comes from: `Sec-Fetch-Site` must be `same-origin` (or
+/// `none`, typed by the user); without it, an `Origin` must name this server, as `public_url`
+/// gives it (behind a proxy the `Host` the server sees may differ) or as `Host` gives it.
+fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
+    if let Some(site) = crate::http::header(req, "sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = crate::http::header(req, "origin") else {
+        return true;
     };
-    site_ok && origin_ok
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    let public_host = public_url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
+    let host = crate::http::header(req, "host");
+    origin_host.is_some_and(|o| {
+        public_host.is_some_and(|p| o.eq_ignore_ascii_case(p))
+            || host.is_some_and(|h| o.eq_ignore_ascii_case(h))
+    })
 }
 
 async fn signin(
@@ -406,7 +461,7 @@ async fn signin(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
     let next = safe_next(form.get("next").map_or("/ui/", String::as_str)).to_owned();
-    if !same_origin(&req) {
+    if !same_origin(&req, &gw.public_url) {
         return Err(
             Error::AccessDenied("Sign-in must come from the console's own page".into()).into(),
         );
@@ -487,6 +542,7 @@ mod tests {
         assert_eq!(safe_next("/ui//evil.example"), "/ui/");
         assert_eq!(safe_next("/ui/\\evil"), "/ui/");
         assert_eq!(safe_next("/api/v1/accounts"), "/ui/");
+        assert_eq!(safe_next("/ui/x\r\nSet-Cookie: a=b"), "/ui/");
     }
 
     #[test]

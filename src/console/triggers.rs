@@ -27,17 +27,17 @@ const SAMPLE_PAYLOAD: &str = "{\"sample_key\": \"sample_value\"}";
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(format!("{P}/triggers"))
+        super::resource(format!("{P}/triggers"))
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     .service(
-        web::resource(T)
+        super::resource(T)
             .route(web::get().to(show))
             .route(web::post().to(save)),
     )
-    .service(web::resource(format!("{T}/enabled")).route(web::post().to(set_enabled)))
-    .service(web::resource(format!("{T}/test")).route(web::post().to(test)));
+    .service(super::resource(format!("{T}/enabled")).route(web::post().to(set_enabled)))
+    .service(super::resource(format!("{T}/test")).route(web::post().to(test)));
 }
 
 fn new_trigger(pipeline: &str) -> String {
@@ -209,11 +209,12 @@ async fn last_event(
     trigger: &str,
 ) -> Result<Option<WebhookEvent>, Error> {
     let filter = EventFilter {
+        pipeline: Some(pipeline.to_owned()),
         trigger: Some(trigger.to_owned()),
-        ..EventFilter::default()
+        status: None,
     };
-    let page = gw.store.list_events(project, &filter, None, 5).await?;
-    Ok(page.items.into_iter().find(|e| e.pipeline == pipeline))
+    let page = gw.store.list_events(project, &filter, None, 1).await?;
+    Ok(page.items.into_iter().next())
 }
 
 async fn create(
@@ -317,8 +318,9 @@ async fn trigger_page(
             ))
         })?;
     let filter = EventFilter {
+        pipeline: Some(pipeline.to_string()),
         trigger: Some(trigger.to_string()),
-        ..EventFilter::default()
+        status: None,
     };
     let events = gw
         .store
@@ -432,7 +434,10 @@ async fn trigger_page(
     };
     let status = match &shown {
         Shown::SaveRefused { .. } => StatusCode::BAD_REQUEST,
-        Shown::Tested { outcome, .. } if outcome.is_err() => StatusCode::BAD_REQUEST,
+        Shown::Tested { outcome, .. } => match outcome.as_ref() {
+            Ok(_) => StatusCode::OK,
+            Err(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        },
         _ => StatusCode::OK,
     };
     Ok(view::render(
@@ -558,6 +563,9 @@ async fn test(
             crate::service::intake::custom_v3(&gw, &record.token, request).await
         }
     };
+    if let Err(Error::Unexpected(cause)) = &outcome {
+        tracing::error!(error = %cause, "a console test payload failed");
+    }
     let shown = Shown::Tested {
         outcome: Box::new(outcome),
         payload,

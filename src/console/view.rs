@@ -35,12 +35,17 @@ pub(crate) fn render(
                         nav aria-label="Project" {
                             a.scope href="/ui/projects" title="Change project" { (p.account) " / " (p.org) " / " (p.project) }
                             @let base = super::project_path(p);
-                            a href=(format!("{base}/pipelines")) { "Pipelines" }
-                            a href=(format!("{base}/triggers")) { "Triggers" }
+                            @let manages = signed.is_some_and(|s| s.principal.can_manage(&p.account));
+                            @if manages {
+                                a href=(format!("{base}/pipelines")) { "Pipelines" }
+                                a href=(format!("{base}/triggers")) { "Triggers" }
+                            }
                             a href=(format!("{base}/executions")) { "Executions" }
                             a href=(format!("{base}/events")) { "Events" }
-                            a href=(format!("{base}/eventrules")) { "Event rules" }
-                            a href=(format!("{base}/settings")) { "Settings" }
+                            @if manages {
+                                a href=(format!("{base}/eventrules")) { "Event rules" }
+                                a href=(format!("{base}/settings")) { "Settings" }
+                            }
                         }
                     } @else if signed.is_some() {
                         nav aria-label="Console" { a href="/ui/projects" { "Projects" } }
@@ -91,6 +96,11 @@ pub(crate) fn see_other(to: &str) -> HttpResponse {
 /// The hidden CSRF field every form carries.
 pub(crate) fn csrf(signed: &Signed) -> Markup {
     html! { input type="hidden" name="csrf" value=(signed.session.csrf); }
+}
+
+/// The hidden one-time token of a form that makes a secret (see `Post::once`).
+pub(crate) fn once() -> Markup {
+    html! { input type="hidden" name="once" value=(super::session::random_token()); }
 }
 
 /// A status as a coloured badge; the colour class is derived from the status.

@@ -1,4 +1,4 @@
-//! `GET P/webhookevents?triggerIdentifier=&status=`: received events, newest first.
+//! `GET P/webhookevents?pipelineIdentifier=&triggerIdentifier=&status=`: received events, newest first.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -24,6 +24,7 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
     let filter = EventFilter {
+        pipeline: identifier_filter(&q, "pipelineIdentifier")?.map(|p| p.to_string()),
         trigger: identifier_filter(&q, "triggerIdentifier")?.map(|t| t.to_string()),
         status: enum_filter(&q, "status", EVENT_STATUSES)?,
     };

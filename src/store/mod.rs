@@ -332,7 +332,9 @@ pub struct Page<T> {
 /// Filters for listing webhook events.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    /// Only this trigger's events.
+    /// Only this pipeline's events.
+    pub pipeline: Option<String>,
+    /// Only this trigger's events (a trigger identifier is unique within its pipeline).
     pub trigger: Option<String>,
     /// Only events with this status, a `webhookProcessingDetails.status` value.
     pub status: Option<&'static str>,
@@ -527,6 +529,9 @@ pub trait Store:
     ) -> StoreResult<()>;
     /// Deletes a session (sign-out, or found expired).
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Records `once` as the session's last one-time form token; false when it already was
+    /// (the same form posted again).
+    async fn claim_session_once(&self, token_hash: &str, once: &str) -> StoreResult<bool>;
 
     /// Sets a boolean setting at one scope (an upsert: the last writer wins).
     async fn put_setting(

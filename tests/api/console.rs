@@ -426,3 +426,184 @@ async fn a_test_payload_goes_through_the_real_intake_and_a_dry_run_stores_nothin
     assert!(body.contains("role=\"alert\""), "{body}");
     assert_eq!(app.events(&t).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_session_idle_past_its_expiry_is_ended() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let mut v = Visitor::sign_in(&app, &t.admin_key).await;
+    let page = format!("{}/executions", ui_project(&t));
+    assert_eq!(v.get(&page).await.0, 200);
+
+    // 31 minutes without a request.
+    let idle = triggerd::store::now_millis() - 31 * 60 * 1000;
+    let changed = app
+        .execute_sql(&format!("UPDATE console_sessions SET last_seen = {idle}"))
+        .await;
+    assert_eq!(changed, 1);
+
+    let (status, to) = v.get(&page).await;
+    assert_eq!(status, 303);
+    assert!(to.contains("notice=expired"), "{to}");
+    let remaining = app
+        .execute_sql("DELETE FROM console_sessions WHERE key_id <> ''")
+        .await;
+    assert_eq!(remaining, 0, "the expired session was deleted");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_console_is_served_over_https() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.public_url = Some("https://triggerd.example.com".into());
+    })
+    .await;
+    let t = app.create_trigger().await;
+    let res = post_sign_in(&app, &t.admin_key, "/ui/").await;
+    let cookie = session_cookie(&res).expect("cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+}
+
+/// Fires `t` and returns the event id and the execution id.
+async fn fire(app: &TestApp, t: &TestTrigger) -> (String, String) {
+    let res = app.post_webhook(&t.v3_path(), None, SAMPLE_BODY).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let event = body["data"]["eventCorrelationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = app.events(t).await;
+    let execution = events
+        .iter()
+        .find(|e| e["eventId"] == event.as_str())
+        .and_then(|e| e["pipelineExecutionId"].as_str())
+        .expect("an execution")
+        .to_owned();
+    (event, execution)
+}
+
+#[tokio::test]
+async fn a_key_limited_to_one_project_cannot_open_another_projects_event_or_execution() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let elsewhere = app.create_trigger_in("acc", "default", "proj2").await;
+    let (event, execution) = fire(&app, &elsewhere).await;
+    let limited = app
+        .create_key("acc", "executor", Some(vec!["default/proj"]))
+        .await;
+    let mut v = Visitor::sign_in(&app, &limited).await;
+
+    for path in [
+        format!("{}/events/{event}", ui_project(&elsewhere)),
+        format!("{}/executions/{execution}", ui_project(&elsewhere)),
+    ] {
+        assert_eq!(v.get(&path).await.0, 403, "{path}");
+    }
+    // Its own project's URL with the other project's ids finds nothing.
+    for path in [
+        format!("{}/events/{event}", ui_project(&t)),
+        format!("{}/executions/{execution}", ui_project(&t)),
+    ] {
+        let (status, body) = v.get(&path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(!body.contains(&elsewhere.token));
+    }
+}
+
+#[tokio::test]
+async fn an_executor_key_runs_a_pipeline_without_seeing_its_definition() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let executor = app.create_key("acc", "executor", None).await;
+    let mut v = Visitor::sign_in(&app, &executor).await;
+    let page = format!("{}/pipelines/{}", ui_project(&t), t.pipeline);
+
+    let (status, body) = v.get(&page).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Run pipeline"));
+    assert!(
+        !body.contains("name=\"yaml\""),
+        "no definition for an executor"
+    );
+    assert!(!body.contains(&t.token), "no trigger URLs for an executor");
+    assert!(!body.contains("/eventrules\""), "no manage-only navigation");
+
+    let (status, to) = v.post(&format!("{page}/run"), &[]).await;
+    assert_eq!(status, 303);
+    assert!(to.contains("/executions/"), "{to}");
+    let (status, body) = v.get(&to).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("manual"), "started by hand: {body}");
+}
+
+#[tokio::test]
+async fn a_trigger_page_shows_only_the_events_of_its_own_pipeline() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    app.create_pipeline("acc", "default", "proj", "other").await;
+    let twin = TestTrigger {
+        pipeline: "other".into(),
+        ..t.clone()
+    };
+    let res = app
+        .put_trigger_yaml(&twin, &crate::helpers::trigger_yaml(&t.trigger))
+        .await;
+    assert_eq!(res.status(), 201, "same trigger id on another pipeline");
+    let (event, _) = fire(&app, &t).await;
+    let mut v = Visitor::sign_in(&app, &t.admin_key).await;
+
+    let (_, own) = v
+        .get(&format!(
+            "{}/pipelines/deploy/triggers/{}",
+            ui_project(&t),
+            t.trigger
+        ))
+        .await;
+    assert!(own.contains(&event));
+    let (_, other) = v
+        .get(&format!(
+            "{}/pipelines/other/triggers/{}",
+            ui_project(&t),
+            t.trigger
+        ))
+        .await;
+    assert!(!other.contains(&event), "another pipeline's event");
+    assert!(other.contains("No events yet"));
+}
+
+#[tokio::test]
+async fn reposting_the_form_that_showed_a_new_key_does_not_make_another() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let mut v = Visitor::sign_in(&app, &t.admin_key).await;
+    let (_, page) = v.get("/ui/accounts/acc/keys").await;
+    let start = page
+        .find("name=\"once\" value=\"")
+        .expect("a one-time token")
+        + 19;
+    let once = page[start..start + 43].to_owned();
+    let form = [
+        ("name", "ci"),
+        ("role", "executor"),
+        ("once", once.as_str()),
+    ];
+
+    let (status, body) = v.post("/ui/accounts/acc/keys", &form).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("shown only this once"));
+    let (status, body) = v.post("/ui/accounts/acc/keys", &form).await;
+    assert_eq!(status, 409, "a reload posts the same form again");
+    assert!(body.contains("already sent"), "{body}");
+
+    let res = app
+        .with_key(Method::GET, "/api/v1/accounts/acc/apikeys", &app.root_key)
+        .send()
+        .await
+        .unwrap();
+    let keys: Value = res.json().await.unwrap();
+    let named_ci = keys["data"]["content"]
+        .as_array()
+        .or(keys["data"].as_array())
+        .map(|k| k.iter().filter(|k| k["name"] == "ci").count());
+    assert_eq!(named_ci, Some(1), "{keys}");
+}

@@ -35,38 +35,46 @@
   }
 
   // Lists kept up to date: an element with data-refresh="SECONDS" and an id is replaced by
-  // the same element of a fresh copy of this page, while the tab is visible.
+  // the same element of a fresh copy of this page, while the tab is visible. It stops when the
+  // fresh element no longer asks to be refreshed (the execution ended), or when the page cannot
+  // be read again (the session ended, or the page answered a form post).
   function setUpRefresh() {
     document.querySelectorAll("[data-refresh][id]").forEach(function (el) {
       var every = Math.max(2, parseInt(el.dataset.refresh, 10) || 5) * 1000;
       var tick = function () {
         if (document.hidden) { setTimeout(tick, every); return; }
-        fetch(window.location.href, { credentials: "same-origin" })
+        fetch(window.location.href, { credentials: "same-origin", redirect: "manual" })
           .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
           .then(function (html) {
             var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(el.id);
-            if (fresh) { el.replaceWith(fresh); el = fresh; setUpCopy(fresh); setUpConfirm(fresh); }
+            if (!fresh) return;
+            el.replaceWith(fresh); el = fresh; setUpCopy(fresh); setUpConfirm(fresh);
+            if (fresh.hasAttribute("data-refresh")) setTimeout(tick, every);
           })
-          .catch(function () {})
-          .then(function () { setTimeout(tick, every); });
+          .catch(function (status) {
+            if (typeof status === "number" && status >= 500) setTimeout(tick, every * 2);
+          });
       };
       setTimeout(tick, every);
     });
   }
 
   // Live step logs: <pre data-log="URL"> is filled from URL?after=SEQ until the step ends.
+  // Polling pauses while the tab is hidden, and stops when the log can no longer be read.
   function setUpLogs() {
     document.querySelectorAll("pre[data-log]").forEach(function (pre) {
       var after = -1;
       var state = document.getElementById(pre.id + "-state");
+      var say = function (text) { if (state) state.textContent = text; };
       var poll = function () {
-        fetch(pre.dataset.log + "?after=" + after, { credentials: "same-origin" })
+        if (document.hidden) { setTimeout(poll, 1000); return; }
+        fetch(pre.dataset.log + "?after=" + after, { credentials: "same-origin", redirect: "manual" })
           .then(function (r) {
-            if (r.status >= 400 && r.status < 500) {
-              if (state) state.textContent = "The log can no longer be read here (HTTP " + r.status + "); reload the page.";
-              return null;
-            }
-            return r.ok ? r.json() : Promise.reject(r.status);
+            var json = (r.headers.get("content-type") || "").indexOf("application/json") === 0;
+            if (r.ok && json) return r.json();
+            if (r.status >= 500) return Promise.reject(r.status);
+            say("The log can no longer be read here (your session may have ended); reload the page.");
+            return null;
           })
           .then(function (page) {
             if (!page) return;
@@ -80,12 +88,12 @@
             });
             after = page.next;
             if (page.lines.length) pre.scrollTop = pre.scrollHeight;
-            if (state) state.textContent = page.complete ? "Step " + page.status + "; log complete." : "Live: step " + page.status + "…";
+            say(page.complete ? "Step " + page.status + "; log complete." : "Live: step " + page.status + "…");
             if (!page.complete) setTimeout(poll, 700);
             else pre.dataset.complete = "true";
           })
           .catch(function () {
-            if (state) state.textContent = "Reconnecting…";
+            say("Reconnecting…");
             setTimeout(poll, 2000);
           });
       };

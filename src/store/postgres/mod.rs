@@ -1003,6 +1003,19 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_session_once(&self, token_hash: &str, once: &str) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = execute(
+            &c,
+            "claiming a console form's one-time token",
+            "UPDATE console_sessions SET used_once = $2 \
+             WHERE token_hash = $1 AND (used_once IS NULL OR used_once <> $2)",
+            &[&token_hash, &once],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
         let c = self.client().await?;
         execute(
@@ -1445,6 +1458,7 @@ impl Store for PgStore {
             &format!(
                 "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = $1 AND org_id = $2 AND project_id = $3 \
                  AND ($4::text IS NULL OR trigger_id = $4) AND ($5::text IS NULL OR status = $5) \
+                 AND ($9::text IS NULL OR pipeline_id = $9) \
                  AND (created_at, event_id) < ($6, $7) \
                  ORDER BY created_at DESC, event_id DESC LIMIT $8"
             ),
@@ -1457,6 +1471,7 @@ impl Store for PgStore {
                 &before_ts,
                 &before_id,
                 &(i64::from(limit) + 1),
+                &filter.pipeline,
             ],
         )
         .await?

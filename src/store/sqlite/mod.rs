@@ -885,6 +885,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_session_once(&self, token_hash: &str, once: &str) -> StoreResult<bool> {
+        let (token_hash, once) = (token_hash.to_owned(), once.to_owned());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE console_sessions SET used_once = ?2 \
+                         WHERE token_hash = ?1 AND (used_once IS NULL OR used_once <> ?2)",
+                        params![token_hash, once],
+                    )
+                    .map_err(sql_err("claiming a console form's one-time token"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
         let token_hash = token_hash.to_owned();
         self.writer
@@ -1325,7 +1341,7 @@ impl Store for SqliteStore {
         let items = self.read("listing webhook events", |c| {
             c.prepare_cached(&format!(
                 "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
-                 {trigger_clause} AND (?5 IS NULL OR status = ?5) \
+                 {trigger_clause} AND (?5 IS NULL OR status = ?5) AND (?9 IS NULL OR pipeline_id = ?9) \
                  AND (created_at, event_id) < (?6, ?7) \
                  ORDER BY created_at DESC, event_id DESC LIMIT ?8"
             ))?
@@ -1338,7 +1354,8 @@ impl Store for SqliteStore {
                     filter.status,
                     before_ts,
                     before_id,
-                    limit + 1
+                    limit + 1,
+                    filter.pipeline
                 ],
                 event_row,
             )?

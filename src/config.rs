@@ -22,6 +22,10 @@ pub struct Settings {
     pub database_url: String,
     /// Where executions get their working directories; see [`Settings::work_root`].
     pub work_dir: Option<String>,
+    /// The `triggerd` binary that supervises Run steps (`triggerd serve` sets it to itself);
+    /// not a setting of the file or the environment.
+    #[serde(skip)]
+    pub step_supervisor: Option<std::path::PathBuf>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive, e.g. `30s`.
@@ -319,6 +323,7 @@ impl Default for Settings {
             public_url: None,
             database_url: "sqlite://triggerd.db".into(),
             work_dir: None,
+            step_supervisor: None,
             max_body_bytes: 1024 * 1024,
             body_timeout: "30s".into(),
             http_workers: 0,

@@ -76,6 +76,7 @@ impl Application {
                 workers: settings.workers,
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
                 work_root,
+                supervisor: settings.step_supervisor.clone(),
                 node_id: node_id.clone(),
                 lease,
             },

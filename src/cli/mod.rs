@@ -106,6 +106,20 @@ pub struct DatabaseArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Internal: runs a Run step's script under supervision (the engine starts it).
+    #[command(
+        name = "supervise-step",
+        hide = true,
+        after_help = "Example (the engine runs this, not people):\n  triggerd supervise-step --parent 4242 -- sh -c 'echo hi'"
+    )]
+    SuperviseStep {
+        /// The pid of the triggerd that started it; if that is gone, nothing runs.
+        #[arg(long)]
+        parent: u32,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Run the gateway.
     #[command(after_help = "Example:\n  triggerd serve --demo --listen 127.0.0.1:8080")]
     Serve {
@@ -257,6 +271,9 @@ fn run(cli: Cli) -> CliResult {
     };
     let config = cli.config;
     match cli.command {
+        Command::SuperviseStep { parent, command } => {
+            crate::engine::supervise::run(parent, &command)
+        }
         Command::Serve {
             demo,
             listen,

@@ -20,6 +20,7 @@ pub mod http_step;
 pub mod live_log;
 pub mod retention;
 pub mod run;
+pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -96,6 +97,10 @@ pub struct EngineOptions {
     pub grace: Duration,
     /// Where each execution gets its working directory (created with mode 0700).
     pub work_root: PathBuf,
+    /// The `triggerd` binary Run steps are supervised by (`triggerd supervise-step`, which
+    /// kills every process a step started, even detached ones, when it ends or the server
+    /// dies). `None` runs scripts directly, in a process group only.
+    pub supervisor: Option<PathBuf>,
     /// This node's id: the owner of the leases it takes.
     pub node_id: String,
     /// How long a lease on an execution lasts; the worker renews it every third of that, so
@@ -113,9 +118,11 @@ pub fn start(
         workers,
         grace,
         work_root,
+        supervisor,
         node_id,
         lease,
     } = options;
+    let supervisor = supervisor.map(Arc::new);
     let wake = Arc::new(Notify::new());
     let running = Running::default();
     let work_root = Arc::new(work_root);
@@ -135,6 +142,7 @@ pub fn start(
             abort.clone(),
             running,
             work_root,
+            supervisor,
             Lease {
                 owner: node_id,
                 millis: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
@@ -170,6 +178,7 @@ async fn run_loop(
     abort: CancellationToken,
     running: Running,
     work_root: Arc<PathBuf>,
+    supervisor: Option<Arc<PathBuf>>,
     lease: Lease,
 ) {
     let Lease {
@@ -218,6 +227,7 @@ async fn run_loop(
                                 stop,
                                 shutdown: shutdown.clone(),
                                 work_root: work_root.clone(),
+                                supervisor: supervisor.clone(),
                                 running: running.clone(),
                             },
                             permit,
@@ -249,6 +259,7 @@ struct Worker {
     stop: CancellationToken,
     shutdown: CancellationToken,
     work_root: Arc<PathBuf>,
+    supervisor: Option<Arc<PathBuf>>,
     running: Running,
 }
 
@@ -266,11 +277,19 @@ async fn work_on(
         stop,
         shutdown,
         work_root,
+        supervisor,
         running,
     } = worker;
     let id = claim.id.clone();
     let work_dir = work_root.join(id.as_str());
-    let work = execute(store.as_ref(), &claim, stop.clone(), shutdown, work_dir);
+    let work = execute(
+        store.as_ref(),
+        &claim,
+        stop.clone(),
+        shutdown,
+        work_dir,
+        supervisor.as_deref().map(PathBuf::as_path),
+    );
     let result = tokio::select! {
         r = work => r,
         lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
@@ -366,6 +385,7 @@ async fn execute(
     abort: CancellationToken,
     shutdown: CancellationToken,
     work_dir: PathBuf,
+    supervisor: Option<&std::path::Path>,
 ) -> Result<(), StoreError> {
     let id = &claim.id;
     let Some(mut state) = store.load_run(id).await? else {
@@ -560,6 +580,7 @@ async fn execute(
                 variables: &vars,
                 stage: &stage,
                 work_dir: &work_dir,
+                supervisor,
                 body,
             },
             &abort,
@@ -746,6 +767,8 @@ struct StepContext<'a> {
     variables: &'a BTreeMap<String, serde_json::Value>,
     stage: &'a str,
     work_dir: &'a PathBuf,
+    /// See [`EngineOptions::supervisor`].
+    supervisor: Option<&'a std::path::Path>,
     body: &'a str,
 }
 
@@ -880,6 +903,7 @@ async fn run_step(
                     timeout: step.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
                     max_log_bytes: MAX_LOG_BYTES,
                     live: Some(sink),
+                    supervisor: cx.supervisor.map(std::path::Path::to_path_buf),
                 },
                 abort.child_token(),
             );

@@ -29,6 +29,9 @@ const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "U
 /// (`setsid`) may hold the pipes open forever, and must not hold the step with them.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a supervisor asked to stop may take to kill the step's processes and exit.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+
 /// At most this much of the output file is read.
 pub const MAX_OUTPUT_FILE_BYTES: usize = 64 * 1024;
 
@@ -61,6 +64,9 @@ pub struct RunRequest {
     pub max_log_bytes: usize,
     /// Where output also goes as it arrives, for the live log; `None` keeps only the stored log.
     pub live: Option<LiveSink>,
+    /// The `triggerd` binary to run the script under (`supervise-step`, see
+    /// [`super::supervise`]); `None` runs it directly, held by its process group only.
+    pub supervisor: Option<PathBuf>,
 }
 
 /// Output as it arrives: which stream, and the bytes read.
@@ -178,7 +184,18 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         );
     }
 
-    let mut command = Command::new(shell);
+    let mut command = match &req.supervisor {
+        Some(supervisor) => {
+            let mut c = Command::new(supervisor);
+            c.arg("supervise-step")
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .arg("--")
+                .arg(shell);
+            c
+        }
+        None => Command::new(shell),
+    };
     command
         .arg("-c")
         .arg(&req.command)
@@ -207,12 +224,13 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         }
     };
     // With `process_group(0)` the group id is the child's pid.
-    let mut group = GroupKiller(
-        child
+    let mut group = GroupKiller {
+        leader: child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw),
-    );
+        supervised: req.supervisor.is_some(),
+    };
 
     let mut log = TailBuffer::new(req.max_log_bytes);
     let ending = {
@@ -235,16 +253,32 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
                 () = &mut drain, if !drained => drained = true,
             }
         };
-        // Also after a normal exit, so no background job survives. The main child is reaped
-        // at most just before this; its pid cannot have been reused as a group id meanwhile
-        // while any member of its group is alive (Linux keeps the number taken), and if none
-        // is, there is nothing left to kill.
-        if !group.kill() {
-            let _ = child.start_kill();
-        }
-        if !matches!(ending, Ending::Exited(_)) {
-            // SIGKILL cannot be caught: this returns as soon as the kernel has killed it.
-            let _ = child.wait().await;
+        if group.supervised {
+            // The supervisor killed everything the script started before it exited. On a
+            // timeout or abort it is told to, and given a moment; the group is the fallback.
+            if !matches!(ending, Ending::Exited(_)) {
+                group.stop_supervisor();
+                if tokio::time::timeout(SUPERVISOR_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    group.kill();
+                    let _ = child.wait().await;
+                }
+            }
+            group.leader = None;
+        } else {
+            // Also after a normal exit, so no background job survives. The main child is
+            // reaped at most just before this; its pid cannot have been reused as a group id
+            // meanwhile while any member of its group is alive (Linux keeps the number taken),
+            // and if none is, there is nothing left to kill.
+            if !group.kill() {
+                let _ = child.start_kill();
+            }
+            if !matches!(ending, Ending::Exited(_)) {
+                // SIGKILL cannot be caught: this returns as soon as the kernel has killed it.
+                let _ = child.wait().await;
+            }
         }
         if !drained {
             let _ = tokio::time::timeout(DRAIN_GRACE, &mut drain).await;
@@ -294,14 +328,27 @@ enum Ending {
     Aborted,
 }
 
-/// Sends `SIGKILL` to the child's process group, once: explicitly, or on drop if the future
-/// running the step is dropped midway.
-struct GroupKiller(Option<Pid>);
+/// Ends the child's processes, once: explicitly, or on drop if the future running the step is
+/// dropped midway. A supervisor is asked (`SIGTERM`), so that it can kill what left the group;
+/// an unsupervised script's group gets `SIGKILL`.
+struct GroupKiller {
+    /// The child's pid, which is its process group's id; `None` once ended.
+    leader: Option<Pid>,
+    /// The child is `triggerd supervise-step`.
+    supervised: bool,
+}
 
 impl GroupKiller {
+    /// Asks the supervisor to kill the step's processes and exit.
+    fn stop_supervisor(&self) {
+        if let Some(pid) = self.leader {
+            let _ = rustix::process::kill_process(pid, Signal::TERM);
+        }
+    }
+
     /// Kills the group; false when there was no group id to kill.
     fn kill(&mut self) -> bool {
-        match self.0.take() {
+        match self.leader.take() {
             Some(pgid) => {
                 // ESRCH (everyone already gone) is the good case; nothing else can be done
                 // about the rest.
@@ -315,7 +362,11 @@ impl GroupKiller {
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        self.kill();
+        if self.supervised {
+            self.stop_supervisor();
+        } else {
+            self.kill();
+        }
     }
 }
 
@@ -604,6 +655,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             max_log_bytes: 1 << 20,
             live: None,
+            supervisor: None,
         }
     }
 

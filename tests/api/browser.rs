@@ -97,6 +97,23 @@ impl Browser {
     }
 
     /// The element, waiting up to 10 s for it (a click's navigation may still be loading).
+    /// Waits until the page's path (with its query) satisfies `wanted`: a click's navigation
+    /// may not have begun when the click returns.
+    async fn wait_path(&self, wanted: impl Fn(&str) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let path = self.path().await;
+            if wanted(&path) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let main = self.text("main").await;
+                panic!("never reached {what}: still on {path}\n{main}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn css(&self, selector: &str) -> fantoccini::elements::Element {
         match self
             .client
@@ -277,28 +294,28 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     // 2. Signing in lands on the account's projects; pick one.
     b.type_into("#key", &admin).await;
     b.click("form[action='/ui/signin'] button").await;
-    assert_eq!(b.path().await, "/ui/accounts/acc");
+    b.wait_path(|p| p == "/ui/accounts/acc", "the account's page")
+        .await;
     b.click_link("proj").await;
-    assert!(b.path().await.ends_with("/projects/proj/executions"));
+    b.wait_path(|p| p.ends_with("/projects/proj/executions"), "executions")
+        .await;
     assert!(b.text("main").await.contains("No executions yet"));
 
     // 3. A pipeline and a trigger, created in their forms.
     b.goto(&format!("{project}/pipelines")).await;
     b.paste("yaml", &pipeline(&release)).await;
     b.click("form[action$='/pipelines'] button").await;
-    assert!(
-        b.path().await.ends_with("/pipelines/story"),
-        "{}",
-        b.path().await
-    );
+    b.wait_path(|p| p.ends_with("/pipelines/story"), "the new pipeline")
+        .await;
     b.screenshot("pipeline").await;
     b.goto(&format!("{project}/triggers")).await;
     b.paste("yaml", TRIGGER).await;
     b.click("form[action$='/triggers'] button").await;
-    assert!(b
-        .path()
-        .await
-        .ends_with("/pipelines/story/triggers/on_push"));
+    b.wait_path(
+        |p| p.ends_with("/pipelines/story/triggers/on_push"),
+        "the new trigger",
+    )
+    .await;
 
     // 4. Its cURL, copied (the script shows the button) and fired over HTTP.
     let copy = b.css("button[data-copy='curl']").await;
@@ -325,7 +342,7 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
         .await;
     b.screenshot("trigger").await;
     b.click("#events td a").await;
-    assert!(b.path().await.contains("/events/"));
+    b.wait_path(|p| p.contains("/events/"), "the event").await;
     assert!(b.text("table.conditions").await.contains("refs/heads/main"));
     b.screenshot("event").await;
     let exec = b
@@ -384,7 +401,8 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     b.screenshot("keys").await;
     revoke(&app, &admin).await;
     b.goto(&format!("{project}/executions")).await;
-    assert!(b.path().await.starts_with("/ui/signin"));
+    b.wait_path(|p| p.starts_with("/ui/signin"), "the sign-in page")
+        .await;
     assert!(b.text(".notice").await.contains("revoked"));
 
     b.client.clone().close().await.ok();

@@ -187,6 +187,8 @@ pub fn test_settings(dir: &TempDir, database: Option<&PostgresDatabase>) -> Sett
         work_dir: database.map(|_| dir.path().join("triggerd-work").display().to_string()),
         http_workers: 2,
         shutdown_grace_secs: 5,
+        // Run steps under the real supervisor, as `triggerd serve` does.
+        step_supervisor: Some(PathBuf::from(env!("CARGO_BIN_EXE_triggerd"))),
         outbound: OutboundSettings {
             // Tests deliver to receivers on loopback, with a short retry schedule.
             allowed_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],

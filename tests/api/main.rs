@@ -12,6 +12,7 @@ mod engine;
 mod event_rules;
 mod filters;
 mod intake;
+mod isolation;
 mod management;
 mod mandate;
 mod nodes;

@@ -1,0 +1,206 @@
+//! The step supervisor: `triggerd supervise-step --parent PID -- sh -c COMMAND`, the process a
+//! Run step's script runs under (DESIGN §6.1, issue "Run steps see too much").
+//!
+//! A process group alone cannot hold a script: `setsid sleep 1000 &` leaves it, and outlives the
+//! step. The supervisor makes itself a *child subreaper*, so every process the script starts,
+//! however it detaches, stays among its descendants (an orphan is re-parented to it, not to
+//! init). When the script exits, or when the runner asks (`SIGTERM`: timeout, abort), it kills
+//! every descendant, reaps them, and exits with the script's own status (dying by the same
+//! signal when the script was killed), so the runner reports it unchanged.
+//!
+//! Its parent-death signal is `SIGTERM`: when triggerd dies, even by `kill -9`, the supervisor
+//! is told at once and kills the step's processes the same way.
+//!
+//! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. Its
+//! environment is the step's (cleared by the runner), never triggerd's.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, WaitOptions};
+
+/// How often the supervisor looks for the script's exit and for a stop request.
+const POLL: Duration = Duration::from_millis(20);
+/// Rounds of kill-and-reap before giving up on a process that keeps forking.
+const SWEEP_ROUNDS: usize = 200;
+
+/// Runs `command` (program and arguments) supervised, then exits the process. `parent` is the
+/// pid of the triggerd that started it: if it is already gone, nothing is started.
+pub fn run(parent: u32, command: &[OsString]) -> ! {
+    let code = supervise(parent, command);
+    std::process::exit(code)
+}
+
+fn supervise(parent: u32, command: &[OsString]) -> i32 {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("[triggerd] supervise-step: no command given");
+        return 2;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("[triggerd] supervise-step: cannot handle signal {signal}: {e}");
+            return 2;
+        }
+    }
+    // Told when triggerd dies; then checked, since it may have died before this line.
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::TERM)) {
+        eprintln!("[triggerd] supervise-step: cannot watch the server: {e}");
+        return 2;
+    }
+    if rustix::process::getppid().map(Pid::as_raw_pid) != i32::try_from(parent).ok() {
+        return 128 + signal_hook::consts::SIGTERM;
+    }
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        eprintln!("[triggerd] supervise-step: cannot become a subreaper: {e}");
+        return 2;
+    }
+    let child = match Command::new(program).args(args).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!(
+                "[triggerd] could not start {}: {e}",
+                program.to_string_lossy()
+            );
+            return 127;
+        }
+    };
+    let main = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    let mut ended = None;
+    while ended.is_none() && !stop.load(Ordering::Relaxed) {
+        ended = reap(main);
+        if ended.is_none() {
+            std::thread::sleep(POLL);
+        }
+    }
+    kill_descendants();
+    if ended.is_none() {
+        ended = reap(main);
+    }
+    match ended {
+        Some(Ended::Code(code)) => code,
+        Some(Ended::Signal(signal)) => {
+            // Die the way the script died, so the runner reports "killed by signal N".
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            128 + signal
+        }
+        None => 128 + signal_hook::consts::SIGTERM,
+    }
+}
+
+/// How the script ended.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps every child that has ended (orphans included); returns the script's end if it was
+/// among them.
+fn reap(main: Option<Pid>) -> Option<Ended> {
+    let mut ended = None;
+    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        if Some(pid) == main {
+            ended = status
+                .exit_status()
+                .map(Ended::Code)
+                .or_else(|| status.terminating_signal().map(Ended::Signal));
+        }
+    }
+    ended
+}
+
+/// Kills every descendant with `SIGKILL` and reaps them, round after round, until none is
+/// left (a process forking as it is killed is caught in a later round).
+fn kill_descendants() {
+    for _ in 0..SWEEP_ROUNDS {
+        let all = descendants(rustix::process::getpid());
+        if all.is_empty() {
+            return;
+        }
+        for pid in all {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        reap(None);
+    }
+}
+
+/// Every live process below `root`, read from `/proc`.
+fn descendants(root: Pid) -> Vec<Pid> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = vec![root.as_raw_pid()];
+    while let Some(p) = queue.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            if seen.insert(c) {
+                queue.push(c);
+                found.extend(Pid::from_raw(c));
+            }
+        }
+    }
+    found
+}
+
+/// The parent pid of `pid` from `/proc/PID/stat` (the field after the state, which follows the
+/// command name in parentheses; the name may itself hold spaces and parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_ppid(&stat)
+}
+
+fn parse_ppid(stat: &str) -> Option<i32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        // A zombie is reaped, not killed.
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_a_name_with_spaces_and_parentheses() {
+        assert_eq!(parse_ppid("123 (sh) S 45 123 123 0"), Some(45));
+        assert_eq!(parse_ppid("123 (a (b) c) R 46 1 1"), Some(46));
+        assert_eq!(parse_ppid("123 (sleep) Z 45 1 1"), None);
+        assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_has_no_descendants_until_it_starts_one() {
+        let me = rustix::process::getpid();
+        let before = descendants(me).len();
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let found = descendants(me);
+        assert!(found.len() > before);
+        assert!(found.iter().any(|p| p.as_raw_pid() == child.id() as i32));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,173 @@
+//! What a Run step can reach beyond its own script (issue 12 item 10): every process it starts
+//! ends with it, including those that leave its session, and including when the server is
+//! killed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::durability::{made_up_root_key, set_up_trigger, Daemon};
+use crate::helpers::{spawn_app, success_data, TestTrigger};
+
+/// A pipeline `deploy` whose one Run step runs `command`.
+fn run_pipeline(command: &str) -> String {
+    let indented: String = command
+        .lines()
+        .map(|l| format!("                  {l}\n"))
+        .collect();
+    format!(
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: run\n              type: Run\n              timeout: 5m\n              spec:\n                shell: sh\n                command: |\n{indented}"
+    )
+}
+
+/// A script line that starts `sleep 1000` in a new session (out of the step's process group)
+/// and writes its pid to `file`, then waits until the file is written.
+fn escape_into_new_session(file: &Path) -> String {
+    let f = file.display();
+    format!(
+        "setsid sh -c 'echo $$ > {f}.tmp && mv {f}.tmp {f} && exec sleep 1000' </dev/null >/dev/null 2>&1 &\nwhile [ ! -s {f} ]; do sleep 0.05; done\n"
+    )
+}
+
+fn read_pid(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// Alive, and not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_until_dead(pid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            // Clean up before failing, so no sleeper outlives the test.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("{what} (pid {pid}) outlived its step");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_file(file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fires `t` and waits until its execution ended; returns the execution's status.
+async fn fire_and_wait(app: &crate::helpers::TestApp, t: &TestTrigger) -> String {
+    let res = app.post_webhook(&t.v3_path(), None, "{}").await;
+    let id = success_data(res).await["eventCorrelationId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = app.get_status(&id, &t.account, Some(&t.admin_key)).await;
+        let data = success_data(res).await;
+        let status = data["executionDetails"]["pipelineExecutionSummary"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if ["Success", "Failed", "Aborted", "Errored"].contains(&status.as_str()) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the execution did not end: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_process_that_leaves_its_steps_session_is_killed_when_the_step_ends() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let pid_file = app.dir.path().join("escaped.pid");
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(&format!(
+            "{}echo started",
+            escape_into_new_session(&pid_file)
+        )),
+    )
+    .await;
+
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+
+    let pid = read_pid(&pid_file);
+    wait_until_dead(pid, "a process started with setsid").await;
+}
+
+#[tokio::test]
+async fn killing_the_server_hard_kills_its_running_steps_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = made_up_root_key();
+    let envs = [("TRIGGERD_ROOT_KEY", root.as_str())];
+    let mut daemon = Daemon::start(dir.path(), "isolation", &[], &envs).await;
+    let t = set_up_trigger(&daemon, &root).await;
+    let (in_group, detached) = (
+        dir.path().join("child.pid"),
+        dir.path().join("detached.pid"),
+    );
+    let script = format!(
+        "sleep 1000 &\necho $! > {g}.tmp && mv {g}.tmp {g}\n{}wait\n",
+        escape_into_new_session(&detached),
+        g = in_group.display()
+    );
+    let res = daemon
+        .request(
+            Method::PUT,
+            "/api/v1/accounts/acc/orgs/default/projects/proj/pipelines/deploy",
+        )
+        .header("X-Api-Key", &root)
+        .header("content-type", "application/yaml")
+        .body(run_pipeline(&script))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let res = daemon
+        .request(Method::POST, &t.v3_path)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let _: Value = success_data(res).await;
+    wait_for_file(&in_group).await;
+    wait_for_file(&detached).await;
+
+    daemon.kill_hard();
+
+    wait_until_dead(read_pid(&in_group), "a background job of the step").await;
+    wait_until_dead(read_pid(&detached), "a process started with setsid").await;
+}

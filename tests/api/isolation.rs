@@ -171,3 +171,34 @@ async fn killing_the_server_hard_kills_its_running_steps_processes() {
     wait_until_dead(read_pid(&in_group), "a background job of the step").await;
     wait_until_dead(read_pid(&detached), "a process started with setsid").await;
 }
+
+#[tokio::test]
+async fn the_sqlite_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = crate::helpers::spawn_sqlite_app_with(|_| {}).await;
+    let t = app.create_trigger().await;
+    let res = app.post_webhook(&t.v3_path(), None, "{}").await;
+    assert_eq!(res.status(), 200, "something written, so the WAL exists");
+    let db = app.settings.database_url.trim_start_matches("sqlite://");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{db}{suffix}");
+        let mode = std::fs::metadata(&file).expect(&file).permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} has mode {mode:o}");
+    }
+}
+
+#[tokio::test]
+async fn an_existing_database_readable_by_others_is_made_private_when_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("old.db");
+    std::fs::write(&db, b"").expect("an empty file is a valid new SQLite database");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let app = crate::helpers::spawn_sqlite_app_with(|s| {
+        s.database_url = format!("sqlite://{}", db.display());
+    })
+    .await;
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    drop(app);
+}

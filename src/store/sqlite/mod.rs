@@ -76,6 +76,40 @@ pub fn path_from_url(url: &str) -> Option<PathBuf> {
     (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
 
+/// Makes the database readable by its owner only: it holds key hashes and every tenant's
+/// payloads, and a Run step running as another user must not read it. A new file is created
+/// with mode 0600 (no moment when it is readable); an existing one, and its `-wal` and `-shm`
+/// files, are set to 0600 (SQLite gives a WAL it creates the database file's mode).
+fn make_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::db(format!("creating {}", path.display()), e)),
+    }
+    let mut name = path.as_os_str().to_owned();
+    let base = name.clone();
+    for suffix in ["", "-wal", "-shm"] {
+        name.clone_from(&base);
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(error = %e, file = %file.display(), "could not make the database readable by its owner only");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn open_rw(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError::db(format!("opening database {}", path.display()), e))?;
@@ -94,6 +128,7 @@ fn open_rw(path: &Path) -> StoreResult<Connection> {
 /// Refused while another process has the database open.
 pub fn migrate(path: &Path) -> StoreResult<usize> {
     let _lock = lock::lock(path)?;
+    make_private(path)?;
     let mut conn = open_rw(path)?;
     migrate::apply(&mut conn)
 }
@@ -106,6 +141,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::db(format!("creating {}", dir.display()), e))?;
         }
         let lock = lock::lock(path)?;
+        make_private(path)?;
         let mut conn = open_rw(path)?;
         migrate::apply(&mut conn)?;
         // Checkpoints are the checkpoint thread's (see checkpoint.rs); a WAL that starts over

@@ -392,6 +392,7 @@ pub struct ConfigError(String);
 const NON_SETTING_ENV: &[&str] = &[
     "config",
     "root_key",
+    "root_key_fd",
     "url",
     "api_key",
     "project",

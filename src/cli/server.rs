@@ -41,11 +41,74 @@ fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> CliResult {
     Ok(Exit::Success)
 }
 
-/// `TRIGGERD_ROOT_KEY`, when set and not empty.
+/// `TRIGGERD_ROOT_KEY`, when set and not empty, or the key [`root_key_out_of_environment`]
+/// handed over.
 fn configured_root_key() -> Option<String> {
     std::env::var("TRIGGERD_ROOT_KEY")
         .ok()
+        .or_else(|| HANDED_OVER.get().cloned())
         .filter(|k| !k.is_empty())
+}
+
+/// The root key as handed over through `TRIGGERD_ROOT_KEY_FD`.
+static HANDED_OVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Takes `TRIGGERD_ROOT_KEY` out of the server's environment. `/proc/<pid>/environ` shows the
+/// environment a process was started with, whatever it later removes, so the server starts
+/// itself again (`exec`, same pid) without the variable, handing the key over through a pipe
+/// named by `TRIGGERD_ROOT_KEY_FD`; the new image reads it and closes it. If the binary cannot
+/// be started again, the server goes on with the key in its environment, and says so.
+fn root_key_out_of_environment() {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+
+    if let Some(fd) = std::env::var_os("TRIGGERD_ROOT_KEY_FD") {
+        std::env::remove_var("TRIGGERD_ROOT_KEY_FD");
+        let fd = fd.to_string_lossy();
+        // The inherited pipe, opened by name (adopting a raw descriptor would need unsafe
+        // code). Read to its end, it holds nothing more: the inherited descriptor that stays
+        // open is an empty pipe whose writer is gone.
+        let mut key = String::new();
+        match std::fs::File::open(format!("/proc/self/fd/{fd}"))
+            .and_then(|mut pipe| pipe.read_to_string(&mut key))
+        {
+            Ok(_) => {
+                let _ = HANDED_OVER.set(key.trim().to_owned());
+            }
+            Err(e) => eprintln!("triggerd: could not read the root key handed over: {e}"),
+        }
+        return;
+    }
+    let Some(key) = std::env::var_os("TRIGGERD_ROOT_KEY").filter(|k| !k.is_empty()) else {
+        return;
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let handed = rustix::pipe::pipe()
+        .map_err(std::io::Error::from)
+        .and_then(|(read, write)| {
+            let mut write = std::fs::File::from(write);
+            write.write_all(key.as_encoded_bytes())?;
+            drop(write);
+            Ok(read)
+        });
+    let read = match handed {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("triggerd: TRIGGERD_ROOT_KEY stays in the environment (no pipe: {e})");
+            return;
+        }
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env_remove("TRIGGERD_ROOT_KEY")
+        .env("TRIGGERD_ROOT_KEY_FD", read.as_raw_fd().to_string())
+        .exec();
+    eprintln!(
+        "triggerd: TRIGGERD_ROOT_KEY stays in the environment (restarting without it failed: {e})"
+    );
 }
 
 /// `triggerd serve`.
@@ -56,6 +119,7 @@ pub fn serve(
     db: DatabaseArgs,
     public_url: Option<String>,
 ) -> CliResult {
+    root_key_out_of_environment();
     let mut settings = settings(
         config,
         Overrides {

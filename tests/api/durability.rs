@@ -169,6 +169,11 @@ impl Daemon {
     }
 
     /// Kills the process with SIGKILL (no clean-up at all) and reaps it.
+    /// The server's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn kill_hard(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reaped");

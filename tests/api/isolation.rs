@@ -202,3 +202,28 @@ async fn an_existing_database_readable_by_others_is_made_private_when_opened() {
     assert_eq!(mode & 0o077, 0, "mode {mode:o}");
     drop(app);
 }
+
+#[tokio::test]
+async fn the_root_key_is_not_left_in_the_servers_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = made_up_root_key();
+    let envs = [("TRIGGERD_ROOT_KEY", root.as_str())];
+    let daemon = Daemon::start(dir.path(), "rootkey", &[], &envs).await;
+    // The key works: it was handed over.
+    let t = set_up_trigger(&daemon, &root).await;
+    assert!(!t.admin_key.is_empty());
+
+    let secret = root.rsplit('.').next().unwrap();
+    match std::fs::read(format!("/proc/{}/environ", daemon.pid())) {
+        Ok(environ) => {
+            let environ = String::from_utf8_lossy(&environ);
+            assert!(
+                !environ.contains(secret),
+                "the key is in /proc/<pid>/environ"
+            );
+            assert!(!environ.contains("TRIGGERD_ROOT_KEY="), "{environ}");
+        }
+        // Not root: the server is not dumpable, so its environment cannot be read at all.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}"),
+    }
+}

@@ -22,6 +22,10 @@ pub struct Settings {
     pub database_url: String,
     /// Where executions get their working directories; see [`Settings::work_root`].
     pub work_dir: Option<String>,
+    /// The user Run steps run as: a name, a uid or `uid:gid`. Unset, a server started as root
+    /// runs them as `nobody`, and any other runs them as itself.
+    #[serde(deserialize_with = "text_or_number")]
+    pub run_user: Option<String>,
     /// The `triggerd` binary that supervises Run steps (`triggerd serve` sets it to itself);
     /// not a setting of the file or the environment.
     #[serde(skip)]
@@ -323,6 +327,7 @@ impl Default for Settings {
             public_url: None,
             database_url: "sqlite://triggerd.db".into(),
             work_dir: None,
+            run_user: None,
             step_supervisor: None,
             max_body_bytes: 1024 * 1024,
             body_timeout: "30s".into(),
@@ -386,6 +391,20 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
+
+/// A setting given as text or, from the environment where `1000` reads as a number, a number.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Given>::deserialize(d)?.map(|g| match g {
+        Given::Text(t) => t,
+        Given::Number(n) => n.to_string(),
+    }))
+}
 
 /// Env vars with the `TRIGGERD_` prefix that are not settings keys: the server's own, the
 /// client's (a shell set up for `triggerd fire` can still start a server), and the test suite's.

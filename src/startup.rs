@@ -64,19 +64,43 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let lease = settings.node.lease()?;
+        let run_user = engine::run_user::RunUser::for_this_process(settings.run_user.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        let mut work_root = settings.work_root();
+        if let Some(user) = &run_user {
+            if !user.can_reach(&work_root) {
+                anyhow::ensure!(
+                    settings.work_dir.is_none(),
+                    "work_dir {} is out of reach of run_user {}: a directory above it does not                      let that user pass; make them passable (chmod o+x) or choose another work_dir",
+                    work_root.display(),
+                    user.name
+                );
+                let fallback = user.reachable_work_root(&work_root);
+                tracing::info!(
+                    default = %work_root.display(),
+                    used = %fallback.display(),
+                    run_user = %user.name,
+                    "the working directories' default place is out of the Run steps' user's reach; using another"
+                );
+                work_root = fallback;
+            }
+            tracing::info!(run_user = %user.name, uid = user.uid, "Run steps run as an unprivileged user");
+        }
         let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let bound = listener.local_addr()?;
         let engine_stop = CancellationToken::new();
-        let work_root = settings.work_root();
         let (engine, engine_task) = engine::start(
             store.clone(),
             engine::EngineOptions {
                 workers: settings.workers,
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
                 work_root,
-                supervisor: settings.step_supervisor.clone(),
+                launch: engine::Launch {
+                    supervisor: settings.step_supervisor.clone(),
+                    user: run_user,
+                },
                 node_id: node_id.clone(),
                 lease,
             },

@@ -20,6 +20,7 @@ pub mod http_step;
 pub mod live_log;
 pub mod retention;
 pub mod run;
+pub mod run_user;
 pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,15 +98,24 @@ pub struct EngineOptions {
     pub grace: Duration,
     /// Where each execution gets its working directory (created with mode 0700).
     pub work_root: PathBuf,
-    /// The `triggerd` binary Run steps are supervised by (`triggerd supervise-step`, which
-    /// kills every process a step started, even detached ones, when it ends or the server
-    /// dies). `None` runs scripts directly, in a process group only.
-    pub supervisor: Option<PathBuf>,
+    /// How Run steps are started: under which supervisor, as which user.
+    pub launch: Launch,
     /// This node's id: the owner of the leases it takes.
     pub node_id: String,
     /// How long a lease on an execution lasts; the worker renews it every third of that, so
     /// another node takes the execution over only once this node is gone.
     pub lease: Duration,
+}
+
+/// How Run steps are started.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The `triggerd` binary Run steps are supervised by (`triggerd supervise-step`, which
+    /// kills every process a step started, even detached ones, when it ends or the server
+    /// dies). `None` runs scripts directly, in a process group only.
+    pub supervisor: Option<PathBuf>,
+    /// The user steps run as, when not the server's own (see [`run_user`]).
+    pub user: Option<run_user::RunUser>,
 }
 
 /// Starts the engine (see [`EngineOptions`]).
@@ -118,11 +128,11 @@ pub fn start(
         workers,
         grace,
         work_root,
-        supervisor,
+        launch,
         node_id,
         lease,
     } = options;
-    let supervisor = supervisor.map(Arc::new);
+    let launch = Arc::new(launch);
     let wake = Arc::new(Notify::new());
     let running = Running::default();
     let work_root = Arc::new(work_root);
@@ -142,7 +152,7 @@ pub fn start(
             abort.clone(),
             running,
             work_root,
-            supervisor,
+            launch,
             Lease {
                 owner: node_id,
                 millis: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
@@ -178,7 +188,7 @@ async fn run_loop(
     abort: CancellationToken,
     running: Running,
     work_root: Arc<PathBuf>,
-    supervisor: Option<Arc<PathBuf>>,
+    launch: Arc<Launch>,
     lease: Lease,
 ) {
     let Lease {
@@ -194,7 +204,7 @@ async fn run_loop(
         ),
         Err(e) => tracing::error!(error = %e, "recovering executions failed"),
     }
-    if let Err(e) = prepare_work_root(store.as_ref(), &work_root).await {
+    if let Err(e) = prepare_work_root(store.as_ref(), &work_root, &launch).await {
         tracing::error!(error = %e, dir = %work_root.display(), "preparing the working directories failed");
     }
     loop {
@@ -227,7 +237,7 @@ async fn run_loop(
                                 stop,
                                 shutdown: shutdown.clone(),
                                 work_root: work_root.clone(),
-                                supervisor: supervisor.clone(),
+                                launch: launch.clone(),
                                 running: running.clone(),
                             },
                             permit,
@@ -259,7 +269,7 @@ struct Worker {
     stop: CancellationToken,
     shutdown: CancellationToken,
     work_root: Arc<PathBuf>,
-    supervisor: Option<Arc<PathBuf>>,
+    launch: Arc<Launch>,
     running: Running,
 }
 
@@ -277,7 +287,7 @@ async fn work_on(
         stop,
         shutdown,
         work_root,
-        supervisor,
+        launch,
         running,
     } = worker;
     let id = claim.id.clone();
@@ -288,7 +298,7 @@ async fn work_on(
         stop.clone(),
         shutdown,
         work_dir,
-        supervisor.as_deref().map(PathBuf::as_path),
+        &launch,
     );
     let result = tokio::select! {
         r = work => r,
@@ -385,7 +395,7 @@ async fn execute(
     abort: CancellationToken,
     shutdown: CancellationToken,
     work_dir: PathBuf,
-    supervisor: Option<&std::path::Path>,
+    launch: &Launch,
 ) -> Result<(), StoreError> {
     let id = &claim.id;
     let Some(mut state) = store.load_run(id).await? else {
@@ -580,7 +590,7 @@ async fn execute(
                 variables: &vars,
                 stage: &stage,
                 work_dir: &work_dir,
-                supervisor,
+                launch,
                 body,
             },
             &abort,
@@ -671,13 +681,20 @@ fn skip_rest(steps: &mut [StepRecord]) -> Vec<StepRecord> {
 
 /// Creates the working-directory root (mode 0700, so other local users cannot read payload
 /// copies) and removes the directories of executions that have ended or no longer exist.
-async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io::Result<()> {
+async fn prepare_work_root(
+    store: &dyn Store,
+    root: &std::path::Path,
+    launch: &Launch,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Steps running as another user pass through (but cannot list) the root to their own
+    // directories, which they own with mode 0700.
+    let mode = if launch.user.is_some() { 0o711 } else { 0o700 };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(root)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))?;
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -767,8 +784,8 @@ struct StepContext<'a> {
     variables: &'a BTreeMap<String, serde_json::Value>,
     stage: &'a str,
     work_dir: &'a PathBuf,
-    /// See [`EngineOptions::supervisor`].
-    supervisor: Option<&'a std::path::Path>,
+    /// See [`EngineOptions::launch`].
+    launch: &'a Launch,
     body: &'a str,
 }
 
@@ -857,8 +874,24 @@ async fn run_step(
             command,
             env,
         } => {
-            if let Err(e) = std::fs::create_dir_all(cx.work_dir) {
+            if let Err(e) = std::fs::create_dir_all(cx.work_dir).and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(cx.work_dir, std::fs::Permissions::from_mode(0o700))
+            }) {
                 return failed(format!("could not create the working directory: {e}"));
+            }
+            if let Some(user) = &cx.launch.user {
+                // The step's own: its user owns it, nobody else may enter it.
+                if let Err(e) = rustix::fs::chown(
+                    cx.work_dir.as_path(),
+                    Some(rustix::fs::Uid::from_raw(user.uid)),
+                    Some(rustix::fs::Gid::from_raw(user.gid)),
+                ) {
+                    return failed(format!(
+                        "could not give the working directory to user {}: {e}",
+                        user.name
+                    ));
+                }
             }
             let payload_file = cx.work_dir.join("payload");
             if let Err(e) = std::fs::write(&payload_file, cx.body) {
@@ -903,7 +936,8 @@ async fn run_step(
                     timeout: step.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
                     max_log_bytes: MAX_LOG_BYTES,
                     live: Some(sink),
-                    supervisor: cx.supervisor.map(std::path::Path::to_path_buf),
+                    supervisor: cx.launch.supervisor.clone(),
+                    user: cx.launch.user.clone(),
                 },
                 abort.child_token(),
             );

@@ -67,6 +67,9 @@ pub struct RunRequest {
     /// The `triggerd` binary to run the script under (`supervise-step`, see
     /// [`super::supervise`]); `None` runs it directly, held by its process group only.
     pub supervisor: Option<PathBuf>,
+    /// The user the script runs as, when not the server's own. The working directory and the
+    /// output file are given to it; `HOME` is the working directory and `USER` its name.
+    pub user: Option<super::run_user::RunUser>,
 }
 
 /// Output as it arrives: which stream, and the bytes read.
@@ -174,7 +177,18 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
     if abort.is_cancelled() {
         return RunResult::without_process(RunStatus::Aborted, "aborted".to_owned());
     }
-    if let Err(e) = tokio::fs::File::create(&req.output_file).await {
+    let created = tokio::fs::File::create(&req.output_file)
+        .await
+        .and_then(|_| match &req.user {
+            Some(user) => rustix::fs::chown(
+                req.output_file.as_path(),
+                Some(rustix::fs::Uid::from_raw(user.uid)),
+                Some(rustix::fs::Gid::from_raw(user.gid)),
+            )
+            .map_err(io::Error::from),
+            None => Ok(()),
+        });
+    if let Err(e) = created {
         return RunResult::without_process(
             RunStatus::SpawnFailed,
             format!(
@@ -189,12 +203,25 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             let mut c = Command::new(supervisor);
             c.arg("supervise-step")
                 .arg("--parent")
-                .arg(std::process::id().to_string())
-                .arg("--")
-                .arg(shell);
+                .arg(std::process::id().to_string());
+            // The supervisor stays the server's user, so that it can always kill what the
+            // script started; it starts the script as the step's user.
+            if let Some(user) = &req.user {
+                c.arg("--uid")
+                    .arg(user.uid.to_string())
+                    .arg("--gid")
+                    .arg(user.gid.to_string());
+            }
+            c.arg("--").arg(shell);
             c
         }
-        None => Command::new(shell),
+        None => {
+            let mut c = Command::new(shell);
+            if let Some(user) = &req.user {
+                c.uid(user.uid).gid(user.gid);
+            }
+            c
+        }
     };
     command
         .arg("-c")
@@ -209,6 +236,9 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         if let Some(value) = std::env::var_os(name) {
             command.env(name, value);
         }
+    }
+    if let Some(user) = &req.user {
+        command.env("HOME", &req.work_dir).env("USER", &user.name);
     }
     command.envs(req.env.iter().map(|(k, v)| (k, v)));
     // Last, so the step's env cannot point the runner at another file.
@@ -656,6 +686,7 @@ mod tests {
             max_log_bytes: 1 << 20,
             live: None,
             supervisor: None,
+            user: None,
         }
     }
 

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,14 +29,15 @@ const POLL: Duration = Duration::from_millis(20);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
 const SWEEP_ROUNDS: usize = 200;
 
-/// Runs `command` (program and arguments) supervised, then exits the process. `parent` is the
-/// pid of the triggerd that started it: if it is already gone, nothing is started.
-pub fn run(parent: u32, command: &[OsString]) -> ! {
-    let code = supervise(parent, command);
+/// Runs `command` (program and arguments) supervised, as `user` (uid, gid) when given, then
+/// exits the process. `parent` is the pid of the triggerd that started it: if it is already
+/// gone, nothing is started.
+pub fn run(parent: u32, user: Option<(u32, u32)>, command: &[OsString]) -> ! {
+    let code = supervise(parent, user, command);
     std::process::exit(code)
 }
 
-fn supervise(parent: u32, command: &[OsString]) -> i32 {
+fn supervise(parent: u32, user: Option<(u32, u32)>, command: &[OsString]) -> i32 {
     let Some((program, args)) = command.split_first() else {
         eprintln!("[triggerd] supervise-step: no command given");
         return 2;
@@ -59,7 +61,13 @@ fn supervise(parent: u32, command: &[OsString]) -> i32 {
         eprintln!("[triggerd] supervise-step: cannot become a subreaper: {e}");
         return 2;
     }
-    let child = match Command::new(program).args(args).spawn() {
+    let mut script = Command::new(program);
+    script.args(args);
+    if let Some((uid, gid)) = user {
+        // std drops the supplementary groups too when it switches from root.
+        script.uid(uid).gid(gid);
+    }
+    let child = match script.spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!(

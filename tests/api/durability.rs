@@ -37,6 +37,11 @@ pub(crate) fn triggerd(dir: &Path) -> Command {
             cmd.env_remove(name.as_ref());
         }
     }
+    // Run steps as the test's own user (see `test_settings`).
+    cmd.env(
+        "TRIGGERD_RUN_USER",
+        rustix::process::geteuid().as_raw().to_string(),
+    );
     cmd
 }
 

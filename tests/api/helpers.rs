@@ -187,6 +187,9 @@ pub fn test_settings(dir: &TempDir, database: Option<&PostgresDatabase>) -> Sett
         work_dir: database.map(|_| dir.path().join("triggerd-work").display().to_string()),
         http_workers: 2,
         shutdown_grace_secs: 5,
+        // Run steps as the test's own user (as root, the default would be `nobody`; the
+        // isolation tests cover that).
+        run_user: Some(rustix::process::geteuid().as_raw().to_string()),
         // Run steps under the real supervisor, as `triggerd serve` does.
         step_supervisor: Some(PathBuf::from(env!("CARGO_BIN_EXE_triggerd"))),
         outbound: OutboundSettings {

@@ -227,3 +227,65 @@ async fn the_root_key_is_not_left_in_the_servers_environment() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}"),
     }
 }
+
+/// The outputs of the first step of the execution `event` started.
+async fn step_outputs(app: &crate::helpers::TestApp, t: &TestTrigger) -> Value {
+    let events = app.events(t).await;
+    let execution = events[0]["pipelineExecutionId"]
+        .as_str()
+        .expect("an execution");
+    let res = app
+        .with_key(
+            Method::GET,
+            &format!("{}/executions/{execution}", t.project_path()),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    success_data(res).await["steps"][0]["outputs"].clone()
+}
+
+#[tokio::test]
+async fn a_server_started_as_root_runs_steps_as_nobody_who_cannot_read_the_database() {
+    // The default `run_user`: as root, `nobody`; as anyone else, the server's own user.
+    let app = crate::helpers::spawn_sqlite_app_with(|s| s.run_user = None).await;
+    let t = app.create_trigger().await;
+    let db = app.settings.database_url.trim_start_matches("sqlite://");
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(&format!(
+            "echo \"uid=$(id -u)\" >> \"$TRIGGERD_OUTPUT\"\n\
+             if cat '{db}' >/dev/null 2>&1; then echo db=readable; else echo db=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
+             if cat /proc/$PPID/environ >/dev/null 2>&1; then echo parent=readable; else echo parent=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
+             echo \"home=$HOME\" >> \"$TRIGGERD_OUTPUT\"\n\
+             echo ok > written-here\n"
+        )),
+    )
+    .await;
+
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+    let outputs = step_outputs(&app, &t).await;
+
+    let euid = rustix::process::geteuid().as_raw();
+    if euid == 0 {
+        let nobody = std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("nobody:x:"))
+            .and_then(|rest| rest.split(':').next())
+            .expect("a nobody user")
+            .to_owned();
+        assert_eq!(outputs["uid"], nobody.as_str(), "{outputs}");
+        assert_eq!(outputs["db"], "denied", "{outputs}");
+        assert_eq!(outputs["parent"], "denied", "{outputs}");
+        assert!(
+            outputs["home"]
+                .as_str()
+                .is_some_and(|h| h.contains("triggerd-work")),
+            "HOME is the step's working directory: {outputs}"
+        );
+    } else {
+        assert_eq!(outputs["uid"], euid.to_string().as_str(), "{outputs}");
+    }
+}

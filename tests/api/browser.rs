@@ -268,6 +268,7 @@ async fn revoke(app: &TestApp, key: &str) {
 
 #[tokio::test]
 async fn the_console_walks_the_whole_story_in_a_real_browser() {
+    let _heavy = crate::helpers::heavy_test().await;
     let Some(b) = Browser::start().await else {
         return;
     };

@@ -367,6 +367,7 @@ async fn all_listed_events(app: &TestApp, t: &TestTrigger) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_intakes_are_all_acknowledged_and_readable() {
+    let _heavy = crate::helpers::heavy_test().await;
     let app = Arc::new(spawn_app().await);
     let t = Arc::new(app.create_trigger().await);
     let permits = Arc::new(Semaphore::new(200));
@@ -438,6 +439,7 @@ async fn a_thousand_concurrent_intakes_are_all_acknowledged_and_readable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_wal_stays_near_its_limit_under_load_and_is_truncated_when_idle() {
+    let _heavy = crate::helpers::heavy_test().await;
     // A 1 MiB limit, then about 100 MB of payloads through the WAL as fast as 16 clients can
     // send them. Without checkpoints that finish under load the WAL grew with every commit and
     // kept its size while idle.

@@ -754,3 +754,11 @@ impl Drop for TestReceiver {
         tokio::spawn(async move { handle.stop(false).await });
     }
 }
+
+/// Held by the tests that load the whole machine (a browser, a flood of webhooks) or that
+/// measure how the server copes with load, so that they do not run at the same time on a
+/// two-core machine and skew one another.
+pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}

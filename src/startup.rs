@@ -66,7 +66,9 @@ impl Application {
         let lease = settings.node.lease()?;
         let run_user = engine::run_user::RunUser::for_this_process(settings.run_user.as_deref())
             .map_err(anyhow::Error::msg)?;
-        let mut work_root = settings.work_root();
+        // Absolute: steps get paths under it, and run elsewhere than the server.
+        let mut work_root = std::path::absolute(settings.work_root())
+            .context("resolving the working directories' place")?;
         if let Some(user) = &run_user {
             if !user.can_reach(&work_root) {
                 anyhow::ensure!(
@@ -86,6 +88,8 @@ impl Application {
             }
             tracing::info!(run_user = %user.name, uid = user.uid, "Run steps run as an unprivileged user");
         }
+        engine::run_user::own_work_root(&work_root, run_user.is_some())
+            .map_err(anyhow::Error::msg)?;
         let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;

@@ -116,12 +116,6 @@ enum Command {
         /// The pid of the triggerd that started it; if that is gone, nothing runs.
         #[arg(long)]
         parent: u32,
-        /// The uid to run the program as (the supervisor keeps its own).
-        #[arg(long)]
-        uid: Option<u32>,
-        /// The gid to run the program as.
-        #[arg(long)]
-        gid: Option<u32>,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -277,12 +271,9 @@ fn run(cli: Cli) -> CliResult {
     };
     let config = cli.config;
     match cli.command {
-        Command::SuperviseStep {
-            parent,
-            uid,
-            gid,
-            command,
-        } => crate::engine::supervise::run(parent, uid.zip(gid), &command),
+        Command::SuperviseStep { parent, command } => {
+            crate::engine::supervise::run(parent, &command)
+        }
         Command::Serve {
             demo,
             listen,

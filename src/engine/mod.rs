@@ -204,7 +204,7 @@ async fn run_loop(
         ),
         Err(e) => tracing::error!(error = %e, "recovering executions failed"),
     }
-    if let Err(e) = prepare_work_root(store.as_ref(), &work_root, &launch).await {
+    if let Err(e) = prepare_work_root(store.as_ref(), &work_root).await {
         tracing::error!(error = %e, dir = %work_root.display(), "preparing the working directories failed");
     }
     loop {
@@ -679,22 +679,10 @@ fn skip_rest(steps: &mut [StepRecord]) -> Vec<StepRecord> {
     skipped
 }
 
-/// Creates the working-directory root (mode 0700, so other local users cannot read payload
-/// copies) and removes the directories of executions that have ended or no longer exist.
-async fn prepare_work_root(
-    store: &dyn Store,
-    root: &std::path::Path,
-    launch: &Launch,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    // Steps running as another user pass through (but cannot list) the root to their own
-    // directories, which they own with mode 0700.
-    let mode = if launch.user.is_some() { 0o711 } else { 0o700 };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(root)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))?;
+/// Removes the working directories of executions that have ended or no longer exist (they
+/// ended while this node was down). The root itself was made, mode 0700 or 0711, and checked
+/// at start: [`run_user::own_work_root`].
+async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -711,6 +699,30 @@ async fn prepare_work_root(
         }
     }
     Ok(())
+}
+
+/// Writes the execution's payload file once, for its first Run step: created exclusively and
+/// without following links, mode 0644 (readable by the step's user, who owns the directory).
+/// A later step finds whatever is there: a step can replace it, but cannot make the server
+/// write through a link it planted.
+fn write_payload_file(path: &std::path::Path, body: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+    {
+        Ok(mut file) => {
+            // Whatever the umask: the step's user must be able to read it.
+            rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o644))?;
+            file.write_all(body.as_bytes())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn failure_text(step: &StepRecord) -> String {
@@ -894,7 +906,7 @@ async fn run_step(
                 }
             }
             let payload_file = cx.work_dir.join("payload");
-            if let Err(e) = std::fs::write(&payload_file, cx.body) {
+            if let Err(e) = write_payload_file(&payload_file, cx.body) {
                 return failed(format!("could not write the payload file: {e}"));
             }
             let mut vars: Vec<(String, String)> = env

@@ -177,18 +177,7 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
     if abort.is_cancelled() {
         return RunResult::without_process(RunStatus::Aborted, "aborted".to_owned());
     }
-    let created = tokio::fs::File::create(&req.output_file)
-        .await
-        .and_then(|_| match &req.user {
-            Some(user) => rustix::fs::chown(
-                req.output_file.as_path(),
-                Some(rustix::fs::Uid::from_raw(user.uid)),
-                Some(rustix::fs::Gid::from_raw(user.gid)),
-            )
-            .map_err(io::Error::from),
-            None => Ok(()),
-        });
-    if let Err(e) = created {
+    if let Err(e) = create_output_file(&req.output_file, req.user.as_ref()) {
         return RunResult::without_process(
             RunStatus::SpawnFailed,
             format!(
@@ -203,26 +192,19 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             let mut c = Command::new(supervisor);
             c.arg("supervise-step")
                 .arg("--parent")
-                .arg(std::process::id().to_string());
-            // The supervisor stays the server's user, so that it can always kill what the
-            // script started; it starts the script as the step's user.
-            if let Some(user) = &req.user {
-                c.arg("--uid")
-                    .arg(user.uid.to_string())
-                    .arg("--gid")
-                    .arg(user.gid.to_string());
-            }
-            c.arg("--").arg(shell);
+                .arg(std::process::id().to_string())
+                .arg("--")
+                .arg(shell);
             c
         }
-        None => {
-            let mut c = Command::new(shell);
-            if let Some(user) = &req.user {
-                c.uid(user.uid).gid(user.gid);
-            }
-            c
-        }
+        None => Command::new(shell),
     };
+    // The supervisor runs as the step's user too: no process of the server's user ever gets
+    // the step's environment (LD_PRELOAD and the like), and it can still kill what the script
+    // started, which runs as that same user.
+    if let Some(user) = &req.user {
+        command.uid(user.uid).gid(user.gid);
+    }
     command
         .arg("-c")
         .arg(&req.command)
@@ -230,8 +212,12 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    if req.supervisor.is_none() {
+        // Its own group, killed as one. A supervisor makes its own session instead (which
+        // needs it not to lead a group yet); its id is the same, the child's pid.
+        command.process_group(0);
+    }
     for name in INHERITED_ENV {
         if let Some(value) = std::env::var_os(name) {
             command.env(name, value);
@@ -253,7 +239,7 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             )
         }
     };
-    // With `process_group(0)` the group id is the child's pid.
+    // With `process_group(0)`, or the supervisor's `setsid`, the group id is the child's pid.
     let mut group = GroupKiller {
         leader: child
             .id()
@@ -296,7 +282,10 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
                     let _ = child.wait().await;
                 }
             }
-            group.leader = None;
+            // A backstop in case the supervisor itself was killed (by the script, which may
+            // run as the same user): its group, which is also its session, gets SIGKILL. The
+            // number cannot have been reused while any member of the group is alive.
+            group.kill();
         } else {
             // Also after a normal exit, so no background job survives. The main child is
             // reaped at most just before this; its pid cannot have been reused as a group id
@@ -349,6 +338,33 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         outputs,
         message,
     }
+}
+
+/// Creates the step's output file afresh: whatever a script left at that name (a file, a
+/// symlink to somewhere the server may write, a FIFO) is removed first, and the new file is
+/// created exclusively, without following links, then given to the step's user through its
+/// open descriptor, never by path.
+fn create_output_file(path: &Path, user: Option<&super::run_user::RunUser>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    if let Some(user) = user {
+        rustix::fs::fchown(
+            &file,
+            Some(rustix::fs::Uid::from_raw(user.uid)),
+            Some(rustix::fs::Gid::from_raw(user.gid)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Why the wait for the child stopped.
@@ -572,10 +588,18 @@ async fn read_capped(path: &Path) -> io::Result<Option<(Vec<u8>, bool)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !file.metadata().await?.is_file() {
+    let meta = file.metadata().await?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "it is not a regular file",
+        ));
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        // A hard link to another file: the server would read that file for the script.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is a hard link to another file",
         ));
     }
     let mut bytes = Vec::new();

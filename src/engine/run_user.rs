@@ -82,6 +82,36 @@ impl RunUser {
     }
 }
 
+/// Creates the working directories' root (mode 0711 when steps run as another user, who pass
+/// through it to their own directories, else 0700) and checks that it is a real directory of
+/// this server's user that nobody else can write: a root someone else made, say in `/tmp`, could
+/// be swapped for a link to anywhere between two steps.
+pub fn own_work_root(root: &Path, shared: bool) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mode = if shared { 0o711 } else { 0o700 };
+    let fail = |what: String| format!("the working directories' root {}: {what}", root.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(root)
+        .map_err(|e| fail(format!("cannot be created: {e}")))?;
+    let meta = std::fs::symlink_metadata(root).map_err(|e| fail(e.to_string()))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if !meta.file_type().is_dir() {
+        return Err(fail(
+            "is not a directory (a link?); remove it or set work_dir".into(),
+        ));
+    }
+    if meta.uid() != euid {
+        return Err(fail(format!(
+            "belongs to uid {}, not to this server (uid {euid}); remove it or set work_dir",
+            meta.uid()
+        )));
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail(format!("cannot be given mode {mode:o}: {e}")))
+}
+
 /// `uid`, `uid:gid`, or a name from `passwd`.
 fn lookup(spec: &str, passwd: &str) -> Result<RunUser, String> {
     let numeric = |s: &str| s.parse::<u32>().ok();
@@ -199,5 +229,27 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o711)).unwrap();
         assert!(stranger.can_reach(&inner.join("work")));
+    }
+
+    #[test]
+    fn a_work_root_that_is_a_link_or_someone_elses_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = own_work_root(&link, true).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+
+        let mine = dir.path().join("mine");
+        own_work_root(&mine, true).unwrap();
+        let mode = std::fs::metadata(&mine).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o711);
+        if rustix::process::geteuid().is_root() {
+            rustix::fs::chown(mine.as_path(), Some(rustix::fs::Uid::from_raw(54321)), None)
+                .unwrap();
+            let err = own_work_root(&mine, true).unwrap_err();
+            assert!(err.contains("belongs to uid 54321"), "{err}");
+        }
     }
 }

@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,15 +28,14 @@ const POLL: Duration = Duration::from_millis(20);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
 const SWEEP_ROUNDS: usize = 200;
 
-/// Runs `command` (program and arguments) supervised, as `user` (uid, gid) when given, then
-/// exits the process. `parent` is the pid of the triggerd that started it: if it is already
+/// Runs `command` (program and arguments) supervised, then exits the process. `parent` is the pid of the triggerd that started it: if it is already
 /// gone, nothing is started.
-pub fn run(parent: u32, user: Option<(u32, u32)>, command: &[OsString]) -> ! {
-    let code = supervise(parent, user, command);
+pub fn run(parent: u32, command: &[OsString]) -> ! {
+    let code = supervise(parent, command);
     std::process::exit(code)
 }
 
-fn supervise(parent: u32, user: Option<(u32, u32)>, command: &[OsString]) -> i32 {
+fn supervise(parent: u32, command: &[OsString]) -> i32 {
     let Some((program, args)) = command.split_first() else {
         eprintln!("[triggerd] supervise-step: no command given");
         return 2;
@@ -61,13 +59,14 @@ fn supervise(parent: u32, user: Option<(u32, u32)>, command: &[OsString]) -> i32
         eprintln!("[triggerd] supervise-step: cannot become a subreaper: {e}");
         return 2;
     }
-    let mut script = Command::new(program);
-    script.args(args);
-    if let Some((uid, gid)) = user {
-        // std drops the supplementary groups too when it switches from root.
-        script.uid(uid).gid(gid);
+    // A session of its own: no controlling terminal the script could read or write (the
+    // server's, when it was started from one). Its id stays this process's group id, which
+    // the runner kills as a backstop.
+    if let Err(e) = rustix::process::setsid() {
+        eprintln!("[triggerd] supervise-step: cannot start a session: {e}");
+        return 2;
     }
-    let child = match script.spawn() {
+    let child = match Command::new(program).args(args).spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!(

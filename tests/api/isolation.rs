@@ -247,7 +247,8 @@ async fn step_outputs(app: &crate::helpers::TestApp, t: &TestTrigger) -> Value {
 }
 
 #[tokio::test]
-async fn a_server_started_as_root_runs_steps_as_nobody_who_cannot_read_the_database() {
+async fn a_server_started_as_root_runs_steps_as_nobody_who_reads_neither_the_database_nor_the_server(
+) {
     // The default `run_user`: as root, `nobody`; as anyone else, the server's own user.
     let app = crate::helpers::spawn_sqlite_app_with(|s| s.run_user = None).await;
     let t = app.create_trigger().await;
@@ -257,9 +258,10 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_cannot_read_the_datab
         &run_pipeline(&format!(
             "echo \"uid=$(id -u)\" >> \"$TRIGGERD_OUTPUT\"\n\
              if cat '{db}' >/dev/null 2>&1; then echo db=readable; else echo db=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
-             if cat /proc/$PPID/environ >/dev/null 2>&1; then echo parent=readable; else echo parent=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
+             if cat /proc/{server}/environ >/dev/null 2>&1; then echo server=readable; else echo server=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
              echo \"home=$HOME\" >> \"$TRIGGERD_OUTPUT\"\n\
-             echo ok > written-here\n"
+             echo ok > written-here\n",
+            server = std::process::id()
         )),
     )
     .await;
@@ -278,7 +280,10 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_cannot_read_the_datab
             .to_owned();
         assert_eq!(outputs["uid"], nobody.as_str(), "{outputs}");
         assert_eq!(outputs["db"], "denied", "{outputs}");
-        assert_eq!(outputs["parent"], "denied", "{outputs}");
+        assert_eq!(
+            outputs["server"], "denied",
+            "the server's environment: {outputs}"
+        );
         assert!(
             outputs["home"]
                 .as_str()
@@ -288,4 +293,27 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_cannot_read_the_datab
     } else {
         assert_eq!(outputs["uid"], euid.to_string().as_str(), "{outputs}");
     }
+}
+
+#[tokio::test]
+async fn a_step_cannot_make_the_server_write_through_a_link_it_planted() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let victim = app.dir.path().join("precious");
+    std::fs::write(&victim, "precious").unwrap();
+    // Step `plant` links the next step's output file, and the payload file's name, to the
+    // victim; the server then creates the one and writes the other.
+    let yaml = format!(
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: plant\n              type: Run\n              spec:\n                shell: sh\n                command: ln -s '{v}' \"$PWD/build.next.output\" && rm -f \"$TRIGGERD_PAYLOAD_FILE\" && ln -s '{v}' \"$TRIGGERD_PAYLOAD_FILE\"\n          - step:\n              identifier: next\n              type: Run\n              spec:\n                shell: sh\n                command: echo done\n",
+        v = victim.display()
+    );
+    app.put_pipeline_yaml(&t, &yaml).await;
+
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious",
+        "the server wrote through a link a step planted"
+    );
 }

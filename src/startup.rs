@@ -73,7 +73,7 @@ impl Application {
             if !user.can_reach(&work_root) {
                 anyhow::ensure!(
                     settings.work_dir.is_none(),
-                    "work_dir {} is out of reach of run_user {}: a directory above it does not                      let that user pass; make them passable (chmod o+x) or choose another work_dir",
+                    "work_dir {} is out of reach of run_user {}: a directory above it does not let that user pass; make them passable (chmod o+x) or choose another work_dir",
                     work_root.display(),
                     user.name
                 );

@@ -74,9 +74,14 @@ fn root_key_out_of_environment() {
             .and_then(|mut pipe| pipe.read_to_string(&mut key))
         {
             Ok(_) => {
-                let _ = HANDED_OVER.set(key.trim().to_owned());
+                let _ = HANDED_OVER.set(key);
             }
-            Err(e) => eprintln!("triggerd: could not read the root key handed over: {e}"),
+            Err(e) => {
+                // Going on without it would make a fresh database print a generated key
+                // instead of the operator's.
+                eprintln!("triggerd: could not read TRIGGERD_ROOT_KEY as handed over: {e}");
+                std::process::exit(Exit::Usage as i32);
+            }
         }
         return;
     }

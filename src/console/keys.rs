@@ -1,7 +1,6 @@
 //! API keys of an account (create, shown once; list; revoke) and a project's settings (the
 //! authorization mandate, its effective value and where it comes from).
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 use serde_json::json;
@@ -112,11 +111,7 @@ async fn keys_page(
             div { button type="submit" { "Create key" } }
         }
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(error.is_some());
     Ok(view::render(
         status,
         &format!("API keys of {acc}"),
@@ -222,11 +217,7 @@ async fn settings_page(
             div { button type="submit" { "Save" } }
         }
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(error.is_some());
     Ok(view::render(
         status,
         "Settings",

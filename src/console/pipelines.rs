@@ -2,12 +2,11 @@
 //! message, which names the line and column), its triggers, and "Run" with a form for its
 //! runtime inputs.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 use serde_json::{json, Value};
 
-use super::projects::readable_project;
+use super::projects::{managed_project, readable_project};
 use super::{project_path, view, ConsoleError, InPage as _, Post, Signed};
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::domain::pipeline::PipelineSpec;
@@ -48,17 +47,6 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(save)),
     )
     .service(super::resource(format!("{P}/pipelines/{{pipe}}/run")).route(web::post().to(run)));
-}
-
-/// The project of the path, for a key that may manage it (the API's rule for pipelines).
-async fn managed_project(
-    req: &HttpRequest,
-    signed: &Signed,
-    gw: &Gateway,
-) -> Result<ProjectRef, ConsoleError> {
-    let project = readable_project(req, signed, gw).await?;
-    require_manage(&signed.principal, &project.account)?;
-    Ok(project)
 }
 
 /// The identifier at `pointer` (such as `/pipeline/identifier`) of a YAML document: what a
@@ -121,19 +109,9 @@ async fn list_page(
             (view::pager(&format!("{base}/pipelines"), &[], page.next_cursor.as_deref()))
         }
         h2 #new { "New pipeline" }
-        @if let Some(e) = error { (view::error_box(e)) }
-        form method="post" action=(format!("{base}/pipelines")) {
-            (view::csrf(signed))
-            label for="yaml" { "Pipeline YAML" }
-            textarea #yaml name="yaml" rows="18" spellcheck="false" { (text) }
-            button type="submit" { "Create pipeline" }
-        }
+        (view::YamlForm { action: &format!("{base}/pipelines"), label: "Pipeline YAML", text, error, button: "Create pipeline", extra: html! {} }.render(signed))
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(error.is_some());
     Ok(view::render(
         status,
         "Pipelines",
@@ -257,20 +235,10 @@ async fn pipeline_page(
             }
         }
         h2 #edit { "YAML" }
-        @if let Some(e) = save_error { (view::error_box(e)) }
-        form method="post" action=(base) {
-            (view::csrf(signed))
-            label for="yaml" { "Pipeline YAML" }
-            textarea #yaml name="yaml" rows=(text.lines().count().clamp(12, 40)) spellcheck="false" { (text) }
-            button type="submit" { "Save" }
-        }
+        (view::YamlForm { action: &base, label: "Pipeline YAML", text, error: save_error, button: "Save", extra: html! {} }.render(signed))
         }
     };
-    let status = if refused.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(refused.is_some());
     Ok(view::render(
         status,
         &format!("Pipeline {id}"),

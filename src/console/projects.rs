@@ -42,6 +42,18 @@ pub(crate) async fn readable_project(
     Ok(project)
 }
 
+/// The project of the path, for a key that may manage its account: the API's rule for
+/// pipelines, triggers, event rules and settings.
+pub(crate) async fn managed_project(
+    req: &HttpRequest,
+    signed: &Signed,
+    gw: &Gateway,
+) -> Result<ProjectRef, ConsoleError> {
+    let project = readable_project(req, signed, gw).await?;
+    crate::service::require_manage(&signed.principal, &project.account)?;
+    Ok(project)
+}
+
 async fn picker(
     signed: Signed,
     q: web::Query<std::collections::HashMap<String, String>>,

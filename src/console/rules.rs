@@ -4,17 +4,16 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
 use super::pipelines::yaml_identifier;
-use super::projects::readable_project;
+use super::projects::managed_project;
 use super::{project_path, view, ConsoleError, InPage as _, Post, Signed};
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::domain::BodyFormat;
 use crate::error::Error;
-use crate::service::{require_manage, Gateway};
+use crate::service::Gateway;
 use crate::store::outbound::delivery_status;
 
 const P: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}";
@@ -61,17 +60,6 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         super::resource(format!("{R}/deliveries/{{id}}/redeliver"))
             .route(web::post().to(redeliver)),
     );
-}
-
-/// The project, for a key that may manage it (the API's rule for event rules).
-async fn managed_project(
-    req: &HttpRequest,
-    signed: &Signed,
-    gw: &Gateway,
-) -> Result<ProjectRef, ConsoleError> {
-    let project = readable_project(req, signed, gw).await?;
-    require_manage(&signed.principal, &project.account)?;
-    Ok(project)
 }
 
 async fn target(
@@ -138,20 +126,9 @@ async fn list_page(
             (view::pager(&format!("{base}/eventrules"), &[], page.next_cursor.as_deref()))
         }
         h2 #new { "New event rule" }
-        @if let Some(e) = error { (view::error_box(e)) }
-        form method="post" action=(format!("{base}/eventrules")) {
-            (view::csrf(signed))
-            (view::once())
-            label for="yaml" { "Event rule YAML" }
-            textarea #yaml name="yaml" rows="12" spellcheck="false" { (text) }
-            button type="submit" { "Create event rule" }
-        }
+        (view::YamlForm { action: &format!("{base}/eventrules"), label: "Event rule YAML", text, error, button: "Create event rule", extra: view::once() }.render(signed))
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(error.is_some());
     Ok(view::render(
         status,
         "Event rules",
@@ -338,19 +315,9 @@ async fn rule_page(
         }
         (view::pager(&path, &[("status", status_filter)], page.next_cursor.as_deref()))
         h2 #edit { "YAML" }
-        @if let Some(e) = save_error { (view::error_box(e)) }
-        form method="post" action=(path) {
-            (view::csrf(signed))
-            label for="yaml" { "Event rule YAML" }
-            textarea #yaml name="yaml" rows=(yaml.lines().count().clamp(10, 40)) spellcheck="false" { (yaml) }
-            button type="submit" { "Save" }
-        }
+        (view::YamlForm { action: &path, label: "Event rule YAML", text: &yaml, error: save_error, button: "Save", extra: html! {} }.render(signed))
     };
-    let code = if matches!(shown, Shown::SaveRefused { .. }) {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let code = view::status_for(matches!(shown, Shown::SaveRefused { .. }));
     Ok(view::render(
         code,
         &format!("Event rule {id}"),

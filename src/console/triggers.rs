@@ -7,13 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
 use super::pipelines::yaml_identifier;
-use super::projects::readable_project;
+use super::projects::managed_project;
 use super::{project_path, view, ConsoleError, InPage as _, Post, Signed};
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::domain::BodyFormat;
 use crate::error::Error;
 use crate::service::intake::{Accepted, IntakeQuery, IntakeRequest};
-use crate::service::{require_manage, Gateway};
+use crate::service::Gateway;
 use crate::store::{EventFilter, WebhookEvent};
 
 const P: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}";
@@ -56,17 +56,6 @@ fn new_trigger(pipeline: &str) -> String {
         headerConditions: []
 "
     )
-}
-
-/// The project, for a key that may manage it (the API's rule for triggers).
-async fn managed_project(
-    req: &HttpRequest,
-    signed: &Signed,
-    gw: &Gateway,
-) -> Result<ProjectRef, ConsoleError> {
-    let project = readable_project(req, signed, gw).await?;
-    require_manage(&signed.principal, &project.account)?;
-    Ok(project)
 }
 
 /// The trigger of a `T` path.
@@ -178,20 +167,10 @@ async fn list_page(
         @if !pipelines.items.is_empty() {
             h2 #new { "New trigger" }
             p.hint { "Set " code { "pipelineIdentifier" } " to the pipeline it starts. Conditions and inputYaml follow DESIGN §4." }
-            @if let Some(e) = error { (view::error_box(e)) }
-            form method="post" action=(format!("{base}/triggers")) {
-                (view::csrf(signed))
-                label for="yaml" { "Trigger YAML" }
-                textarea #yaml name="yaml" rows="16" spellcheck="false" { (text) }
-                button type="submit" { "Create trigger" }
-            }
+            (view::YamlForm { action: &format!("{base}/triggers"), label: "Trigger YAML", text, error, button: "Create trigger", extra: html! {} }.render(signed))
         }
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = view::status_for(error.is_some());
     Ok(view::render(
         status,
         "Triggers",
@@ -424,13 +403,7 @@ async fn trigger_page(
             }
         }
         h2 #edit { "YAML" }
-        @if let Some(e) = save_error { (view::error_box(e)) }
-        form method="post" action=(path) {
-            (view::csrf(signed))
-            label for="yaml" { "Trigger YAML" }
-            textarea #yaml name="yaml" rows=(yaml.lines().count().clamp(10, 40)) spellcheck="false" { (yaml) }
-            button type="submit" { "Save" }
-        }
+        (view::YamlForm { action: &path, label: "Trigger YAML", text: &yaml, error: save_error, button: "Save", extra: html! {} }.render(signed))
     };
     let status = match &shown {
         Shown::SaveRefused { .. } => StatusCode::BAD_REQUEST,

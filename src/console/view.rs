@@ -200,6 +200,41 @@ pub(crate) fn pager(path: &str, query: &[(&str, &str)], next: Option<&str>) -> M
     html! { p.pager { a href=(format!("{path}?{}", q.finish())) { "Next page →" } } }
 }
 
+/// A YAML document's form: the refusal of the last save (the API's message, with its line and
+/// column), the text as typed, and the button. `extra` goes inside the form (a one-time token).
+pub(crate) struct YamlForm<'a> {
+    pub action: &'a str,
+    pub label: &'a str,
+    pub text: &'a str,
+    pub error: Option<&'a str>,
+    pub button: &'a str,
+    pub extra: Markup,
+}
+
+impl YamlForm<'_> {
+    pub(crate) fn render(&self, signed: &Signed) -> Markup {
+        html! {
+            @if let Some(e) = self.error { (error_box(e)) }
+            form method="post" action=(self.action) {
+                (csrf(signed))
+                (self.extra)
+                label for="yaml" { (self.label) }
+                textarea #yaml name="yaml" rows=(self.text.lines().count().clamp(12, 40)) spellcheck="false" { (self.text) }
+                button type="submit" { (self.button) }
+            }
+        }
+    }
+}
+
+/// 400 when a form was refused and is shown again, else 200.
+pub(crate) fn status_for(refused: bool) -> StatusCode {
+    if refused {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// A message shown in the page when a form was refused, with the API's own words.
 pub(crate) fn error_box(message: &str) -> Markup {
     html! { div.error role="alert" { (message) } }

@@ -145,6 +145,9 @@ impl Application {
             sender,
             dispatcher,
             node_id: node_id.clone(),
+            evaluations: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         });
         if let Some(changes) = store.subscribe() {
             tokio::spawn(apply_announced(gateway.clone().into_inner(), changes));

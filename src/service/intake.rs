@@ -311,7 +311,32 @@ async fn accept(
         .collect();
     let event_id = EventId::generate();
     let plan = PlanExecutionId::generate();
-    let decision = decide(trigger, &payload, &req.headers, &masked, &event_id, &plan);
+    let (decision, payload, masked) = if trigger.spec.jexl_condition.is_some() {
+        // A JEXL condition may take up to its whole budget: it is evaluated on a blocking
+        // thread, a few at a time, so that it never holds an HTTP worker (health checks and
+        // other webhooks go on meanwhile).
+        let _turn = gw
+            .evaluations
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable {
+                message: "The server is shutting down; retry shortly".into(),
+                retry_after_secs: 5,
+            })?;
+        let (trigger, headers) = (Arc::clone(trigger), req.headers.clone());
+        let (event, execution) = (event_id.clone(), plan.clone());
+        tokio::task::spawn_blocking(move || {
+            let decision = decide(&trigger, &payload, &headers, &masked, &event, &execution);
+            (decision, payload, masked)
+        })
+        .await
+        .map_err(|e| {
+            Error::Unexpected(crate::store::StoreError::db("evaluating the conditions", e))
+        })?
+    } else {
+        let decision = decide(trigger, &payload, &req.headers, &masked, &event_id, &plan);
+        (decision, payload, masked)
+    };
     let headers: serde_json::Map<String, serde_json::Value> = masked
         .into_iter()
         .map(|(name, value)| (name, serde_json::Value::String(value)))

@@ -51,6 +51,9 @@ pub struct Gateway {
     pub dispatcher: crate::outbound::dispatcher::DispatcherHandle,
     /// This node's id (random at each start): the owner of its leases, shown in `/readyz`.
     pub node_id: String,
+    /// Turns for evaluating JEXL conditions, which run off the HTTP workers: one per CPU, so
+    /// that a flood of expensive expressions queues instead of taking every core.
+    pub evaluations: tokio::sync::Semaphore,
 }
 
 /// The message for a key that is malformed, unknown, revoked, expired or wrong.

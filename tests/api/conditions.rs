@@ -630,3 +630,58 @@ async fn a_stored_trigger_whose_expression_no_longer_compiles_records_an_excepti
         "the trigger can still be read and fixed"
     );
 }
+
+#[tokio::test]
+async fn a_costly_jexl_condition_does_not_hold_the_http_workers() {
+    let _heavy = crate::helpers::heavy_test().await;
+    // One HTTP worker: evaluated on it, a condition would keep every other request waiting.
+    let app = crate::helpers::spawn_app_with(|s| s.http_workers = 1).await;
+    let t = app.create_trigger().await;
+    let term = "<+trigger.payload.s>.split(\"\").size() < 0";
+    let chain = vec![term; 4000 / (term.len() + 4)].join(" || ");
+    let res = app
+        .put_trigger_yaml(
+            &t,
+            &trigger_with(&format!("        jexlCondition: '{chain}'\n"), ""),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "trigger: {}", res.text().await.unwrap());
+    let body = json!({"s": "x".repeat(900_000)});
+
+    // How long one evaluation takes here, alone.
+    let started = std::time::Instant::now();
+    let res = post(&app, &t, "push", &body).await;
+    assert_eq!(res.status(), 200);
+    let one = started.elapsed();
+
+    // Three at once, then a health check while they are being evaluated.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (app, t, body) = (app.address.clone(), t.clone(), body.clone());
+        flood.spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{app}{}", t.v3_path()))
+                .header("X-Event", "push")
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+    }
+    tokio::time::sleep(one / 4).await;
+    let asked = std::time::Instant::now();
+    let health = app
+        .request(reqwest::Method::GET, "/healthz")
+        .send()
+        .await
+        .expect("healthz");
+    let waited = asked.elapsed();
+    assert_eq!(health.status(), 200);
+    while let Some(done) = flood.join_next().await {
+        assert_eq!(done.unwrap().unwrap(), 200);
+    }
+    assert!(
+        waited < one / 2,
+        "/healthz waited {waited:?} behind conditions that take {one:?} each"
+    );
+}

@@ -564,7 +564,26 @@ async fn logs_follow_a_running_step_line_by_line_to_its_end() {
         .unwrap()
         .to_owned();
 
-    // `logs -f` prints the first lines while the step still runs, then the rest, then ends.
+    // Once the step runs (a queued execution has no step to follow yet)...
+    let detail_path =
+        format!("/api/v1/accounts/acme/orgs/default/projects/payments/executions/{execution}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail = app
+            .with_key(Method::GET, &detail_path, &key)
+            .send()
+            .await
+            .unwrap();
+        if success_data(detail).await["steps"][0]["status"] == "Running" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...`logs -f` prints the first lines while the step still runs, then the rest, then ends.
     let mut child = user.spawn(&["logs", &execution, "build/run", "-f"]);
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let seen = read_until(

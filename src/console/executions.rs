@@ -454,12 +454,7 @@ async fn log_lines(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ConsoleError> {
     let project = readable_project(&req, &signed, &gw).await?;
-    let after = match q.get("after").map(String::as_str) {
-        None | Some("") => -1,
-        Some(v) => v.parse::<i64>().map_err(|_| {
-            Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
-        })?,
-    };
+    let after = crate::http::after_param(&q)?;
     let run = gw
         .execution(&project, req.match_info().get("id").unwrap_or(""))
         .await?;
@@ -486,19 +481,14 @@ async fn control(
     let signed = &post.signed;
     let project = readable_project(&req, signed, &gw).await.in_page(signed)?;
     require_manage(&signed.principal, &project.account).in_page(signed)?;
-    let control =
-        match req.match_info().get("action").unwrap_or("") {
-            "abort" => Control::Abort,
-            "pause" => Control::Pause,
-            "resume" => Control::Resume,
-            "approve" => Control::Approve,
-            "reject" => Control::Reject,
-            _ => return Err(Error::NotFound(
+    let control = Control::from_action(req.match_info().get("action").unwrap_or(""))
+        .ok_or_else(|| {
+            Error::NotFound(
                 "There is no such action; the actions are abort, pause, resume, approve and reject"
                     .into(),
-            ))
-            .in_page(signed),
-        };
+            )
+        })
+        .in_page(signed)?;
     let comment = Some(post.field("comment").to_owned()).filter(|c| !c.is_empty());
     let id = req.match_info().get("id").unwrap_or("");
     let run = gw

@@ -116,12 +116,7 @@ async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let q = query(&req);
-    let after = match q.get("after").map(String::as_str) {
-        None | Some("") => -1,
-        Some(v) => v.parse::<i64>().map_err(|_| {
-            Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
-        })?,
-    };
+    let after = super::after_param(&q)?;
     let follow = super::bool_param(&q, "follow")?;
     let json = match q.get("format").map(String::as_str) {
         None | Some("" | "text") => false,
@@ -265,19 +260,13 @@ async fn control(
 ) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
-    let control = match req.match_info().get("action").unwrap_or("") {
-        "abort" => Control::Abort,
-        "pause" => Control::Pause,
-        "resume" => Control::Resume,
-        "approve" => Control::Approve,
-        "reject" => Control::Reject,
-        other => {
-            return Err(Error::NotFound(format!(
-                "No route for POST .../executions/{{id}}/{}; the actions are abort, pause, resume, approve and reject",
-                crate::domain::ids::truncate_for_message(other)
-            )))
-        }
-    };
+    let action = req.match_info().get("action").unwrap_or("");
+    let control = Control::from_action(action).ok_or_else(|| {
+        Error::NotFound(format!(
+            "No route for POST .../executions/{{id}}/{}; the actions are abort, pause, resume, approve and reject",
+            crate::domain::ids::truncate_for_message(action)
+        ))
+    })?;
     let body: ControlBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let id = req.match_info().get("id").unwrap_or("");
     let run = gw

@@ -153,6 +153,17 @@ pub(crate) fn bool_param(q: &HashMap<String, String>, name: &str) -> Result<bool
     }
 }
 
+/// `after` of a log read: the seq of the last line already read; absent or empty is -1 (from the
+/// start).
+pub(crate) fn after_param(q: &HashMap<String, String>) -> Result<i64, Error> {
+    match q.get("after").map(String::as_str) {
+        None | Some("") => Ok(-1),
+        Some(v) => v.parse::<i64>().map_err(|_| {
+            Error::InvalidRequest("Invalid request: after must be a line seq (an integer)".into())
+        }),
+    }
+}
+
 /// `dryRun=true` on a PUT: validate and answer what would be stored, store nothing.
 pub(crate) fn dry_run(req: &HttpRequest) -> Result<bool, Error> {
     bool_param(&query(req), "dryRun")

@@ -298,6 +298,21 @@ pub enum Control {
     Reject,
 }
 
+impl Control {
+    /// The control a route's `{action}` names: `abort`, `pause`, `resume`, `approve` or
+    /// `reject`.
+    pub fn from_action(action: &str) -> Option<Control> {
+        match action {
+            "abort" => Some(Control::Abort),
+            "pause" => Some(Control::Pause),
+            "resume" => Some(Control::Resume),
+            "approve" => Some(Control::Approve),
+            "reject" => Some(Control::Reject),
+            _ => None,
+        }
+    }
+}
+
 /// What a control request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlOutcome {

@@ -607,3 +607,27 @@ async fn reposting_the_form_that_showed_a_new_key_does_not_make_another() {
         .map(|k| k.iter().filter(|k| k["name"] == "ci").count());
     assert_eq!(named_ci, Some(1), "{keys}");
 }
+
+#[tokio::test]
+async fn bad_log_offsets_and_unknown_actions_are_refused_in_the_page() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let (_, execution) = fire(&app, &t).await;
+    let mut v = Visitor::sign_in(&app, &t.admin_key).await;
+    let page = format!("{}/executions/{execution}", ui_project(&t));
+    assert_eq!(v.get(&page).await.0, 200);
+
+    let (status, body) = v
+        .get(&format!("{page}/logs/build/wait/lines?after=soon"))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("after must be a line seq"), "{body}");
+    let (status, _) = v
+        .get(&format!("{page}/logs/build/no_such_step/lines"))
+        .await;
+    assert_eq!(status, 404);
+
+    let (status, body) = v.post(&format!("{page}/explode"), &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("the actions are abort, pause"), "{body}");
+}

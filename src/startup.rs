@@ -90,6 +90,13 @@ impl Application {
         }
         engine::run_user::own_work_root(&work_root, run_user.is_some())
             .map_err(anyhow::Error::msg)?;
+        let supervisor = match (&run_user, &settings.step_supervisor) {
+            (Some(user), Some(binary)) => Some(
+                user.runnable_supervisor(binary, &work_root)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            (_, binary) => binary.clone(),
+        };
         let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -102,7 +109,7 @@ impl Application {
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
                 work_root,
                 launch: engine::Launch {
-                    supervisor: settings.step_supervisor.clone(),
+                    supervisor,
                     user: run_user,
                 },
                 node_id: node_id.clone(),

@@ -686,6 +686,9 @@ async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name == run_user::SUPERVISOR_COPY {
+            continue;
+        }
         let ended = match PlanExecutionId::parse(&name) {
             Some(id) => match store.load_run(&id).await {
                 Ok(Some(run)) => status::is_terminal(&run.execution.status),

@@ -314,6 +314,9 @@ mod tests {
         assert!(stranger.can_execute(&runnable));
         assert!(!stranger.can_execute(&binary));
         // Reachable already: used as it is.
-        assert_eq!(stranger.runnable_supervisor(&runnable, &work_root).unwrap(), runnable);
+        assert_eq!(
+            stranger.runnable_supervisor(&runnable, &work_root).unwrap(),
+            runnable
+        );
     }
 }

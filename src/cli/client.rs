@@ -1046,7 +1046,8 @@ fn report(seen: &mut HashMap<String, String>, name: String, node: &Value) {
 /// `triggerd logs EXECUTION [STEP]`.
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The plan execution id.
+    /// The plan execution id (it may begin with `-`).
+    #[arg(allow_hyphen_values = true)]
     execution: String,
     /// One step: `STAGE/STEP`, or `STEP` when the name is unique.
     step: Option<String>,
@@ -1161,7 +1162,8 @@ fn pick_step<'a>(steps: &'a [Value], name: &str, execution: &str) -> Result<&'a 
 /// `triggerd approve|reject|abort|pause|resume EXECUTION`.
 #[derive(Args)]
 pub struct ControlArgs {
-    /// The plan execution id.
+    /// The plan execution id (it may begin with `-`).
+    #[arg(allow_hyphen_values = true)]
     execution: String,
     /// A comment stored with the action.
     #[arg(long, short = 'm')]

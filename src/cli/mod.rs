@@ -321,6 +321,18 @@ mod tests {
     }
 
     #[test]
+    fn an_execution_id_that_begins_with_a_dash_is_an_id_not_a_flag() {
+        for command in ["approve", "logs"] {
+            let cli = Cli::try_parse_from(["triggerd", command, "-R2x_y"]);
+            assert!(
+                cli.is_ok(),
+                "{command}: {:?}",
+                cli.err().map(|e| e.to_string())
+            );
+        }
+    }
+
+    #[test]
     fn every_command_has_an_example_in_its_help() {
         fn check(cmd: &clap::Command, path: &str) {
             for sub in cmd.get_subcommands() {

@@ -124,6 +124,13 @@ async fn acme(app: &TestApp) -> String {
 
 const PROJECT: &str = "acme/default/payments";
 
+/// `key` with its last character replaced by another, so the secret is wrong (a plain `x`
+/// would leave a key that ends in `x` unchanged, one time in 64).
+fn with_last_char_changed(key: &str) -> String {
+    let (head, last) = key.split_at(key.len() - 1);
+    format!("{head}{}", if last == "x" { "y" } else { "x" })
+}
+
 fn pipeline_doc(id: &str, command: &str) -> String {
     format!(
         "kind: Pipeline\naccount: acme\norg: default\nproject: payments\npipeline:\n  name: {id}\n  identifier: {id}\n  stages:\n    - stage:\n        identifier: build\n        name: Build\n        steps:\n          - step:\n              identifier: run\n              type: Run\n              timeout: 1m\n              spec:\n                shell: sh\n                command: {command}\n"
@@ -178,7 +185,7 @@ async fn login_keeps_the_key_in_a_private_profile_and_refuses_bad_keys_in_one_li
     assert_eq!(run.expect(0).json()["accountIdentifier"], "acme");
 
     // A wrong key: refused (1), one line, and the profile keeps the old key.
-    let wrong = format!("{}x", &key[..key.len() - 1]);
+    let wrong = with_last_char_changed(&key);
     let run = user
         .run_with(&["login", "--url", &app.address], &wrong, &[])
         .await;
@@ -1016,7 +1023,7 @@ async fn whoami_dry_run_and_log_parameters_refuse_bad_input() {
         .await
         .unwrap();
     assert_error(res, 401, "INVALID_TOKEN", "X-Api-Key").await;
-    let wrong = format!("{}x", &key[..key.len() - 1]);
+    let wrong = with_last_char_changed(&key);
     let res = app
         .with_key(Method::GET, "/api/v1/whoami", &wrong)
         .send()

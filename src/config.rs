@@ -54,6 +54,37 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// This node.
     pub node: NodeSettings,
+    /// Built-in TLS.
+    pub tls: TlsSettings,
+}
+
+/// Built-in TLS: with both files set, `listen` serves HTTPS (HTTP/2 and HTTP/1.1, chosen by
+/// ALPN) instead of plain HTTP, and SIGHUP reads both files again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The certificate and key files when TLS is on; both or neither must be set.
+    pub fn files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.cert, &self.key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (Some(_), None) => Err(ConfigError(
+                "tls.cert is set but tls.key is not: TLS needs both the certificate and its key"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "tls.key is set but tls.cert is not: TLS needs both the certificate and its key"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// The database a `database_url` names.
@@ -341,6 +372,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             outbound: OutboundSettings::default(),
             node: NodeSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -473,6 +505,7 @@ impl Settings {
             ));
         }
         self.node.lease()?;
+        self.tls.files()?;
         self.body_timeout()?;
         if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return fail(format!(
@@ -588,8 +621,18 @@ impl Settings {
     pub fn public_base(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
-            None => format!("http://{bound}"),
+            None => {
+                let scheme = if self.tls.cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                if bound.ip().is_unspecified() {
+                    format!("{scheme}://127.0.0.1:{}", bound.port())
+                } else {
+                    format!("{scheme}://{bound}")
+                }
+            }
         }
     }
 }
@@ -643,6 +686,16 @@ mod tests {
                     writer: WriterSettings {
                         wal_limit_mib: 0,
                         ..WriterSettings::default()
+                    },
+                    ..Settings::default()
+                },
+            ),
+            (
+                "tls.key",
+                Settings {
+                    tls: TlsSettings {
+                        cert: Some("c.pem".into()),
+                        key: None,
                     },
                     ..Settings::default()
                 },
@@ -761,6 +814,17 @@ mod tests {
         assert_eq!(
             s.public_base("127.0.0.1:1".parse().unwrap()),
             "https://hooks.example.com"
+        );
+        let s = Settings {
+            tls: TlsSettings {
+                cert: Some("c.pem".into()),
+                key: Some("k.pem".into()),
+            },
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.public_base("127.0.0.1:8443".parse().unwrap()),
+            "https://127.0.0.1:8443"
         );
     }
 

@@ -64,6 +64,11 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let node_id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let lease = settings.node.lease()?;
+        // Read before anything starts, so a bad file stops the start at once.
+        let certificates = match settings.tls.files()? {
+            Some((cert, key)) => Some(crate::tls::Certificates::load(cert, key)?),
+            None => None,
+        };
         let run_user = engine::run_user::RunUser::for_this_process(settings.run_user.as_deref())
             .map_err(anyhow::Error::msg)?;
         // Absolute: steps get paths under it, and run elsewhere than the server.
@@ -170,12 +175,18 @@ impl Application {
                 .configure(http::configure)
         })
         .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace_secs)
-        .listen(listener)?;
+        .shutdown_timeout(settings.shutdown_grace_secs);
+        server = match certificates {
+            Some(certificates) => {
+                crate::tls::reload_on_sighup(certificates.clone())?;
+                server.listen_rustls_0_23(listener, certificates.server_config()?)?
+            }
+            None => server.listen(listener)?,
+        };
         if settings.http_workers > 0 {
             server = server.workers(settings.http_workers);
         }
-        tracing::info!(listen = %bound, public_url = %gateway.public_url, node = %node_id, "triggerd listening");
+        tracing::info!(listen = %bound, tls = settings.tls.cert.is_some(), public_url = %gateway.public_url, node = %node_id, "triggerd listening");
         Ok(Self {
             port: bound.port(),
             server: server.run(),

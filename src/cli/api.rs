@@ -36,6 +36,25 @@ pub struct Answer {
     pub data: Value,
 }
 
+/// The certificates in the PEM file `TRIGGERD_CA_CERT` names, trusted besides the public web
+/// roots: for a server with a self-signed or private-CA certificate (`tls.cert`).
+fn extra_roots() -> Result<Vec<reqwest::Certificate>, CliError> {
+    let Some(path) = std::env::var_os("TRIGGERD_CA_CERT").filter(|p| !p.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let pem = std::fs::read(&path)
+        .map_err(|e| CliError::usage(format!("TRIGGERD_CA_CERT {shown}: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| CliError::usage(format!("TRIGGERD_CA_CERT {shown}: {e}")))?;
+    if certs.is_empty() {
+        return Err(CliError::usage(format!(
+            "TRIGGERD_CA_CERT {shown}: no CERTIFICATE block in the file"
+        )));
+    }
+    Ok(certs)
+}
+
 impl Api {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, key: Option<String>) -> Result<Self, CliError> {
@@ -53,11 +72,15 @@ impl Api {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // X-Api-Key is not one of the headers reqwest drops on a redirect to another host.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("triggerd-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("triggerd-cli/", env!("CARGO_PKG_VERSION")));
+        for cert in extra_roots()? {
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
             .build()
             .map_err(|e| CliError::usage(format!("building the HTTP client: {e}")))?;
         Ok(Self { base, key, http })

@@ -66,7 +66,7 @@ pub(crate) fn made_up_root_key() -> String {
 }
 
 /// Runs a short-lived `triggerd` command to completion within a deadline.
-async fn run_to_end(cmd: Command) -> Output {
+pub(crate) async fn run_to_end(cmd: Command) -> Output {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -79,7 +79,7 @@ async fn run_to_end(cmd: Command) -> Output {
 /// directory so that nothing blocks on a full pipe.
 pub(crate) struct Daemon {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub(crate) address: String,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -114,6 +114,34 @@ impl Daemon {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Daemon {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self::spawn(dir, name, database_url, args, envs, "http", client).await
+    }
+
+    /// [`Daemon::start`] serving HTTPS (the certificate and key come in `envs` or `args`),
+    /// polled for health by `client`, which must trust the certificate.
+    pub(crate) async fn start_tls(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        client: reqwest::Client,
+    ) -> Daemon {
+        Self::spawn(dir, name, &database_url(dir), args, envs, "https", client).await
+    }
+
+    async fn spawn(
+        dir: &Path,
+        name: &str,
+        database_url: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        scheme: &str,
+        client: reqwest::Client,
+    ) -> Daemon {
         let port = free_port();
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
@@ -128,13 +156,10 @@ impl Daemon {
         let child = cmd.spawn().expect("triggerd starts");
         let mut daemon = Daemon {
             child,
-            address: format!("http://127.0.0.1:{port}"),
+            address: format!("{scheme}://127.0.0.1:{port}"),
             stdout,
             stderr,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            client,
         };
         daemon.wait_until_healthy().await;
         daemon
@@ -917,7 +942,7 @@ async fn a_second_process_on_the_same_sqlite_file_refuses_to_start_until_the_fir
     assert_eq!(health.status(), StatusCode::OK);
 }
 
-async fn assert_refused(dir: &TempDir, args: &[&str], envs: &[(&str, &str)], key: &str) {
+pub(crate) async fn assert_refused(dir: &TempDir, args: &[&str], envs: &[(&str, &str)], key: &str) {
     let mut cmd = triggerd(dir.path());
     cmd.arg("serve")
         .args(["--database-url", &database_url(dir.path())])

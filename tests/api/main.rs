@@ -21,3 +21,4 @@ mod secrets;
 mod status;
 mod store;
 mod tenancy;
+mod tls;

@@ -1,0 +1,118 @@
+//! Built-in TLS: the certificate chain and key named by `tls.cert` and `tls.key`, served with
+//! rustls (HTTP/2 and HTTP/1.1 offered by ALPN), and read again on SIGHUP so that a renewed
+//! certificate is served without a restart. A reload that fails keeps the certificate being
+//! served and says why; the server never stops serving for a bad file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+/// The certificate being served, and where it is read from.
+#[derive(Debug)]
+pub struct Certificates {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    /// Reads the chain and the key, and checks that the key is the certificate's.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<Self>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = read(cert, key, &provider)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current: RwLock::new(Arc::new(current)),
+        }))
+    }
+
+    /// Reads both files again and serves them to new connections; on failure the certificate
+    /// being served stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = read(&self.cert, &self.key, &self.provider)?;
+        *self.current.write() = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The rustls configuration of the listener; the HTTP server adds the ALPN protocols.
+    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("choosing the TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone()))
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            let why = pem_error(&e, "CERTIFICATE");
+            anyhow::anyhow!("tls.cert {}: {why}", cert.display())
+        })?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "tls.cert {}: no CERTIFICATE block in the file",
+        cert.display()
+    );
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let why = pem_error(&e, "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY");
+        anyhow::anyhow!("tls.key {}: {why}", key.display())
+    })?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        anyhow::anyhow!(
+            "tls.key {} does not go with tls.cert {}: {e}",
+            key.display(),
+            cert.display()
+        )
+    })
+}
+
+/// A PEM error in words, for a file that should hold a block of kind `expected`.
+fn pem_error(e: &rustls::pki_types::pem::Error, expected: &str) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(io) => io.to_string(),
+        Error::NoItemsFound => format!("no {expected} block in the file"),
+        other => format!("not valid PEM: {other}"),
+    }
+}
+
+/// Reloads `certificates` on every SIGHUP, for as long as the process runs.
+pub fn reload_on_sighup(certificates: Arc<Certificates>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match certificates.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %certificates.cert.display(),
+                    "SIGHUP: the TLS certificate was read again; new connections get it"
+                ),
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "SIGHUP: the TLS certificate could not be read again; the one being served stays"
+                ),
+            }
+        }
+    });
+    Ok(())
+}

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod http;
+pub mod memory;
 pub mod outbound;
 pub mod service;
 pub mod startup;

@@ -149,6 +149,7 @@ pub fn serve(
             settings.outbound.allowed_cidrs.push(loopback);
         }
     }
+    crate::memory::spawn_trimmer();
     block_on(async move {
         let app = Application::build(&settings).await?;
         let gateway = app.gateway();

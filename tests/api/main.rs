@@ -15,6 +15,7 @@ mod intake;
 mod isolation;
 mod management;
 mod mandate;
+mod memory;
 mod nodes;
 mod robustness;
 mod secrets;

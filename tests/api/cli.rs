@@ -10,7 +10,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{assert_error, spawn_app, success_data, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, success_data, TestApp};
 
 /// What a run of the binary gave.
 #[derive(Debug)]
@@ -547,7 +547,8 @@ async fn fire_exit_codes_tell_success_failure_and_no_match() {
 
 #[tokio::test]
 async fn logs_follow_a_running_step_line_by_line_to_its_end() {
-    let app = spawn_app().await;
+    // One worker: a second execution waits in the queue while the first runs.
+    let app = spawn_app_with(|s| s.workers = 1).await;
     let key = acme(&app).await;
     let user = User::with_env(&app, &key, PROJECT);
     let go = user.dir().join("go");
@@ -590,6 +591,21 @@ async fn logs_follow_a_running_step_line_by_line_to_its_end() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A queued execution has no steps yet: `logs -f` on its step waits for it.
+    let run = user.run(&["fire", "slow/go", "-o", "json"]).await;
+    let status = app
+        .get_status(
+            run.expect(0).json()["eventCorrelationId"].as_str().unwrap(),
+            "acme",
+            Some(&key),
+        )
+        .await;
+    let queued = success_data(status).await["webhookProcessingDetails"]["pipelineExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut waiting = user.spawn(&["logs", &queued, "build/run", "-f"]);
+
     // ...`logs -f` prints the first lines while the step still runs, then the rest, then ends.
     let mut child = user.spawn(&["logs", &execution, "build/run", "-f"]);
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
@@ -600,6 +616,10 @@ async fn logs_follow_a_running_step_line_by_line_to_its_end() {
     )
     .await;
     assert!(child.try_wait().unwrap().is_none(), "still following");
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the queued execution's follower waits for its step"
+    );
     let detail = app
         .with_key(
             Method::GET,
@@ -643,6 +663,24 @@ async fn logs_follow_a_running_step_line_by_line_to_its_end() {
         .unwrap();
     assert!(rest.contains("second"), "{seen}{rest}");
     assert!(child.wait().await.unwrap().success());
+    // The queued one ran after it (`go` exists now), and its follower printed it all.
+    let mut queued_log = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        waiting
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut queued_log),
+    )
+    .await
+    .expect("the queued execution's follower ends with its step")
+    .unwrap();
+    assert!(
+        queued_log.contains("first") && queued_log.contains("second"),
+        "{queued_log}"
+    );
+    assert!(waiting.wait().await.unwrap().success());
 
     let run = user.run(&["logs", &execution]).await;
     run.expect(0);

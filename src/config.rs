@@ -448,6 +448,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "api_key",
     "project",
     "profile",
+    "ca_cert",
     "test_backend",
     "browser_tests",
 ];

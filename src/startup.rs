@@ -69,6 +69,10 @@ impl Application {
             Some((cert, key)) => Some(crate::tls::Certificates::load(cert, key)?),
             None => None,
         };
+        crate::tls::reload_on_sighup(certificates.clone())?;
+        if certificates.is_some() && settings.public_url.is_none() {
+            tracing::warn!("TLS is on but public_url is not set: generated links name the listen address, which the certificate may not cover; set public_url to the name in the certificate");
+        }
         let run_user = engine::run_user::RunUser::for_this_process(settings.run_user.as_deref())
             .map_err(anyhow::Error::msg)?;
         // Absolute: steps get paths under it, and run elsewhere than the server.
@@ -178,7 +182,6 @@ impl Application {
         .shutdown_timeout(settings.shutdown_grace_secs);
         server = match certificates {
             Some(certificates) => {
-                crate::tls::reload_on_sighup(certificates.clone())?;
                 server.listen_rustls_0_23(listener, certificates.server_config()?)?
             }
             None => server.listen(listener)?,

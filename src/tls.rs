@@ -74,16 +74,29 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Ce
         cert.display()
     );
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        let why = pem_error(&e, "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY");
+        let mut why = pem_error(&e, "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY");
+        if std::fs::read_to_string(key).is_ok_and(|t| t.contains("ENCRYPTED")) {
+            why.push_str(" (an encrypted key is not supported: decrypt it, e.g. `openssl pkey -in KEY -out KEY.plain`)");
+        }
         anyhow::anyhow!("tls.key {}: {why}", key.display())
     })?;
-    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+    let signing = provider.key_provider.load_private_key(private).map_err(|e| {
         anyhow::anyhow!(
+            "tls.key {}: not a usable private key ({e}); RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519",
+            key.display()
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(e) => Err(anyhow::anyhow!(
             "tls.key {} does not go with tls.cert {}: {e}",
             key.display(),
             cert.display()
-        )
-    })
+        )),
+    }
 }
 
 /// A PEM error in words, for a file that should hold a block of kind `expected`.
@@ -92,17 +105,34 @@ fn pem_error(e: &rustls::pki_types::pem::Error, expected: &str) -> String {
     match e {
         Error::Io(io) => io.to_string(),
         Error::NoItemsFound => format!("no {expected} block in the file"),
-        other => format!("not valid PEM: {other}"),
+        Error::MissingSectionEnd { .. } => "a PEM block has no END line".into(),
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        Error::Base64Decode(_) => "a PEM block is not valid base64".into(),
+        Error::SectionTooLarge => "a PEM block is larger than 256 MB".into(),
+        _ => "not valid PEM".into(),
     }
 }
 
-/// Reloads `certificates` on every SIGHUP, for as long as the process runs.
-pub fn reload_on_sighup(certificates: Arc<Certificates>) -> anyhow::Result<()> {
+/// Handles SIGHUP for as long as the process runs: reads `certificates` again when TLS is on,
+/// and otherwise only logs that there is nothing to reload (the signal's default would end the
+/// process without draining it).
+pub fn reload_on_sighup(certificates: Option<Arc<Certificates>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match certificates.reload() {
+            let Some(certificates) = certificates.clone() else {
+                tracing::info!("SIGHUP: no TLS is configured, so there is nothing to reload");
+                continue;
+            };
+            // File reads block: off the runtime's threads.
+            let reloaded = tokio::task::spawn_blocking({
+                let certificates = certificates.clone();
+                move || certificates.reload()
+            })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload did not finish: {e}")));
+            match reloaded {
                 Ok(()) => tracing::info!(
                     cert = %certificates.cert.display(),
                     "SIGHUP: the TLS certificate was read again; new connections get it"

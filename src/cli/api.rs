@@ -242,7 +242,12 @@ impl Api {
             cause = s.to_string();
             source = s.source();
         }
-        CliError::usage(format!("cannot reach {}: {cause}", self.base()))
+        let hint = if cause.contains("certificate") {
+            "; for a self-signed or private-CA certificate, set TRIGGERD_CA_CERT to its PEM file"
+        } else {
+            ""
+        };
+        CliError::usage(format!("cannot reach {}: {cause}{hint}", self.base()))
     }
 }
 

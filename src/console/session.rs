@@ -448,7 +448,9 @@ fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
     let public_host = public_url
         .split_once("://")
         .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
-    let host = crate::http::header(req, "host");
+    // HTTP/2 requests carry the host in the URI's authority, not in a Host header.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = crate::http::header(req, "host").or(authority);
     origin_host.is_some_and(|o| {
         public_host.is_some_and(|p| o.eq_ignore_ascii_case(p))
             || host.is_some_and(|h| o.eq_ignore_ascii_case(h))

@@ -66,11 +66,17 @@ async fn https_offers_http2_and_a_renewed_certificate_is_served_after_sighup() {
             ("TRIGGERD_TLS__CERT", cert),
             ("TRIGGERD_TLS__KEY", key),
             ("TRIGGERD_ROOT_KEY", &root),
+            // The CLI's variable, set in the same shell, is not taken for a setting.
+            ("TRIGGERD_CA_CERT", cert),
         ],
         client_trusting(&first.0, false),
     )
     .await;
-    assert!(daemon.address.starts_with("https://"), "{}", daemon.address);
+    let logs = format!("{}{}", daemon.stdout_text(), daemon.stderr_text());
+    assert!(
+        logs.contains("public_url=https://127.0.0.1:"),
+        "links default to https: {logs}"
+    );
 
     // HTTP/2 by ALPN for a client that offers it; HTTP/1.1 for one that does not.
     let res = healthz(&client_trusting(&first.0, false), &daemon)
@@ -117,6 +123,10 @@ async fn https_offers_http2_and_a_renewed_certificate_is_served_after_sighup() {
         !out.status.success(),
         "an unknown certificate is refused: {out:?}"
     );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TRIGGERD_CA_CERT"),
+        "the refusal says how to trust it: {out:?}"
+    );
 
     // Nothing is served in clear text on the TLS port.
     let plain = daemon.address.replace("https://", "http://");
@@ -155,25 +165,65 @@ async fn https_offers_http2_and_a_renewed_certificate_is_served_after_sighup() {
         "the old certificate is no longer served"
     );
 
-    // A broken file at the next SIGHUP: the server keeps serving the certificate it has.
+    // A renewal caught half-way (the new certificate, the old key), then a broken file: the
+    // server keeps serving the certificate it has, and says why.
+    let third = self_signed();
+    std::fs::write(dir.path().join("cert.pem"), &third.0).unwrap();
+    let failure = reload_failure(&daemon, 1).await;
+    assert!(failure.contains("does not go with"), "{failure}");
     std::fs::write(dir.path().join("cert.pem"), "not a certificate\n").unwrap();
-    hang_up(&daemon);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !daemon.stderr_text().contains("could not be read again") {
-        assert!(
-            Instant::now() < deadline,
-            "the failed reload is logged; stderr:\n{}",
-            daemon.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let failure = reload_failure(&daemon, 2).await;
     assert!(
-        daemon.stderr_text().contains("cert.pem"),
-        "the file is named"
+        failure.contains("cert.pem") && failure.contains("no CERTIFICATE block"),
+        "{failure}"
     );
     let res = healthz(&client_trusting(&second.0, false), &daemon)
         .await
         .expect("still served with the certificate it had");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Sends SIGHUP and waits for the `nth` failed reload to be logged; returns that log line.
+async fn reload_failure(daemon: &Daemon, nth: usize) -> String {
+    hang_up(daemon);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let logs = format!("{}{}", daemon.stdout_text(), daemon.stderr_text());
+        let failures: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("could not be read again"))
+            .collect();
+        if failures.len() >= nth {
+            return failures[nth - 1].to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed reload {nth} is logged within 15 s: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_without_tls_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "plain", &[], &[]).await;
+    hang_up(&daemon);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !format!("{}{}", daemon.stdout_text(), daemon.stderr_text()).contains("nothing to reload")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP is logged: {}",
+            daemon.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = daemon
+        .request(reqwest::Method::GET, "/healthz")
+        .send()
+        .await
+        .expect("still serving");
     assert_eq!(res.status(), StatusCode::OK);
 }
 

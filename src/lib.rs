@@ -6,6 +6,9 @@
 //! ## Layout
 //! - [`config`]: typed settings (defaults → `triggerd.toml` → `TRIGGERD_*` → flags).
 //! - [`startup`]: builds the application and runs it until shutdown.
+//! - [`tls`]: built-in HTTPS (rustls), its certificate read again on SIGHUP.
+//! - [`memory`]: handing freed memory back to the system (the call itself is `main.rs`'s: this
+//!   crate has no unsafe code).
 //! - [`domain`]: identifiers, keys, triggers, pipelines, settings, condition matching and
 //!   runtime input; pure and unit-tested.
 //! - [`expr`]: the `<+...>` references and the JEXL subset (tokenizer, parser, evaluator).

@@ -272,3 +272,63 @@ async fn a_missing_broken_or_mismatched_certificate_stops_serve_with_a_one_line_
         "nothing was created before the certificate was checked"
     );
 }
+
+#[tokio::test]
+async fn console_sign_in_over_http2_checks_the_origin_against_the_requests_authority() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = self_signed();
+    write_pair(dir.path(), &pair);
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let root = made_up_root_key();
+    // A public_url other than the address the browser uses (a proxy's name, say): the origin
+    // check then falls back to the request's own host, which HTTP/2 carries as :authority.
+    let daemon = Daemon::start_tls(
+        dir.path(),
+        "console",
+        &[],
+        &[
+            ("TRIGGERD_TLS__CERT", cert.to_str().unwrap()),
+            ("TRIGGERD_TLS__KEY", key.to_str().unwrap()),
+            ("TRIGGERD_ROOT_KEY", &root),
+            ("TRIGGERD_PUBLIC_URL", "https://hooks.example.com"),
+        ],
+        client_trusting(&pair.0, false),
+    )
+    .await;
+    let browser = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pair.0.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |origin: String| {
+        browser
+            .post(format!("{}/ui/signin", daemon.address))
+            .header("Origin", origin)
+            .form(&[("key", root.as_str()), ("next", "/ui/")])
+            .send()
+    };
+
+    let res = sign_in(daemon.address.clone()).await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed in over HTTP/2");
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.starts_with("triggerd_session=") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    let res = sign_in("https://evil.example".into()).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "another site is refused"
+    );
+}

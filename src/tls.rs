@@ -89,6 +89,7 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Ce
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            warn_if_others_can_read(key);
             Ok(certified)
         }
         Err(e) => Err(anyhow::anyhow!(
@@ -96,6 +97,22 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Ce
             key.display(),
             cert.display()
         )),
+    }
+}
+
+/// Warns when users other than the owner may read the private key (Run steps run as another
+/// user when triggerd starts as root, and could then read a world-readable key).
+fn warn_if_others_can_read(key: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(key) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                key = %key.display(),
+                mode = %format!("{mode:04o}"),
+                "tls.key can be read by other users (Run steps among them when they run as another user); chmod 600 it"
+            );
+        }
     }
 }
 

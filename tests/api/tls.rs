@@ -77,6 +77,10 @@ async fn https_offers_http2_and_a_renewed_certificate_is_served_after_sighup() {
         logs.contains("public_url=https://127.0.0.1:"),
         "links default to https: {logs}"
     );
+    assert!(
+        logs.contains("tls.key can be read by other users") && logs.contains("mode=0644"),
+        "a key file others can read is warned about: {logs}"
+    );
 
     // HTTP/2 by ALPN for a client that offers it; HTTP/1.1 for one that does not.
     let res = healthz(&client_trusting(&first.0, false), &daemon)
@@ -280,6 +284,7 @@ async fn console_sign_in_over_http2_checks_the_origin_against_the_requests_autho
     write_pair(dir.path(), &pair);
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let root = made_up_root_key();
     // A public_url other than the address the browser uses (a proxy's name, say): the origin
     // check then falls back to the request's own host, which HTTP/2 carries as :authority.
@@ -330,5 +335,10 @@ async fn console_sign_in_over_http2_checks_the_origin_against_the_requests_autho
         res.status(),
         StatusCode::FORBIDDEN,
         "another site is refused"
+    );
+    let logs = format!("{}{}", daemon.stdout_text(), daemon.stderr_text());
+    assert!(
+        !logs.contains("can be read by other users"),
+        "a 0600 key is not warned about: {logs}"
     );
 }

@@ -323,7 +323,7 @@ async fn accept(
                 message: "The server is shutting down; retry shortly".into(),
                 retry_after_secs: 5,
             })?;
-        let (trigger, headers) = (Arc::clone(trigger), req.headers.clone());
+        let (trigger, headers) = (Arc::clone(trigger), req.headers);
         let (event, execution) = (event_id.clone(), plan.clone());
         tokio::task::spawn_blocking(move || {
             let decision = decide(&trigger, &payload, &headers, &masked, &event, &execution);

@@ -122,6 +122,16 @@ async fn https_offers_http2_and_a_renewed_certificate_is_served_after_sighup() {
         String::from_utf8_lossy(&out.stdout).contains("root"),
         "{out:?}"
     );
+    // A CA file that is missing, or holds no certificate, is named in a usage error (exit 3).
+    for bad in ["/nonexistent/ca.pem", key] {
+        let out = whoami(Some(bad)).await;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("TRIGGERD_CA_CERT") && stderr.contains(bad),
+            "{stderr}"
+        );
+    }
     let out = whoami(None).await;
     assert!(
         !out.status.success(),

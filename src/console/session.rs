@@ -418,7 +418,6 @@ fn signin_form(
 ) -> HttpResponse {
     let body = html! {
         section.signin {
-            h2 { "Sign in" }
             p.hint { "Paste an API key (" code { "pat.<account>.<keyId>.<secret>" } "). It is exchanged for a session; the key itself is not kept in your browser." }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
             @if let Some(e) = error { div.error role="alert" id="signin-error" { (e) } }

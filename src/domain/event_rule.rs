@@ -46,7 +46,7 @@ const MAX_HEADERS: usize = 32;
 const MAX_URL_BYTES: usize = 2048;
 
 /// How a delivery proves where it comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Standard Webhooks `webhook-signature` (the default).
@@ -59,7 +59,7 @@ pub enum AuthMode {
 }
 
 /// The `auth` object of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// The mode.
@@ -68,7 +68,7 @@ pub struct Auth {
 }
 
 /// A rule's body as the API takes and returns it (without its secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventRuleSpec {
     /// The rule identifier (must equal the one in the URL when given).

@@ -19,8 +19,9 @@ pub fn parse_setting_name(name: &str) -> Result<&'static str, DomainError> {
 }
 
 /// Where a setting value was set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = SettingSource)]
 pub enum Scope {
     /// Set on the account.
     Account,

@@ -5,6 +5,9 @@
 //! account, which sees what it may execute in: a key limited to some projects sees only those
 //! projects and their orgs. The list of accounts is the root key's.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{AccountPath, ListQuery, ProjectPath};
+use crate::store::{Account, Scope};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
@@ -41,7 +44,16 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /api/v1/accounts` (root key).
-async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts",
+    tag = "Tenancy",
+    operation_id = "listAccounts",
+    params(ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<Account>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     gw.authorize_root_only(api_key(&req)).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
@@ -50,7 +62,16 @@ async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpR
 }
 
 /// `GET /api/v1/accounts/{acc}/orgs`.
-async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs",
+    tag = "Tenancy",
+    operation_id = "listOrgs",
+    params(AccountPath, ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<Scope>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
     let q = query(&req);
@@ -60,7 +81,16 @@ async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpRespo
 }
 
 /// `GET /api/v1/accounts/{acc}/orgs/{org}/projects`.
-async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects",
+    tag = "Tenancy",
+    operation_id = "listProjects",
+    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<Scope>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
@@ -73,9 +103,11 @@ async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpR
 }
 
 /// The body of a tenancy `PUT`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NameBody {
+pub(super) struct NameBody {
+    /// 1 to 256 characters; the identifier when absent.
+    #[schema(min_length = 1, max_length = 256)]
     name: Option<String>,
 }
 
@@ -95,7 +127,18 @@ async fn read_name(
     Ok(name)
 }
 
-async fn put_account(
+/// Creates or renames an account (root key).
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}",
+    tag = "Tenancy",
+    operation_id = "putAccount",
+    params(AccountPath),
+    request_body(content = Option<NameBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<Account>), (status = 201, description = "Created", body = Success<Account>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put_account(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -107,13 +150,34 @@ async fn put_account(
     Ok(envelope::put_result(created, account))
 }
 
-async fn get_account(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// An account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}",
+    tag = "Tenancy",
+    operation_id = "getAccount",
+    params(AccountPath),
+    responses((status = 200, description = "OK", body = Success<Account>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get_account(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_account_read(api_key(&req), &acc).await?;
     Ok(envelope::ok(gw.get_account(&acc).await?))
 }
 
-async fn put_org(
+/// Creates or renames an org.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}/orgs/{org}",
+    tag = "Tenancy",
+    operation_id = "putOrg",
+    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    request_body(content = Option<NameBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<Scope>), (status = 201, description = "Created", body = Success<Scope>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put_org(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -126,14 +190,34 @@ async fn put_org(
     Ok(envelope::put_result(created, scope))
 }
 
-async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// An org.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}",
+    tag = "Tenancy",
+    operation_id = "getOrg",
+    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "OK", body = Success<Scope>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
     Ok(envelope::ok(gw.get_org(&principal, &acc, &org).await?))
 }
 
-async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Deletes an org and everything in it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/orgs/{org}",
+    tag = "Tenancy",
+    operation_id = "deleteOrg",
+    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     gw.authorize_manage(api_key(&req), &acc).await?;
@@ -142,7 +226,18 @@ async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
     })
 }
 
-async fn put_project(
+/// Creates or renames a project.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}",
+    tag = "Tenancy",
+    operation_id = "putProject",
+    params(ProjectPath),
+    request_body(content = Option<NameBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<Scope>), (status = 201, description = "Created", body = Success<Scope>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put_project(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -154,7 +249,17 @@ async fn put_project(
     Ok(envelope::put_result(created, scope))
 }
 
-async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A project.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}",
+    tag = "Tenancy",
+    operation_id = "getProject",
+    params(ProjectPath),
+    responses((status = 200, description = "OK", body = Success<Scope>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     gw.store
@@ -164,7 +269,17 @@ async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpRes
         .ok_or_else(|| Error::NotFound(format!("Project {project} does not exist")))
 }
 
-async fn delete_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Deletes a project and everything in it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}",
+    tag = "Tenancy",
+    operation_id = "deleteProject",
+    params(ProjectPath),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
     deleted(gw.delete_project(&project).await?, || {

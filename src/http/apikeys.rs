@@ -1,5 +1,8 @@
 //! API keys: create (the secret is shown once), list (never secrets), revoke.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::AccountPath;
+use crate::service::manage::CreatedKey;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -17,7 +20,18 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/v1/accounts/{acc}/apikeys/{keyId}").route(web::delete().to(revoke)));
 }
 
-async fn create(
+/// Creates an API key; its secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/apikeys",
+    tag = "API keys",
+    operation_id = "createApiKey",
+    params(AccountPath),
+    request_body = NewKey,
+    responses((status = 201, description = "Created; `key` is shown only here", body = Success<CreatedKey>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn create(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -29,7 +43,17 @@ async fn create(
     Ok(envelope::success(StatusCode::CREATED, created))
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The account's keys, without secrets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/apikeys",
+    tag = "API keys",
+    operation_id = "listApiKeys",
+    params(AccountPath),
+    responses((status = 200, description = "A page", body = Success<PageBody<KeyInfo>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_manage(api_key(&req), &acc).await?;
     let keys = gw.store.list_api_keys(&acc).await?;
@@ -37,7 +61,17 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     Ok(envelope::page(items, None))
 }
 
-async fn revoke(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Revokes a key; it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/apikeys/{keyId}",
+    tag = "API keys",
+    operation_id = "revokeApiKey",
+    params(AccountPath, ("keyId" = String, Path, description = "The key id")),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn revoke(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_manage(api_key(&req), &acc).await?;
     gw.revoke_api_key(&acc, req.match_info().get("keyId").unwrap_or(""))

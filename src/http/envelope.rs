@@ -38,12 +38,18 @@ fn json_body<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 
 /// The success envelope, serialised straight from `data` (a `json!` envelope first copied the
 /// whole of `data` into a new `Value` tree: 13 % of a status read's CPU).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Success<T> {
+pub struct Success<T> {
+    /// Always `SUCCESS`.
+    #[schema(value_type = String, pattern = "^SUCCESS$")]
     status: &'static str,
+    /// The answer.
     data: T,
+    /// Always null.
+    #[schema(value_type = Option<String>, required = true)]
     meta_data: Option<()>,
+    /// The request's correlation id (also in the `X-Correlation-Id` header).
     correlation_id: String,
 }
 
@@ -73,10 +79,13 @@ pub fn page<T: Serialize>(items: Vec<T>, next_cursor: Option<String>) -> HttpRes
 }
 
 /// `{"content":[...],"nextCursor":...}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PageBody<T> {
+pub struct PageBody<T> {
+    /// The items.
     content: Vec<T>,
+    /// The cursor of the next page; null on the last.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 

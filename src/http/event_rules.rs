@@ -1,6 +1,11 @@
 //! Outbound event rules under `P = /api/v1/accounts/{acc}/orgs/{org}/projects/{proj}`
 //! (DESIGN §3, §8): the rules, their secret rotation and test, and their deliveries.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
+use super::openapi::shapes::Recovered;
+use crate::domain::event_rule::EventRuleSpec;
+use crate::service::event_rules::{DeliveryView, EventRuleView};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,7 +52,18 @@ async fn target(req: &HttpRequest, gw: &Gateway) -> Result<(ProjectRef, Identifi
     Ok((project, rule))
 }
 
-async fn put(
+/// Creates or replaces an event rule; the answer that creates it holds its signing secret.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
+    tag = "Event rules",
+    operation_id = "putEventRule",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    request_body(description = "The rule (DESIGN §8), as JSON or YAML", content((EventRuleSpec = "application/json"), (String = "application/yaml"))),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<EventRuleView>), (status = 201, description = "Created", body = Success<EventRuleView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -61,12 +77,32 @@ async fn put(
     Ok(super::put_answer(dry_run, created, view))
 }
 
-async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// An event rule.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
+    tag = "Event rules",
+    operation_id = "getEventRule",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "OK", body = Success<EventRuleView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     Ok(envelope::ok(gw.get_event_rule(&project, &rule).await?))
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The project's event rules.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules",
+    tag = "Event rules",
+    operation_id = "listEventRules",
+    params(ProjectPath, ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<EventRuleView>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
     let q = query(&req);
@@ -75,27 +111,58 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     Ok(envelope::page(page.items, page.next_cursor))
 }
 
-async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Deletes an event rule.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
+    tag = "Event rules",
+    operation_id = "deleteEventRule",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     deleted(gw.delete_event_rule(&project, &rule).await?, || {
         format!("Event rule {rule} does not exist in {project}")
     })
 }
 
-async fn rotate(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A new signing secret; the old one also signs for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/rotate-secret",
+    tag = "Event rules",
+    operation_id = "rotateEventRuleSecret",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "OK", body = Success<EventRuleView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn rotate(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     Ok(envelope::ok(
         gw.rotate_event_rule_secret(&project, &rule).await?,
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TestBody {
+pub(super) struct TestBody {
     event_type: Option<String>,
 }
 
-async fn test(
+/// Sends a sample event now, even if the rule is disabled.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/test",
+    tag = "Event rules",
+    operation_id = "testEventRule",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    request_body(content = Option<TestBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Success<DeliveryView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn test(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -108,9 +175,11 @@ async fn test(
     Ok(envelope::ok(delivery))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverBody {
+pub(super) struct RecoverBody {
+    /// An RFC 3339 time or epoch milliseconds.
+    #[schema(value_type = String, example = "2026-11-25T10:00:00Z")]
     since: Option<Value>,
 }
 
@@ -130,7 +199,18 @@ fn parse_since(since: Option<Value>) -> Result<i64, Error> {
     }
 }
 
-async fn recover(
+/// Sends again every failed delivery since a time.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/recover",
+    tag = "Event rules",
+    operation_id = "recoverEventRule",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    request_body(content = RecoverBody, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Success<Recovered>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn recover(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -142,7 +222,17 @@ async fn recover(
     Ok(envelope::ok(json!({ "queued": queued })))
 }
 
-async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The rule's deliveries, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries",
+    tag = "Event rules",
+    operation_id = "listDeliveries",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery, ("status" = Option<String>, Query, description = "Pending, Success or Failed")),
+    responses((status = 200, description = "A page", body = Success<PageBody<DeliveryView>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let q = query(&req);
     let (limit, cursor) = list_params_or(&q, DEFAULT_DELIVERIES)?;
@@ -153,7 +243,17 @@ async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
     Ok(envelope::page(page.items, page.next_cursor))
 }
 
-async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A delivery with its attempts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}",
+    tag = "Event rules",
+    operation_id = "getDelivery",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id"), ("limit" = Option<u32>, Query, description = "Attempts shown, newest first (20 when absent)")),
+    responses((status = 200, description = "OK", body = Success<DeliveryView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let id = req.match_info().get("id").unwrap_or("");
     // `limit` bounds the attempts shown (newest first), 20 by default.
@@ -164,7 +264,17 @@ async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpRespon
     ))
 }
 
-async fn redeliver(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Sends a delivery again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}/redeliver",
+    tag = "Event rules",
+    operation_id = "redeliver",
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id")),
+    responses((status = 200, description = "OK", body = Success<DeliveryView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn redeliver(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let id = req.match_info().get("id").unwrap_or("");
     Ok(envelope::ok(gw.redeliver(&project, &rule, id).await?))

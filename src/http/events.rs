@@ -1,5 +1,8 @@
 //! `GET P/webhookevents?pipelineIdentifier=&triggerIdentifier=&status=`: received events, newest first.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
+use super::openapi::shapes::WebhookEventView;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -18,7 +21,17 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Received webhook events, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/webhookevents",
+    tag = "Events",
+    operation_id = "listWebhookEvents",
+    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's"), ("triggerIdentifier" = Option<String>, Query, description = "Only this trigger's"), ("status" = Option<String>, Query, description = "Only events with this status")),
+    responses((status = 200, description = "A page", body = Success<PageBody<WebhookEventView>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let q = query(&req);

@@ -1,6 +1,10 @@
 //! Executions (DESIGN §3): `POST P/pipelines/{pipe}/execute`, `GET P/executions`,
 //! `GET P/executions/{id}` and `GET P/executions/{id}/logs/{stage}/{step}`.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
+use super::openapi::shapes::{ControlResult, ExecutionBrief, ExecutionDetail};
+use crate::service::executions::LogPage;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,13 +36,24 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource(&format!("{P}/executions/{{id}}/{{action}}")).route(web::post().to(control)));
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ExecuteBody {
+pub(super) struct ExecuteBody {
     input_yaml: Option<String>,
 }
 
-async fn execute(
+/// Runs a pipeline now (`triggerType` MANUAL).
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/execute",
+    tag = "Executions",
+    operation_id = "executePipeline",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    request_body(content = Option<ExecuteBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "Queued", body = Success<ExecutionBrief>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn execute(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -53,7 +68,17 @@ async fn execute(
     Ok(envelope::ok(brief(&execution)))
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Executions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions",
+    tag = "Executions",
+    operation_id = "listExecutions",
+    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's"), ("status" = Option<String>, Query, description = "Only executions with this status (matched ignoring case)")),
+    responses((status = 200, description = "A page", body = Success<PageBody<ExecutionBrief>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let q = query(&req);
@@ -72,7 +97,17 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     ))
 }
 
-async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// An execution with its steps.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}",
+    tag = "Executions",
+    operation_id = "getExecution",
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId")),
+    responses((status = 200, description = "OK", body = Success<ExecutionDetail>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let id = req.match_info().get("id").unwrap_or("");
@@ -112,7 +147,16 @@ async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse
 /// `GET P/executions/{id}/logs/{stage}/{step}`: the step's log as text (its stored log once
 /// it ended, its live lines while it runs); `?format=json&after=SEQ` for the live lines with
 /// their stream and time; `?follow=true` for text that streams until the step ends.
-async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}/logs/{stage}/{step}",
+    tag = "Executions",
+    operation_id = "getStepLog",
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId"), ("stage" = String, Path, description = "The stage identifier"), ("step" = String, Path, description = "The step identifier"), ("format" = Option<String>, Query, description = "`text` (the default) or `json`"), ("after" = Option<i64>, Query, description = "Only lines after this seq"), ("follow" = Option<bool>, Query, description = "`true`: text that streams until the step ends")),
+    responses((status = 200, description = "The step's output", content((String = "text/plain"), (Success<LogPage> = "application/json")))),
+    security(("apiKey" = []))
+)]
+pub(super) async fn logs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let q = query(&req);
@@ -246,14 +290,24 @@ fn join_lines(lines: &[crate::store::executions::LogLine]) -> String {
     text
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ControlBody {
+pub(super) struct ControlBody {
     comment: Option<String>,
 }
 
 /// `POST P/executions/{id}/abort|pause|resume|approve|reject` `{"comment"?}` (admin).
-async fn control(
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}/{action}",
+    tag = "Executions",
+    operation_id = "controlExecution",
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId"), ("action" = String, Path, description = "abort, pause, resume, approve or reject")),
+    request_body(content = Option<ControlBody>, description = "Optional", content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Success<ControlResult>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn control(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,

@@ -1,6 +1,8 @@
 //! `GET /healthz` (liveness), `GET /readyz` (database reachable, migrations applied) and
 //! `GET /metrics` (Prometheus text).
 
+use super::envelope::Success;
+use super::openapi::shapes::{Health, Ready};
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -15,11 +17,27 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics").route(web::get().to(metrics)));
 }
 
-async fn healthz() -> HttpResponse {
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "Operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = Success<Health>))
+)]
+pub(super) async fn healthz() -> HttpResponse {
     envelope::ok(json!({"status": "UP"}))
 }
 
-async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Readiness: the database is reachable and migrated.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "Operations",
+    operation_id = "readyz",
+    responses((status = 200, description = "Ready", body = Success<Ready>))
+)]
+pub(super) async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     match gw.store.ready().await {
         Ok(true) => Ok(envelope::ok(json!({"status": "READY", "node": gw.node_id}))),
         Ok(false) => Err(Error::Unavailable {
@@ -36,7 +54,15 @@ async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     }
 }
 
-async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "Operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+pub(super) async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())

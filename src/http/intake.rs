@@ -4,6 +4,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::envelope::Success;
+use super::openapi::shapes::WebhookAnswer;
 use super::{api_key, body, envelope, header, resource};
 use crate::error::Error;
 use crate::service::intake::{self, Accepted, IntakeQuery, IntakeRequest};
@@ -14,7 +16,24 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/webhook/custom/{token}/v3").route(web::post().to(custom_v3)));
 }
 
-async fn custom_v3(
+/// Fires a trigger by its URL token (DESIGN §2.1).
+///
+/// The answer means the event is committed. Poll `apiUrl` for what became of it.
+#[utoipa::path(post, path = "/webhook/custom/{token}/v3", tag = "Webhooks", operation_id = "fireTriggerV3",
+    params(
+        ("token" = String, Path, description = "The trigger's webhook token"),
+        IntakeParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeated key answers the first request's result again, for 24 hours"),
+        ("X-Trigger-Dry-Run" = Option<bool>, Header, description = "`true`: evaluate, store nothing, run nothing"),
+    ),
+    request_body(content = Object, description = "The payload: any JSON (or text) up to the body limit", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed (or, for a dry run, evaluated)", body = Success<WebhookAnswer>,
+            headers(("X-Trigger-Status" = String, description = "The event status, such as TARGET_EXECUTION_REQUESTED"))),
+    ),
+    security((), ("apiKey" = []))
+)]
+pub(super) async fn custom_v3(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -26,7 +45,21 @@ async fn custom_v3(
     Ok(respond(&gw, accepted))
 }
 
-async fn custom_v2(
+/// Fires a trigger by its identifiers; always needs `X-Api-Key` (DESIGN §2.2).
+#[utoipa::path(post, path = "/webhook/custom/v2", tag = "Webhooks", operation_id = "fireTriggerV2",
+    params(
+        IntakeParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeated key answers the first request's result again, for 24 hours"),
+        ("X-Trigger-Dry-Run" = Option<bool>, Header, description = "`true`: evaluate, store nothing, run nothing"),
+    ),
+    request_body(content = Object, description = "The payload: any JSON (or text) up to the body limit", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed (or, for a dry run, evaluated)", body = Success<WebhookAnswer>,
+            headers(("X-Trigger-Status" = String, description = "The event status"))),
+    ),
+    security(("apiKey" = []))
+)]
+pub(super) async fn custom_v2(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -34,6 +67,23 @@ async fn custom_v2(
     let body = body::read_limited(&req, payload, gw.body_limits).await?;
     let accepted = intake::custom_v2(&gw, intake_request(&req, body)).await?;
     Ok(respond(&gw, accepted))
+}
+
+/// The query and headers of a webhook.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub(super) struct IntakeParams {
+    /// The account (checked against the trigger's).
+    accountIdentifier: Option<String>,
+    /// The org.
+    orgIdentifier: Option<String>,
+    /// The project.
+    projectIdentifier: Option<String>,
+    /// The pipeline (required by v2).
+    pipelineIdentifier: Option<String>,
+    /// The trigger (required by v2).
+    triggerIdentifier: Option<String>,
 }
 
 fn intake_request(req: &HttpRequest, body: bytes::Bytes) -> IntakeRequest<'_> {

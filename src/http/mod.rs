@@ -15,6 +15,7 @@ mod events;
 mod executions;
 mod health;
 mod intake;
+pub mod openapi;
 mod pipelines;
 mod settings;
 mod status;
@@ -51,6 +52,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     event_rules::configure(cfg);
     executions::configure(cfg);
     whoami::configure(cfg);
+    openapi::configure(cfg);
 }
 
 /// A resource whose unlisted methods answer 405 with the envelope.

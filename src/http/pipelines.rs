@@ -1,6 +1,8 @@
 //! Pipelines under `P = /api/v1/accounts/{acc}/orgs/{org}/projects/{proj}`: `PUT`, `GET`,
 //! `DELETE` and list. Bodies are JSON or YAML in the Harness shape (DESIGN §6.1).
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
@@ -22,7 +24,18 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn put(
+/// Creates or replaces a pipeline.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
+    tag = "Pipelines",
+    operation_id = "putPipeline",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    request_body(description = "The pipeline (DESIGN §6.1), as JSON or YAML", content((Object = "application/json"), (String = "application/yaml"))),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<PipelineView>), (status = 201, description = "Created", body = Success<PipelineView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -38,7 +51,17 @@ async fn put(
     Ok(super::put_answer(dry_run, created, view))
 }
 
-async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A pipeline.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
+    tag = "Pipelines",
+    operation_id = "getPipeline",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "OK", body = Success<PipelineView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
@@ -49,7 +72,17 @@ async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, E
         .ok_or_else(|| Error::NotFound(format!("Pipeline {id} does not exist in {project}")))
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The project's pipelines.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines",
+    tag = "Pipelines",
+    operation_id = "listPipelines",
+    params(ProjectPath, ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<PipelineView>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
     let q = query(&req);
@@ -59,7 +92,17 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     Ok(envelope::page(items, page.next_cursor))
 }
 
-async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Deletes a pipeline and its triggers.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
+    tag = "Pipelines",
+    operation_id = "deletePipeline",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_manage(api_key(&req), &project.account).await?;

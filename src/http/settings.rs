@@ -1,5 +1,7 @@
 //! `PUT`/`GET`/`DELETE /api/v1/settings/{name}?accountIdentifier=&orgIdentifier=&projectIdentifier=`.
 
+use super::envelope::Success;
+use crate::service::manage::SettingView;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{api_key, body, envelope, query, resource};
@@ -19,9 +21,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of a setting `PUT`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SettingBody {
+pub(super) struct SettingBody {
     value: bool,
     #[serde(default = "default_allow_overrides")]
     allow_overrides: bool,
@@ -65,7 +67,18 @@ async fn scope(req: &HttpRequest, gw: &Gateway) -> Result<(&'static str, Setting
     ))
 }
 
-async fn put(
+/// Sets a setting at the scope of the query.
+#[utoipa::path(
+    put,
+    path = "/api/v1/settings/{name}",
+    tag = "Settings",
+    operation_id = "putSetting",
+    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    request_body = SettingBody,
+    responses((status = 200, description = "OK", body = Success<SettingView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -79,12 +92,32 @@ async fn put(
     Ok(envelope::ok(gw.put_setting(&scope, name, value).await?))
 }
 
-async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A setting's effective value at the scope of the query, and where it comes from.
+#[utoipa::path(
+    get,
+    path = "/api/v1/settings/{name}",
+    tag = "Settings",
+    operation_id = "getSetting",
+    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    responses((status = 200, description = "OK", body = Success<SettingView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (name, scope) = scope(&req, &gw).await?;
     Ok(envelope::ok(gw.get_setting(&scope, name).await?))
 }
 
-async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Removes the value set at exactly this scope.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/settings/{name}",
+    tag = "Settings",
+    operation_id = "deleteSetting",
+    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    responses((status = 200, description = "OK", body = Success<SettingView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (name, scope) = scope(&req, &gw).await?;
     Ok(envelope::ok(gw.delete_setting(&scope, name).await?))
 }

@@ -1,5 +1,7 @@
 //! `GET /webhook/triggerExecutionDetails/{eventCorrelationId}` (DESIGN §2.3).
 
+use super::envelope::Success;
+use super::openapi::shapes::TriggerExecutionDetails;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
@@ -19,7 +21,17 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn trigger_execution_details(
+/// What became of a webhook event, and its execution (DESIGN §2.3).
+#[utoipa::path(
+    get,
+    path = "/webhook/triggerExecutionDetails/{id}",
+    tag = "Webhooks",
+    operation_id = "getTriggerExecutionDetails",
+    params(("id" = String, Path, description = "The eventCorrelationId of the webhook's answer"), ("accountIdentifier" = Option<String>, Query, description = "The event's account"), ("wait" = Option<u64>, Query, description = "Long poll: up to this many seconds (at most 60) for the execution to settle")),
+    responses((status = 200, description = "OK", body = Success<TriggerExecutionDetails>)),
+    security((), ("apiKey" = []))
+)]
+pub(super) async fn trigger_execution_details(
     req: HttpRequest,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {

@@ -2,6 +2,9 @@
 //! `DELETE`, list, and the `curl` snippet. Responses carry `webhookUrl`, `curl` and
 //! `customWebhookToken`.
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
+use crate::service::manage::TriggerView;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
@@ -52,7 +55,18 @@ fn missing(project: &ProjectRef, pipeline: &Identifier, trigger: &Identifier) ->
     ))
 }
 
-async fn put(
+/// Creates or replaces a trigger.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
+    tag = "Triggers",
+    operation_id = "putTrigger",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    request_body(description = "The trigger (DESIGN §4), as JSON or YAML", content((Object = "application/json"), (String = "application/yaml"))),
+    responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<TriggerView>), (status = 201, description = "Created", body = Success<TriggerView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn put(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -66,7 +80,17 @@ async fn put(
     Ok(super::put_answer(dry_run, created, view))
 }
 
-async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// A trigger, with its webhook URL and cURL command.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
+    tag = "Triggers",
+    operation_id = "getTrigger",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "OK", body = Success<TriggerView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
     gw.get_trigger(&project, &pipeline, &trigger)
         .await?
@@ -75,13 +99,24 @@ async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, E
 }
 
 /// The body of a `PATCH`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchBody {
+pub(super) struct PatchBody {
     enabled: bool,
 }
 
-async fn patch(
+/// Enables or disables a trigger.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
+    tag = "Triggers",
+    operation_id = "patchTrigger",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    request_body = PatchBody,
+    responses((status = 200, description = "OK", body = Success<TriggerView>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn patch(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -94,7 +129,17 @@ async fn patch(
         .ok_or_else(|| missing(&project, &pipeline, &trigger))
 }
 
-async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// Deletes a trigger.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
+    tag = "Triggers",
+    operation_id = "deleteTrigger",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
     deleted(
         gw.delete_trigger(&project, &pipeline, &trigger).await?,
@@ -102,7 +147,17 @@ async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse
     )
 }
 
-async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The pipeline's triggers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers",
+    tag = "Triggers",
+    operation_id = "listTriggers",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery),
+    responses((status = 200, description = "A page", body = Success<PageBody<TriggerView>>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, pipeline) = target_pipeline(&req, &gw).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
@@ -110,7 +165,17 @@ async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, 
     Ok(envelope::page(page.items, page.next_cursor))
 }
 
-async fn curl(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The trigger's cURL command.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}/curl",
+    tag = "Triggers",
+    operation_id = "getTriggerCurl",
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    responses((status = 200, description = "A cURL command that fires the trigger (DESIGN §3.1)", body = String, content_type = "text/plain")),
+    security(("apiKey" = []))
+)]
+pub(super) async fn curl(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
     let record = gw
         .store

@@ -1,5 +1,7 @@
 //! `GET /api/v1/whoami`: the presented key's identity, for `triggerd login` and `whoami`.
 
+use super::envelope::Success;
+use super::openapi::shapes::Whoami;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -11,7 +13,16 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/v1/whoami").route(web::get().to(whoami)));
 }
 
-async fn whoami(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+/// The presented key's identity.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "API keys",
+    operation_id = "whoami",
+    responses((status = 200, description = "OK", body = Success<Whoami>)),
+    security(("apiKey" = []))
+)]
+pub(super) async fn whoami(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     let principal = gw.whoami(api_key(&req)).await?;
     let record = gw.store.get_api_key(&principal.key_id).await?;
     Ok(envelope::ok(json!({

@@ -25,7 +25,7 @@ pub const ROTATION_OVERLAP_MS: Millis = 24 * 3600 * 1000;
 pub const ATTEMPTS_SHOWN: u32 = 20;
 
 /// A rule as the API reports it: the body (secret-looking header values masked) plus state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRuleView {
     /// The body.
@@ -72,7 +72,7 @@ impl EventRuleView {
 }
 
 /// A delivery as the API reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryView {
     /// Its id.
@@ -99,6 +99,7 @@ pub struct DeliveryView {
     pub updated_at: Millis,
     /// The body sent (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     /// The newest attempts (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +129,7 @@ impl DeliveryView {
 }
 
 /// One attempt as the API reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     /// 1-based number.
@@ -140,10 +141,12 @@ pub struct AttemptView {
     /// Where it went.
     pub url: String,
     /// Request headers, secrets masked.
+    #[schema(value_type = Object)]
     pub request_headers: Value,
     /// Response status.
     pub response_status: Option<u16>,
     /// Response headers.
+    #[schema(value_type = Option<Object>)]
     pub response_headers: Option<Value>,
     /// The first 16 KiB of the response body.
     pub response_body: Option<String>,

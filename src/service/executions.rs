@@ -188,7 +188,7 @@ pub fn step_ended(status: &str) -> bool {
 }
 
 /// One read of a step's live log (`?format=json` of the logs route, and the console).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// The step's status.
     pub status: String,

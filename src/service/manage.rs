@@ -19,7 +19,7 @@ use crate::store::{
 use crate::store::{Change, StoreError};
 
 /// A new API key and its one-time secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     /// The key id.
@@ -32,7 +32,7 @@ pub struct CreatedKey {
 }
 
 /// An API key without its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     /// The key id.
@@ -66,7 +66,7 @@ impl From<&ApiKeyRecord> for KeyInfo {
 }
 
 /// What a caller asks for when creating a key.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewKey {
     /// A label.
@@ -74,6 +74,7 @@ pub struct NewKey {
     /// `admin` or `executor`.
     pub role: Role,
     /// Expiry: epoch milliseconds or an RFC 3339 time.
+    #[schema(value_type = Option<String>, example = "2027-01-01T00:00:00Z")]
     pub expires_at: Option<serde_json::Value>,
     /// `org/project` pairs to limit an executor key to.
     pub projects: Option<Vec<String>>,
@@ -112,7 +113,7 @@ fn parse_project_list(list: &[String]) -> Result<Vec<String>, Error> {
 }
 
 /// A setting as the API reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SettingView {
     /// The setting's name.
@@ -126,7 +127,7 @@ pub struct SettingView {
 }
 
 /// A value stored at one scope.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetHere {
     /// The value.
@@ -136,7 +137,7 @@ pub struct SetHere {
 }
 
 /// A stored pipeline as the API reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineView {
     /// Its identifier.
@@ -150,6 +151,7 @@ pub struct PipelineView {
     /// Project.
     pub project_identifier: String,
     /// The canonical definition, `{"pipeline":{...}}`.
+    #[schema(value_type = Object)]
     pub spec: serde_json::Value,
     /// The same as YAML.
     pub yaml: String,
@@ -176,7 +178,7 @@ impl From<&PipelineRecord> for PipelineView {
 }
 
 /// A stored trigger as the API reports it: secrets redacted, links added.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerView {
     /// Its identifier.
@@ -200,6 +202,7 @@ pub struct TriggerView {
     /// A ready cURL command.
     pub curl: String,
     /// The canonical definition, `{"trigger":{...}}`, secrets redacted.
+    #[schema(value_type = Object)]
     pub spec: serde_json::Value,
     /// The same as YAML.
     pub yaml: String,

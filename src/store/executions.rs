@@ -249,7 +249,7 @@ pub struct StepRecord {
 }
 
 /// One line of a step's live log (DESIGN §12).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Order within the step: `(attempt << 32) + line number`.
     pub seq: i64,

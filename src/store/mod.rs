@@ -80,7 +80,7 @@ pub fn now_millis() -> Millis {
 }
 
 /// An account.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     /// `accountIdentifier`.
@@ -94,7 +94,7 @@ pub struct Account {
 }
 
 /// An org or a project: a named node in the tenancy tree.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scope {
     /// Its own identifier: the org's, or the project's.
@@ -115,7 +115,7 @@ pub struct Scope {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything in its account.

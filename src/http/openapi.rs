@@ -1,0 +1,798 @@
+//! The OpenAPI 3.1 document of the REST API, built from the handlers' `#[utoipa::path]`
+//! annotations and the `ToSchema` types they answer with, served at `GET /api/openapi.json`,
+//! and a reference page rendered from the same document at `GET /api/docs`.
+//!
+//! Most answers are serialised from the very types the document describes (`TriggerView`,
+//! `KeyInfo`, the envelope). The few bodies that handlers build with `json!` (the status
+//! endpoint, executions, events, intake, whoami, health) are described by the types in
+//! [`shapes`]; CI's schemathesis run checks every answer of a live server against them.
+
+use std::sync::OnceLock;
+
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use super::resource;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/openapi.json").route(web::get().to(openapi_json)))
+        .service(resource("/api/docs").route(web::get().to(reference_page)));
+}
+
+/// The OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "Meta", operation_id = "getOpenApi",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub(super) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(document_json().as_str())
+}
+
+/// A readable reference of every operation, rendered from the document.
+#[utoipa::path(get, path = "/api/docs", tag = "Meta", operation_id = "getApiReference",
+    responses((status = 200, description = "The API reference as HTML", content_type = "text/html")))]
+pub(super) async fn reference_page() -> HttpResponse {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    let page = PAGE.get_or_init(|| reference::render(&document()).into_string());
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page.as_str())
+}
+
+/// The document, built once.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+fn document_json() -> &'static String {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut text = document()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        text.push('\n');
+        text
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "triggerd",
+        description = "Starts pipelines from webhooks. Every route is also served under \
+            `/gateway/pipeline/api`, so a Harness URL works after only the host is changed. \
+            Every answer is an envelope: `{\"status\":\"SUCCESS\",\"data\":...}`, or the error \
+            envelope with a `code` (DESIGN §2.4). The management API takes `X-Api-Key`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        super::intake::custom_v3,
+        super::intake::custom_v2,
+        super::status::trigger_execution_details,
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+        super::whoami::whoami,
+        super::accounts::list_accounts,
+        super::accounts::put_account,
+        super::accounts::get_account,
+        super::accounts::list_orgs,
+        super::accounts::put_org,
+        super::accounts::get_org,
+        super::accounts::delete_org,
+        super::accounts::list_projects,
+        super::accounts::put_project,
+        super::accounts::get_project,
+        super::accounts::delete_project,
+        super::apikeys::create,
+        super::apikeys::list,
+        super::apikeys::revoke,
+        super::settings::put,
+        super::settings::get,
+        super::settings::delete,
+        super::pipelines::list,
+        super::pipelines::put,
+        super::pipelines::get,
+        super::pipelines::delete,
+        super::triggers::list,
+        super::triggers::put,
+        super::triggers::get,
+        super::triggers::patch,
+        super::triggers::delete,
+        super::triggers::curl,
+        super::executions::execute,
+        super::executions::list,
+        super::executions::detail,
+        super::executions::logs,
+        super::executions::control,
+        super::events::list,
+        super::event_rules::list,
+        super::event_rules::put,
+        super::event_rules::get,
+        super::event_rules::delete,
+        super::event_rules::rotate,
+        super::event_rules::test,
+        super::event_rules::recover,
+        super::event_rules::deliveries,
+        super::event_rules::delivery,
+        super::event_rules::redeliver,
+        openapi_json,
+        reference_page,
+    ),
+    components(schemas(shapes::ErrorEnvelope, shapes::ResponseMessage)),
+    modifiers(&Conventions),
+    tags(
+        (name = "Webhooks", description = "Firing triggers and reading what became of the event (DESIGN §2)"),
+        (name = "Tenancy", description = "Accounts, orgs and projects"),
+        (name = "API keys"),
+        (name = "Settings", description = "Account, org and project settings (DESIGN §7)"),
+        (name = "Pipelines", description = "Pipelines in the Harness YAML shape (DESIGN §6)"),
+        (name = "Triggers", description = "Custom webhook triggers (DESIGN §4)"),
+        (name = "Executions"),
+        (name = "Events", description = "Webhook events as received"),
+        (name = "Event rules", description = "Outbound events to subscribers (DESIGN §8)"),
+        (name = "Operations", description = "Health, readiness and metrics"),
+        (name = "Meta", description = "This document and its reference page"),
+    )
+)]
+struct ApiDoc;
+
+/// What every operation shares: the `X-Api-Key` scheme and the error envelope of DESIGN §2.4
+/// for the statuses that any operation can answer.
+struct Conventions;
+
+/// Statuses every operation can answer with the error envelope: bad input, a bad key, a key
+/// without the right, nothing there, too many requests (intake), a failure, overload.
+const EVERY_OPERATION: &[(&str, &str)] = &[
+    ("400", "Bad input (INVALID_REQUEST)"),
+    ("401", "No key, or a wrong or revoked one (INVALID_TOKEN)"),
+    ("403", "The key lacks the right (NG_ACCESS_DENIED)"),
+    ("404", "Not found (RESOURCE_NOT_FOUND)"),
+    ("408", "The request was not received in time (REQUEST_TIMEOUT)"),
+    ("429", "Too many requests; see Retry-After (TOO_MANY_REQUESTS)"),
+    ("500", "An internal failure (UNEXPECTED)"),
+    ("503", "Overloaded, shutting down or not ready; see Retry-After (SERVICE_UNAVAILABLE)"),
+];
+
+/// Statuses of operations that take a body.
+const WITH_BODY: &[(&str, &str)] = &[
+    ("409", "A conflicting resource exists (DUPLICATE_ENTITY)"),
+    ("413", "The body is over the limit (PAYLOAD_TOO_LARGE)"),
+    ("415", "The body's Content-Type is not accepted (UNSUPPORTED_MEDIA_TYPE)"),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "An API key (`tdk_<keyId>_<secret>`) or the root key",
+            ))),
+        );
+        for (status, description) in EVERY_OPERATION.iter().chain(WITH_BODY) {
+            components
+                .responses
+                .insert(error_name(status), RefOr::T(error_response(description)));
+        }
+        for item in doc.paths.paths.values_mut() {
+            for operation in operations(item) {
+                let takes_body = operation.request_body.is_some();
+                let listed = EVERY_OPERATION
+                    .iter()
+                    .chain(WITH_BODY.iter().filter(|_| takes_body));
+                for (status, _) in listed {
+                    operation
+                        .responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(error_name(status))));
+                }
+            }
+        }
+    }
+}
+
+fn error_name(status: &str) -> String {
+    format!("Error{status}")
+}
+
+fn error_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .build(),
+        )
+        .build()
+}
+
+/// Every operation of a path item.
+pub(crate) fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+        item.head.as_mut(),
+        item.options.as_mut(),
+        item.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Path parameters shared by many operations.
+pub(super) mod params {
+    use utoipa::IntoParams;
+
+    /// `{acc}`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct AccountPath {
+        /// The account identifier.
+        #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+        acc: String,
+    }
+
+    /// `{acc}/orgs/{org}/projects/{proj}`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct ProjectPath {
+        /// The account identifier.
+        #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+        acc: String,
+        /// The org identifier.
+        #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+        org: String,
+        /// The project identifier.
+        #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+        proj: String,
+    }
+
+    /// `limit` and `cursor` of a list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    #[allow(dead_code)]
+    pub struct ListQuery {
+        /// Items per page, 1 to 500 (50 when absent).
+        #[param(minimum = 1, maximum = 500)]
+        limit: Option<u32>,
+        /// The `nextCursor` of the previous page.
+        cursor: Option<String>,
+    }
+}
+
+/// Schemas of the bodies that handlers build with `json!`, and of the error envelope
+/// ([`super::envelope`]). Each names the function that writes the shape it describes.
+pub(super) mod shapes {
+    #![allow(dead_code)]
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// The error envelope of DESIGN §2.4 (`envelope.rs`, `error_response`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ErrorEnvelope {
+        /// Always `ERROR`.
+        #[schema(pattern = "^ERROR$")]
+        status: String,
+        /// The error code, such as `INVALID_REQUEST`.
+        code: String,
+        /// What went wrong, in words.
+        message: String,
+        /// The request's correlation id (also in the `X-Correlation-Id` header).
+        correlation_id: String,
+        /// Always null.
+        detailed_message: Option<String>,
+        /// The code and message again, in Harness's list.
+        response_messages: Vec<ResponseMessage>,
+        /// Always null.
+        metadata: Option<String>,
+    }
+
+    /// One entry of `responseMessages`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ResponseMessage {
+        /// The error code.
+        code: String,
+        /// Always `ERROR`.
+        level: String,
+        /// The message.
+        message: String,
+        /// Always null.
+        exception: Option<String>,
+        /// Always empty.
+        failure_types: Vec<String>,
+    }
+
+    /// `data` of an accepted webhook (`intake.rs`, `respond`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookAccepted {
+        /// The event's id: poll `apiUrl` with it.
+        #[schema(pattern = "^[0-9a-f]{24}$")]
+        event_correlation_id: String,
+        /// The status URL (`GET /webhook/triggerExecutionDetails/{id}`).
+        api_url: String,
+        /// The event in the console.
+        ui_url: String,
+        /// The trigger in the console.
+        ui_setup_url: String,
+    }
+
+    /// `data` of a webhook's answer.
+    #[derive(ToSchema, Serialize)]
+    #[serde(untagged)]
+    pub enum WebhookAnswer {
+        /// The event is committed.
+        Accepted(WebhookAccepted),
+        /// A dry run: nothing was stored.
+        DryRun(WebhookDryRun),
+    }
+
+    /// `data` of a dry run (`X-Trigger-Dry-Run: true`): nothing was stored.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookDryRun {
+        /// What would have happened.
+        dry_run: DryRunResult,
+    }
+
+    /// What a dry run found.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DryRunResult {
+        /// The event status it would have had.
+        status: String,
+        /// Why.
+        message: String,
+        /// Every condition's result.
+        condition_results: Vec<ConditionResult>,
+        /// The runtime input YAML.
+        runtime_input: String,
+    }
+
+    /// One condition's result (`domain::matching::ConditionResult`).
+    #[derive(ToSchema, Serialize)]
+    pub struct ConditionResult {
+        /// `payload`, `header` or `jexl`.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The condition key, or the JEXL expression.
+        key: String,
+        /// The operator.
+        operator: String,
+        /// The condition value.
+        expected: String,
+        /// What the key rendered to.
+        actual: Option<String>,
+        /// Whether it held.
+        matched: bool,
+        /// Why the JEXL condition could not be evaluated, when it could not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    }
+
+    /// `data` of the status endpoint (`status.rs`, `render`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TriggerExecutionDetails {
+        /// What became of the webhook.
+        webhook_processing_details: WebhookProcessingDetails,
+        /// The execution, when one was requested.
+        execution_details: Option<ExecutionDetails>,
+    }
+
+    /// `webhookProcessingDetails`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookProcessingDetails {
+        /// Always true (an unknown event is a 404).
+        event_found: bool,
+        /// The event id.
+        event_id: String,
+        /// Account.
+        account_identifier: String,
+        /// Org.
+        org_identifier: String,
+        /// Project.
+        project_identifier: String,
+        /// The trigger.
+        trigger_identifier: String,
+        /// The pipeline.
+        pipeline_identifier: String,
+        /// The execution, when one was requested.
+        pipeline_execution_id: Option<String>,
+        /// Harness's spelling.
+        exception_occured: bool,
+        /// `TARGET_EXECUTION_REQUESTED`, `NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS`, ...
+        status: String,
+        /// Why, in words.
+        message: String,
+        /// The body as received.
+        payload: String,
+        /// Epoch milliseconds.
+        event_created_at: i64,
+        /// The runtime input YAML.
+        runtime_input: String,
+        /// Every condition's result.
+        condition_results: Vec<ConditionResult>,
+    }
+
+    /// `executionDetails`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ExecutionDetails {
+        /// The execution.
+        pipeline_execution_summary: PipelineExecutionSummary,
+    }
+
+    /// Harness's `pipelineExecutionSummary` (DESIGN §6.4; `status.rs`, `summary`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PipelineExecutionSummary {
+        /// The pipeline.
+        pipeline_identifier: String,
+        /// The execution id.
+        plan_execution_id: String,
+        /// The pipeline's name.
+        name: String,
+        /// `Queued`, `Running`, `Paused`, `ApprovalWaiting`, `Success`, `Failed`, `Aborted`,
+        /// `Expired`, `ApprovalRejected`.
+        status: String,
+        /// Always empty.
+        tags: Vec<String>,
+        /// How it was started.
+        execution_trigger_info: ExecutionTriggerInfo,
+        /// One node per stage, by node id.
+        layout_node_map: BTreeMap<String, LayoutNode>,
+        /// The first stage's node id.
+        starting_node_id: Option<String>,
+        /// Epoch milliseconds.
+        start_ts: Option<i64>,
+        /// Epoch milliseconds.
+        end_ts: Option<i64>,
+        /// Epoch milliseconds.
+        created_at: i64,
+        /// The pipeline's run number.
+        run_sequence: i64,
+        /// Stages that succeeded.
+        successful_stages_count: u32,
+        /// Stages running.
+        running_stages_count: u32,
+        /// Stages that failed, were aborted, expired or rejected.
+        failed_stages_count: u32,
+        /// Stages.
+        total_stages_count: u32,
+        /// Why it failed.
+        failure_info: FailureInfo,
+    }
+
+    /// `executionTriggerInfo`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ExecutionTriggerInfo {
+        /// `WEBHOOK_CUSTOM` or `MANUAL`.
+        trigger_type: String,
+        /// Who started it.
+        triggered_by: TriggeredBy,
+        /// Always false.
+        is_rerun: bool,
+    }
+
+    /// `triggeredBy`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TriggeredBy {
+        /// Always `systemUser`.
+        uuid: String,
+        /// The trigger, for a webhook run.
+        identifier: Option<String>,
+        /// Harness's extra fields.
+        #[schema(value_type = Object)]
+        extra_info: Value,
+    }
+
+    /// A stage node of `layoutNodeMap`.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct LayoutNode {
+        /// Always `Stage`.
+        node_type: String,
+        /// Always `STAGE`.
+        node_group: String,
+        /// The stage identifier.
+        node_identifier: String,
+        /// The stage name.
+        name: String,
+        /// The node id.
+        node_uuid: String,
+        /// The stage's status, rolled up from its steps.
+        status: String,
+        /// Epoch milliseconds.
+        start_ts: Option<i64>,
+        /// Epoch milliseconds.
+        end_ts: Option<i64>,
+        /// The next stage.
+        #[schema(value_type = Object)]
+        edge_layout_list: Value,
+        /// Why it failed.
+        failure_info: FailureInfo,
+    }
+
+    /// `failureInfo`.
+    #[derive(ToSchema, Serialize)]
+    pub struct FailureInfo {
+        /// Empty unless something failed.
+        message: String,
+    }
+
+    /// `data` of `GET P/executions/{id}` (`executions.rs`, `detail`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ExecutionDetail {
+        /// The execution.
+        pipeline_execution_summary: PipelineExecutionSummary,
+        /// The runtime input YAML.
+        runtime_input: String,
+        /// Every step, in order.
+        steps: Vec<StepDetail>,
+    }
+
+    /// A step of an execution.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct StepDetail {
+        /// The stage.
+        stage_identifier: String,
+        /// The stage's name.
+        stage_name: String,
+        /// The step.
+        step_identifier: String,
+        /// The step's name.
+        name: String,
+        /// `Run`, `Http`, `Wait`, `Approval`, ...
+        #[serde(rename = "type")]
+        kind: String,
+        /// The step's status.
+        status: String,
+        /// The attempt (retries count up).
+        attempt: u32,
+        /// Epoch milliseconds.
+        start_ts: Option<i64>,
+        /// Epoch milliseconds.
+        end_ts: Option<i64>,
+        /// Its outputs.
+        outputs: BTreeMap<String, String>,
+        /// Why it failed, or a note.
+        message: Option<String>,
+        /// Its log, for Run and Http steps that started.
+        log_url: Option<String>,
+    }
+
+    /// `data` of a control action (`executions.rs`, `control`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ControlResult {
+        /// The execution after the action.
+        pipeline_execution_summary: PipelineExecutionSummary,
+    }
+
+    /// An execution in a list (`executions.rs`, `brief`); also `data` of a manual run.
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ExecutionBrief {
+        /// The execution id.
+        plan_execution_id: String,
+        /// The pipeline.
+        pipeline_identifier: String,
+        /// The pipeline's name.
+        name: String,
+        /// Its status.
+        status: String,
+        /// The pipeline's run number.
+        run_sequence: i64,
+        /// `WEBHOOK_CUSTOM` or `MANUAL`.
+        trigger_type: String,
+        /// The trigger, for a webhook run.
+        trigger_identifier: Option<String>,
+        /// The event, for a webhook run.
+        event_correlation_id: Option<String>,
+        /// Epoch milliseconds.
+        created_at: i64,
+        /// Epoch milliseconds.
+        start_ts: Option<i64>,
+        /// Epoch milliseconds.
+        end_ts: Option<i64>,
+    }
+
+    /// A received webhook event (`events.rs`, `list`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WebhookEventView {
+        /// The event id.
+        event_id: String,
+        /// The trigger.
+        trigger_identifier: String,
+        /// The pipeline.
+        pipeline_identifier: String,
+        /// Its status.
+        status: String,
+        /// Why, in words.
+        message: String,
+        /// Harness's spelling.
+        exception_occured: bool,
+        /// The execution, when one was requested.
+        pipeline_execution_id: Option<String>,
+        /// Epoch milliseconds.
+        event_created_at: i64,
+        /// The request headers, secrets masked.
+        #[schema(value_type = Object)]
+        headers: Value,
+        /// The body as received.
+        payload: String,
+    }
+
+    /// `data` of `GET /api/v1/whoami` (`whoami.rs`).
+    #[derive(ToSchema, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Whoami {
+        /// The key id (`root` for the root key).
+        key_identifier: String,
+        /// The key's label.
+        name: Option<String>,
+        /// The key's account (`*` for the root key).
+        account_identifier: String,
+        /// `admin` or `executor`.
+        role: String,
+        /// Whether this is the root key.
+        root: bool,
+        /// `org/project` pairs an executor key is limited to.
+        projects: Option<Vec<String>>,
+        /// Epoch milliseconds.
+        expires_at: Option<i64>,
+    }
+
+    /// `data` of `GET /healthz`.
+    #[derive(ToSchema, Serialize)]
+    pub struct Health {
+        /// `UP`.
+        status: String,
+    }
+
+    /// `data` of `GET /readyz`.
+    #[derive(ToSchema, Serialize)]
+    pub struct Ready {
+        /// `READY`.
+        status: String,
+        /// This node's id.
+        node: String,
+    }
+
+    /// `data` of `POST .../recover`.
+    #[derive(ToSchema, Serialize)]
+    pub struct Recovered {
+        /// Deliveries queued again.
+        queued: u64,
+    }
+}
+
+/// The HTML reference page.
+mod reference {
+    use maud::{html, Markup, DOCTYPE};
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::OpenApi;
+
+    pub(super) fn render(doc: &OpenApi) -> Markup {
+        let mut operations: Vec<(String, &str, &str, &Operation)> = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ] {
+                if let Some(op) = op {
+                    let tag = op
+                        .tags
+                        .as_ref()
+                        .and_then(|t| t.first())
+                        .map(String::as_str)
+                        .unwrap_or("Other");
+                    operations.push((tag.to_owned(), method, path.as_str(), op));
+                }
+            }
+        }
+        let tags: Vec<&str> = doc
+            .tags
+            .iter()
+            .flatten()
+            .map(|t| t.name.as_str())
+            .collect();
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "triggerd API reference" }
+                    style { (STYLE) }
+                }
+                body {
+                    h1 { "triggerd API reference" }
+                    p { "Version " (doc.info.version) ". The machine-readable document is at "
+                        a href="openapi.json" { code { "/api/openapi.json" } } "." }
+                    @if let Some(d) = &doc.info.description { p { (d) } }
+                    nav { ul { @for tag in &tags { li { a href={ "#" (anchor(tag)) } { (tag) } } } } }
+                    @for tag in &tags {
+                        section id=(anchor(tag)) {
+                            h2 { (tag) }
+                            @for (_, method, path, op) in operations.iter().filter(|o| o.0 == *tag) {
+                                (operation(method, path, op))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn operation(method: &str, path: &str, op: &Operation) -> Markup {
+        let id = op.operation_id.clone().unwrap_or_default();
+        html! {
+            article id=(id) {
+                h3 { span class={ "m " (method.to_ascii_lowercase()) } { (method) } " " code { (path) } }
+                @if let Some(s) = &op.summary { p { (s) } }
+                @if let Some(d) = &op.description { p class="d" { (d) } }
+                @if let Some(params) = op.parameters.as_ref().filter(|p| !p.is_empty()) {
+                    table {
+                        tr { th { "parameter" } th { "in" } th { "description" } }
+                        @for p in params {
+                            tr {
+                                td { code { (p.name) } }
+                                td { (serde_json::to_value(&p.parameter_in).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                                td { (p.description.clone().unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(body) = &op.request_body {
+                    p { "Body: " @for (i, ct) in body.content.keys().enumerate() {
+                        @if i > 0 { ", " } code { (ct) } } }
+                }
+                p class="r" { "Answers: " @for (i, (status, _)) in op.responses.responses.iter().enumerate() {
+                    @if i > 0 { " · " } (status) } }
+                p class="id" { "operationId " code { (id) } }
+            }
+        }
+    }
+
+    fn anchor(tag: &str) -> String {
+        tag.to_ascii_lowercase().replace(' ', "-")
+    }
+
+    const STYLE: &str = "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}\
+        code{font:13px ui-monospace,monospace;background:#f3f4f6;padding:0 .25rem;border-radius:3px}\
+        article{border-top:1px solid #e5e7eb;padding:.5rem 0}h3{font-size:1rem;margin:.5rem 0}\
+        .m{display:inline-block;min-width:4rem;font:bold 12px ui-monospace,monospace;text-align:center;border-radius:3px;padding:.1rem .3rem;color:#fff}\
+        .get{background:#2563eb}.put{background:#a16207}.post{background:#15803d}.patch{background:#7c3aed}.delete{background:#b91c1c}\
+        table{border-collapse:collapse;margin:.25rem 0}td,th{border:1px solid #e5e7eb;padding:.15rem .5rem;text-align:left;font-size:14px}\
+        .d,.r,.id{color:#4b5563;font-size:14px;margin:.25rem 0}nav ul{display:flex;flex-wrap:wrap;gap:.25rem 1rem;list-style:none;padding:0}";
+}

@@ -93,6 +93,7 @@ pub struct EventRuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// Where events go: `http` or `https`.
+    #[schema(pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")]
     pub url: String,
     /// Extra request headers.
     #[serde(default)]

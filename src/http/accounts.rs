@@ -107,7 +107,7 @@ pub(super) async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> R
 #[serde(deny_unknown_fields)]
 pub(super) struct NameBody {
     /// 1 to 256 characters; the identifier when absent.
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     name: Option<String>,
 }
 

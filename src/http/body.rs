@@ -180,14 +180,16 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, format: BodyFormat) -> Res
     })
 }
 
-/// Like [`read_json`], but an empty body (what `curl -X POST` sends) is `T::default()`.
+/// Like [`read_json`], but an empty body (what `curl -X POST` sends) or JSON `null` is
+/// `T::default()`.
 pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     payload: web::Payload,
     limits: BodyLimits,
 ) -> Result<T, Error> {
     let (text, format) = read_body(req, payload, limits).await?;
-    if text.trim().is_empty() {
+    // No body, or JSON `null`, is the same as an empty object: every field takes its default.
+    if text.trim().is_empty() || (matches!(format, BodyFormat::Json) && text.trim() == "null") {
         return Ok(T::default());
     }
     decode(&text, format)

@@ -148,6 +148,8 @@ pub(super) async fn rotate(req: HttpRequest, gw: web::Data<Gateway>) -> Result<H
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct TestBody {
+    /// The event type of the sample (`pipeline_end` when absent).
+    #[schema(pattern = "^(pipeline_(start|end|pause|continue)|stage_(start|end|pause|continue)|ping)$")]
     event_type: Option<String>,
 }
 
@@ -179,7 +181,7 @@ pub(super) async fn test(
 #[serde(deny_unknown_fields)]
 pub(super) struct RecoverBody {
     /// An RFC 3339 time or epoch milliseconds.
-    #[schema(value_type = String, example = "2026-11-25T10:00:00Z")]
+    #[schema(value_type = String, format = DateTime, required = true, example = "2026-11-25T10:00:00Z")]
     since: Option<Value>,
 }
 
@@ -249,7 +251,7 @@ pub(super) async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Resu
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}",
     tag = "Event rules",
     operation_id = "getDelivery",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id"), ("limit" = Option<u32>, Query, description = "Attempts shown, newest first (20 when absent)")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$"), ("limit" = Option<u32>, Query, description = "Attempts shown, newest first (20 when absent)", minimum = 1, maximum = 500)),
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]
@@ -270,7 +272,7 @@ pub(super) async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}/redeliver",
     tag = "Event rules",
     operation_id = "redeliver",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$")),
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]

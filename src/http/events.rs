@@ -27,7 +27,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/webhookevents",
     tag = "Events",
     operation_id = "listWebhookEvents",
-    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's"), ("triggerIdentifier" = Option<String>, Query, description = "Only this trigger's"), ("status" = Option<String>, Query, description = "Only events with this status")),
+    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's (empty: every pipeline)", pattern = r"^([A-Za-z_][A-Za-z0-9_]{0,127})?$"), ("triggerIdentifier" = Option<String>, Query, description = "Only this trigger's (empty: every trigger)", pattern = r"^([A-Za-z_][A-Za-z0-9_]{0,127})?$"), ("status" = Option<String>, Query, description = "Only events with this status")),
     responses((status = 200, description = "A page", body = Success<PageBody<WebhookEventView>>)),
     security(("apiKey" = []))
 )]

@@ -74,7 +74,7 @@ pub(super) async fn execute(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions",
     tag = "Executions",
     operation_id = "listExecutions",
-    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's"), ("status" = Option<String>, Query, description = "Only executions with this status (matched ignoring case)")),
+    params(ProjectPath, ListQuery, ("pipelineIdentifier" = Option<String>, Query, description = "Only this pipeline's (empty: every pipeline)", pattern = r"^([A-Za-z_][A-Za-z0-9_]{0,127})?$"), ("status" = Option<String>, Query, description = "Only executions with this status (matched ignoring case)")),
     responses((status = 200, description = "A page", body = Success<PageBody<ExecutionBrief>>)),
     security(("apiKey" = []))
 )]
@@ -103,7 +103,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}",
     tag = "Executions",
     operation_id = "getExecution",
-    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId")),
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId", pattern = r"^[A-Za-z0-9_-]{22}$")),
     responses((status = 200, description = "OK", body = Success<ExecutionDetail>)),
     security(("apiKey" = []))
 )]
@@ -152,7 +152,7 @@ pub(super) async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<H
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}/logs/{stage}/{step}",
     tag = "Executions",
     operation_id = "getStepLog",
-    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId"), ("stage" = String, Path, description = "The stage identifier"), ("step" = String, Path, description = "The step identifier"), ("format" = Option<String>, Query, description = "`text` (the default) or `json`"), ("after" = Option<i64>, Query, description = "Only lines after this seq"), ("follow" = Option<bool>, Query, description = "`true`: text that streams until the step ends")),
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId", pattern = r"^[A-Za-z0-9_-]{22}$"), ("stage" = String, Path, description = "The stage identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("step" = String, Path, description = "The step identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("format" = Option<String>, Query, description = "`text` (the default) or `json`", pattern = "^(text|json)$"), ("after" = Option<i64>, Query, description = "Only lines after this seq"), ("follow" = Option<bool>, Query, description = "`true`: text that streams until the step ends")),
     responses((status = 200, description = "The step's output", content((String = "text/plain"), (Success<LogPage> = "application/json")))),
     security(("apiKey" = []))
 )]
@@ -302,7 +302,7 @@ pub(super) struct ControlBody {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}/{action}",
     tag = "Executions",
     operation_id = "controlExecution",
-    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId"), ("action" = String, Path, description = "abort, pause, resume, approve or reject")),
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId", pattern = r"^[A-Za-z0-9_-]{22}$"), ("action" = String, Path, description = "abort, pause, resume, approve or reject", pattern = "^(abort|pause|resume|approve|reject)$")),
     request_body(content = Option<ControlBody>, description = "Optional", content_type = "application/json"),
     responses((status = 200, description = "OK", body = Success<ControlResult>)),
     security(("apiKey" = []))

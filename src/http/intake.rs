@@ -21,7 +21,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// The answer means the event is committed. Poll `apiUrl` for what became of it.
 #[utoipa::path(post, path = "/webhook/custom/{token}/v3", tag = "Webhooks", operation_id = "fireTriggerV3",
     params(
-        ("token" = String, Path, description = "The trigger's webhook token"),
+        ("token" = String, Path, description = "The trigger's webhook token", pattern = r"^[A-Za-z0-9_-]{22}$"),
         IntakeParams,
         ("Idempotency-Key" = Option<String>, Header, description = "A repeated key answers the first request's result again, for 24 hours"),
         ("X-Trigger-Dry-Run" = Option<bool>, Header, description = "`true`: evaluate, store nothing, run nothing"),
@@ -48,7 +48,7 @@ pub(super) async fn custom_v3(
 /// Fires a trigger by its identifiers; always needs `X-Api-Key` (DESIGN §2.2).
 #[utoipa::path(post, path = "/webhook/custom/v2", tag = "Webhooks", operation_id = "fireTriggerV2",
     params(
-        IntakeParams,
+        IntakeV2Params,
         ("Idempotency-Key" = Option<String>, Header, description = "A repeated key answers the first request's result again, for 24 hours"),
         ("X-Trigger-Dry-Run" = Option<bool>, Header, description = "`true`: evaluate, store nothing, run nothing"),
     ),
@@ -69,21 +69,49 @@ pub(super) async fn custom_v2(
     Ok(respond(&gw, accepted))
 }
 
-/// The query and headers of a webhook.
+/// The query of a v3 webhook: the project must match the trigger's; the pipeline and trigger
+/// are checked when given.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code, non_snake_case)]
 pub(super) struct IntakeParams {
-    /// The account (checked against the trigger's).
-    accountIdentifier: Option<String>,
+    /// The account.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    accountIdentifier: String,
     /// The org.
-    orgIdentifier: Option<String>,
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    orgIdentifier: String,
     /// The project.
-    projectIdentifier: Option<String>,
-    /// The pipeline (required by v2).
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    projectIdentifier: String,
+    /// The pipeline.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     pipelineIdentifier: Option<String>,
-    /// The trigger (required by v2).
+    /// The trigger.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     triggerIdentifier: Option<String>,
+}
+
+/// The query of a v2 webhook, which names the trigger by its identifiers.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub(super) struct IntakeV2Params {
+    /// The account.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    accountIdentifier: String,
+    /// The org.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    orgIdentifier: String,
+    /// The project.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    projectIdentifier: String,
+    /// The pipeline.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    pipelineIdentifier: String,
+    /// The trigger.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    triggerIdentifier: String,
 }
 
 fn intake_request(req: &HttpRequest, body: bytes::Bytes) -> IntakeRequest<'_> {

@@ -68,11 +68,25 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
     )))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
-    Err(Error::MethodNotAllowed(format!(
+/// 405 with the envelope and the `Allow` header (RFC 9110 §15.5.6), whose methods come from
+/// the API document.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = Error::MethodNotAllowed(format!(
         "Method {} is not allowed on this resource",
         req.method()
-    )))
+    ))
+    .error_response();
+    let pattern = req.match_pattern().unwrap_or_default();
+    let pattern = pattern.strip_prefix(HARNESS_PREFIX).unwrap_or(&pattern);
+    if let Some(allow) = openapi::allowed_methods(pattern) {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+    }
+    response
 }
 
 /// The first value of a header, when it is valid visible ASCII. A header that is present but
@@ -126,7 +140,8 @@ pub(crate) fn list_params(q: &HashMap<String, String>) -> Result<(u32, Option<&s
     list_params_or(q, 50)
 }
 
-/// `limit` (default `default`, at most 500) and `cursor` of a list request.
+/// `limit` (default `default`, at most 500) and `cursor` (absent or empty for the first page) of a
+/// list request.
 pub(crate) fn list_params_or(
     q: &HashMap<String, String>,
     default: u32,
@@ -141,7 +156,9 @@ pub(crate) fn list_params_or(
                 Error::InvalidRequest("Invalid request: limit must be between 1 and 500".into())
             })?,
     };
-    Ok((limit, q.get("cursor").map(String::as_str)))
+    // An empty cursor is the first page, as a script's `cursor=$NEXT` gives it.
+    let cursor = q.get("cursor").map(String::as_str).filter(|c| !c.is_empty());
+    Ok((limit, cursor))
 }
 
 /// A `true`/`false` query parameter; absent or empty is false, anything else a 400.

@@ -14,6 +14,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
@@ -47,6 +48,32 @@ pub(super) async fn reference_page() -> HttpResponse {
 /// The document, built once.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The methods of a documented path (`/api/v1/accounts/{acc}`), as an `Allow` header value.
+pub(super) fn allowed_methods(path: &str) -> Option<&'static str> {
+    static ALLOW: OnceLock<std::collections::HashMap<String, String>> = OnceLock::new();
+    ALLOW
+        .get_or_init(|| {
+            document()
+                .paths
+                .paths
+                .iter()
+                .map(|(path, item)| {
+                    let methods = [
+                        ("GET", item.get.is_some()),
+                        ("PUT", item.put.is_some()),
+                        ("POST", item.post.is_some()),
+                        ("PATCH", item.patch.is_some()),
+                        ("DELETE", item.delete.is_some()),
+                    ];
+                    let allow: Vec<&str> = methods.iter().filter(|m| m.1).map(|m| m.0).collect();
+                    (path.clone(), allow.join(", "))
+                })
+                .collect()
+        })
+        .get(path)
+        .map(String::as_str)
 }
 
 fn document_json() -> &'static String {
@@ -183,6 +210,7 @@ impl Modify for Conventions {
         }
         for item in doc.paths.paths.values_mut() {
             for operation in operations(item) {
+                enum_filters(operation);
                 let takes_body = operation.request_body.is_some();
                 let listed = EVERY_OPERATION
                     .iter()
@@ -195,6 +223,29 @@ impl Modify for Conventions {
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name(error_name(status))));
                 }
             }
+        }
+    }
+}
+
+/// Filters that take one of a fixed set of values list them, from the constants the handlers
+/// check against.
+fn enum_filters(operation: &mut Operation) {
+    use crate::store::executions::status;
+    use crate::store::outbound::delivery_status;
+    let values: &[&str] = match operation.operation_id.as_deref() {
+        Some("listExecutions") => status::EXECUTION,
+        Some("listWebhookEvents") => crate::service::intake::EVENT_STATUSES,
+        Some("listDeliveries") => delivery_status::ALL,
+        _ => return,
+    };
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.name == "status" {
+            parameter.schema = Some(RefOr::T(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(values.iter().copied()))
+                    .into(),
+            ));
         }
     }
 }

@@ -20,6 +20,22 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The scope of a setting.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub(super) struct SettingParams {
+    /// The account.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    accountIdentifier: String,
+    /// The org, for org or project scope.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    orgIdentifier: Option<String>,
+    /// The project, for project scope (requires the org).
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+    projectIdentifier: Option<String>,
+}
+
 /// The body of a setting `PUT`.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -73,7 +89,7 @@ async fn scope(req: &HttpRequest, gw: &Gateway) -> Result<(&'static str, Setting
     path = "/api/v1/settings/{name}",
     tag = "Settings",
     operation_id = "putSetting",
-    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    params(("name" = String, Path, description = "The setting", pattern = "^mandate_custom_webhook_authorization$"), SettingParams),
     request_body = SettingBody,
     responses((status = 200, description = "OK", body = Success<SettingView>)),
     security(("apiKey" = []))
@@ -98,7 +114,7 @@ pub(super) async fn put(
     path = "/api/v1/settings/{name}",
     tag = "Settings",
     operation_id = "getSetting",
-    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    params(("name" = String, Path, description = "The setting", pattern = "^mandate_custom_webhook_authorization$"), SettingParams),
     responses((status = 200, description = "OK", body = Success<SettingView>)),
     security(("apiKey" = []))
 )]
@@ -113,7 +129,7 @@ pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
     path = "/api/v1/settings/{name}",
     tag = "Settings",
     operation_id = "deleteSetting",
-    params(("name" = String, Path, description = "The setting: mandate_custom_webhook_authorization"), ("accountIdentifier" = String, Query, description = "The account"), ("orgIdentifier" = Option<String>, Query, description = "The org, for org or project scope"), ("projectIdentifier" = Option<String>, Query, description = "The project, for project scope")),
+    params(("name" = String, Path, description = "The setting", pattern = "^mandate_custom_webhook_authorization$"), SettingParams),
     responses((status = 200, description = "OK", body = Success<SettingView>)),
     security(("apiKey" = []))
 )]

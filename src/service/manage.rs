@@ -70,11 +70,12 @@ impl From<&ApiKeyRecord> for KeyInfo {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewKey {
     /// A label.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub name: String,
     /// `admin` or `executor`.
     pub role: Role,
     /// Expiry: epoch milliseconds or an RFC 3339 time.
-    #[schema(value_type = Option<String>, example = "2027-01-01T00:00:00Z")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2027-01-01T00:00:00Z")]
     pub expires_at: Option<serde_json::Value>,
     /// `org/project` pairs to limit an executor key to.
     pub projects: Option<Vec<String>>,

@@ -53,7 +53,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "A page", body = Success<PageBody<Account>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn list_accounts(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     gw.authorize_root_only(api_key(&req)).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
@@ -71,7 +74,10 @@ pub(super) async fn list_accounts(req: HttpRequest, gw: web::Data<Gateway>) -> R
     responses((status = 200, description = "A page", body = Success<PageBody<Scope>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn list_orgs(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
     let q = query(&req);
@@ -90,7 +96,10 @@ pub(super) async fn list_orgs(req: HttpRequest, gw: web::Data<Gateway>) -> Resul
     responses((status = 200, description = "A page", body = Success<PageBody<Scope>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn list_projects(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn list_projects(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
@@ -160,7 +169,10 @@ pub(super) async fn put_account(
     responses((status = 200, description = "OK", body = Success<Account>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn get_account(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn get_account(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_account_read(api_key(&req), &acc).await?;
     Ok(envelope::ok(gw.get_account(&acc).await?))
@@ -200,7 +212,10 @@ pub(super) async fn put_org(
     responses((status = 200, description = "OK", body = Success<Scope>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn get_org(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     let principal = gw.authorize_account_read(api_key(&req), &acc).await?;
@@ -217,7 +232,10 @@ pub(super) async fn get_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete_org(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete_org(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     let org = path_identifier(&req, "org", "orgIdentifier")?;
     gw.authorize_manage(api_key(&req), &acc).await?;
@@ -259,7 +277,10 @@ pub(super) async fn put_project(
     responses((status = 200, description = "OK", body = Success<Scope>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn get_project(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     gw.store
@@ -279,7 +300,10 @@ pub(super) async fn get_project(req: HttpRequest, gw: web::Data<Gateway>) -> Res
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete_project(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete_project(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_manage(api_key(&req), &project.account).await?;
     deleted(gw.delete_project(&project).await?, || {

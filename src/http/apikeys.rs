@@ -71,7 +71,10 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn revoke(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn revoke(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let acc = path_account(&req)?;
     gw.authorize_manage(api_key(&req), &acc).await?;
     gw.revoke_api_key(&acc, req.match_info().get("keyId").unwrap_or(""))

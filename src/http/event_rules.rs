@@ -121,7 +121,10 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     deleted(gw.delete_event_rule(&project, &rule).await?, || {
         format!("Event rule {rule} does not exist in {project}")
@@ -138,7 +141,10 @@ pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<H
     responses((status = 200, description = "OK", body = Success<EventRuleView>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn rotate(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn rotate(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     Ok(envelope::ok(
         gw.rotate_event_rule_secret(&project, &rule).await?,
@@ -149,7 +155,9 @@ pub(super) async fn rotate(req: HttpRequest, gw: web::Data<Gateway>) -> Result<H
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct TestBody {
     /// The event type of the sample (`pipeline_end` when absent).
-    #[schema(pattern = "^(pipeline_(start|end|pause|continue)|stage_(start|end|pause|continue)|ping)$")]
+    #[schema(
+        pattern = "^(pipeline_(start|end|pause|continue)|stage_(start|end|pause|continue)|ping)$"
+    )]
     event_type: Option<String>,
 }
 
@@ -234,7 +242,10 @@ pub(super) async fn recover(
     responses((status = 200, description = "A page", body = Success<PageBody<DeliveryView>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn deliveries(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let q = query(&req);
     let (limit, cursor) = list_params_or(&q, DEFAULT_DELIVERIES)?;
@@ -255,7 +266,10 @@ pub(super) async fn deliveries(req: HttpRequest, gw: web::Data<Gateway>) -> Resu
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delivery(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let id = req.match_info().get("id").unwrap_or("");
     // `limit` bounds the attempts shown (newest first), 20 by default.
@@ -276,7 +290,10 @@ pub(super) async fn delivery(req: HttpRequest, gw: web::Data<Gateway>) -> Result
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn redeliver(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn redeliver(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, rule) = target(&req, &gw).await?;
     let id = req.match_info().get("id").unwrap_or("");
     Ok(envelope::ok(gw.redeliver(&project, &rule, id).await?))

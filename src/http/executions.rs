@@ -107,7 +107,10 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     responses((status = 200, description = "OK", body = Success<ExecutionDetail>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn detail(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn detail(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     gw.authorize_read(api_key(&req), &project).await?;
     let id = req.match_info().get("id").unwrap_or("");

@@ -157,7 +157,10 @@ pub(crate) fn list_params_or(
             })?,
     };
     // An empty cursor is the first page, as a script's `cursor=$NEXT` gives it.
-    let cursor = q.get("cursor").map(String::as_str).filter(|c| !c.is_empty());
+    let cursor = q
+        .get("cursor")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
     Ok((limit, cursor))
 }
 

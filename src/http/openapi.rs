@@ -13,8 +13,8 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
@@ -180,17 +180,29 @@ const EVERY_OPERATION: &[(&str, &str)] = &[
     ("401", "No key, or a wrong or revoked one (INVALID_TOKEN)"),
     ("403", "The key lacks the right (NG_ACCESS_DENIED)"),
     ("404", "Not found (RESOURCE_NOT_FOUND)"),
-    ("408", "The request was not received in time (REQUEST_TIMEOUT)"),
-    ("429", "Too many requests; see Retry-After (TOO_MANY_REQUESTS)"),
+    (
+        "408",
+        "The request was not received in time (REQUEST_TIMEOUT)",
+    ),
+    (
+        "429",
+        "Too many requests; see Retry-After (TOO_MANY_REQUESTS)",
+    ),
     ("500", "An internal failure (UNEXPECTED)"),
-    ("503", "Overloaded, shutting down or not ready; see Retry-After (SERVICE_UNAVAILABLE)"),
+    (
+        "503",
+        "Overloaded, shutting down or not ready; see Retry-After (SERVICE_UNAVAILABLE)",
+    ),
 ];
 
 /// Statuses of operations that take a body.
 const WITH_BODY: &[(&str, &str)] = &[
     ("409", "A conflicting resource exists (DUPLICATE_ENTITY)"),
     ("413", "The body is over the limit (PAYLOAD_TOO_LARGE)"),
-    ("415", "The body's Content-Type is not accepted (UNSUPPORTED_MEDIA_TYPE)"),
+    (
+        "415",
+        "The body's Content-Type is not accepted (UNSUPPORTED_MEDIA_TYPE)",
+    ),
 ];
 
 impl Modify for Conventions {
@@ -771,12 +783,7 @@ mod reference {
                 }
             }
         }
-        let tags: Vec<&str> = doc
-            .tags
-            .iter()
-            .flatten()
-            .map(|t| t.name.as_str())
-            .collect();
+        let tags: Vec<&str> = doc.tags.iter().flatten().map(|t| t.name.as_str()).collect();
         html! {
             (DOCTYPE)
             html lang="en" {

@@ -102,7 +102,10 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let project = path_project(&req)?;
     let id = path_identifier(&req, "pipe", "pipelineIdentifier")?;
     gw.authorize_manage(api_key(&req), &project.account).await?;

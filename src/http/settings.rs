@@ -133,7 +133,10 @@ pub(super) async fn get(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
     responses((status = 200, description = "OK", body = Success<SettingView>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (name, scope) = scope(&req, &gw).await?;
     Ok(envelope::ok(gw.delete_setting(&scope, name).await?))
 }

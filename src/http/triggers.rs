@@ -139,7 +139,10 @@ pub(super) async fn patch(
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn delete(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn delete(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let (project, pipeline, trigger) = target(&req, &gw).await?;
     deleted(
         gw.delete_trigger(&project, &pipeline, &trigger).await?,

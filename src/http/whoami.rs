@@ -22,7 +22,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "OK", body = Success<Whoami>)),
     security(("apiKey" = []))
 )]
-pub(super) async fn whoami(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
+pub(super) async fn whoami(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Error> {
     let principal = gw.whoami(api_key(&req)).await?;
     let record = gw.store.get_api_key(&principal.key_id).await?;
     Ok(envelope::ok(json!({

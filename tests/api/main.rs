@@ -17,6 +17,7 @@ mod management;
 mod mandate;
 mod memory;
 mod nodes;
+mod openapi;
 mod robustness;
 mod secrets;
 mod status;

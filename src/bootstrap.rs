@@ -171,6 +171,18 @@ fn document_body(doc: &str, key: &str) -> anyhow::Result<String> {
     Ok(serde_json::json!({ key: body }).to_string())
 }
 
+/// The demo pipeline and trigger as the REST API takes them (`{"pipeline": {...}}` and
+/// `{"trigger": {...}}`): the API document's examples.
+pub fn demo_bodies() -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+    let parse = |doc: &str, key: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&document_body(doc, key)?)?)
+    };
+    Ok((
+        parse(DEMO_PIPELINE, "pipeline")?,
+        parse(DEMO_TRIGGER, "trigger")?,
+    ))
+}
+
 /// Where the demo event rule sends: the default address of `examples/receiver`.
 pub const DEMO_RECEIVER_URL: &str = "http://127.0.0.1:8787/events";
 

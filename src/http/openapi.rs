@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterBuilder, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -215,6 +215,11 @@ impl Modify for Conventions {
                 "An API key (`tdk_<keyId>_<secret>`) or the root key",
             ))),
         );
+        for schema in components.schemas.values_mut() {
+            if let RefOr::T(Schema::AllOf(all_of)) = schema {
+                all_of.items.iter_mut().for_each(open_objects);
+            }
+        }
         for (status, description) in EVERY_OPERATION.iter().chain(WITH_BODY) {
             components
                 .responses
@@ -223,6 +228,7 @@ impl Modify for Conventions {
         for item in doc.paths.paths.values_mut() {
             for operation in operations(item) {
                 enum_filters(operation);
+                demo_examples(operation);
                 let takes_body = operation.request_body.is_some();
                 let listed = EVERY_OPERATION
                     .iter()
@@ -236,6 +242,18 @@ impl Modify for Conventions {
                 }
             }
         }
+    }
+}
+
+/// Lets a part of an `allOf` hold properties of the other parts. A view that flattens a body
+/// which refuses unknown keys (`EventRuleView` holds `EventRuleSpec`) gets the body's
+/// `additionalProperties: false` in its first part, which no answer could then satisfy.
+fn open_objects(part: &mut RefOr<Schema>) {
+    match part {
+        RefOr::T(Schema::Object(object)) => object.additional_properties = None,
+        RefOr::T(Schema::OneOf(one_of)) => one_of.items.iter_mut().for_each(open_objects),
+        RefOr::T(Schema::AllOf(all_of)) => all_of.items.iter_mut().for_each(open_objects),
+        _ => {}
     }
 }
 
@@ -259,6 +277,39 @@ fn enum_filters(operation: &mut Operation) {
                     .into(),
             ));
         }
+    }
+}
+
+/// The demo's identifiers as path examples, and its pipeline and trigger as body examples, so
+/// that an example request (and schemathesis's examples phase) works on `serve --demo`.
+fn demo_examples(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let example = match parameter.name.as_str() {
+            "acc" => "demo",
+            "org" => "default",
+            "proj" => "demo",
+            "pipe" => "hello",
+            "trig" => "hello_trigger",
+            _ => continue,
+        };
+        *parameter = ParameterBuilder::from(parameter.clone())
+            .example(Some(example.into()))
+            .build();
+    }
+    let Ok((pipeline, trigger)) = crate::bootstrap::demo_bodies() else {
+        return;
+    };
+    let body = match operation.operation_id.as_deref() {
+        Some("putPipeline") => pipeline,
+        Some("putTrigger") => trigger,
+        _ => return,
+    };
+    let json = operation
+        .request_body
+        .as_mut()
+        .and_then(|b| b.content.get_mut("application/json"));
+    if let Some(content) = json {
+        content.example = Some(body);
     }
 }
 

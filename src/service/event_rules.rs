@@ -30,6 +30,7 @@ pub const ATTEMPTS_SHOWN: u32 = 20;
 pub struct EventRuleView {
     /// The body.
     #[serde(flatten)]
+    #[schema(inline)]
     pub spec: EventRuleSpec,
     /// Account.
     pub account_identifier: String,

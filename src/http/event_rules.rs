@@ -107,6 +107,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     gw.authorize_manage(api_key(&req), &project.account).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
+    gw.existing_project(&project).await?;
     let page = gw.list_event_rules(&project, cursor, limit).await?;
     Ok(envelope::page(page.items, page.next_cursor))
 }

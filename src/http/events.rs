@@ -41,6 +41,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
         trigger: identifier_filter(&q, "triggerIdentifier")?.map(|t| t.to_string()),
         status: enum_filter(&q, "status", EVENT_STATUSES)?,
     };
+    gw.existing_project(&project).await?;
     let page = gw
         .store
         .list_events(&project, &filter, cursor, limit)

@@ -87,6 +87,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
         pipeline: identifier_filter(&q, "pipelineIdentifier")?.map(|p| p.to_string()),
         status: enum_filter(&q, "status", status::EXECUTION)?,
     };
+    gw.existing_project(&project).await?;
     let page = gw
         .store
         .list_executions(&project, &filter, cursor, limit)

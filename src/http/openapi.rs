@@ -13,7 +13,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::{Operation, ParameterBuilder, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -215,11 +215,7 @@ impl Modify for Conventions {
                 "An API key (`tdk_<keyId>_<secret>`) or the root key",
             ))),
         );
-        for schema in components.schemas.values_mut() {
-            if let RefOr::T(Schema::AllOf(all_of)) = schema {
-                all_of.items.iter_mut().for_each(open_objects);
-            }
-        }
+        components.schemas.values_mut().for_each(open_all_of_parts);
         for (status, description) in EVERY_OPERATION.iter().chain(WITH_BODY) {
             components
                 .responses
@@ -245,9 +241,30 @@ impl Modify for Conventions {
     }
 }
 
-/// Lets a part of an `allOf` hold properties of the other parts. A view that flattens a body
-/// which refuses unknown keys (`EventRuleView` holds `EventRuleSpec`) gets the body's
-/// `additionalProperties: false` in its first part, which no answer could then satisfy.
+/// Lets each part of every `allOf` hold properties of the other parts. A view that flattens a
+/// body which refuses unknown keys (`EventRuleView` holds `EventRuleSpec`) gets the body's
+/// `additionalProperties: false` in its first part, which no answer could then satisfy. The
+/// generic envelopes (`Success_EventRuleView`) hold such views inline, so this walks down.
+fn open_all_of_parts(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(|part| {
+            open_objects(part);
+            open_all_of_parts(part);
+        }),
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(open_all_of_parts),
+        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(open_all_of_parts),
+        Schema::Object(object) => object.properties.values_mut().for_each(open_all_of_parts),
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                open_all_of_parts(items);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops `additionalProperties` from an object, or from the objects of a `oneOf`/`allOf`.
 fn open_objects(part: &mut RefOr<Schema>) {
     match part {
         RefOr::T(Schema::Object(object)) => object.additional_properties = None,
@@ -258,7 +275,7 @@ fn open_objects(part: &mut RefOr<Schema>) {
 }
 
 /// Filters that take one of a fixed set of values list them, from the constants the handlers
-/// check against.
+/// check against; empty is no filter.
 fn enum_filters(operation: &mut Operation) {
     use crate::store::executions::status;
     use crate::store::outbound::delivery_status;
@@ -273,7 +290,7 @@ fn enum_filters(operation: &mut Operation) {
             parameter.schema = Some(RefOr::T(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .enum_values(Some(values.iter().copied()))
+                    .enum_values(Some(std::iter::once("").chain(values.iter().copied())))
                     .into(),
             ));
         }

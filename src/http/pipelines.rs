@@ -87,6 +87,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     gw.authorize_manage(api_key(&req), &project.account).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
+    gw.existing_project(&project).await?;
     let page = gw.store.list_pipelines(&project, cursor, limit).await?;
     let items: Vec<PipelineView> = page.items.iter().map(PipelineView::from).collect();
     Ok(envelope::page(items, page.next_cursor))

@@ -164,6 +164,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     let (project, pipeline) = target_pipeline(&req, &gw).await?;
     let q = query(&req);
     let (limit, cursor) = list_params(&q)?;
+    gw.existing_pipeline(&project, &pipeline).await?;
     let page = gw.list_triggers(&project, &pipeline, cursor, limit).await?;
     Ok(envelope::page(page.items, page.next_cursor))
 }

@@ -540,6 +540,29 @@ impl Gateway {
         Ok((PipelineView::from(&stored), created))
     }
 
+    /// 404 unless the project exists: a list under a project that does not exist is a typo to
+    /// report, not an empty page.
+    pub async fn existing_project(&self, project: &ProjectRef) -> Result<(), Error> {
+        match self.store.get_project(project).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!("Project {project} does not exist"))),
+        }
+    }
+
+    /// 404 unless the pipeline exists (so its project does too).
+    pub async fn existing_pipeline(
+        &self,
+        project: &ProjectRef,
+        pipeline: &Identifier,
+    ) -> Result<(), Error> {
+        match self.store.get_pipeline(project, pipeline).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!(
+                "Pipeline {pipeline} does not exist in {project}"
+            ))),
+        }
+    }
+
     /// Deletes a pipeline and its triggers.
     pub async fn delete_pipeline(
         &self,

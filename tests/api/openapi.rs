@@ -180,3 +180,52 @@ async fn an_empty_cursor_is_the_first_page_and_a_null_optional_body_is_no_body()
         .iter()
         .any(|a| a["identifier"] == "nullbody"));
 }
+
+/// Found by schemathesis: a list under a project (or pipeline) that does not exist answered an
+/// empty page, so a typo in a script's project looked like "nothing there yet".
+#[tokio::test]
+async fn a_list_under_a_project_or_pipeline_that_does_not_exist_is_a_404() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let project = t.project_path();
+    let missing = format!(
+        "/api/v1/accounts/{}/orgs/{}/projects/nosuchproject",
+        t.account, t.org
+    );
+    for base in [&project, &missing] {
+        for list in [
+            "pipelines",
+            "executions",
+            "webhookevents",
+            "eventrules",
+            "pipelines/nosuchpipeline/triggers",
+        ] {
+            let res = app
+                .with_key(Method::GET, &format!("{base}/{list}"), &app.root_key)
+                .send()
+                .await
+                .expect("request");
+            let expect_found = base == &project && !list.contains("nosuch");
+            if expect_found {
+                assert_eq!(res.status().as_u16(), 200, "{base}/{list}");
+            } else {
+                let what = if list.contains("triggers") {
+                    "Pipeline nosuchpipeline does not exist"
+                } else {
+                    "Project acc:default:nosuchproject does not exist"
+                };
+                assert_error(res, 404, "RESOURCE_NOT_FOUND", what).await;
+            }
+        }
+    }
+    let triggers = app
+        .with_key(
+            Method::GET,
+            &format!("{project}/pipelines/{}/triggers", t.pipeline),
+            &app.root_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(triggers.status().as_u16(), 200);
+}

@@ -37,14 +37,16 @@ pub enum Outcome {
 }
 
 /// One condition's result, as `conditionResults` shows it (DESIGN §2.3).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ConditionResult {
     /// `payload`, `header` or `jexl`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// The condition key, or the JEXL expression.
     pub key: String,
     /// The operator name (`JEXL` for the JEXL condition).
+    #[schema(value_type = String)]
     pub operator: &'static str,
     /// The condition value (`true` for the JEXL condition).
     pub expected: String,

@@ -3,12 +3,11 @@
 
 use super::envelope::{PageBody, Success};
 use super::openapi::params::{ListQuery, ProjectPath};
-use super::openapi::shapes::Recovered;
 use crate::domain::event_rule::EventRuleSpec;
 use crate::service::event_rules::{DeliveryView, EventRuleView};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{
     api_key, body, deleted, enum_filter, envelope, list_params, list_params_or, path_identifier,
@@ -230,7 +229,14 @@ pub(super) async fn recover(
     let body: RecoverBody = body::read_optional_json(&req, payload, gw.body_limits).await?;
     let since = parse_since(body.since)?;
     let queued = gw.recover_deliveries(&project, &rule, since).await?;
-    Ok(envelope::ok(json!({ "queued": queued })))
+    Ok(envelope::ok(Recovered { queued }))
+}
+
+/// `data` of `POST .../recover`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Recovered {
+    /// Deliveries queued again.
+    queued: u64,
 }
 
 /// The rule's deliveries, newest first.
@@ -303,6 +309,7 @@ pub(super) async fn redeliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn since_takes_millis_or_rfc3339() {

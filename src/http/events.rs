@@ -2,9 +2,7 @@
 
 use super::envelope::{PageBody, Success};
 use super::openapi::params::{ListQuery, ProjectPath};
-use super::openapi::shapes::WebhookEventView;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use super::{
     api_key, enum_filter, envelope, identifier_filter, list_params, path_project, query, resource,
@@ -49,20 +47,52 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     let items: Vec<_> = page
         .items
         .iter()
-        .map(|e| {
-            json!({
-                "eventId": e.event_id,
-                "triggerIdentifier": e.trigger,
-                "pipelineIdentifier": e.pipeline,
-                "status": e.status,
-                "message": e.message,
-                "exceptionOccured": e.exception_occured,
-                "pipelineExecutionId": e.plan_execution_id,
-                "eventCreatedAt": e.created_at,
-                "headers": e.headers,
-                "payload": e.payload,
-            })
+        .map(|e| WebhookEventView {
+            event_id: e.event_id.as_str(),
+            trigger_identifier: &e.trigger,
+            pipeline_identifier: &e.pipeline,
+            status: &e.status,
+            message: &e.message,
+            exception_occured: e.exception_occured,
+            pipeline_execution_id: e.plan_execution_id.as_ref().map(|p| p.as_str()),
+            event_created_at: e.created_at,
+            headers: &e.headers,
+            payload: &e.payload,
         })
         .collect();
     Ok(envelope::page(items, page.next_cursor))
+}
+
+/// A received webhook event, as the list shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookEventView<'a> {
+    /// The event id.
+    #[schema(value_type = String)]
+    event_id: &'a str,
+    /// The trigger.
+    #[schema(value_type = String)]
+    trigger_identifier: &'a str,
+    /// The pipeline.
+    #[schema(value_type = String)]
+    pipeline_identifier: &'a str,
+    /// Its status.
+    #[schema(value_type = String)]
+    status: &'a str,
+    /// Why, in words.
+    #[schema(value_type = String)]
+    message: &'a str,
+    /// Harness's spelling.
+    exception_occured: bool,
+    /// The execution, when one was requested.
+    #[schema(value_type = Option<String>)]
+    pipeline_execution_id: Option<&'a str>,
+    /// Epoch milliseconds.
+    event_created_at: i64,
+    /// The request headers, secrets masked.
+    #[schema(value_type = Object)]
+    headers: &'a serde_json::Value,
+    /// The body as received.
+    #[schema(value_type = String)]
+    payload: &'a str,
 }

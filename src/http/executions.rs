@@ -3,7 +3,7 @@
 
 use super::envelope::{PageBody, Success};
 use super::openapi::params::{ListQuery, ProjectPath};
-use super::openapi::shapes::{ControlResult, ExecutionBrief, ExecutionDetail};
+use super::openapi::shapes::{ControlResult, ExecutionDetail};
 use crate::service::executions::LogPage;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -336,18 +336,53 @@ pub(super) async fn control(
 }
 
 /// An execution in a list: identity, status and times.
-fn brief(x: &Execution) -> Value {
-    json!({
-        "planExecutionId": x.plan_execution_id,
-        "pipelineIdentifier": x.pipeline,
-        "name": x.pipeline_name,
-        "status": x.status,
-        "runSequence": x.run_sequence,
-        "triggerType": x.trigger_type,
-        "triggerIdentifier": x.trigger,
-        "eventCorrelationId": x.event_id,
-        "createdAt": x.created_at,
-        "startTs": x.started_at,
-        "endTs": x.ended_at,
-    })
+fn brief(x: &Execution) -> ExecutionBrief<'_> {
+    ExecutionBrief {
+        plan_execution_id: x.plan_execution_id.as_str(),
+        pipeline_identifier: &x.pipeline,
+        name: &x.pipeline_name,
+        status: &x.status,
+        run_sequence: x.run_sequence,
+        trigger_type: &x.trigger_type,
+        trigger_identifier: x.trigger.as_deref(),
+        event_correlation_id: x.event_id.as_deref(),
+        created_at: x.created_at,
+        start_ts: x.started_at,
+        end_ts: x.ended_at,
+    }
+}
+
+/// An execution in a list; also `data` of a manual run.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ExecutionBrief<'a> {
+    /// The execution id.
+    #[schema(value_type = String)]
+    plan_execution_id: &'a str,
+    /// The pipeline.
+    #[schema(value_type = String)]
+    pipeline_identifier: &'a str,
+    /// The pipeline's name.
+    #[schema(value_type = String)]
+    name: &'a str,
+    /// Its status.
+    #[schema(value_type = String)]
+    status: &'a str,
+    /// The pipeline's run number.
+    run_sequence: i64,
+    /// `WEBHOOK_CUSTOM` or `MANUAL`.
+    #[schema(value_type = String)]
+    trigger_type: &'a str,
+    /// The trigger, for a webhook run.
+    #[schema(value_type = Option<String>)]
+    trigger_identifier: Option<&'a str>,
+    /// The event, for a webhook run.
+    #[schema(value_type = Option<String>)]
+    event_correlation_id: Option<&'a str>,
+    /// Epoch milliseconds.
+    created_at: i64,
+    /// Epoch milliseconds.
+    start_ts: Option<i64>,
+    /// Epoch milliseconds.
+    end_ts: Option<i64>,
 }

@@ -2,10 +2,8 @@
 //! `GET /metrics` (Prometheus text).
 
 use super::envelope::Success;
-use super::openapi::shapes::{Health, Ready};
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 
 use super::{envelope, resource};
 use crate::error::Error;
@@ -26,7 +24,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "Alive", body = Success<Health>))
 )]
 pub(super) async fn healthz() -> HttpResponse {
-    envelope::ok(json!({"status": "UP"}))
+    envelope::ok(Health { status: "UP" })
 }
 
 /// Readiness: the database is reachable and migrated.
@@ -39,7 +37,10 @@ pub(super) async fn healthz() -> HttpResponse {
 )]
 pub(super) async fn readyz(gw: web::Data<Gateway>) -> Result<HttpResponse, Error> {
     match gw.store.ready().await {
-        Ok(true) => Ok(envelope::ok(json!({"status": "READY", "node": gw.node_id}))),
+        Ok(true) => Ok(envelope::ok(Ready {
+            status: "READY",
+            node: &gw.node_id,
+        })),
         Ok(false) => Err(Error::Unavailable {
             message: "Not ready: database migrations are not applied".into(),
             retry_after_secs: 5,
@@ -66,4 +67,23 @@ pub(super) async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())
+}
+
+/// `data` of `GET /healthz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// `UP`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
+/// `data` of `GET /readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Ready<'a> {
+    /// `READY`.
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// This node's id.
+    #[schema(value_type = String)]
+    node: &'a str,
 }

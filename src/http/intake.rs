@@ -2,10 +2,8 @@
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use super::envelope::Success;
-use super::openapi::shapes::WebhookAnswer;
 use super::{api_key, body, envelope, header, resource};
 use crate::error::Error;
 use crate::service::intake::{self, Accepted, IntakeQuery, IntakeRequest};
@@ -141,18 +139,24 @@ fn respond(gw: &Gateway, accepted: Accepted) -> HttpResponse {
     let e = &accepted.event;
     let data = if accepted.dry_run {
         // Nothing was stored, so there is no event id or status URL to hand out.
-        json!({"dryRun": {
-            "status": e.status,
-            "message": e.message,
-            "conditionResults": e.condition_results,
-            "runtimeInput": e.runtime_input,
-        }})
+        WebhookAnswer::DryRun(WebhookDryRun {
+            dry_run: DryRun {
+                status: &e.status,
+                message: &e.message,
+                condition_results: &e.condition_results,
+                runtime_input: &e.runtime_input,
+            },
+        })
     } else {
-        json!({
-            "eventCorrelationId": e.event_id,
-            "apiUrl": links::api_url(&gw.public_url, e.event_id.as_str(), e.scope.account.as_str()),
-            "uiUrl": links::ui_url(&gw.public_url, &e.scope, e.event_id.as_str()),
-            "uiSetupUrl": links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline, &e.trigger),
+        WebhookAnswer::Accepted(WebhookAccepted {
+            event_correlation_id: e.event_id.as_str(),
+            api_url: links::api_url(
+                &gw.public_url,
+                e.event_id.as_str(),
+                e.scope.account.as_str(),
+            ),
+            ui_url: links::ui_url(&gw.public_url, &e.scope, e.event_id.as_str()),
+            ui_setup_url: links::ui_setup_url(&gw.public_url, &e.scope, &e.pipeline, &e.trigger),
         })
     };
     let mut response = envelope::ok(data);
@@ -167,4 +171,55 @@ fn respond(gw: &Gateway, accepted: Accepted) -> HttpResponse {
         );
     }
     response
+}
+
+/// `data` of a webhook's answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum WebhookAnswer<'a> {
+    /// The event is committed.
+    Accepted(WebhookAccepted<'a>),
+    /// `X-Trigger-Dry-Run: true`: nothing was stored.
+    DryRun(WebhookDryRun<'a>),
+}
+
+/// The event is committed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookAccepted<'a> {
+    /// The event's id: poll `apiUrl` with it.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{24}$")]
+    event_correlation_id: &'a str,
+    /// The status URL (`GET /webhook/triggerExecutionDetails/{id}`).
+    api_url: String,
+    /// The event in the console.
+    ui_url: String,
+    /// The trigger in the console.
+    ui_setup_url: String,
+}
+
+/// A dry run: nothing was stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookDryRun<'a> {
+    /// What would have happened.
+    dry_run: DryRun<'a>,
+}
+
+/// What a dry run found.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DryRun<'a> {
+    /// The event status it would have had.
+    #[schema(value_type = String)]
+    status: &'a str,
+    /// Why.
+    #[schema(value_type = String)]
+    message: &'a str,
+    /// Every condition's result.
+    #[schema(value_type = Vec<crate::domain::matching::ConditionResult>)]
+    condition_results: &'a serde_json::Value,
+    /// The runtime input YAML.
+    #[schema(value_type = String)]
+    runtime_input: &'a str,
 }

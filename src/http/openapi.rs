@@ -2,10 +2,10 @@
 //! annotations and the `ToSchema` types they answer with, served at `GET /api/openapi.json`,
 //! and a reference page rendered from the same document at `GET /api/docs`.
 //!
-//! Most answers are serialised from the very types the document describes (`TriggerView`,
-//! `KeyInfo`, the envelope). The few bodies that handlers build with `json!` (the status
-//! endpoint, executions, events, intake, whoami, health) are described by the types in
-//! [`shapes`]; CI's schemathesis run checks every answer of a live server against them.
+//! Answers are serialised from the very types the document describes (`TriggerView`,
+//! `KeyInfo`, `WebhookAnswer`, the envelope), except the Harness `pipelineExecutionSummary` and
+//! the bodies that hold it, which `status::summary` builds with `json!` and the types in
+//! [`shapes`] describe; CI's schemathesis run checks every answer of a live server against them.
 
 use std::sync::OnceLock;
 
@@ -405,8 +405,9 @@ pub(super) mod params {
     }
 }
 
-/// Schemas of the bodies that handlers build with `json!`, and of the error envelope
-/// ([`super::envelope`]). Each names the function that writes the shape it describes.
+/// Schemas of the bodies that handlers build with `json!` (the status endpoint's and the
+/// executions' `pipelineExecutionSummary`), and of the error envelope ([`super::envelope`]).
+/// Each names the function that writes the shape it describes.
 pub(super) mod shapes {
     #![allow(dead_code)]
     use std::collections::BTreeMap;
@@ -414,6 +415,8 @@ pub(super) mod shapes {
     use serde::Serialize;
     use serde_json::Value;
     use utoipa::ToSchema;
+
+    use crate::domain::matching::ConditionResult;
 
     /// The error envelope of DESIGN §2.4 (`envelope.rs`, `error_response`).
     #[derive(ToSchema, Serialize)]
@@ -450,74 +453,6 @@ pub(super) mod shapes {
         exception: Option<String>,
         /// Always empty.
         failure_types: Vec<String>,
-    }
-
-    /// `data` of an accepted webhook (`intake.rs`, `respond`).
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct WebhookAccepted {
-        /// The event's id: poll `apiUrl` with it.
-        #[schema(pattern = "^[0-9a-f]{24}$")]
-        event_correlation_id: String,
-        /// The status URL (`GET /webhook/triggerExecutionDetails/{id}`).
-        api_url: String,
-        /// The event in the console.
-        ui_url: String,
-        /// The trigger in the console.
-        ui_setup_url: String,
-    }
-
-    /// `data` of a webhook's answer.
-    #[derive(ToSchema, Serialize)]
-    #[serde(untagged)]
-    pub enum WebhookAnswer {
-        /// The event is committed.
-        Accepted(WebhookAccepted),
-        /// A dry run: nothing was stored.
-        DryRun(WebhookDryRun),
-    }
-
-    /// `data` of a dry run (`X-Trigger-Dry-Run: true`): nothing was stored.
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct WebhookDryRun {
-        /// What would have happened.
-        dry_run: DryRunResult,
-    }
-
-    /// What a dry run found.
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DryRunResult {
-        /// The event status it would have had.
-        status: String,
-        /// Why.
-        message: String,
-        /// Every condition's result.
-        condition_results: Vec<ConditionResult>,
-        /// The runtime input YAML.
-        runtime_input: String,
-    }
-
-    /// One condition's result (`domain::matching::ConditionResult`).
-    #[derive(ToSchema, Serialize)]
-    pub struct ConditionResult {
-        /// `payload`, `header` or `jexl`.
-        #[serde(rename = "type")]
-        kind: String,
-        /// The condition key, or the JEXL expression.
-        key: String,
-        /// The operator.
-        operator: String,
-        /// The condition value.
-        expected: String,
-        /// What the key rendered to.
-        actual: Option<String>,
-        /// Whether it held.
-        matched: bool,
-        /// Why the JEXL condition could not be evaluated, when it could not.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
     }
 
     /// `data` of the status endpoint (`status.rs`, `render`).
@@ -723,104 +658,6 @@ pub(super) mod shapes {
     pub struct ControlResult {
         /// The execution after the action.
         pipeline_execution_summary: PipelineExecutionSummary,
-    }
-
-    /// An execution in a list (`executions.rs`, `brief`); also `data` of a manual run.
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ExecutionBrief {
-        /// The execution id.
-        plan_execution_id: String,
-        /// The pipeline.
-        pipeline_identifier: String,
-        /// The pipeline's name.
-        name: String,
-        /// Its status.
-        status: String,
-        /// The pipeline's run number.
-        run_sequence: i64,
-        /// `WEBHOOK_CUSTOM` or `MANUAL`.
-        trigger_type: String,
-        /// The trigger, for a webhook run.
-        trigger_identifier: Option<String>,
-        /// The event, for a webhook run.
-        event_correlation_id: Option<String>,
-        /// Epoch milliseconds.
-        created_at: i64,
-        /// Epoch milliseconds.
-        start_ts: Option<i64>,
-        /// Epoch milliseconds.
-        end_ts: Option<i64>,
-    }
-
-    /// A received webhook event (`events.rs`, `list`).
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct WebhookEventView {
-        /// The event id.
-        event_id: String,
-        /// The trigger.
-        trigger_identifier: String,
-        /// The pipeline.
-        pipeline_identifier: String,
-        /// Its status.
-        status: String,
-        /// Why, in words.
-        message: String,
-        /// Harness's spelling.
-        exception_occured: bool,
-        /// The execution, when one was requested.
-        pipeline_execution_id: Option<String>,
-        /// Epoch milliseconds.
-        event_created_at: i64,
-        /// The request headers, secrets masked.
-        #[schema(value_type = Object)]
-        headers: Value,
-        /// The body as received.
-        payload: String,
-    }
-
-    /// `data` of `GET /api/v1/whoami` (`whoami.rs`).
-    #[derive(ToSchema, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Whoami {
-        /// The key id (`root` for the root key).
-        key_identifier: String,
-        /// The key's label.
-        name: Option<String>,
-        /// The key's account (`*` for the root key).
-        account_identifier: String,
-        /// `admin` or `executor`.
-        role: String,
-        /// Whether this is the root key.
-        root: bool,
-        /// `org/project` pairs an executor key is limited to.
-        projects: Option<Vec<String>>,
-        /// Epoch milliseconds.
-        expires_at: Option<i64>,
-    }
-
-    /// `data` of `GET /healthz`.
-    #[derive(ToSchema, Serialize)]
-    pub struct Health {
-        /// `UP`.
-        status: String,
-    }
-
-    /// `data` of `GET /readyz`.
-    #[derive(ToSchema, Serialize)]
-    pub struct Ready {
-        /// `READY`.
-        status: String,
-        /// This node's id.
-        node: String,
-    }
-
-    /// `data` of `POST .../recover`.
-    #[derive(ToSchema, Serialize)]
-    pub struct Recovered {
-        /// Deliveries queued again.
-        queued: u64,
     }
 }
 

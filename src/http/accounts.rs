@@ -5,17 +5,17 @@
 //! account, which sees what it may execute in: a key limited to some projects sees only those
 //! projects and their orgs. The list of accounts is the root key's.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{AccountPath, ListQuery, ProjectPath};
-use crate::store::{Account, Scope};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{AccountPath, ListQuery, ProjectPath};
 use super::{
     api_key, body, deleted, envelope, list_params, path_account, path_identifier, path_project,
     query, resource,
 };
 use crate::error::Error;
 use crate::service::Gateway;
+use crate::store::{Account, Scope};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/v1/accounts").route(web::get().to(list_accounts)))

@@ -1,13 +1,13 @@
 //! API keys: create (the secret is shown once), list (never secrets), revoke.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::AccountPath;
-use crate::service::manage::CreatedKey;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::AccountPath;
 use super::{api_key, body, envelope, path_account, resource};
 use crate::error::Error;
+use crate::service::manage::CreatedKey;
 use crate::service::manage::{KeyInfo, NewKey};
 use crate::service::Gateway;
 

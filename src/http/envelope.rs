@@ -5,7 +5,6 @@ use actix_web::http::header::{ContentType, HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use serde_json::json;
 
 use super::middleware::correlation_id;
 use crate::error::Error;
@@ -105,27 +104,72 @@ impl ResponseError for Error {
         if let Some(secs) = self.retry_after() {
             response.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
         }
-        let envelope = json!({
-            "status": "ERROR",
-            "code": code,
-            "message": message,
-            "correlationId": correlation_id,
-            "detailedMessage": null,
-            "responseMessages": [{
-                "code": code,
-                "level": "ERROR",
-                "message": message,
-                "exception": null,
-                "failureTypes": [],
+        let envelope = ErrorEnvelope {
+            status: "ERROR",
+            code,
+            message: &message,
+            correlation_id,
+            detailed_message: None,
+            response_messages: vec![ResponseMessage {
+                code,
+                level: "ERROR",
+                message: &message,
+                exception: None,
+                failure_types: Vec::new(),
             }],
-            "metadata": null,
-        });
+            metadata: None,
+        };
         match json_body(&envelope) {
             Ok(body) => response.insert_header(ContentType::json()).body(body),
-            // A `Value` of strings always serialises; this is only the type system's due.
+            // Strings always serialise; this is only the type system's due.
             Err(_) => response.finish(),
         }
     }
+}
+
+/// The error envelope of DESIGN §2.4.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorEnvelope<'a> {
+    /// Always `ERROR`.
+    #[schema(value_type = String, pattern = "^ERROR$")]
+    status: &'static str,
+    /// The error code, such as `INVALID_REQUEST`.
+    #[schema(value_type = String)]
+    code: &'a str,
+    /// What went wrong, in words.
+    #[schema(value_type = String)]
+    message: &'a str,
+    /// The request's correlation id (also in the `X-Correlation-Id` header).
+    correlation_id: String,
+    /// Always null.
+    #[schema(value_type = Option<String>, required = true)]
+    detailed_message: Option<()>,
+    /// The code and message again, in Harness's list.
+    response_messages: Vec<ResponseMessage<'a>>,
+    /// Always null.
+    #[schema(value_type = Option<String>, required = true)]
+    metadata: Option<()>,
+}
+
+/// One entry of `responseMessages`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseMessage<'a> {
+    /// The error code.
+    #[schema(value_type = String)]
+    code: &'a str,
+    /// Always `ERROR`.
+    #[schema(value_type = String)]
+    level: &'static str,
+    /// The message.
+    #[schema(value_type = String)]
+    message: &'a str,
+    /// Always null.
+    #[schema(value_type = Option<String>, required = true)]
+    exception: Option<()>,
+    /// Always empty.
+    failure_types: Vec<String>,
 }
 
 /// Displays an error and every `source()` below it.

@@ -1,21 +1,21 @@
 //! Outbound event rules under `P = /api/v1/accounts/{acc}/orgs/{org}/projects/{proj}`
 //! (DESIGN §3, §8): the rules, their secret rotation and test, and their deliveries.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{ListQuery, ProjectPath};
-use crate::domain::event_rule::EventRuleSpec;
-use crate::service::event_rules::{DeliveryView, EventRuleView};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
 use super::{
     api_key, body, deleted, enum_filter, envelope, list_params, list_params_or, path_identifier,
     path_project, query, resource,
 };
+use crate::domain::event_rule::EventRuleSpec;
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::error::Error;
 use crate::service::event_rules::ATTEMPTS_SHOWN;
+use crate::service::event_rules::{DeliveryView, EventRuleView};
 use crate::service::Gateway;
 use crate::store::outbound::delivery_status;
 

@@ -1,9 +1,9 @@
 //! `GET P/webhookevents?pipelineIdentifier=&triggerIdentifier=&status=`: received events, newest first.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{ListQuery, ProjectPath};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
 use super::{
     api_key, enum_filter, envelope, identifier_filter, list_params, path_project, query, resource,
 };

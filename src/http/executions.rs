@@ -1,21 +1,19 @@
 //! Executions (DESIGN §3): `POST P/pipelines/{pipe}/execute`, `GET P/executions`,
 //! `GET P/executions/{id}` and `GET P/executions/{id}/logs/{stage}/{step}`.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{ListQuery, ProjectPath};
-use super::openapi::shapes::{ControlResult, ExecutionDetail};
-use crate::service::executions::LogPage;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::status::summary;
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
+use super::status::{summary, PipelineExecutionSummary};
 use super::{
     api_key, body, enum_filter, envelope, identifier_filter, list_params, path_identifier,
     path_project, query, resource,
 };
 use crate::domain::ids::PlanExecutionId;
 use crate::error::Error;
+use crate::service::executions::LogPage;
 use crate::service::executions::{step_ended, LOG_PAGE_LINES};
 use crate::service::Gateway;
 use crate::store::executions::{status, Control, ExecutionFilter};
@@ -120,32 +118,30 @@ pub(super) async fn detail(
         "/api/v1/accounts/{}/orgs/{}/projects/{}/executions/{}",
         project.account, project.org, project.project, run.execution.plan_execution_id
     );
-    let steps: Vec<Value> = run
+    let steps = run
         .steps
         .iter()
-        .map(|s| {
-            json!({
-                "stageIdentifier": s.stage,
-                "stageName": s.stage_name,
-                "stepIdentifier": s.step,
-                "name": s.step_name,
-                "type": s.step_type,
-                "status": s.status,
-                "attempt": s.attempt,
-                "startTs": s.started_at,
-                "endTs": s.ended_at,
-                "outputs": s.outputs,
-                "message": s.message,
-                "logUrl": (matches!(s.step_type.as_str(), "Run" | "Http") && s.started_at.is_some())
-                    .then(|| format!("{}{base}/logs/{}/{}", gw.public_url, s.stage, s.step)),
-            })
+        .map(|s| StepDetail {
+            stage_identifier: &s.stage,
+            stage_name: &s.stage_name,
+            step_identifier: &s.step,
+            name: &s.step_name,
+            kind: &s.step_type,
+            status: &s.status,
+            attempt: s.attempt,
+            start_ts: s.started_at,
+            end_ts: s.ended_at,
+            outputs: &s.outputs,
+            message: s.message.as_deref(),
+            log_url: (matches!(s.step_type.as_str(), "Run" | "Http") && s.started_at.is_some())
+                .then(|| format!("{}{base}/logs/{}/{}", gw.public_url, s.stage, s.step)),
         })
         .collect();
-    Ok(envelope::ok(json!({
-        "pipelineExecutionSummary": summary(&run),
-        "runtimeInput": run.execution.runtime_input,
-        "steps": steps,
-    })))
+    Ok(envelope::ok(ExecutionDetail {
+        pipeline_execution_summary: summary(&run),
+        runtime_input: &run.execution.runtime_input,
+        steps,
+    }))
 }
 
 /// `GET P/executions/{id}/logs/{stage}/{step}`: the step's log as text (its stored log once
@@ -330,9 +326,69 @@ pub(super) async fn control(
     let run = gw
         .control_execution(&project, id, control, body.comment)
         .await?;
-    Ok(envelope::ok(json!({
-        "pipelineExecutionSummary": summary(&run),
-    })))
+    Ok(envelope::ok(ControlResult {
+        pipeline_execution_summary: summary(&run),
+    }))
+}
+
+/// `data` of `GET P/executions/{id}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ExecutionDetail<'a> {
+    /// The execution.
+    pipeline_execution_summary: PipelineExecutionSummary<'a>,
+    /// The runtime input YAML.
+    #[schema(value_type = String)]
+    runtime_input: &'a str,
+    /// Every step, in order.
+    steps: Vec<StepDetail<'a>>,
+}
+
+/// A step of an execution.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StepDetail<'a> {
+    /// The stage.
+    #[schema(value_type = String)]
+    stage_identifier: &'a str,
+    /// The stage's name.
+    #[schema(value_type = String)]
+    stage_name: &'a str,
+    /// The step.
+    #[schema(value_type = String)]
+    step_identifier: &'a str,
+    /// The step's name.
+    #[schema(value_type = String)]
+    name: &'a str,
+    /// `Run`, `Http`, `Wait`, `Approval`, ...
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    kind: &'a str,
+    /// The step's status.
+    #[schema(value_type = String)]
+    status: &'a str,
+    /// The attempt (retries count up).
+    attempt: u32,
+    /// Epoch milliseconds.
+    start_ts: Option<i64>,
+    /// Epoch milliseconds.
+    end_ts: Option<i64>,
+    /// Its outputs.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    outputs: &'a std::collections::BTreeMap<String, String>,
+    /// Why it failed, or a note.
+    #[schema(value_type = Option<String>)]
+    message: Option<&'a str>,
+    /// Its log, for Run and Http steps that started.
+    log_url: Option<String>,
+}
+
+/// `data` of a control action.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ControlResult<'a> {
+    /// The execution after the action.
+    pipeline_execution_summary: PipelineExecutionSummary<'a>,
 }
 
 /// An execution in a list: identity, status and times.

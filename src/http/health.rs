@@ -1,10 +1,10 @@
 //! `GET /healthz` (liveness), `GET /readyz` (database reachable, migrations applied) and
 //! `GET /metrics` (Prometheus text).
 
-use super::envelope::Success;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::envelope::Success;
 use super::{envelope, resource};
 use crate::error::Error;
 use crate::service::Gateway;

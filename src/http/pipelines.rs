@@ -1,10 +1,10 @@
 //! Pipelines under `P = /api/v1/accounts/{acc}/orgs/{org}/projects/{proj}`: `PUT`, `GET`,
 //! `DELETE` and list. Bodies are JSON or YAML in the Harness shape (DESIGN §6.1).
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{ListQuery, ProjectPath};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
 use super::{
     api_key, body, deleted, envelope, list_params, path_identifier, path_project, query, resource,
 };

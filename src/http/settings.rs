@@ -1,13 +1,13 @@
 //! `PUT`/`GET`/`DELETE /api/v1/settings/{name}?accountIdentifier=&orgIdentifier=&projectIdentifier=`.
 
-use super::envelope::Success;
-use crate::service::manage::SettingView;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::Success;
 use super::{api_key, body, envelope, query, resource};
 use crate::domain::ids::{AccountId, Identifier};
 use crate::domain::settings::{parse_setting_name, ScopedValue};
 use crate::error::Error;
+use crate::service::manage::SettingView;
 use crate::service::Gateway;
 use crate::store::SettingScope;
 

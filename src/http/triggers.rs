@@ -2,16 +2,16 @@
 //! `DELETE`, list, and the `curl` snippet. Responses carry `webhookUrl`, `curl` and
 //! `customWebhookToken`.
 
-use super::envelope::{PageBody, Success};
-use super::openapi::params::{ListQuery, ProjectPath};
-use crate::service::manage::TriggerView;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::{PageBody, Success};
+use super::openapi::params::{ListQuery, ProjectPath};
 use super::{
     api_key, body, deleted, envelope, list_params, path_identifier, path_project, query, resource,
 };
 use crate::domain::ids::{Identifier, ProjectRef};
 use crate::error::Error;
+use crate::service::manage::TriggerView;
 use crate::service::Gateway;
 
 const T: &str = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers";

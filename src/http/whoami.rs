@@ -1,8 +1,8 @@
 //! `GET /api/v1/whoami`: the presented key's identity, for `triggerd login` and `whoami`.
 
-use super::envelope::Success;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::envelope::Success;
 use super::{api_key, envelope, resource};
 use crate::error::Error;
 use crate::service::Gateway;

@@ -409,7 +409,7 @@ pub(super) mod params {
 mod reference {
     use maud::{html, Markup, DOCTYPE};
     use utoipa::openapi::path::Operation;
-    use utoipa::openapi::OpenApi;
+    use utoipa::openapi::{OpenApi, Required};
 
     pub(super) fn render(doc: &OpenApi) -> Markup {
         let mut operations: Vec<(String, &str, &str, &Operation)> = Vec::new();
@@ -446,7 +446,7 @@ mod reference {
                     h1 { "triggerd API reference" }
                     p { "Version " (doc.info.version) ". The machine-readable document is at "
                         a href="openapi.json" { code { "/api/openapi.json" } } "." }
-                    @if let Some(d) = &doc.info.description { p { (d) } }
+                    @if let Some(d) = &doc.info.description { p { (prose(d)) } }
                     nav { ul { @for tag in &tags { li { a href={ "#" (anchor(tag)) } { (tag) } } } } }
                     @for tag in &tags {
                         section id=(anchor(tag)) {
@@ -466,16 +466,17 @@ mod reference {
         html! {
             article id=(id) {
                 h3 { span class={ "m " (method.to_ascii_lowercase()) } { (method) } " " code { (path) } }
-                @if let Some(s) = &op.summary { p { (s) } }
-                @if let Some(d) = &op.description { p class="d" { (d) } }
+                @if let Some(s) = &op.summary { p { (prose(s)) } }
+                @if let Some(d) = &op.description { p class="d" { (prose(d)) } }
                 @if let Some(params) = op.parameters.as_ref().filter(|p| !p.is_empty()) {
                     table {
-                        tr { th { "parameter" } th { "in" } th { "description" } }
+                        tr { th { "parameter" } th { "in" } th { "required" } th { "description" } }
                         @for p in params {
                             tr {
                                 td { code { (p.name) } }
                                 td { (serde_json::to_value(&p.parameter_in).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
-                                td { (p.description.clone().unwrap_or_default()) }
+                                td { @if matches!(p.required, Required::True) { "yes" } }
+                                td { (prose(p.description.as_deref().unwrap_or_default())) }
                             }
                         }
                     }
@@ -487,6 +488,15 @@ mod reference {
                 p class="r" { "Answers: " @for (i, (status, _)) in op.responses.responses.iter().enumerate() {
                     @if i > 0 { " · " } (status) } }
                 p class="id" { "operationId " code { (id) } }
+            }
+        }
+    }
+
+    /// Text with its `code` spans set as code (the document's descriptions are Markdown).
+    fn prose(text: &str) -> Markup {
+        html! {
+            @for (i, part) in text.split('`').enumerate() {
+                @if i % 2 == 1 { code { (part) } } @else { (part) }
             }
         }
     }

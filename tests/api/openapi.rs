@@ -142,6 +142,10 @@ async fn the_reference_page_lists_every_operation() {
         .starts_with("text/html"));
     let page = res.text().await.unwrap();
     assert!(page.contains("href=\"openapi.json\""));
+    assert!(
+        page.contains("<code>X-Api-Key</code>") && !page.contains('`'),
+        "the descriptions' code spans are set as code"
+    );
     for item in doc["paths"].as_object().unwrap().values() {
         for op in item.as_object().unwrap().values() {
             let id = op["operationId"].as_str().unwrap();

@@ -74,12 +74,19 @@ impl Identifier {
             Ok(Self(value.to_owned()))
         } else {
             Err(DomainError::invalid(format!(
-                "{what} '{}' is not a valid identifier (expected ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$)",
+                "{what} '{}' is not a valid identifier (expected {IDENTIFIER_PATTERN})",
                 truncate_for_message(value)
             )))
         }
     }
 }
+
+/// What [`Identifier::parse`] accepts, as a regular expression (for messages and the API
+/// document).
+pub const IDENTIFIER_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$";
+
+/// What [`AccountId::parse`] accepts, as a regular expression.
+pub const ACCOUNT_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
 
 string_newtype!(
     /// An account identifier: `^[A-Za-z0-9_-]{1,64}$` (Harness account ids contain `-`).
@@ -97,7 +104,7 @@ impl AccountId {
             Ok(Self(value.to_owned()))
         } else {
             Err(DomainError::invalid(format!(
-                "accountIdentifier '{}' is not a valid account identifier (expected ^[A-Za-z0-9_-]{{1,64}}$)",
+                "accountIdentifier '{}' is not a valid account identifier (expected {ACCOUNT_PATTERN})",
                 truncate_for_message(value)
             )))
         }

@@ -92,7 +92,7 @@ pub(super) async fn list_orgs(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects",
     tag = "Tenancy",
     operation_id = "listProjects",
-    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery),
+    params(AccountPath, ("org" = String, Path, description = "The org identifier"), ListQuery),
     responses((status = 200, description = "A page", body = Success<PageBody<Scope>>)),
     security(("apiKey" = []))
 )]
@@ -184,7 +184,7 @@ pub(super) async fn get_account(
     path = "/api/v1/accounts/{acc}/orgs/{org}",
     tag = "Tenancy",
     operation_id = "putOrg",
-    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(AccountPath, ("org" = String, Path, description = "The org identifier")),
     request_body(content = Option<NameBody>, description = "Optional", content_type = "application/json"),
     responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<Scope>), (status = 201, description = "Created", body = Success<Scope>)),
     security(("apiKey" = []))
@@ -208,7 +208,7 @@ pub(super) async fn put_org(
     path = "/api/v1/accounts/{acc}/orgs/{org}",
     tag = "Tenancy",
     operation_id = "getOrg",
-    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(AccountPath, ("org" = String, Path, description = "The org identifier")),
     responses((status = 200, description = "OK", body = Success<Scope>)),
     security(("apiKey" = []))
 )]
@@ -228,7 +228,7 @@ pub(super) async fn get_org(
     path = "/api/v1/accounts/{acc}/orgs/{org}",
     tag = "Tenancy",
     operation_id = "deleteOrg",
-    params(AccountPath, ("org" = String, Path, description = "The org identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(AccountPath, ("org" = String, Path, description = "The org identifier")),
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]

@@ -57,7 +57,7 @@ async fn target(req: &HttpRequest, gw: &Gateway) -> Result<(ProjectRef, Identifi
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
     tag = "Event rules",
     operation_id = "putEventRule",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
     request_body(description = "The rule (DESIGN §8), as JSON or YAML", content((EventRuleSpec = "application/json"), (String = "application/yaml"))),
     responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<EventRuleView>), (status = 201, description = "Created", body = Success<EventRuleView>)),
     security(("apiKey" = []))
@@ -82,7 +82,7 @@ pub(super) async fn put(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
     tag = "Event rules",
     operation_id = "getEventRule",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier")),
     responses((status = 200, description = "OK", body = Success<EventRuleView>)),
     security(("apiKey" = []))
 )]
@@ -117,7 +117,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}",
     tag = "Event rules",
     operation_id = "deleteEventRule",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier")),
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
@@ -137,7 +137,7 @@ pub(super) async fn delete(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/rotate-secret",
     tag = "Event rules",
     operation_id = "rotateEventRuleSecret",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier")),
     responses((status = 200, description = "OK", body = Success<EventRuleView>)),
     security(("apiKey" = []))
 )]
@@ -167,7 +167,7 @@ pub(super) struct TestBody {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/test",
     tag = "Event rules",
     operation_id = "testEventRule",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier")),
     request_body(content = Option<TestBody>, description = "Optional", content_type = "application/json"),
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
@@ -215,7 +215,7 @@ fn parse_since(since: Option<Value>) -> Result<i64, Error> {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/recover",
     tag = "Event rules",
     operation_id = "recoverEventRule",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier")),
     request_body(content = RecoverBody, content_type = "application/json"),
     responses((status = 200, description = "OK", body = Success<Recovered>)),
     security(("apiKey" = []))
@@ -245,7 +245,7 @@ pub(super) struct Recovered {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries",
     tag = "Event rules",
     operation_id = "listDeliveries",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery, ("status" = Option<String>, Query, description = "Pending, Success or Failed")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier"), ListQuery, ("status" = Option<String>, Query, description = "Pending, Success or Failed")),
     responses((status = 200, description = "A page", body = Success<PageBody<DeliveryView>>)),
     security(("apiKey" = []))
 )]
@@ -269,7 +269,7 @@ pub(super) async fn deliveries(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}",
     tag = "Event rules",
     operation_id = "getDelivery",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$"), ("limit" = Option<u32>, Query, description = "Attempts shown, newest first (20 when absent)", minimum = 1, maximum = 500)),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$"), ("limit" = Option<u32>, Query, description = "Attempts shown, newest first (20 when absent)", minimum = 1, maximum = 500)),
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]
@@ -293,7 +293,7 @@ pub(super) async fn delivery(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/eventrules/{rule}/deliveries/{id}/redeliver",
     tag = "Event rules",
     operation_id = "redeliver",
-    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$")),
+    params(ProjectPath, ("rule" = String, Path, description = "The event rule identifier"), ("id" = String, Path, description = "The delivery id", pattern = r"^[0-9a-f]{24}$")),
     responses((status = 200, description = "OK", body = Success<DeliveryView>)),
     security(("apiKey" = []))
 )]

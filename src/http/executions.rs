@@ -46,7 +46,7 @@ pub(super) struct ExecuteBody {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/execute",
     tag = "Executions",
     operation_id = "executePipeline",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier")),
     request_body(content = Option<ExecuteBody>, description = "Optional", content_type = "application/json"),
     responses((status = 200, description = "Queued", body = Success<ExecutionBrief>)),
     security(("apiKey" = []))
@@ -152,7 +152,7 @@ pub(super) async fn detail(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}/logs/{stage}/{step}",
     tag = "Executions",
     operation_id = "getStepLog",
-    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId", pattern = r"^[A-Za-z0-9_-]{22}$"), ("stage" = String, Path, description = "The stage identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("step" = String, Path, description = "The step identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("format" = Option<String>, Query, description = "`text` (the default) or `json`", pattern = "^(text|json)$"), ("after" = Option<i64>, Query, description = "Only lines after this seq"), ("follow" = Option<bool>, Query, description = "`true`: text that streams until the step ends")),
+    params(ProjectPath, ("id" = String, Path, description = "The planExecutionId", pattern = r"^[A-Za-z0-9_-]{22}$"), ("stage" = String, Path, description = "The stage identifier"), ("step" = String, Path, description = "The step identifier"), ("format" = Option<String>, Query, description = "`text` (the default) or `json`", pattern = "^(text|json)$"), ("after" = Option<i64>, Query, description = "Only lines after this seq"), ("follow" = Option<bool>, Query, description = "`true`: text that streams until the step ends")),
     responses((status = 200, description = "The step's output", content((String = "text/plain"), (Success<LogPage> = "application/json")))),
     security(("apiKey" = []))
 )]

@@ -74,19 +74,14 @@ pub(super) async fn custom_v2(
 #[allow(dead_code, non_snake_case)]
 pub(super) struct IntakeParams {
     /// The account.
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     accountIdentifier: String,
     /// The org.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     orgIdentifier: String,
     /// The project.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     projectIdentifier: String,
     /// The pipeline.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     pipelineIdentifier: Option<String>,
     /// The trigger.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     triggerIdentifier: Option<String>,
 }
 
@@ -96,19 +91,14 @@ pub(super) struct IntakeParams {
 #[allow(dead_code, non_snake_case)]
 pub(super) struct IntakeV2Params {
     /// The account.
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     accountIdentifier: String,
     /// The org.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     orgIdentifier: String,
     /// The project.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     projectIdentifier: String,
     /// The pipeline.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     pipelineIdentifier: String,
     /// The trigger.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     triggerIdentifier: String,
 }
 

@@ -224,6 +224,7 @@ impl Modify for Conventions {
         for item in doc.paths.paths.values_mut() {
             for operation in operations(item) {
                 enum_filters(operation);
+                identifier_patterns(operation);
                 demo_examples(operation);
                 let takes_body = operation.request_body.is_some();
                 let listed = EVERY_OPERATION
@@ -293,6 +294,25 @@ fn enum_filters(operation: &mut Operation) {
                     .enum_values(Some(std::iter::once("").chain(values.iter().copied())))
                     .into(),
             ));
+        }
+    }
+}
+
+/// The patterns of identifier parameters, from the constants their parsers state.
+fn identifier_patterns(operation: &mut Operation) {
+    use crate::domain::ids::{ACCOUNT_PATTERN, IDENTIFIER_PATTERN};
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let pattern = match parameter.name.as_str() {
+            "acc" | "accountIdentifier" => ACCOUNT_PATTERN,
+            "org" | "proj" | "pipe" | "trig" | "rule" | "stage" | "step" | "orgIdentifier"
+            | "projectIdentifier" | "pipelineIdentifier" | "triggerIdentifier" => {
+                IDENTIFIER_PATTERN
+            }
+            _ => continue,
+        };
+        if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+            // A filter that also takes empty (no filter) states its own pattern.
+            schema.pattern.get_or_insert_with(|| pattern.to_owned());
         }
     }
 }
@@ -372,7 +392,6 @@ pub(super) mod params {
     #[allow(dead_code)]
     pub struct AccountPath {
         /// The account identifier.
-        #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
         acc: String,
     }
 
@@ -382,13 +401,10 @@ pub(super) mod params {
     #[allow(dead_code)]
     pub struct ProjectPath {
         /// The account identifier.
-        #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
         acc: String,
         /// The org identifier.
-        #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
         org: String,
         /// The project identifier.
-        #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
         proj: String,
     }
 

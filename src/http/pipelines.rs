@@ -30,7 +30,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
     tag = "Pipelines",
     operation_id = "putPipeline",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
     request_body(description = "The pipeline (DESIGN §6.1), as JSON or YAML", content((Object = "application/json"), (String = "application/yaml"))),
     responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<PipelineView>), (status = 201, description = "Created", body = Success<PipelineView>)),
     security(("apiKey" = []))
@@ -57,7 +57,7 @@ pub(super) async fn put(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
     tag = "Pipelines",
     operation_id = "getPipeline",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier")),
     responses((status = 200, description = "OK", body = Success<PipelineView>)),
     security(("apiKey" = []))
 )]
@@ -99,7 +99,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}",
     tag = "Pipelines",
     operation_id = "deletePipeline",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier")),
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]

@@ -26,13 +26,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 #[allow(dead_code, non_snake_case)]
 pub(super) struct SettingParams {
     /// The account.
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     accountIdentifier: String,
     /// The org, for org or project scope.
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     orgIdentifier: Option<String>,
     /// The project, for project scope (requires the org).
-    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
     projectIdentifier: Option<String>,
 }
 

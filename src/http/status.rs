@@ -28,7 +28,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     path = "/webhook/triggerExecutionDetails/{id}",
     tag = "Webhooks",
     operation_id = "getTriggerExecutionDetails",
-    params(("id" = String, Path, description = "The eventCorrelationId of the webhook's answer", pattern = r"^[0-9a-f]{24}$"), ("accountIdentifier" = String, Query, description = "The event's account", pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("wait" = Option<u64>, Query, description = "Long poll: up to this many seconds (at most 60) for the execution to settle", maximum = 60)),
+    params(("id" = String, Path, description = "The eventCorrelationId of the webhook's answer", pattern = r"^[0-9a-f]{24}$"), ("accountIdentifier" = String, Query, description = "The event's account"), ("wait" = Option<u64>, Query, description = "Long poll: up to this many seconds (at most 60) for the execution to settle", maximum = 60)),
     responses((status = 200, description = "OK", body = Success<TriggerExecutionDetails>)),
     security((), ("apiKey" = []))
 )]

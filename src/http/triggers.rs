@@ -61,7 +61,7 @@ fn missing(project: &ProjectRef, pipeline: &Identifier, trigger: &Identifier) ->
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
     tag = "Triggers",
     operation_id = "putTrigger",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("trig" = String, Path, description = "The trigger identifier"), ("dryRun" = Option<bool>, Query, description = "`true`: check and answer what would be stored; store nothing")),
     request_body(description = "The trigger (DESIGN §4), as JSON or YAML", content((Object = "application/json"), (String = "application/yaml"))),
     responses((status = 200, description = "Updated (or, with dryRun, checked)", body = Success<TriggerView>), (status = 201, description = "Created", body = Success<TriggerView>)),
     security(("apiKey" = []))
@@ -86,7 +86,7 @@ pub(super) async fn put(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
     tag = "Triggers",
     operation_id = "getTrigger",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("trig" = String, Path, description = "The trigger identifier")),
     responses((status = 200, description = "OK", body = Success<TriggerView>)),
     security(("apiKey" = []))
 )]
@@ -111,7 +111,7 @@ pub(super) struct PatchBody {
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
     tag = "Triggers",
     operation_id = "patchTrigger",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("trig" = String, Path, description = "The trigger identifier")),
     request_body = PatchBody,
     responses((status = 200, description = "OK", body = Success<TriggerView>)),
     security(("apiKey" = []))
@@ -135,7 +135,7 @@ pub(super) async fn patch(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}",
     tag = "Triggers",
     operation_id = "deleteTrigger",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("trig" = String, Path, description = "The trigger identifier")),
     responses((status = 200, description = "Done; data is null", body = Success<Option<String>>)),
     security(("apiKey" = []))
 )]
@@ -156,7 +156,7 @@ pub(super) async fn delete(
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers",
     tag = "Triggers",
     operation_id = "listTriggers",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ListQuery),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ListQuery),
     responses((status = 200, description = "A page", body = Success<PageBody<TriggerView>>)),
     security(("apiKey" = []))
 )]
@@ -175,7 +175,7 @@ pub(super) async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Htt
     path = "/api/v1/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}/curl",
     tag = "Triggers",
     operation_id = "getTriggerCurl",
-    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), ("trig" = String, Path, description = "The trigger identifier", pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+    params(ProjectPath, ("pipe" = String, Path, description = "The pipeline identifier"), ("trig" = String, Path, description = "The trigger identifier")),
     responses((status = 200, description = "A cURL command that fires the trigger (DESIGN §3.1)", body = String, content_type = "text/plain")),
     security(("apiKey" = []))
 )]

@@ -168,16 +168,30 @@ pub async fn read_text(
     Ok((text, format))
 }
 
-/// Decodes `text` into `T`; a JSON syntax error carries the hint for YAML.
+/// Decodes `text` into `T`; a JSON syntax error carries the hint for YAML. The body must be an
+/// object: serde also fills a struct from an array of its fields in order, so `[null]` would
+/// otherwise pass for `{}`.
 fn decode<T: serde::de::DeserializeOwned>(text: &str, format: BodyFormat) -> Result<T, Error> {
-    format.parse(text).map_err(|e| {
+    let value = format.parse(text).map_err(|e| {
         if format == BodyFormat::Json {
             if let Err(syntax) = check_json_syntax(text) {
                 return syntax;
             }
         }
-        e.into()
-    })
+        Error::from(e)
+    })?;
+    let is_object = match format {
+        BodyFormat::Json => text.trim_start().starts_with('{'),
+        BodyFormat::Yaml => format
+            .parse::<serde_json::Value>(text)
+            .is_ok_and(|v| v.is_object()),
+    };
+    if !is_object {
+        return Err(Error::InvalidRequest(
+            "Invalid request: the body must be an object ({...})".into(),
+        ));
+    }
+    Ok(value)
 }
 
 /// Like [`read_json`], but an empty body (what `curl -X POST` sends) or JSON `null` is
@@ -189,7 +203,7 @@ pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, Error> {
     let (text, format) = read_body(req, payload, limits).await?;
     // No body, or JSON `null`, is the same as an empty object: every field takes its default.
-    if text.trim().is_empty() || (matches!(format, BodyFormat::Json) && text.trim() == "null") {
+    if text.trim().is_empty() || (format == BodyFormat::Json && text.trim() == "null") {
         return Ok(T::default());
     }
     decode(&text, format)

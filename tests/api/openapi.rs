@@ -233,3 +233,40 @@ async fn a_list_under_a_project_or_pipeline_that_does_not_exist_is_a_404() {
         .expect("request");
     assert_eq!(triggers.status().as_u16(), 200);
 }
+
+/// Found by schemathesis: serde fills a struct from an array of its fields, so `[null]` passed
+/// for `{}` and renamed an org to its identifier.
+#[tokio::test]
+async fn a_management_body_that_is_not_an_object_is_a_400() {
+    let app = spawn_app().await;
+    app.create_account("acc").await;
+    for (content_type, body) in [
+        ("application/json", "[null]"),
+        ("application/json", "[\"renamed\"]"),
+        ("application/json", "\"renamed\""),
+        ("application/yaml", "- renamed\n"),
+    ] {
+        let res = app
+            .with_key(Method::PUT, "/api/v1/accounts/acc/orgs/arr", &app.root_key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(res, 400, "INVALID_REQUEST", "").await;
+    }
+    let res = app
+        .with_key(Method::GET, "/api/v1/accounts/acc/orgs/arr", &app.root_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 404, "nothing was created");
+    let res = app
+        .with_key(Method::PUT, "/api/v1/accounts/acc/orgs/arr", &app.root_key)
+        .header("content-type", "application/yaml")
+        .body("name: Array\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 201, "a YAML object is still taken");
+}

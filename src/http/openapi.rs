@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
+use serde_json::Value;
 use utoipa::openapi::path::{Operation, ParameterBuilder, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
@@ -39,15 +40,29 @@ pub(super) async fn openapi_json() -> HttpResponse {
     responses((status = 200, description = "The API reference as HTML", content_type = "text/html")))]
 pub(super) async fn reference_page() -> HttpResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
-    let page = PAGE.get_or_init(|| reference::render(&document()).into_string());
+    let page = PAGE.get_or_init(|| reference::render(document()).into_string());
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(page.as_str())
 }
 
 /// The document, built once.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// The operations of a path item that the API uses, with their method names.
+pub(super) fn methods(item: &PathItem) -> impl Iterator<Item = (&'static str, &Operation)> {
+    [
+        ("GET", &item.get),
+        ("PUT", &item.put),
+        ("POST", &item.post),
+        ("PATCH", &item.patch),
+        ("DELETE", &item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
 }
 
 /// The methods of a documented path (`/api/v1/accounts/{acc}`), as an `Allow` header value.
@@ -60,14 +75,7 @@ pub(super) fn allowed_methods(path: &str) -> Option<&'static str> {
                 .paths
                 .iter()
                 .map(|(path, item)| {
-                    let methods = [
-                        ("GET", item.get.is_some()),
-                        ("PUT", item.put.is_some()),
-                        ("POST", item.post.is_some()),
-                        ("PATCH", item.patch.is_some()),
-                        ("DELETE", item.delete.is_some()),
-                    ];
-                    let allow: Vec<&str> = methods.iter().filter(|m| m.1).map(|m| m.0).collect();
+                    let allow: Vec<&str> = methods(item).map(|(method, _)| method).collect();
                     (path.clone(), allow.join(", "))
                 })
                 .collect()
@@ -212,7 +220,7 @@ impl Modify for Conventions {
             "apiKey",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Api-Key",
-                "An API key (`tdk_<keyId>_<secret>`) or the root key",
+                "An API key (`pat.<account>.<keyId>.<secret>`) or the root key",
             ))),
         );
         components.schemas.values_mut().for_each(open_all_of_parts);
@@ -221,11 +229,12 @@ impl Modify for Conventions {
                 .responses
                 .insert(error_name(status), RefOr::T(error_response(description)));
         }
+        let demo = crate::bootstrap::demo_bodies().ok();
         for item in doc.paths.paths.values_mut() {
             for operation in operations(item) {
                 enum_filters(operation);
                 identifier_patterns(operation);
-                demo_examples(operation);
+                demo_examples(operation, demo.as_ref());
                 let takes_body = operation.request_body.is_some();
                 let listed = EVERY_OPERATION
                     .iter()
@@ -319,7 +328,7 @@ fn identifier_patterns(operation: &mut Operation) {
 
 /// The demo's identifiers as path examples, and its pipeline and trigger as body examples, so
 /// that an example request (and schemathesis's examples phase) works on `serve --demo`.
-fn demo_examples(operation: &mut Operation) {
+fn demo_examples(operation: &mut Operation, demo: Option<&(Value, Value)>) {
     for parameter in operation.parameters.iter_mut().flatten() {
         let example = match parameter.name.as_str() {
             "acc" => "demo",
@@ -333,12 +342,12 @@ fn demo_examples(operation: &mut Operation) {
             .example(Some(example.into()))
             .build();
     }
-    let Ok((pipeline, trigger)) = crate::bootstrap::demo_bodies() else {
+    let Some((pipeline, trigger)) = demo else {
         return;
     };
     let body = match operation.operation_id.as_deref() {
-        Some("putPipeline") => pipeline,
-        Some("putTrigger") => trigger,
+        Some("putPipeline") => pipeline.clone(),
+        Some("putTrigger") => trigger.clone(),
         _ => return,
     };
     let json = operation
@@ -367,7 +376,7 @@ fn error_response(description: &str) -> Response {
 }
 
 /// Every operation of a path item.
-pub(crate) fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     [
         item.get.as_mut(),
         item.put.as_mut(),
@@ -430,22 +439,14 @@ mod reference {
     pub(super) fn render(doc: &OpenApi) -> Markup {
         let mut operations: Vec<(String, &str, &str, &Operation)> = Vec::new();
         for (path, item) in &doc.paths.paths {
-            for (method, op) in [
-                ("GET", &item.get),
-                ("PUT", &item.put),
-                ("POST", &item.post),
-                ("PATCH", &item.patch),
-                ("DELETE", &item.delete),
-            ] {
-                if let Some(op) = op {
-                    let tag = op
-                        .tags
-                        .as_ref()
-                        .and_then(|t| t.first())
-                        .map(String::as_str)
-                        .unwrap_or("Other");
-                    operations.push((tag.to_owned(), method, path.as_str(), op));
-                }
+            for (method, op) in super::methods(item) {
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .map(String::as_str)
+                    .unwrap_or("Other");
+                operations.push((tag.to_owned(), method, path.as_str(), op));
             }
         }
         let tags: Vec<&str> = doc.tags.iter().flatten().map(|t| t.name.as_str()).collect();

@@ -104,21 +104,14 @@ pub(super) fn summary(r: &RunState) -> PipelineExecutionSummary<'_> {
         status::APPROVAL_REJECTED,
     ]);
     let total_stages_count = stages.len();
-    let starting_node_id = stages.first().map(|n| node_id(&n.id));
-    let next_ids: Vec<Vec<String>> = (0..stages.len())
-        .map(|i| {
-            stages
-                .get(i + 1)
-                .map(|n| node_id(&n.id))
-                .into_iter()
-                .collect()
-        })
-        .collect();
+    let ids: Vec<String> = stages.iter().map(|n| node_id(&n.id)).collect();
+    let starting_node_id = ids.first().cloned();
     let layout = stages
         .into_iter()
-        .zip(next_ids)
-        .map(|(stage, next_ids)| {
-            let id = node_id(&stage.id);
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, (stage, id))| {
+            let next_ids = ids.get(i + 1).cloned().into_iter().collect();
             let node = LayoutNode {
                 node_type: "Stage",
                 node_group: "STAGE",
@@ -136,7 +129,7 @@ pub(super) fn summary(r: &RunState) -> PipelineExecutionSummary<'_> {
                     message: stage.failure.unwrap_or_default(),
                 },
             };
-            (id, node)
+            (id.clone(), node)
         })
         .collect();
     PipelineExecutionSummary {

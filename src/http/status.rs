@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::service::intake::{self, EventStatus};
 use crate::service::Gateway;
 use crate::store::executions::{stage_rollups, status, RunState};
+use crate::store::StoreError;
 
 /// Longest long poll, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
@@ -50,7 +51,7 @@ pub(super) async fn trigger_execution_details(
                 ))
             })?,
     };
-    let status = intake::event_status(
+    let found = intake::event_status(
         &gw,
         id,
         q.get("accountIdentifier").map(String::as_str),
@@ -58,7 +59,18 @@ pub(super) async fn trigger_execution_details(
         std::time::Duration::from_secs(wait),
     )
     .await?;
-    Ok(envelope::ok(render(&status)))
+    if !found.is_final() {
+        return Ok(envelope::ok(render(&found)));
+    }
+    // A settled event's answer never changes: it is rendered once while the event is cached.
+    if let Some(data) = found.rendered.get() {
+        return Ok(envelope::ok(data));
+    }
+    let data = serde_json::value::to_raw_value(&render(&found))
+        .map_err(|e| Error::Unexpected(StoreError::db("serialising a response", e)))?;
+    let response = envelope::ok(&data);
+    let _ = found.rendered.set(data);
+    Ok(response)
 }
 
 fn render(s: &EventStatus) -> TriggerExecutionDetails<'_> {

@@ -17,7 +17,7 @@ use crate::domain::runtime_input::EMPTY_RUNTIME_INPUT;
 use crate::error::Error;
 use crate::expr::context::TriggerContext;
 use crate::store::cache::CachedTrigger;
-use crate::store::executions::RunState;
+pub use crate::store::cache::EventStatus;
 use crate::store::{now_millis, NewExecution, RecordOutcome, WebhookEvent};
 
 /// Status of an event that queued its pipeline.
@@ -515,15 +515,6 @@ fn validate_idempotency_key(key: &str) -> Result<String, Error> {
     Ok(key.to_owned())
 }
 
-/// An event and the execution it requested, for the status endpoint.
-#[derive(Debug)]
-pub struct EventStatus {
-    /// The event.
-    pub event: WebhookEvent,
-    /// Its execution with its steps, when one was requested.
-    pub run: Option<RunState>,
-}
-
 /// Execution statuses after which a long poll answers at once: terminal, or waiting for a person.
 const SETTLED: &[&str] = &[
     "Success",
@@ -547,7 +538,7 @@ pub async fn event_status(
     account: Option<&str>,
     api_key: Option<&str>,
     wait: std::time::Duration,
-) -> Result<EventStatus, Error> {
+) -> Result<Arc<EventStatus>, Error> {
     let account = account.ok_or_else(|| {
         Error::InvalidRequest(
             "Invalid request: query parameter accountIdentifier is required".into(),
@@ -560,38 +551,57 @@ pub async fn event_status(
         ))
     };
     let id = EventId::parse(event_id).ok_or_else(not_found)?;
-    let event = gw
-        .store
-        .get_event(&id)
-        .await?
-        .filter(|e| e.scope.account.as_str() == account)
-        .ok_or_else(not_found)?;
+    // Who may read an event is decided on every poll, from memory or not.
+    if let Some(hit) = gw.cache.settled.get(&id) {
+        may_read(gw, &hit.event, account, api_key, not_found).await?;
+        return Ok(hit);
+    }
+    let event = gw.store.get_event(&id).await?.ok_or_else(not_found)?;
+    may_read(gw, &event, account, api_key, not_found).await?;
+    let run = match &event.plan_execution_id {
+        None => None,
+        Some(plan) => {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let run = gw.store.load_run(plan).await?;
+                let settled = run
+                    .as_ref()
+                    .is_none_or(|r| SETTLED.contains(&r.execution.status.as_str()));
+                if settled || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
+                    break match run {
+                        Some(run) => Some(gw.with_planned_steps(run).await?),
+                        None => None,
+                    };
+                }
+                tokio::time::sleep(LONG_POLL_INTERVAL).await;
+            }
+        }
+    };
+    let status = Arc::new(EventStatus::new(event, run));
+    gw.cache.settled.put(&status);
+    Ok(status)
+}
+
+/// Whether the caller may read `event`'s status; refused as `not_found`, the answer for an id
+/// that does not exist, unless a key was sent and is refused.
+async fn may_read(
+    gw: &Gateway,
+    event: &WebhookEvent,
+    account: &str,
+    api_key: Option<&str>,
+    not_found: impl Fn() -> Error,
+) -> Result<(), Error> {
+    if event.scope.account.as_str() != account {
+        return Err(not_found());
+    }
     let mandate = gw.cache.mandate(gw.store.as_ref(), &event.scope).await?;
     if mandate.value && api_key.is_none() {
-        // The same answer as for an id that does not exist: without a key, nobody learns that
-        // an event exists, or which project it belongs to.
+        // Without a key, nobody learns that an event exists, or which project it belongs to.
         return Err(not_found());
     }
     gw.authorize_execute(api_key, &event.scope, mandate.value)
         .await?;
-    let Some(plan) = &event.plan_execution_id else {
-        return Ok(EventStatus { event, run: None });
-    };
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let run = gw.store.load_run(plan).await?;
-        let settled = run
-            .as_ref()
-            .is_none_or(|r| SETTLED.contains(&r.execution.status.as_str()));
-        if settled || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
-            let run = match run {
-                Some(run) => Some(gw.with_planned_steps(run).await?),
-                None => None,
-            };
-            return Ok(EventStatus { event, run });
-        }
-        tokio::time::sleep(LONG_POLL_INTERVAL).await;
-    }
+    Ok(())
 }
 
 /// The trigger's `allowedSourceCidrs` (403) and `signature` (401), when configured.

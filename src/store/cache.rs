@@ -1,17 +1,22 @@
-//! Hot lookups served from memory: token → trigger and project → resolved mandate.
+//! Hot lookups served from memory: token → trigger, project → resolved mandate, and event id →
+//! a settled event with its execution.
 //!
-//! Entries are filled on a miss and dropped whenever the data behind them changes. A
-//! generation counter, bumped under the same lock as every invalidation, stops a reader that
-//! loaded a row just before a change from caching that stale row just after it.
+//! Triggers and mandates are filled on a miss and dropped whenever the data behind them
+//! changes. A generation counter, bumped under the same lock as every invalidation, stops a
+//! reader that loaded a row just before a change from caching that stale row just after it.
+//! A settled event never changes again, so [`SettledEvents`] needs no invalidation, only bounds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use serde_json::value::RawValue;
 
-use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord};
-use crate::domain::ids::{token_digest, ProjectRef};
+use super::executions::RunState;
+use super::{SettingScope, Store, StoreError, StoreResult, TriggerRecord, WebhookEvent};
+use crate::domain::ids::{token_digest, EventId, ProjectRef};
 use crate::domain::matching::CompiledConditions;
 use crate::domain::pipeline::PipelineSpec;
 use crate::domain::runtime_input::InputTemplate;
@@ -78,11 +83,126 @@ impl<K: std::hash::Hash + Eq, V: Clone> Guarded<K, V> {
     }
 }
 
+/// An event and the execution it requested, as the status endpoint reports them.
+#[derive(Debug)]
+pub struct EventStatus {
+    /// The event.
+    pub event: WebhookEvent,
+    /// Its execution with its steps, when one was requested.
+    pub run: Option<RunState>,
+    /// The status endpoint's `data` for it, kept once rendered while it is cached.
+    pub rendered: OnceLock<Box<RawValue>>,
+}
+
+impl EventStatus {
+    /// An event and its execution, not rendered yet.
+    pub fn new(event: WebhookEvent, run: Option<RunState>) -> Self {
+        Self {
+            event,
+            run,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// Whether neither the event nor its execution can change again: no execution was
+    /// requested, or it ended.
+    pub fn is_final(&self) -> bool {
+        match (&self.event.plan_execution_id, &self.run) {
+            (None, _) => true,
+            (Some(_), Some(run)) => super::executions::status::is_terminal(&run.execution.status),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Roughly how much memory it holds, for the cache's budget.
+    fn weight(&self) -> usize {
+        let e = &self.event;
+        let run = self.run.as_ref().map_or(0, |r| {
+            // The snapshot and each step's strings; estimated, not measured.
+            2048 + r.steps.len() * 512 + r.failure_message.as_ref().map_or(0, String::len)
+        });
+        // Twice: once as read, once in the rendered answer.
+        2 * (1024 + e.payload.len() + e.runtime_input.len() + e.message.len() + run)
+    }
+}
+
+/// Settled events, as status polls read them, kept in memory: a settled event never changes,
+/// so polls after the first are answered without the database.
+///
+/// Bounded two ways. By size: two generations of at most [`SETTLED_BUDGET`] bytes each; when
+/// the current one is full it becomes the previous one (dropping the one before), and a hit in
+/// the previous one moves back into the current, so what is polled stays. And by age: an entry
+/// older than [`SETTLED_TTL`] is read again, so an event that retention deleted, here or on
+/// another node, stops being served within that time.
+pub struct SettledEvents {
+    inner: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<EventId, (Instant, Arc<EventStatus>)>,
+    previous: HashMap<EventId, (Instant, Arc<EventStatus>)>,
+    bytes: usize,
+}
+
+/// The size budget of one generation of [`SettledEvents`].
+pub const SETTLED_BUDGET: usize = 8 * 1024 * 1024;
+/// How long a settled event is served from memory before it is read again.
+pub const SETTLED_TTL: Duration = Duration::from_secs(30);
+
+impl SettledEvents {
+    fn new() -> Self {
+        Self {
+            inner: Mutex::new(Generations::default()),
+        }
+    }
+
+    /// The settled event with this id, if it was read within [`SETTLED_TTL`].
+    pub fn get(&self, id: &EventId) -> Option<Arc<EventStatus>> {
+        let mut g = self.inner.lock();
+        if let Some((at, hit)) = g.current.get(id) {
+            return (at.elapsed() < SETTLED_TTL).then(|| Arc::clone(hit));
+        }
+        let (at, hit) = g.previous.remove(id)?;
+        if at.elapsed() >= SETTLED_TTL {
+            return None;
+        }
+        g.insert(id.clone(), at, Arc::clone(&hit));
+        Some(hit)
+    }
+
+    /// Keeps `status` if it is final ([`EventStatus::is_final`]); anything else is ignored.
+    pub fn put(&self, status: &Arc<EventStatus>) {
+        if status.is_final() && status.weight() <= SETTLED_BUDGET / 16 {
+            let id = status.event.event_id.clone();
+            self.inner
+                .lock()
+                .insert(id, Instant::now(), Arc::clone(status));
+        }
+    }
+}
+
+impl Generations {
+    fn insert(&mut self, id: EventId, at: Instant, status: Arc<EventStatus>) {
+        let weight = status.weight();
+        if self.bytes + weight > SETTLED_BUDGET {
+            self.previous = std::mem::take(&mut self.current);
+            self.bytes = 0;
+        }
+        self.bytes += weight;
+        if let Some((_, old)) = self.current.insert(id, (at, status)) {
+            self.bytes -= old.weight();
+        }
+    }
+}
+
 /// The hot-lookup cache in front of a [`Store`].
 pub struct HotCache {
     /// Keyed by SHA-256 of the token: the map compares digests, never the token itself.
     triggers: Guarded<[u8; 32], Arc<CachedTrigger>>,
     mandates: Guarded<ProjectRef, Resolved>,
+    /// Settled events for status polls.
+    pub settled: SettledEvents,
 }
 
 impl Default for HotCache {
@@ -97,6 +217,7 @@ impl HotCache {
         Self {
             triggers: Guarded::new(),
             mandates: Guarded::new(),
+            settled: SettledEvents::new(),
         }
     }
 

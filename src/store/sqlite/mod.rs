@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use self::checkpoint::Checkpointer;
-use self::writer::{Writer, WriterThread};
+use self::writer::{Coalescer, Writer, WriterThread};
 use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
     Account, ApiKeyRecord, ConsoleSession, EventFilter, Execution, Millis, NewExecution, Page,
@@ -68,6 +68,8 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<WriterThread>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     readers: ReadPool,
+    /// Webhook events, written in groups.
+    events: Coalescer<EventWrite, Option<WebhookEvent>>,
 }
 
 /// Parses `sqlite://PATH` (relative or absolute) into a file path.
@@ -108,6 +110,67 @@ fn make_private(path: &Path) -> StoreResult<()> {
         }
     }
     Ok(())
+}
+
+/// A webhook event to record, with the execution it queues (`record_event`).
+struct EventWrite {
+    event: WebhookEvent,
+    execution: Option<NewExecution>,
+    /// The event's headers and condition results as JSON text.
+    headers: String,
+    condition_results: String,
+}
+
+/// Records one event on the writer's connection; `Some(previous)` when its idempotency key was
+/// used before (then nothing is written).
+fn write_event(c: &Connection, w: &EventWrite) -> StoreResult<Option<WebhookEvent>> {
+    let e = &w.event;
+    if let Some(key) = &e.idempotency_key {
+        if let Some(previous) = claim_idempotency_key(c, e, key)? {
+            return Ok(Some(previous));
+        }
+    }
+    if let (Some(x), Some(plan)) = (&w.execution, &e.plan_execution_id) {
+        executions::insert_execution(
+            c,
+            &executions::QueuedExecution {
+                plan,
+                scope: &e.scope,
+                pipeline: &e.pipeline,
+                pipeline_name: &x.pipeline_name,
+                trigger_type: x.trigger_type,
+                trigger: Some(&e.trigger),
+                event_id: Some(e.event_id.as_str()),
+                runtime_input: &e.runtime_input,
+                created_at: e.created_at,
+            },
+        )?;
+    }
+    c.prepare_cached(&format!(
+        "INSERT INTO webhook_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            e.event_id.as_str(),
+            e.scope.account.as_str(),
+            e.scope.org.as_str(),
+            e.scope.project.as_str(),
+            e.pipeline,
+            e.trigger,
+            e.status,
+            e.message,
+            e.exception_occured,
+            e.payload,
+            w.headers,
+            e.runtime_input,
+            w.condition_results,
+            e.plan_execution_id.as_ref().map(|p| p.as_str()),
+            e.idempotency_key,
+            e.created_at
+        ])
+    })
+    .map_err(sql_err("recording a webhook event"))?;
+    Ok(None)
 }
 
 fn open_rw(path: &Path) -> StoreResult<Connection> {
@@ -162,6 +225,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::db("starting the checkpoint thread", e))?;
         Ok(Self {
             lock: Mutex::new(Some(lock)),
+            events: Coalescer::new(writer.clone(), write_event),
             writer,
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -1294,59 +1358,17 @@ impl Store for SqliteStore {
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
         // Serialised here, on the caller's thread: the single writer thread is the bottleneck.
-        let headers = event.headers.to_string();
-        let condition_results = event.condition_results.to_string();
-        self.writer
-            .try_write(move |c| {
-                let e = &event;
-                if let Some(key) = &e.idempotency_key {
-                    if let Some(previous) = claim_idempotency_key(c, e, key)? {
-                        return Ok(RecordOutcome::Replayed(previous));
-                    }
-                }
-                if let (Some(x), Some(plan)) = (&execution, &e.plan_execution_id) {
-                    executions::insert_execution(
-                        c,
-                        &executions::QueuedExecution {
-                            plan,
-                            scope: &e.scope,
-                            pipeline: &e.pipeline,
-                            pipeline_name: &x.pipeline_name,
-                            trigger_type: x.trigger_type,
-                            trigger: Some(&e.trigger),
-                            event_id: Some(e.event_id.as_str()),
-                            runtime_input: &e.runtime_input,
-                            created_at: e.created_at,
-                        },
-                    )?;
-                }
-                c.prepare_cached(&format!(
-                    "INSERT INTO webhook_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        e.event_id.as_str(),
-                        e.scope.account.as_str(),
-                        e.scope.org.as_str(),
-                        e.scope.project.as_str(),
-                        e.pipeline,
-                        e.trigger,
-                        e.status,
-                        e.message,
-                        e.exception_occured,
-                        e.payload,
-                        headers,
-                        e.runtime_input,
-                        condition_results,
-                        e.plan_execution_id.as_ref().map(|p| p.as_str()),
-                        e.idempotency_key,
-                        e.created_at
-                    ])
-                })
-                .map_err(sql_err("recording a webhook event"))?;
-                Ok(RecordOutcome::Stored(event))
-            })
-            .await
+        let item = EventWrite {
+            headers: event.headers.to_string(),
+            condition_results: event.condition_results.to_string(),
+            event,
+            execution,
+        };
+        let (item, replayed) = self.events.write(item).await?;
+        Ok(match replayed {
+            Some(previous) => RecordOutcome::Replayed(previous),
+            None => RecordOutcome::Stored(item.event),
+        })
     }
 
     async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {

@@ -9,6 +9,7 @@
 //! between two batches and outside any transaction, so it never competes with the writer for
 //! the database's write lock.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -76,25 +77,142 @@ impl Writer {
             .map_err(|_| StoreError::ShuttingDown)?;
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
+}
 
-    /// Like [`Writer::write`] but fails with `Overloaded` at once when the queue is full.
-    pub(crate) async fn try_write<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    {
-        let (job, rx) = make_job(f);
+/// Writes of one kind, written together: every item queued while the writer is busy goes into
+/// one job under one savepoint, instead of a job and a savepoint each.
+///
+/// A savepoint copies each page the first time it changes it (SQLite's sub-journal), so with one
+/// savepoint per webhook event every event copied the same few B-tree leaves again: a fifth of
+/// the writer thread's time in the profile of matched intake. If an item fails, the group is
+/// rolled back and each item is written again in its own savepoint, so a failing item still
+/// fails alone. The items are kept until then, so `write` takes them by reference and each is
+/// handed back with its result.
+pub(crate) struct Coalescer<I, O> {
+    writer: Writer,
+    queue: Arc<parking_lot::Mutex<Vec<Pending<I, O>>>>,
+    write: fn(&Connection, &I) -> StoreResult<O>,
+}
+
+/// An item waiting for the next group, and where its result goes.
+struct Pending<I, O> {
+    item: I,
+    done: oneshot::Sender<(I, StoreResult<O>)>,
+}
+
+/// At most this many items wait for a group; more fail with `Overloaded`, like a full queue.
+const MAX_PENDING: usize = 8192;
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    /// Groups items for `writer`; `write` writes one.
+    pub(crate) fn new(writer: Writer, write: fn(&Connection, &I) -> StoreResult<O>) -> Self {
+        Self {
+            writer,
+            queue: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            write,
+        }
+    }
+
+    /// Writes `item` with whatever else is queued; answers once the group has committed, with
+    /// the item back. Fails at once with `Overloaded` when the writer's queue is full.
+    pub(crate) async fn write(&self, item: I) -> StoreResult<(I, O)> {
+        let (done, rx) = oneshot::channel();
+        let first = {
+            let mut queue = self.queue.lock();
+            if queue.len() >= MAX_PENDING {
+                return Err(StoreError::Overloaded);
+            }
+            queue.push(Pending { item, done });
+            queue.len() == 1
+        };
+        // The first item of a group queues the job that will take the group: later ones join
+        // it until it starts.
+        if first {
+            if let Err(e) = self.writer.try_submit(self.job()) {
+                let overloaded = matches!(e, StoreError::Overloaded);
+                for p in std::mem::take(&mut *self.queue.lock()) {
+                    let e = if overloaded {
+                        StoreError::Overloaded
+                    } else {
+                        StoreError::ShuttingDown
+                    };
+                    let _ = p.done.send((p.item, Err(e)));
+                }
+            }
+        }
+        let (item, result) = rx.await.map_err(|_| StoreError::ShuttingDown)?;
+        result.map(|out| (item, out))
+    }
+
+    fn job(&self) -> Job {
+        let queue = Arc::clone(&self.queue);
+        let write = self.write;
+        Box::new(
+            move |conn: Result<&Connection, &StoreError>| -> Completion {
+                let group = std::mem::take(&mut *queue.lock());
+                metrics::histogram!("triggerd_writer_group_size").record(group.len() as f64);
+                let results: Vec<StoreResult<O>> = match conn {
+                    Ok(conn) => write_group(conn, &group, write),
+                    Err(e) => group.iter().map(|_| Err(batch_failed(e))).collect(),
+                };
+                Box::new(move |commit_error: Option<&StoreError>| {
+                    for (p, result) in group.into_iter().zip(results) {
+                        let result = match commit_error {
+                            Some(e) => Err(batch_failed(e)),
+                            None => result,
+                        };
+                        let _ = p.done.send((p.item, result));
+                    }
+                })
+            },
+        )
+    }
+}
+
+/// Writes a group under one savepoint; when an item fails, each item again under its own.
+fn write_group<I, O>(
+    conn: &Connection,
+    group: &[Pending<I, O>],
+    write: fn(&Connection, &I) -> StoreResult<O>,
+) -> Vec<StoreResult<O>> {
+    let together = in_savepoint(conn, |c| {
+        group
+            .iter()
+            .map(|p| write(c, &p.item))
+            .collect::<StoreResult<Vec<O>>>()
+    });
+    match together {
+        Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+        Err(e) if group.len() == 1 => vec![Err(e)],
+        Err(_) => group
+            .iter()
+            .map(|p| {
+                if conn.is_autocommit() {
+                    // The failure rolled back the whole transaction (see commit_batch).
+                    Err(batch_failed(&StoreError::db(
+                        "writing a batch",
+                        BatchFailed("the transaction was rolled back".into()),
+                    )))
+                } else {
+                    in_savepoint(conn, |c| write(c, &p.item))
+                }
+            })
+            .collect(),
+    }
+}
+
+impl Writer {
+    /// Queues a job as it is: it opens its own savepoints. Fails at once when the queue is full.
+    fn try_submit(&self, job: Job) -> StoreResult<()> {
         self.tx.try_send(Msg::Job(job)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
         })?;
         metrics::gauge!("triggerd_writer_queue_depth")
             .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
-        rx.await.map_err(|_| StoreError::ShuttingDown)?
+        Ok(())
     }
-}
 
-impl Writer {
     /// Runs `f` on the writer's connection after the batch in progress has committed, outside
     /// any transaction. Blocks until queued, so it is for plain threads only (the checkpoint
     /// thread), never async code. False once the writer has stopped.
@@ -145,16 +263,16 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(|e| StoreError::db("opening a savepoint", e))?;
+    // Prepared once per connection: a batch opens and closes one savepoint per job.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT job").map_err(|e| StoreError::db("opening a savepoint", e))?;
     let result = f(conn);
     let end = if result.is_ok() {
-        "RELEASE job"
+        run("RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        run("ROLLBACK TO job").and_then(|_| run("RELEASE job"))
     };
-    conn.execute_batch(end)
-        .map_err(|e| StoreError::db("closing a savepoint", e))?;
+    end.map_err(|e| StoreError::db("closing a savepoint", e))?;
     result
 }
 
@@ -272,6 +390,69 @@ mod tests {
         }
     }
 
+    fn insert_one(c: &Connection, v: &i64) -> StoreResult<()> {
+        insert(*v)(c)
+    }
+
+    #[tokio::test]
+    async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+        // Hold the writer thread so that the items queue up behind it as one group.
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let w = writer.clone();
+            async move {
+                w.write(move |_c: &Connection| {
+                    let _ = started_tx.send(());
+                    let _ = go_rx.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        // 7 is there twice: UNIQUE refuses the second.
+        let items = [5, 6, 7, 7, 8];
+        let writes: Vec<_> = items
+            .iter()
+            .map(|&v| {
+                let c = Arc::clone(&coalescer);
+                tokio::spawn(async move { c.write(v).await.map(|(item, ())| item) })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while coalescer.queue.lock().len() < items.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the items never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            writer.tx.max_capacity() - writer.tx.capacity(),
+            1,
+            "five items, one queued job"
+        );
+        go_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut stored = Vec::new();
+        let mut failed = 0;
+        for w in writes {
+            match w.await.unwrap() {
+                Ok(item) => stored.push(item),
+                Err(_) => failed += 1,
+            }
+        }
+        thread.shutdown().await;
+        stored.sort();
+        assert_eq!(stored, vec![5, 6, 7, 8], "each stored item comes back");
+        assert_eq!(failed, 1, "only the duplicate fails");
+        assert_eq!(count(&dir), 4, "the group's other items are committed");
+    }
+
     #[tokio::test]
     async fn a_failing_job_does_not_undo_the_others_in_its_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -377,7 +558,7 @@ mod tests {
         // The queue holds one write: fill it, and wait until it is really queued.
         let filler = tokio::spawn({
             let w = writer.clone();
-            async move { w.try_write(insert(1)).await }
+            async move { w.write(insert(1)).await }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while writer.tx.capacity() > 0 {
@@ -388,7 +569,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
 
-        let overloaded = writer.try_write(insert(2)).await;
+        let overloaded = Coalescer::new(writer.clone(), insert_one).write(2).await;
 
         assert!(
             matches!(overloaded, Err(StoreError::Overloaded)),

@@ -301,3 +301,86 @@ impl HotCache {
         self.mandates.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{AccountId, Identifier, PlanExecutionId};
+
+    fn status(payload_bytes: usize, plan: Option<PlanExecutionId>) -> Arc<EventStatus> {
+        let scope = ProjectRef {
+            account: AccountId::parse("acc").unwrap(),
+            org: Identifier::parse("default", "org").unwrap(),
+            project: Identifier::parse("proj", "project").unwrap(),
+        };
+        Arc::new(EventStatus::new(
+            WebhookEvent {
+                event_id: EventId::generate(),
+                scope,
+                pipeline: "p".into(),
+                trigger: "t".into(),
+                status: "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS".into(),
+                message: String::new(),
+                exception_occured: false,
+                payload: "x".repeat(payload_bytes),
+                headers: serde_json::json!({}),
+                runtime_input: String::new(),
+                condition_results: serde_json::json!([]),
+                plan_execution_id: plan,
+                idempotency_key: None,
+                created_at: 0,
+            },
+            None,
+        ))
+    }
+
+    #[test]
+    fn only_final_events_are_kept() {
+        let cache = SettledEvents::new();
+        let settled = status(10, None);
+        // An execution was requested but is not there (yet): it may still change.
+        let pending = status(10, Some(PlanExecutionId::generate()));
+
+        cache.put(&settled);
+        cache.put(&pending);
+
+        assert!(cache.get(&settled.event.event_id).is_some());
+        assert!(cache.get(&pending.event.event_id).is_none());
+    }
+
+    #[test]
+    fn memory_stays_within_two_generations_and_what_is_read_stays() {
+        let cache = SettledEvents::new();
+        let polled = status(1000, None);
+        cache.put(&polled);
+        let per_entry = polled.weight();
+        let others: Vec<_> = (0..3 * SETTLED_BUDGET / per_entry)
+            .map(|_| status(1000, None))
+            .collect();
+
+        for (i, s) in others.iter().enumerate() {
+            cache.put(s);
+            if i % 100 == 0 {
+                assert!(
+                    cache.get(&polled.event.event_id).is_some(),
+                    "dropped at {i}"
+                );
+            }
+        }
+
+        let g = cache.inner.lock();
+        let held: usize = g
+            .current
+            .values()
+            .chain(g.previous.values())
+            .map(|(_, s)| s.weight())
+            .sum();
+        assert!(held <= 2 * SETTLED_BUDGET, "{held} bytes held");
+        assert!(g.current.len() + g.previous.len() < others.len() / 2);
+        // Too large to keep: read from the store each time.
+        drop(g);
+        let huge = status(SETTLED_BUDGET, None);
+        cache.put(&huge);
+        assert!(cache.get(&huge.event.event_id).is_none());
+    }
+}

@@ -360,3 +360,41 @@ async fn with_the_mandate_off_a_garbage_key_is_still_rejected_with_401() {
     )
     .await;
 }
+
+// ---- a settled event, answered from memory ---------------------------------------------------
+
+#[tokio::test]
+async fn a_settled_status_answered_from_memory_still_checks_the_account_the_mandate_and_the_key() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    app.create_account("other").await;
+    let id = fire(&app, &t, None).await;
+    // Settle it, then read it again: the second read is the one kept in memory.
+    let settled = success_data(
+        app.request(
+            Method::GET,
+            &format!("/webhook/triggerExecutionDetails/{id}?accountIdentifier=acc&wait=20"),
+        )
+        .send()
+        .await
+        .expect("request"),
+    )
+    .await;
+    let status = &settled["executionDetails"]["pipelineExecutionSummary"]["status"];
+    assert_eq!(status, "Success", "{settled}");
+
+    let first = success_data(app.get_status(&id, "acc", None).await).await;
+    let second = success_data(app.get_status(&id, "acc", None).await).await;
+
+    assert_eq!(first, settled, "the same answer once settled");
+    assert_eq!(second, settled, "the same answer from memory");
+    assert_not_found(app.get_status(&id, "other", None).await, &id).await;
+    app.set_mandate("acc", "default", "proj", true, true).await;
+    assert_not_found(app.get_status(&id, "acc", None).await, &id).await;
+    let wrong = app
+        .get_status(&id, "acc", Some("pat.acc.000000000000000000000000.wrong"))
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let with_key = app.get_status(&id, "acc", Some(&t.admin_key)).await;
+    assert_eq!(success_data(with_key).await, settled);
+}

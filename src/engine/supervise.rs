@@ -23,8 +23,11 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
-/// How often the supervisor looks for the script's exit and for a stop request.
+/// How often the supervisor looks for the script's exit and for a stop request: every
+/// [`FIRST_POLL`] at first, twice as long after each look, up to [`POLL`]. Most scripts end
+/// within milliseconds, and a fixed 20 ms made each of them last 10 ms longer on average.
 const POLL: Duration = Duration::from_millis(20);
+const FIRST_POLL: Duration = Duration::from_micros(250);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
 const SWEEP_ROUNDS: usize = 200;
 
@@ -78,13 +81,19 @@ fn supervise(parent: u32, command: &[OsString]) -> i32 {
     };
     let main = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
     let mut ended = None;
+    let mut poll = FIRST_POLL;
     while ended.is_none() && !stop.load(Ordering::Relaxed) {
         ended = reap(main);
         if ended.is_none() {
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(POLL);
         }
     }
-    kill_descendants();
+    // Every descendant is a child or below one (orphans come to this subreaper), so with the
+    // script reaped and no child left there is nothing to look for in /proc.
+    if ended.is_none() || !no_children_left() {
+        kill_descendants();
+    }
     if ended.is_none() {
         ended = reap(main);
     }
@@ -119,6 +128,14 @@ fn reap(main: Option<Pid>) -> Option<Ended> {
         }
     }
     ended
+}
+
+/// Whether this process has no child at all, running or ended (an ended one is reaped).
+fn no_children_left() -> bool {
+    matches!(
+        rustix::process::waitpid(None, WaitOptions::NOHANG),
+        Err(rustix::io::Errno::CHILD)
+    )
 }
 
 /// Kills every descendant with `SIGKILL` and reaps them, round after round, until none is

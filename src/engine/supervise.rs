@@ -119,7 +119,9 @@ enum Ended {
 /// among them.
 fn reap(main: Option<Pid>) -> Option<Ended> {
     let mut ended = None;
-    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+    // `wait`, not `waitpid(None)`: that one only sees children in this process group, and a
+    // script's children may have left it.
+    while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
         if Some(pid) == main {
             ended = status
                 .exit_status()
@@ -133,7 +135,7 @@ fn reap(main: Option<Pid>) -> Option<Ended> {
 /// Whether this process has no child at all, running or ended (an ended one is reaped).
 fn no_children_left() -> bool {
     matches!(
-        rustix::process::waitpid(None, WaitOptions::NOHANG),
+        rustix::process::wait(WaitOptions::NOHANG),
         Err(rustix::io::Errno::CHILD)
     )
 }

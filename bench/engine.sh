@@ -27,10 +27,7 @@ source bench/lib.sh
 source bench/peer.sh
 cleanup() { stop_nodes; drop_databases; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-ROOT="pat._root.$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n').$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
-API=http://127.0.0.1:${PORTS_OF_NODES[0]}/api/v1
-P=/accounts/bench/orgs/default/projects/bench
-call() { curl -sf -X "$1" -H "X-Api-Key: $ROOT" -H "content-type: ${4:-application/json}" --data-binary "$3" "$API$2"; }
+bench_api
 
 measure() { # backend name step-yaml
   new_database "$1"

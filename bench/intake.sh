@@ -40,6 +40,7 @@ PORTS_OF_NODES=(18080 18083)
 RAW_PORT=18081
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install -y wrk" >&2; exit 1; }
 source bench/lib.sh
+bench_api
 source bench/peer.sh
 source bench/p99.sh
 
@@ -50,41 +51,8 @@ cleanup() { kill $RAW_PID 2>/dev/null || true; stop_nodes; drop_databases; wait 
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-ROOT="pat._root.$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n').$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
-API=http://127.0.0.1:${PORTS_OF_NODES[0]}/api/v1
-P=/accounts/bench/orgs/default/projects/bench
-call() { curl -sf -X "$1" -H "X-Api-Key: $ROOT" -H "content-type: ${4:-application/json}" --data-binary "$3" "$API$2"; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['data']['$1'])"; }
 
-# Starts triggerd (one or two nodes, by backend) on a fresh database with account/project/
-# pipeline "bench"/"hello" and an executor key; sets PORTS, KEY and QUERY (the demo trigger's
-# intake path with its query).
-start_triggerd() { # [backend=sqlite]
-  local backend=${1:-sqlite}
-  stop_nodes
-  new_database "$backend"
-  PORTS=("${PORTS_OF_NODES[@]:0:$(node_count "$backend")}")
-  start_nodes "${PORTS[@]}"
-  call PUT /accounts/bench '{"name":"bench"}' >/dev/null
-  call PUT $P '{"name":"bench"}' >/dev/null
-  # A one-step Wait 0s pipeline: every accepted event is queued and run by the engine, without
-  # a child process per event competing with intake for the 2 cores.
-  printf 'pipeline:\n  name: Hello\n  identifier: hello\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: {identifier: w, type: Wait, spec: {duration: 0s}}\n' \
-    | call PUT $P/pipelines/hello @- application/yaml >/dev/null
-  local token
-  token=$(sed 's/projectIdentifier: demo/projectIdentifier: bench/' examples/triggers/hello.yaml \
-    | call PUT $P/pipelines/hello/triggers/hello_trigger @- application/yaml | field customWebhookToken)
-  KEY=$(call POST /accounts/bench/apikeys '{"name":"bench","role":"executor"}' | field key)
-  QUERY="/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench&pipelineIdentifier=hello&triggerIdentifier=hello_trigger"
-  URL="http://127.0.0.1:${PORTS[0]}$QUERY"
-}
 
-run() { # name url key [body file]
-  BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "$2" >/dev/null   # warm-up
-  local out; out=$(BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
-  echo "$out" | grep -E 'Non-2xx' >&2 || true
-  echo "$1 $(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')"
-}
 
 # run_nodes NAME SCRIPT PATH [KEY]: wrk on every node at once, the connections split evenly;
 # prints NAME with the summed rate and the worst p99.
@@ -114,13 +82,6 @@ PY
 RAW_PID=$!
 wait_port $RAW_PORT
 
-# A trigger on the bench pipeline whose payload condition never matches; sets NOMATCH_QUERY.
-add_nomatch_trigger() {
-  local token
-  token=$(printf 'trigger:\n  name: nomatch\n  identifier: nomatch\n  source:\n    type: Webhook\n    spec:\n      type: Custom\n      spec:\n        payloadConditions:\n          - {key: <+trigger.payload.ref>, operator: Equals, value: refs/heads/never}\n' \
-    | call PUT $P/pipelines/hello/triggers/nomatch @- application/yaml | field customWebhookToken)
-  NOMATCH_QUERY="/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench"
-}
 
 if [ "$MODE" != conditions ]; then
   echo "== ${DURATION}s per target, $CONNS connections, wrk -t2, on $(nproc) cores"

@@ -10,7 +10,9 @@
 #                    execution), engine idle            vs the peer's rule that does not match
 #   matched intake   the same trigger without the condition: each event queues a one-step
 #                    `Wait 0s` pipeline                 vs the peer answering its /bin/true hook
-#   status           GET triggerExecutionDetails of one event
+#   status           GET triggerExecutionDetails of the newest matched event, while the engine
+#                    drains the matched round's backlog
+#   status settled   the same for a no-match event, settled when stored (engine idle)
 #   p99 at half      matched intake at a fixed rate of half the matched peak, open model with
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
 # and for the peer, how many /bin/true-like commands it really ran per second (it answers 200 and
@@ -97,6 +99,10 @@ if [ "$MODE" != conditions ]; then
     add_nomatch_trigger
     NOM=$(run_nodes "${backend}_nomatch" bench/post.lua "$NOMATCH_QUERY" "$KEY")
     echo "$NOM"
+    # A no-match event is settled the moment it is stored: its status never changes again.
+    SETTLED=$(curl -s -H "X-Api-Key: $ROOT" "$API$P/webhookevents?limit=1&triggerIdentifier=nomatch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["content"][0]["eventId"])')
+    SET=$(run_nodes "${backend}_status_settled" bench/get.lua "/webhook/triggerExecutionDetails/$SETTLED?accountIdentifier=bench")
+    echo "$SET"
     TRG=$(run_nodes "${backend}_v3_intake" bench/post.lua "$QUERY" "$KEY")
     echo "$TRG"
     EVENT=$(curl -s -H "X-Api-Key: $ROOT" "$API$P/webhookevents?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["content"][0]["eventId"])')
@@ -105,7 +111,7 @@ if [ "$MODE" != conditions ]; then
     MEM=""
     for pid in "${NODE_PIDS[@]}"; do MEM="$MEM $(rss "$pid")"; done
     echo "${backend}: RSS after the run (MiB):$MEM"
-    LINES+=("$NOM" "$TRG" "$STS")
+    LINES+=("$NOM" "$SET" "$TRG" "$STS")
     if command -v oha >/dev/null; then
       # Half the matched peak, on a fresh database: not behind the peak's backlog.
       start_triggerd "$backend"
@@ -133,6 +139,7 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
         ("no-match", f"{name}_nomatch", peer_nomatch, ">= 0.40x floor, >= 1x peer"),
         ("matched", f"{name}_v3_intake", peer_true, ">= 0.25x floor, >= 2x peer"),
         ("status", f"{name}_status", None, ">= 0.60x floor"),
+        ("status settled", f"{name}_status_settled", None, ">= 0.60x floor"),
     ):
         r = rows[key]
         vs = f"{r['rps'] / peer['rps']:>7.2f}" if peer else f"{'':>7}"

@@ -390,16 +390,13 @@ mod tests {
         }
     }
 
-    fn insert_one(c: &Connection, v: &i64) -> StoreResult<()> {
-        insert(*v)(c)
-    }
-
-    #[tokio::test]
-    async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
-        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
-        // Hold the writer thread so that the items queue up behind it as one group.
+    /// Holds the writer thread inside a job until the sender is sent to (or dropped).
+    async fn hold(
+        writer: &Writer,
+    ) -> (
+        tokio::task::JoinHandle<StoreResult<()>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (started_tx, started_rx) = oneshot::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let blocker = tokio::spawn({
@@ -414,6 +411,20 @@ mod tests {
             }
         });
         started_rx.await.unwrap();
+        (blocker, go_tx)
+    }
+
+    fn insert_one(c: &Connection, v: &i64) -> StoreResult<()> {
+        insert(*v)(c)
+    }
+
+    #[tokio::test]
+    async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+        // Hold the writer thread so that the items queue up behind it as one group.
+        let (blocker, go_tx) = hold(&writer).await;
         // 7 is there twice: UNIQUE refuses the second.
         let items = [5, 6, 7, 7, 8];
         let writes: Vec<_> = items
@@ -540,21 +551,7 @@ mod tests {
     async fn a_full_queue_answers_overloaded_and_stores_nothing_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, thread) = Writer::start(table(&dir), 1, 1).unwrap();
-        // Hold the writer thread inside a job until told to go on.
-        let (started_tx, started_rx) = oneshot::channel::<()>();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::spawn({
-            let w = writer.clone();
-            async move {
-                w.write(move |_c: &Connection| {
-                    let _ = started_tx.send(());
-                    let _ = go_rx.recv();
-                    Ok(())
-                })
-                .await
-            }
-        });
-        started_rx.await.unwrap();
+        let (blocker, go_tx) = hold(&writer).await;
         // The queue holds one write: fill it, and wait until it is really queued.
         let filler = tokio::spawn({
             let w = writer.clone();

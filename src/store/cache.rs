@@ -146,9 +146,9 @@ struct Generations {
 }
 
 /// The size budget of one generation of [`SettledEvents`].
-pub const SETTLED_BUDGET: usize = 8 * 1024 * 1024;
+const SETTLED_BUDGET: usize = 8 * 1024 * 1024;
 /// How long a settled event is served from memory before it is read again.
-pub const SETTLED_TTL: Duration = Duration::from_secs(30);
+const SETTLED_TTL: Duration = Duration::from_secs(30);
 
 impl SettledEvents {
     fn new() -> Self {

@@ -129,12 +129,13 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         // it until it starts.
         if first {
             if let Err(e) = self.writer.try_submit(self.job()) {
-                let overloaded = matches!(e, StoreError::Overloaded);
+                // No job will take what is queued: it all fails as the submission did
+                // (`Overloaded` or `ShuttingDown`, which carry nothing, so each gets its own).
+                let full = matches!(e, StoreError::Overloaded);
                 for p in std::mem::take(&mut *self.queue.lock()) {
-                    let e = if overloaded {
-                        StoreError::Overloaded
-                    } else {
-                        StoreError::ShuttingDown
+                    let e = match full {
+                        true => StoreError::Overloaded,
+                        false => StoreError::ShuttingDown,
                     };
                     let _ = p.done.send((p.item, Err(e)));
                 }
@@ -189,10 +190,7 @@ fn write_group<I, O>(
             .map(|p| {
                 if conn.is_autocommit() {
                     // The failure rolled back the whole transaction (see commit_batch).
-                    Err(batch_failed(&StoreError::db(
-                        "writing a batch",
-                        BatchFailed("the transaction was rolled back".into()),
-                    )))
+                    Err(rolled_back())
                 } else {
                     in_savepoint(conn, |c| write(c, &p.item))
                 }
@@ -281,6 +279,14 @@ fn batch_failed(e: &StoreError) -> StoreError {
     StoreError::db("writing a batch", BatchFailed(e.to_string()))
 }
 
+/// The error of a job that did not run because its batch's transaction was already gone.
+fn rolled_back() -> StoreError {
+    StoreError::db(
+        "writing a batch",
+        BatchFailed("the transaction was rolled back".into()),
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct BatchFailed(String);
@@ -337,10 +343,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
     // Some errors (disk full, I/O) make SQLite roll back the whole transaction. A job run after
     // that would run in autocommit mode and commit on its own while its caller is told the
     // batch failed, so once the transaction is gone the remaining jobs do not run.
-    let aborted = StoreError::db(
-        "writing a batch",
-        BatchFailed("the transaction was rolled back".into()),
-    );
+    let aborted = rolled_back();
     let completions: Vec<Completion> = batch
         .drain(..)
         .map(|job| {
@@ -462,6 +465,68 @@ mod tests {
         assert_eq!(stored, vec![5, 6, 7, 8], "each stored item comes back");
         assert_eq!(failed, 1, "only the duplicate fails");
         assert_eq!(count(&dir), 4, "the group's other items are committed");
+    }
+
+    /// Inserts the value; 0 instead rolls the whole transaction back, as a full disk would.
+    fn insert_or_roll_back(c: &Connection, v: &i64) -> StoreResult<()> {
+        if *v == 0 {
+            let _ = c.execute_batch("ROLLBACK");
+            return Err(StoreError::db(
+                "inserting",
+                BatchFailed("rolled back".into()),
+            ));
+        }
+        insert_one(c, v)
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_transaction_is_rolled_back_commits_none_of_its_items_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_or_roll_back));
+        let (blocker, go_tx) = hold(&writer).await;
+        let writes: Vec<_> = [1, 0, 2]
+            .into_iter()
+            .map(|v| {
+                let c = Arc::clone(&coalescer);
+                tokio::spawn(async move { c.write(v).await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while coalescer.queue.lock().len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the items never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+
+        go_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut failed = 0;
+        for w in writes {
+            failed += usize::from(w.await.unwrap().is_err());
+        }
+        thread.shutdown().await;
+
+        assert_eq!(failed, 3, "every item of the lost transaction fails");
+        assert_eq!(
+            count(&dir),
+            0,
+            "none was written again outside a transaction"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_coalesced_write_after_shutdown_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        thread.shutdown().await;
+
+        let late = Coalescer::new(writer, insert_one).write(1).await;
+
+        assert!(matches!(late, Err(StoreError::ShuttingDown)), "{late:?}");
+        assert_eq!(count(&dir), 0);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use triggerd::domain::ids::{
 };
 use triggerd::store::executions::{Claim, Control, ControlOutcome, NewManualExecution, StepRecord};
 use triggerd::store::outbound::{
-    AttemptOutcome, AttemptRecord, EventRuleRecord, NewDelivery, Next, RuleEffect,
+    AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
 };
 use triggerd::store::{
     now_millis, ApiKeyRecord, NewExecution, PipelineRecord, RecordOutcome, Role, Store, StoreError,
@@ -720,6 +720,115 @@ fn delivery(scope: &ProjectRef, execution: &str, event_type: &str) -> NewDeliver
     }
 }
 
+/// Records one attempt of a claimed delivery: a 204 when it is done, a 503 otherwise.
+async fn attempted(f: &Fixture, d: &DueDelivery, next: Next) {
+    let status = if matches!(next, Next::Done) { 204 } else { 503 };
+    f.store
+        .record_attempt(
+            AttemptOutcome {
+                lease: d.lease.clone(),
+                attempt: AttemptRecord {
+                    delivery_id: d.delivery.id.clone(),
+                    attempt: d.delivery.attempts + 1,
+                    started_at: now_millis(),
+                    duration_ms: 1,
+                    url: d.rule.spec.url.clone(),
+                    request_headers: json!({}),
+                    response_status: Some(status),
+                    response_headers: None,
+                    response_body: None,
+                    error: None,
+                },
+                next,
+                rule: RuleEffect::Healthy,
+            },
+            now_millis(),
+        )
+        .await
+        .expect("attempt");
+}
+
+/// When each delivery of the rule is next due, by event type.
+async fn due_times(f: &Fixture) -> Vec<(String, Option<i64>)> {
+    let rule = Identifier::parse("ops", "rule").expect("id");
+    let mut page = f
+        .store
+        .list_deliveries(&f.scope, &rule, None, None, 100)
+        .await
+        .expect("deliveries")
+        .items;
+    page.sort_by_key(|d| d.seq);
+    page.into_iter()
+        .map(|d| (d.event_type, d.next_attempt_at))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_head_is_done() {
+    let f = fixture().await;
+    f.store
+        .put_event_rule(rule(&f.scope), None)
+        .await
+        .expect("rule");
+    f.store
+        .fan_out(vec![delivery(&f.scope, "x1", "pipeline_start")], i64::MAX)
+        .await
+        .expect("fan out");
+    let head = f
+        .store
+        .claim_deliveries(&[], 10, now_millis(), 60_000)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the head is due");
+    let retry_at = now_millis() + 60_000;
+    attempted(&f, &head, Next::RetryAt(retry_at, 1)).await;
+
+    // Fanned out after the head's failure was recorded: it waits with the head, not due now.
+    f.store
+        .fan_out(vec![delivery(&f.scope, "x1", "pipeline_end")], i64::MAX)
+        .await
+        .expect("fan out");
+    assert_eq!(
+        due_times(&f).await,
+        [
+            ("pipeline_start".to_owned(), Some(retry_at)),
+            ("pipeline_end".to_owned(), Some(retry_at)),
+        ]
+    );
+
+    // Another execution's events are not held back by this one's head.
+    f.store
+        .fan_out(vec![delivery(&f.scope, "x2", "pipeline_start")], i64::MAX)
+        .await
+        .expect("fan out");
+    let other = f
+        .store
+        .claim_deliveries(&[], 10, now_millis(), 60_000)
+        .await
+        .expect("claim");
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].delivery.execution_id.as_deref(), Some("x2"));
+
+    // The head, attempted again and done: the event behind it is due at once.
+    let head = f
+        .store
+        .claim_deliveries(&[], 10, retry_at, 60_000)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the head is due again");
+    assert_eq!(head.delivery.event_type, "pipeline_start");
+    attempted(&f, &head, Next::Done).await;
+    let next = f
+        .store
+        .claim_deliveries(&[], 10, now_millis(), 60_000)
+        .await
+        .expect("claim");
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].delivery.event_type, "pipeline_end");
+}
+
 #[tokio::test]
 async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
     let f = fixture().await;
@@ -746,30 +855,7 @@ async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
         assert_eq!(due.len(), 1, "one at a time: {due:?}");
         let d = &due[0];
         sent.push(d.delivery.event_type.clone());
-        let started_at = now_millis();
-        f.store
-            .record_attempt(
-                AttemptOutcome {
-                    lease: d.lease.clone(),
-                    attempt: AttemptRecord {
-                        delivery_id: d.delivery.id.clone(),
-                        attempt: 1,
-                        started_at,
-                        duration_ms: 1,
-                        url: d.rule.spec.url.clone(),
-                        request_headers: json!({}),
-                        response_status: Some(204),
-                        response_headers: None,
-                        response_body: None,
-                        error: None,
-                    },
-                    next: Next::Done,
-                    rule: RuleEffect::Healthy,
-                },
-                now_millis(),
-            )
-            .await
-            .expect("attempt");
+        attempted(&f, d, Next::Done).await;
     }
 
     assert_eq!(sent, kinds);

@@ -32,7 +32,9 @@ use crate::store::{Millis, Page, StoreError, StoreResult};
 /// Held shared by every transaction that adds outbox events, and exclusively while the outbox
 /// is read ("trgd" "obox" in ASCII).
 const OUTBOX_LOCK: i64 = 0x7472_6764_6f62_6f78;
-/// Serialises fan-outs across nodes ("trgd" "fout").
+/// Serialises fan-outs across nodes ("trgd" "fout"). An attempt that moves the later events of
+/// an execution holds it shared, so a fan-out reads a head's due time either before that
+/// attempt or after its commit, and the attempt moves what the fan-out added.
 const FAN_OUT_LOCK: i64 = 0x7472_6764_666f_7574;
 
 /// The rule columns [`rule_row_at`] reads (a macro so that other lists can extend it).
@@ -209,7 +211,9 @@ async fn insert_delivery(
     now: Millis,
 ) -> Result<bool, tokio_postgres::Error> {
     // A test is attempted by the caller at once under its own lease, never by the dispatcher;
-    // it is `Failed` until that attempt is recorded.
+    // it is `Failed` until that attempt is recorded. A later event of an execution is due no
+    // earlier than the pending ones before it to the same rule: behind a retried head it waits
+    // with it, as [`follow_the_head`] keeps it.
     let (status, lease) = if d.test {
         (delivery_status::FAILED, Some(TEST_LEASE))
     } else {
@@ -221,7 +225,11 @@ async fn insert_delivery(
             "INSERT INTO deliveries (id, account_id, org_id, project_id, rule_id, webhook_id, \
              event_type, payload, status, next_attempt_at, created_at, updated_at, execution_id, \
              lease_token, is_test) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+               GREATEST($10, (SELECT MAX(h.next_attempt_at) FROM deliveries h \
+                 WHERE h.execution_id = $12 AND h.rule_id = $5 AND h.status = 'Pending' \
+                   AND NOT $14)), \
+               $11, $11, $12, $13, $14) \
              ON CONFLICT (account_id, org_id, project_id, rule_id, webhook_id) WHERE NOT is_test \
              DO NOTHING",
         )
@@ -974,6 +982,13 @@ async fn record_attempt(
     let (attempts, in_order): (i32, bool) = (col(&updated, 0)?, col(&updated, 1)?);
     // Later events of the execution move only behind a head that is retried (or was before).
     if in_order && (next_at.is_some() || attempts > 1) {
+        execute(
+            c,
+            "locking out fan-outs",
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&FAN_OUT_LOCK],
+        )
+        .await?;
         follow_the_head(c, &a.delivery_id, next_at, now).await?;
     }
     let update = after_attempt(health, &o.rule, o.next, a.started_at);

@@ -116,7 +116,9 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
 
 fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Result<usize> {
     // A test is attempted by the caller at once under its own lease, never by the dispatcher;
-    // it is `Failed` until that attempt is recorded.
+    // it is `Failed` until that attempt is recorded. A later event of an execution is due no
+    // earlier than the pending ones before it to the same rule: behind a retried head it waits
+    // with it, as [`follow_the_head`] keeps it.
     let (status, lease) = if d.test {
         (delivery_status::FAILED, Some(TEST_LEASE))
     } else {
@@ -124,7 +126,11 @@ fn insert_delivery(c: &Connection, d: &NewDelivery, now: Millis) -> rusqlite::Re
     };
     c.prepare_cached(&format!(
         "INSERT INTO deliveries ({DELIVERY_COLS}, lease_token, is_test) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, NULL, NULL, ?11, ?11, ?12, ?13, ?14)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, \
+           COALESCE(MAX(?10, (SELECT MAX(h.next_attempt_at) FROM deliveries h \
+             WHERE h.execution_id = ?12 AND h.rule_id = ?5 AND h.status = 'Pending' \
+               AND NOT ?14)), ?10), \
+           NULL, NULL, ?11, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         d.id,

@@ -1,5 +1,5 @@
-//! The `triggerd` binary: the command line lives in [`triggerd::cli`]. Here too: the two
-//! allocator calls that need `unsafe`, which the library forbids.
+//! The `triggerd` binary: the command line lives in [`triggerd::cli`]. Here too: the calls that
+//! need `unsafe`, which the library forbids: two to the allocator, and the step spawner's fork.
 
 fn main() -> std::process::ExitCode {
     keep_large_allocations_out_of_the_arenas();
@@ -10,7 +10,19 @@ fn main() -> std::process::ExitCode {
             libc::malloc_trim(0);
         }
     });
+    triggerd::engine::spawner::set_fork(fork);
     triggerd::cli::main()
+}
+
+/// `fork(2)`, for the step spawner only (see `triggerd::engine::spawner`).
+fn fork() -> std::io::Result<Option<rustix::process::Pid>> {
+    // SAFETY: the spawner, the one caller, is single-threaded: the child, a copy of its one
+    // thread, holds no lock another thread held, and may allocate.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(rustix::process::Pid::from_raw(pid)),
+    }
 }
 
 /// glibc's malloc raises its mmap threshold (up to 32 MiB) after the first large free, so

@@ -99,12 +99,14 @@ impl Application {
         }
         engine::run_user::own_work_root(&work_root, run_user.is_some())
             .map_err(anyhow::Error::msg)?;
-        let supervisor = match (&run_user, &settings.step_supervisor) {
-            (Some(user), Some(binary)) => Some(
-                user.runnable_supervisor(binary, &work_root)
-                    .map_err(anyhow::Error::msg)?,
-            ),
-            (_, binary) => binary.clone(),
+        // Started from the thread that runs the server, which lives as long as it does.
+        let spawner = match &settings.step_supervisor {
+            Some(binary) => Some(Arc::new(
+                engine::spawner::Spawner::start(binary).with_context(|| {
+                    format!("starting the Run steps' spawner {}", binary.display())
+                })?,
+            )),
+            None => None,
         };
         let store = store::open(settings).await?;
         let listener = TcpListener::bind(&settings.listen)
@@ -118,7 +120,7 @@ impl Application {
                 grace: Duration::from_secs(settings.shutdown_grace_secs),
                 work_root,
                 launch: engine::Launch {
-                    supervisor,
+                    spawner,
                     user: run_user,
                 },
                 node_id: node_id.clone(),

@@ -106,19 +106,16 @@ pub struct DatabaseArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Internal: runs a Run step's script under supervision (the engine starts it).
+    /// Internal: forks the supervisors of Run steps (the engine starts it, once).
     #[command(
-        name = "supervise-step",
+        name = "step-spawner",
         hide = true,
-        after_help = "Example (the engine runs this, not people):\n  triggerd supervise-step --parent 4242 -- sh -c 'echo hi'"
+        after_help = "Example (the engine runs this, not people):\n  triggerd step-spawner --parent 4242"
     )]
-    SuperviseStep {
-        /// The pid of the triggerd that started it; if that is gone, nothing runs.
+    StepSpawner {
+        /// The pid of the triggerd that started it; if that is gone, it exits.
         #[arg(long)]
         parent: u32,
-        /// The program and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<std::ffi::OsString>,
     },
     /// Run the gateway.
     #[command(after_help = "Example:\n  triggerd serve --demo --listen 127.0.0.1:8080")]
@@ -271,9 +268,7 @@ fn run(cli: Cli) -> CliResult {
     };
     let config = cli.config;
     match cli.command {
-        Command::SuperviseStep { parent, command } => {
-            crate::engine::supervise::run(parent, &command)
-        }
+        Command::StepSpawner { parent } => crate::engine::spawner::run(parent),
         Command::Serve {
             demo,
             listen,

@@ -133,7 +133,7 @@ pub fn serve(
             public_url,
         },
     )?;
-    // Run steps run under this same binary's `supervise-step`.
+    // Run steps run under supervisors that this same binary's `step-spawner` forks.
     settings.step_supervisor = std::env::current_exe().ok();
     // Run steps are children running as the same user: without this they could read this
     // process's memory and /proc/<pid>/environ (which may hold TRIGGERD_ROOT_KEY).

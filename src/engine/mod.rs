@@ -21,6 +21,7 @@ pub mod live_log;
 pub mod retention;
 pub mod run;
 pub mod run_user;
+pub mod spawner;
 pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -110,10 +111,10 @@ pub struct EngineOptions {
 /// How Run steps are started.
 #[derive(Debug, Clone, Default)]
 pub struct Launch {
-    /// The `triggerd` binary Run steps are supervised by (`triggerd supervise-step`, which
-    /// kills every process a step started, even detached ones, when it ends or the server
-    /// dies). `None` runs scripts directly, in a process group only.
-    pub supervisor: Option<PathBuf>,
+    /// The spawner that starts each Run step under a supervisor (which kills every process
+    /// the step started, even detached ones, when it ends or the server dies). `None` runs
+    /// scripts directly, in a process group only.
+    pub spawner: Option<Arc<spawner::Spawner>>,
     /// The user steps run as, when not the server's own (see [`run_user`]).
     pub user: Option<run_user::RunUser>,
 }
@@ -686,9 +687,6 @@ async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == run_user::SUPERVISOR_COPY {
-            continue;
-        }
         let ended = match PlanExecutionId::parse(&name) {
             Some(id) => match store.load_run(&id).await {
                 Ok(Some(run)) => status::is_terminal(&run.execution.status),
@@ -698,7 +696,11 @@ async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io
             None => true,
         };
         if ended {
-            let _ = std::fs::remove_dir_all(entry.path());
+            // A file is what an older version left: its copy of the supervisor binary.
+            let _ = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(entry.path()),
+                _ => std::fs::remove_file(entry.path()),
+            };
         }
     }
     Ok(())
@@ -951,7 +953,7 @@ async fn run_step(
                     timeout: step.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
                     max_log_bytes: MAX_LOG_BYTES,
                     live: Some(sink),
-                    supervisor: cx.launch.supervisor.clone(),
+                    spawner: cx.launch.spawner.clone(),
                     user: cx.launch.user.clone(),
                 },
                 abort.child_token(),

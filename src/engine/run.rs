@@ -7,18 +7,23 @@
 //! server) away from the script: stopping it is the engine's job, through the abort token.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::fs::OFlags;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use super::spawner::{Script, ScriptFds, Spawner};
 use crate::domain::pipeline::{format_duration, Shell};
 
 /// The parent's variables a script may expect to find; everything else (the server's secrets
@@ -64,9 +69,9 @@ pub struct RunRequest {
     pub max_log_bytes: usize,
     /// Where output also goes as it arrives, for the live log; `None` keeps only the stored log.
     pub live: Option<LiveSink>,
-    /// The `triggerd` binary to run the script under (`supervise-step`, see
-    /// [`super::supervise`]); `None` runs it directly, held by its process group only.
-    pub supervisor: Option<PathBuf>,
+    /// The spawner that starts the script under a supervisor (see [`super::supervise`]);
+    /// `None` runs it directly, held by its process group only.
+    pub spawner: Option<Arc<Spawner>>,
     /// The user the script runs as, when not the server's own. The working directory and the
     /// output file are given to it; `HOME` is the working directory and `USER` its name.
     pub user: Option<super::run_user::RunUser>,
@@ -187,51 +192,17 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         );
     }
 
-    let mut command = match &req.supervisor {
-        Some(supervisor) => {
-            let mut c = Command::new(supervisor);
-            c.arg("supervise-step")
-                .arg("--parent")
-                .arg(std::process::id().to_string())
-                .arg("--")
-                .arg(shell);
-            c
-        }
-        None => Command::new(shell),
+    let started = match &req.spawner {
+        Some(spawner) => start_supervised(spawner, &req).await,
+        None => start_direct(&req),
     };
-    // The supervisor runs as the step's user too: no process of the server's user ever gets
-    // the step's environment (LD_PRELOAD and the like), and it can still kill what the script
-    // started, which runs as that same user.
-    if let Some(user) = &req.user {
-        command.uid(user.uid).gid(user.gid);
-    }
-    command
-        .arg("-c")
-        .arg(&req.command)
-        .current_dir(&req.work_dir)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if req.supervisor.is_none() {
-        // Its own group, killed as one. A supervisor makes its own session instead (which
-        // needs it not to lead a group yet); its id is the same, the child's pid.
-        command.process_group(0);
-    }
-    for name in INHERITED_ENV {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    if let Some(user) = &req.user {
-        command.env("HOME", &req.work_dir).env("USER", &user.name);
-    }
-    command.envs(req.env.iter().map(|(k, v)| (k, v)));
-    // Last, so the step's env cannot point the runner at another file.
-    command.env("TRIGGERD_OUTPUT", &req.output_file);
-
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let Started {
+        mut process,
+        stdout,
+        stderr,
+        mut group,
+    } = match started {
+        Ok(started) => started,
         Err(e) => {
             return RunResult::without_process(
                 RunStatus::SpawnFailed,
@@ -239,23 +210,10 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             )
         }
     };
-    // With `process_group(0)`, or the supervisor's `setsid`, the group id is the child's pid.
-    let mut group = GroupKiller {
-        leader: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw),
-        supervised: req.supervisor.is_some(),
-    };
 
     let mut log = TailBuffer::new(req.max_log_bytes);
     let ending = {
-        let drain = drain(
-            child.stdout.take(),
-            child.stderr.take(),
-            &mut log,
-            req.live.as_ref(),
-        );
+        let drain = drain(stdout, stderr, &mut log, req.live.as_ref());
         tokio::pin!(drain);
         let deadline = tokio::time::sleep(req.timeout);
         tokio::pin!(deadline);
@@ -263,23 +221,23 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         let ending = loop {
             tokio::select! {
                 biased;
-                status = child.wait() => break Ending::Exited(status),
+                status = process.wait() => break Ending::Exited(status),
                 () = &mut deadline => break Ending::TimedOut,
                 () = abort.cancelled() => break Ending::Aborted,
                 () = &mut drain, if !drained => drained = true,
             }
         };
-        if group.supervised {
+        if group.supervisor.is_some() {
             // The supervisor killed everything the script started before it exited. On a
             // timeout or abort it is told to, and given a moment; the group is the fallback.
             if !matches!(ending, Ending::Exited(_)) {
                 group.stop_supervisor();
-                if tokio::time::timeout(SUPERVISOR_GRACE, child.wait())
+                if tokio::time::timeout(SUPERVISOR_GRACE, process.wait())
                     .await
                     .is_err()
                 {
                     group.kill();
-                    let _ = child.wait().await;
+                    let _ = process.wait().await;
                 }
             }
             // A backstop in case the supervisor itself was killed (by the script, which may
@@ -292,11 +250,11 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             // meanwhile while any member of its group is alive (Linux keeps the number taken),
             // and if none is, there is nothing left to kill.
             if !group.kill() {
-                let _ = child.start_kill();
+                process.start_kill();
             }
             if !matches!(ending, Ending::Exited(_)) {
                 // SIGKILL cannot be caught: this returns as soon as the kernel has killed it.
-                let _ = child.wait().await;
+                let _ = process.wait().await;
             }
         }
         if !drained {
@@ -340,6 +298,155 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
     }
 }
 
+/// A started script: its process, its output pipes, and what kills it.
+struct Started {
+    process: Process,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    group: GroupKiller,
+}
+
+/// The read end of stdout or stderr.
+type Output = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The script's process: a direct child, or a supervisor the spawner forked (not this
+/// process's child), which reports the script's wait status on a pipe before it exits.
+enum Process {
+    Direct(Child),
+    Supervised {
+        status: pipe::Receiver,
+        read: Vec<u8>,
+    },
+}
+
+impl Process {
+    /// Waits for the end; cancel-safe, like [`Child::wait`].
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Self::Direct(child) => child.wait().await,
+            Self::Supervised { status, read } => {
+                let mut buf = [0u8; 4];
+                while read.len() < buf.len() {
+                    match status.read(&mut buf[..4 - read.len()]).await? {
+                        // Gone without a word: the supervisor was killed (by the group
+                        // backstop, or by the script, which runs as the same user).
+                        0 => return Ok(ExitStatus::from_raw(Signal::KILL.as_raw())),
+                        n => read.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let raw = i32::from_ne_bytes([read[0], read[1], read[2], read[3]]);
+                Ok(ExitStatus::from_raw(raw))
+            }
+        }
+    }
+
+    /// Sends `SIGKILL` to a direct child (a supervisor is stopped through its group).
+    fn start_kill(&mut self) {
+        if let Self::Direct(child) = self {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// The script's whole environment: a few of the server's variables, then the step's, then
+/// `TRIGGERD_OUTPUT`, last so the step's env cannot point the runner at another file.
+fn script_env(req: &RunRequest) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |key: &OsStr, value: &OsStr| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    };
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            set(name.as_ref(), &value);
+        }
+    }
+    if let Some(user) = &req.user {
+        set("HOME".as_ref(), req.work_dir.as_os_str());
+        set("USER".as_ref(), user.name.as_ref());
+    }
+    for (key, value) in &req.env {
+        set(key.as_ref(), value.as_ref());
+    }
+    set("TRIGGERD_OUTPUT".as_ref(), req.output_file.as_os_str());
+    env
+}
+
+/// Starts the script under a supervisor the spawner forks: it runs as the step's user (the
+/// supervisor too, so no process of the server's user ever gets the step's environment, such
+/// as `LD_PRELOAD`, and it can still kill what the script started), in a session of its own.
+async fn start_supervised(spawner: &Arc<Spawner>, req: &RunRequest) -> io::Result<Started> {
+    let (stdout, stdout_w) = step_pipe()?;
+    let (stderr, stderr_w) = step_pipe()?;
+    let (status, status_w) = step_pipe()?;
+    let fds = ScriptFds {
+        stdout: stdout_w,
+        stderr: stderr_w,
+        status: status_w,
+    };
+    let script = Script {
+        program: req.shell.as_str().into(),
+        args: vec!["-c".into(), req.command.clone().into()],
+        env: script_env(req),
+        work_dir: req.work_dir.clone(),
+        user: req.user.as_ref().map(|u| (u.uid, u.gid)),
+    };
+    // The write ends are closed here once sent: the supervisor (and the script) hold the only
+    // copies, so each pipe ends when they are gone.
+    let spawned = spawner.spawn(script, fds).await?;
+    Ok(Started {
+        process: Process::Supervised {
+            status,
+            read: Vec::new(),
+        },
+        stdout: Some(Box::new(stdout)),
+        stderr: Some(Box::new(stderr)),
+        group: GroupKiller {
+            leader: Some(spawned.pid),
+            supervisor: Some(spawned.pidfd),
+        },
+    })
+}
+
+/// A pipe: the runner's read end, and a blocking write end for the supervisor.
+fn step_pipe() -> io::Result<(pipe::Receiver, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((pipe::Receiver::from_owned_fd(read)?, write))
+}
+
+/// Starts the script as a direct child in a process group of its own, killed as one.
+fn start_direct(req: &RunRequest) -> io::Result<Started> {
+    let mut command = Command::new(req.shell.as_str());
+    if let Some(user) = &req.user {
+        command.uid(user.uid).gid(user.gid);
+    }
+    command
+        .arg("-c")
+        .arg(&req.command)
+        .current_dir(&req.work_dir)
+        .env_clear()
+        .envs(script_env(req))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn()?;
+    // With `process_group(0)` the group id is the child's pid.
+    let leader = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(Pid::from_raw);
+    Ok(Started {
+        stdout: child.stdout.take().map(|o| Box::new(o) as Output),
+        stderr: child.stderr.take().map(|e| Box::new(e) as Output),
+        process: Process::Direct(child),
+        group: GroupKiller {
+            leader,
+            supervisor: None,
+        },
+    })
+}
+
 /// Creates the step's output file afresh: whatever a script left at that name (a file, a
 /// symlink to somewhere the server may write, a FIFO) is removed first, and the new file is
 /// created exclusively, without following links, then given to the step's user through its
@@ -378,17 +485,19 @@ enum Ending {
 /// dropped midway. A supervisor is asked (`SIGTERM`), so that it can kill what left the group;
 /// an unsupervised script's group gets `SIGKILL`.
 struct GroupKiller {
-    /// The child's pid, which is its process group's id; `None` once ended.
+    /// The script's (or the supervisor's) pid, which is its process group's id; `None` once
+    /// killed.
     leader: Option<Pid>,
-    /// The child is `triggerd supervise-step`.
-    supervised: bool,
+    /// For a supervisor: a pidfd for it, `None` when it had already ended as it was started.
+    supervisor: Option<Option<OwnedFd>>,
 }
 
 impl GroupKiller {
-    /// Asks the supervisor to kill the step's processes and exit.
+    /// Asks the supervisor to kill the step's processes and exit. Through its pidfd: it is
+    /// not this process's child, so its pid may be another process's once it has ended.
     fn stop_supervisor(&self) {
-        if let Some(pid) = self.leader {
-            let _ = rustix::process::kill_process(pid, Signal::TERM);
+        if let Some(Some(pidfd)) = &self.supervisor {
+            let _ = rustix::process::pidfd_send_signal(pidfd, Signal::TERM);
         }
     }
 
@@ -408,7 +517,7 @@ impl GroupKiller {
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        if self.supervised {
+        if self.supervisor.is_some() {
             self.stop_supervisor();
         } else {
             self.kill();
@@ -465,8 +574,8 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 
 /// Reads both pipes until both reach end of file, appending chunks in arrival order.
 async fn drain(
-    mut stdout: Option<ChildStdout>,
-    mut stderr: Option<ChildStderr>,
+    mut stdout: Option<Output>,
+    mut stderr: Option<Output>,
     log: &mut TailBuffer,
     live: Option<&LiveSink>,
 ) {
@@ -709,7 +818,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             max_log_bytes: 1 << 20,
             live: None,
-            supervisor: None,
+            spawner: None,
             user: None,
         }
     }

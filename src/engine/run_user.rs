@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 /// The user a server running as root starts Run steps as, unless `run_user` says otherwise.
 pub const DEFAULT_RUN_USER: &str = "nobody";
 
-/// The name of the supervisor's copy in the working directories' root.
-pub const SUPERVISOR_COPY: &str = "triggerd-supervisor";
-
 /// A user to run steps as, other than the server's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunUser {
@@ -73,39 +70,6 @@ impl RunUser {
             }
             Err(_) => true,
         })
-    }
-
-    /// True when this user can execute `file`: reach it, and an `x` bit applies to it.
-    pub fn can_execute(&self, file: &Path) -> bool {
-        self.can_reach(file)
-            && std::fs::metadata(file).is_ok_and(|m| {
-                let mode = m.mode();
-                (m.uid() == self.uid && mode & 0o100 != 0)
-                    || (m.gid() == self.gid && mode & 0o010 != 0)
-                    || mode & 0o001 != 0
-            })
-    }
-
-    /// The supervisor binary this user can start: `binary` itself, or, when it lies out of the
-    /// user's reach (`/root/.cargo/bin`, a clone under `/root`), a copy of it in the working
-    /// directories' root, which the user can reach.
-    pub fn runnable_supervisor(&self, binary: &Path, work_root: &Path) -> Result<PathBuf, String> {
-        use std::os::unix::fs::PermissionsExt;
-        if self.can_execute(binary) {
-            return Ok(binary.to_path_buf());
-        }
-        let copy = work_root.join(SUPERVISOR_COPY);
-        std::fs::copy(binary, &copy)
-            .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)))
-            .map_err(|e| {
-                format!(
-                    "run_user {} cannot execute {}, and copying it to {} failed: {e}",
-                    self.name,
-                    binary.display(),
-                    copy.display()
-                )
-            })?;
-        Ok(copy)
     }
 
     /// Where working directories go when the configured place is out of this user's reach: a
@@ -287,36 +251,5 @@ mod tests {
             let err = own_work_root(&mine, true).unwrap_err();
             assert!(err.contains("belongs to uid 54321"), "{err}");
         }
-    }
-
-    #[test]
-    fn a_supervisor_out_of_the_users_reach_is_copied_into_the_work_root() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let private = dir.path().join("private");
-        std::fs::create_dir(&private).unwrap();
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let binary = private.join("triggerd");
-        std::fs::write(&binary, b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let work_root = dir.path().join("work");
-        own_work_root(&work_root, true).unwrap();
-        let stranger = RunUser {
-            name: "stranger".into(),
-            uid: 54321,
-            gid: 54321,
-        };
-
-        let runnable = stranger.runnable_supervisor(&binary, &work_root).unwrap();
-
-        assert_eq!(runnable, work_root.join(SUPERVISOR_COPY));
-        assert!(stranger.can_execute(&runnable));
-        assert!(!stranger.can_execute(&binary));
-        // Reachable already: used as it is.
-        assert_eq!(
-            stranger.runnable_supervisor(&runnable, &work_root).unwrap(),
-            runnable
-        );
     }
 }

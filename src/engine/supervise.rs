@@ -1,27 +1,28 @@
-//! The step supervisor: `triggerd supervise-step --parent PID -- sh -c COMMAND`, the process a
-//! Run step's script runs under (DESIGN §6.1, issue "Run steps see too much").
+//! The step supervisor: the process a Run step's script runs under (DESIGN §6.1, issue "Run
+//! steps see too much"), forked by the [spawner](super::spawner).
 //!
 //! A process group alone cannot hold a script: `setsid sleep 1000 &` leaves it, and outlives the
 //! step. The supervisor makes itself a *child subreaper*, so every process the script starts,
 //! however it detaches, stays among its descendants (an orphan is re-parented to it, not to
 //! init). When the script exits, or when the runner asks (`SIGTERM`: timeout, abort), it kills
-//! every descendant, reaps them, and exits with the script's own status (dying by the same
-//! signal when the script was killed), so the runner reports it unchanged.
+//! every descendant, reaps them, and reports the script's own wait status to the runner.
 //!
-//! Its parent-death signal is `SIGTERM`: when triggerd dies, even by `kill -9`, the supervisor
-//! is told at once and kills the step's processes the same way.
+//! Its parent-death signal is `SIGTERM`: when the spawner dies, as it does with triggerd, even
+//! by `kill -9`, the supervisor is told at once and kills the step's processes the same way.
 //!
-//! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. Its
-//! environment is the step's (cleared by the runner), never triggerd's.
+//! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. It runs
+//! as the step's user, and gives the script only the step's environment (cleared by the
+//! runner), never triggerd's.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::process::{Gid, Pid, Signal, Uid, WaitOptions};
+
+use super::spawner::{Script, ScriptFds};
 
 /// How often the supervisor looks for the script's exit and for a stop request: every
 /// [`FIRST_POLL`] at first, twice as long after each look, up to [`POLL`]. Most scripts end
@@ -31,52 +32,84 @@ const FIRST_POLL: Duration = Duration::from_micros(250);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
 const SWEEP_ROUNDS: usize = 200;
 
-/// Runs `command` (program and arguments) supervised, then exits the process. `parent` is the pid of the triggerd that started it: if it is already
-/// gone, nothing is started.
-pub fn run(parent: u32, command: &[OsString]) -> ! {
-    let code = supervise(parent, command);
-    std::process::exit(code)
+/// The supervisor's life in a child the [spawner](super::spawner) forked: takes the step's
+/// pipes as its stdout and stderr, becomes the step's user, supervises the script, writes its
+/// wait status on the status pipe, and exits. `parent` is the spawner.
+pub fn run_forked(parent: Pid, script: &Script, fds: ScriptFds) -> ! {
+    let ended = match become_the_step(script, &fds) {
+        Ok(()) => supervise(parent, script),
+        Err(e) => {
+            eprintln!(
+                "[triggerd] could not start {}: {e}",
+                script.program.to_string_lossy()
+            );
+            Ended::Code(126)
+        }
+    };
+    let raw = match ended {
+        Ended::Code(code) => (code & 0xff) << 8,
+        Ended::Signal(signal) => signal & 0x7f,
+    };
+    let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
+    std::process::exit(0)
 }
 
-fn supervise(parent: u32, command: &[OsString]) -> i32 {
-    let Some((program, args)) = command.split_first() else {
-        eprintln!("[triggerd] supervise-step: no command given");
-        return 2;
+/// Points stdout and stderr at the step's pipes, and drops to the step's user (supplementary
+/// groups first, then the group, then the user, each for real, effective and saved ids).
+fn become_the_step(script: &Script, fds: &ScriptFds) -> std::io::Result<()> {
+    rustix::stdio::dup2_stdout(&fds.stdout)?;
+    rustix::stdio::dup2_stderr(&fds.stderr)?;
+    if let Some((uid, gid)) = script.user {
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        rustix::thread::set_thread_groups(&[])?;
+        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    }
+    Ok(())
+}
+
+fn supervise(parent: Pid, script: &Script) -> Ended {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("[triggerd] supervisor: {what}: {e}");
+        Ended::Code(2)
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            eprintln!("[triggerd] supervise-step: cannot handle signal {signal}: {e}");
-            return 2;
+            return failed(&format!("cannot handle signal {signal}"), &e);
         }
     }
-    // Told when triggerd dies; then checked, since it may have died before this line.
+    // Told when the spawner dies (it dies with triggerd); then checked, since it may have died
+    // before this line.
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::TERM)) {
-        eprintln!("[triggerd] supervise-step: cannot watch the server: {e}");
-        return 2;
+        return failed("cannot watch the server", &e);
     }
-    if rustix::process::getppid().map(Pid::as_raw_pid) != i32::try_from(parent).ok() {
-        return 128 + signal_hook::consts::SIGTERM;
+    if rustix::process::getppid() != Some(parent) {
+        return Ended::Code(128 + signal_hook::consts::SIGTERM);
     }
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        eprintln!("[triggerd] supervise-step: cannot become a subreaper: {e}");
-        return 2;
+        return failed("cannot become a subreaper", &e);
     }
     // A session of its own: no controlling terminal the script could read or write (the
     // server's, when it was started from one). Its id stays this process's group id, which
     // the runner kills as a backstop.
     if let Err(e) = rustix::process::setsid() {
-        eprintln!("[triggerd] supervise-step: cannot start a session: {e}");
-        return 2;
+        return failed("cannot start a session", &e);
     }
-    let child = match Command::new(program).args(args).spawn() {
+    let child = match Command::new(&script.program)
+        .args(&script.args)
+        .env_clear()
+        .envs(script.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&script.work_dir)
+        .spawn()
+    {
         Ok(child) => child,
         Err(e) => {
             eprintln!(
                 "[triggerd] could not start {}: {e}",
-                program.to_string_lossy()
+                script.program.to_string_lossy()
             );
-            return 127;
+            return Ended::Code(127);
         }
     };
     let main = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
@@ -97,15 +130,7 @@ fn supervise(parent: u32, command: &[OsString]) -> i32 {
     if ended.is_none() {
         ended = reap(main);
     }
-    match ended {
-        Some(Ended::Code(code)) => code,
-        Some(Ended::Signal(signal)) => {
-            // Die the way the script died, so the runner reports "killed by signal N".
-            let _ = signal_hook::low_level::emulate_default_handler(signal);
-            128 + signal
-        }
-        None => 128 + signal_hook::consts::SIGTERM,
-    }
+    ended.unwrap_or(Ended::Code(128 + signal_hook::consts::SIGTERM))
 }
 
 /// How the script ended.

@@ -260,6 +260,9 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_reads_neither_the_dat
              if cat '{db}' >/dev/null 2>&1; then echo db=readable; else echo db=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
              if cat /proc/{server}/environ >/dev/null 2>&1; then echo server=readable; else echo server=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
              echo \"home=$HOME\" >> \"$TRIGGERD_OUTPUT\"\n\
+             echo \"supervisor=$(awk '/^Uid:/ {{print $2}}' /proc/$PPID/status)\" >> \"$TRIGGERD_OUTPUT\"\n\
+             spawner=$(awk '{{print $4}}' /proc/$PPID/stat)\n\
+             if cat /proc/$spawner/environ >/dev/null 2>&1; then echo spawner=readable; else echo spawner=denied; fi >> \"$TRIGGERD_OUTPUT\"\n\
              echo ok > written-here\n",
             server = std::process::id()
         )),
@@ -279,6 +282,12 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_reads_neither_the_dat
             .expect("a nobody user")
             .to_owned();
         assert_eq!(outputs["uid"], nobody.as_str(), "{outputs}");
+        assert_eq!(
+            outputs["supervisor"],
+            nobody.as_str(),
+            "the supervisor runs as the step's user too: {outputs}"
+        );
+        assert_eq!(outputs["spawner"], "denied", "{outputs}");
         assert_eq!(outputs["db"], "denied", "{outputs}");
         assert_eq!(
             outputs["server"], "denied",
@@ -293,6 +302,55 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_reads_neither_the_dat
     } else {
         assert_eq!(outputs["uid"], euid.to_string().as_str(), "{outputs}");
     }
+}
+
+#[tokio::test]
+async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    // The script's parent is its supervisor, whose parent is the spawner.
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(
+            "echo \"spawner=$(awk '{print $4}' /proc/$PPID/stat)\" >> \"$TRIGGERD_OUTPUT\"",
+        ),
+    )
+    .await;
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+    let first: i32 = step_outputs(&app, &t).await["spawner"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .expect("the spawner's pid");
+    assert!(
+        std::fs::read_to_string(format!("/proc/{first}/cmdline"))
+            .is_ok_and(|c| c.contains("step-spawner")),
+        "pid {first} is the spawner"
+    );
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+    wait_until_dead(first, "the spawner").await;
+
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+    let events = app.events(&t).await;
+    let newest = events[0]["pipelineExecutionId"].as_str().expect("id");
+    let res = app
+        .with_key(
+            Method::GET,
+            &format!("{}/executions/{newest}", t.project_path()),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    let second = success_data(res).await["steps"][0]["outputs"]["spawner"].clone();
+    assert!(
+        second.as_str().is_some_and(|p| p != first.to_string()),
+        "a new spawner: {second}"
+    );
 }
 
 #[tokio::test]

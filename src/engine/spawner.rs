@@ -1,0 +1,470 @@
+//! The step spawner: `triggerd step-spawner`, one small, single-threaded child the server
+//! starts once. For each Run step it forks a [supervisor](super::supervise) of its own, which
+//! drops to the step's user and starts the script.
+//!
+//! Forking the server itself for each step copied its page tables (tens of MiB of mappings,
+//! tokio's threads, SQLite's cache) and made every thread fault on its next write. Then
+//! `exec`ing this 150 MB binary again, to supervise, cost its relocations and page faults: 60 %
+//! of all CPU time, most of it in the kernel, at 250 one-step pipelines per second. A fork of
+//! this small process costs a fraction of that, and the supervisor needs no `exec`.
+//!
+//! The server and the spawner talk over a Unix stream socket (the spawner's stdin). A request
+//! is a length, then [`Script`] fields, with the step's three pipe ends attached (`SCM_RIGHTS`):
+//! its stdout, its stderr, and a status pipe on which the supervisor writes the script's wait
+//! status before it exits. The answer is the supervisor's pid (or an errno) with a pidfd
+//! attached, through which the server signals it even after the spawner has reaped it.
+//!
+//! The spawner ends when its socket closes, as it does when the server dies, and each
+//! supervisor is told (`SIGTERM`) when the spawner dies: a `kill -9` of the server still ends
+//! every step's processes.
+
+use std::ffi::OsString;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use rustix::process::{Pid, PidfdFlags};
+
+/// The largest request accepted: a step's command and env are bounded far below this.
+const MAX_REQUEST: usize = 16 * 1024 * 1024;
+
+/// What `fork` returned: `None` in the child, the child's pid in the parent.
+pub type ForkFn = fn() -> io::Result<Option<Pid>>;
+
+static FORK: OnceLock<ForkFn> = OnceLock::new();
+
+/// Registers `fork`, which this crate cannot call (it has no unsafe code): the binary does,
+/// for the spawner only, which is single-threaded when it forks.
+pub fn set_fork(fork: ForkFn) {
+    let _ = FORK.set(fork);
+}
+
+/// One script to start under a supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The interpreter (looked up on the `PATH` of `env`).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The script's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Its working directory.
+    pub work_dir: PathBuf,
+    /// The user and group it runs as (the supervisor too), when not the server's.
+    pub user: Option<(u32, u32)>,
+}
+
+/// The step's ends of its pipes, handed to the supervisor.
+pub struct ScriptFds {
+    /// The script's stdout.
+    pub stdout: OwnedFd,
+    /// The script's stderr (the supervisor's too).
+    pub stderr: OwnedFd,
+    /// Where the supervisor writes the script's wait status (4 bytes, native order).
+    pub status: OwnedFd,
+}
+
+/// A supervisor the spawner started.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid: also its session and process group once it has called `setsid`.
+    pub pid: Pid,
+    /// A pidfd for it, or `None` when it had already ended and been reaped.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// The server's handle on its spawner. A spawner that died (it never should, but an operator
+/// or the OOM killer may kill it) is started again for the next step.
+#[derive(Debug)]
+pub struct Spawner {
+    binary: PathBuf,
+    connection: Mutex<Option<Connection>>,
+}
+
+/// A running spawner.
+#[derive(Debug)]
+struct Connection {
+    socket: UnixStream,
+    // Reaped by tokio once the spawner exits, which it does when `socket` closes.
+    _process: tokio::process::Child,
+}
+
+impl Spawner {
+    /// Starts `binary step-spawner` with a cleared environment.
+    pub fn start(binary: &Path) -> io::Result<Self> {
+        let connection = Connection::start(binary)?;
+        Ok(Self {
+            binary: binary.to_path_buf(),
+            connection: Mutex::new(Some(connection)),
+        })
+    }
+
+    /// Starts `script` under a new supervisor (off the async threads: the spawner answers in
+    /// well under a millisecond, but it blocks).
+    pub async fn spawn(self: &Arc<Self>, script: Script, fds: ScriptFds) -> io::Result<Spawned> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.spawn_blocking(&script, &fds))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn spawn_blocking(&self, script: &Script, fds: &ScriptFds) -> io::Result<Spawned> {
+        let request = encode(script);
+        let mut connection = self
+            .connection
+            .lock()
+            .map_err(|_| io::Error::other("the spawner's lock was poisoned"))?;
+        for attempt in 0..2 {
+            if connection.is_none() || attempt > 0 {
+                *connection = None;
+                *connection = Some(Connection::start(&self.binary)?);
+            }
+            let Some(c) = connection.as_mut() else {
+                continue;
+            };
+            // Not sent: the spawner is gone, and a new one gets the request. Sent but not
+            // answered: the step may have started, so it is not started again.
+            if let Err(e) = c.send(&request, fds) {
+                tracing::warn!(error = %e, "the Run steps' spawner is gone; starting another");
+                continue;
+            }
+            let answer = c.answer();
+            if answer.is_err() {
+                *connection = None;
+            }
+            return answer;
+        }
+        Err(io::Error::other(
+            "the Run steps' spawner died at once, twice",
+        ))
+    }
+}
+
+impl Connection {
+    fn start(binary: &Path) -> io::Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let process = tokio::process::Command::new(binary)
+            .arg("step-spawner")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Self {
+            socket: ours,
+            _process: process,
+        })
+    }
+
+    fn send(&mut self, request: &[u8], fds: &ScriptFds) -> io::Result<()> {
+        let header = u32::try_from(request.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?
+            .to_ne_bytes();
+        send_with_fds(
+            &self.socket,
+            &header,
+            &[fds.stdout.as_fd(), fds.stderr.as_fd(), fds.status.as_fd()],
+        )?;
+        self.socket.write_all(request)
+    }
+
+    fn answer(&mut self) -> io::Result<Spawned> {
+        let mut answer = [0u8; 5];
+        let (n, mut pidfds) = recv_with_fds(&self.socket, &mut answer, 1)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.socket.read_exact(&mut answer[n..])?;
+        let value = i32::from_ne_bytes([answer[1], answer[2], answer[3], answer[4]]);
+        if answer[0] != 0 {
+            return Err(io::Error::from_raw_os_error(value));
+        }
+        let pid = Pid::from_raw(value)
+            .ok_or_else(|| io::Error::other("the spawner answered an invalid pid"))?;
+        Ok(Spawned {
+            pid,
+            pidfd: pidfds.pop(),
+        })
+    }
+}
+
+/// Sends `bytes` (all at once, or an error) with `fds` attached.
+fn send_with_fds(
+    socket: &UnixStream,
+    bytes: &[u8],
+    fds: &[rustix::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors to pass"));
+    }
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent == bytes.len() {
+        Ok(())
+    } else {
+        // A few bytes on an empty socket are never sent in part.
+        Err(io::Error::other("a short write to the spawner's socket"))
+    }
+}
+
+/// Receives up to `buf.len()` bytes and at most `max_fds` descriptors (close-on-exec); 0 bytes
+/// is the end of the stream.
+fn recv_with_fds(
+    socket: &UnixStream,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        socket,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if fds.len() > max_fds {
+        return Err(io::Error::other("too many descriptors received"));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// The request's payload: NUL-terminated fields (none of them can hold a NUL: `exec` would
+/// refuse it): the working directory, the uid and gid (empty for none), the program, the
+/// argument count, the arguments, then `KEY=VALUE` for each variable.
+fn encode(script: &Script) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut field = |bytes: &[u8]| {
+        out.extend_from_slice(bytes);
+        out.push(0);
+    };
+    field(script.work_dir.as_os_str().as_bytes());
+    let (uid, gid) = script
+        .user
+        .map(|(u, g)| (u.to_string(), g.to_string()))
+        .unwrap_or_default();
+    field(uid.as_bytes());
+    field(gid.as_bytes());
+    field(script.program.as_bytes());
+    field(script.args.len().to_string().as_bytes());
+    for arg in &script.args {
+        field(arg.as_bytes());
+    }
+    for (key, value) in &script.env {
+        let mut pair = key.as_bytes().to_vec();
+        pair.push(b'=');
+        pair.extend_from_slice(value.as_bytes());
+        field(&pair);
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<Script> {
+    let body = bytes.strip_suffix(&[0])?;
+    let mut fields = body.split(|&b| b == 0);
+    let work_dir = PathBuf::from(OsString::from_vec(fields.next()?.to_vec()));
+    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u32>().ok();
+    let (uid, gid) = (fields.next()?, fields.next()?);
+    let user = match (uid.is_empty(), gid.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((number(uid)?, number(gid)?)),
+        _ => return None,
+    };
+    let program = OsString::from_vec(fields.next()?.to_vec());
+    let argc = number(fields.next()?)? as usize;
+    let args = (0..argc)
+        .map(|_| fields.next().map(|a| OsString::from_vec(a.to_vec())))
+        .collect::<Option<Vec<_>>>()?;
+    let env = fields
+        .map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=')?;
+            Some((
+                OsString::from_vec(pair[..at].to_vec()),
+                OsString::from_vec(pair[at + 1..].to_vec()),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Script {
+        program,
+        args,
+        env,
+        work_dir,
+        user,
+    })
+}
+
+/// `triggerd step-spawner`: serves the server on stdin until it closes, then exits. `parent`
+/// is the server's pid: if it is already gone, nothing is served.
+pub fn run(parent: u32) -> ! {
+    let code = match serve(parent) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("[triggerd] step-spawner: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(parent: u32) -> io::Result<()> {
+    let Some(&fork) = FORK.get() else {
+        return Err(io::Error::other("this build cannot fork"));
+    };
+    // It ends when its socket does: when the server closes it, or dies. (Not by a parent-death
+    // signal: that would come when the server's thread that started it ends.)
+    if rustix::process::getppid().map(Pid::as_raw_pid) != i32::try_from(parent).ok() {
+        return Ok(());
+    }
+    // Its memory holds nothing secret, but a script of the server's own user must not take it
+    // over to start processes the server would signal.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let socket = UnixStream::from(rustix::io::dup(rustix::stdio::stdin())?);
+    // Its stdin is now the socket's only copy; the supervisors get /dev/null.
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    let me = rustix::process::getpid();
+    let mut running = 0usize;
+    loop {
+        // Ended supervisors are reaped before each request, and every 50 ms while any runs.
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+            running = running.saturating_sub(1);
+        }
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        let mut poll = [rustix::event::PollFd::new(
+            &socket,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut poll, (running > 0).then_some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut header = [0u8; 4];
+        let (n, fds) = recv_with_fds(&socket, &mut header, 3)?;
+        if n == 0 {
+            return Ok(());
+        }
+        (&socket).read_exact(&mut header[n..])?;
+        let len = u32::from_ne_bytes(header) as usize;
+        if len > MAX_REQUEST {
+            return Err(io::Error::other("a request over the size limit"));
+        }
+        let mut body = vec![0u8; len];
+        (&socket).read_exact(&mut body)?;
+        let answer = match (decode(&body), <[OwnedFd; 3]>::try_from(fds)) {
+            (Some(script), Ok([stdout, stderr, status])) => match fork()? {
+                None => {
+                    drop(socket);
+                    super::supervise::run_forked(
+                        me,
+                        &script,
+                        ScriptFds {
+                            stdout,
+                            stderr,
+                            status,
+                        },
+                    )
+                }
+                Some(pid) => {
+                    running += 1;
+                    Ok((
+                        pid,
+                        rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok(),
+                    ))
+                }
+            },
+            _ => Err(rustix::io::Errno::INVAL),
+        };
+        let (bytes, pidfd) = match answer {
+            Ok((pid, pidfd)) => (answer_bytes(0, pid.as_raw_pid()), pidfd),
+            Err(errno) => (answer_bytes(1, errno.raw_os_error()), None),
+        };
+        match &pidfd {
+            Some(fd) => send_with_fds(&socket, &bytes, &[fd.as_fd()])?,
+            None => send_with_fds(&socket, &bytes, &[])?,
+        }
+    }
+}
+
+fn answer_bytes(kind: u8, value: i32) -> [u8; 5] {
+    let v = value.to_ne_bytes();
+    [kind, v[0], v[1], v[2], v[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(user: Option<(u32, u32)>) -> Script {
+        Script {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo \"$A\" = b; true".into(),
+                String::new().into(),
+            ],
+            env: vec![
+                ("A".into(), "x=y".into()),
+                ("EMPTY".into(), "".into()),
+                ("UTF".into(), OsString::from_vec(vec![0xff, b'z'])),
+            ],
+            work_dir: "/tmp/w d".into(),
+            user,
+        }
+    }
+
+    #[test]
+    fn a_request_decodes_to_the_script_it_encodes() {
+        for user in [None, Some((1000, 1001))] {
+            let s = script(user);
+            assert_eq!(decode(&encode(&s)), Some(s));
+        }
+    }
+
+    #[test]
+    fn a_malformed_request_decodes_to_nothing() {
+        let good = encode(&script(None));
+        assert_eq!(decode(&good[..good.len() - 1]), None, "no final NUL");
+        assert_eq!(
+            decode(b"/w\x001\x00\x00sh\x000\x00"),
+            None,
+            "a uid without a gid"
+        );
+        assert_eq!(
+            decode(b"/w\x00\x00\x00sh\x003\x00-c\x00"),
+            None,
+            "missing arguments"
+        );
+        assert_eq!(
+            decode(b"/w\x00\x00\x00sh\x000\x00NOEQUALS\x00"),
+            None,
+            "a bad variable"
+        );
+        assert_eq!(decode(b""), None);
+    }
+}

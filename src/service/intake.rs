@@ -556,14 +556,17 @@ pub async fn event_status(
         may_read(gw, &hit.event, account, api_key, not_found).await?;
         return Ok(hit);
     }
-    let event = gw.store.get_event(&id).await?.ok_or_else(not_found)?;
+    let (event, mut run) = gw
+        .store
+        .get_event_with_run(&id)
+        .await?
+        .ok_or_else(not_found)?;
     may_read(gw, &event, account, api_key, not_found).await?;
     let run = match &event.plan_execution_id {
         None => None,
         Some(plan) => {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
-                let run = gw.store.load_run(plan).await?;
                 let settled = run
                     .as_ref()
                     .is_none_or(|r| SETTLED.contains(&r.execution.status.as_str()));
@@ -574,6 +577,7 @@ pub async fn event_status(
                     };
                 }
                 tokio::time::sleep(LONG_POLL_INTERVAL).await;
+                run = gw.store.load_run(plan).await?;
             }
         }
     };

@@ -613,6 +613,22 @@ pub trait Store:
     ) -> StoreResult<RecordOutcome>;
     /// Reads an event.
     async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>>;
+    /// Reads an event and, when it requested one, its execution as
+    /// [`load_run`](executions::ExecutionStore::load_run) does: what a status poll shows. A
+    /// backend that can reads both at one point in time, in one round.
+    async fn get_event_with_run(
+        &self,
+        id: &EventId,
+    ) -> StoreResult<Option<(WebhookEvent, Option<executions::RunState>)>> {
+        let Some(event) = self.get_event(id).await? else {
+            return Ok(None);
+        };
+        let run = match &event.plan_execution_id {
+            Some(plan) => self.load_run(plan).await?,
+            None => None,
+        };
+        Ok(Some((event, run)))
+    }
     /// Lists a project's events, newest first.
     async fn list_events(
         &self,

@@ -324,36 +324,7 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
-        let id = id.clone();
-        self.read("loading an execution", move |c| {
-            let Some((execution, spec, failure)) = c
-                .prepare_cached(&format!(
-                    "SELECT {EXECUTION_COLS}, pipeline_spec, failure_message FROM executions \
-                     WHERE plan_execution_id = ?1"
-                ))?
-                .query_row([id.as_str()], |r| {
-                    let spec: Option<String> = r.get(15)?;
-                    Ok((execution_row(r)?, spec, r.get::<_, Option<String>>(16)?))
-                })
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            // Logs (up to 1 MiB each) are left out: status polls read this often.
-            let steps = c
-                .prepare_cached(&format!(
-                    "SELECT {STEP_COLS_WITHOUT_LOG}, NULL FROM execution_steps \
-                     WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index"
-                ))?
-                .query_map([id.as_str()], step_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some(RunState {
-                execution,
-                pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
-                steps,
-                failure_message: failure,
-            }))
-        })
+        self.read("loading an execution", |c| read_run(c, id))
     }
 
     async fn start_execution(
@@ -819,3 +790,37 @@ fn finish(
 #[derive(Debug, thiserror::Error)]
 #[error("malformed plan execution id {0:?}")]
 struct BadId(String);
+
+/// An execution with its snapshot and steps (without their logs), as `load_run` returns it.
+pub(super) fn read_run(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+) -> rusqlite::Result<Option<RunState>> {
+    let Some((execution, spec, failure)) = c
+        .prepare_cached(&format!(
+            "SELECT {EXECUTION_COLS}, pipeline_spec, failure_message FROM executions \
+             WHERE plan_execution_id = ?1"
+        ))?
+        .query_row([id.as_str()], |r| {
+            let spec: Option<String> = r.get(15)?;
+            Ok((execution_row(r)?, spec, r.get::<_, Option<String>>(16)?))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // Logs (up to 1 MiB each) are left out: status polls read this often.
+    let steps = c
+        .prepare_cached(&format!(
+            "SELECT {STEP_COLS_WITHOUT_LOG}, NULL FROM execution_steps \
+             WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index"
+        ))?
+        .query_map([id.as_str()], step_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(RunState {
+        execution,
+        pipeline_spec: spec.and_then(|s: String| serde_json::from_str(&s).ok()),
+        steps,
+        failure_message: failure,
+    }))
+}

@@ -288,13 +288,39 @@ impl ReadPool {
             .and_then(|c| c.busy_timeout(std::time::Duration::from_secs(5)).map(|_| c))
             .map_err(|e| StoreError::db("opening a read connection", e))?,
         };
-        let result = f(&conn).map_err(|e| StoreError::db(what.to_owned(), e));
+        // One transaction, so that a read of several statements sees one state of the
+        // database, and the snapshot (with the page cache that WAL mode drops whenever the
+        // writer committed since) is taken once, not per statement.
+        let result = in_read_transaction(&conn, f).map_err(|e| StoreError::db(what.to_owned(), e));
         let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE_READERS {
+        // One still in a transaction (its end failed) is not used again.
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             idle.push(conn);
         }
         result
     }
+}
+
+fn read_event(c: &Connection, id: &EventId) -> rusqlite::Result<Option<WebhookEvent>> {
+    c.prepare_cached(&format!(
+        "SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = ?1"
+    ))?
+    .query_row([id.as_str()], event_row)
+    .optional()
+}
+
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let result = f(conn);
+    // A read changes nothing: ending it either way only releases the snapshot.
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.prepare_cached(end).and_then(|mut s| s.execute([]));
+    let value = result?;
+    ended?;
+    Ok(value)
 }
 
 fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
@@ -1378,12 +1404,22 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {
-        self.read("reading a webhook event", |c| {
-            c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = ?1"
-            ))?
-            .query_row([id.as_str()], event_row)
-            .optional()
+        self.read("reading a webhook event", |c| read_event(c, id))
+    }
+
+    async fn get_event_with_run(
+        &self,
+        id: &EventId,
+    ) -> StoreResult<Option<(WebhookEvent, Option<crate::store::executions::RunState>)>> {
+        self.read("reading a webhook event and its execution", |c| {
+            let Some(event) = read_event(c, id)? else {
+                return Ok(None);
+            };
+            let run = match &event.plan_execution_id {
+                Some(plan) => executions::read_run(c, plan)?,
+                None => None,
+            };
+            Ok(Some((event, run)))
         })
     }
 

@@ -242,8 +242,14 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             }
             // A backstop in case the supervisor itself was killed (by the script, which may
             // run as the same user): its group, which is also its session, gets SIGKILL. The
-            // number cannot have been reused while any member of the group is alive.
-            group.kill();
+            // number cannot have been reused while any member of the group is alive. A
+            // supervisor that reported the script's end has killed everything below it, and
+            // its own pid may be another process's by now: nothing is sent then.
+            if process.reported() {
+                group.leader = None;
+            } else {
+                group.kill();
+            }
         } else {
             // Also after a normal exit, so no background job survives. The main child is
             // reaped at most just before this; its pid cannot have been reused as a group id
@@ -338,6 +344,12 @@ impl Process {
                 Ok(ExitStatus::from_raw(raw))
             }
         }
+    }
+
+    /// A supervisor that wrote the script's whole wait status (it then swept the step's
+    /// processes and exited).
+    fn reported(&self) -> bool {
+        matches!(self, Self::Supervised { read, .. } if read.len() == 4)
     }
 
     /// Sends `SIGKILL` to a direct child (a supervisor is stopped through its group).
@@ -488,15 +500,15 @@ struct GroupKiller {
     /// The script's (or the supervisor's) pid, which is its process group's id; `None` once
     /// killed.
     leader: Option<Pid>,
-    /// For a supervisor: a pidfd for it, `None` when it had already ended as it was started.
-    supervisor: Option<Option<OwnedFd>>,
+    /// For a supervisor: a pidfd for it.
+    supervisor: Option<OwnedFd>,
 }
 
 impl GroupKiller {
     /// Asks the supervisor to kill the step's processes and exit. Through its pidfd: it is
     /// not this process's child, so its pid may be another process's once it has ended.
     fn stop_supervisor(&self) {
-        if let Some(Some(pidfd)) = &self.supervisor {
+        if let Some(pidfd) = &self.supervisor {
             let _ = rustix::process::pidfd_send_signal(pidfd, Signal::TERM);
         }
     }

@@ -37,6 +37,9 @@ use rustix::process::{Pid, PidfdFlags};
 /// The largest request accepted: a step's command and env are bounded far below this.
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
 
+/// How long the spawner may take to read a request or to answer one.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `fork` returned: `None` in the child, the child's pid in the parent.
 pub type ForkFn = fn() -> io::Result<Option<Pid>>;
 
@@ -78,8 +81,9 @@ pub struct ScriptFds {
 pub struct Spawned {
     /// Its pid: also its session and process group once it has called `setsid`.
     pub pid: Pid,
-    /// A pidfd for it, or `None` when it had already ended and been reaped.
-    pub pidfd: Option<OwnedFd>,
+    /// A pidfd for it: it is not the server's child, so its pid may be another process's
+    /// once the spawner has reaped it.
+    pub pidfd: OwnedFd,
 }
 
 /// The server's handle on its spawner. A spawner that died (it never should, but an operator
@@ -118,7 +122,7 @@ impl Spawner {
     }
 
     fn spawn_blocking(&self, script: &Script, fds: &ScriptFds) -> io::Result<Spawned> {
-        let request = encode(script);
+        let request = encode(script)?;
         let mut connection = self
             .connection
             .lock()
@@ -131,17 +135,21 @@ impl Spawner {
             let Some(c) = connection.as_mut() else {
                 continue;
             };
-            // Not sent: the spawner is gone, and a new one gets the request. Sent but not
-            // answered: the step may have started, so it is not started again.
+            // Not sent: the spawner is gone (or stuck), and a new one gets the request. Sent
+            // but not answered: the step may have started, so it is not started again. Only
+            // a broken connection is given up: a spawner refusing one request (an errno
+            // answer) goes on serving, and the steps it supervises go on running.
             if let Err(e) = c.send(&request, fds) {
                 tracing::warn!(error = %e, "the Run steps' spawner is gone; starting another");
                 continue;
             }
-            let answer = c.answer();
-            if answer.is_err() {
-                *connection = None;
-            }
-            return answer;
+            return match c.answer() {
+                Ok(answer) => answer,
+                Err(e) => {
+                    *connection = None;
+                    Err(e)
+                }
+            };
         }
         Err(io::Error::other(
             "the Run steps' spawner died at once, twice",
@@ -152,11 +160,17 @@ impl Spawner {
 impl Connection {
     fn start(binary: &Path) -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
+        // A spawner that does not answer (stopped, say) is given up, not waited for forever.
+        ours.set_read_timeout(Some(ANSWER_WITHIN))?;
+        ours.set_write_timeout(Some(ANSWER_WITHIN))?;
         let process = tokio::process::Command::new(binary)
             .arg("step-spawner")
             .arg("--parent")
             .arg(std::process::id().to_string())
             .env_clear()
+            // Out of the server's process group: Ctrl-C on the server's terminal is for the
+            // server, which then gives running steps their grace period.
+            .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -179,7 +193,9 @@ impl Connection {
         self.socket.write_all(request)
     }
 
-    fn answer(&mut self) -> io::Result<Spawned> {
+    /// The spawner's answer (the outer error: the connection broke; the inner one: the
+    /// spawner could not start the supervisor, and says why).
+    fn answer(&mut self) -> io::Result<io::Result<Spawned>> {
         let mut answer = [0u8; 5];
         let (n, mut pidfds) = recv_with_fds(&self.socket, &mut answer, 1)?;
         if n == 0 {
@@ -188,14 +204,14 @@ impl Connection {
         self.socket.read_exact(&mut answer[n..])?;
         let value = i32::from_ne_bytes([answer[1], answer[2], answer[3], answer[4]]);
         if answer[0] != 0 {
-            return Err(io::Error::from_raw_os_error(value));
+            return Ok(Err(io::Error::from_raw_os_error(value)));
         }
         let pid = Pid::from_raw(value)
             .ok_or_else(|| io::Error::other("the spawner answered an invalid pid"))?;
-        Ok(Spawned {
-            pid,
-            pidfd: pidfds.pop(),
-        })
+        let pidfd = pidfds
+            .pop()
+            .ok_or_else(|| io::Error::other("the spawner answered no pidfd"))?;
+        Ok(Ok(Spawned { pid, pidfd }))
     }
 }
 
@@ -251,34 +267,66 @@ fn recv_with_fds(
     Ok((msg.bytes, fds))
 }
 
-/// The request's payload: NUL-terminated fields (none of them can hold a NUL: `exec` would
-/// refuse it): the working directory, the uid and gid (empty for none), the program, the
-/// argument count, the arguments, then `KEY=VALUE` for each variable.
-fn encode(script: &Script) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut field = |bytes: &[u8]| {
+/// The request's payload: NUL-terminated fields: the working directory, the uid and gid (empty
+/// for none), the program, the argument count, the arguments, then `KEY=VALUE` for each
+/// variable. A field holding a NUL (a payload value can: JSON's `\u0000`), or a variable name
+/// holding `=`, would read back as other fields, so it is refused, as `exec` would refuse it.
+fn encode(script: &Script) -> io::Result<Vec<u8>> {
+    fn field(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> io::Result<()> {
+        if bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} holds a NUL byte"),
+            ));
+        }
         out.extend_from_slice(bytes);
         out.push(0);
-    };
-    field(script.work_dir.as_os_str().as_bytes());
+        Ok(())
+    }
+    let mut out = Vec::new();
+    field(
+        &mut out,
+        script.work_dir.as_os_str().as_bytes(),
+        "the working directory",
+    )?;
     let (uid, gid) = script
         .user
         .map(|(u, g)| (u.to_string(), g.to_string()))
         .unwrap_or_default();
-    field(uid.as_bytes());
-    field(gid.as_bytes());
-    field(script.program.as_bytes());
-    field(script.args.len().to_string().as_bytes());
+    field(&mut out, uid.as_bytes(), "the uid")?;
+    field(&mut out, gid.as_bytes(), "the gid")?;
+    field(&mut out, script.program.as_bytes(), "the program")?;
+    field(
+        &mut out,
+        script.args.len().to_string().as_bytes(),
+        "the argument count",
+    )?;
     for arg in &script.args {
-        field(arg.as_bytes());
+        field(&mut out, arg.as_bytes(), "the command")?;
     }
     for (key, value) in &script.env {
+        if key.is_empty() || key.as_bytes().contains(&b'=') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the variable name {key:?} is empty or holds '='"),
+            ));
+        }
         let mut pair = key.as_bytes().to_vec();
         pair.push(b'=');
         pair.extend_from_slice(value.as_bytes());
-        field(&pair);
+        field(
+            &mut out,
+            &pair,
+            &format!("the variable {}", key.to_string_lossy()),
+        )?;
     }
-    out
+    if out.len() > MAX_REQUEST {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the command and its variables exceed 16 MiB",
+        ));
+    }
+    Ok(out)
 }
 
 fn decode(bytes: &[u8]) -> Option<Script> {
@@ -377,8 +425,8 @@ fn serve(parent: u32) -> io::Result<()> {
         let mut body = vec![0u8; len];
         (&socket).read_exact(&mut body)?;
         let answer = match (decode(&body), <[OwnedFd; 3]>::try_from(fds)) {
-            (Some(script), Ok([stdout, stderr, status])) => match fork()? {
-                None => {
+            (Some(script), Ok([stdout, stderr, status])) => match fork() {
+                Ok(None) => {
                     drop(socket);
                     super::supervise::run_forked(
                         me,
@@ -390,23 +438,34 @@ fn serve(parent: u32) -> io::Result<()> {
                         },
                     )
                 }
-                Some(pid) => {
+                Ok(Some(pid)) => {
                     running += 1;
-                    Ok((
-                        pid,
-                        rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok(),
-                    ))
+                    // Not reaped yet, so the pid is still the child's.
+                    rustix::process::pidfd_open(pid, PidfdFlags::empty())
+                        .map(|pidfd| (pid, pidfd))
+                        .inspect_err(|_| {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        })
+                        .map_err(io::Error::from)
                 }
+                // Out of processes, say: this step does not start; the spawner goes on.
+                Err(e) => Err(e),
             },
-            _ => Err(rustix::io::Errno::INVAL),
+            _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
         };
-        let (bytes, pidfd) = match answer {
-            Ok((pid, pidfd)) => (answer_bytes(0, pid.as_raw_pid()), pidfd),
-            Err(errno) => (answer_bytes(1, errno.raw_os_error()), None),
-        };
-        match &pidfd {
-            Some(fd) => send_with_fds(&socket, &bytes, &[fd.as_fd()])?,
-            None => send_with_fds(&socket, &bytes, &[])?,
+        match answer {
+            Ok((pid, pidfd)) => send_with_fds(
+                &socket,
+                &answer_bytes(0, pid.as_raw_pid()),
+                &[pidfd.as_fd()],
+            )?,
+            Err(e) => {
+                let errno = e
+                    .raw_os_error()
+                    .unwrap_or(rustix::io::Errno::IO.raw_os_error());
+                send_with_fds(&socket, &answer_bytes(1, errno), &[])?
+            }
         }
     }
 }
@@ -442,13 +501,30 @@ mod tests {
     fn a_request_decodes_to_the_script_it_encodes() {
         for user in [None, Some((1000, 1001))] {
             let s = script(user);
-            assert_eq!(decode(&encode(&s)), Some(s));
+            assert_eq!(decode(&encode(&s).unwrap()), Some(s));
         }
     }
 
     #[test]
+    fn a_nul_or_a_name_with_an_equals_sign_is_refused_not_read_back_as_more_variables() {
+        let mut s = script(None);
+        s.env = vec![("REF".into(), "x\0BASH_ENV=/tmp/evil".into())];
+        let err = encode(&s).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("the variable REF holds a NUL"),
+            "{err}"
+        );
+        s.env = vec![("A=B".into(), "c".into())];
+        assert_eq!(encode(&s).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let mut s = script(None);
+        s.args = vec!["-c".into(), "echo\0rm".into()];
+        assert_eq!(encode(&s).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
     fn a_malformed_request_decodes_to_nothing() {
-        let good = encode(&script(None));
+        let good = encode(&script(None)).unwrap();
         assert_eq!(decode(&good[..good.len() - 1]), None, "no final NUL");
         assert_eq!(
             decode(b"/w\x001\x00\x00sh\x000\x00"),

@@ -64,6 +64,10 @@ fn become_the_step(script: &Script, fds: &ScriptFds) -> std::io::Result<()> {
         rustix::thread::set_thread_groups(&[])?;
         rustix::thread::set_thread_res_gid(gid, gid, gid)?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+        // The kernel makes a process that changed its ids non-dumpable already; said here so
+        // that the script (the same user) can never read what this copy of the spawner's
+        // memory still holds, other steps' requests included.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     }
     Ok(())
 }

@@ -354,6 +354,74 @@ async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
 }
 
 #[tokio::test]
+async fn a_nul_in_a_payload_value_fails_the_step_instead_of_adding_variables() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    app.put_pipeline_yaml(
+        &t,
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: run\n              type: Run\n              spec:\n                shell: bash\n                env:\n                  REF: <+trigger.payload.ref>\n                command: echo \"injected=${INJECTED:-no}\" >> \"$TRIGGERD_OUTPUT\"\n",
+    )
+    .await;
+
+    let res = app
+        .post_webhook(&t.v3_path(), None, r#"{"ref": "x\u0000INJECTED=yes"}"#)
+        .await;
+    let id = success_data(res).await["eventCorrelationId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let step = loop {
+        let res = app.get_status(&id, &t.account, Some(&t.admin_key)).await;
+        let data = success_data(res).await;
+        let summary = &data["executionDetails"]["pipelineExecutionSummary"];
+        if summary["status"] == "Failed" {
+            break data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the execution did not fail: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        step.to_string()
+            .contains("the variable REF holds a NUL byte"),
+        "the step says why it did not start: {step}"
+    );
+
+    // The spawner refused that one request and serves the next.
+    let res = app
+        .post_webhook(&t.v3_path(), None, r#"{"ref": "main"}"#)
+        .await;
+    assert_eq!(res.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = app.events(&t).await;
+        let newest = events[0]["pipelineExecutionId"].as_str().expect("id");
+        let res = app
+            .with_key(
+                Method::GET,
+                &format!("{}/executions/{newest}", t.project_path()),
+                &t.admin_key,
+            )
+            .send()
+            .await
+            .expect("request");
+        let data = success_data(res).await;
+        if data["pipelineExecutionSummary"]["status"] == "Success" {
+            assert_eq!(data["steps"][0]["outputs"]["injected"], "no", "{data}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second run did not succeed: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_step_cannot_make_the_server_write_through_a_link_it_planted() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

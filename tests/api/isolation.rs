@@ -78,7 +78,16 @@ async fn wait_for_file(file: &Path) {
 
 /// Fires `t` and waits until its execution ended; returns the execution's status.
 async fn fire_and_wait(app: &crate::helpers::TestApp, t: &TestTrigger) -> String {
-    let res = app.post_webhook(&t.v3_path(), None, "{}").await;
+    let data = fire_and_wait_with(app, t, "{}").await;
+    data["executionDetails"]["pipelineExecutionSummary"]["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Fires `t` with `body` and waits until its execution ended; returns the status answer.
+async fn fire_and_wait_with(app: &crate::helpers::TestApp, t: &TestTrigger, body: &str) -> Value {
+    let res = app.post_webhook(&t.v3_path(), None, body).await;
     let id = success_data(res).await["eventCorrelationId"]
         .as_str()
         .expect("id")
@@ -92,7 +101,7 @@ async fn fire_and_wait(app: &crate::helpers::TestApp, t: &TestTrigger) -> String
             .unwrap_or("")
             .to_owned();
         if ["Success", "Failed", "Aborted", "Errored"].contains(&status.as_str()) {
-            return status;
+            return data;
         }
         assert!(
             Instant::now() < deadline,
@@ -335,18 +344,7 @@ async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
     wait_until_dead(first, "the spawner").await;
 
     assert_eq!(fire_and_wait(&app, &t).await, "Success");
-    let events = app.events(&t).await;
-    let newest = events[0]["pipelineExecutionId"].as_str().expect("id");
-    let res = app
-        .with_key(
-            Method::GET,
-            &format!("{}/executions/{newest}", t.project_path()),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .expect("request");
-    let second = success_data(res).await["steps"][0]["outputs"]["spawner"].clone();
+    let second = step_outputs(&app, &t).await["spawner"].clone();
     assert!(
         second.as_str().is_some_and(|p| p != first.to_string()),
         "a new spawner: {second}"
@@ -363,27 +361,11 @@ async fn a_nul_in_a_payload_value_fails_the_step_instead_of_adding_variables() {
     )
     .await;
 
-    let res = app
-        .post_webhook(&t.v3_path(), None, r#"{"ref": "x\u0000INJECTED=yes"}"#)
-        .await;
-    let id = success_data(res).await["eventCorrelationId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let step = loop {
-        let res = app.get_status(&id, &t.account, Some(&t.admin_key)).await;
-        let data = success_data(res).await;
-        let summary = &data["executionDetails"]["pipelineExecutionSummary"];
-        if summary["status"] == "Failed" {
-            break data;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the execution did not fail: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let step = fire_and_wait_with(&app, &t, r#"{"ref": "x\u0000INJECTED=yes"}"#).await;
+    assert_eq!(
+        step["executionDetails"]["pipelineExecutionSummary"]["status"],
+        "Failed"
+    );
     assert!(
         step.to_string()
             .contains("the variable REF holds a NUL byte"),
@@ -391,34 +373,8 @@ async fn a_nul_in_a_payload_value_fails_the_step_instead_of_adding_variables() {
     );
 
     // The spawner refused that one request and serves the next.
-    let res = app
-        .post_webhook(&t.v3_path(), None, r#"{"ref": "main"}"#)
-        .await;
-    assert_eq!(res.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = app.events(&t).await;
-        let newest = events[0]["pipelineExecutionId"].as_str().expect("id");
-        let res = app
-            .with_key(
-                Method::GET,
-                &format!("{}/executions/{newest}", t.project_path()),
-                &t.admin_key,
-            )
-            .send()
-            .await
-            .expect("request");
-        let data = success_data(res).await;
-        if data["pipelineExecutionSummary"]["status"] == "Success" {
-            assert_eq!(data["steps"][0]["outputs"]["injected"], "no", "{data}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second run did not succeed: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+    assert_eq!(step_outputs(&app, &t).await["injected"], "no");
 }
 
 #[tokio::test]

@@ -352,6 +352,39 @@ async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
 }
 
 #[tokio::test]
+async fn a_script_that_kills_its_supervisor_fails_its_step_and_its_processes_are_killed() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let marker = app.dir.path().join("survived");
+    // The supervisor runs as the script's user, so the script can kill it; the runner then
+    // gets no wait status (the status pipe closes empty) and kills the step's session.
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(&format!(
+            "kill -9 $PPID\nsleep 3\ntouch {}",
+            marker.display()
+        )),
+    )
+    .await;
+
+    let data = fire_and_wait_with(&app, &t, "{}").await;
+
+    assert_eq!(
+        data["executionDetails"]["pipelineExecutionSummary"]["status"], "Failed",
+        "{data}"
+    );
+    assert!(
+        data.to_string().contains("killed by signal 9 (SIGKILL)"),
+        "the step says how it ended: {data}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!marker.exists(), "the script outlived its supervisor");
+    // The spawner is unaffected: the next step runs.
+    app.put_pipeline_yaml(&t, &run_pipeline("true")).await;
+    assert_eq!(fire_and_wait(&app, &t).await, "Success");
+}
+
+#[tokio::test]
 async fn a_nul_in_a_payload_value_fails_the_step_instead_of_adding_variables() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

@@ -128,12 +128,9 @@ impl Spawner {
             .lock()
             .map_err(|_| io::Error::other("the spawner's lock was poisoned"))?;
         for attempt in 0..2 {
-            if connection.is_none() || attempt > 0 {
-                *connection = None;
-                *connection = Some(Connection::start(&self.binary)?);
-            }
-            let Some(c) = connection.as_mut() else {
-                continue;
+            let c = match connection.as_mut() {
+                Some(c) if attempt == 0 => c,
+                _ => connection.insert(Connection::start(&self.binary)?),
             };
             // Not sent: the spawner is gone (or stuck), and a new one gets the request. Sent
             // but not answered: the step may have started, so it is not started again. Only

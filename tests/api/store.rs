@@ -763,6 +763,22 @@ async fn due_times(f: &Fixture) -> Vec<(String, Option<i64>)> {
         .collect()
 }
 
+/// Fans out one event of `execution` to the rule.
+async fn fan_out_one(f: &Fixture, execution: &str, event_type: &str) {
+    f.store
+        .fan_out(vec![delivery(&f.scope, execution, event_type)], i64::MAX)
+        .await
+        .expect("fan out");
+}
+
+/// Claims what is due at `at`.
+async fn claim_due(f: &Fixture, at: i64) -> Vec<DueDelivery> {
+    f.store
+        .claim_deliveries(&[], 10, at, 60_000)
+        .await
+        .expect("claim")
+}
+
 #[tokio::test]
 async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_head_is_done() {
     let f = fixture().await;
@@ -770,25 +786,16 @@ async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_
         .put_event_rule(rule(&f.scope), None)
         .await
         .expect("rule");
-    f.store
-        .fan_out(vec![delivery(&f.scope, "x1", "pipeline_start")], i64::MAX)
+    fan_out_one(&f, "x1", "pipeline_start").await;
+    let head = claim_due(&f, now_millis())
         .await
-        .expect("fan out");
-    let head = f
-        .store
-        .claim_deliveries(&[], 10, now_millis(), 60_000)
-        .await
-        .expect("claim")
         .pop()
         .expect("the head is due");
     let retry_at = now_millis() + 60_000;
     attempted(&f, &head, Next::RetryAt(retry_at, 1)).await;
 
     // Fanned out after the head's failure was recorded: it waits with the head, not due now.
-    f.store
-        .fan_out(vec![delivery(&f.scope, "x1", "pipeline_end")], i64::MAX)
-        .await
-        .expect("fan out");
+    fan_out_one(&f, "x1", "pipeline_end").await;
     assert_eq!(
         due_times(&f).await,
         [
@@ -798,33 +805,19 @@ async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_
     );
 
     // Another execution's events are not held back by this one's head.
-    f.store
-        .fan_out(vec![delivery(&f.scope, "x2", "pipeline_start")], i64::MAX)
-        .await
-        .expect("fan out");
-    let other = f
-        .store
-        .claim_deliveries(&[], 10, now_millis(), 60_000)
-        .await
-        .expect("claim");
+    fan_out_one(&f, "x2", "pipeline_start").await;
+    let other = claim_due(&f, now_millis()).await;
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].delivery.execution_id.as_deref(), Some("x2"));
 
     // The head, attempted again and done: the event behind it is due at once.
-    let head = f
-        .store
-        .claim_deliveries(&[], 10, retry_at, 60_000)
+    let head = claim_due(&f, retry_at)
         .await
-        .expect("claim")
         .pop()
         .expect("the head is due again");
     assert_eq!(head.delivery.event_type, "pipeline_start");
     attempted(&f, &head, Next::Done).await;
-    let next = f
-        .store
-        .claim_deliveries(&[], 10, now_millis(), 60_000)
-        .await
-        .expect("claim");
+    let next = claim_due(&f, now_millis()).await;
     assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(next[0].delivery.event_type, "pipeline_end");
 }

@@ -421,20 +421,19 @@ mod tests {
         insert(*v)(c)
     }
 
-    #[tokio::test]
-    async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
-        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
-        // Hold the writer thread so that the items queue up behind it as one group.
-        let (blocker, go_tx) = hold(&writer).await;
-        // 7 is there twice: UNIQUE refuses the second.
-        let items = [5, 6, 7, 7, 8];
+    type CoalescedWrite = tokio::task::JoinHandle<StoreResult<(i64, ())>>;
+
+    /// Writes each item from a task of its own, and waits until all are queued in the
+    /// coalescer (behind a held writer, they then form one group).
+    async fn queue_writes(
+        coalescer: &Arc<Coalescer<i64, ()>>,
+        items: &[i64],
+    ) -> Vec<CoalescedWrite> {
         let writes: Vec<_> = items
             .iter()
             .map(|&v| {
-                let c = Arc::clone(&coalescer);
-                tokio::spawn(async move { c.write(v).await.map(|(item, ())| item) })
+                let c = Arc::clone(coalescer);
+                tokio::spawn(async move { c.write(v).await })
             })
             .collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -445,6 +444,18 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+        writes
+    }
+
+    #[tokio::test]
+    async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+        // Hold the writer thread so that the items queue up behind it as one group.
+        let (blocker, go_tx) = hold(&writer).await;
+        // 7 is there twice: UNIQUE refuses the second.
+        let writes = queue_writes(&coalescer, &[5, 6, 7, 7, 8]).await;
         assert_eq!(
             writer.tx.max_capacity() - writer.tx.capacity(),
             1,
@@ -456,7 +467,7 @@ mod tests {
         let mut failed = 0;
         for w in writes {
             match w.await.unwrap() {
-                Ok(item) => stored.push(item),
+                Ok((item, ())) => stored.push(item),
                 Err(_) => failed += 1,
             }
         }
@@ -485,21 +496,7 @@ mod tests {
         let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
         let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_or_roll_back));
         let (blocker, go_tx) = hold(&writer).await;
-        let writes: Vec<_> = [1, 0, 2]
-            .into_iter()
-            .map(|v| {
-                let c = Arc::clone(&coalescer);
-                tokio::spawn(async move { c.write(v).await })
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while coalescer.queue.lock().len() < 3 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the items never queued"
-            );
-            tokio::task::yield_now().await;
-        }
+        let writes = queue_writes(&coalescer, &[1, 0, 2]).await;
 
         go_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();

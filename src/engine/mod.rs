@@ -38,7 +38,7 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId};
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
-use crate::store::executions::{status, Claim, Control, RunState, StepRecord};
+use crate::store::executions::{status, Claim, Control, RunState, Start, StepRecord};
 use crate::store::{now_millis, Store, StoreError};
 
 /// How often the loop looks for work when nobody wakes it.
@@ -411,6 +411,7 @@ async fn execute(
             return store
                 .finish_execution(
                     claim,
+                    None,
                     Vec::new(),
                     status::FAILED,
                     Some(problem),
@@ -419,18 +420,14 @@ async fn execute(
                 .await
         }
     };
+    let mut unsaved = Unsaved::default();
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
-        let spec = pipeline.to_json();
-        if !store
-            .start_execution(claim, spec.clone(), steps.clone(), now_millis())
-            .await?
-        {
-            // Started since it was read (never under a lease that holds): let it go, so it is
-            // claimed again and run from its stored snapshot.
-            return store.release_lease(claim).await;
-        }
-        state.pipeline_spec = Some(spec);
+        unsaved.start = Some(Start {
+            pipeline_spec: pipeline.to_json(),
+            steps: steps.clone(),
+            at: now_millis(),
+        });
         state.steps = steps;
     }
 
@@ -468,11 +465,6 @@ async fn execute(
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
-    // Steps that ended without side effects (a Wait already over, a step skipped after a
-    // failure), not stored yet: they are written with the next write, most often the one that
-    // finishes the execution, instead of one commit each. Lost in a crash, they are simply
-    // decided again.
-    let mut unsaved: Vec<StepRecord> = Vec::new();
     for index in 0..steps.len() {
         let (si, ji) = (
             steps[index].stage_index as usize,
@@ -484,12 +476,12 @@ async fn execute(
         if failure.is_some() {
             if steps[index].status == status::NOT_STARTED {
                 steps[index].status = status::SKIPPED.into();
-                unsaved.push(steps[index].clone());
+                unsaved.steps.push(steps[index].clone());
             }
             continue;
         }
         if !matches!(step.spec, StepSpec::Wait { .. }) {
-            save(store, claim, &mut unsaved).await?;
+            unsaved.save(store, claim).await?;
         }
         // A Run or Http step already `Running` was started by a worker that is gone: it is
         // never run a second time.
@@ -514,16 +506,16 @@ async fn execute(
         }
         match store.pending_control(id).await? {
             Some(Control::Abort) => {
-                save(store, claim, &mut unsaved).await?;
+                unsaved.save(store, claim).await?;
                 return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
             }
             Some(Control::Pause) => {
-                save(store, claim, &mut unsaved).await?;
+                unsaved.save(store, claim).await?;
                 return store.hold_execution(claim, status::PAUSED, None).await;
             }
             _ if shutdown.is_cancelled() || abort.is_cancelled() => {
                 // Shutting down: start no new step; the rest runs after the next start.
-                save(store, claim, &mut unsaved).await?;
+                unsaved.save(store, claim).await?;
                 return store.park_execution(claim, now_millis()).await;
             }
             _ => {}
@@ -547,12 +539,12 @@ async fn execute(
             record.status = status::EXPIRED.into();
             record.ended_at = Some(now);
             record.message = Some("nobody approved or rejected it before its timeout".into());
-            unsaved.push(record.clone());
+            unsaved.steps.push(record.clone());
             let message = format!("Approval step {} expired", step.identifier);
-            unsaved.extend(skip_rest(&mut steps));
+            unsaved.steps.extend(skip_rest(&mut steps));
             let _ = std::fs::remove_dir_all(&work_dir);
-            return store
-                .finish_execution(claim, unsaved, status::EXPIRED, Some(message), now_millis())
+            return unsaved
+                .finish(store, claim, status::EXPIRED, Some(message))
                 .await;
         }
         if let StepSpec::Wait { duration } = &step.spec {
@@ -564,18 +556,18 @@ async fn execute(
                 record.attempt = 1;
                 // A wait that is already over needs no separate "running" write.
                 if !duration.is_zero() {
-                    save(store, claim, &mut unsaved).await?;
+                    unsaved.save(store, claim).await?;
                     store.update_step(claim, record.clone()).await?;
                 }
             }
             let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
             if until > now {
-                save(store, claim, &mut unsaved).await?;
+                unsaved.save(store, claim).await?;
                 return store.park_execution(claim, until).await;
             }
             record.status = status::SUCCESS.into();
             record.ended_at = Some(now);
-            unsaved.push(record.clone());
+            unsaved.steps.push(record.clone());
             continue;
         }
         let stage = pipeline.stages[si].identifier.as_str().to_owned();
@@ -618,21 +610,51 @@ async fn execute(
     } else {
         status::SUCCESS
     };
-    store
-        .finish_execution(claim, unsaved, final_status, failure, now_millis())
-        .await
+    unsaved.finish(store, claim, final_status, failure).await
 }
 
-/// Stores the step states `unsaved` holds, before a write that must follow them.
-async fn save(
-    store: &dyn Store,
-    claim: &Claim,
-    unsaved: &mut Vec<StepRecord>,
-) -> Result<(), StoreError> {
-    for step in unsaved.drain(..) {
-        store.update_step(claim, step).await?;
+/// Writes put off until the next write that must follow them, most often the one that ends
+/// the execution, instead of a commit each: the execution's start, and steps that ended
+/// without side effects (a Wait already over, a step skipped after a failure). A pipeline of
+/// such steps is then started and ended in one commit. Lost in a crash, they are simply decided
+/// again.
+#[derive(Default)]
+struct Unsaved {
+    start: Option<Start>,
+    steps: Vec<StepRecord>,
+}
+
+impl Unsaved {
+    /// Stores what was put off, before a write that must follow it.
+    async fn save(&mut self, store: &dyn Store, claim: &Claim) -> Result<(), StoreError> {
+        if let Some(start) = self.start.take() {
+            if !store
+                .start_execution(claim, start.pipeline_spec, start.steps, start.at)
+                .await?
+            {
+                // Started since it was read, which never happens under a lease that holds:
+                // this worker lets it be, writing nothing more.
+                return Err(StoreError::LeaseLost);
+            }
+        }
+        for step in self.steps.drain(..) {
+            store.update_step(claim, step).await?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Ends the execution with a terminal `status`, writing what was put off with it.
+    async fn finish(
+        self,
+        store: &dyn Store,
+        claim: &Claim,
+        status: &str,
+        failure: Option<String>,
+    ) -> Result<(), StoreError> {
+        store
+            .finish_execution(claim, self.start, self.steps, status, failure, now_millis())
+            .await
+    }
 }
 
 /// Records an abort: the running step `Aborted`, every step not started `Skipped`, the
@@ -659,6 +681,7 @@ async fn abort_now(
     store
         .finish_execution(
             claim,
+            None,
             skipped,
             status::ABORTED,
             Some("Aborted by a user".into()),

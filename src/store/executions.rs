@@ -274,6 +274,19 @@ pub struct RunState {
     pub failure_message: Option<String>,
 }
 
+/// An execution's start (what [`ExecutionStore::start_execution`] stores), written instead
+/// with the execution's end when nothing in between had to be stored: a pipeline of steps
+/// without side effects then costs one commit, not two.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The pipeline snapshot (`{"pipeline": {...}}`).
+    pub pipeline_spec: serde_json::Value,
+    /// Every step, not started.
+    pub steps: Vec<StepRecord>,
+    /// When it started.
+    pub at: Millis,
+}
+
 /// One claim of an execution by a worker (see [Leases](self#leases)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -426,10 +439,13 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// Ends the execution with a terminal `status` at `now`, releasing the lease, with its
     /// outbox events, atomically. `steps` are step states not stored yet (steps that ended
     /// without side effects, whose writes the engine saved for this one), stored first in the
-    /// same transaction. Fenced.
+    /// same transaction. With `start`, the execution had not started yet: it is started as
+    /// [`start_execution`](Self::start_execution) does, in the same transaction, before all
+    /// that; `LeaseLost` if it had started already, writing nothing. Fenced.
     async fn finish_execution(
         &self,
         claim: &Claim,
+        start: Option<Start>,
         steps: Vec<StepRecord>,
         status: &str,
         failure_message: Option<String>,

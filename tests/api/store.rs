@@ -12,7 +12,9 @@ use triggerd::domain::event_rule::EventRuleSpec;
 use triggerd::domain::ids::{
     AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
-use triggerd::store::executions::{Claim, Control, ControlOutcome, NewManualExecution, StepRecord};
+use triggerd::store::executions::{
+    Claim, Control, ControlOutcome, NewManualExecution, Start, StepRecord,
+};
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
 };
@@ -476,6 +478,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
                 f.store
                     .finish_execution(
                         &old,
+                        None,
                         Vec::new(),
                         "Failed",
                         Some("stale".into()),
@@ -539,7 +542,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
     );
     f.store.update_step(&new, done).await.expect("update");
     f.store
-        .finish_execution(&new, Vec::new(), "Success", None, now_millis())
+        .finish_execution(&new, None, Vec::new(), "Success", None, now_millis())
         .await
         .expect("finish");
     let run = f
@@ -633,7 +636,7 @@ async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_r
         .expect("control");
     let late = f
         .store
-        .finish_execution(&claim, Vec::new(), "Success", None, now_millis())
+        .finish_execution(&claim, None, Vec::new(), "Success", None, now_millis())
         .await;
 
     assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");
@@ -685,6 +688,83 @@ async fn steps_are_upserted_and_read_back_in_order() {
     assert_eq!(run.execution.status, "Running");
     assert_eq!(run.steps.len(), 3);
     assert_eq!(run.steps[1].log, None, "load_run leaves logs out");
+}
+
+#[tokio::test]
+async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_had_not_started() {
+    let f = fixture().await;
+    let claim = claimed(&f).await;
+    let started_at = now_millis() - 5;
+    let start = Start {
+        pipeline_spec: json!({"pipeline": {"identifier": "deploy"}}),
+        steps: vec![step(0, 0, "NotStarted"), step(0, 1, "NotStarted")],
+        at: started_at,
+    };
+    let mut waited = step(0, 0, "Success");
+    waited.attempt = 1;
+
+    f.store
+        .finish_execution(
+            &claim,
+            Some(start.clone()),
+            vec![waited, step(0, 1, "Skipped")],
+            "Failed",
+            Some("why".into()),
+            now_millis(),
+        )
+        .await
+        .expect("start and finish");
+
+    let run = f
+        .store
+        .load_run(&claim.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(run.execution.status, "Failed");
+    assert_eq!(run.execution.started_at, Some(started_at));
+    assert!(run.execution.ended_at.is_some_and(|t| t >= started_at));
+    assert_eq!(run.pipeline_spec, Some(start.pipeline_spec.clone()));
+    assert_eq!(run.failure_message.as_deref(), Some("why"));
+    let steps: Vec<_> = run.steps.iter().map(|s| s.status.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["Success", "Skipped"],
+        "the start's steps, then the updates"
+    );
+
+    // Once started, a start with the end is refused and changes nothing.
+    let other = claimed(&f).await;
+    f.store
+        .start_execution(
+            &other,
+            json!({"pipeline": {}}),
+            vec![step(0, 0, "NotStarted")],
+            started_at,
+        )
+        .await
+        .expect("start");
+    let refused = f
+        .store
+        .finish_execution(
+            &other,
+            Some(start),
+            Vec::new(),
+            "Success",
+            None,
+            now_millis(),
+        )
+        .await;
+    assert!(is_lease_lost(refused), "an execution that had started");
+    let run = f
+        .store
+        .load_run(&other.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(run.execution.status, "Running", "nothing changed");
+    assert_eq!(run.pipeline_spec, Some(json!({"pipeline": {}})));
+    assert_eq!(run.steps.len(), 1);
 }
 
 fn rule(scope: &ProjectRef) -> EventRuleRecord {

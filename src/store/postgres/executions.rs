@@ -22,7 +22,7 @@ use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
-    NewManualExecution, RunState, StepRecord,
+    NewManualExecution, RunState, Start, StepRecord,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -469,25 +469,12 @@ impl ExecutionStore for PgStore {
         steps: Vec<StepRecord>,
         now: Millis,
     ) -> StoreResult<bool> {
-        let (id, spec) = (&claim.id, pipeline_spec.to_string());
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
         fence(&tx, claim).await?;
-        let started = execute(
-            &tx,
-            "starting an execution",
-            "UPDATE executions SET pipeline_spec = $2, status = $3, started_at = $4 \
-             WHERE plan_execution_id = $1 AND pipeline_spec IS NULL",
-            &[&id.as_str(), &spec, &status::RUNNING, &now],
-        )
-        .await?;
-        if started == 0 {
+        if !start(&tx, &claim.id, &pipeline_spec, &steps, now).await? {
             return Ok(false);
         }
-        for step in &steps {
-            upsert_step(&tx, id, step).await?;
-        }
-        sync_events(&tx, id, now, None).await?;
         tx.commit().await.ctx("committing an execution start")?;
         Ok(true)
     }
@@ -522,6 +509,7 @@ impl ExecutionStore for PgStore {
     async fn finish_execution(
         &self,
         claim: &Claim,
+        begun: Option<Start>,
         steps: Vec<StepRecord>,
         final_status: &str,
         failure_message: Option<String>,
@@ -530,6 +518,11 @@ impl ExecutionStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
         fence(&tx, claim).await?;
+        if let Some(b) = &begun {
+            if !start(&tx, &claim.id, &b.pipeline_spec, &b.steps, b.at).await? {
+                return Err(StoreError::LeaseLost);
+            }
+        }
         for step in &steps {
             upsert_step(&tx, &claim.id, step).await?;
         }
@@ -915,6 +908,33 @@ async fn apply_pending_control(c: &impl GenericClient, id: &PlanExecutionId) -> 
         crate::store::now_millis(),
     ))
     .await?;
+    Ok(true)
+}
+
+/// Starts an execution that has not started (see `start_execution`); false, writing nothing,
+/// when it had.
+async fn start(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+    spec: &serde_json::Value,
+    steps: &[StepRecord],
+    now: Millis,
+) -> StoreResult<bool> {
+    let started = execute(
+        c,
+        "starting an execution",
+        "UPDATE executions SET pipeline_spec = $2, status = $3, started_at = $4 \
+         WHERE plan_execution_id = $1 AND pipeline_spec IS NULL",
+        &[&id.as_str(), &spec.to_string(), &status::RUNNING, &now],
+    )
+    .await?;
+    if started == 0 {
+        return Ok(false);
+    }
+    for step in steps {
+        upsert_step(c, id, step).await?;
+    }
+    sync_events(c, id, now, None).await?;
     Ok(true)
 }
 

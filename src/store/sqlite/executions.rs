@@ -14,7 +14,7 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
-    NewManualExecution, RunState, StepRecord,
+    NewManualExecution, RunState, Start, StepRecord,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -339,22 +339,7 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
-                let id = &claim.id;
-                let started = c
-                    .prepare_cached(
-                        "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4 \
-                         WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
-                    )
-                    .and_then(|mut s| s.execute(params![id.as_str(), spec, status::RUNNING, now]))
-                    .map_err(sql_err("starting an execution"))?;
-                if started == 0 {
-                    return Ok(false);
-                }
-                for step in &steps {
-                    upsert_step(c, id, step).map_err(sql_err("adding execution steps"))?;
-                }
-                write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
-                Ok(true)
+                start(c, &claim.id, &spec, &steps, now)
             })
             .await
     }
@@ -394,6 +379,7 @@ impl ExecutionStore for SqliteStore {
     async fn finish_execution(
         &self,
         claim: &Claim,
+        begun: Option<Start>,
         steps: Vec<StepRecord>,
         final_status: &str,
         failure_message: Option<String>,
@@ -401,9 +387,15 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<()> {
         let claim = claim.clone();
         let final_status = final_status.to_owned();
+        let begun = begun.map(|b| (b.pipeline_spec.to_string(), b.steps, b.at));
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
+                if let Some((spec, steps, at)) = &begun {
+                    if !start(c, &claim.id, spec, steps, *at)? {
+                        return Err(StoreError::LeaseLost);
+                    }
+                }
                 for step in &steps {
                     upsert_step(c, &claim.id, step).map_err(sql_err("updating a step"))?;
                 }
@@ -766,6 +758,32 @@ fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
         })
         .map_err(sql_err("checking a lease"))?
         .ok_or(StoreError::LeaseLost)
+}
+
+/// Starts an execution that has not started (see `start_execution`); false, writing nothing,
+/// when it had.
+fn start(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+    spec: &str,
+    steps: &[StepRecord],
+    now: Millis,
+) -> StoreResult<bool> {
+    let started = c
+        .prepare_cached(
+            "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4 \
+             WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id.as_str(), spec, status::RUNNING, now]))
+        .map_err(sql_err("starting an execution"))?;
+    if started == 0 {
+        return Ok(false);
+    }
+    for step in steps {
+        upsert_step(c, id, step).map_err(sql_err("adding execution steps"))?;
+    }
+    write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
+    Ok(true)
 }
 
 fn finish(

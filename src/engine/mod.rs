@@ -38,8 +38,8 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId};
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
-use crate::store::executions::{status, Claim, Control, RunState, Start, StepRecord};
-use crate::store::{now_millis, Store, StoreError};
+use crate::store::executions::{status, Claim, Control, RunState, Start, StepRecord, Work};
+use crate::store::{now_millis, PipelineRecord, Store, StoreError};
 
 /// How often the loop looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(100);
@@ -399,13 +399,19 @@ async fn execute(
     launch: &Launch,
 ) -> Result<(), StoreError> {
     let id = &claim.id;
-    let Some(mut state) = store.load_run(id).await? else {
+    let Some(Work {
+        run: mut state,
+        control,
+        event,
+        pipeline: stored,
+    }) = store.load_work(id).await?
+    else {
         return Ok(());
     };
     if status::is_terminal(&state.execution.status) {
         return Ok(());
     }
-    let pipeline = match snapshot(store, &state).await? {
+    let pipeline = match snapshot(&state, stored) {
         Ok(pipeline) => pipeline,
         Err(problem) => {
             return store
@@ -431,13 +437,6 @@ async fn execute(
         state.steps = steps;
     }
 
-    let event = match &state.execution.event_id {
-        Some(event) => match crate::domain::ids::EventId::parse(event) {
-            Some(event) => store.get_event(&event).await?,
-            None => None,
-        },
-        None => None,
-    };
     let body = event.as_ref().map_or("", |e| e.payload.as_str());
     let payload = parse_payload(body);
     let headers: Vec<(String, String)> = event
@@ -465,6 +464,9 @@ async fn execute(
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
+    // The control request read with the execution, for the first step; later steps read it
+    // again.
+    let mut control = Some(control);
     for index in 0..steps.len() {
         let (si, ji) = (
             steps[index].stage_index as usize,
@@ -504,7 +506,11 @@ async fn execute(
             }
             _ => {}
         }
-        match store.pending_control(id).await? {
+        let pending = match control.take() {
+            Some(read) => read,
+            None => store.pending_control(id).await?,
+        };
+        match pending {
             Some(Control::Abort) => {
                 unsaved.save(store, claim).await?;
                 return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
@@ -763,27 +769,20 @@ fn failure_text(step: &StepRecord) -> String {
 }
 
 /// The pipeline an execution runs: its snapshot, or (when it has not started) the pipeline as
-/// stored now. `Ok(Err(..))` when there is none to run.
-async fn snapshot(
-    store: &dyn Store,
-    state: &RunState,
-) -> Result<Result<PipelineSpec, String>, StoreError> {
+/// stored now (`stored`, read with it). An error when there is none to run.
+fn snapshot(state: &RunState, stored: Option<PipelineRecord>) -> Result<PipelineSpec, String> {
     let x = &state.execution;
-    let spec = match &state.pipeline_spec {
-        Some(spec) => spec.clone(),
-        None => {
-            let id = match crate::domain::ids::Identifier::parse(&x.pipeline, "pipeline") {
-                Ok(id) => id,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-            match store.get_pipeline(&x.scope, &id).await? {
-                Some(p) => p.spec,
-                None => return Ok(Err(format!("Pipeline {} no longer exists", x.pipeline))),
-            }
+    let spec = match (&state.pipeline_spec, &stored) {
+        (Some(spec), _) => spec,
+        (None, Some(stored)) => &stored.spec,
+        (None, None) => {
+            crate::domain::ids::Identifier::parse(&x.pipeline, "pipeline")
+                .map_err(|e| e.to_string())?;
+            return Err(format!("Pipeline {} no longer exists", x.pipeline));
         }
     };
-    Ok(PipelineSpec::from_value(&spec)
-        .map_err(|e| format!("Pipeline {} cannot be run: {e}", x.pipeline)))
+    PipelineSpec::from_value(spec)
+        .map_err(|e| format!("Pipeline {} cannot be run: {e}", x.pipeline))
 }
 
 /// Every step of the pipeline, not started (also what a queued execution shows).

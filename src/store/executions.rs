@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{Execution, Millis, Page, StoreResult};
+use super::{Execution, Millis, Page, PipelineRecord, StoreResult, WebhookEvent};
 use crate::domain::ids::{Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 
 /// Statuses of executions, stages and steps (DESIGN §6.4).
@@ -272,6 +272,20 @@ pub struct RunState {
     pub steps: Vec<StepRecord>,
     /// Why it failed, when it did.
     pub failure_message: Option<String>,
+}
+
+/// What a worker reads to run a claimed execution (see [`Store::load_work`](super::Store::load_work)).
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// The execution, as [`ExecutionStore::load_run`] reads it.
+    pub run: RunState,
+    /// The control request waiting for it, as [`ExecutionStore::pending_control`] reads it.
+    pub control: Option<Control>,
+    /// The event that fired it, if any.
+    pub event: Option<WebhookEvent>,
+    /// Until it has started: its pipeline as stored now (`None` when it no longer exists or
+    /// its identifier does not parse).
+    pub pipeline: Option<PipelineRecord>,
 }
 
 /// An execution's start (what [`ExecutionStore::start_execution`] stores), written instead

@@ -629,6 +629,30 @@ pub trait Store:
         };
         Ok(Some((event, run)))
     }
+    /// Reads what a worker needs to run a claimed execution ([`executions::Work`]). A backend
+    /// that can reads it all at one point in time, in one round.
+    async fn load_work(&self, id: &PlanExecutionId) -> StoreResult<Option<executions::Work>> {
+        let Some(run) = self.load_run(id).await? else {
+            return Ok(None);
+        };
+        let control = self.pending_control(id).await?;
+        let event = match run.execution.event_id.as_deref().and_then(EventId::parse) {
+            Some(event) => self.get_event(&event).await?,
+            None => None,
+        };
+        let pipeline = match Identifier::parse(&run.execution.pipeline, "pipeline") {
+            Ok(pipeline) if run.pipeline_spec.is_none() => {
+                self.get_pipeline(&run.execution.scope, &pipeline).await?
+            }
+            _ => None,
+        };
+        Ok(Some(executions::Work {
+            run,
+            control,
+            event,
+            pipeline,
+        }))
+    }
     /// Lists a project's events, newest first.
     async fn list_events(
         &self,

@@ -448,14 +448,7 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn pending_control(&self, id: &PlanExecutionId) -> StoreResult<Option<Control>> {
-        let id = id.clone();
-        self.read("reading a control request", move |c| {
-            let control: Option<Option<String>> = c
-                .prepare_cached("SELECT control FROM executions WHERE plan_execution_id = ?1")?
-                .query_row([id.as_str()], |r| r.get(0))
-                .optional()?;
-            Ok(control::from_stored(control.flatten().as_deref()))
-        })
+        self.read("reading a control request", |c| read_control(c, id))
     }
 
     async fn hold_execution(
@@ -802,6 +795,18 @@ fn finish(
     .execute(params![id.as_str(), final_status, failure_message, now])?;
     write_events(c, id, now, None)?;
     Ok(())
+}
+
+/// The control request waiting for an execution (see `pending_control`).
+pub(super) fn read_control(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+) -> rusqlite::Result<Option<Control>> {
+    let control: Option<Option<String>> = c
+        .prepare_cached("SELECT control FROM executions WHERE plan_execution_id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(control::from_stored(control.flatten().as_deref()))
 }
 
 /// A stored plan execution id that does not parse.

@@ -301,6 +301,21 @@ impl ReadPool {
     }
 }
 
+fn read_pipeline(
+    c: &Connection,
+    p: &ProjectRef,
+    id: &Identifier,
+) -> rusqlite::Result<Option<PipelineRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
+    ))?
+    .query_row(
+        [p.account.as_str(), p.org.as_str(), p.project.as_str(), id.as_str()],
+        pipeline_row,
+    )
+    .optional()
+}
+
 fn read_event(c: &Connection, id: &EventId) -> rusqlite::Result<Option<WebhookEvent>> {
     c.prepare_cached(&format!(
         "SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = ?1"
@@ -1158,16 +1173,7 @@ impl Store for SqliteStore {
         p: &ProjectRef,
         id: &Identifier,
     ) -> StoreResult<Option<PipelineRecord>> {
-        self.read("reading a pipeline", |c| {
-            c.prepare_cached(&format!(
-                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
-            ))?
-            .query_row(
-                [p.account.as_str(), p.org.as_str(), p.project.as_str(), id.as_str()],
-                pipeline_row,
-            )
-            .optional()
-        })
+        self.read("reading a pipeline", |c| read_pipeline(c, p, id))
     }
 
     async fn list_pipelines(
@@ -1420,6 +1426,34 @@ impl Store for SqliteStore {
                 None => None,
             };
             Ok(Some((event, run)))
+        })
+    }
+
+    async fn load_work(
+        &self,
+        id: &PlanExecutionId,
+    ) -> StoreResult<Option<crate::store::executions::Work>> {
+        self.read("reading an execution to run", |c| {
+            let Some(run) = executions::read_run(c, id)? else {
+                return Ok(None);
+            };
+            let control = executions::read_control(c, id)?;
+            let event = match run.execution.event_id.as_deref().and_then(EventId::parse) {
+                Some(event) => read_event(c, &event)?,
+                None => None,
+            };
+            let pipeline = match Identifier::parse(&run.execution.pipeline, "pipeline") {
+                Ok(pipeline) if run.pipeline_spec.is_none() => {
+                    read_pipeline(c, &run.execution.scope, &pipeline)?
+                }
+                _ => None,
+            };
+            Ok(Some(crate::store::executions::Work {
+                run,
+                control,
+                event,
+                pipeline,
+            }))
         })
     }
 

@@ -8,7 +8,9 @@
 # run. For each pipeline (a `Wait 0s` step, then a Run `true` step) and backend it starts
 # triggerd on a fresh database, fires webhooks with wrk for `fire_seconds`, waits until every
 # queued execution has ended, stops triggerd, and reads the executions' own timestamps from the
-# database: completed / (last end - first start). Then it counts the commands adnanh/webhook
+# database: completed / (last end - first start). The engine keeps pace with intake there, so the
+# `wait_0s` row is as much intake's rate as the engine's; `wait_0s_drain` measures the engine
+# alone, on a backlog built first (see `measure`). Then it counts the commands adnanh/webhook
 # (bench/peer.sh) really runs per second from a hook that appends a line to a file: the peer row
 # for Run `true` pipelines (it answers 200 at once and drops most commands, so what it answers is
 # not what it runs). Needs wrk and python3 (psql for PostgreSQL); installs webhook when missing.
@@ -29,10 +31,14 @@ cleanup() { stop_nodes; drop_databases; wait 2>/dev/null || true; rm -rf "$TMP";
 trap cleanup EXIT
 bench_api
 
-measure() { # backend name step-yaml
+# measure BACKEND NAME STEP-YAML [drain]: with `drain`, the webhooks are fired at nodes with one
+# worker each, which build a backlog; the nodes are then restarted with WORKERS workers, and the
+# rate counts only the executions started after the restart: the engine alone, without intake
+# sharing the CPU with it.
+measure() {
   new_database "$1"
-  local ports=("${PORTS_OF_NODES[@]:0:$(node_count "$1")}")
-  NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
+  local ports=("${PORTS_OF_NODES[@]:0:$(node_count "$1")}") drain=${4:-} since=0
+  NODE_ENV="TRIGGERD_WORKERS=$([ -n "$drain" ] && echo 1 || echo "$WORKERS")" start_nodes "${ports[@]}"
   call PUT /accounts/bench '{"name":"bench"}' >/dev/null
   call PUT $P '{"name":"bench"}' >/dev/null
   printf 'pipeline:\n  name: one\n  identifier: one\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: %s\n' "$3" \
@@ -47,6 +53,11 @@ measure() { # backend name step-yaml
     firing+=($!)
   done
   wait "${firing[@]}"   # not a bare `wait`: the nodes are this shell's children too
+  if [ -n "$drain" ]; then
+    stop_nodes
+    since=$(date +%s%3N)
+    NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
+  fi
   # Wait (at most 300 s) until nothing is queued or running. Once a second: the rate comes
   # from the executions' own timestamps, and each look (python3 or psql) takes CPU from the
   # engine it measures.
@@ -55,7 +66,7 @@ measure() { # backend name step-yaml
     sleep 1
   done
   stop_nodes
-  sql "SELECT status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(created_at) FROM executions GROUP BY status" \
+  sql "SELECT status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(created_at) FROM executions WHERE started_at >= $since GROUP BY status" \
     | python3 -c '
 import sys
 rows = [l.strip().split("|") for l in sys.stdin if l.strip()]
@@ -67,7 +78,7 @@ first = min(r[2] for r in rows if r[2] is not None)
 last = max(r[3] for r in rows if r[3] is not None)
 queued_first = min(r[4] for r in rows)
 secs = (last - first) / 1000
-print(f"{sys.argv[1]:<10} {sys.argv[2]:<9}: {done}/{total} succeeded in {secs:.1f} s of engine time "
+print(f"{sys.argv[1]:<10} {sys.argv[2]:<15}: {done}/{total} succeeded in {secs:.1f} s of engine time "
       f"= {done / secs:.0f} executions/s (first queued to last ended: {(last - queued_first) / 1000:.1f} s)")
 ' "$1" "$2"
 }
@@ -75,6 +86,7 @@ print(f"{sys.argv[1]:<10} {sys.argv[2]:<9}: {done}/{total} succeeded in {secs:.1
 echo "== engine: one-step pipelines, $WORKERS workers per node, webhooks fired for ${FIRE}s with wrk -c16, $(nproc) cores"
 for backend in ${BACKENDS//,/ }; do
   measure "$backend" wait_0s "{identifier: w, type: Wait, spec: {duration: 0s}}"
+  measure "$backend" wait_0s_drain "{identifier: w, type: Wait, spec: {duration: 0s}}" drain
   measure "$backend" run_true "{identifier: r, type: Run, spec: {command: 'true'}}"
 done
 PEER=$(peer_ran 5 64)

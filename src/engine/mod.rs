@@ -38,7 +38,9 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId};
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
-use crate::store::executions::{status, Claim, Control, RunState, Start, StepRecord, Work};
+use crate::store::executions::{
+    status, AlreadyStarted, Claim, Control, RunState, Start, StepRecord, Work,
+};
 use crate::store::{now_millis, PipelineRecord, Store, StoreError};
 
 /// How often the loop looks for work when nobody wakes it.
@@ -464,8 +466,8 @@ async fn execute(
 
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
-    // The control request read with the execution, for the first step; later steps read it
-    // again.
+    // The control request read with the execution, for the first step when nothing was
+    // written before it (a request may have come meanwhile); otherwise it is read again.
     let mut control = Some(control);
     for index in 0..steps.len() {
         let (si, ji) = (
@@ -482,8 +484,8 @@ async fn execute(
             }
             continue;
         }
-        if !matches!(step.spec, StepSpec::Wait { .. }) {
-            unsaved.save(store, claim).await?;
+        if !matches!(step.spec, StepSpec::Wait { .. }) && unsaved.save(store, claim).await? {
+            control = None;
         }
         // A Run or Http step already `Running` was started by a worker that is gone: it is
         // never run a second time.
@@ -495,6 +497,7 @@ async fn execute(
             record.ended_at = Some(now_millis());
             record.message = Some("interrupted".into());
             store.update_step(claim, record.clone()).await?;
+            control = None;
         }
         match steps[index].status.as_str() {
             status::SUCCESS | status::SKIPPED => continue,
@@ -631,22 +634,22 @@ struct Unsaved {
 }
 
 impl Unsaved {
-    /// Stores what was put off, before a write that must follow it.
-    async fn save(&mut self, store: &dyn Store, claim: &Claim) -> Result<(), StoreError> {
+    /// Stores what was put off, before a write that must follow it; true when it wrote
+    /// anything.
+    async fn save(&mut self, store: &dyn Store, claim: &Claim) -> Result<bool, StoreError> {
+        let wrote = self.start.is_some() || !self.steps.is_empty();
         if let Some(start) = self.start.take() {
             if !store
                 .start_execution(claim, start.pipeline_spec, start.steps, start.at)
                 .await?
             {
-                // Started since it was read, which never happens under a lease that holds:
-                // this worker lets it be, writing nothing more.
-                return Err(StoreError::LeaseLost);
+                return Err(AlreadyStarted::error());
             }
         }
         for step in self.steps.drain(..) {
             store.update_step(claim, step).await?;
         }
-        Ok(())
+        Ok(wrote)
     }
 
     /// Ends the execution with a terminal `status`, writing what was put off with it.

@@ -301,6 +301,20 @@ pub struct Start {
     pub at: Millis,
 }
 
+/// Why a start was refused: the execution had started already. Under a lease that holds this
+/// never happens; the worker lets the execution go, to be claimed again and run from its
+/// stored snapshot.
+#[derive(Debug, thiserror::Error)]
+#[error("the execution had started already")]
+pub struct AlreadyStarted;
+
+impl AlreadyStarted {
+    /// The store error a refused start is reported as.
+    pub fn error() -> super::StoreError {
+        super::StoreError::db("starting an execution", AlreadyStarted)
+    }
+}
+
 /// One claim of an execution by a worker (see [Leases](self#leases)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -455,7 +469,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// without side effects, whose writes the engine saved for this one), stored first in the
     /// same transaction. With `start`, the execution had not started yet: it is started as
     /// [`start_execution`](Self::start_execution) does, in the same transaction, before all
-    /// that; `LeaseLost` if it had started already, writing nothing. Fenced.
+    /// that; an [`AlreadyStarted`] error if it had started already, writing nothing. Fenced.
     async fn finish_execution(
         &self,
         claim: &Claim,

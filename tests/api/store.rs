@@ -697,7 +697,11 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
     let started_at = now_millis() - 5;
     let start = Start {
         pipeline_spec: json!({"pipeline": {"identifier": "deploy"}}),
-        steps: vec![step(0, 0, "NotStarted"), step(0, 1, "NotStarted")],
+        steps: vec![
+            step(0, 0, "NotStarted"),
+            step(0, 1, "NotStarted"),
+            step(1, 0, "NotStarted"),
+        ],
         at: started_at,
     };
     let mut waited = step(0, 0, "Success");
@@ -729,7 +733,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
     let steps: Vec<_> = run.steps.iter().map(|s| s.status.as_str()).collect();
     assert_eq!(
         steps,
-        ["Success", "Skipped"],
+        ["Success", "Skipped", "NotStarted"],
         "the start's steps, then the updates"
     );
 
@@ -755,7 +759,15 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
             now_millis(),
         )
         .await;
-    assert!(is_lease_lost(refused), "an execution that had started");
+    let refusal = match &refused {
+        Err(e @ StoreError::Database { .. }) => std::error::Error::source(e).map(|s| s.to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        refusal.as_deref(),
+        Some("the execution had started already"),
+        "an execution that had started: {refused:?}"
+    );
     let run = f
         .store
         .load_run(&other.id)

@@ -17,12 +17,12 @@ use super::{
     col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt, text,
     PgResultExt as _, PgStore, EXECUTION_COLS,
 };
-use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{EventId, Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
-    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
-    NewManualExecution, RunState, Start, StepRecord,
+    status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
+    LogLine, NewManualExecution, RunState, Start, StepRecord, Work,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -440,26 +440,8 @@ impl ExecutionStore for PgStore {
         else {
             return Ok(None);
         };
-        // Logs (up to 1 MiB each) are left out: status polls read this often.
-        let steps = query(
-            &c,
-            "loading an execution",
-            "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
-             status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
-             WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
-            &[&id.as_str()],
-        )
-        .await?
-        .iter()
-        .map(step_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-        let spec: Option<String> = col(&row, 15)?;
-        Ok(Some(RunState {
-            execution: execution_row(&row)?,
-            pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
-            steps,
-            failure_message: col(&row, 16)?,
-        }))
+        let steps = read_steps(&c, id).await?;
+        run_state(&row, steps).map(Some)
     }
 
     async fn start_execution(
@@ -520,7 +502,7 @@ impl ExecutionStore for PgStore {
         fence(&tx, claim).await?;
         if let Some(b) = &begun {
             if !start(&tx, &claim.id, &b.pipeline_spec, &b.steps, b.at).await? {
-                return Err(StoreError::LeaseLost);
+                return Err(AlreadyStarted::error());
             }
         }
         for step in &steps {
@@ -936,6 +918,85 @@ async fn start(
     }
     sync_events(c, id, now, None).await?;
     Ok(true)
+}
+
+/// An execution's steps, in order, without their logs (up to 1 MiB each): status polls read
+/// this often.
+async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
+    query(
+        c,
+        "loading an execution",
+        "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+         status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
+         WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
+        &[&id.as_str()],
+    )
+    .await?
+    .iter()
+    .map(step_row)
+    .collect()
+}
+
+/// A run state from a row of the execution's columns, `pipeline_spec` and `failure_message`.
+fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
+    let spec: Option<String> = col(row, 15)?;
+    Ok(RunState {
+        execution: execution_row(row)?,
+        pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+        steps,
+        failure_message: col(row, 16)?,
+    })
+}
+
+/// What `load_work` reads, in two round trips on one connection: the execution with its
+/// control request, then its steps, its event and (before the start) its pipeline, sent at
+/// once (tokio-postgres pipelines requests polled together).
+pub(super) async fn read_work(
+    c: &impl GenericClient,
+    id: &PlanExecutionId,
+) -> StoreResult<Option<Work>> {
+    let Some(row) = query_opt(
+        c,
+        "loading an execution",
+        concat!(
+            "SELECT ",
+            execution_cols!(),
+            ", pipeline_spec, failure_message, control FROM executions WHERE plan_execution_id = $1"
+        ),
+        &[&id.as_str()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let run = run_state(&row, Vec::new())?;
+    let control: Option<String> = col(&row, 17)?;
+    let x = &run.execution;
+    let event = x.event_id.as_deref().and_then(EventId::parse);
+    let pipeline = Identifier::parse(&x.pipeline, "pipeline")
+        .ok()
+        .filter(|_| run.pipeline_spec.is_none());
+    let (steps, event, pipeline) = tokio::try_join!(
+        read_steps(c, id),
+        async {
+            match &event {
+                Some(event) => super::read_event(c, event.as_str()).await,
+                None => Ok(None),
+            }
+        },
+        async {
+            match &pipeline {
+                Some(pipeline) => super::read_pipeline(c, &x.scope, pipeline).await,
+                None => Ok(None),
+            }
+        },
+    )?;
+    Ok(Some(Work {
+        run: RunState { steps, ..run },
+        control: control::from_stored(control.as_deref()),
+        event,
+        pipeline,
+    }))
 }
 
 async fn finish(

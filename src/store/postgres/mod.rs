@@ -1136,20 +1136,7 @@ impl Store for PgStore {
         p: &ProjectRef,
         id: &Identifier,
     ) -> StoreResult<Option<PipelineRecord>> {
-        let c = self.client().await?;
-        let [acc, org, proj] = project_params(p);
-        query_opt(
-            &c,
-            "reading a pipeline",
-            &format!(
-                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
-            ),
-            &[&acc, &org, &proj, &id.as_str()],
-        )
-        .await?
-        .as_ref()
-        .map(pipeline_row)
-        .transpose()
+        read_pipeline(&self.client().await?, p, id).await
     }
 
     async fn list_pipelines(
@@ -1442,6 +1429,13 @@ impl Store for PgStore {
         read_event(&c, id.as_str()).await
     }
 
+    async fn load_work(
+        &self,
+        id: &PlanExecutionId,
+    ) -> StoreResult<Option<crate::store::executions::Work>> {
+        executions::read_work(&self.client().await?, id).await
+    }
+
     async fn list_events(
         &self,
         p: &ProjectRef,
@@ -1570,6 +1564,26 @@ async fn insert_event(
         }
     };
     Ok(())
+}
+
+async fn read_pipeline(
+    c: &impl GenericClient,
+    p: &ProjectRef,
+    id: &Identifier,
+) -> StoreResult<Option<PipelineRecord>> {
+    let [acc, org, proj] = project_params(p);
+    query_opt(
+        c,
+        "reading a pipeline",
+        &format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
+        ),
+        &[&acc, &org, &proj, &id.as_str()],
+    )
+    .await?
+    .as_ref()
+    .map(pipeline_row)
+    .transpose()
 }
 
 async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {

@@ -13,8 +13,8 @@ use super::{
 use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
-    status, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore, LogLine,
-    NewManualExecution, RunState, Start, StepRecord,
+    status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
+    LogLine, NewManualExecution, RunState, Start, StepRecord,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -393,7 +393,7 @@ impl ExecutionStore for SqliteStore {
                 fence(c, &claim)?;
                 if let Some((spec, steps, at)) = &begun {
                     if !start(c, &claim.id, spec, steps, *at)? {
-                        return Err(StoreError::LeaseLost);
+                        return Err(AlreadyStarted::error());
                     }
                 }
                 for step in &steps {

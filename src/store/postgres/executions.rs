@@ -17,12 +17,12 @@ use super::{
     col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt, text,
     PgResultExt as _, PgStore, EXECUTION_COLS,
 };
-use crate::domain::ids::{EventId, Identifier, LeaseToken, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, RunState, Start, StepRecord, Work,
+    LogLine, NewManualExecution, RunState, Start, StepRecord,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -946,57 +946,6 @@ fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
         steps,
         failure_message: col(row, 16)?,
     })
-}
-
-/// What `load_work` reads, in two round trips on one connection: the execution with its
-/// control request, then its steps, its event and (before the start) its pipeline, sent at
-/// once (tokio-postgres pipelines requests polled together).
-pub(super) async fn read_work(
-    c: &impl GenericClient,
-    id: &PlanExecutionId,
-) -> StoreResult<Option<Work>> {
-    let Some(row) = query_opt(
-        c,
-        "loading an execution",
-        concat!(
-            "SELECT ",
-            execution_cols!(),
-            ", pipeline_spec, failure_message, control FROM executions WHERE plan_execution_id = $1"
-        ),
-        &[&id.as_str()],
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let run = run_state(&row, Vec::new())?;
-    let control: Option<String> = col(&row, 17)?;
-    let x = &run.execution;
-    let event = x.event_id.as_deref().and_then(EventId::parse);
-    let pipeline = Identifier::parse(&x.pipeline, "pipeline")
-        .ok()
-        .filter(|_| run.pipeline_spec.is_none());
-    let (steps, event, pipeline) = tokio::try_join!(
-        read_steps(c, id),
-        async {
-            match &event {
-                Some(event) => super::read_event(c, event.as_str()).await,
-                None => Ok(None),
-            }
-        },
-        async {
-            match &pipeline {
-                Some(pipeline) => super::read_pipeline(c, &x.scope, pipeline).await,
-                None => Ok(None),
-            }
-        },
-    )?;
-    Ok(Some(Work {
-        run: RunState { steps, ..run },
-        control: control::from_stored(control.as_deref()),
-        event,
-        pipeline,
-    }))
 }
 
 async fn finish(

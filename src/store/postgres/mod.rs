@@ -1429,13 +1429,6 @@ impl Store for PgStore {
         read_event(&c, id.as_str()).await
     }
 
-    async fn load_work(
-        &self,
-        id: &PlanExecutionId,
-    ) -> StoreResult<Option<crate::store::executions::Work>> {
-        executions::read_work(&self.client().await?, id).await
-    }
-
     async fn list_events(
         &self,
         p: &ProjectRef,

@@ -13,7 +13,7 @@ use triggerd::domain::ids::{
     AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
 use triggerd::store::executions::{
-    Claim, Control, ControlOutcome, NewManualExecution, Start, StepRecord,
+    Claim, Control, ControlOutcome, NewManualExecution, RunState, Start, StepRecord,
 };
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
@@ -326,6 +326,11 @@ async fn let_run_out(f: &Fixture, claim: &Claim) {
     outlive_short_lease().await;
 }
 
+/// The execution `id` as a worker reads it; it must exist.
+async fn run_of(f: &Fixture, id: &PlanExecutionId) -> RunState {
+    f.store.load_run(id).await.expect("load").expect("exists")
+}
+
 fn is_lease_lost<T>(result: Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::LeaseLost))
 }
@@ -397,12 +402,7 @@ async fn a_lease_that_ran_out_stays_its_workers_until_something_takes_it_over() 
     assert_eq!(paused, ControlOutcome::Applied, "no live worker holds it");
     assert!(is_lease_lost(update), "update_step after the pause");
     assert!(is_lease_lost(renew), "renew_lease after the pause");
-    let run = f
-        .store
-        .load_run(&claim.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &claim.id).await;
     assert_eq!(run.execution.status, "Paused");
     assert_eq!(
         run.steps[0].status, "Running",
@@ -496,12 +496,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
             is_lease_lost(f.store.release_lease(&old).await),
         ),
     ];
-    let run = f
-        .store
-        .load_run(&old.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &old.id).await;
     let steps = f.store.list_steps(&old.id).await.expect("steps");
     let claimed_meanwhile = f
         .store
@@ -545,12 +540,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
         .finish_execution(&new, None, Vec::new(), "Success", None, now_millis())
         .await
         .expect("finish");
-    let run = f
-        .store
-        .load_run(&new.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &new.id).await;
     assert_eq!(run.execution.status, "Success");
     assert_eq!(run.steps[0].status, "Success");
     assert!(
@@ -641,12 +631,7 @@ async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_r
 
     assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");
     assert!(is_lease_lost(late));
-    let run = f
-        .store
-        .load_run(&claim.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &claim.id).await;
     assert_eq!(run.execution.status, "Aborted");
     assert_eq!(run.steps[0].status, "Aborted");
 }
@@ -675,7 +660,7 @@ async fn steps_are_upserted_and_read_back_in_order() {
     f.store.update_step(&claim, done).await.expect("update");
 
     let steps = f.store.list_steps(&id).await.expect("steps");
-    let run = f.store.load_run(&id).await.expect("load").expect("exists");
+    let run = run_of(&f, &id).await;
 
     let order: Vec<_> = steps
         .iter()
@@ -719,12 +704,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
         .await
         .expect("start and finish");
 
-    let run = f
-        .store
-        .load_run(&claim.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &claim.id).await;
     assert_eq!(run.execution.status, "Failed");
     assert_eq!(run.execution.started_at, Some(started_at));
     assert!(run.execution.ended_at.is_some_and(|t| t >= started_at));
@@ -768,12 +748,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
         Some("the execution had started already"),
         "an execution that had started: {refused:?}"
     );
-    let run = f
-        .store
-        .load_run(&other.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let run = run_of(&f, &other.id).await;
     assert_eq!(run.execution.status, "Running", "nothing changed");
     assert_eq!(run.pipeline_spec, Some(json!({"pipeline": {}})));
     assert_eq!(run.steps.len(), 1);

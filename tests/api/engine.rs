@@ -874,6 +874,53 @@ async fn no_more_than_workers_executions_run_at_once() {
 }
 
 #[tokio::test]
+async fn a_queued_execution_whose_pipeline_was_deleted_fails_with_the_reason() {
+    let app = spawn_app_with(|s| s.workers = 1).await;
+    let t = app.create_trigger().await;
+    let gate = app.dir.path().join("gate");
+    let step = run_step(
+        "hold",
+        "",
+        &format!(
+            "'while [ ! -f {gate} ]; do sleep 0.05; done'",
+            gate = gate.display()
+        ),
+    );
+    // The one worker holds the first run while the second waits for it, not started.
+    let first = run_manually(&app, &t, &stage("build", &step)).await;
+    first_step_running(&app, &t, &first).await;
+    let second = success_data(execute(&app, &t, json!({})).await).await["planExecutionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = app
+        .with_key(
+            Method::DELETE,
+            &format!("{}/pipelines/deploy", t.project_path()),
+            &t.admin_key,
+        )
+        .send()
+        .await
+        .expect("request");
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    std::fs::write(&gate, "").unwrap();
+
+    let ran = settled_detail(&app, &t, &first).await;
+    let orphan = settled_detail(&app, &t, &second).await;
+
+    assert_eq!(
+        ran["pipelineExecutionSummary"]["status"], "Success",
+        "a started execution runs its own snapshot"
+    );
+    let summary = &orphan["pipelineExecutionSummary"];
+    assert_eq!(summary["status"], "Failed");
+    assert_eq!(
+        summary["failureInfo"]["message"],
+        "Pipeline deploy no longer exists"
+    );
+}
+
+#[tokio::test]
 async fn control_needs_an_admin_key_and_a_known_action() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::{Execution, Millis, Page, PipelineRecord, StoreResult, WebhookEvent};
-use crate::domain::ids::{Identifier, LeaseToken, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{EventId, Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 
 /// Statuses of executions, stages and steps (DESIGN §6.4).
 pub mod status {
@@ -272,6 +272,22 @@ pub struct RunState {
     pub steps: Vec<StepRecord>,
     /// Why it failed, when it did.
     pub failure_message: Option<String>,
+}
+
+impl RunState {
+    /// The event that fired it, if any (and if its stored id parses).
+    pub fn event_id(&self) -> Option<EventId> {
+        self.execution.event_id.as_deref().and_then(EventId::parse)
+    }
+
+    /// Until it has started: the pipeline it will run (if its stored identifier parses), to
+    /// be read as stored now.
+    pub fn pipeline_to_start(&self) -> Option<Identifier> {
+        if self.pipeline_spec.is_some() {
+            return None;
+        }
+        Identifier::parse(&self.execution.pipeline, "pipeline").ok()
+    }
 }
 
 /// What a worker reads to run a claimed execution (see [`Store::load_work`](super::Store::load_work)).

@@ -636,15 +636,13 @@ pub trait Store:
             return Ok(None);
         };
         let control = self.pending_control(id).await?;
-        let event = match run.execution.event_id.as_deref().and_then(EventId::parse) {
+        let event = match run.event_id() {
             Some(event) => self.get_event(&event).await?,
             None => None,
         };
-        let pipeline = match Identifier::parse(&run.execution.pipeline, "pipeline") {
-            Ok(pipeline) if run.pipeline_spec.is_none() => {
-                self.get_pipeline(&run.execution.scope, &pipeline).await?
-            }
-            _ => None,
+        let pipeline = match run.pipeline_to_start() {
+            Some(pipeline) => self.get_pipeline(&run.execution.scope, &pipeline).await?,
+            None => None,
         };
         Ok(Some(executions::Work {
             run,

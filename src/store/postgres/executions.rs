@@ -440,8 +440,26 @@ impl ExecutionStore for PgStore {
         else {
             return Ok(None);
         };
-        let steps = read_steps(&c, id).await?;
-        run_state(&row, steps).map(Some)
+        // Logs (up to 1 MiB each) are left out: status polls read this often.
+        let steps = query(
+            &c,
+            "loading an execution",
+            "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+             status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
+             WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
+            &[&id.as_str()],
+        )
+        .await?
+        .iter()
+        .map(step_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        let spec: Option<String> = col(&row, 15)?;
+        Ok(Some(RunState {
+            execution: execution_row(&row)?,
+            pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+            steps,
+            failure_message: col(&row, 16)?,
+        }))
     }
 
     async fn start_execution(
@@ -918,34 +936,6 @@ async fn start(
     }
     sync_events(c, id, now, None).await?;
     Ok(true)
-}
-
-/// An execution's steps, in order, without their logs (up to 1 MiB each): status polls read
-/// this often.
-async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
-    query(
-        c,
-        "loading an execution",
-        "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
-         status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
-         WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
-        &[&id.as_str()],
-    )
-    .await?
-    .iter()
-    .map(step_row)
-    .collect()
-}
-
-/// A run state from a row of the execution's columns, `pipeline_spec` and `failure_message`.
-fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
-    let spec: Option<String> = col(row, 15)?;
-    Ok(RunState {
-        execution: execution_row(row)?,
-        pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
-        steps,
-        failure_message: col(row, 16)?,
-    })
 }
 
 async fn finish(

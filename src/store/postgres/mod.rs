@@ -1136,7 +1136,20 @@ impl Store for PgStore {
         p: &ProjectRef,
         id: &Identifier,
     ) -> StoreResult<Option<PipelineRecord>> {
-        read_pipeline(&self.client().await?, p, id).await
+        let c = self.client().await?;
+        let [acc, org, proj] = project_params(p);
+        query_opt(
+            &c,
+            "reading a pipeline",
+            &format!(
+                "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
+            ),
+            &[&acc, &org, &proj, &id.as_str()],
+        )
+        .await?
+        .as_ref()
+        .map(pipeline_row)
+        .transpose()
     }
 
     async fn list_pipelines(
@@ -1557,26 +1570,6 @@ async fn insert_event(
         }
     };
     Ok(())
-}
-
-async fn read_pipeline(
-    c: &impl GenericClient,
-    p: &ProjectRef,
-    id: &Identifier,
-) -> StoreResult<Option<PipelineRecord>> {
-    let [acc, org, proj] = project_params(p);
-    query_opt(
-        c,
-        "reading a pipeline",
-        &format!(
-            "SELECT {PIPELINE_COLS} FROM pipelines WHERE account_id = $1 AND org_id = $2 AND project_id = $3 AND id = $4"
-        ),
-        &[&acc, &org, &proj, &id.as_str()],
-    )
-    .await?
-    .as_ref()
-    .map(pipeline_row)
-    .transpose()
 }
 
 async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {

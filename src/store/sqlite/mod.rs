@@ -1438,15 +1438,13 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let control = executions::read_control(c, id)?;
-            let event = match run.execution.event_id.as_deref().and_then(EventId::parse) {
+            let event = match run.event_id() {
                 Some(event) => read_event(c, &event)?,
                 None => None,
             };
-            let pipeline = match Identifier::parse(&run.execution.pipeline, "pipeline") {
-                Ok(pipeline) if run.pipeline_spec.is_none() => {
-                    read_pipeline(c, &run.execution.scope, &pipeline)?
-                }
-                _ => None,
+            let pipeline = match run.pipeline_to_start() {
+                Some(pipeline) => read_pipeline(c, &run.execution.scope, &pipeline)?,
+                None => None,
             };
             Ok(Some(crate::store::executions::Work {
                 run,

@@ -60,6 +60,17 @@ fn run_step(id: &str, extra: &str, command: &str) -> String {
     )
 }
 
+/// A Run step `id` that runs until the test creates the file it returns (the gate).
+fn gated_step(app: &TestApp, id: &str) -> (String, std::path::PathBuf) {
+    let gate = app.dir.path().join(format!("{id}-gate"));
+    let step = run_step(
+        id,
+        "",
+        &format!("'while [ ! -f {} ]; do sleep 0.05; done'", gate.display()),
+    );
+    (step, gate)
+}
+
 fn node<'a>(summary: &'a Value, stage: &str) -> &'a Value {
     let id = format!("{}-{stage}", summary["planExecutionId"].as_str().unwrap());
     &summary["layoutNodeMap"][id]
@@ -802,13 +813,8 @@ fn is_alive(pid: i32) -> bool {
 async fn pause_takes_effect_before_the_next_step_and_resume_continues() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    let gate = app.dir.path().join("gate");
     // The first step runs until the test opens the gate, so the pause lands while it runs.
-    let first = run_step(
-        "first",
-        "",
-        &format!("'while [ ! -f {} ]; do sleep 0.05; done'", gate.display()),
-    );
+    let (first, gate) = gated_step(&app, "first");
     let id = run_manually(
         &app,
         &t,
@@ -877,15 +883,7 @@ async fn no_more_than_workers_executions_run_at_once() {
 async fn a_queued_execution_whose_pipeline_was_deleted_fails_with_the_reason() {
     let app = spawn_app_with(|s| s.workers = 1).await;
     let t = app.create_trigger().await;
-    let gate = app.dir.path().join("gate");
-    let step = run_step(
-        "hold",
-        "",
-        &format!(
-            "'while [ ! -f {gate} ]; do sleep 0.05; done'",
-            gate = gate.display()
-        ),
-    );
+    let (step, gate) = gated_step(&app, "hold");
     // The one worker holds the first run while the second waits for it, not started.
     let first = run_manually(&app, &t, &stage("build", &step)).await;
     first_step_running(&app, &t, &first).await;
@@ -1124,12 +1122,7 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
 async fn the_status_shows_a_queued_execution_with_its_stages_then_its_end() {
     let app = spawn_app_with(|s| s.workers = 1).await;
     let t = app.create_trigger().await;
-    let gate = app.dir.path().join("open");
-    let step = run_step(
-        "hold",
-        "",
-        &format!("'while [ ! -f {} ]; do sleep 0.05; done'", gate.display()),
-    );
+    let (step, gate) = gated_step(&app, "hold");
     put_pipeline(
         &app,
         &t,

@@ -263,7 +263,7 @@ pub struct WriterSettings {
     /// Most writes committed in one transaction.
     pub max_batch: usize,
     /// The WAL's bound in MiB: past it the writer finishes a checkpoint and the WAL starts
-    /// over; the file is kept at most this big and truncated when idle.
+    /// over; the file is kept at most twice this big and truncated when idle.
     pub wal_limit_mib: u64,
 }
 

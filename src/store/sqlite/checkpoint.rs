@@ -12,11 +12,15 @@
 //! runs the request between two batches and outside any transaction:
 //! - when the WAL holds more than its limit, to finish the checkpoint (RESTART: copy back the
 //!   frames the passive passes here have not, and wait for readers to leave the WAL). The next
-//!   commit then writes from the start of the file again. The file keeps its size up to the
-//!   limit (`journal_size_limit`), so commits overwrite blocks already allocated instead of
-//!   growing the file on each commit. Each finish holds the writes queued behind it: 35-50 ms
-//!   on the development machine, mostly the copy and the fsync of the database file (a PASSIVE
-//!   finish, which does not wait for readers, took as long and often left the WAL to grow on);
+//!   commit then writes from the start of the file again, and the file keeps its size
+//!   (`journal_size_limit` is twice the limit, see `SqliteStore::open`), so commits overwrite
+//!   blocks already allocated instead of growing the file on each commit.
+//!   The finish holds the writes queued behind it until it has copied the last frames and
+//!   fsynced the database pages they dirtied, one random write each. Asked for straight after
+//!   one 500 ms pass, it had to copy everything the writer appended while that pass ran, and
+//!   held writes for 17-38 ms on the development machine. So this thread first catches up with
+//!   further passive passes, each shorter than the last (`catch_up`); most finishes then take
+//!   2-8 ms;
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
 
@@ -44,6 +48,42 @@ enum Ask {
     Restart,
     /// Idle and fully copied back: truncate the file and release memory.
     Truncate,
+}
+
+/// A finish is asked for once a passive pass found no more than this many frames appended since
+/// the pass before it (1 MiB of 4 KiB pages): about what the writer will still have appended
+/// when the finish runs, and the finish waits for their copy and the fsync of the pages they
+/// dirty in the database file, one random write each.
+const CATCH_UP_FRAMES: i64 = 256;
+
+/// Passive passes to catch up before the finish is asked for anyway, for a writer that appends
+/// faster than they copy.
+const CATCH_UP_PASSES: usize = 8;
+
+/// One passive checkpoint: `(frames in the WAL, frames copied back)`.
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// Runs further passive checkpoints after one that found `frames`, until one finds at most
+/// [`CATCH_UP_FRAMES`] appended since the pass before it, or [`CATCH_UP_PASSES`] have run. Each
+/// pass copies what the writer appended while the previous one copied and synced, so the passes
+/// get shorter. Returns how many passes ran.
+fn catch_up(conn: &Connection, mut frames: i64) -> usize {
+    for pass in 0..CATCH_UP_PASSES {
+        match passive(conn) {
+            // Fewer frames than before: the WAL has started over already.
+            Ok((now, _)) if now - frames <= CATCH_UP_FRAMES => return pass + 1,
+            Ok((now, _)) => frames = now,
+            Err(e) => {
+                tracing::debug!(error = %e, "catching up before a WAL restart failed");
+                return pass + 1;
+            }
+        }
+    }
+    CATCH_UP_PASSES
 }
 
 /// Decides from one passive checkpoint's `(frames in the WAL, frames copied back)` and the
@@ -81,21 +121,21 @@ impl Checkpointer {
                 let mut last_frames = -1;
                 // Wakes every interval; a stop message or a dropped sender ends the loop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let (frames, copied) =
-                        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                        }) {
-                            Ok(counts) => counts,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-                                continue;
-                            }
-                        };
+                    let (frames, copied) = match passive(&conn) {
+                        Ok(counts) => counts,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                            continue;
+                        }
+                    };
                     metrics::gauge!("triggerd_sqlite_wal_bytes")
                         .set(frames.max(0).saturating_mul(page_size) as f64);
                     let wanted = ask(frames, copied, last_frames, page_size, limit_bytes);
                     last_frames = frames;
                     if wanted != Ask::Nothing && !queued.swap(true, Ordering::AcqRel) {
+                        if wanted == Ask::Restart {
+                            catch_up(&conn, frames);
+                        }
                         let queued = queued.clone();
                         let sent = writer.maintain_blocking(move |c| {
                             finish_checkpoint(c, wanted);
@@ -146,6 +186,51 @@ fn finish_checkpoint(c: &Connection, wanted: Ask) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database in WAL mode that only checkpoints when asked, with `frames` frames in its WAL
+    /// (one page written per transaction).
+    fn wal_with(dir: &std::path::Path, frames: i64) -> Connection {
+        let conn = Connection::open(dir.join("t.db")).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t (v BLOB NOT NULL);",
+        )
+        .unwrap();
+        let (now, _) = passive(&conn).unwrap();
+        for _ in now..frames {
+            conn.execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn catching_up_stops_at_the_first_pass_that_finds_few_new_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = wal_with(dir.path(), CATCH_UP_FRAMES * 2);
+        let checkpointer = Connection::open(dir.path().join("t.db")).unwrap();
+        let (frames, copied) = passive(&checkpointer).unwrap();
+        assert!(frames > CATCH_UP_FRAMES, "{frames} frames");
+        assert_eq!(copied, frames, "the first pass copied everything");
+        assert_eq!(
+            catch_up(&checkpointer, frames),
+            1,
+            "nothing was appended since"
+        );
+
+        // As if the writer had appended more than the threshold since the first pass.
+        assert_eq!(
+            catch_up(&checkpointer, frames - CATCH_UP_FRAMES - 1),
+            2,
+            "one pass finds more than the threshold appended, the next none"
+        );
+        writer
+            .execute("INSERT INTO t VALUES (zeroblob(100))", [])
+            .unwrap();
+        assert_eq!(catch_up(&checkpointer, frames), 1, "one frame is few");
+        let (frames, copied) = passive(&checkpointer).unwrap();
+        assert_eq!(copied, frames, "and it was copied");
+    }
 
     const MIB: u64 = 1 << 20;
 

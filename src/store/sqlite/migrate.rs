@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_console_sessions.sql",
         include_str!("../../../migrations/sqlite/0008_console_sessions.sql"),
     ),
+    (
+        "0009_ascending_indexes.sql",
+        include_str!("../../../migrations/sqlite/0009_ascending_indexes.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.

@@ -23,6 +23,11 @@ const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id,
 const STEP_COLS_WITHOUT_LOG: &str = "stage_index, step_index, stage_id, stage_name, step_id, \
      step_name, step_type, status, attempt, started_at, ended_at, outputs, message";
 
+/// The steps of the execution `?1`, by the table's key (migration 0010): its creation time, then
+/// its id.
+pub(super) const STEPS_OF: &str = "execution_created_at = \
+     (SELECT created_at FROM executions WHERE plan_execution_id = ?1) AND plan_execution_id = ?1";
+
 fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
     let outputs: String = row.get(11)?;
     Ok(StepRecord {
@@ -50,8 +55,9 @@ fn upsert_step(
 ) -> rusqlite::Result<usize> {
     let outputs = serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into());
     c.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO execution_steps (plan_execution_id, {STEP_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        "INSERT OR REPLACE INTO execution_steps (execution_created_at, plan_execution_id, {STEP_COLS}) \
+         VALUES ((SELECT created_at FROM executions WHERE plan_execution_id = ?1), \
+         ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))?
     .execute(params![
         id.as_str(),
@@ -583,7 +589,7 @@ impl ExecutionStore for SqliteStore {
         let id = id.clone();
         self.read("listing execution steps", move |c| {
             c.prepare_cached(&format!(
-                "SELECT {STEP_COLS} FROM execution_steps WHERE plan_execution_id = ?1 \
+                "SELECT {STEP_COLS} FROM execution_steps WHERE {STEPS_OF} \
                  ORDER BY stage_index, step_index"
             ))?
             .query_map([id.as_str()], step_row)?
@@ -625,12 +631,14 @@ fn apply_control(
         }
         ControlAction::AbortNow => {
             c.execute(
-                "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = 'aborted' \
-                 WHERE plan_execution_id = ?1 AND status IN ('Running', 'ApprovalWaiting')",
+                &format!(
+                    "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = 'aborted' \
+                     WHERE {STEPS_OF} AND status IN ('Running', 'ApprovalWaiting')"
+                ),
                 params![id.as_str(), status::ABORTED, now],
             )?;
             c.execute(
-                "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
+                &format!("UPDATE execution_steps SET status = ?2 WHERE {STEPS_OF} AND status = ?3"),
                 params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
             )?;
             finish(
@@ -666,7 +674,9 @@ fn apply_control(
         ControlAction::Settle { approve } => {
             let step: Option<String> = c
                 .query_row(
-                    "SELECT step_id FROM execution_steps WHERE plan_execution_id = ?1 AND status = ?2",
+                    &format!(
+                        "SELECT step_id FROM execution_steps WHERE {STEPS_OF} AND status = ?2"
+                    ),
                     params![id.as_str(), status::APPROVAL_WAITING],
                     |r| r.get(0),
                 )
@@ -678,8 +688,10 @@ fn apply_control(
                 status::APPROVAL_REJECTED
             };
             c.execute(
-                "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = ?4 \
-                 WHERE plan_execution_id = ?1 AND status = ?5",
+                &format!(
+                    "UPDATE execution_steps SET status = ?2, ended_at = ?3, message = ?4 \
+                     WHERE {STEPS_OF} AND status = ?5"
+                ),
                 params![
                     id.as_str(),
                     step_status,
@@ -695,7 +707,9 @@ fn apply_control(
                 )?;
             } else {
                 c.execute(
-                    "UPDATE execution_steps SET status = ?2 WHERE plan_execution_id = ?1 AND status = ?3",
+                    &format!(
+                        "UPDATE execution_steps SET status = ?2 WHERE {STEPS_OF} AND status = ?3"
+                    ),
                     params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
                 )?;
                 let message = control::rejection_message(step.as_deref(), &note);
@@ -836,7 +850,7 @@ pub(super) fn read_run(
     let steps = c
         .prepare_cached(&format!(
             "SELECT {STEP_COLS_WITHOUT_LOG}, NULL FROM execution_steps \
-             WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index"
+             WHERE {STEPS_OF} ORDER BY stage_index, step_index"
         ))?
         .query_map([id.as_str()], step_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_ascending_indexes.sql",
         include_str!("../../../migrations/sqlite/0009_ascending_indexes.sql"),
     ),
+    (
+        "0010_steps_by_time.sql",
+        include_str!("../../../migrations/sqlite/0010_steps_by_time.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.
@@ -123,6 +127,60 @@ mod tests {
             )
             .unwrap();
         assert_eq!(live, 2);
+    }
+
+    #[test]
+    fn steps_move_to_their_executions_time_and_go_with_their_execution() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        for (id, created_at) in [("a", 20), ("b", 10)] {
+            conn.execute(
+                "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+                 pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+                 created_at) VALUES (?1, 'acc', 'org', 'proj', 'p', 'P', 'Running', 'MANUAL', 1, '', ?2)",
+                rusqlite::params![id, created_at],
+            )
+            .unwrap();
+            for step in 0..2 {
+                conn.execute(
+                    "INSERT INTO execution_steps (plan_execution_id, stage_index, step_index, \
+                     stage_id, stage_name, step_id, step_name, step_type, status) \
+                     VALUES (?1, 0, ?2, 's', 'S', 'x', 'X', 'Wait', 'Success')",
+                    rusqlite::params![id, step],
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len() - 9);
+        let steps = |id: &str| -> Vec<(i64, i64)> {
+            conn.prepare(&format!(
+                "SELECT execution_created_at, step_index FROM execution_steps \
+                 WHERE {} ORDER BY stage_index, step_index",
+                super::super::executions::STEPS_OF
+            ))
+            .unwrap()
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        assert_eq!(steps("a"), [(20, 0), (20, 1)]);
+        assert_eq!(steps("b"), [(10, 0), (10, 1)]);
+        conn.execute("DELETE FROM executions WHERE plan_execution_id = 'a'", [])
+            .unwrap();
+        assert_eq!(steps("a"), []);
+        assert_eq!(
+            steps("b"),
+            [(10, 0), (10, 1)],
+            "the other execution's steps stay"
+        );
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM execution_steps", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 2);
     }
 
     #[test]

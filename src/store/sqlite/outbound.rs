@@ -802,10 +802,11 @@ pub(super) fn write_events(
         return Ok(());
     };
     let steps = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT stage_index, step_index, stage_id, stage_name, status, started_at, ended_at \
-             FROM execution_steps WHERE plan_execution_id = ?1 ORDER BY stage_index, step_index",
-        )?
+             FROM execution_steps WHERE {} ORDER BY stage_index, step_index",
+            super::executions::STEPS_OF
+        ))?
         .query_map([id.as_str()], |r| {
             Ok(StepRecord {
                 stage_index: r.get(0)?,

@@ -92,6 +92,17 @@ struct NewerSchema(i64, i64);
 mod tests {
     use super::*;
 
+    /// An in-memory database with the first `version` migrations applied.
+    fn migrated_to(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn
+    }
+
     #[test]
     fn migrations_apply_once_and_set_the_version() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -105,11 +116,7 @@ mod tests {
 
     #[test]
     fn a_database_holding_two_root_keys_migrates_and_keeps_both() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (_, sql) in &MIGRATIONS[..3] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        let mut conn = migrated_to(3);
         for id in ["a", "b"] {
             conn.execute(
                 "INSERT INTO api_keys (key_id, account_id, name, role, hash, created_at) \
@@ -131,11 +138,7 @@ mod tests {
 
     #[test]
     fn steps_move_to_their_executions_time_and_go_with_their_execution() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (_, sql) in &MIGRATIONS[..9] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 9).unwrap();
+        let mut conn = migrated_to(9);
         for (id, created_at) in [("a", 20), ("b", 10)] {
             conn.execute(
                 "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \

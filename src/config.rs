@@ -263,7 +263,8 @@ pub struct WriterSettings {
     /// Most writes committed in one transaction.
     pub max_batch: usize,
     /// The WAL's bound in MiB: past it the writer finishes a checkpoint and the WAL starts
-    /// over; the file is kept at most twice this big and truncated when idle.
+    /// over. It overshoots by what is written until the finish runs; the file is cut back to
+    /// twice this size by the first commit after a finish, and truncated when idle.
     pub wal_limit_mib: u64,
 }
 

@@ -1,9 +1,10 @@
 -- Steps keyed by their execution's creation time before its id. Keyed by the random id alone,
 -- the steps of every new execution went to a random leaf of this table: one more page written
 -- per execution, a sixth of the WAL frames of the matched-intake benchmark. Keyed by time, new
--- executions' steps go where the last ones went. Every read and write finds the time through
--- the execution (`STEPS_OF` in store/sqlite/executions.rs), which never changes its
--- created_at.
+-- executions' steps go where the last ones went. Every read and write of one execution's steps
+-- finds the time through the execution (`STEPS_OF` in store/sqlite/executions.rs). triggerd
+-- never changes an execution's created_at; the triggers below keep the steps with their
+-- execution if someone else does.
 CREATE TABLE execution_steps_by_time (
     execution_created_at INTEGER NOT NULL,
     plan_execution_id  TEXT NOT NULL,
@@ -37,5 +38,11 @@ ALTER TABLE execution_steps_by_time RENAME TO execution_steps;
 -- random id to find the steps.
 CREATE TRIGGER executions_delete_steps AFTER DELETE ON executions BEGIN
     DELETE FROM execution_steps
+    WHERE execution_created_at = OLD.created_at AND plan_execution_id = OLD.plan_execution_id;
+END;
+
+CREATE TRIGGER executions_move_steps AFTER UPDATE OF created_at ON executions
+WHEN NEW.created_at IS NOT OLD.created_at BEGIN
+    UPDATE execution_steps SET execution_created_at = NEW.created_at
     WHERE execution_created_at = OLD.created_at AND plan_execution_id = OLD.plan_execution_id;
 END;

@@ -1104,6 +1104,19 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
     }
     let history = get_data(&app, &t, "/executions").await;
     assert_eq!(history["content"].as_array().unwrap().len(), 1, "{history}");
+    // The purged execution's steps go with it (SQLite keys them by the execution's time, which
+    // this test changed); the kept one's stay.
+    let steps_of = |id: &str| {
+        format!("UPDATE execution_steps SET attempt = attempt WHERE plan_execution_id = '{id}'")
+    };
+    let old_plan = old_summary["planExecutionId"].as_str().unwrap();
+    assert_eq!(
+        app.execute_sql(&steps_of(old_plan)).await,
+        0,
+        "steps left behind"
+    );
+    let kept = history["content"][0]["planExecutionId"].as_str().unwrap();
+    assert!(app.execute_sql(&steps_of(kept)).await > 0, "{history}");
     // The event and its execution go in one transaction, so its status is gone as well. Any
     // other answer is printed; a last one that is not the 404 fails with its body.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

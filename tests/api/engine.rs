@@ -1105,7 +1105,8 @@ async fn executions_and_events_past_retention_are_purged_and_recent_ones_kept() 
     let history = get_data(&app, &t, "/executions").await;
     assert_eq!(history["content"].as_array().unwrap().len(), 1, "{history}");
     // The purged execution's steps go with it (SQLite keys them by the execution's time, which
-    // this test changed); the kept one's stay.
+    // this test changed); the kept one's stay. An UPDATE that changes nothing counts the rows
+    // on both backends.
     let steps_of = |id: &str| {
         format!("UPDATE execution_steps SET attempt = attempt WHERE plan_execution_id = '{id}'")
     };

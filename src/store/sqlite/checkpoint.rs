@@ -19,8 +19,8 @@
 //!   fsynced the database pages they dirtied, one random write each. Asked for straight after
 //!   one 500 ms pass, it had to copy everything the writer appended while that pass ran, and
 //!   held writes for 17-38 ms on the development machine. So this thread first catches up with
-//!   further passive passes, each shorter than the last (`catch_up`); most finishes then take
-//!   2-8 ms;
+//!   further passive passes, each shorter than the last (`catch_up`); the median finish then
+//!   took 6-14 ms;
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
 
@@ -76,7 +76,8 @@ fn catch_up(conn: &Connection, mut frames: i64) -> usize {
     let mut last_appended = i64::MAX;
     for pass in 0..CATCH_UP_PASSES {
         match passive(conn) {
-            // Fewer frames than before: the WAL has started over already.
+            // Few appended (or fewer frames than before: the WAL has started over already), or
+            // no fewer than the pass before: the writer outpaces the copy.
             Ok((now, _)) if now - frames <= CATCH_UP_FRAMES || now - frames >= last_appended => {
                 return pass + 1
             }

@@ -217,8 +217,9 @@ impl SqliteStore {
         // keeps its file, so commits reuse its blocks. The WAL passes the limit by what is
         // written between two checks, and SQLite cuts the file back to `journal_size_limit` in
         // the first commit after a restart: set to the limit itself, that freed the overshoot
-        // on every restart, an ftruncate that held the writer for 17-94 ms. Twice the limit
-        // leaves the file alone; the idle truncation still empties it.
+        // on every restart, an ftruncate that held the writer for 17-94 ms. At twice the limit
+        // only an overshoot larger than the limit itself is cut; the idle truncation still
+        // empties the file.
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={}; PRAGMA cache_size=-{};",
             options.wal_limit_bytes.saturating_mul(2),

@@ -69,16 +69,21 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 
 /// Runs further passive checkpoints after one that found `frames`, until one finds at most
 /// [`CATCH_UP_FRAMES`] appended since the pass before it, or no fewer than that pass found, or
-/// [`CATCH_UP_PASSES`] have run. Each pass copies what the writer appended while the previous one
-/// copied and synced; a writer that appends faster than that gets its finish at once rather
-/// than a WAL that grows while this thread falls behind. Returns how many passes ran.
-fn catch_up(conn: &Connection, mut frames: i64) -> usize {
+/// the WAL past `max_frames`, or [`CATCH_UP_PASSES`] have run. Each pass copies what the writer
+/// appended while the previous one copied and synced; a writer that appends faster than that,
+/// or a WAL already far past its limit, gets its finish at once rather than a WAL that grows
+/// while this thread falls behind. Returns how many passes ran.
+fn catch_up(conn: &Connection, mut frames: i64, max_frames: i64) -> usize {
     let mut last_appended = i64::MAX;
     for pass in 0..CATCH_UP_PASSES {
         match passive(conn) {
-            // Few appended (or fewer frames than before: the WAL has started over already), or
-            // no fewer than the pass before: the writer outpaces the copy.
-            Ok((now, _)) if now - frames <= CATCH_UP_FRAMES || now - frames >= last_appended => {
+            // Few appended (or fewer frames than before: the WAL has started over already), no
+            // fewer than the pass before (the writer outpaces the copy), or too big to wait.
+            Ok((now, _))
+                if now - frames <= CATCH_UP_FRAMES
+                    || now - frames >= last_appended
+                    || now > max_frames =>
+            {
                 return pass + 1
             }
             Ok((now, _)) => {
@@ -142,7 +147,11 @@ impl Checkpointer {
                     last_frames = frames;
                     if wanted != Ask::Nothing && !queued.swap(true, Ordering::AcqRel) {
                         if wanted == Ask::Restart {
-                            catch_up(&conn, frames);
+                            // The size the file keeps (`journal_size_limit`): no catching up
+                            // past it.
+                            let max_frames =
+                                (limit_bytes.saturating_mul(2) / page_size.max(1) as u64) as i64;
+                            catch_up(&conn, frames, max_frames);
                         }
                         let queued = queued.clone();
                         let sent = writer.maintain_blocking(move |c| {
@@ -221,16 +230,21 @@ mod tests {
         assert!(frames > CATCH_UP_FRAMES, "{frames} frames");
         assert_eq!(copied, frames, "the first pass copied everything");
         assert_eq!(
-            catch_up(&checkpointer, frames),
+            catch_up(&checkpointer, frames, i64::MAX),
             1,
             "nothing was appended since"
         );
 
         // As if the writer had appended more than the threshold since the first pass.
         assert_eq!(
-            catch_up(&checkpointer, frames - CATCH_UP_FRAMES - 1),
+            catch_up(&checkpointer, frames - CATCH_UP_FRAMES - 1, i64::MAX),
             2,
             "one pass finds more than the threshold appended, the next none"
+        );
+        assert_eq!(
+            catch_up(&checkpointer, frames - CATCH_UP_FRAMES - 1, frames - 1),
+            1,
+            "a WAL past its bound gets its finish at once"
         );
         drop(writer);
     }

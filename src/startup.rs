@@ -167,6 +167,10 @@ impl Application {
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
         });
+        let statuses = Arc::clone(&gateway.cache.statuses);
+        if store.watch_statuses(Arc::new(move |events| statuses.changed(events))) {
+            gateway.cache.statuses.watch();
+        }
         if let Some(changes) = store.subscribe() {
             tokio::spawn(apply_announced(gateway.clone().into_inner(), changes));
         }

@@ -551,11 +551,15 @@ pub async fn event_status(
         ))
     };
     let id = EventId::parse(event_id).ok_or_else(not_found)?;
-    // Who may read an event is decided on every poll, from memory or not.
-    if let Some(hit) = gw.cache.settled.get(&id) {
-        may_read(gw, &hit.event, account, api_key, not_found).await?;
-        return Ok(hit);
+    // Who may read an event is decided on every poll, from memory or not. A long poll of an
+    // execution that has not ended waits for it below.
+    if let Some(hit) = gw.cache.statuses.get(&id) {
+        if wait.is_zero() || hit.is_final() {
+            may_read(gw, &hit.event, account, api_key, not_found).await?;
+            return Ok(hit);
+        }
     }
+    let reservation = gw.cache.statuses.reserve(&id);
     let (event, mut run) = gw
         .store
         .get_event_with_run(&id)
@@ -582,7 +586,7 @@ pub async fn event_status(
         }
     };
     let status = Arc::new(EventStatus::new(event, run));
-    gw.cache.settled.put(&status);
+    gw.cache.statuses.put(&status, reservation);
     Ok(status)
 }
 

@@ -1,13 +1,14 @@
 //! Hot lookups served from memory: token → trigger, project → resolved mandate, and event id →
-//! a settled event with its execution.
+//! an event with its execution, as its status is answered.
 //!
 //! Triggers and mandates are filled on a miss and dropped whenever the data behind them
 //! changes. A generation counter, bumped under the same lock as every invalidation, stops a
 //! reader that loaded a row just before a change from caching that stale row just after it.
-//! A settled event never changes again, so [`SettledEvents`] needs no invalidation, only bounds.
+//! A settled event never changes again; one still running is kept only while the store tells of
+//! every change to it (see [`EventStatuses`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -126,16 +127,25 @@ impl EventStatus {
     }
 }
 
-/// Settled events, as status polls read them, kept in memory: a settled event never changes,
-/// so polls after the first are answered without the database.
+/// Event statuses, as status polls read them, kept in memory so that polls after the first are
+/// answered without the database.
 ///
-/// Bounded two ways. By size: two generations of at most [`SETTLED_BUDGET`] bytes each; when
+/// A settled event never changes again, so it is kept on any backend. One whose execution has
+/// not ended is kept only once [`EventStatuses::watch`] was called: the store then tells
+/// [`EventStatuses::changed`] about every write that may change its answer, before that write
+/// is acknowledged. A reader reserves the event before it reads the store, and what it read is
+/// kept only if no change to that event arrived since: a change committed before its read
+/// would be in what it read, and one committed after drops the reservation.
+///
+/// Bounded two ways. By size: two generations of at most [`STATUS_BUDGET`] bytes each; when
 /// the current one is full it becomes the previous one (dropping the one before), and a hit in
 /// the previous one moves back into the current, so what is polled stays. And by age: an entry
-/// older than [`SETTLED_TTL`] is read again, so an event that retention deleted, here or on
+/// older than [`STATUS_TTL`] is read again, so an event that retention deleted, here or on
 /// another node, stops being served within that time.
-pub struct SettledEvents {
+pub struct EventStatuses {
     inner: Mutex<Generations>,
+    /// Whether the store tells of every change (see [`EventStatuses::watch`]).
+    watched: AtomicBool,
 }
 
 #[derive(Default)]
@@ -143,41 +153,101 @@ struct Generations {
     current: HashMap<EventId, (Instant, Arc<EventStatus>)>,
     previous: HashMap<EventId, (Instant, Arc<EventStatus>)>,
     bytes: usize,
+    /// Reservations of readers that have not put what they read yet.
+    reserved: HashMap<EventId, u64>,
+    next_reservation: u64,
 }
 
-/// The size budget of one generation of [`SettledEvents`].
-const SETTLED_BUDGET: usize = 8 * 1024 * 1024;
-/// How long a settled event is served from memory before it is read again.
-const SETTLED_TTL: Duration = Duration::from_secs(30);
+/// A reader's claim that no change to an event has arrived since it began to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation(u64);
 
-impl SettledEvents {
+/// The size budget of one generation of [`EventStatuses`].
+const STATUS_BUDGET: usize = 8 * 1024 * 1024;
+/// How long an event's status is served from memory before it is read again.
+const STATUS_TTL: Duration = Duration::from_secs(30);
+/// At most this many reservations are held; past it they are all dropped (their readers then
+/// keep nothing), so that reads that fail or find nothing cannot grow the map.
+const MAX_RESERVATIONS: usize = 4096;
+
+impl EventStatuses {
     fn new() -> Self {
         Self {
             inner: Mutex::new(Generations::default()),
+            watched: AtomicBool::new(false),
         }
     }
 
-    /// The settled event with this id, if it was read within [`SETTLED_TTL`].
+    /// The event's status, if it was read within [`STATUS_TTL`] and has not changed since.
     pub fn get(&self, id: &EventId) -> Option<Arc<EventStatus>> {
         let mut g = self.inner.lock();
         if let Some((at, hit)) = g.current.get(id) {
-            return (at.elapsed() < SETTLED_TTL).then(|| Arc::clone(hit));
+            return (at.elapsed() < STATUS_TTL).then(|| Arc::clone(hit));
         }
         let (at, hit) = g.previous.remove(id)?;
-        if at.elapsed() >= SETTLED_TTL {
+        if at.elapsed() >= STATUS_TTL {
             return None;
         }
         g.insert(id.clone(), at, Arc::clone(&hit));
         Some(hit)
     }
 
-    /// Keeps `status` if it is final ([`EventStatus::is_final`]); anything else is ignored.
-    pub fn put(&self, status: &Arc<EventStatus>) {
-        if status.is_final() && status.weight() <= SETTLED_BUDGET / 16 {
-            let id = status.event.event_id.clone();
-            self.inner
-                .lock()
-                .insert(id, Instant::now(), Arc::clone(status));
+    /// Called before reading the event from the store, when every change is told (otherwise
+    /// `None`: only a final status is kept).
+    pub fn reserve(&self, id: &EventId) -> Option<Reservation> {
+        if !self.watched.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut g = self.inner.lock();
+        if g.reserved.len() >= MAX_RESERVATIONS {
+            g.reserved.clear();
+        }
+        g.next_reservation += 1;
+        let n = g.next_reservation;
+        g.reserved.insert(id.clone(), n);
+        Some(Reservation(n))
+    }
+
+    /// Keeps `status` if it is final ([`EventStatus::is_final`]), or if `reservation` still
+    /// holds: no change to the event arrived since it was taken.
+    pub fn put(&self, status: &Arc<EventStatus>, reservation: Option<Reservation>) {
+        let id = &status.event.event_id;
+        let mut g = self.inner.lock();
+        let held = reservation.is_some_and(|Reservation(n)| g.reserved.get(id) == Some(&n));
+        if held {
+            g.reserved.remove(id);
+        }
+        if (held || status.is_final()) && status.weight() <= STATUS_BUDGET / 16 {
+            g.insert(id.clone(), Instant::now(), Arc::clone(status));
+        }
+    }
+
+    /// From now on, statuses that are not final are kept too: the store tells
+    /// [`EventStatuses::changed`] of every change.
+    pub fn watch(&self) {
+        self.watched.store(true, Ordering::Release);
+    }
+
+    /// These events' answers may have changed (`None`: any event's): drops them, and the
+    /// reservations of readers that may have read them before the change.
+    pub fn changed(&self, events: Option<&[EventId]>) {
+        let mut g = self.inner.lock();
+        match events {
+            None => {
+                g.current.clear();
+                g.previous.clear();
+                g.reserved.clear();
+                g.bytes = 0;
+            }
+            Some(events) => {
+                for id in events {
+                    g.reserved.remove(id);
+                    if let Some((_, old)) = g.current.remove(id) {
+                        g.bytes -= old.weight();
+                    }
+                    g.previous.remove(id);
+                }
+            }
         }
     }
 }
@@ -185,7 +255,7 @@ impl SettledEvents {
 impl Generations {
     fn insert(&mut self, id: EventId, at: Instant, status: Arc<EventStatus>) {
         let weight = status.weight();
-        if self.bytes + weight > SETTLED_BUDGET {
+        if self.bytes + weight > STATUS_BUDGET {
             self.previous = std::mem::take(&mut self.current);
             self.bytes = 0;
         }
@@ -201,8 +271,8 @@ pub struct HotCache {
     /// Keyed by SHA-256 of the token: the map compares digests, never the token itself.
     triggers: Guarded<[u8; 32], Arc<CachedTrigger>>,
     mandates: Guarded<ProjectRef, Resolved>,
-    /// Settled events for status polls.
-    pub settled: SettledEvents,
+    /// Event statuses for status polls.
+    pub statuses: Arc<EventStatuses>,
 }
 
 impl Default for HotCache {
@@ -217,7 +287,7 @@ impl HotCache {
         Self {
             triggers: Guarded::new(),
             mandates: Guarded::new(),
-            settled: SettledEvents::new(),
+            statuses: Arc::new(EventStatuses::new()),
         }
     }
 
@@ -336,13 +406,15 @@ mod tests {
 
     #[test]
     fn only_final_events_are_kept() {
-        let cache = SettledEvents::new();
+        let cache = EventStatuses::new();
         let settled = status(10, None);
         // An execution was requested but is not there (yet): it may still change.
         let pending = status(10, Some(PlanExecutionId::generate()));
 
-        cache.put(&settled);
-        cache.put(&pending);
+        cache.put(&settled, None);
+        cache.put(&pending, None);
+        // Not watched: a reservation is not even given.
+        assert_eq!(cache.reserve(&pending.event.event_id), None);
 
         assert!(cache.get(&settled.event.event_id).is_some());
         assert!(cache.get(&pending.event.event_id).is_none());
@@ -350,16 +422,16 @@ mod tests {
 
     #[test]
     fn memory_stays_within_two_generations_and_what_is_read_stays() {
-        let cache = SettledEvents::new();
+        let cache = EventStatuses::new();
         let polled = status(1000, None);
-        cache.put(&polled);
+        cache.put(&polled, None);
         let per_entry = polled.weight();
-        let others: Vec<_> = (0..3 * SETTLED_BUDGET / per_entry)
+        let others: Vec<_> = (0..3 * STATUS_BUDGET / per_entry)
             .map(|_| status(1000, None))
             .collect();
 
         for (i, s) in others.iter().enumerate() {
-            cache.put(s);
+            cache.put(s, None);
             if i % 100 == 0 {
                 assert!(
                     cache.get(&polled.event.event_id).is_some(),
@@ -375,12 +447,68 @@ mod tests {
             .chain(g.previous.values())
             .map(|(_, s)| s.weight())
             .sum();
-        assert!(held <= 2 * SETTLED_BUDGET, "{held} bytes held");
+        assert!(held <= 2 * STATUS_BUDGET, "{held} bytes held");
         assert!(g.current.len() + g.previous.len() < others.len() / 2);
         // Too large to keep: read from the store each time.
         drop(g);
-        let huge = status(SETTLED_BUDGET, None);
-        cache.put(&huge);
+        let huge = status(STATUS_BUDGET, None);
+        cache.put(&huge, None);
         assert!(cache.get(&huge.event.event_id).is_none());
+    }
+
+    #[test]
+    fn a_running_event_is_kept_while_watched_until_it_changes() {
+        let cache = EventStatuses::new();
+        cache.watch();
+        let running = status(10, Some(PlanExecutionId::generate()));
+        let id = &running.event.event_id;
+
+        let reservation = cache.reserve(id);
+        cache.put(&running, reservation);
+        assert!(cache.get(id).is_some());
+
+        cache.changed(Some(std::slice::from_ref(id)));
+        assert!(cache.get(id).is_none());
+        assert_eq!(cache.inner.lock().bytes, 0);
+    }
+
+    #[test]
+    fn what_was_read_before_a_change_is_not_kept() {
+        let cache = EventStatuses::new();
+        cache.watch();
+        let running = status(10, Some(PlanExecutionId::generate()));
+        let other = status(10, Some(PlanExecutionId::generate()));
+        let id = &running.event.event_id;
+
+        // Reserved, read, then a change arrives before the put: what was read may be older.
+        let reservation = cache.reserve(id);
+        cache.changed(Some(&[other.event.event_id.clone(), id.clone()]));
+        cache.put(&running, reservation);
+        assert!(cache.get(id).is_none());
+
+        // A later reader's reservation replaces an earlier one: only the later one keeps.
+        let first = cache.reserve(id);
+        let second = cache.reserve(id);
+        cache.put(&running, first);
+        assert!(cache.get(id).is_none());
+        cache.put(&running, second);
+        assert!(cache.get(id).is_some());
+
+        // A change to any event drops everything, reservations included.
+        let reservation = cache.reserve(&other.event.event_id);
+        cache.changed(None);
+        assert!(cache.get(id).is_none());
+        cache.put(&other, reservation);
+        assert!(cache.get(&other.event.event_id).is_none());
+    }
+
+    #[test]
+    fn reservations_that_are_never_put_stay_bounded() {
+        let cache = EventStatuses::new();
+        cache.watch();
+        for _ in 0..3 * MAX_RESERVATIONS {
+            cache.reserve(&EventId::generate());
+        }
+        assert!(cache.inner.lock().reserved.len() <= MAX_RESERVATIONS);
     }
 }

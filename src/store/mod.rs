@@ -423,6 +423,10 @@ pub enum Change {
     Resync,
 }
 
+/// Told which events' status answers a commit may have changed; `None` for any event (see
+/// [`Store::watch_statuses`]).
+pub type StatusWatcher = std::sync::Arc<dyn Fn(Option<&[EventId]>) + Send + Sync>;
+
 /// Window within which an `Idempotency-Key` replays the original response.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
@@ -454,6 +458,17 @@ pub trait Store:
     /// one process.
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
+    }
+
+    /// Has `watcher` told, after each commit and before it is acknowledged, which events'
+    /// status answers it may have changed: their execution or its steps, or, as `None`, any
+    /// event (a pipeline changed, which a queued execution's planned steps are read from).
+    /// True when the backend sees every write to its database, so that an answer that is not
+    /// final yet may be cached until it changes; false (the default) when other processes
+    /// write it too, and nothing is told.
+    fn watch_statuses(&self, watcher: StatusWatcher) -> bool {
+        let _ = watcher;
+        false
     }
 
     /// Creates or renames an account (and its `default` org on creation), atomically. Returns

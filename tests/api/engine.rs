@@ -666,6 +666,44 @@ async fn a_rejected_step_ends_the_pipeline_and_a_late_approval_is_refused() {
 }
 
 #[tokio::test]
+async fn a_status_answered_from_memory_changes_with_each_acknowledged_write() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    put_pipeline(
+        &app,
+        &t,
+        &stage(
+            "release",
+            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
+        ),
+    )
+    .await;
+    let event = fire(&app, &t, &json!({})).await;
+    let summary = || async {
+        let res = app.get_status(&event, &t.account, None).await;
+        success_data(res).await["executionDetails"]["pipelineExecutionSummary"].clone()
+    };
+    let waiting = settled(&app, &t, &event).await;
+    assert_eq!(waiting["status"], "ApprovalWaiting", "{waiting}");
+    let plan = waiting["planExecutionId"].as_str().expect("id").to_owned();
+    // Read while waiting (and kept), then read again.
+    assert_eq!(summary().await["status"], "ApprovalWaiting");
+    assert_eq!(summary().await["status"], "ApprovalWaiting");
+
+    // A waiting approval that no worker holds is settled by the request itself: one read
+    // right after it is acknowledged, without retrying, already sees it.
+    success_data(control(&app, &t, &plan, "reject", json!({"comment": "not today"})).await).await;
+    let rejected = summary().await;
+
+    assert_eq!(rejected["status"], "ApprovalRejected", "{rejected}");
+    assert_eq!(
+        node(&rejected, "release")["status"],
+        "ApprovalRejected",
+        "{rejected}"
+    );
+}
+
+#[tokio::test]
 async fn an_approval_nobody_answers_expires_at_its_timeout() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

@@ -943,3 +943,92 @@ async fn a_closed_store_refuses_writes_instead_of_losing_them() {
         "{result:?}"
     );
 }
+
+/// What a status watcher was told, in order: `None` for "any event".
+type Told = Arc<parking_lot::Mutex<Vec<Option<Vec<EventId>>>>>;
+
+/// Takes what the watcher was told since the last call.
+fn take(told: &Told) -> Vec<Option<Vec<EventId>>> {
+    std::mem::take(&mut *told.lock())
+}
+
+#[tokio::test]
+async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
+    let f = fixture().await;
+    let told: Told = Arc::default();
+    let sink = Arc::clone(&told);
+    let watched = f.store.watch_statuses(Arc::new(move |events| {
+        sink.lock().push(events.map(<[EventId]>::to_vec));
+    }));
+    if crate::helpers::on_postgres() {
+        // Other nodes write the same database: nothing that is not final is cached.
+        assert!(!watched, "PostgreSQL cannot see other nodes' writes");
+        return;
+    }
+    assert!(watched, "SQLite sees every write to its file");
+    assert!(!f.store.watch_statuses(Arc::new(|_| {})), "one watcher");
+
+    let fired = event(&f.scope, None, now_millis());
+    let id = fired.event_id.clone();
+    record(f.store.as_ref(), fired).await;
+    assert_eq!(take(&told), [], "a new event has no answer cached yet");
+
+    // Each write below is checked as soon as it is acknowledged, without waiting.
+    let one = |told: &Told| {
+        let all = take(told);
+        assert!(!all.is_empty(), "told");
+        assert!(
+            all.iter().all(|t| t
+                .as_ref()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(|e| *e == id))),
+            "{all:?}"
+        );
+    };
+    let mut claims = f
+        .store
+        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    let claim = claims.remove(0);
+    one(&told);
+    f.store
+        .start_execution(
+            &claim,
+            json!({"pipeline": {}}),
+            vec![step(0, 0, "NotStarted")],
+            now_millis(),
+        )
+        .await
+        .expect("start");
+    one(&told);
+    f.store
+        .update_step(&claim, step(0, 0, "Running"))
+        .await
+        .expect("step");
+    one(&told);
+
+    // A pipeline's change reaches every queued execution's planned steps: any event.
+    let now = now_millis();
+    f.store
+        .put_pipeline(PipelineRecord {
+            scope: f.scope.clone(),
+            identifier: Identifier::parse("deploy", "pipeline").expect("id"),
+            name: "Deploy v2".into(),
+            spec: json!({"pipeline": {"identifier": "deploy", "name": "Deploy v2", "stages": []}}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("pipeline");
+    assert!(
+        take(&told).contains(&None),
+        "a pipeline change tells of any event"
+    );
+
+    // Writes that change no event's status tell nothing.
+    f.store
+        .put_project(&f.scope, "Payments again")
+        .await
+        .expect("project");
+    assert_eq!(take(&told), []);
+}

@@ -10,15 +10,18 @@ mod executions;
 mod lock;
 mod migrate;
 mod outbound;
+mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use self::checkpoint::Checkpointer;
+use self::watch::StatusChanges;
 use self::writer::{Coalescer, Writer, WriterThread};
 use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
 use super::{
@@ -76,6 +79,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     /// Webhook events, written in groups.
     events: Coalescer<EventWrite, Option<WebhookEvent>>,
+    /// Which events' status answers each commit changed, for the status cache.
+    statuses: Arc<StatusChanges>,
 }
 
 /// Parses `sqlite://PATH` (relative or absolute) into a file path.
@@ -226,7 +231,13 @@ impl SqliteStore {
             WRITER_CACHE_KIB
         ))
         .map_err(|e| StoreError::db("configuring the writer connection", e))?;
-        let (writer, thread) = Writer::start(conn, options.queue_capacity, options.max_batch)
+        let statuses = Arc::new(StatusChanges::default());
+        statuses.install(&conn)?;
+        let flush = Arc::clone(&statuses);
+        let (writer, thread) =
+            Writer::start(conn, options.queue_capacity, options.max_batch, move || {
+                flush.flush()
+            })
             .map_err(|e| StoreError::db("starting the writer thread", e))?;
         let checkpointer = Checkpointer::start(
             open_rw(path)?,
@@ -238,6 +249,7 @@ impl SqliteStore {
         Ok(Self {
             lock: Mutex::new(Some(lock)),
             events: Coalescer::new(writer.clone(), write_event),
+            statuses,
             writer,
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -665,6 +677,10 @@ fn is_fk_violation(e: &rusqlite::Error) -> bool {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn watch_statuses(&self, watcher: crate::store::StatusWatcher) -> bool {
+        self.statuses.watch(watcher)
+    }
+
     async fn ready(&self) -> StoreResult<bool> {
         self.read("checking readiness", |c| {
             let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -45,16 +45,18 @@ pub(crate) struct WriterThread {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn`. `committed` runs after each batch's transaction has
+    /// ended, before any of its callers is answered.
     pub(crate) fn start(
         conn: Connection,
         capacity: usize,
         max_batch: usize,
+        committed: impl Fn() + Send + 'static,
     ) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let handle = std::thread::Builder::new()
             .name("triggerd-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1)))?;
+            .spawn(move || run(conn, rx, max_batch.max(1), &committed))?;
         Ok((
             Writer { tx: tx.clone() },
             WriterThread {
@@ -291,7 +293,7 @@ fn rolled_back() -> StoreError {
 #[error("{0}")]
 struct BatchFailed(String);
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize, committed: &dyn Fn()) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     let mut maintenance: Option<Maintenance> = None;
@@ -313,10 +315,11 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&conn, &mut batch);
+            commit_batch(&conn, &mut batch, committed);
         }
         if let Some(f) = maintenance.take() {
             f(&conn);
+            committed();
         }
     }
     rx.close();
@@ -330,7 +333,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
     tracing::debug!("sqlite writer stopped");
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>, committed: &dyn Fn()) {
     metrics::histogram!("triggerd_writer_batch_size").record(batch.len() as f64);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::db("starting a write batch", e);
@@ -362,6 +365,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         tracing::error!(error = %e, "write batch commit failed");
         let _ = conn.execute_batch("ROLLBACK");
     }
+    committed();
     for done in completions {
         done(commit_error.as_ref());
     }
@@ -450,7 +454,7 @@ mod tests {
     #[tokio::test]
     async fn coalesced_items_are_written_together_and_a_failing_one_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16, || {}).unwrap();
         let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
         // Hold the writer thread so that the items queue up behind it as one group.
         let (blocker, go_tx) = hold(&writer).await;
@@ -493,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_whose_transaction_is_rolled_back_commits_none_of_its_items_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16, || {}).unwrap();
         let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_or_roll_back));
         let (blocker, go_tx) = hold(&writer).await;
         let writes = queue_writes(&coalescer, &[1, 0, 2]).await;
@@ -517,7 +521,7 @@ mod tests {
     #[tokio::test]
     async fn a_coalesced_write_after_shutdown_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 16, 16).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 16, 16, || {}).unwrap();
         thread.shutdown().await;
 
         let late = Coalescer::new(writer, insert_one).write(1).await;
@@ -529,7 +533,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_does_not_undo_the_others_in_its_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64, || {}).unwrap();
 
         // Queued together, so they share batches; the duplicate violates UNIQUE.
         let results = tokio::join!(
@@ -548,7 +552,7 @@ mod tests {
     #[tokio::test]
     async fn maintenance_runs_after_what_was_queued_before_it_outside_a_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64, || {}).unwrap();
         let queued = tokio::spawn({
             let w = writer.clone();
             async move { w.write(insert(1)).await }
@@ -589,7 +593,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_commits_what_was_queued_and_refuses_what_comes_after() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 64, 64).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 64, 64, || {}).unwrap();
         let queued: Vec<_> = (0..20)
             .map(|v| {
                 tokio::spawn({
@@ -612,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_overloaded_and_stores_nothing_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 1, 1).unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 1, 1, || {}).unwrap();
         let (blocker, go_tx) = hold(&writer).await;
         // The queue holds one write: fill it, and wait until it is really queued.
         let filler = tokio::spawn({

@@ -158,16 +158,29 @@ struct Generations {
     next_reservation: u64,
 }
 
-/// A reader's claim that no change to an event has arrived since it began to read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation(u64);
+/// A reader's claim that no change to an event has arrived since it began to read it; given
+/// back when dropped, so that reads that fail or find nothing leave nothing behind.
+pub struct Reservation<'a> {
+    cache: &'a EventStatuses,
+    id: EventId,
+    n: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut g = self.cache.inner.lock();
+        if g.reserved.get(&self.id) == Some(&self.n) {
+            g.reserved.remove(&self.id);
+        }
+    }
+}
 
 /// The size budget of one generation of [`EventStatuses`].
 const STATUS_BUDGET: usize = 8 * 1024 * 1024;
 /// How long an event's status is served from memory before it is read again.
 const STATUS_TTL: Duration = Duration::from_secs(30);
-/// At most this many reservations are held; past it they are all dropped (their readers then
-/// keep nothing), so that reads that fail or find nothing cannot grow the map.
+/// At most this many reservations are held at once (by readers between their reservation and
+/// their put); past it they are all dropped, and those readers then keep nothing.
 const MAX_RESERVATIONS: usize = 4096;
 
 impl EventStatuses {
@@ -194,7 +207,7 @@ impl EventStatuses {
 
     /// Called before reading the event from the store, when every change is told (otherwise
     /// `None`: only a final status is kept).
-    pub fn reserve(&self, id: &EventId) -> Option<Reservation> {
+    pub fn reserve(&self, id: &EventId) -> Option<Reservation<'_>> {
         if !self.watched.load(Ordering::Acquire) {
             return None;
         }
@@ -205,21 +218,31 @@ impl EventStatuses {
         g.next_reservation += 1;
         let n = g.next_reservation;
         g.reserved.insert(id.clone(), n);
-        Some(Reservation(n))
+        Some(Reservation {
+            cache: self,
+            id: id.clone(),
+            n,
+        })
     }
 
-    /// Keeps `status` if it is final ([`EventStatus::is_final`]), or if `reservation` still
-    /// holds: no change to the event arrived since it was taken.
-    pub fn put(&self, status: &Arc<EventStatus>, reservation: Option<Reservation>) {
+    /// Keeps `status` if `reservation` still holds (no change to the event arrived since it
+    /// was taken); without one (the store does not tell of changes), if it is final
+    /// ([`EventStatus::is_final`]). A final status may still change while its change is told
+    /// (a pipeline's, for the stages of an execution aborted before it started; a deletion), so
+    /// a reservation that was dropped keeps nothing, final or not.
+    pub fn put(&self, status: &Arc<EventStatus>, reservation: Option<Reservation<'_>>) {
         let id = &status.event.event_id;
         let mut g = self.inner.lock();
-        let held = reservation.is_some_and(|Reservation(n)| g.reserved.get(id) == Some(&n));
-        if held {
-            g.reserved.remove(id);
-        }
-        if (held || status.is_final()) && status.weight() <= STATUS_BUDGET / 16 {
+        let keep = match &reservation {
+            Some(r) => *id == r.id && g.reserved.get(id) == Some(&r.n),
+            None => status.is_final(),
+        };
+        if keep && status.weight() <= STATUS_BUDGET / 16 {
             g.insert(id.clone(), Instant::now(), Arc::clone(status));
         }
+        drop(g);
+        // Given back here, kept or not.
+        drop(reservation);
     }
 
     /// From now on, statuses that are not final are kept too: the store tells
@@ -414,7 +437,7 @@ mod tests {
         cache.put(&settled, None);
         cache.put(&pending, None);
         // Not watched: a reservation is not even given.
-        assert_eq!(cache.reserve(&pending.event.event_id), None);
+        assert!(cache.reserve(&pending.event.event_id).is_none());
 
         assert!(cache.get(&settled.event.event_id).is_some());
         assert!(cache.get(&pending.event.event_id).is_none());
@@ -500,15 +523,29 @@ mod tests {
         assert!(cache.get(id).is_none());
         cache.put(&other, reservation);
         assert!(cache.get(&other.event.event_id).is_none());
+
+        // Final or not: what was read before a change is not kept while changes are told.
+        let settled = status(10, None);
+        let reservation = cache.reserve(&settled.event.event_id);
+        cache.changed(Some(std::slice::from_ref(&settled.event.event_id)));
+        cache.put(&settled, reservation);
+        assert!(cache.get(&settled.event.event_id).is_none());
     }
 
     #[test]
-    fn reservations_that_are_never_put_stay_bounded() {
+    fn reservations_are_given_back_when_dropped_and_stay_bounded_while_held() {
         let cache = EventStatuses::new();
         cache.watch();
-        for _ in 0..3 * MAX_RESERVATIONS {
-            cache.reserve(&EventId::generate());
+        for _ in 0..10 {
+            // A read that failed or found nothing: never put.
+            drop(cache.reserve(&EventId::generate()));
         }
+        assert!(cache.inner.lock().reserved.is_empty());
+
+        let held: Vec<_> = (0..3 * MAX_RESERVATIONS)
+            .map(|_| cache.reserve(&EventId::generate()))
+            .collect();
         assert!(cache.inner.lock().reserved.len() <= MAX_RESERVATIONS);
+        drop(held);
     }
 }

@@ -689,6 +689,15 @@ async fn a_status_answered_from_memory_changes_with_each_acknowledged_write() {
     // Read while waiting (and kept), then read again.
     assert_eq!(summary().await["status"], "ApprovalWaiting");
     assert_eq!(summary().await["status"], "ApprovalWaiting");
+    if !crate::helpers::on_postgres() {
+        // Kept indeed: a change behind the store's back (another connection to the file) is
+        // not seen.
+        let sql = format!(
+            "UPDATE executions SET pipeline_name = 'behind' WHERE plan_execution_id = '{plan}'"
+        );
+        assert_eq!(app.execute_sql(&sql).await, 1);
+        assert_eq!(summary().await["name"], "deploy", "answered from memory");
+    }
 
     // A waiting approval that no worker holds is settled by the request itself: one read
     // right after it is acknowledged, without retrying, already sees it.

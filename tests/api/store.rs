@@ -1032,3 +1032,44 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
         .expect("project");
     assert_eq!(take(&told), []);
 }
+
+#[tokio::test]
+async fn a_write_is_answered_only_after_the_status_cache_was_told() {
+    let f = fixture().await;
+    if crate::helpers::on_postgres() {
+        return;
+    }
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (
+        parking_lot::Mutex::new(entered_tx),
+        parking_lot::Mutex::new(release_rx),
+    );
+    // The watcher holds the writer until released (or until the test ends and drops the sender).
+    assert!(f.store.watch_statuses(Arc::new(move |_| {
+        let _ = entered_tx.lock().send(());
+        let _ = release_rx.lock().recv();
+    })));
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+
+    let store = Arc::clone(&f.store);
+    let claim = tokio::spawn(async move {
+        store
+            .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
+            .await
+    });
+    let told =
+        tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join");
+    told.expect("the claim's change is told");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert!(
+        !claim.is_finished(),
+        "the claim was answered before the cache was told of it"
+    );
+    release_tx.send(()).expect("release");
+    let claims = claim.await.expect("join").expect("claim");
+    assert_eq!(claims.len(), 1);
+}

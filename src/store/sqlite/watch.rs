@@ -3,8 +3,8 @@
 //!
 //! One process owns the database file (see lock.rs) and every write goes through the writer's
 //! connection, so temporary triggers on that connection see every change: a changed or deleted
-//! execution, a step written or deleted (by its execution's event), and any change to a
-//! pipeline, which a queued execution's planned steps are read from (every event then). The
+//! execution, a step written or deleted (by its execution's event), a deleted event (retention),
+//! and any change to a pipeline, which a queued execution's planned steps are read from (every event then). The
 //! triggers call a function that collects the event ids during the transaction; the writer
 //! hands them on once the transaction has committed, before it answers the callers, so a
 //! caller that wrote and then polls never gets the answer from before its own write.
@@ -39,6 +39,8 @@ CREATE TEMP TRIGGER watch_steps_update AFTER UPDATE ON main.execution_steps
 CREATE TEMP TRIGGER watch_steps_delete AFTER DELETE ON main.execution_steps
     BEGIN SELECT triggerd_status_changed(event_id) FROM main.executions
         WHERE plan_execution_id = OLD.plan_execution_id AND event_id IS NOT NULL; END;
+CREATE TEMP TRIGGER watch_events_delete AFTER DELETE ON main.webhook_events
+    BEGIN SELECT triggerd_status_changed(OLD.event_id); END;
 CREATE TEMP TRIGGER watch_pipelines_insert AFTER INSERT ON main.pipelines
     BEGIN SELECT triggerd_status_changed(NULL); END;
 CREATE TEMP TRIGGER watch_pipelines_update AFTER UPDATE ON main.pipelines
@@ -64,15 +66,15 @@ impl StatusChanges {
     /// Creates the triggers and their function on `conn`, the writer's connection.
     pub(super) fn install(self: &Arc<Self>, conn: &Connection) -> StoreResult<()> {
         let changes = Arc::clone(self);
+        // Collected whether or not anyone watches yet: a transaction still open when the
+        // watcher is set is told in full when it commits.
         conn.create_scalar_function(FUNCTION, 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
-            if changes.watcher.get().is_some() {
-                let id: Option<String> = ctx.get(0)?;
-                let mut pending = changes.pending.lock();
-                match id {
-                    // Stored ids parse; one that does not has no status to cache anyway.
-                    Some(id) => pending.events.extend(EventId::parse(&id)),
-                    None => pending.all = true,
-                }
+            let id: Option<String> = ctx.get(0)?;
+            let mut pending = changes.pending.lock();
+            match id {
+                // Stored ids parse; one that does not has no status to cache anyway.
+                Some(id) => pending.events.extend(EventId::parse(&id)),
+                None => pending.all = true,
             }
             Ok(None::<i64>)
         })

@@ -59,10 +59,8 @@ pub(super) async fn trigger_execution_details(
         std::time::Duration::from_secs(wait),
     )
     .await?;
-    if !found.is_final() {
-        return Ok(envelope::ok(render(&found)));
-    }
-    // A settled event's answer never changes: it is rendered once while the event is cached.
+    // What was read never changes (a change replaces it in the cache): rendered once, kept while
+    // it is cached.
     if let Some(data) = found.rendered.get() {
         return Ok(envelope::ok(data));
     }

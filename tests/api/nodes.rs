@@ -29,8 +29,9 @@ async fn start_nodes(dir: &Path, url: &str, root: &str, count: usize) -> Vec<Dae
     let envs = [
         ("TRIGGERD_ROOT_KEY", root),
         // Short enough for a quick takeover, long enough that a live node busy with the rest
-        // of the suite renews in time (its renewal comes every third of it).
-        ("TRIGGERD_NODE__LEASE", "5s"),
+        // of the suite renews in time (its renewal comes every third of it). At 5 s a CI run
+        // once ended an execution as interrupted that the killed node did not hold.
+        ("TRIGGERD_NODE__LEASE", "8s"),
         ("TRIGGERD_POSTGRES__POOL_SIZE", "6"),
         ("TRIGGERD_OUTBOUND__ALLOWED_CIDRS", "127.0.0.0/8"),
         (
@@ -199,6 +200,9 @@ async fn three_nodes_lose_nothing_and_run_nothing_twice_when_one_is_killed() {
     }
     let db = sql(&pg.url).await;
     nodes[1].kill_hard();
+    // A claim the node sent just before it died is still committed by its PostgreSQL backend,
+    // possibly after a query sent now: let those finish before reading what it held.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let held: Vec<String> = db
         .query(
             &format!("SELECT plan_execution_id FROM executions WHERE lease_owner = $1 AND status NOT IN {ENDED}"),

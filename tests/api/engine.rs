@@ -603,19 +603,19 @@ async fn run_manually(app: &TestApp, t: &TestTrigger, stages: &str) -> String {
 const APPROVAL: &str =
     "          - step: {identifier: ship_it, type: Approval, spec: {message: Ship it?}}\n";
 
+/// A stage `release`: an [`APPROVAL`], then a Run step `go`.
+fn approval_then_go() -> String {
+    stage(
+        "release",
+        &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
+    )
+}
+
 #[tokio::test]
 async fn an_approved_step_lets_the_pipeline_continue() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    let id = run_manually(
-        &app,
-        &t,
-        &stage(
-            "release",
-            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
-        ),
-    )
-    .await;
+    let id = run_manually(&app, &t, &approval_then_go()).await;
 
     let waiting = reaches(&app, &t, &id, "ApprovalWaiting").await;
     let approved = control(&app, &t, &id, "approve", json!({"comment": "looks good"})).await;
@@ -636,15 +636,7 @@ async fn an_approved_step_lets_the_pipeline_continue() {
 async fn a_rejected_step_ends_the_pipeline_and_a_late_approval_is_refused() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    let id = run_manually(
-        &app,
-        &t,
-        &stage(
-            "release",
-            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
-        ),
-    )
-    .await;
+    let id = run_manually(&app, &t, &approval_then_go()).await;
     reaches(&app, &t, &id, "ApprovalWaiting").await;
 
     success_data(control(&app, &t, &id, "reject", json!({"comment": "not today"})).await).await;
@@ -669,15 +661,7 @@ async fn a_rejected_step_ends_the_pipeline_and_a_late_approval_is_refused() {
 async fn a_status_answered_from_memory_changes_with_each_acknowledged_write() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    put_pipeline(
-        &app,
-        &t,
-        &stage(
-            "release",
-            &format!("{APPROVAL}{}", run_step("go", "", "'true'")),
-        ),
-    )
-    .await;
+    put_pipeline(&app, &t, &approval_then_go()).await;
     let event = fire(&app, &t, &json!({})).await;
     let summary = || async {
         let res = app.get_status(&event, &t.account, None).await;

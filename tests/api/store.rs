@@ -1031,6 +1031,20 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
         .await
         .expect("project");
     assert_eq!(take(&told), []);
+
+    // The end, and retention deleting the execution and the event.
+    f.store
+        .finish_execution(&claim, None, Vec::new(), "Success", None, now_millis())
+        .await
+        .expect("finish");
+    one(&told);
+    let (executions, events) = f
+        .store
+        .purge_before(now_millis() + 1000, 100)
+        .await
+        .expect("purge");
+    assert_eq!((executions, events), (1, 1));
+    one(&told);
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@
 //! One process owns the database file (see lock.rs) and every write goes through the writer's
 //! connection, so temporary triggers on that connection see every change: a changed or deleted
 //! execution, a step written or deleted (by its execution's event), a deleted event (retention),
-//! and any change to a pipeline, which a queued execution's planned steps are read from (every event then). The
-//! triggers call a function that collects the event ids during the transaction; the writer
-//! hands them on once the transaction has committed, before it answers the callers, so a
-//! caller that wrote and then polls never gets the answer from before its own write.
+//! and any change to a pipeline, which a queued execution's planned steps are read from (every
+//! event then). The triggers call a function that collects the event ids during the
+//! transaction; the writer hands them on once the transaction has committed, before it answers
+//! the callers, so a caller that wrote and then polls never gets the answer from before its
+//! own write.
 
 use std::sync::{Arc, OnceLock};
 

@@ -40,6 +40,9 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Executions run at once (DESIGN §6.3); `Wait` steps hold none.
     pub workers: usize,
+    /// How much lower than the HTTP workers' the CPU priority of the engine and the other
+    /// background work is: a Linux nice increment, 0 (the same) to 19.
+    pub engine_nice: i32,
     /// Days to keep executions, their logs and webhook events; 0 keeps them forever.
     pub retention_days: u32,
     /// Logging.
@@ -366,6 +369,7 @@ impl Default for Settings {
             http_workers: 0,
             shutdown_grace_secs: 30,
             workers: 32,
+            engine_nice: 10,
             retention_days: 30,
             log: LogSettings::default(),
             writer: WriterSettings::default(),
@@ -519,6 +523,12 @@ impl Settings {
             return fail(format!(
                 "workers = {} must be between 1 and 1024",
                 self.workers
+            ));
+        }
+        if !(0..=19).contains(&self.engine_nice) {
+            return fail(format!(
+                "engine_nice = {} must be between 0 and 19",
+                self.engine_nice
             ));
         }
         if self.retention_days > 36_500 {
@@ -743,6 +753,20 @@ mod tests {
                         level: "[".into(),
                         ..LogSettings::default()
                     },
+                    ..Settings::default()
+                },
+            ),
+            (
+                "engine_nice = 20",
+                Settings {
+                    engine_nice: 20,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "engine_nice = -1",
+                Settings {
+                    engine_nice: -1,
                     ..Settings::default()
                 },
             ),

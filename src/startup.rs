@@ -223,7 +223,10 @@ impl Application {
     /// commits every queued write and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let handle = self.server.handle();
-        let mut server = tokio::spawn(self.server);
+        // Polled here, not spawned: its first poll starts the HTTP worker threads, which take
+        // the CPU priority of the thread that starts them. `serve` runs this on its main thread,
+        // whose priority is above the runtime's (see `cli::server::serve_runtime`).
+        let mut server = self.server;
         let engine_stop = self.engine_stop.clone();
         let served = tokio::select! {
             result = &mut server => result,
@@ -231,8 +234,9 @@ impl Application {
                 tracing::info!("shutting down: no longer accepting, finishing in-flight requests");
                 // No new executions or steps start from now; running steps may finish.
                 engine_stop.cancel();
-                handle.stop(true).await;
-                server.await
+                // The server stops only while it is polled.
+                let ((), result) = tokio::join!(handle.stop(true), &mut server);
+                result
             }
         };
         // Stop claiming work and let running steps finish within the grace period; steps still
@@ -247,9 +251,7 @@ impl Application {
         // Flush the writer whatever happened to the HTTP server.
         self.store.close().await;
         tracing::info!("stopped: every acknowledged write is committed");
-        served
-            .context("the HTTP server task failed")?
-            .context("the HTTP server failed")
+        served.context("the HTTP server failed")
     }
 }
 

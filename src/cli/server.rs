@@ -33,12 +33,53 @@ fn settings(config: Option<PathBuf>, overrides: Overrides) -> Result<Settings, C
 }
 
 fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> CliResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
+    run_on(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        f,
+    )
+}
+
+fn run_on<F: Future<Output = anyhow::Result<()>>>(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    f: F,
+) -> CliResult {
+    let runtime =
+        runtime.map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(f)?;
     Ok(Exit::Success)
+}
+
+/// The runtime of `serve`. Its threads run the engine and the other background work (outbound
+/// deliveries, retention); actix answers HTTP on worker threads of its own. They run `nice`
+/// steps below the rest of the process, so that when the cores are busy, webhooks and status
+/// polls are answered first and the queue drains with what is left.
+///
+/// What `block_on` runs stays on the calling thread at the process's priority, and so do the
+/// threads started from it (a thread starts at its creator's priority): the HTTP workers, the
+/// SQLite writer, the argon2 pool, and the Run steps' spawner, whose steps therefore keep the
+/// process's priority too.
+fn serve_runtime(nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || {
+            if nice > 0 {
+                lower_priority(nice);
+            }
+        })
+        .build()
+}
+
+/// Lowers the calling thread's priority by `nice` (Linux keeps one per thread), up to 19.
+fn lower_priority(nice: i32) {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let thread = Some(rustix::thread::gettid());
+    let lowered = getpriority_process(thread)
+        .and_then(|current| setpriority_process(thread, (current + nice).min(19)));
+    if let Err(e) = lowered {
+        tracing::warn!(error = %e, "could not lower the priority of a background thread");
+    }
 }
 
 /// `TRIGGERD_ROOT_KEY`, when set and not empty, or the key [`root_key_out_of_environment`]
@@ -150,7 +191,7 @@ pub fn serve(
         }
     }
     crate::memory::spawn_trimmer();
-    block_on(async move {
+    run_on(serve_runtime(settings.engine_nice), async move {
         let app = Application::build(&settings).await?;
         let gateway = app.gateway();
         let root_key = configured_root_key();

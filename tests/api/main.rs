@@ -18,6 +18,7 @@ mod mandate;
 mod memory;
 mod nodes;
 mod openapi;
+mod priority;
 mod robustness;
 mod secrets;
 mod status;

@@ -40,8 +40,8 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Executions run at once (DESIGN §6.3); `Wait` steps hold none.
     pub workers: usize,
-    /// How much lower than the HTTP workers' the CPU priority of the engine and the other
-    /// background work is: a Linux nice increment, 0 (the same) to 19.
+    /// How much lower than the HTTP workers' the CPU priority of the engine, the Run steps and
+    /// the other background work is: a Linux nice increment, 0 (the same) to 19.
     pub engine_nice: i32,
     /// Days to keep executions, their logs and webhook events; 0 keeps them forever.
     pub retention_days: u32,

@@ -58,28 +58,20 @@ fn run_on<F: Future<Output = anyhow::Result<()>>>(
 ///
 /// What `block_on` runs stays on the calling thread at the process's priority, and so do the
 /// threads started from it (a thread starts at its creator's priority): the HTTP workers, the
-/// SQLite writer, the argon2 pool, and the Run steps' spawner, whose steps therefore keep the
-/// process's priority too.
+/// SQLite writer and the argon2 pool. The Run steps' spawner is set to the engine's priority
+/// (`Spawner::start`), so steps neither starve the engine that runs them nor outrank webhooks.
 fn serve_runtime(nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(move || {
+            // Linux keeps a priority per thread.
             if nice > 0 {
-                lower_priority(nice);
+                if let Err(e) = crate::engine::lower_priority(rustix::thread::gettid(), nice) {
+                    tracing::warn!(error = %e, "could not lower the priority of a background thread");
+                }
             }
         })
         .build()
-}
-
-/// Lowers the calling thread's priority by `nice` (Linux keeps one per thread), up to 19.
-fn lower_priority(nice: i32) {
-    use rustix::process::{getpriority_process, setpriority_process};
-    let thread = Some(rustix::thread::gettid());
-    let lowered = getpriority_process(thread)
-        .and_then(|current| setpriority_process(thread, (current + nice).min(19)));
-    if let Err(e) = lowered {
-        tracing::warn!(error = %e, "could not lower the priority of a background thread");
-    }
 }
 
 /// `TRIGGERD_ROOT_KEY`, when set and not empty, or the key [`root_key_out_of_environment`]

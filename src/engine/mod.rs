@@ -1044,3 +1044,13 @@ async fn run_step(
 fn failed(message: String) -> StepOutcome {
     (false, Some(message), BTreeMap::new(), None)
 }
+
+/// Sets the CPU priority of `target`, a thread of this process or a child process, `nice` steps
+/// below this process's own (at most 19). The engine's threads and the Run steps run there
+/// (`engine_nice`), so that under load the HTTP workers are served first.
+pub fn lower_priority(target: rustix::process::Pid, nice: i32) -> std::io::Result<()> {
+    use rustix::process::{getpid, getpriority_process, setpriority_process};
+    let own = getpriority_process(Some(getpid()))?;
+    setpriority_process(Some(target), (own + nice).min(19))?;
+    Ok(())
+}

@@ -91,6 +91,8 @@ pub struct Spawned {
 #[derive(Debug)]
 pub struct Spawner {
     binary: PathBuf,
+    /// How far below this process's priority the spawner, and so every step, runs.
+    nice: i32,
     connection: Mutex<Option<Connection>>,
 }
 
@@ -104,10 +106,11 @@ struct Connection {
 
 impl Spawner {
     /// Starts `binary step-spawner` with a cleared environment.
-    pub fn start(binary: &Path) -> io::Result<Self> {
-        let connection = Connection::start(binary)?;
+    pub fn start(binary: &Path, nice: i32) -> io::Result<Self> {
+        let connection = Connection::start(binary, nice)?;
         Ok(Self {
             binary: binary.to_path_buf(),
+            nice,
             connection: Mutex::new(Some(connection)),
         })
     }
@@ -130,7 +133,7 @@ impl Spawner {
         for attempt in 0..2 {
             let c = match connection.as_mut() {
                 Some(c) if attempt == 0 => c,
-                _ => connection.insert(Connection::start(&self.binary)?),
+                _ => connection.insert(Connection::start(&self.binary, self.nice)?),
             };
             // Not sent: the spawner is gone (or stuck), and a new one gets the request. Sent
             // but not answered: the step may have started, so it is not started again. Only
@@ -155,7 +158,9 @@ impl Spawner {
 }
 
 impl Connection {
-    fn start(binary: &Path) -> io::Result<Self> {
+    /// Starts a spawner `nice` steps below this process's priority: every step it starts
+    /// inherits it.
+    fn start(binary: &Path, nice: i32) -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
         // A spawner that does not answer (stopped, say) is given up, not waited for forever.
         ours.set_read_timeout(Some(ANSWER_WITHIN))?;
@@ -172,6 +177,12 @@ impl Connection {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
+        // Set before the first request, so no step starts at another priority.
+        if let Some(pid) = process.id().and_then(|id| Pid::from_raw(id as i32)) {
+            if let Err(e) = super::lower_priority(pid, nice) {
+                tracing::warn!(error = %e, "could not lower the priority of the Run steps' spawner");
+            }
+        }
         Ok(Self {
             socket: ours,
             _process: process,

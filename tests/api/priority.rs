@@ -1,5 +1,5 @@
-//! CPU priority through the real binary: the engine's threads run below the HTTP workers, and
-//! everything else, Run steps included, keeps the process's priority.
+//! CPU priority through the real binary: the engine's threads and the Run steps run below the
+//! HTTP workers, and everything else keeps the process's priority.
 
 use std::collections::BTreeMap;
 
@@ -50,7 +50,7 @@ fn nice_of_children(pid: u32) -> Vec<(String, i32)> {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_engine_runs_below_the_http_workers_and_nothing_else_does() {
+async fn the_engine_and_its_steps_run_below_the_http_workers_and_nothing_else_does() {
     let own = nice_of(&std::fs::read_to_string("/proc/self/stat").expect("stat"));
     for (setting, engine) in [(None, (own + 10).min(19)), (Some("3"), (own + 3).min(19))] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -79,12 +79,12 @@ async fn the_engine_runs_below_the_http_workers_and_nothing_else_does() {
                 );
             }
         }
-        // The Run steps' spawner, and so every step it starts, keeps the process's priority.
+        // The Run steps' spawner, and so every step it starts, runs with the engine.
         let children = nice_of_children(daemon.pid());
         assert!(!children.is_empty(), "no step spawner");
         assert!(
-            children.iter().all(|&(_, n)| n == own),
-            "children {children:?}, expected the process's {own}"
+            children.iter().all(|&(_, n)| n == engine),
+            "children {children:?}, expected the engine's {engine}"
         );
     }
 }

@@ -317,15 +317,22 @@ async fn a_server_started_as_root_runs_steps_as_nobody_who_reads_neither_the_dat
 async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
-    // The script's parent is its supervisor, whose parent is the spawner.
+    // The script's parent is its supervisor, whose parent is the spawner. Field 19 of its own
+    // stat line is its nice value.
     app.put_pipeline_yaml(
         &t,
         &run_pipeline(
-            "echo \"spawner=$(awk '{print $4}' /proc/$PPID/stat)\" >> \"$TRIGGERD_OUTPUT\"",
+            "echo \"spawner=$(awk '{print $4}' /proc/$PPID/stat)\" >> \"$TRIGGERD_OUTPUT\"\n\
+             echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"",
         ),
     )
     .await;
+    // Steps run at the engine's priority (`engine_nice`, 10 by default), the first spawner's
+    // and the one started again alike.
+    let own = crate::priority::nice_of(&std::fs::read_to_string("/proc/self/stat").expect("stat"));
+    let engine = (own + 10).min(19).to_string();
     assert_eq!(fire_and_wait(&app, &t).await, "Success");
+    assert_eq!(step_outputs(&app, &t).await["nice"], engine.as_str());
     let first: i32 = step_outputs(&app, &t).await["spawner"]
         .as_str()
         .and_then(|p| p.parse().ok())
@@ -349,6 +356,7 @@ async fn a_spawner_that_was_killed_is_started_again_for_the_next_step() {
         second.as_str().is_some_and(|p| p != first.to_string()),
         "a new spawner: {second}"
     );
+    assert_eq!(step_outputs(&app, &t).await["nice"], engine.as_str());
 }
 
 #[tokio::test]

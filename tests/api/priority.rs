@@ -1,12 +1,13 @@
 //! CPU priority through the real binary: the engine's threads and the Run steps run below the
-//! HTTP workers, and everything else keeps the process's priority.
+//! HTTP workers, and everything else keeps the process's priority. Linux only: thread
+//! priorities and `/proc`.
+#![cfg(target_os = "linux")]
 
 use std::collections::BTreeMap;
 
 use crate::durability::Daemon;
 
 /// The nice value of each thread of `pid`, by thread name.
-#[cfg(target_os = "linux")]
 fn nice_by_thread(pid: u32) -> BTreeMap<String, Vec<i32>> {
     let mut threads: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
@@ -22,7 +23,7 @@ fn nice_by_thread(pid: u32) -> BTreeMap<String, Vec<i32>> {
 }
 
 /// The nice value (field 19) of a `/proc/.../stat` line; the name before it may hold spaces.
-fn nice_of(stat: &str) -> i32 {
+pub(crate) fn nice_of(stat: &str) -> i32 {
     let after_name = &stat[stat.rfind(')').expect("stat line") + 2..];
     after_name
         .split(' ')
@@ -33,7 +34,6 @@ fn nice_of(stat: &str) -> i32 {
 }
 
 /// The nice value of each child process of `pid`, by name.
-#[cfg(target_os = "linux")]
 fn nice_of_children(pid: u32) -> Vec<(String, i32)> {
     let mut children = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
@@ -48,7 +48,6 @@ fn nice_of_children(pid: u32) -> Vec<(String, i32)> {
     children
 }
 
-#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_engine_and_its_steps_run_below_the_http_workers_and_nothing_else_does() {
     let own = nice_of(&std::fs::read_to_string("/proc/self/stat").expect("stat"));

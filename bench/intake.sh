@@ -15,6 +15,10 @@
 #   status settled   the same for a no-match event, settled when stored (engine idle)
 #   p99 at half      matched intake at a fixed rate of half the matched peak, open model with
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
+#   store: no-match  the ceiling of the no-match and matched rows on SQLite: the store alone
+#   store: matched   (bench/store_floor.rs) commits copies of a no-match (matched) event from
+#                    CONNS tasks, with no HTTP, no load generator and no engine on the cores.
+#                    Intake writes the same rows and does more, so it cannot be faster
 # and for the peer, how many /bin/true-like commands it really ran per second (it answers 200 and
 # drops most of them); bench/engine.sh compares that with triggerd's Run-step pipelines.
 #
@@ -46,7 +50,7 @@ bench_api
 source bench/peer.sh
 source bench/p99.sh
 
-cargo build --release --quiet --bin triggerd --example raw_actix
+cargo build --release --quiet --bin triggerd --example raw_actix --example store_floor
 TMP=$(mktemp -d)
 RAW_PID=""
 cleanup() { kill $RAW_PID 2>/dev/null || true; stop_nodes; drop_databases; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -80,6 +84,29 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
 PY
 }
 
+# store_floor: the SQLite store's own ceiling for each intake row (bench/store_floor.rs): a
+# database made by the server with one event of each kind, then record_event from CONNS tasks
+# for DURATION seconds on a fresh copy of it, with nothing else running. Sets STORE_NOM and
+# STORE_TRG.
+store_floor() {
+  local body='{"ref":"refs/heads/main"}'
+  start_triggerd sqlite
+  add_nomatch_trigger
+  curl -sf -o /dev/null -X POST -H "X-Api-Key: $KEY" -H 'content-type: application/json' --data-binary "$body" "$URL"
+  curl -sf -o /dev/null -X POST -H "X-Api-Key: $KEY" -H 'content-type: application/json' --data-binary "$body" \
+    "http://127.0.0.1:${PORTS[0]}$NOMATCH_QUERY"
+  stop_nodes
+  cp "$TMP/bench.db" "$TMP/floor-template.db"
+  floor_row() { # name status
+    rm -f "$TMP"/floor.db*
+    cp "$TMP/floor-template.db" "$TMP/floor.db"
+    ./target/release/examples/store_floor "$TMP/floor.db" "$DURATION" "$CONNS" "$2" "$1"
+  }
+  STORE_NOM=$(floor_row store_nomatch NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS); echo "$STORE_NOM"
+  STORE_TRG=$(floor_row store_matched TARGET_EXECUTION_REQUESTED); echo "$STORE_TRG"
+  rm -f "$TMP"/floor*.db*
+}
+
 ./target/release/examples/raw_actix 127.0.0.1:$RAW_PORT >/dev/null 2>&1 &
 RAW_PID=$!
 wait_port $RAW_PORT
@@ -95,6 +122,10 @@ if [ "$MODE" != conditions ]; then
   PEER_RAN=$(peer_ran "$DURATION" "$CONNS"); echo "$PEER_RAN"
   LINES+=("$PEER_TRUE" "$PEER_NOMATCH" "$PEER_RAN")
   for backend in ${MODE//,/ }; do
+    if [ "$backend" = sqlite ]; then
+      store_floor
+      LINES+=("$STORE_NOM" "$STORE_TRG")
+    fi
     start_triggerd "$backend"
     add_nomatch_trigger
     NOM=$(run_nodes "${backend}_nomatch" bench/post.lua "$NOMATCH_QUERY" "$KEY")
@@ -144,6 +175,12 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
         r = rows[key]
         vs = f"{r['rps'] / peer['rps']:>7.2f}" if peer else f"{'':>7}"
         print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {vs} {r['p99_ms']:>7.2f}  {target}")
+    if name == "sqlite" and "store_nomatch" in rows:
+        for row, key, intake in (("store: no-match", "store_nomatch", f"{name}_nomatch"),
+                                 ("store: matched", "store_matched", f"{name}_v3_intake")):
+            r = rows[key]
+            print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {'':>7} {'':>7}  "
+                  f"ceiling of the {intake} row: the store alone, {r['cpu_us_per_event']:.0f} us CPU per event")
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
         print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms")

@@ -84,24 +84,29 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
 PY
 }
 
+# floor_row NAME STATUS: store_floor on a fresh copy of the template database.
+floor_row() {
+  rm -f "$TMP"/floor.db*
+  cp "$TMP/floor-template.db" "$TMP/floor.db"
+  ./target/release/examples/store_floor "$TMP/floor.db" "$DURATION" "$CONNS" "$2" "$1"
+}
+
 # store_floor: the SQLite store's own ceiling for each intake row (bench/store_floor.rs): a
 # database made by the server with one event of each kind, then record_event from CONNS tasks
 # for DURATION seconds on a fresh copy of it, with nothing else running. Sets STORE_NOM and
 # STORE_TRG.
 store_floor() {
-  local body='{"ref":"refs/heads/main"}'
+  local body
+  body=$(post_body)
   start_triggerd sqlite
   add_nomatch_trigger
-  curl -sf -o /dev/null -X POST -H "X-Api-Key: $KEY" -H 'content-type: application/json' --data-binary "$body" "$URL"
-  curl -sf -o /dev/null -X POST -H "X-Api-Key: $KEY" -H 'content-type: application/json' --data-binary "$body" \
-    "http://127.0.0.1:${PORTS[0]}$NOMATCH_QUERY"
+  # The events wrk sends: post.lua's body and headers.
+  local post=(curl -sf -o /dev/null -X POST -H "X-Api-Key: $KEY" -H 'Content-Type: application/json'
+    -H 'X-GitHub-Event: push' --data-binary "$body")
+  "${post[@]}" "$URL"
+  "${post[@]}" "http://127.0.0.1:${PORTS[0]}$NOMATCH_QUERY"
   stop_nodes
-  cp "$TMP/bench.db" "$TMP/floor-template.db"
-  floor_row() { # name status
-    rm -f "$TMP"/floor.db*
-    cp "$TMP/floor-template.db" "$TMP/floor.db"
-    ./target/release/examples/store_floor "$TMP/floor.db" "$DURATION" "$CONNS" "$2" "$1"
-  }
+  cp "$TMP/bench.db" "$TMP/floor-template.db"   # a clean stop folds the WAL into the file
   STORE_NOM=$(floor_row store_nomatch NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS); echo "$STORE_NOM"
   STORE_TRG=$(floor_row store_matched TARGET_EXECUTION_REQUESTED); echo "$STORE_TRG"
   rm -f "$TMP"/floor*.db*

@@ -43,6 +43,14 @@ p99_require() {
   fi
 }
 
+# post_body: the body of bench/post.lua's requests, as wrk sends it.
+post_body() {
+  local body
+  body=$(sed -n "s/^wrk\.body = '\(.*\)'\$/\1/p" "$P99_DIR/post.lua")
+  [ -n "$body" ] || { echo "no wrk.body line in $P99_DIR/post.lua" >&2; return 1; }
+  printf '%s' "$body"
+}
+
 # p99_at RATE URL KEY SECONDS [NAME] [CONNS]
 p99_at() (
   set -euo pipefail
@@ -52,8 +60,7 @@ p99_at() (
   if [ -n "${BENCH_BODY_FILE:-}" ]; then
     body=(-D "$BENCH_BODY_FILE")
   else
-    body=(-d "$(sed -n "s/^wrk\.body = '\(.*\)'\$/\1/p" "$P99_DIR/post.lua")")
-    [ -n "${body[1]}" ] || { echo "no wrk.body line in $P99_DIR/post.lua" >&2; exit 1; }
+    body=(-d "$(post_body)")
   fi
   [ -n "$key" ] && headers+=(-H "X-Api-Key: $key")
   P99_OUT=$(mktemp)   # not local: the EXIT trap runs after the function's locals are gone

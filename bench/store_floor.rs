@@ -47,12 +47,15 @@ async fn main() {
     let concurrency: usize = args[3].parse().expect("CONCURRENCY");
     let row = args.get(5).cloned().unwrap_or_else(|| "store".into());
 
-    let template_id: String = rusqlite::Connection::open(&path)
+    // The event, and the pipeline's display name that intake gives its execution.
+    let (template_id, pipeline_name): (String, Option<String>) = rusqlite::Connection::open(&path)
         .and_then(|c| {
             c.query_row(
-                "SELECT event_id FROM webhook_events WHERE status = ?1 ORDER BY created_at DESC LIMIT 1",
+                "SELECT e.event_id, x.pipeline_name FROM webhook_events e \
+                     LEFT JOIN executions x ON x.plan_execution_id = e.plan_execution_id \
+                     WHERE e.status = ?1 ORDER BY e.created_at DESC LIMIT 1",
                 [&status],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
         })
         .unwrap_or_else(|e| panic!("no event with status {status} in {}: {e}", path.display()));
@@ -62,7 +65,7 @@ async fn main() {
         .await
         .expect("read")
         .expect("template event");
-    let pipeline_name = template.pipeline.clone();
+    let pipeline_name = pipeline_name.unwrap_or_default();
 
     let committed = Arc::new(AtomicU64::new(0));
     let (started, cpu) = (Instant::now(), cpu_seconds());
@@ -95,7 +98,7 @@ async fn main() {
         task.await.expect("task");
     }
     let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    let n = committed.load(Ordering::Relaxed) as f64;
+    let n = committed.load(Ordering::Relaxed).max(1) as f64;
     println!(
         "{row} rps={:.0} cpu_us_per_event={:.1} events={n:.0}",
         n / elapsed,

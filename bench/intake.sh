@@ -15,6 +15,9 @@
 #   status settled   the same for a no-match event, settled when stored (engine idle)
 #   p99 at half      matched intake at a fixed rate of half the matched peak, open model with
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
+#   memory           resident memory of the node: idle once started, its peak over the rows
+#                    above (VmHWM) and the p99 run, and idle again 11 s after the loads (serve
+#                    hands freed memory back every 10 s)
 #   store: no-match  the ceiling of the no-match and matched rows on SQLite: the store alone
 #   store: matched   (bench/store_floor.rs) commits copies of a no-match (matched) event from
 #                    CONNS tasks, with no HTTP, no load generator and no engine on the cores.
@@ -84,6 +87,12 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
 PY
 }
 
+# rss_of_nodes [FUNCTION=rss]: FUNCTION (rss or peak_rss) of the node that has the most, in MiB.
+rss_of_nodes() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do "${1:-rss}" "$pid"; echo; done | sort -n | tail -1
+}
+
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.
 floor_row() {
   rm -f "$TMP"/floor.db*
@@ -133,6 +142,8 @@ if [ "$MODE" != conditions ]; then
     fi
     start_triggerd "$backend"
     add_nomatch_trigger
+    sleep 1
+    IDLE=$(rss_of_nodes)
     NOM=$(run_nodes "${backend}_nomatch" bench/post.lua "$NOMATCH_QUERY" "$KEY")
     echo "$NOM"
     # A no-match event is settled the moment it is stored: its status never changes again.
@@ -144,15 +155,19 @@ if [ "$MODE" != conditions ]; then
     EVENT=$(curl -s -H "X-Api-Key: $ROOT" "$API$P/webhookevents?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["content"][0]["eventId"])')
     STS=$(run_nodes "${backend}_status" bench/get.lua "/webhook/triggerExecutionDetails/$EVENT?accountIdentifier=bench")
     echo "$STS"
-    MEM=""
-    for pid in "${NODE_PIDS[@]}"; do MEM="$MEM $(rss "$pid")"; done
-    echo "${backend}: RSS after the run (MiB):$MEM"
-    LINES+=("$NOM" "$SET" "$TRG" "$STS")
+    PEAK=$(rss_of_nodes peak_rss)
+    AFTER=$(rss_of_nodes)
+    # serve hands freed memory back to the system every 10 s (malloc_trim): idle again.
+    sleep 11
+    SETTLED_RSS=$(rss_of_nodes)
+    MEM="${backend}_memory idle_mib=$IDLE peak_mib=$PEAK after_mib=$AFTER idle_after_mib=$SETTLED_RSS"
+    echo "$MEM"
+    LINES+=("$NOM" "$SET" "$TRG" "$STS" "$MEM")
     if command -v oha >/dev/null; then
       # Half the matched peak, on a fresh database: not behind the peak's backlog.
       start_triggerd "$backend"
       HALF=$(python3 -c 'import sys; print(int(float(sys.argv[1].split("rps=")[1].split()[0]) / 2))' "$TRG")
-      P99=$(p99_at "$HALF" "$URL" "$KEY" "$DURATION" "${backend}_p99_half" "$CONNS")
+      P99="$(p99_at "$HALF" "$URL" "$KEY" "$DURATION" "${backend}_p99_half" "$CONNS") peak_mib=$(rss_of_nodes peak_rss)"
       echo "$P99"
       LINES+=("$P99")
     fi
@@ -189,6 +204,10 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
         print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms")
+    m = rows[f"{name}_memory"]
+    peak = max(m["peak_mib"], rows.get(f"{name}_p99_half", {}).get("peak_mib", 0))
+    print(f"{name:<10} {'memory (MiB)':<16} idle {m['idle_mib']:.1f} at start, {m['idle_after_mib']:.1f} 11 s after "
+          f"the loads ({m['after_mib']:.1f} right after); peak {peak:.1f}  idle <= 30, peak <= 200")
 if "sqlite_v3_intake" in rows:
     base = rows["sqlite_v3_intake"]["rps"]
     for name in ("postgres", "postgres2"):

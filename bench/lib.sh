@@ -76,6 +76,9 @@ for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print("|".join(str
 # rss PID: resident memory in MiB.
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 
+# peak_rss PID: the most resident memory the process has had since it started (VmHWM), in MiB.
+peak_rss() { awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
 # bench_api: after PORTS_OF_NODES is set, a fresh root key (ROOT, passed to the nodes), the
 # first node's API base (API), the bench project's path (P), `call METHOD PATH BODY [TYPE]`
 # and `field NAME` (a field of an answer's data).

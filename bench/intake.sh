@@ -16,8 +16,8 @@
 #   p99 at half      matched intake at a fixed rate of half the matched peak, open model with
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
 #   memory           resident memory of the node: idle once started, its peak over the rows
-#                    above (VmHWM) and the p99 run, and idle again 11 s after the loads (serve
-#                    hands freed memory back every 10 s)
+#                    above (VmHWM) and the p99 run, and idle again: 11 s after the engine has
+#                    run the matched backlog (serve hands freed memory back every 10 s)
 #   store: no-match  the ceiling of the no-match and matched rows on SQLite: the store alone
 #   store: matched   (bench/store_floor.rs) commits copies of a no-match (matched) event from
 #                    CONNS tasks, with no HTTP, no load generator and no engine on the cores.
@@ -157,7 +157,12 @@ if [ "$MODE" != conditions ]; then
     echo "$STS"
     PEAK=$(rss_of_nodes peak_rss)
     AFTER=$(rss_of_nodes)
-    # serve hands freed memory back to the system every 10 s (malloc_trim): idle again.
+    # Idle again: the engine has run the matched round's backlog (at most 120 s), and serve
+    # has handed freed memory back to the system since (malloc_trim, every 10 s).
+    for _ in $(seq 120); do
+      [ "$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")" = 0 ] && break
+      sleep 1
+    done
     sleep 11
     SETTLED_RSS=$(rss_of_nodes)
     MEM="${backend}_memory idle_mib=$IDLE peak_mib=$PEAK after_mib=$AFTER idle_after_mib=$SETTLED_RSS"
@@ -206,8 +211,8 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
         print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms")
     m = rows[f"{name}_memory"]
     peak = max(m["peak_mib"], rows.get(f"{name}_p99_half", {}).get("peak_mib", 0))
-    print(f"{name:<10} {'memory (MiB)':<16} idle {m['idle_mib']:.1f} at start, {m['idle_after_mib']:.1f} 11 s after "
-          f"the loads ({m['after_mib']:.1f} right after); peak {peak:.1f}  idle <= 30, peak <= 200")
+    print(f"{name:<10} {'memory (MiB)':<16} idle {m['idle_mib']:.1f} at start, {m['idle_after_mib']:.1f} once the "
+          f"loads' work is done ({m['after_mib']:.1f} right after them); peak {peak:.1f}  idle <= 30, peak <= 200")
 if "sqlite_v3_intake" in rows:
     base = rows["sqlite_v3_intake"]["rps"]
     for name in ("postgres", "postgres2"):

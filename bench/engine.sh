@@ -58,15 +58,10 @@ measure() {
     since=$(date +%s%3N)
     NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
   fi
-  # Wait (at most 300 s) until nothing is queued or running. Once a second: the rate comes
-  # from the executions' own timestamps, and each look (python3 or psql) takes CPU from the
-  # engine it measures.
-  for _ in $(seq 300); do
-    [ "$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")" = 0 ] && break
-    sleep 1
-  done
-  local pid peak=0
-  for pid in "${NODE_PIDS[@]}"; do peak=$(python3 -c 'import sys; print(max(map(float, sys.argv[1:])))' "$peak" "$(peak_rss "$pid")"); done
+  # The rate comes from the executions' own timestamps, so waiting adds nothing to it.
+  wait_for_executions 300
+  local peak
+  peak=$(rss_of_nodes peak_rss)
   stop_nodes
   sql "SELECT status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(created_at) FROM executions WHERE started_at >= $since GROUP BY status" \
     | python3 -c '

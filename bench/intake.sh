@@ -87,12 +87,6 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
 PY
 }
 
-# rss_of_nodes [FUNCTION=rss]: FUNCTION (rss or peak_rss) of the node that has the most, in MiB.
-rss_of_nodes() {
-  local pid
-  for pid in "${NODE_PIDS[@]}"; do "${1:-rss}" "$pid"; echo; done | sort -n | tail -1
-}
-
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.
 floor_row() {
   rm -f "$TMP"/floor.db*
@@ -159,10 +153,7 @@ if [ "$MODE" != conditions ]; then
     AFTER=$(rss_of_nodes)
     # Idle again: the engine has run the matched round's backlog (at most 120 s), and serve
     # has handed freed memory back to the system since (malloc_trim, every 10 s).
-    for _ in $(seq 120); do
-      [ "$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")" = 0 ] && break
-      sleep 1
-    done
+    wait_for_executions 120
     sleep 11
     SETTLED_RSS=$(rss_of_nodes)
     MEM="${backend}_memory idle_mib=$IDLE peak_mib=$PEAK after_mib=$AFTER idle_after_mib=$SETTLED_RSS"

@@ -79,6 +79,22 @@ rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 # peak_rss PID: the most resident memory the process has had since it started (VmHWM), in MiB.
 peak_rss() { awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
+# rss_of_nodes [FUNCTION=rss]: FUNCTION (rss or peak_rss) of the running node that has the most.
+rss_of_nodes() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do "${1:-rss}" "$pid"; echo; done | sort -n | tail -1
+}
+
+# wait_for_executions [SECONDS=300]: waits until no execution on DB_URL is queued or running, at
+# most SECONDS. Looks once a second: each look (python3 or psql) takes CPU from the engine.
+wait_for_executions() {
+  local _
+  for _ in $(seq "${1:-300}"); do
+    [ "$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")" = 0 ] && return 0
+    sleep 1
+  done
+}
+
 # bench_api: after PORTS_OF_NODES is set, a fresh root key (ROOT, passed to the nodes), the
 # first node's API base (API), the bench project's path (P), `call METHOD PATH BODY [TYPE]`
 # and `field NAME` (a field of an answer's data).

@@ -510,10 +510,11 @@ async fn the_sqlite_wal_stays_near_its_limit_under_load_and_is_truncated_when_id
 
     let peak_mib = peak.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
     // Without checkpoints that finish under load, the WAL holds all 100 MB. With them, it
-    // overshoots the limit by what arrives while a checkpoint waits for readers to let go of
-    // old snapshots: 40-45 MiB at worst here, with the rest of the suite taking both cores.
+    // passes the size it keeps (twice the limit) by what arrives while the writer's wake-up
+    // reaches the checkpoint thread and its restart runs: 5-7 MiB here with the rest of the
+    // suite taking both cores. Checked only every 500 ms, it reached 21-76 MiB.
     assert!(
-        peak_mib < 60.0,
+        peak_mib < 32.0,
         "100 MB went through a WAL limited to 1 MiB and it peaked at {peak_mib:.1} MiB"
     );
     // Idle once the engine has run every execution the webhooks queued.

@@ -23,8 +23,15 @@
 //!   took 6-14 ms;
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
+//!
+//! A writer that appends faster than one interval's worth of limit does not wait for the next
+//! tick: after each commit it looks at the WAL file's size ([`Nudge::after_commit`], one
+//! `statx`), and when the commit grew the file past the size it keeps (twice the limit) it
+//! wakes this thread at once. Waiting for the tick, a writer appending 80 MB/s of large payloads took a 1 MiB
+//! WAL to 61-76 MiB between two ticks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,8 +43,67 @@ use super::writer::Writer;
 
 /// The running checkpoint thread; [`Checkpointer::stop`] ends it.
 pub(super) struct Checkpointer {
-    stop: mpsc::Sender<()>,
+    wake: mpsc::Sender<Wake>,
     handle: JoinHandle<()>,
+}
+
+/// What wakes the checkpoint thread before its interval is up.
+enum Wake {
+    /// The WAL is past the size it keeps: check it now.
+    Grown,
+    Stop,
+}
+
+/// The writer's side: wakes the checkpoint thread when a commit grew the WAL file past the size
+/// it keeps (twice the limit, `journal_size_limit`), instead of leaving it to grow until the
+/// next tick.
+pub(super) struct Nudge {
+    wal: PathBuf,
+    past_bytes: u64,
+    /// A wake is on its way or being handled: no second one until the WAL has been looked at.
+    sent: Arc<AtomicBool>,
+    /// The file's size after the commit before. A restart leaves the file as it is until the
+    /// next commit cuts it, so only a commit that grew the file says the WAL is still growing.
+    last_len: AtomicU64,
+    wake: mpsc::Sender<Wake>,
+}
+
+impl Nudge {
+    /// Called after each commit, on the writer's thread.
+    pub(super) fn after_commit(&self) {
+        let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
+            return;
+        };
+        let before = self.last_len.swap(len, Ordering::Relaxed);
+        if len > self.past_bytes && len != before && !self.sent.swap(true, Ordering::AcqRel) {
+            // Stopped: nothing left to wake.
+            let _ = self.wake.send(Wake::Grown);
+        }
+    }
+}
+
+/// The channel that wakes a checkpoint thread: its writer's [`Nudge`] for the database at
+/// `path` with a WAL limit of `limit_bytes`, and what [`Checkpointer::start`] listens to.
+pub(super) fn nudges(path: &std::path::Path, limit_bytes: u64) -> (Nudge, Wakes) {
+    let (tx, rx) = mpsc::channel();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let sent = Arc::new(AtomicBool::new(false));
+    let nudge = Nudge {
+        wal: wal.into(),
+        past_bytes: limit_bytes.saturating_mul(2),
+        sent: sent.clone(),
+        last_len: AtomicU64::new(0),
+        wake: tx.clone(),
+    };
+    (nudge, Wakes { tx, rx, sent })
+}
+
+/// The checkpoint thread's end of [`nudges`].
+pub(super) struct Wakes {
+    tx: mpsc::Sender<Wake>,
+    rx: mpsc::Receiver<Wake>,
+    sent: Arc<AtomicBool>,
 }
 
 /// What the WAL looked like after a passive checkpoint, and what to ask of the writer.
@@ -114,15 +180,16 @@ fn ask(frames: i64, copied: i64, last_frames: i64, page_size: i64, limit_bytes: 
 }
 
 impl Checkpointer {
-    /// Starts checkpointing through `conn` every `every`, asking `writer` to keep the WAL
-    /// within `limit_bytes`.
+    /// Starts checkpointing through `conn` every `every`, and whenever `wakes` says the WAL
+    /// has grown, asking `writer` to keep the WAL within `limit_bytes`.
     pub(super) fn start(
         conn: Connection,
         writer: Writer,
+        wakes: Wakes,
         every: Duration,
         limit_bytes: u64,
     ) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel();
+        let Wakes { tx, rx, sent } = wakes;
         let handle = std::thread::Builder::new()
             .name("triggerd-sqlite-checkpoint".into())
             .spawn(move || {
@@ -132,8 +199,10 @@ impl Checkpointer {
                 // Whether a request to the writer is still queued: one at a time.
                 let queued = Arc::new(AtomicBool::new(false));
                 let mut last_frames = -1;
-                // Wakes every interval; a stop message or a dropped sender ends the loop.
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                // Wakes every interval and when the WAL has grown; a stop message or a dropped
+                // sender ends the loop.
+                while let Err(RecvTimeoutError::Timeout) | Ok(Wake::Grown) = rx.recv_timeout(every)
+                {
                     let (frames, copied) = match passive(&conn) {
                         Ok(counts) => counts,
                         Err(e) => {
@@ -145,6 +214,11 @@ impl Checkpointer {
                         .set(frames.max(0).saturating_mul(page_size) as f64);
                     let wanted = ask(frames, copied, last_frames, page_size, limit_bytes);
                     last_frames = frames;
+                    if wanted != Ask::Restart {
+                        // Looked at: the writer may wake this thread again. After a restart, it
+                        // may once the restart has run (below).
+                        sent.store(false, Ordering::Release);
+                    }
                     if wanted != Ask::Nothing && !queued.swap(true, Ordering::AcqRel) {
                         if wanted == Ask::Restart {
                             // The size the file keeps (`journal_size_limit`): no catching up
@@ -153,10 +227,11 @@ impl Checkpointer {
                                 (limit_bytes.saturating_mul(2) / page_size.max(1) as u64) as i64;
                             catch_up(&conn, frames, max_frames);
                         }
-                        let queued = queued.clone();
+                        let (queued, nudged) = (queued.clone(), sent.clone());
                         let sent = writer.maintain_blocking(move |c| {
                             finish_checkpoint(c, wanted);
                             queued.store(false, Ordering::Release);
+                            nudged.store(false, Ordering::Release);
                         });
                         if !sent {
                             break;
@@ -164,12 +239,12 @@ impl Checkpointer {
                     }
                 }
             })?;
-        Ok(Self { stop, handle })
+        Ok(Self { wake: tx, handle })
     }
 
     /// Stops the thread and waits for it.
     pub(super) fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.wake.send(Wake::Stop);
         let _ = self.handle.join();
     }
 }
@@ -247,6 +322,42 @@ mod tests {
             "a WAL past its bound gets its finish at once"
         );
         drop(writer);
+    }
+
+    #[test]
+    fn a_commit_that_leaves_the_wal_past_twice_its_limit_wakes_the_thread_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let wal = std::fs::File::create(dir.path().join("t.db-wal")).unwrap();
+        let (nudge, wakes) = nudges(&db, MIB);
+        let woken = || matches!(wakes.rx.try_recv(), Ok(Wake::Grown));
+        let looked_at = || wakes.sent.store(false, Ordering::Release);
+
+        wal.set_len(2 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(!woken(), "at the size the file keeps");
+
+        wal.set_len(3 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(woken(), "past it");
+        wal.set_len(4 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(!woken(), "one wake until the thread has looked");
+
+        looked_at();
+        nudge.after_commit();
+        assert!(!woken(), "not grown since (a restart the next commit cuts)");
+        wal.set_len(5 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(woken(), "grown again: the restart did not take");
+
+        looked_at();
+        wal.set_len(2 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(!woken(), "cut back after a restart");
+        wal.set_len(5 * MIB).unwrap();
+        nudge.after_commit();
+        assert!(woken(), "past it again");
     }
 
     const MIB: u64 = 1 << 20;

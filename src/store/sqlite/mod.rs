@@ -234,14 +234,17 @@ impl SqliteStore {
         let statuses = Arc::new(StatusChanges::default());
         statuses.install(&conn)?;
         let flush = Arc::clone(&statuses);
+        let (nudge, wakes) = checkpoint::nudges(path, options.wal_limit_bytes);
         let (writer, thread) =
             Writer::start(conn, options.queue_capacity, options.max_batch, move || {
-                flush.flush()
+                flush.flush();
+                nudge.after_commit();
             })
             .map_err(|e| StoreError::db("starting the writer thread", e))?;
         let checkpointer = Checkpointer::start(
             open_rw(path)?,
             writer.clone(),
+            wakes,
             CHECKPOINT_EVERY,
             options.wal_limit_bytes,
         )

@@ -1,5 +1,6 @@
-//! Per-request plumbing: a correlation id (UUID v4, returned as `X-Correlation-Id` and in every
-//! envelope), the header-size guard, one log line and the metrics of each request.
+//! Per-request plumbing: the Harness prefix taken off the path, a correlation id (UUID v4,
+//! returned as `X-Correlation-Id` and in every envelope), the header-size guard, one log line
+//! and the metrics of each request.
 //!
 //! The id lives in a task-local for the duration of the request, so error envelopes built deep
 //! inside actix (extractor failures, `ResponseError`) carry it without threading it through
@@ -70,7 +71,8 @@ where
 
     actix_web::dev::forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        crate::http::strip_harness_prefix(&mut req);
         let service = Rc::clone(&self.service);
         let id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();

@@ -2,7 +2,10 @@
 //! are thin: extract, parse into domain types, call the service, render the envelope.
 //!
 //! Every route is served at the root and under `/gateway/pipeline/api`, so a Harness URL works
-//! after only the host is changed.
+//! after only the host is changed. The prefix is taken off before routing
+//! ([`middleware::RequestContext`]) rather than registering every route twice: each route with
+//! a path parameter is a compiled regex in each HTTP worker, and the second copy of the routes
+//! held 1.6 MiB per worker.
 
 pub mod body;
 pub mod envelope;
@@ -24,7 +27,7 @@ mod whoami;
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::domain::ids::{AccountId, Identifier, ProjectRef};
 use crate::error::Error;
@@ -32,11 +35,10 @@ use crate::error::Error;
 /// The Harness-compatible alias prefix.
 pub const HARNESS_PREFIX: &str = "/gateway/pipeline/api";
 
-/// Registers every route, at the root and under the Harness prefix, plus JSON 404s.
+/// Registers every route, plus JSON 404s. Under the Harness prefix they are reached through
+/// [`strip_harness_prefix`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope(HARNESS_PREFIX).configure(routes))
-        .configure(routes)
-        .default_service(web::to(not_found));
+    cfg.configure(routes).default_service(web::to(not_found));
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -60,9 +62,44 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
+/// Marks a request whose path came with the Harness prefix, taken off before routing.
+#[derive(Clone, Copy)]
+struct HarnessAlias;
+
+/// Takes the Harness prefix off the request's path, so that the routes registered at the root
+/// serve it. The console (`/ui`) is not aliased, and neither is the prefix alone.
+pub(crate) fn strip_harness_prefix(req: &mut actix_web::dev::ServiceRequest) {
+    use actix_web::http::uri::{PathAndQuery, Uri};
+    let Some(rest) = req.path().strip_prefix(HARNESS_PREFIX) else {
+        return;
+    };
+    if rest.len() < 2 || !rest.starts_with('/') || rest == "/ui" || rest.starts_with("/ui/") {
+        return;
+    }
+    let mut parts = req.head().uri.clone().into_parts();
+    let path_and_query = match parts.path_and_query.as_ref().and_then(|pq| pq.query()) {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    let Ok(path_and_query) = PathAndQuery::try_from(path_and_query) else {
+        return;
+    };
+    parts.path_and_query = Some(path_and_query);
+    let Ok(uri) = Uri::from_parts(parts) else {
+        return;
+    };
+    req.match_info_mut().get_mut().update(&uri);
+    req.head_mut().uri = uri;
+    req.extensions_mut().insert(HarnessAlias);
+}
+
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let prefix = match req.extensions().get::<HarnessAlias>() {
+        Some(_) => HARNESS_PREFIX,
+        None => "",
+    };
     Err(Error::NotFound(format!(
-        "No route for {} {}",
+        "No route for {} {prefix}{}",
         req.method(),
         crate::domain::ids::truncate_for_message(req.path())
     )))
@@ -78,8 +115,7 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     ))
     .error_response();
     let pattern = req.match_pattern().unwrap_or_default();
-    let pattern = pattern.strip_prefix(HARNESS_PREFIX).unwrap_or(&pattern);
-    if let Some(allow) = openapi::allowed_methods(pattern) {
+    if let Some(allow) = openapi::allowed_methods(&pattern) {
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
             response
                 .headers_mut()

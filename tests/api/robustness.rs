@@ -101,7 +101,63 @@ async fn an_unknown_route_is_a_404_envelope() {
             .send()
             .await
             .expect("request");
-        assert_error(res, 404, "RESOURCE_NOT_FOUND", "No route").await;
+        // The path as sent, prefix and all.
+        assert_error(
+            res,
+            404,
+            "RESOURCE_NOT_FOUND",
+            &format!("No route for GET {path}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_harness_prefix_serves_the_api_with_its_query_but_not_the_console() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let triggers = format!(
+        "/api/v1/accounts/{}/orgs/{}/projects/{}/pipelines/{}/triggers/{}?limit=1",
+        t.account, t.org, t.project, t.pipeline, t.trigger
+    );
+    let mut answers = Vec::new();
+    for prefix in ["", "/gateway/pipeline/api"] {
+        let res = app
+            .request(Method::GET, &format!("{prefix}{triggers}"))
+            .header("x-api-key", &t.admin_key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "{prefix}{triggers}");
+        let mut body: Value = res.json().await.expect("an envelope");
+        body["correlationId"] = Value::Null;
+        answers.push(body);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the same answer at the root and under the prefix"
+    );
+    assert_eq!(answers[0]["data"]["identifier"], t.trigger.as_str());
+
+    for path in [
+        "/gateway/pipeline/api",
+        "/gateway/pipeline/api/",
+        "/gateway/pipeline/api/ui",
+        "/gateway/pipeline/api/ui/",
+        "/gateway/pipeline/apiv1/accounts",
+    ] {
+        let res = app
+            .request(Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        assert_error(
+            res,
+            404,
+            "RESOURCE_NOT_FOUND",
+            &format!("No route for GET {path}"),
+        )
+        .await;
     }
 }
 

@@ -95,6 +95,12 @@ async fn an_unknown_route_is_a_404_envelope() {
         "/no/such/route",
         "/gateway/pipeline/api/no/such/route",
         "/api/v1/accounts/acc/unknown",
+        // Neither the prefix alone nor the console is aliased.
+        "/gateway/pipeline/api",
+        "/gateway/pipeline/api/",
+        "/gateway/pipeline/api/ui",
+        "/gateway/pipeline/api/ui/",
+        "/gateway/pipeline/apiv1/accounts",
     ] {
         let res = app
             .request(Method::GET, path)
@@ -113,11 +119,11 @@ async fn an_unknown_route_is_a_404_envelope() {
 }
 
 #[tokio::test]
-async fn the_harness_prefix_serves_the_api_with_its_query_but_not_the_console() {
+async fn the_harness_prefix_serves_the_same_answer_as_the_root() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
     let triggers = format!(
-        "/api/v1/accounts/{}/orgs/{}/projects/{}/pipelines/{}/triggers/{}?limit=1",
+        "/api/v1/accounts/{}/orgs/{}/projects/{}/pipelines/{}/triggers/{}",
         t.account, t.org, t.project, t.pipeline, t.trigger
     );
     let mut answers = Vec::new();
@@ -138,27 +144,6 @@ async fn the_harness_prefix_serves_the_api_with_its_query_but_not_the_console() 
         "the same answer at the root and under the prefix"
     );
     assert_eq!(answers[0]["data"]["identifier"], t.trigger.as_str());
-
-    for path in [
-        "/gateway/pipeline/api",
-        "/gateway/pipeline/api/",
-        "/gateway/pipeline/api/ui",
-        "/gateway/pipeline/api/ui/",
-        "/gateway/pipeline/apiv1/accounts",
-    ] {
-        let res = app
-            .request(Method::GET, path)
-            .send()
-            .await
-            .expect("request");
-        assert_error(
-            res,
-            404,
-            "RESOURCE_NOT_FOUND",
-            &format!("No route for GET {path}"),
-        )
-        .await;
-    }
 }
 
 #[tokio::test]

@@ -67,13 +67,15 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 struct HarnessAlias;
 
 /// Takes the Harness prefix off the request's path, so that the routes registered at the root
-/// serve it. The console (`/ui`) is not aliased, and neither is the prefix alone.
+/// serve it. The console (`/ui`, however encoded) is not aliased, and neither is the prefix
+/// alone.
 pub(crate) fn strip_harness_prefix(req: &mut actix_web::dev::ServiceRequest) {
+    use actix_web::dev::Url;
     use actix_web::http::uri::{PathAndQuery, Uri};
     let Some(rest) = req.path().strip_prefix(HARNESS_PREFIX) else {
         return;
     };
-    if rest.len() < 2 || !rest.starts_with('/') || rest == "/ui" || rest.starts_with("/ui/") {
+    if rest.len() < 2 || !rest.starts_with('/') {
         return;
     }
     let mut parts = req.head().uri.clone().into_parts();
@@ -88,7 +90,12 @@ pub(crate) fn strip_harness_prefix(req: &mut actix_web::dev::ServiceRequest) {
     let Ok(uri) = Uri::from_parts(parts) else {
         return;
     };
-    req.match_info_mut().get_mut().update(&uri);
+    // What the router will match: the path decoded.
+    let url = Url::new(uri.clone());
+    if url.path() == "/ui" || url.path().starts_with("/ui/") {
+        return;
+    }
+    *req.match_info_mut().get_mut() = url;
     req.head_mut().uri = uri;
     req.extensions_mut().insert(HarnessAlias);
 }

@@ -100,6 +100,7 @@ async fn an_unknown_route_is_a_404_envelope() {
         "/gateway/pipeline/api/",
         "/gateway/pipeline/api/ui",
         "/gateway/pipeline/api/ui/",
+        "/gateway/pipeline/api/%75i/",
         "/gateway/pipeline/apiv1/accounts",
     ] {
         let res = app

@@ -41,10 +41,17 @@ use rusqlite::Connection;
 
 use super::writer::Writer;
 
-/// The running checkpoint thread; [`Checkpointer::stop`] ends it.
+/// The running checkpoint thread; [`Checkpointer::stop`] ends it, and so does dropping it (the
+/// writer's [`Nudge`] keeps the channel open, so a dropped sender alone would not).
 pub(super) struct Checkpointer {
     wake: mpsc::Sender<Wake>,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.wake.send(Wake::Stop);
+    }
 }
 
 /// What wakes the checkpoint thread before its interval is up.
@@ -86,7 +93,8 @@ impl Nudge {
 /// `path` with a WAL limit of `limit_bytes`, and what [`Checkpointer::start`] listens to.
 pub(super) fn nudges(path: &std::path::Path, limit_bytes: u64) -> (Nudge, Wakes) {
     let (tx, rx) = mpsc::channel();
-    let mut wal = path.as_os_str().to_owned();
+    // Next to the file the path resolves to, where SQLite keeps it.
+    let mut wal = super::lock::resolve(path).into_os_string();
     wal.push("-wal");
     let sent = Arc::new(AtomicBool::new(false));
     let nudge = Nudge {
@@ -229,9 +237,13 @@ impl Checkpointer {
                         }
                         let (queued, nudged) = (queued.clone(), sent.clone());
                         let sent = writer.maintain_blocking(move |c| {
-                            finish_checkpoint(c, wanted);
+                            // A finish that readers kept from completing has already held the
+                            // writes for up to the busy timeout: the next try waits for the
+                            // tick, not for the next commit.
+                            if finish_checkpoint(c, wanted) {
+                                nudged.store(false, Ordering::Release);
+                            }
                             queued.store(false, Ordering::Release);
-                            nudged.store(false, Ordering::Release);
                         });
                         if !sent {
                             break;
@@ -239,20 +251,26 @@ impl Checkpointer {
                     }
                 }
             })?;
-        Ok(Self { wake: tx, handle })
+        Ok(Self {
+            wake: tx,
+            handle: Some(handle),
+        })
     }
 
     /// Stops the thread and waits for it.
-    pub(super) fn stop(self) {
+    pub(super) fn stop(mut self) {
         let _ = self.wake.send(Wake::Stop);
-        let _ = self.handle.join();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 
-/// Runs on the writer's connection between two batches.
-fn finish_checkpoint(c: &Connection, wanted: Ask) {
+/// Runs on the writer's connection between two batches; whether it completed (no reader kept
+/// frames in use, no error).
+fn finish_checkpoint(c: &Connection, wanted: Ask) -> bool {
     let sql = match wanted {
-        Ask::Nothing => return,
+        Ask::Nothing => return true,
         Ask::Restart => "PRAGMA wal_checkpoint(RESTART)",
         Ask::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
@@ -261,18 +279,25 @@ fn finish_checkpoint(c: &Connection, wanted: Ask) {
     // The writes queued behind it waited this long.
     metrics::histogram!("triggerd_sqlite_wal_finish_seconds")
         .record(started.elapsed().as_secs_f64());
-    match result {
+    let completed = match result {
         // Busy: a reader still uses the WAL; the next tick asks again.
-        Ok(busy) if busy != 0 => tracing::debug!(sql, "WAL checkpoint left frames to readers"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, sql, "WAL checkpoint failed; will retry"),
-    }
+        Ok(busy) if busy != 0 => {
+            tracing::debug!(sql, "WAL checkpoint left frames to readers");
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, sql, "WAL checkpoint failed; will retry");
+            false
+        }
+    };
     if wanted == Ask::Truncate {
         // Idle: give the page cache back; it refills from the file when work returns.
         if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(error = %e, "releasing the writer's cache failed");
         }
     }
+    completed
 }
 
 #[cfg(test)]
@@ -358,6 +383,34 @@ mod tests {
         wal.set_len(5 * MIB).unwrap();
         nudge.after_commit();
         assert!(woken(), "past it again");
+    }
+
+    #[test]
+    fn a_dropped_checkpointer_ends_its_thread_while_the_writer_still_holds_its_nudge() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = wal_with(dir.path(), 1);
+        let (nudge, wakes) = nudges(&dir.path().join("t.db"), MIB);
+        let probe = wakes.tx.clone();
+        let (writer, thread) = Writer::start(conn, 4, 4, move || nudge.after_commit()).unwrap();
+        let checkpointer = Checkpointer::start(
+            Connection::open(dir.path().join("t.db")).unwrap(),
+            writer,
+            wakes,
+            Duration::from_millis(10),
+            MIB,
+        )
+        .unwrap();
+        drop(checkpointer);
+        // Its receiver goes with the thread.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while probe.send(Wake::Grown).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpoint thread still runs"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(thread);
     }
 
     const MIB: u64 = 1 << 20;

@@ -34,7 +34,7 @@ fn lock_path(database: &Path) -> PathBuf {
 }
 
 /// `path` with every symbolic link followed, even when the last target does not exist.
-fn resolve(path: &Path) -> PathBuf {
+pub(super) fn resolve(path: &Path) -> PathBuf {
     let mut path = path.to_owned();
     // A bound, so that a loop of links ends (SQLite then fails to open it anyway).
     for _ in 0..40 {

@@ -97,13 +97,20 @@ async fn run_steps_execute_for_real_and_pass_outputs_between_steps() {
         "{}                env:\n                  TAG: <+execution.steps.build.steps.first.output.TAG>\n",
         run_step("check", "", "'test \"$TAG\" = v1.first'")
     );
+    // The script starts with SIGPIPE at its default, though the server and the supervisor
+    // ignore it (its bit in the mask of ignored signals).
+    let signals = run_step(
+        "signals",
+        "",
+        "'test $(( 0x$(awk \"/^SigIgn/ {print \\$2}\" /proc/$$/status) & 0x1000 )) -eq 0'",
+    );
     put_pipeline(
         &app,
         &t,
         &format!(
             "{}{}",
             stage("build", &format!("{first}{second}")),
-            stage("verify", &check)
+            stage("verify", &format!("{check}{signals}"))
         ),
     )
     .await;

@@ -146,7 +146,7 @@ pub enum RunStatus {
     TimedOut,
     /// The abort token was cancelled; the group was killed (or never started).
     Aborted,
-    /// The shell could not be started (or the output file not created).
+    /// The shell could not be started (or the output file's name not cleared).
     SpawnFailed,
 }
 

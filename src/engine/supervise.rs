@@ -103,13 +103,22 @@ fn supervise(parent: Pid, script: &Script) -> Ended {
     if let Err(e) = rustix::process::setsid() {
         return failed("cannot start a session", &e);
     }
-    let child = match Command::new(program_path(&script.program, &script.env))
-        .args(&script.args)
-        .env_clear()
-        .envs(script.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&script.work_dir)
-        .spawn()
-    {
+    let start = |program: &OsStr| {
+        Command::new(program)
+            .args(&script.args)
+            .env_clear()
+            .envs(script.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&script.work_dir)
+            .spawn()
+    };
+    let found = program_path(&script.program, &script.env);
+    let started = match start(found.as_os_str()) {
+        // What execvp goes on from (a file without `#!` that it would give to `/bin/sh`, an
+        // interpreter that is missing): std's own lookup, which is execvp's.
+        Err(e) if found.as_os_str() != script.program && can_not_exec(&e) => start(&script.program),
+        started => started,
+    };
+    let child = match started {
         Ok(child) => child,
         Err(e) => {
             eprintln!(
@@ -140,8 +149,9 @@ fn supervise(parent: Pid, script: &Script) -> Ended {
     ended.unwrap_or(Ended::Code(128 + signal_hook::consts::SIGTERM))
 }
 
-/// The program as `execvp` would find it on the script's `PATH`, or as given when that lookup
-/// is not plain (a relative `PATH` entry, or nothing found): std then looks it up itself.
+/// The program as `execvp` would find it on the script's `PATH` (the first executable file), or
+/// as given when that lookup is not plain (a relative `PATH` entry, or nothing found): std then
+/// looks it up itself, as it also does when the file found cannot be executed.
 ///
 /// Given a path, std starts the script with `posix_spawn`, a `vfork` that shares this
 /// process's memory until the `exec`. Given a bare name and a `PATH` of the script's own, it
@@ -168,6 +178,15 @@ fn program_path(program: &OsStr, env: &[(OsString, OsString)]) -> PathBuf {
         }
     }
     program.into()
+}
+
+/// Errors on which `execvp` tries the next directory of `PATH` (or, for `ENOEXEC`, `/bin/sh`).
+fn can_not_exec(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::NOENT | rustix::io::Errno::NOEXEC)
+            | Some(rustix::io::Errno::ACCESS | rustix::io::Errno::NOTDIR)
+    )
 }
 
 /// How the script ended.
@@ -282,7 +301,10 @@ mod tests {
 
     #[test]
     fn the_program_is_looked_up_on_the_scripts_path_as_execvp_would() {
-        let dir = tempfile::TempDir::new().unwrap();
+        // Not under /tmp, which may be mounted noexec (access(X_OK) then fails for every file).
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::TempDir::new_in(target).unwrap();
         let (first, second) = (dir.path().join("first"), dir.path().join("second"));
         for d in [&first, &second] {
             std::fs::create_dir(d).unwrap();

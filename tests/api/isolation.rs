@@ -425,9 +425,10 @@ async fn a_step_cannot_make_the_server_write_through_a_link_it_planted() {
     let victim = app.dir.path().join("precious");
     std::fs::write(&victim, "precious").unwrap();
     // Step `plant` links the next step's output file, and the payload file's name, to the
-    // victim; the server then creates the one and writes the other.
+    // victim; the server then clears the one (removing the link, never its target: step `next`
+    // fails if the link is still there) and writes the other.
     let yaml = format!(
-        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: plant\n              type: Run\n              spec:\n                shell: sh\n                command: ln -s '{v}' \"$PWD/build.next.output\" && rm -f \"$TRIGGERD_PAYLOAD_FILE\" && ln -s '{v}' \"$TRIGGERD_PAYLOAD_FILE\"\n          - step:\n              identifier: next\n              type: Run\n              spec:\n                shell: sh\n                command: echo done\n",
+        "pipeline:\n  name: deploy\n  identifier: deploy\n  stages:\n    - stage:\n        name: Build\n        identifier: build\n        steps:\n          - step:\n              identifier: plant\n              type: Run\n              spec:\n                shell: sh\n                command: ln -s '{v}' \"$PWD/build.next.output\" && rm -f \"$TRIGGERD_PAYLOAD_FILE\" && ln -s '{v}' \"$TRIGGERD_PAYLOAD_FILE\"\n          - step:\n              identifier: next\n              type: Run\n              spec:\n                shell: sh\n                command: test ! -L \"$TRIGGERD_OUTPUT\"\n",
         v = victim.display()
     );
     app.put_pipeline_yaml(&t, &yaml).await;

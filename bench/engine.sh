@@ -36,6 +36,10 @@ bench_api
 # rate counts only the executions started after the restart: the engine alone, without intake
 # sharing the CPU with it.
 measure() {
+  # Write back what earlier runs left dirty: on ext4 without a journal, every inode freed
+  # minutes ago whose table block is still dirty slows each new one a Run step's work directory
+  # and payload file take (a third of the Run row, measured).
+  sync
   new_database "$1"
   local ports=("${PORTS_OF_NODES[@]:0:$(node_count "$1")}") drain=${4:-} since=0
   NODE_ENV="TRIGGERD_WORKERS=$([ -n "$drain" ] && echo 1 || echo "$WORKERS")" start_nodes "${ports[@]}"

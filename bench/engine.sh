@@ -38,7 +38,7 @@ bench_api
 measure() {
   # Write back what earlier runs left dirty: on ext4 without a journal, every inode freed
   # minutes ago whose table block is still dirty slows each new one a Run step's work directory
-  # and payload file take (a third of the Run row, measured).
+  # and payload file take (this VM's disk is such an ext4).
   sync
   new_database "$1"
   local ports=("${PORTS_OF_NODES[@]:0:$(node_count "$1")}") drain=${4:-} since=0

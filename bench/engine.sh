@@ -36,9 +36,9 @@ bench_api
 # rate counts only the executions started after the restart: the engine alone, without intake
 # sharing the CPU with it.
 measure() {
-  # Write back what earlier runs left dirty: on ext4 without a journal, every inode freed
-  # minutes ago whose table block is still dirty slows each new one a Run step's work directory
-  # and payload file take (this VM's disk is such an ext4).
+  # Write back what earlier runs left dirty. On ext4 without a journal (this VM's disk), ext4
+  # skips every recently freed inode whose table block is still dirty when it allocates one,
+  # and each Run step allocates two (its work directory and payload file).
   sync
   new_database "$1"
   local ports=("${PORTS_OF_NODES[@]:0:$(node_count "$1")}") drain=${4:-} since=0

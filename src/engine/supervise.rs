@@ -103,22 +103,7 @@ fn supervise(parent: Pid, script: &Script) -> Ended {
     if let Err(e) = rustix::process::setsid() {
         return failed("cannot start a session", &e);
     }
-    let start = |program: &OsStr| {
-        Command::new(program)
-            .args(&script.args)
-            .env_clear()
-            .envs(script.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&script.work_dir)
-            .spawn()
-    };
-    let found = program_path(&script.program, &script.env);
-    let started = match start(found.as_os_str()) {
-        // What execvp goes on from (a file without `#!` that it would give to `/bin/sh`, an
-        // interpreter that is missing): std's own lookup, which is execvp's.
-        Err(e) if found.as_os_str() != script.program && can_not_exec(&e) => start(&script.program),
-        started => started,
-    };
-    let child = match started {
+    let child = match start_script(script) {
         Ok(child) => child,
         Err(e) => {
             eprintln!(
@@ -180,13 +165,32 @@ fn program_path(program: &OsStr, env: &[(OsString, OsString)]) -> PathBuf {
     program.into()
 }
 
-/// Errors on which `execvp` tries the next directory of `PATH` (or, for `ENOEXEC`, `/bin/sh`).
-fn can_not_exec(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-        Some(rustix::io::Errno::NOENT | rustix::io::Errno::NOEXEC)
-            | Some(rustix::io::Errno::ACCESS | rustix::io::Errno::NOTDIR)
-    )
+/// Starts the script: the program [`program_path`] finds, or, when that file cannot be
+/// executed where `execvp` would go on (to the next directory of `PATH`, or to `/bin/sh` for a
+/// file without `#!`), the bare name, which std looks up as `execvp` does.
+fn start_script(script: &Script) -> std::io::Result<std::process::Child> {
+    use rustix::io::Errno;
+    let start = |program: &OsStr| {
+        Command::new(program)
+            .args(&script.args)
+            .env_clear()
+            .envs(script.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&script.work_dir)
+            .spawn()
+    };
+    let found = program_path(&script.program, &script.env);
+    match start(found.as_os_str()) {
+        Err(e)
+            if found.as_os_str() != script.program
+                && matches!(
+                    e.raw_os_error().map(Errno::from_raw_os_error),
+                    Some(Errno::NOENT | Errno::NOEXEC | Errno::ACCESS | Errno::NOTDIR)
+                ) =>
+        {
+            start(&script.program)
+        }
+        started => started,
+    }
 }
 
 /// How the script ended.
@@ -299,9 +303,9 @@ mod tests {
         assert_eq!(parse_ppid("garbage"), None);
     }
 
-    #[test]
-    fn the_program_is_looked_up_on_the_scripts_path_as_execvp_would() {
-        // Not under /tmp, which may be mounted noexec (access(X_OK) then fails for every file).
+    /// A directory holding `first` and `second`, not under /tmp, which may be mounted noexec
+    /// (access(X_OK) then fails for every file).
+    fn two_path_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
         std::fs::create_dir_all(&target).unwrap();
         let dir = tempfile::TempDir::new_in(target).unwrap();
@@ -309,15 +313,26 @@ mod tests {
         for d in [&first, &second] {
             std::fs::create_dir(d).unwrap();
         }
-        let make = |path: &std::path::Path, mode: u32| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::write(path, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        };
-        make(&first.join("tool"), 0o644); // not executable: skipped, as execvp skips it
+        (dir, first, second)
+    }
+
+    fn make(path: &std::path::Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn path_env(dirs: &[&PathBuf]) -> Vec<(OsString, OsString)> {
+        vec![("PATH".into(), std::env::join_paths(dirs).unwrap())]
+    }
+
+    #[test]
+    fn the_program_is_looked_up_on_the_scripts_path_as_execvp_would() {
+        let (_dir, first, second) = two_path_dirs();
+        make(&first.join("tool"), "#!/bin/sh\n", 0o644); // not executable: skipped
         std::fs::create_dir(first.join("sub")).unwrap(); // a directory: skipped
-        make(&second.join("tool"), 0o755);
-        make(&second.join("sub"), 0o755);
+        make(&second.join("tool"), "#!/bin/sh\n", 0o755);
+        make(&second.join("sub"), "#!/bin/sh\n", 0o755);
         let env = |path: String| vec![("PATH".into(), OsString::from(path))];
         let both = format!("{}:{}", first.display(), second.display());
 
@@ -344,6 +359,30 @@ mod tests {
             program_path("/bin/sh".as_ref(), &env(second.display().to_string())),
             PathBuf::from("/bin/sh")
         );
+    }
+
+    #[test]
+    fn a_found_file_that_cannot_be_executed_is_left_to_execvps_own_lookup() {
+        let (_dir, first, second) = two_path_dirs();
+        let exit_code = |program: &str, dirs: &[&PathBuf]| {
+            let script = Script {
+                program: program.into(),
+                args: Vec::new(),
+                env: path_env(dirs),
+                work_dir: first.clone(),
+                user: None,
+            };
+            start_script(&script).map(|mut child| child.wait().unwrap().code())
+        };
+        // No `#!`: `exec` refuses it (ENOEXEC); execvp runs it with /bin/sh.
+        make(&first.join("plain"), "exit 7\n", 0o755);
+        assert_eq!(exit_code("plain", &[&first]).unwrap(), Some(7));
+        // A missing interpreter (ENOENT): execvp goes on to the next directory.
+        make(&first.join("tool"), "#!/nonexistent/interpreter\n", 0o755);
+        make(&second.join("tool"), "#!/bin/sh\nexit 3\n", 0o755);
+        assert_eq!(exit_code("tool", &[&first, &second]).unwrap(), Some(3));
+        // Nothing that runs anywhere: the error, as before.
+        assert!(exit_code("tool", &[&first]).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -35,13 +35,37 @@ pub struct Application {
     dispatcher_task: tokio::task::JoinHandle<()>,
 }
 
+/// Upper bounds of the buckets of every `*_seconds` histogram: 0.5 ms to 10 s.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the buckets of every `*_size` histogram (how many writes a batch held):
+/// powers of two up to the writer's default batch of 512.
+const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// The exporter, with every histogram rendered as a Prometheus histogram of fixed buckets
+/// rather than a summary: its buckets add up across the nodes of one database (quantiles do
+/// not), and each series holds a few counters instead of a sketch of the last minute's samples
+/// (summaries kept 1.3 MiB resident in the upkeep thread's heap after half a minute of load;
+/// histograms, 0.1 MiB).
+fn prometheus_builder() -> PrometheusBuilder {
+    let with = |builder: PrometheusBuilder, suffix: &str, buckets: &[f64]| {
+        builder
+            .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
+            .expect("the buckets are not empty")
+    };
+    let builder = with(PrometheusBuilder::new(), "_seconds", &SECONDS_BUCKETS);
+    with(builder, "_size", &SIZE_BUCKETS)
+}
+
 /// The process-wide Prometheus recorder; installed once, shared by every application in the
 /// process (tests start several).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");

@@ -1158,6 +1158,24 @@ async fn metrics_are_prometheus_text_counting_requests() {
         text.contains("# TYPE triggerd_http_requests_total counter"),
         "{text}"
     );
+    // Durations are histograms of fixed buckets, which add up across nodes; not summaries.
+    assert!(
+        text.contains("# TYPE triggerd_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    let healthz_bucket = |le: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("triggerd_http_request_duration_seconds_bucket{")
+                    && l.contains("route=\"/healthz\"")
+                    && l.contains(&format!("le=\"{le}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    // At least this test's three (the recorder is the process's, shared with other tests).
+    assert!(healthz_bucket("+Inf").is_some_and(|n| n >= 3), "{text}");
+    assert!(healthz_bucket("10").is_some(), "{text}");
+    assert!(!text.contains("quantile="), "{text}");
 }
 
 #[tokio::test]

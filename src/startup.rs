@@ -35,28 +35,46 @@ pub struct Application {
     dispatcher_task: tokio::task::JoinHandle<()>,
 }
 
-/// Upper bounds of the buckets of every `*_seconds` histogram: 0.5 ms to 10 s.
-const SECONDS_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Upper bounds of the buckets of every `*_seconds` histogram: 0.1 ms (a status read answered
+/// from memory) to 60 s (the longest `?wait=` long poll).
+const SECONDS_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Upper bounds of the buckets of every `*_size` histogram (how many writes a batch held):
-/// powers of two up to the writer's default batch of 512.
-const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// Upper bounds of the buckets of the SQLite writer's `triggerd_writer_*_size` histograms, how
+/// many writes one transaction or one coalesced group held: powers of two up to 8192, the most
+/// a group can hold (a batch holds at most `writer.max_batch`, 512 by default).
+const SIZE_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
 
 /// The exporter, with every histogram rendered as a Prometheus histogram of fixed buckets
 /// rather than a summary: its buckets add up across the nodes of one database (quantiles do
 /// not), and each series holds a few counters instead of a sketch of the last minute's samples
 /// (summaries kept 1.3 MiB resident in the upkeep thread's heap after half a minute of load;
-/// histograms, 0.1 MiB).
+/// histograms, 72 KiB).
 fn prometheus_builder() -> PrometheusBuilder {
-    let with = |builder: PrometheusBuilder, suffix: &str, buckets: &[f64]| {
+    let with = |builder: PrometheusBuilder, matcher: Matcher, buckets: &[f64]| {
         builder
-            .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
+            .set_buckets_for_metric(matcher, buckets)
             .expect("the buckets are not empty")
     };
-    let builder = with(PrometheusBuilder::new(), "_seconds", &SECONDS_BUCKETS);
-    with(builder, "_size", &SIZE_BUCKETS)
+    let builder = with(
+        PrometheusBuilder::new(),
+        Matcher::Suffix("_seconds".into()),
+        &SECONDS_BUCKETS,
+    );
+    let builder = with(
+        builder,
+        Matcher::Full("triggerd_writer_batch_size".into()),
+        &SIZE_BUCKETS,
+    );
+    with(
+        builder,
+        Matcher::Full("triggerd_writer_group_size".into()),
+        &SIZE_BUCKETS,
+    )
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every application in the

@@ -42,39 +42,29 @@ const SECONDS_BUCKETS: [f64; 18] = [
     5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Upper bounds of the buckets of the SQLite writer's `triggerd_writer_*_size` histograms, how
-/// many writes one transaction or one coalesced group held: powers of two up to 8192, the most
-/// a group can hold (a batch holds at most `writer.max_batch`, 512 by default).
-const SIZE_BUCKETS: [f64; 14] = [
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
-];
-
 /// The exporter, with every histogram rendered as a Prometheus histogram of fixed buckets
 /// rather than a summary: its buckets add up across the nodes of one database (quantiles do
 /// not), and each series holds a few counters instead of a sketch of the last minute's samples
 /// (summaries kept 1.3 MiB resident in the upkeep thread's heap after half a minute of load;
-/// histograms, 72 KiB).
+/// histograms, 72 KiB). The SQLite writer's sizes (how many writes one transaction or one
+/// coalesced group held) get powers of two up to the most a group can hold; a batch holds at
+/// most `writer.max_batch`, 512 by default.
 fn prometheus_builder() -> PrometheusBuilder {
-    let with = |builder: PrometheusBuilder, matcher: Matcher, buckets: &[f64]| {
+    use crate::store::sqlite::{BATCH_SIZE_METRIC, GROUP_SIZE_METRIC, MAX_PENDING};
+    let sizes: Vec<f64> = std::iter::successors(Some(1.0), |b| Some(b * 2.0))
+        .take_while(|&b| b <= MAX_PENDING as f64)
+        .collect();
+    [
+        (Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS[..]),
+        (Matcher::Full(BATCH_SIZE_METRIC.into()), &sizes[..]),
+        (Matcher::Full(GROUP_SIZE_METRIC.into()), &sizes[..]),
+    ]
+    .into_iter()
+    .fold(PrometheusBuilder::new(), |builder, (matcher, buckets)| {
         builder
             .set_buckets_for_metric(matcher, buckets)
             .expect("the buckets are not empty")
-    };
-    let builder = with(
-        PrometheusBuilder::new(),
-        Matcher::Suffix("_seconds".into()),
-        &SECONDS_BUCKETS,
-    );
-    let builder = with(
-        builder,
-        Matcher::Full("triggerd_writer_batch_size".into()),
-        &SIZE_BUCKETS,
-    );
-    with(
-        builder,
-        Matcher::Full("triggerd_writer_group_size".into()),
-        &SIZE_BUCKETS,
-    )
+    })
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every application in the

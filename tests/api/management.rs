@@ -1187,6 +1187,13 @@ async fn metrics_are_prometheus_text_counting_requests() {
             text.contains("# TYPE triggerd_writer_batch_size histogram"),
             "{text}"
         );
+        // Powers of two up to the most a coalesced group holds.
+        for le in ["1", "512", "8192"] {
+            assert!(
+                text.contains(&format!("triggerd_writer_batch_size_bucket{{le=\"{le}\"}}")),
+                "{le}: {text}"
+            );
+        }
     }
 }
 

@@ -13,6 +13,8 @@ mod outbound;
 mod watch;
 mod writer;
 
+pub(crate) use writer::{BATCH_SIZE_METRIC, GROUP_SIZE_METRIC, MAX_PENDING};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -103,7 +103,13 @@ struct Pending<I, O> {
 }
 
 /// At most this many items wait for a group; more fail with `Overloaded`, like a full queue.
-const MAX_PENDING: usize = 8192;
+pub(crate) const MAX_PENDING: usize = 8192;
+
+/// The histogram of how many writes each transaction held.
+pub(crate) const BATCH_SIZE_METRIC: &str = "triggerd_writer_batch_size";
+
+/// The histogram of how many items each coalesced group held (at most [`MAX_PENDING`]).
+pub(crate) const GROUP_SIZE_METRIC: &str = "triggerd_writer_group_size";
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Groups items for `writer`; `write` writes one.
@@ -153,7 +159,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Box::new(
             move |conn: Result<&Connection, &StoreError>| -> Completion {
                 let group = std::mem::take(&mut *queue.lock());
-                metrics::histogram!("triggerd_writer_group_size").record(group.len() as f64);
+                metrics::histogram!(GROUP_SIZE_METRIC).record(group.len() as f64);
                 let results: Vec<StoreResult<O>> = match conn {
                     Ok(conn) => write_group(conn, &group, write),
                     Err(e) => group.iter().map(|_| Err(batch_failed(e))).collect(),
@@ -334,7 +340,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize, committe
 }
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<Job>, committed: &dyn Fn()) {
-    metrics::histogram!("triggerd_writer_batch_size").record(batch.len() as f64);
+    metrics::histogram!(BATCH_SIZE_METRIC).record(batch.len() as f64);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::db("starting a write batch", e);
         tracing::error!(error = %err, "write batch failed");

@@ -185,6 +185,20 @@ impl EventId {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         .then(|| Self(value.to_owned()))
     }
+
+    /// The id of these 12 bytes, for a store that mints its own (as unguessable as
+    /// [`generate`](Self::generate)'s: see `store/sqlite/event_ids.rs`).
+    pub fn from_bytes(bytes: [u8; 12]) -> Self {
+        Self(hex::encode(bytes))
+    }
+
+    /// The 12 bytes the id spells.
+    pub fn to_bytes(&self) -> [u8; 12] {
+        let mut bytes = [0u8; 12];
+        // Cannot fail: `parse` and `from_bytes` only make 24 hex chars.
+        let _ = hex::decode_to_slice(&self.0, &mut bytes);
+        bytes
+    }
 }
 
 string_newtype!(
@@ -398,6 +412,7 @@ mod tests {
         let event = EventId::generate();
         assert!(EventId::parse(event.as_str()).is_some());
         assert_ne!(EventId::generate(), EventId::generate());
+        assert_eq!(EventId::from_bytes(event.to_bytes()), event);
         assert_eq!(PlanExecutionId::generate().as_str().len(), 22);
         let lease = LeaseToken::generate();
         assert_eq!(LeaseToken::parse(lease.as_str()), Some(lease));

@@ -615,6 +615,16 @@ pub trait Store:
         id: &Identifier,
     ) -> StoreResult<Option<String>>;
 
+    /// A new event's id (DESIGN §1: 12 bytes nobody can guess), for [`record_event`]. Twelve
+    /// random bytes unless the backend makes ids that lead to their own rows (SQLite, see
+    /// `store/sqlite/event_ids.rs`); an event recorded with any other id is still stored and
+    /// found.
+    ///
+    /// [`record_event`]: Store::record_event
+    fn new_event_id(&self) -> EventId {
+        EventId::generate()
+    }
+
     /// Records an event and, when given, queues its execution (numbered by the pipeline's
     /// counter), atomically — unless an event with the same idempotency key exists for the
     /// trigger within 24 h, which is returned instead. Exclusive across processes: of

@@ -49,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_steps_by_time.sql",
         include_str!("../../../migrations/sqlite/0010_steps_by_time.sql"),
     ),
+    (
+        "0011_event_rowids.sql",
+        include_str!("../../../migrations/sqlite/0011_event_rowids.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.
@@ -184,6 +188,64 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM execution_steps", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 2);
+    }
+
+    #[test]
+    fn events_stored_before_keep_their_ids_and_new_ones_lead_to_their_rows() {
+        use super::super::event_ids::EventIds;
+        use super::super::read_event;
+        use crate::domain::ids::EventId;
+
+        let insert = |conn: &Connection, rowid: Option<i64>, id: &str| {
+            conn.execute(
+                "INSERT INTO webhook_events (rowid, event_id, account_id, org_id, project_id, \
+                 pipeline_id, trigger_id, status, message, exception_occured, payload, headers, \
+                 runtime_input, condition_results, created_at) \
+                 VALUES (?1, ?2, 'acc', 'org', 'proj', 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', 1)",
+                rusqlite::params![rowid, id],
+            )
+            .unwrap();
+        };
+        let mut conn = migrated_to(10);
+        let legacy = ["0123456789abcdef01234567", "fedcba9876543210fedcba98"];
+        for id in legacy {
+            insert(&conn, None, id);
+        }
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len() - 10);
+        let ids = EventIds::load(&conn).unwrap();
+        let read = |ids: &EventIds, id: &EventId| {
+            read_event(&conn, ids, id)
+                .unwrap()
+                .map(|e| e.event_id.as_str().to_owned())
+        };
+        for id in legacy {
+            assert_eq!(
+                read(&ids, &EventId::parse(id).unwrap()).as_deref(),
+                Some(id)
+            );
+        }
+
+        // A new id leads to the rowid after the last event's, where the event is stored.
+        let minted = ids.mint();
+        assert_eq!(ids.rowid(&minted), 3);
+        insert(&conn, Some(3), minted.as_str());
+        assert_eq!(read(&ids, &minted).as_deref(), Some(minted.as_str()));
+        let in_legacy_index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM webhook_events WHERE legacy_id IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_legacy_index, 2, "only the events stored before");
+
+        // An altered id finds nothing; the key is kept, and minting goes on after the last row.
+        let mut altered = minted.to_bytes();
+        altered[0] ^= 0x80;
+        assert_eq!(read(&ids, &EventId::from_bytes(altered)), None);
+        let reopened = EventIds::load(&conn).unwrap();
+        assert_eq!(read(&reopened, &minted).as_deref(), Some(minted.as_str()));
+        assert_eq!(reopened.rowid(&reopened.mint()), 4);
     }
 
     #[test]

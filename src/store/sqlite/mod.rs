@@ -6,6 +6,7 @@
 //! pool would cost more than it saves.
 
 mod checkpoint;
+mod event_ids;
 mod executions;
 mod lock;
 mod migrate;
@@ -23,6 +24,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use self::checkpoint::Checkpointer;
+use self::event_ids::EventIds;
 use self::watch::StatusChanges;
 use self::writer::{Coalescer, Writer, WriterThread};
 use super::cursor::{decode_cursor, decode_name_cursor, decode_time_cursor, encode_cursor, page};
@@ -81,6 +83,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     /// Webhook events, written in groups.
     events: Coalescer<EventWrite, Option<WebhookEvent>>,
+    /// Mints event ids and finds their rows.
+    event_ids: Arc<EventIds>,
     /// Which events' status answers each commit changed, for the status cache.
     statuses: Arc<StatusChanges>,
 }
@@ -128,6 +132,10 @@ fn make_private(path: &Path) -> StoreResult<()> {
 /// A webhook event to record, with the execution it queues (`record_event`).
 struct EventWrite {
     event: WebhookEvent,
+    /// Where the event goes: the rowid its id leads to.
+    rowid: i64,
+    /// For the event that holds the idempotency key, when it is taken.
+    ids: Arc<EventIds>,
     execution: Option<NewExecution>,
     /// The event's headers and condition results as JSON text.
     headers: String,
@@ -139,7 +147,7 @@ struct EventWrite {
 fn write_event(c: &Connection, w: &EventWrite) -> StoreResult<Option<WebhookEvent>> {
     let e = &w.event;
     if let Some(key) = &e.idempotency_key {
-        if let Some(previous) = claim_idempotency_key(c, e, key)? {
+        if let Some(previous) = claim_idempotency_key(c, &w.ids, e, key)? {
             return Ok(Some(previous));
         }
     }
@@ -160,10 +168,11 @@ fn write_event(c: &Connection, w: &EventWrite) -> StoreResult<Option<WebhookEven
         )?;
     }
     c.prepare_cached(&format!(
-        "INSERT INTO webhook_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO webhook_events (rowid, {EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))
     .and_then(|mut s| {
         s.execute(params![
+            w.rowid,
             e.event_id.as_str(),
             e.scope.account.as_str(),
             e.scope.org.as_str(),
@@ -220,6 +229,7 @@ impl SqliteStore {
         make_private(path)?;
         let mut conn = open_rw(path)?;
         migrate::apply(&mut conn)?;
+        let event_ids = Arc::new(EventIds::load(&conn)?);
         // Checkpoints are the checkpoint thread's (see checkpoint.rs). A WAL that starts over
         // keeps its file, so commits reuse its blocks. The WAL passes the limit by what is
         // written between two checks, and SQLite cuts the file back to `journal_size_limit` in
@@ -254,6 +264,7 @@ impl SqliteStore {
         Ok(Self {
             lock: Mutex::new(Some(lock)),
             events: Coalescer::new(writer.clone(), write_event),
+            event_ids,
             statuses,
             writer,
             writer_thread: Mutex::new(Some(thread)),
@@ -339,11 +350,18 @@ fn read_pipeline(
     .optional()
 }
 
-fn read_event(c: &Connection, id: &EventId) -> rusqlite::Result<Option<WebhookEvent>> {
+/// The event of this id: at the rowid the id leads to, or one stored before migration 0011
+/// (see event_ids.rs).
+fn read_event(
+    c: &Connection,
+    ids: &EventIds,
+    id: &EventId,
+) -> rusqlite::Result<Option<WebhookEvent>> {
     c.prepare_cached(&format!(
-        "SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = ?1"
+        "SELECT {EVENT_COLS} FROM webhook_events \
+         WHERE (rowid = ?1 AND event_id = ?2) OR legacy_id = ?2"
     ))?
-    .query_row([id.as_str()], event_row)
+    .query_row(params![ids.rowid(id), id.as_str()], event_row)
     .optional()
 }
 
@@ -596,6 +614,7 @@ fn upsert_scope(
 /// the window. Returns the holder's event when the key is taken (the caller replays it).
 fn claim_idempotency_key(
     c: &Connection,
+    ids: &EventIds,
     e: &WebhookEvent,
     key: &str,
 ) -> StoreResult<Option<WebhookEvent>> {
@@ -637,17 +656,16 @@ fn claim_idempotency_key(
         return Ok(None);
     }
     let holder = c
-        .prepare_cached(&format!(
-            "SELECT {} FROM idempotency_keys k JOIN webhook_events e ON e.event_id = k.event_id \
-             WHERE k.account_id = ?1 AND k.org_id = ?2 AND k.project_id = ?3 AND k.pipeline_id = ?4 \
-               AND k.trigger_id = ?5 AND k.key = ?6",
-            EVENT_COLS
-                .split(", ")
-                .map(|col| format!("e.{}", col.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .and_then(|mut s| s.query_row(scope, event_row).optional())
+        .prepare_cached(
+            "SELECT event_id FROM idempotency_keys \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4 \
+               AND trigger_id = ?5 AND key = ?6",
+        )
+        .and_then(|mut s| s.query_row(scope, |r| r.get::<_, String>(0)).optional())
+        .and_then(|holder| match holder.as_deref().and_then(EventId::parse) {
+            Some(holder) => read_event(c, ids, &holder),
+            None => Ok(None),
+        })
         .map_err(sql_err("looking up an idempotency key"))?;
     match holder {
         Some(previous) => Ok(Some(previous)),
@@ -1417,6 +1435,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn new_event_id(&self) -> EventId {
+        self.event_ids.mint()
+    }
+
     async fn record_event(
         &self,
         event: WebhookEvent,
@@ -1424,6 +1446,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<RecordOutcome> {
         // Serialised here, on the caller's thread: the single writer thread is the bottleneck.
         let item = EventWrite {
+            rowid: self.event_ids.rowid(&event.event_id),
+            ids: Arc::clone(&self.event_ids),
             headers: event.headers.to_string(),
             condition_results: event.condition_results.to_string(),
             event,
@@ -1437,7 +1461,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {
-        self.read("reading a webhook event", |c| read_event(c, id))
+        self.read("reading a webhook event", |c| {
+            read_event(c, &self.event_ids, id)
+        })
     }
 
     async fn get_event_with_run(
@@ -1445,7 +1471,7 @@ impl Store for SqliteStore {
         id: &EventId,
     ) -> StoreResult<Option<(WebhookEvent, Option<crate::store::executions::RunState>)>> {
         self.read("reading a webhook event and its execution", |c| {
-            let Some(event) = read_event(c, id)? else {
+            let Some(event) = read_event(c, &self.event_ids, id)? else {
                 return Ok(None);
             };
             let run = match &event.plan_execution_id {
@@ -1466,7 +1492,7 @@ impl Store for SqliteStore {
             };
             let control = executions::read_control(c, id)?;
             let event = match run.event_id() {
-                Some(event) => read_event(c, &event)?,
+                Some(event) => read_event(c, &self.event_ids, &event)?,
                 None => None,
             };
             let pipeline = match run.pipeline_to_start() {

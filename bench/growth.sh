@@ -85,7 +85,9 @@ start, t0 = template["created_at"] - n, time.time()
 def rows():
     for i in range(n):
         r = dict(template)
-        r["event_id"] = r["legacy_id"] = os.urandom(12).hex()
+        r["event_id"] = os.urandom(12).hex()
+        if "legacy_id" in r:  # absent before migration 0011 (an older build, BENCH_TRIGGERD)
+            r["legacy_id"] = r["event_id"]
         r["created_at"] = start + i
         yield [r[c] for c in cols]
 with db:

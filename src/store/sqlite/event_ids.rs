@@ -79,6 +79,12 @@ impl EventIds {
     /// A new event's id, for the next rowid.
     pub(super) fn mint(&self) -> EventId {
         let rowid = self.next.fetch_add(1, Ordering::Relaxed);
+        if rowid >= 1 << (8 * ROWID_BYTES) {
+            // Past what an id holds: only after an event recorded with an id this store did not
+            // mint landed near the top (its rowid is wherever the id leads). A random id leads
+            // to a random rowid, like that one.
+            return EventId::generate();
+        }
         let mut plain = [0u8; 12];
         plain[..ROWID_BYTES].copy_from_slice(&rowid.to_le_bytes()[..ROWID_BYTES]);
         OsRng.fill_bytes(&mut plain[ROWID_BYTES..]);
@@ -267,6 +273,13 @@ mod tests {
             assert_eq!(cipher.to_vec(), theirs);
             assert_eq!(ours.crypt(cipher, false).unwrap(), plain);
         }
+    }
+
+    #[test]
+    fn past_the_last_rowid_an_id_holds_ids_are_random() {
+        let ids = ids((1 << 48) - 1);
+        assert_eq!(ids.rowid(&ids.mint()), (1 << 48) - 1);
+        assert!(EventId::parse(ids.mint().as_str()).is_some());
     }
 
     #[test]

@@ -87,7 +87,7 @@ def rows():
         r = dict(template)
         r["event_id"] = os.urandom(12).hex()
         if "legacy_id" in r:  # absent before migration 0011 (an older build, BENCH_TRIGGERD)
-            r["legacy_id"] = r["event_id"]
+            r["legacy_id"], r["seq"] = r["event_id"], None  # the next rowid
         r["created_at"] = start + i
         yield [r[c] for c in cols]
 with db:

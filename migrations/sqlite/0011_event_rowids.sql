@@ -4,8 +4,10 @@
 -- page at a random place: the `TEXT PRIMARY KEY` on event_id cost every event a random leaf of
 -- its own B-tree. SQLite cannot drop a primary key, so the table is rebuilt, rowids kept. The
 -- events stored before keep their random ids, found through `legacy_id` and its index, which no
--- new event enters.
+-- new event enters. `seq` names the rowid, so that VACUUM, `.dump` and restores keep it: an id
+-- that led to a row must lead to it for good.
 CREATE TABLE webhook_events_by_rowid (
+    seq                 INTEGER PRIMARY KEY,
     event_id            TEXT NOT NULL,
     account_id          TEXT NOT NULL,
     org_id              TEXT NOT NULL,
@@ -26,7 +28,7 @@ CREATE TABLE webhook_events_by_rowid (
 );
 
 INSERT INTO webhook_events_by_rowid
-    (rowid, event_id, account_id, org_id, project_id, pipeline_id, trigger_id, status, message,
+    (seq, event_id, account_id, org_id, project_id, pipeline_id, trigger_id, status, message,
      exception_occured, payload, headers, runtime_input, condition_results, plan_execution_id,
      idempotency_key, created_at, legacy_id)
 SELECT rowid, event_id, account_id, org_id, project_id, pipeline_id, trigger_id, status, message,

@@ -167,7 +167,9 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 }
 
 string_newtype!(
-    /// An eventCorrelationId: 12 CSPRNG bytes as 24 lowercase hex chars.
+    /// An eventCorrelationId: 12 bytes nobody can guess, as 24 lowercase hex chars. CSPRNG bytes
+    /// from [`generate`](Self::generate); the SQLite store mints its own (see
+    /// `store/sqlite/event_ids.rs`).
     EventId
 );
 

@@ -617,8 +617,8 @@ pub trait Store:
 
     /// A new event's id (DESIGN §1: 12 bytes nobody can guess), for [`record_event`]. Twelve
     /// random bytes unless the backend makes ids that lead to their own rows (SQLite, see
-    /// `store/sqlite/event_ids.rs`); an event recorded with any other id is still stored and
-    /// found.
+    /// `store/sqlite/event_ids.rs`); an event recorded with an id from elsewhere is still
+    /// stored and found (on SQLite through the index kept for events stored before those ids).
     ///
     /// [`record_event`]: Store::record_event
     fn new_event_id(&self) -> EventId {

@@ -11,7 +11,8 @@
 //! CSPRNG), under a key made once per database and kept in it (`store_keys`). Without the key an
 //! id cannot be told from 12 random bytes, nor one made from another. With it, the store decrypts
 //! an id to its rowid and compares the id stored there, so a guessed, altered or stale id finds
-//! nothing. Rowids are handed out in order, so new events are appended to the table.
+//! nothing. Rowids are handed out in order, so new events are appended to the table (the
+//! listing indexes, which lead with the project, still take them at each project's end).
 //!
 //! Events stored before migration 0011 keep their random ids: `legacy_id` holds them, under an
 //! index that no new event enters.
@@ -22,13 +23,14 @@ use aes::Aes256;
 use fpe::ff1::{NumeralString, Operations, FF1};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::domain::ids::EventId;
 use crate::store::{StoreError, StoreResult};
 
 /// The bytes of an id that hold the rowid: up to 2^48 events.
 const ROWID_BYTES: usize = 6;
+const ROWID_LIMIT: i64 = 1 << (8 * ROWID_BYTES);
 
 /// Mints this database's event ids and finds their rows.
 pub(super) struct EventIds {
@@ -39,22 +41,48 @@ pub(super) struct EventIds {
 
 impl EventIds {
     /// Reads the database's key, making it on first use, and starts minting after the last event
-    /// stored. Runs before the writer starts, on its connection.
+    /// stored. Runs before the writer starts, on its connection. Refuses to start when the key
+    /// is gone while events it minted ids for are stored (a partial copy of the database): a new
+    /// key would lead their ids nowhere.
     pub(super) fn load(c: &Connection) -> StoreResult<Self> {
-        let mut fresh = [0u8; 32];
-        OsRng.fill_bytes(&mut fresh);
-        c.execute(
-            "INSERT OR IGNORE INTO store_keys (name, key) VALUES ('event_ids', ?1)",
-            [&fresh[..]],
-        )
-        .map_err(|e| StoreError::db("making the event id key", e))?;
-        let key: Vec<u8> = c
-            .query_row(
+        let read = |c: &Connection| {
+            c.query_row(
                 "SELECT key FROM store_keys WHERE name = 'event_ids'",
                 [],
-                |r| r.get(0),
+                |r| r.get::<_, Vec<u8>>(0),
             )
-            .map_err(|e| StoreError::db("reading the event id key", e))?;
+            .optional()
+            .map_err(|e| StoreError::db("reading the event id key", e))
+        };
+        let key = match read(c)? {
+            Some(key) => key,
+            None => {
+                // Only events from before migration 0011 (a full scan, once, at the first start
+                // after it), or none.
+                let minted: bool = c
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE legacy_id IS NULL)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| StoreError::db("checking for the event id key", e))?;
+                if minted {
+                    return Err(unusable(
+                        "it is missing from store_keys, yet events stored with it are in the \
+                         database (restore the database whole, store_keys included)"
+                            .into(),
+                    ));
+                }
+                let mut fresh = [0u8; 32];
+                OsRng.fill_bytes(&mut fresh);
+                c.execute(
+                    "INSERT INTO store_keys (name, key) VALUES ('event_ids', ?1)",
+                    [&fresh[..]],
+                )
+                .map_err(|e| StoreError::db("making the event id key", e))?;
+                fresh.to_vec()
+            }
+        };
         let last: i64 = c
             .query_row(
                 "SELECT coalesce(max(rowid), 0) FROM webhook_events",
@@ -63,6 +91,20 @@ impl EventIds {
             )
             .map_err(|e| StoreError::db("reading the last event's rowid", e))?;
         Self::new(&key, last + 1)
+    }
+
+    /// Where an event of this id is stored: `(rowid, legacy)`. An id this store minted goes to
+    /// the rowid it leads to. An id it did not mint (there is none in intake; tests make them)
+    /// would lead to a rowid anywhere, perhaps one the counter reaches later: it goes to the
+    /// next rowid instead and is found as events from before migration 0011 are.
+    pub(super) fn place(&self, id: &EventId) -> (i64, bool) {
+        let (rowid, next) = (self.rowid(id), self.next.load(Ordering::Relaxed));
+        // Past 2^48 the store mints random ids (see `mint`).
+        if next <= ROWID_LIMIT && rowid < next {
+            (rowid, false)
+        } else {
+            (self.next.fetch_add(1, Ordering::Relaxed), true)
+        }
     }
 
     fn new(key: &[u8], next: i64) -> StoreResult<Self> {
@@ -79,10 +121,9 @@ impl EventIds {
     /// A new event's id, for the next rowid.
     pub(super) fn mint(&self) -> EventId {
         let rowid = self.next.fetch_add(1, Ordering::Relaxed);
-        if rowid >= 1 << (8 * ROWID_BYTES) {
-            // Past what an id holds: only after an event recorded with an id this store did not
-            // mint landed near the top (its rowid is wherever the id leads). A random id leads
-            // to a random rowid, like that one.
+        if rowid >= ROWID_LIMIT {
+            // Past what an id holds (2^48 events). A random id is then stored as one this store
+            // did not mint (see `place`).
             return EventId::generate();
         }
         let mut plain = [0u8; 12];
@@ -170,7 +211,8 @@ impl Operations for Half48 {
     }
 
     /// FF1 asks for `b = ceil(48 / 8) = 6` bytes.
-    fn to_be_bytes(&self, _radix: u32, _b: usize) -> [u8; 6] {
+    fn to_be_bytes(&self, _radix: u32, b: usize) -> [u8; 6] {
+        debug_assert_eq!(b, 6);
         let mut bytes = [0u8; 6];
         bytes.copy_from_slice(&self.0.to_be_bytes()[2..]);
         bytes
@@ -178,11 +220,13 @@ impl Operations for Half48 {
 
     /// `other` is a big-endian number; modulo 2^48 only its last 6 bytes count, and its last
     /// 8 are what `u64` arithmetic keeps.
-    fn add_mod_exp(self, other: impl Iterator<Item = u8>, _radix: u32, _m: usize) -> Self {
+    fn add_mod_exp(self, other: impl Iterator<Item = u8>, _radix: u32, m: usize) -> Self {
+        debug_assert_eq!(m, HALF_BITS);
         Half48(self.0.wrapping_add(be_u64(other)) & HALF_MASK)
     }
 
-    fn sub_mod_exp(self, other: impl Iterator<Item = u8>, _radix: u32, _m: usize) -> Self {
+    fn sub_mod_exp(self, other: impl Iterator<Item = u8>, _radix: u32, m: usize) -> Self {
+        debug_assert_eq!(m, HALF_BITS);
         Half48(self.0.wrapping_sub(be_u64(other)) & HALF_MASK)
     }
 }
@@ -276,10 +320,23 @@ mod tests {
     }
 
     #[test]
-    fn past_the_last_rowid_an_id_holds_ids_are_random() {
+    fn past_the_last_rowid_an_id_holds_ids_are_random_and_stored_next() {
         let ids = ids((1 << 48) - 1);
-        assert_eq!(ids.rowid(&ids.mint()), (1 << 48) - 1);
-        assert!(EventId::parse(ids.mint().as_str()).is_some());
+        let last = ids.mint();
+        assert_eq!(ids.place(&last), ((1 << 48) - 1, false));
+        let random = ids.mint();
+        assert!(EventId::parse(random.as_str()).is_some());
+        assert_eq!(ids.place(&random), ((1 << 48) + 1, true));
+    }
+
+    #[test]
+    fn an_id_minted_elsewhere_is_stored_next_not_where_it_leads() {
+        let ids = ids(10);
+        let ours = ids.mint();
+        let foreign = EventId::generate();
+        assert_eq!(ids.place(&foreign), (11, true));
+        assert_eq!(ids.place(&ours), (10, false));
+        assert_eq!(ids.rowid(&ids.mint()), 12);
     }
 
     #[test]

@@ -246,6 +246,11 @@ mod tests {
         let reopened = EventIds::load(&conn).unwrap();
         assert_eq!(read(&reopened, &minted).as_deref(), Some(minted.as_str()));
         assert_eq!(reopened.rowid(&reopened.mint()), 4);
+
+        // A database whose key is gone while events minted with it remain is refused, not
+        // given a new key that would lead their ids nowhere.
+        conn.execute("DELETE FROM store_keys", []).unwrap();
+        assert!(EventIds::load(&conn).is_err());
     }
 
     #[test]

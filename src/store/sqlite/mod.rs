@@ -132,8 +132,9 @@ fn make_private(path: &Path) -> StoreResult<()> {
 /// A webhook event to record, with the execution it queues (`record_event`).
 struct EventWrite {
     event: WebhookEvent,
-    /// Where the event goes: the rowid its id leads to.
+    /// Where the event goes (see `EventIds::place`), and whether it is found by `legacy_id`.
     rowid: i64,
+    legacy: bool,
     /// For the event that holds the idempotency key, when it is taken.
     ids: Arc<EventIds>,
     execution: Option<NewExecution>,
@@ -168,11 +169,12 @@ fn write_event(c: &Connection, w: &EventWrite) -> StoreResult<Option<WebhookEven
         )?;
     }
     c.prepare_cached(&format!(
-        "INSERT INTO webhook_events (rowid, {EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        "INSERT INTO webhook_events (rowid, legacy_id, {EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))
     .and_then(|mut s| {
         s.execute(params![
             w.rowid,
+            w.legacy.then(|| e.event_id.as_str()),
             e.event_id.as_str(),
             e.scope.account.as_str(),
             e.scope.org.as_str(),
@@ -1445,8 +1447,10 @@ impl Store for SqliteStore {
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
         // Serialised here, on the caller's thread: the single writer thread is the bottleneck.
+        let (rowid, legacy) = self.event_ids.place(&event.event_id);
         let item = EventWrite {
-            rowid: self.event_ids.rowid(&event.event_id),
+            rowid,
+            legacy,
             ids: Arc::clone(&self.event_ids),
             headers: event.headers.to_string(),
             condition_results: event.condition_results.to_string(),

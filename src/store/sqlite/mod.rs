@@ -135,8 +135,6 @@ struct EventWrite {
     /// Where the event goes (see `EventIds::place`), and whether it is found by `legacy_id`.
     rowid: i64,
     legacy: bool,
-    /// For the event that holds the idempotency key, when it is taken.
-    ids: Arc<EventIds>,
     execution: Option<NewExecution>,
     /// The event's headers and condition results as JSON text.
     headers: String,
@@ -145,10 +143,14 @@ struct EventWrite {
 
 /// Records one event on the writer's connection; `Some(previous)` when its idempotency key was
 /// used before (then nothing is written).
-fn write_event(c: &Connection, w: &EventWrite) -> StoreResult<Option<WebhookEvent>> {
+fn write_event(
+    c: &Connection,
+    ids: &EventIds,
+    w: &EventWrite,
+) -> StoreResult<Option<WebhookEvent>> {
     let e = &w.event;
     if let Some(key) = &e.idempotency_key {
-        if let Some(previous) = claim_idempotency_key(c, &w.ids, e, key)? {
+        if let Some(previous) = claim_idempotency_key(c, ids, e, key)? {
             return Ok(Some(previous));
         }
     }
@@ -265,7 +267,10 @@ impl SqliteStore {
         .map_err(|e| StoreError::db("starting the checkpoint thread", e))?;
         Ok(Self {
             lock: Mutex::new(Some(lock)),
-            events: Coalescer::new(writer.clone(), write_event),
+            events: {
+                let ids = Arc::clone(&event_ids);
+                Coalescer::new(writer.clone(), move |c, w| write_event(c, &ids, w))
+            },
             event_ids,
             statuses,
             writer,
@@ -1451,7 +1456,6 @@ impl Store for SqliteStore {
         let item = EventWrite {
             rowid,
             legacy,
-            ids: Arc::clone(&self.event_ids),
             headers: event.headers.to_string(),
             condition_results: event.condition_results.to_string(),
             event,

@@ -93,8 +93,11 @@ impl Writer {
 pub(crate) struct Coalescer<I, O> {
     writer: Writer,
     queue: Arc<parking_lot::Mutex<Vec<Pending<I, O>>>>,
-    write: fn(&Connection, &I) -> StoreResult<O>,
+    write: WriteOne<I, O>,
 }
+
+/// How a [`Coalescer`] writes one item.
+type WriteOne<I, O> = Arc<dyn Fn(&Connection, &I) -> StoreResult<O> + Send + Sync>;
 
 /// An item waiting for the next group, and where its result goes.
 struct Pending<I, O> {
@@ -113,11 +116,14 @@ pub(crate) const GROUP_SIZE_METRIC: &str = "triggerd_writer_group_size";
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Groups items for `writer`; `write` writes one.
-    pub(crate) fn new(writer: Writer, write: fn(&Connection, &I) -> StoreResult<O>) -> Self {
+    pub(crate) fn new(
+        writer: Writer,
+        write: impl Fn(&Connection, &I) -> StoreResult<O> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             writer,
             queue: Arc::new(parking_lot::Mutex::new(Vec::new())),
-            write,
+            write: Arc::new(write),
         }
     }
 
@@ -155,13 +161,13 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
 
     fn job(&self) -> Job {
         let queue = Arc::clone(&self.queue);
-        let write = self.write;
+        let write = Arc::clone(&self.write);
         Box::new(
             move |conn: Result<&Connection, &StoreError>| -> Completion {
                 let group = std::mem::take(&mut *queue.lock());
                 metrics::histogram!(GROUP_SIZE_METRIC).record(group.len() as f64);
                 let results: Vec<StoreResult<O>> = match conn {
-                    Ok(conn) => write_group(conn, &group, write),
+                    Ok(conn) => write_group(conn, &group, &*write),
                     Err(e) => group.iter().map(|_| Err(batch_failed(e))).collect(),
                 };
                 Box::new(move |commit_error: Option<&StoreError>| {
@@ -182,7 +188,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
 fn write_group<I, O>(
     conn: &Connection,
     group: &[Pending<I, O>],
-    write: fn(&Connection, &I) -> StoreResult<O>,
+    write: &dyn Fn(&Connection, &I) -> StoreResult<O>,
 ) -> Vec<StoreResult<O>> {
     let together = in_savepoint(conn, |c| {
         group

@@ -35,6 +35,9 @@ const ROWID_LIMIT: i64 = 1 << (8 * ROWID_BYTES);
 /// How many of the ids minted last `place` finds without decrypting them.
 const RECENT: usize = 8;
 
+/// An id's bytes and the rowid it was minted for.
+type Minted = ([u8; 12], i64);
+
 /// Mints this database's event ids and finds their rows.
 pub(super) struct EventIds {
     ff1: FF1<Aes256>,
@@ -43,7 +46,7 @@ pub(super) struct EventIds {
     /// The last ids minted and their rowids, at `rowid % RECENT`. Intake mints an id and stores
     /// its event moments later: `place` finds the rowid here instead of decrypting the id again
     /// (an FF1 call, about a microsecond of an HTTP worker's time per event).
-    recent: Mutex<[Option<([u8; 12], i64)>; RECENT]>,
+    recent: Mutex<[Option<Minted>; RECENT]>,
 }
 
 impl EventIds {

@@ -194,16 +194,22 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, format: BodyFormat) -> Res
     Ok(value)
 }
 
-/// Like [`read_json`], but an empty body (what `curl -X POST` sends) or JSON `null` is
-/// `T::default()`.
+/// Like [`read_json`], but an empty body (what `curl -X POST` sends), JSON `null` or an empty
+/// YAML document is `T::default()`. A body declared as JSON that holds only whitespace is not
+/// JSON, and fails as any other malformed JSON does.
 pub async fn read_optional_json<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     payload: web::Payload,
     limits: BodyLimits,
 ) -> Result<T, Error> {
     let (text, format) = read_body(req, payload, limits).await?;
-    // No body, or JSON `null`, is the same as an empty object: every field takes its default.
-    if text.trim().is_empty() || (format == BodyFormat::Json && text.trim() == "null") {
+    // No body, JSON `null` or an empty YAML document is the same as an empty object: every
+    // field takes its default.
+    let empty = match format {
+        BodyFormat::Json => text.is_empty() || text.trim() == "null",
+        BodyFormat::Yaml => text.trim().is_empty(),
+    };
+    if empty {
         return Ok(T::default());
     }
     decode(&text, format)

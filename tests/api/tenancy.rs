@@ -323,3 +323,46 @@ async fn tenancy_lists_refuse_bad_limits_and_foreign_cursors() {
     assert_eq!(page["content"].as_array().map(Vec::len), Some(1));
     assert!(page["nextCursor"].is_null());
 }
+
+#[tokio::test]
+async fn an_org_put_without_a_body_takes_defaults_but_whitespace_declared_as_json_is_400() {
+    let app = spawn_app().await;
+    app.create_account("acc").await;
+    let path = "/api/v1/accounts/acc/orgs/ops";
+
+    // What `curl -X PUT` sends: nothing, so every field takes its default.
+    let res = app
+        .with_key(Method::PUT, path, &app.root_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(success_data(res).await["name"], "ops");
+
+    // Found by schemathesis: a newline declared as JSON is not JSON, and changes nothing.
+    for body in ["\n", "  \r\n\t"] {
+        let res = app
+            .with_key(Method::PUT, path, &app.root_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(res, 400, "INVALID_REQUEST", "Invalid JSON body: EOF").await;
+    }
+
+    // An empty YAML document is an empty mapping, as JSON `null` is.
+    for (content_type, body) in [("application/yaml", "\n"), ("application/json", " null ")] {
+        let res = app
+            .with_key(Method::PUT, path, &app.root_key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            success_data(res).await["identifier"],
+            "ops",
+            "{content_type}"
+        );
+    }
+}

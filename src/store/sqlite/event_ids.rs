@@ -296,10 +296,11 @@ mod tests {
         for id in minted.iter().rev() {
             assert_eq!(ids.place(id), (ids.rowid(id), false));
         }
-        // Nothing unset is remembered as an id of zeros.
+        // An empty slot is not an id of zeros at rowid 0: that id, not minted here, is stored
+        // next and found as a legacy one (it leads to rowid 0 only with odds of 2^-48).
         let zeros = EventId::from_bytes([0; 12]);
         let fresh = EventIds::new(&key(), 1).unwrap();
-        assert_eq!(fresh.place(&zeros).1, fresh.rowid(&zeros) >= 1);
+        assert_eq!(fresh.place(&zeros), (1, true));
     }
 
     #[test]

@@ -221,14 +221,31 @@ impl DeliveryId {
 }
 
 string_newtype!(
-    /// A planExecutionId: 16 CSPRNG bytes, base64url without padding (22 chars).
+    /// A planExecutionId: 16 bytes, base64url without padding (22 chars). The first 6 are the
+    /// time it was made, in milliseconds since the epoch (big-endian), and the other 10 come from
+    /// the OS CSPRNG: 80 bits nobody can guess, as a UUIDv7 or a ULID has. Ids made within the
+    /// same millisecond share their first 8 chars, and ids made close in time share most of
+    /// them, so the executions' primary key (on both backends) takes each new id next to the
+    /// last ones, on a page already written, instead of on a page of its own at a random place
+    /// (issue 13).
     PlanExecutionId
 );
 
 impl PlanExecutionId {
-    /// A fresh execution id.
+    /// A fresh execution id, made now.
     pub fn generate() -> Self {
-        Self(URL_SAFE_NO_PAD.encode(random_bytes::<16>()))
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self::made_at(millis)
+    }
+
+    /// A fresh execution id that leads with `millis`.
+    fn made_at(millis: u64) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&random_bytes::<10>());
+        Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
     /// Parses an execution id as it appears in a URL.
@@ -419,6 +436,36 @@ mod tests {
         let lease = LeaseToken::generate();
         assert_eq!(LeaseToken::parse(lease.as_str()), Some(lease));
         assert_ne!(LeaseToken::generate(), LeaseToken::generate());
+    }
+
+    #[test]
+    fn execution_ids_lead_with_their_time_and_end_with_80_random_bits() {
+        let decode = |id: &PlanExecutionId| URL_SAFE_NO_PAD.decode(id.as_str()).unwrap();
+        let millis = 1_796_428_800_123_u64; // 2026-12-04
+        let (a, b) = (
+            PlanExecutionId::made_at(millis),
+            PlanExecutionId::made_at(millis),
+        );
+        assert_eq!(a.as_str().len(), 22);
+        assert_eq!(PlanExecutionId::parse(a.as_str()), Some(a.clone()));
+        // The same millisecond: the same first 6 bytes (8 chars), then random bytes.
+        assert_eq!(decode(&a)[..6], millis.to_be_bytes()[2..]);
+        assert_eq!(a.as_str()[..8], b.as_str()[..8]);
+        assert_ne!(decode(&a)[6..], decode(&b)[6..]);
+        // A millisecond later shares the first 7 chars here (the eighth holds the low 6 bits).
+        let later = PlanExecutionId::made_at(millis + 1);
+        assert_eq!(later.as_str()[..7], a.as_str()[..7]);
+        assert_ne!(later.as_str()[..8], a.as_str()[..8]);
+        // `generate` leads with the clock's time.
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let now = decode(&PlanExecutionId::generate());
+        let mut lead = [0u8; 8];
+        lead[2..].copy_from_slice(&now[..6]);
+        let made = u64::from_be_bytes(lead);
+        assert!((before..before + 60_000).contains(&made), "{made} vs {before}");
     }
 
     #[test]

@@ -465,7 +465,10 @@ mod tests {
         let mut lead = [0u8; 8];
         lead[2..].copy_from_slice(&now[..6]);
         let made = u64::from_be_bytes(lead);
-        assert!((before..before + 60_000).contains(&made), "{made} vs {before}");
+        assert!(
+            (before..before + 60_000).contains(&made),
+            "{made} vs {before}"
+        );
     }
 
     #[test]

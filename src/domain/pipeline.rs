@@ -217,6 +217,14 @@ impl PipelineSpec {
             .filter(|v| v.value == VariableValue::RuntimeInput)
     }
 
+    /// Whether any step is a Run step: the only kind that makes a working directory.
+    pub fn has_run_steps(&self) -> bool {
+        self.stages
+            .iter()
+            .flat_map(|stage| &stage.steps)
+            .any(|step| matches!(step.spec, StepSpec::Run { .. }))
+    }
+
     /// The Harness shape `{"pipeline": {...}}`, durations written as text like `"10m"`.
     pub fn to_json(&self) -> Value {
         // Cannot fail: every map key is a string.

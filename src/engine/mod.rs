@@ -428,6 +428,9 @@ async fn execute(
                 .await
         }
     };
+    // Only a Run step makes the working directory. Looking for one that was never made costs a
+    // path lookup, and leaves the kernel a negative dentry, for every execution.
+    let made_dir = pipeline.has_run_steps().then_some(&work_dir);
     let mut unsaved = Unsaved::default();
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
@@ -516,7 +519,7 @@ async fn execute(
         match pending {
             Some(Control::Abort) => {
                 unsaved.save(store, claim).await?;
-                return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
+                return abort_now(store, claim, &mut steps, made_dir).await;
             }
             Some(Control::Pause) => {
                 unsaved.save(store, claim).await?;
@@ -551,7 +554,7 @@ async fn execute(
             unsaved.steps.push(record.clone());
             let message = format!("Approval step {} expired", step.identifier);
             unsaved.steps.extend(skip_rest(&mut steps));
-            let _ = std::fs::remove_dir_all(&work_dir);
+            remove_work_dir(made_dir);
             return unsaved
                 .finish(store, claim, status::EXPIRED, Some(message))
                 .await;
@@ -601,7 +604,7 @@ async fn execute(
         match ended {
             StepEnd::Aborted => {
                 if store.pending_control(id).await? == Some(Control::Abort) {
-                    return abort_now(store, claim, &mut steps, Some(&work_dir)).await;
+                    return abort_now(store, claim, &mut steps, made_dir).await;
                 }
                 // Shutting down: the step stays `Running` and is marked interrupted at the
                 // next start.
@@ -613,7 +616,7 @@ async fn execute(
             _ => {}
         }
     }
-    let _ = std::fs::remove_dir_all(&work_dir);
+    remove_work_dir(made_dir);
     let final_status = if failure.is_some() {
         status::FAILED
     } else {
@@ -666,6 +669,13 @@ impl Unsaved {
     }
 }
 
+/// Removes an execution's working directory, if its pipeline may have made one.
+fn remove_work_dir(dir: Option<&PathBuf>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Records an abort: the running step `Aborted`, every step not started `Skipped`, the
 /// execution `Aborted`.
 async fn abort_now(
@@ -684,9 +694,7 @@ async fn abort_now(
         }
     }
     let skipped = skip_rest(steps);
-    if let Some(dir) = work_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    remove_work_dir(work_dir);
     store
         .finish_execution(
             claim,

@@ -80,10 +80,14 @@ fn node<'a>(summary: &'a Value, stage: &str) -> &'a Value {
 async fn run_steps_execute_for_real_and_pass_outputs_between_steps() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;
+    let pwd = app.dir.path().join("first-pwd");
     let first = run_step(
         "first",
         "",
-        "'echo building; echo \"TAG=v1.$TRIGGERD_STEP\" >> \"$TRIGGERD_OUTPUT\"'",
+        &format!(
+            "'echo building; echo \"TAG=v1.$TRIGGERD_STEP\" >> \"$TRIGGERD_OUTPUT\"; pwd > {}'",
+            pwd.display()
+        ),
     );
     let second = format!(
         "{}                env:\n                  TAG: <+steps.first.output.TAG>\n",
@@ -129,6 +133,14 @@ async fn run_steps_execute_for_real_and_pass_outputs_between_steps() {
     );
     assert!(summary["startTs"].is_i64() && summary["endTs"].is_i64());
     assert_eq!(summary["startingNodeId"], build["nodeUuid"]);
+    // The steps ran in the execution's own working directory, removed once it ended.
+    let work_dir = std::fs::read_to_string(&pwd).expect("the first step wrote its directory");
+    let work_dir = std::path::Path::new(work_dir.trim_end());
+    assert!(
+        work_dir.ends_with(summary["planExecutionId"].as_str().unwrap()),
+        "{work_dir:?}"
+    );
+    assert!(!work_dir.exists(), "{work_dir:?} is left behind");
 }
 
 #[tokio::test]

@@ -51,7 +51,13 @@ pub fn variables(
     runtime_input: &str,
     trigger: &TriggerContext<'_>,
 ) -> BTreeMap<String, Value> {
-    let input: Value = serde_yaml_ng::from_str(runtime_input).unwrap_or(Value::Null);
+    // Parsed only for a pipeline that takes runtime inputs: most take none, and parsing the
+    // YAML was 5 % of the engine's CPU per `Wait 0s` execution.
+    let input: Value = if pipeline.runtime_inputs().next().is_some() {
+        serde_yaml_ng::from_str(runtime_input).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     let given = |name: &str| {
         input
             .pointer("/pipeline/variables")

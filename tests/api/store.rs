@@ -677,45 +677,16 @@ async fn steps_are_upserted_and_read_back_in_order() {
 
 #[tokio::test]
 async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_had_not_started() {
+    // With an event rule, the start's state is written and read for its events before the end;
+    // without one, each step is written once, as it ended. Both store the same end.
     let f = fixture().await;
-    let claim = claimed(&f).await;
-    let started_at = now_millis() - 5;
-    let start = Start {
-        pipeline_spec: json!({"pipeline": {"identifier": "deploy"}}),
-        steps: vec![
-            step(0, 0, "NotStarted"),
-            step(0, 1, "NotStarted"),
-            step(1, 0, "NotStarted"),
-        ],
-        at: started_at,
-    };
-    let mut waited = step(0, 0, "Success");
-    waited.attempt = 1;
-
     f.store
-        .finish_execution(
-            &claim,
-            Some(start.clone()),
-            vec![waited, step(0, 1, "Skipped")],
-            "Failed",
-            Some("why".into()),
-            now_millis(),
-        )
+        .put_event_rule(rule(&f.scope), None)
         .await
-        .expect("start and finish");
-
-    let run = run_of(&f, &claim.id).await;
-    assert_eq!(run.execution.status, "Failed");
-    assert_eq!(run.execution.started_at, Some(started_at));
-    assert!(run.execution.ended_at.is_some_and(|t| t >= started_at));
-    assert_eq!(run.pipeline_spec, Some(start.pipeline_spec.clone()));
-    assert_eq!(run.failure_message.as_deref(), Some("why"));
-    let steps: Vec<_> = run.steps.iter().map(|s| s.status.as_str()).collect();
-    assert_eq!(
-        steps,
-        ["Success", "Skipped", "NotStarted"],
-        "the start's steps, then the updates"
-    );
+        .expect("rule");
+    start_and_finish_in_one_write(&f).await;
+    let f = fixture().await;
+    let start = start_and_finish_in_one_write(&f).await;
 
     // Once started, a start with the end is refused and changes nothing.
     let other = claimed(&f).await;
@@ -724,7 +695,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
             &other,
             json!({"pipeline": {}}),
             vec![step(0, 0, "NotStarted")],
-            started_at,
+            start.at,
         )
         .await
         .expect("start");
@@ -752,6 +723,54 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
     assert_eq!(run.execution.status, "Running", "nothing changed");
     assert_eq!(run.pipeline_spec, Some(json!({"pipeline": {}})));
     assert_eq!(run.steps.len(), 1);
+}
+
+/// Starts and finishes a claimed execution in one write and checks what it stored; returns the
+/// start it wrote.
+async fn start_and_finish_in_one_write(f: &Fixture) -> Start {
+    let claim = claimed(f).await;
+    let started_at = now_millis() - 5;
+    let start = Start {
+        pipeline_spec: json!({"pipeline": {"identifier": "deploy"}}),
+        steps: vec![
+            step(0, 0, "NotStarted"),
+            step(0, 1, "NotStarted"),
+            step(1, 0, "NotStarted"),
+        ],
+        at: started_at,
+    };
+    let mut waited = step(0, 0, "Success");
+    waited.attempt = 1;
+
+    f.store
+        .finish_execution(
+            &claim,
+            Some(start.clone()),
+            vec![waited, step(0, 1, "Skipped")],
+            "Failed",
+            Some("why".into()),
+            now_millis(),
+        )
+        .await
+        .expect("start and finish");
+
+    let run = run_of(f, &claim.id).await;
+    assert_eq!(run.execution.status, "Failed");
+    assert_eq!(run.execution.started_at, Some(started_at));
+    assert!(run.execution.ended_at.is_some_and(|t| t >= started_at));
+    assert_eq!(run.pipeline_spec, Some(start.pipeline_spec.clone()));
+    assert_eq!(run.failure_message.as_deref(), Some("why"));
+    let steps: Vec<_> = run
+        .steps
+        .iter()
+        .map(|s| (s.status.as_str(), s.attempt))
+        .collect();
+    assert_eq!(
+        steps,
+        [("Success", 1), ("Skipped", 0), ("NotStarted", 0)],
+        "the start's steps, then the updates"
+    );
+    start
 }
 
 fn rule(scope: &ProjectRef) -> EventRuleRecord {

@@ -345,7 +345,7 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
-                start(c, &claim.id, &spec, &steps, now)
+                start(c, &claim.id, &spec, &steps, now, true)
             })
             .await
     }
@@ -397,15 +397,29 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
-                if let Some((spec, steps, at)) = &begun {
-                    if !start(c, &claim.id, spec, steps, *at)? {
+                // Without an enabled event rule in the project, nothing reads the state between
+                // a start and an end written together: each step is then written once, as it
+                // ended, instead of as it started and again as it ended.
+                let events =
+                    has_event_rules(c, &claim.id).map_err(sql_err("finishing an execution"))?;
+                let mut ended = steps.as_slice();
+                let merged;
+                if let Some((spec, begun, at)) = &begun {
+                    let first = if events {
+                        begun.as_slice()
+                    } else {
+                        merged = with_ends(begun, ended);
+                        ended = &[];
+                        merged.as_slice()
+                    };
+                    if !start(c, &claim.id, spec, first, *at, events)? {
                         return Err(AlreadyStarted::error());
                     }
                 }
-                for step in &steps {
+                for step in ended {
                     upsert_step(c, &claim.id, step).map_err(sql_err("updating a step"))?;
                 }
-                finish(c, &claim.id, &final_status, failure_message, now)
+                finish(c, &claim.id, &final_status, failure_message, now, events)
                     .map_err(sql_err("finishing an execution"))?;
                 Ok(())
             })
@@ -647,6 +661,7 @@ fn apply_control(
                 status::ABORTED,
                 Some(control::abort_message(comment)),
                 now,
+                true,
             )?;
             Ok(ControlOutcome::Applied)
         }
@@ -713,7 +728,7 @@ fn apply_control(
                     params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
                 )?;
                 let message = control::rejection_message(step.as_deref(), &note);
-                finish(c, id, status::APPROVAL_REJECTED, Some(message), now)?;
+                finish(c, id, status::APPROVAL_REJECTED, Some(message), now, true)?;
             }
             Ok(ControlOutcome::Applied)
         }
@@ -767,14 +782,45 @@ fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
         .ok_or(StoreError::LeaseLost)
 }
 
+/// Whether the execution's project has an enabled event rule: when it has none, writing the
+/// events an execution's state implies adds nothing (`write_events`).
+fn has_event_rules(c: &rusqlite::Connection, id: &PlanExecutionId) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \
+           AND r.org_id = x.org_id AND r.project_id = x.project_id AND r.enabled = 1) \
+         FROM executions x WHERE x.plan_execution_id = ?1",
+    )?
+    .query_row([id.as_str()], |r| r.get(0))
+    .optional()
+    .map(|found| found.unwrap_or(false))
+}
+
+/// `begun` with each step of `ended` in place of the one at its position.
+fn with_ends(begun: &[StepRecord], ended: &[StepRecord]) -> Vec<StepRecord> {
+    let mut steps = begun.to_vec();
+    for end in ended {
+        let at = (end.stage_index, end.step_index);
+        match steps
+            .iter_mut()
+            .find(|s| (s.stage_index, s.step_index) == at)
+        {
+            Some(step) => *step = end.clone(),
+            None => steps.push(end.clone()),
+        }
+    }
+    steps
+}
+
 /// Starts an execution that has not started (see `start_execution`); false, writing nothing,
-/// when it had.
+/// when it had. With `events`, adds the events its state implies (see `write_events`); without,
+/// the caller has found that its project has no enabled event rule.
 fn start(
     c: &rusqlite::Connection,
     id: &PlanExecutionId,
     spec: &str,
     steps: &[StepRecord],
     now: Millis,
+    events: bool,
 ) -> StoreResult<bool> {
     let started = c
         .prepare_cached(
@@ -789,16 +835,20 @@ fn start(
     for step in steps {
         upsert_step(c, id, step).map_err(sql_err("adding execution steps"))?;
     }
-    write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
+    if events {
+        write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
+    }
     Ok(true)
 }
 
+/// Ends an execution; with `events`, as in [`start`].
 fn finish(
     c: &rusqlite::Connection,
     id: &PlanExecutionId,
     final_status: &str,
     failure_message: Option<String>,
     now: Millis,
+    events: bool,
 ) -> rusqlite::Result<()> {
     c.prepare_cached(
         "UPDATE executions SET status = ?2, failure_message = ?3, ended_at = ?4, \
@@ -807,7 +857,9 @@ fn finish(
          WHERE plan_execution_id = ?1",
     )?
     .execute(params![id.as_str(), final_status, failure_message, now])?;
-    write_events(c, id, now, None)?;
+    if events {
+        write_events(c, id, now, None)?;
+    }
     Ok(())
 }
 

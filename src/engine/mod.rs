@@ -39,7 +39,7 @@ use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
 use crate::store::executions::{
-    status, AlreadyStarted, Claim, Control, RunState, Start, StepRecord, Work,
+    status, AlreadyStarted, Claim, Control, NextClaim, RunState, Start, StepRecord, Work,
 };
 use crate::store::{now_millis, PipelineRecord, Store, StoreError};
 
@@ -199,6 +199,10 @@ async fn run_loop(
         millis: lease_ms,
     } = lease;
     let lease = Duration::from_millis(lease_ms.max(0) as u64);
+    let next = Arc::new(NextClaim {
+        owner: owner.clone(),
+        lease_ms,
+    });
     match store.recover_executions(now_millis()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -223,14 +227,7 @@ async fn run_loop(
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             return;
                         };
-                        let stop = abort.child_token();
-                        let previous = running
-                            .lock()
-                            .insert(claim.id.to_string(), (claim.token.clone(), stop.clone()));
-                        if let Some((_, previous)) = previous {
-                            // An earlier worker here lost this lease: it stops, writing nothing.
-                            previous.cancel();
-                        }
+                        let stop = register(&running, &abort, &claim);
                         tokio::spawn(work_on(
                             store.clone(),
                             Worker {
@@ -238,10 +235,12 @@ async fn run_loop(
                                 lease_ms,
                                 lease_until: claimed_at + lease,
                                 stop,
+                                abort: abort.clone(),
                                 shutdown: shutdown.clone(),
                                 work_root: work_root.clone(),
                                 launch: launch.clone(),
                                 running: running.clone(),
+                                next: next.clone(),
                             },
                             permit,
                             wake.clone(),
@@ -260,6 +259,19 @@ async fn run_loop(
     }
 }
 
+/// Enters a claim in `running`, with the token that stops its worker (a child of `abort`).
+fn register(running: &Running, abort: &CancellationToken, claim: &Claim) -> CancellationToken {
+    let stop = abort.child_token();
+    let previous = running
+        .lock()
+        .insert(claim.id.to_string(), (claim.token.clone(), stop.clone()));
+    if let Some((_, previous)) = previous {
+        // An earlier worker here lost this lease: it stops, writing nothing.
+        previous.cancel();
+    }
+    stop
+}
+
 /// One worker's claim on an execution, and what it runs with.
 struct Worker {
     claim: Claim,
@@ -270,13 +282,25 @@ struct Worker {
     lease_until: Instant,
     /// Kills the running step: a user's abort, a lost lease, or the end of the grace period.
     stop: CancellationToken,
+    /// The end of the grace period, the parent of every `stop`.
+    abort: CancellationToken,
     shutdown: CancellationToken,
     work_root: Arc<PathBuf>,
     launch: Arc<Launch>,
     running: Running,
+    /// How this worker claims the next execution as it ends one.
+    next: Arc<NextClaim>,
 }
 
-/// Runs one claimed execution while renewing its lease, then frees the worker permit.
+/// The execution a worker claimed in the transaction that ended its last one, and when the
+/// claim was sent (the lease is counted from then, as for the run loop's claims).
+struct Next {
+    claim: Claim,
+    claimed_at: Instant,
+}
+
+/// Runs one claimed execution while renewing its lease, then the next one it claimed as it
+/// ended the last (while there is one), then frees the worker permit.
 async fn work_on(
     store: Arc<dyn Store>,
     worker: Worker,
@@ -284,56 +308,74 @@ async fn work_on(
     done: Arc<Notify>,
 ) {
     let Worker {
-        claim,
+        mut claim,
         lease_ms,
-        lease_until,
-        stop,
+        mut lease_until,
+        mut stop,
+        abort,
         shutdown,
         work_root,
         launch,
         running,
+        next,
     } = worker;
-    let id = claim.id.clone();
-    let work_dir = work_root.join(id.as_str());
-    let work = execute(
-        store.as_ref(),
-        &claim,
-        stop.clone(),
-        shutdown,
-        work_dir,
-        &launch,
-    );
-    let result = tokio::select! {
-        r = work => r,
-        lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
-    };
-    match result {
-        Ok(()) => {}
-        Err(StoreError::LeaseLost) => {
-            // Dropping the work above killed a running step; the execution is another
-            // worker's now, so nothing more is written, and the lease is not released.
-            stop.cancel();
-            tracing::warn!(execution = %id, "lease lost; another worker took over");
-        }
-        Err(e) => {
-            tracing::error!(execution = %id, error = %e, "storing an execution's progress failed; releasing it");
-            // Claimable again: a step left running is then marked interrupted.
-            match store.release_lease(&claim).await {
-                Ok(()) | Err(StoreError::LeaseLost) => {}
-                Err(e) => {
-                    tracing::warn!(execution = %id, error = %e, "releasing a lease failed; it runs out instead")
+    let lease = Duration::from_millis(lease_ms.max(0) as u64);
+    loop {
+        let id = claim.id.clone();
+        let work_dir = work_root.join(id.as_str());
+        let work = execute(
+            store.as_ref(),
+            &claim,
+            stop.clone(),
+            shutdown.clone(),
+            work_dir,
+            &launch,
+            &next,
+        );
+        let result = tokio::select! {
+            r = work => r,
+            lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
+        };
+        let following = match result {
+            Ok(following) => following,
+            Err(StoreError::LeaseLost) => {
+                // Dropping the work above killed a running step; the execution is another
+                // worker's now, so nothing more is written, and the lease is not released.
+                stop.cancel();
+                tracing::warn!(execution = %id, "lease lost; another worker took over");
+                None
+            }
+            Err(e) => {
+                tracing::error!(execution = %id, error = %e, "storing an execution's progress failed; releasing it");
+                // Claimable again: a step left running is then marked interrupted.
+                match store.release_lease(&claim).await {
+                    Ok(()) | Err(StoreError::LeaseLost) => {}
+                    Err(e) => {
+                        tracing::warn!(execution = %id, error = %e, "releasing a lease failed; it runs out instead")
+                    }
                 }
+                None
+            }
+        };
+        {
+            let mut running = running.lock();
+            if running
+                .get(id.as_str())
+                .is_some_and(|(token, _)| *token == claim.token)
+            {
+                running.remove(id.as_str());
             }
         }
-    }
-    {
-        let mut running = running.lock();
-        if running
-            .get(id.as_str())
-            .is_some_and(|(token, _)| *token == claim.token)
-        {
-            running.remove(id.as_str());
-        }
+        let Some(Next {
+            claim: following,
+            claimed_at,
+        }) = following
+        else {
+            break;
+        };
+        stop = register(&running, &abort, &following);
+        claim = following;
+        lease_until = claimed_at + lease;
     }
     drop(permit);
     // A worker is free: look for more work now, not at the next poll.
@@ -399,7 +441,8 @@ async fn execute(
     shutdown: CancellationToken,
     work_dir: PathBuf,
     launch: &Launch,
-) -> Result<(), StoreError> {
+    next: &NextClaim,
+) -> Result<Option<Next>, StoreError> {
     let id = &claim.id;
     let Some(Work {
         run: mut state,
@@ -408,10 +451,10 @@ async fn execute(
         pipeline: stored,
     }) = store.load_work(id).await?
     else {
-        return Ok(());
+        return Ok(None);
     };
     if status::is_terminal(&state.execution.status) {
-        return Ok(());
+        return Ok(None);
     }
     let pipeline = match snapshot(&state, stored) {
         Ok(pipeline) => pipeline,
@@ -424,13 +467,17 @@ async fn execute(
                     status::FAILED,
                     Some(problem),
                     now_millis(),
+                    None,
                 )
                 .await
+                .map(|_| None)
         }
     };
     // Only a Run step makes the working directory. Looking for one that was never made costs a
     // path lookup, and leaves the kernel a negative dentry, for every execution.
     let made_dir = pipeline.has_run_steps().then_some(&work_dir);
+    // The next execution is claimed with this one's end, unless the node is shutting down.
+    let next_one = || (!shutdown.is_cancelled()).then_some(next);
     let mut unsaved = Unsaved::default();
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
@@ -519,16 +566,24 @@ async fn execute(
         match pending {
             Some(Control::Abort) => {
                 unsaved.save(store, claim).await?;
-                return abort_now(store, claim, &mut steps, made_dir).await;
+                return abort_now(store, claim, &mut steps, made_dir)
+                    .await
+                    .map(|()| None);
             }
             Some(Control::Pause) => {
                 unsaved.save(store, claim).await?;
-                return store.hold_execution(claim, status::PAUSED, None).await;
+                return store
+                    .hold_execution(claim, status::PAUSED, None)
+                    .await
+                    .map(|()| None);
             }
             _ if shutdown.is_cancelled() || abort.is_cancelled() => {
                 // Shutting down: start no new step; the rest runs after the next start.
                 unsaved.save(store, claim).await?;
-                return store.park_execution(claim, now_millis()).await;
+                return store
+                    .park_execution(claim, now_millis())
+                    .await
+                    .map(|()| None);
             }
             _ => {}
         }
@@ -546,7 +601,8 @@ async fn execute(
             if expires.is_none_or(|at| at > now) {
                 return store
                     .hold_execution(claim, status::APPROVAL_WAITING, expires)
-                    .await;
+                    .await
+                    .map(|()| None);
             }
             record.status = status::EXPIRED.into();
             record.ended_at = Some(now);
@@ -556,7 +612,7 @@ async fn execute(
             unsaved.steps.extend(skip_rest(&mut steps));
             remove_work_dir(made_dir);
             return unsaved
-                .finish(store, claim, status::EXPIRED, Some(message))
+                .finish(store, claim, status::EXPIRED, Some(message), next_one())
                 .await;
         }
         if let StepSpec::Wait { duration } = &step.spec {
@@ -575,7 +631,7 @@ async fn execute(
             let until = record.started_at.unwrap_or(now) + duration.as_millis() as i64;
             if until > now {
                 unsaved.save(store, claim).await?;
-                return store.park_execution(claim, until).await;
+                return store.park_execution(claim, until).await.map(|()| None);
             }
             record.status = status::SUCCESS.into();
             record.ended_at = Some(now);
@@ -604,11 +660,13 @@ async fn execute(
         match ended {
             StepEnd::Aborted => {
                 if store.pending_control(id).await? == Some(Control::Abort) {
-                    return abort_now(store, claim, &mut steps, made_dir).await;
+                    return abort_now(store, claim, &mut steps, made_dir)
+                        .await
+                        .map(|()| None);
                 }
                 // Shutting down: the step stays `Running` and is marked interrupted at the
                 // next start.
-                return Ok(());
+                return Ok(None);
             }
             StepEnd::Failed if !step.continue_on_failure => {
                 failure = Some(failure_text(&steps[index]));
@@ -622,7 +680,9 @@ async fn execute(
     } else {
         status::SUCCESS
     };
-    unsaved.finish(store, claim, final_status, failure).await
+    unsaved
+        .finish(store, claim, final_status, failure, next_one())
+        .await
 }
 
 /// Writes put off until the next write that must follow them, most often the one that ends
@@ -655,17 +715,29 @@ impl Unsaved {
         Ok(wrote)
     }
 
-    /// Ends the execution with a terminal `status`, writing what was put off with it.
+    /// Ends the execution with a terminal `status`, writing what was put off with it, and
+    /// claims the next execution with `next`.
     async fn finish(
         self,
         store: &dyn Store,
         claim: &Claim,
         status: &str,
         failure: Option<String>,
-    ) -> Result<(), StoreError> {
-        store
-            .finish_execution(claim, self.start, self.steps, status, failure, now_millis())
-            .await
+        next: Option<&NextClaim>,
+    ) -> Result<Option<Next>, StoreError> {
+        let claimed_at = Instant::now();
+        let claim = store
+            .finish_execution(
+                claim,
+                self.start,
+                self.steps,
+                status,
+                failure,
+                now_millis(),
+                next,
+            )
+            .await?;
+        Ok(claim.map(|claim| Next { claim, claimed_at }))
     }
 }
 
@@ -703,8 +775,10 @@ async fn abort_now(
             status::ABORTED,
             Some("Aborted by a user".into()),
             now,
+            None,
         )
         .await
+        .map(|_| ())
 }
 
 /// Marks every step not started `Skipped`; returns them, to be stored with the write that

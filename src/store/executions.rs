@@ -340,6 +340,17 @@ pub struct Claim {
     pub token: LeaseToken,
 }
 
+/// Who claims the next execution in the transaction that ends one (see
+/// [`ExecutionStore::finish_execution`]), and for how long, as in
+/// [`ExecutionStore::claim_executions`].
+#[derive(Debug, Clone)]
+pub struct NextClaim {
+    /// This node, recorded for operators.
+    pub owner: String,
+    /// The lease, from the claim by the lease clock.
+    pub lease_ms: i64,
+}
+
 /// A control request (`abort`, `pause`, `resume`, `approve`, `reject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -486,6 +497,12 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// same transaction. With `start`, the execution had not started yet: it is started as
     /// [`start_execution`](Self::start_execution) does, in the same transaction, before all
     /// that; an [`AlreadyStarted`] error if it had started already, writing nothing. Fenced.
+    ///
+    /// With `next`, the same transaction then claims the oldest runnable execution for the
+    /// same worker, as [`claim_executions`](Self::claim_executions) would with a limit of one
+    /// at `now`, and returns its claim: a worker goes on to the next execution without a
+    /// commit of its own for the claim.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_execution(
         &self,
         claim: &Claim,
@@ -494,7 +511,8 @@ pub trait ExecutionStore: Send + Sync + 'static {
         status: &str,
         failure_message: Option<String>,
         now: Millis,
-    ) -> StoreResult<()>;
+        next: Option<&NextClaim>,
+    ) -> StoreResult<Option<Claim>>;
 
     /// Appends lines to the live log of a step of an execution the claim holds.
     async fn append_step_log(

@@ -13,7 +13,7 @@ use triggerd::domain::ids::{
     AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
 use triggerd::store::executions::{
-    Claim, Control, ControlOutcome, NewManualExecution, RunState, Start, StepRecord,
+    Claim, Control, ControlOutcome, NewManualExecution, NextClaim, RunState, Start, StepRecord,
 };
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
@@ -335,6 +335,89 @@ fn is_lease_lost<T>(result: Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::LeaseLost))
 }
 
+/// A worker that ends an execution claims the next runnable one in the same write: with a
+/// fresh token under its lease, fenced like any claim, oldest first; without `next` it claims
+/// nothing, and with nothing runnable there is no claim.
+#[tokio::test]
+async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
+    let f = fixture().await;
+    let first = claimed(&f).await;
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    record(f.store.as_ref(), event(&f.scope, None, now_millis() + 1)).await;
+    let next = NextClaim {
+        owner: "node-a".into(),
+        lease_ms: LONG_LEASE,
+    };
+
+    let second = f
+        .store
+        .finish_execution(
+            &first,
+            None,
+            Vec::new(),
+            "Success",
+            None,
+            now_millis(),
+            Some(&next),
+        )
+        .await
+        .expect("finish")
+        .expect("the next execution is claimed");
+    assert_eq!(run_of(&f, &first.id).await.execution.status, "Success");
+    assert_ne!(second.id, first.id);
+    assert_ne!(second.token, first.token);
+    let others = f
+        .store
+        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(
+        others.len(),
+        1,
+        "the claimed one is leased, the third is not: {others:?}"
+    );
+    assert_ne!(others[0].id, second.id);
+    assert!(
+        run_of(&f, &second.id).await.execution.created_at
+            < run_of(&f, &others[0].id).await.execution.created_at,
+        "the oldest is claimed first"
+    );
+    f.store
+        .renew_lease(&second, LONG_LEASE)
+        .await
+        .expect("the claim holds a live lease");
+
+    let none = f
+        .store
+        .finish_execution(
+            &second,
+            None,
+            Vec::new(),
+            "Success",
+            None,
+            now_millis(),
+            None,
+        )
+        .await
+        .expect("finish without next");
+    assert_eq!(none, None, "no claim without next");
+    let nothing_left = f
+        .store
+        .finish_execution(
+            &others[0],
+            None,
+            Vec::new(),
+            "Failed",
+            None,
+            now_millis(),
+            Some(&next),
+        )
+        .await
+        .expect("finish with nothing runnable");
+    assert_eq!(nothing_left, None);
+    assert_eq!(run_of(&f, &others[0].id).await.execution.status, "Failed");
+}
+
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it() {
     let f = fixture().await;
@@ -483,6 +566,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
                         "Failed",
                         Some("stale".into()),
                         now_millis(),
+                        None,
                     )
                     .await,
             ),
@@ -537,7 +621,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
     );
     f.store.update_step(&new, done).await.expect("update");
     f.store
-        .finish_execution(&new, None, Vec::new(), "Success", None, now_millis())
+        .finish_execution(&new, None, Vec::new(), "Success", None, now_millis(), None)
         .await
         .expect("finish");
     let run = run_of(&f, &new.id).await;
@@ -626,7 +710,15 @@ async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_r
         .expect("control");
     let late = f
         .store
-        .finish_execution(&claim, None, Vec::new(), "Success", None, now_millis())
+        .finish_execution(
+            &claim,
+            None,
+            Vec::new(),
+            "Success",
+            None,
+            now_millis(),
+            None,
+        )
         .await;
 
     assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");
@@ -708,6 +800,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
             "Success",
             None,
             now_millis(),
+            None,
         )
         .await;
     let refusal = match &refused {
@@ -750,6 +843,7 @@ async fn start_and_finish_in_one_write(f: &Fixture) -> Start {
             "Failed",
             Some("why".into()),
             now_millis(),
+            None,
         )
         .await
         .expect("start and finish");
@@ -1053,7 +1147,15 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
 
     // The end, and retention deleting the execution and the event.
     f.store
-        .finish_execution(&claim, None, Vec::new(), "Success", None, now_millis())
+        .finish_execution(
+            &claim,
+            None,
+            Vec::new(),
+            "Success",
+            None,
+            now_millis(),
+            None,
+        )
         .await
         .expect("finish");
     one(&told);

@@ -22,7 +22,7 @@ use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, RunState, Start, StepRecord,
+    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -242,6 +242,58 @@ impl QueuedExecution<'_> {
 /// [`StoreError::LeaseLost`] before anything is written. Every write to an execution takes
 /// this lock first, so writes to one execution never deadlock on its step rows, and the lease
 /// cannot be claimed again (claims skip locked rows) or controlled before the write commits.
+/// Leases up to `limit` runnable executions to `owner` (see
+/// [`ExecutionStore::claim_executions`]).
+async fn claim_runnable(
+    c: &impl GenericClient,
+    owner: &str,
+    limit: u32,
+    now: Millis,
+    lease_ms: i64,
+) -> StoreResult<Vec<Claim>> {
+    // One fresh token per execution that may be picked, handed out by row number.
+    let tokens: Vec<String> = (0..limit)
+        .map(|_| LeaseToken::generate().to_string())
+        .collect();
+    // SKIP LOCKED: rows another node is claiming (or writing) are left to it; a locked
+    // row is re-checked against the conditions after it is locked.
+    let rows = query(
+        c,
+        "claiming executions",
+        concat!(
+            "WITH picked AS ( \
+               SELECT plan_execution_id, created_at FROM executions \
+               WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
+                      OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
+                 AND (lease_until IS NULL OR lease_until < ",
+            lease_now!(),
+            ") ORDER BY created_at LIMIT $4 \
+               FOR UPDATE SKIP LOCKED), \
+             numbered AS ( \
+               SELECT plan_execution_id, \
+                      row_number() OVER (ORDER BY created_at, plan_execution_id) AS n \
+               FROM picked) \
+             UPDATE executions x SET lease_owner = $1, lease_until = ",
+            lease_now!(),
+            " + $2, lease_token = ($5::text[])[numbered.n::int] \
+             FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
+             RETURNING x.plan_execution_id, x.lease_token"
+        ),
+        &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = col(r, 0)?;
+            let token: String = col(r, 1)?;
+            Ok(Claim {
+                id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
+                token: LeaseToken::parse(&token).ok_or_else(|| invalid("lease token"))?,
+            })
+        })
+        .collect()
+}
+
 async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
     query_opt(
         c,
@@ -345,48 +397,7 @@ impl ExecutionStore for PgStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<Claim>> {
-        let c = self.client().await?;
-        // One fresh token per execution that may be picked, handed out by row number.
-        let tokens: Vec<String> = (0..limit)
-            .map(|_| LeaseToken::generate().to_string())
-            .collect();
-        // SKIP LOCKED: rows another node is claiming (or writing) are left to it; a locked
-        // row is re-checked against the conditions after it is locked.
-        let rows = query(
-            &c,
-            "claiming executions",
-            concat!(
-                "WITH picked AS ( \
-                   SELECT plan_execution_id, created_at FROM executions \
-                   WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
-                          OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
-                     AND (lease_until IS NULL OR lease_until < ",
-                lease_now!(),
-                ") ORDER BY created_at LIMIT $4 \
-                   FOR UPDATE SKIP LOCKED), \
-                 numbered AS ( \
-                   SELECT plan_execution_id, \
-                          row_number() OVER (ORDER BY created_at, plan_execution_id) AS n \
-                   FROM picked) \
-                 UPDATE executions x SET lease_owner = $1, lease_until = ",
-                lease_now!(),
-                " + $2, lease_token = ($5::text[])[numbered.n::int] \
-                 FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
-                 RETURNING x.plan_execution_id, x.lease_token"
-            ),
-            &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = col(r, 0)?;
-                let token: String = col(r, 1)?;
-                Ok(Claim {
-                    id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
-                    token: LeaseToken::parse(&token).ok_or_else(|| invalid("lease token"))?,
-                })
-            })
-            .collect()
+        claim_runnable(&self.client().await?, owner, limit, now, lease_ms).await
     }
 
     async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>> {
@@ -514,7 +525,8 @@ impl ExecutionStore for PgStore {
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
-    ) -> StoreResult<()> {
+        next: Option<&NextClaim>,
+    ) -> StoreResult<Option<Claim>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
         fence(&tx, claim).await?;
@@ -527,7 +539,14 @@ impl ExecutionStore for PgStore {
             upsert_step(&tx, &claim.id, step).await?;
         }
         finish(&tx, &claim.id, final_status, failure_message, now).await?;
-        tx.commit().await.ctx("committing a finished execution")
+        let claimed = match next {
+            Some(n) => claim_runnable(&tx, &n.owner, 1, now, n.lease_ms)
+                .await?
+                .pop(),
+            None => None,
+        };
+        tx.commit().await.ctx("committing a finished execution")?;
+        Ok(claimed)
     }
 
     async fn control_execution(

@@ -14,7 +14,7 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, RunState, Start, StepRecord,
+    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -244,42 +244,7 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<Vec<Claim>> {
         let owner = owner.to_owned();
         self.writer
-            .write(move |c| {
-                let lease_now = now_millis();
-                let ids = c
-                    .prepare_cached(
-                        "SELECT plan_execution_id FROM executions \
-                         WHERE claim_at <= ?1 ORDER BY claim_at LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![now.min(lease_now), limit], |r| {
-                            r.get::<_, String>(0)
-                        })?
-                            .collect::<rusqlite::Result<Vec<String>>>()
-                    })
-                    .map_err(sql_err("claiming executions"))?;
-                let mut claims = Vec::with_capacity(ids.len());
-                for id in ids {
-                    let id = PlanExecutionId::parse(&id)
-                        .ok_or_else(|| StoreError::db("claiming executions", BadId(id.clone())))?;
-                    let token = LeaseToken::generate();
-                    c.prepare_cached(
-                        "UPDATE executions SET lease_owner = ?2, lease_until = ?3, lease_token = ?4 \
-                         WHERE plan_execution_id = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            id.as_str(),
-                            owner,
-                            lease_now + lease_ms,
-                            token.as_str()
-                        ])
-                    })
-                    .map_err(sql_err("claiming executions"))?;
-                    claims.push(Claim { id, token });
-                }
-                Ok(claims)
-            })
+            .write(move |c| claim_runnable(c, &owner, limit, now, lease_ms))
             .await
     }
 
@@ -390,9 +355,11 @@ impl ExecutionStore for SqliteStore {
         final_status: &str,
         failure_message: Option<String>,
         now: Millis,
-    ) -> StoreResult<()> {
+        next: Option<&NextClaim>,
+    ) -> StoreResult<Option<Claim>> {
         let claim = claim.clone();
         let final_status = final_status.to_owned();
+        let next = next.cloned();
         let begun = begun.map(|b| (b.pipeline_spec.to_string(), b.steps, b.at));
         self.writer
             .write(move |c| {
@@ -421,7 +388,10 @@ impl ExecutionStore for SqliteStore {
                 }
                 finish(c, &claim.id, &final_status, failure_message, now, events)
                     .map_err(sql_err("finishing an execution"))?;
-                Ok(())
+                match &next {
+                    Some(n) => Ok(claim_one(c, n, now)?),
+                    None => Ok(None),
+                }
             })
             .await
     }
@@ -772,6 +742,60 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
 /// unless the execution still carries `claim`'s token (see [`ExecutionStore`]'s "Leases" for
 /// why the token, not the expiry, is the fence). The writer applies one job at a time, so the
 /// lease cannot change before the job's writes are done.
+/// Leases up to `limit` runnable executions to `owner` (see
+/// [`ExecutionStore::claim_executions`]).
+fn claim_runnable(
+    c: &rusqlite::Connection,
+    owner: &str,
+    limit: u32,
+    now: Millis,
+    lease_ms: i64,
+) -> StoreResult<Vec<Claim>> {
+    let lease_now = now_millis();
+    let ids = c
+        .prepare_cached(
+            "SELECT plan_execution_id FROM executions \
+             WHERE claim_at <= ?1 ORDER BY claim_at LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![now.min(lease_now), limit], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(sql_err("claiming executions"))?;
+    let mut claims = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = PlanExecutionId::parse(&id)
+            .ok_or_else(|| StoreError::db("claiming executions", BadId(id.clone())))?;
+        let token = LeaseToken::generate();
+        c.prepare_cached(
+            "UPDATE executions SET lease_owner = ?2, lease_until = ?3, lease_token = ?4 \
+             WHERE plan_execution_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_str(),
+                owner,
+                lease_now + lease_ms,
+                token.as_str()
+            ])
+        })
+        .map_err(sql_err("claiming executions"))?;
+        claims.push(Claim { id, token });
+    }
+    Ok(claims)
+}
+
+/// The next execution for the worker that ended one (see [`NextClaim`]).
+fn claim_one(
+    c: &rusqlite::Connection,
+    next: &NextClaim,
+    now: Millis,
+) -> StoreResult<Option<Claim>> {
+    Ok(claim_runnable(c, &next.owner, 1, now, next.lease_ms)?.pop())
+}
+
 fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
     c.prepare_cached("SELECT 1 FROM executions WHERE plan_execution_id = ?1 AND lease_token = ?2")
         .and_then(|mut s| {

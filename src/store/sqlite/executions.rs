@@ -310,7 +310,7 @@ impl ExecutionStore for SqliteStore {
         self.writer
             .write(move |c| {
                 fence(c, &claim)?;
-                start(c, &claim.id, &spec, &steps, now, true)
+                start(c, &claim.id, &spec, &steps, now)
             })
             .await
     }
@@ -357,43 +357,17 @@ impl ExecutionStore for SqliteStore {
         now: Millis,
         next: Option<&NextClaim>,
     ) -> StoreResult<Option<Claim>> {
-        let claim = claim.clone();
-        let final_status = final_status.to_owned();
-        let next = next.cloned();
-        let begun = begun.map(|b| (b.pipeline_spec.to_string(), b.steps, b.at));
-        self.writer
-            .write(move |c| {
-                fence(c, &claim)?;
-                // Without an enabled event rule in the project, nothing reads the state between
-                // a start and an end written together: each step is then written once, as it
-                // ended, instead of as it started and again as it ended.
-                let events =
-                    has_event_rules(c, &claim.id).map_err(sql_err("finishing an execution"))?;
-                let mut ended = steps.as_slice();
-                let merged;
-                if let Some((spec, begun, at)) = &begun {
-                    let first = if events {
-                        begun.as_slice()
-                    } else {
-                        merged = with_ends(begun, ended);
-                        ended = &[];
-                        merged.as_slice()
-                    };
-                    if !start(c, &claim.id, spec, first, *at, events)? {
-                        return Err(AlreadyStarted::error());
-                    }
-                }
-                for step in ended {
-                    upsert_step(c, &claim.id, step).map_err(sql_err("updating a step"))?;
-                }
-                finish(c, &claim.id, &final_status, failure_message, now, events)
-                    .map_err(sql_err("finishing an execution"))?;
-                match &next {
-                    Some(n) => Ok(claim_one(c, n, now)?),
-                    None => Ok(None),
-                }
-            })
-            .await
+        let ending = Ending {
+            claim: claim.clone(),
+            begun: begun.map(|b| (b.pipeline_spec.to_string(), b.steps, b.at)),
+            steps,
+            status: final_status.to_owned(),
+            failure_message,
+            now,
+            next: next.cloned(),
+        };
+        let (_, claimed) = self.endings.write(ending).await?;
+        Ok(claimed)
     }
 
     async fn control_execution(
@@ -629,7 +603,7 @@ fn apply_control(
                 c,
                 id,
                 status::ABORTED,
-                Some(control::abort_message(comment)),
+                Some(&control::abort_message(comment)),
                 now,
                 true,
             )?;
@@ -698,7 +672,7 @@ fn apply_control(
                     params![id.as_str(), status::SKIPPED, status::NOT_STARTED],
                 )?;
                 let message = control::rejection_message(step.as_deref(), &note);
-                finish(c, id, status::APPROVAL_REJECTED, Some(message), now, true)?;
+                finish(c, id, status::APPROVAL_REJECTED, Some(&message), now, true)?;
             }
             Ok(ControlOutcome::Applied)
         }
@@ -742,6 +716,84 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
 /// unless the execution still carries `claim`'s token (see [`ExecutionStore`]'s "Leases" for
 /// why the token, not the expiry, is the fence). The writer applies one job at a time, so the
 /// lease cannot change before the job's writes are done.
+/// An execution's end, as [`ExecutionStore::finish_execution`] was asked for it: written with
+/// the other ends queued meanwhile, under one savepoint (see [`super::writer::Coalescer`]).
+pub(super) struct Ending {
+    claim: Claim,
+    /// The start written with it: the pipeline snapshot, its steps, when.
+    begun: Option<(String, Vec<StepRecord>, Millis)>,
+    steps: Vec<StepRecord>,
+    status: String,
+    failure_message: Option<String>,
+    now: Millis,
+    next: Option<NextClaim>,
+}
+
+/// Writes an execution's end (see [`Ending`]); the claim of the next execution, when asked
+/// for one and one is runnable.
+pub(super) fn write_ending(c: &rusqlite::Connection, e: &Ending) -> StoreResult<Option<Claim>> {
+    let id = &e.claim.id;
+    // Without an enabled event rule in the project, nothing reads the state between a start
+    // and an end written together: the execution's row is then written once, started and
+    // ended, and each step once, as it ended, instead of as it started and again as it ended.
+    let events = fenced_has_event_rules(c, &e.claim)?;
+    let failure = e.failure_message.as_deref();
+    let end = sql_err("finishing an execution");
+    match &e.begun {
+        Some((spec, begun, at)) if !events => {
+            if !start_and_finish(c, id, spec, *at, &e.status, failure, e.now).map_err(end)? {
+                return Err(AlreadyStarted::error());
+            }
+            for step in with_ends(begun, &e.steps) {
+                upsert_step(c, id, &step).map_err(sql_err("adding execution steps"))?;
+            }
+        }
+        begun => {
+            if let Some((spec, begun, at)) = begun {
+                if !start(c, id, spec, begun, *at)? {
+                    return Err(AlreadyStarted::error());
+                }
+            }
+            for step in &e.steps {
+                upsert_step(c, id, step).map_err(sql_err("updating a step"))?;
+            }
+            finish(c, id, &e.status, failure, e.now, events).map_err(end)?;
+        }
+    }
+    match &e.next {
+        Some(n) => claim_one(c, n, e.now),
+        None => Ok(None),
+    }
+}
+
+/// Starts and ends an execution never started before in one write of its row (see
+/// [`start`] and [`finish`]); false when it had started already, writing nothing.
+fn start_and_finish(
+    c: &rusqlite::Connection,
+    id: &PlanExecutionId,
+    spec: &str,
+    started_at: Millis,
+    final_status: &str,
+    failure_message: Option<&str>,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "UPDATE executions SET pipeline_spec = ?2, status = ?3, started_at = ?4, \
+         failure_message = ?5, ended_at = ?6, \
+         lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, control = NULL \
+         WHERE plan_execution_id = ?1 AND pipeline_spec IS NULL",
+    )?
+    .execute(params![
+        id.as_str(),
+        spec,
+        final_status,
+        started_at,
+        failure_message,
+        now
+    ])
+    .map(|changed| changed > 0)
+}
+
 /// Leases up to `limit` runnable executions to `owner` (see
 /// [`ExecutionStore::claim_executions`]).
 fn claim_runnable(
@@ -808,15 +860,22 @@ fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
 
 /// Whether the execution's project has an enabled event rule: when it has none, writing the
 /// events an execution's state implies adds nothing (`write_events`).
-fn has_event_rules(c: &rusqlite::Connection, id: &PlanExecutionId) -> rusqlite::Result<bool> {
+/// Whether the execution's project has an enabled event rule, read with the fence (see
+/// [`fence`]): a [`StoreError::LeaseLost`] when the claim no longer holds the execution.
+fn fenced_has_event_rules(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<bool> {
     c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \
            AND r.org_id = x.org_id AND r.project_id = x.project_id AND r.enabled = 1) \
-         FROM executions x WHERE x.plan_execution_id = ?1",
-    )?
-    .query_row([id.as_str()], |r| r.get(0))
-    .optional()
-    .map(|found| found.unwrap_or(false))
+         FROM executions x WHERE x.plan_execution_id = ?1 AND x.lease_token = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![claim.id.as_str(), claim.token.as_str()], |r| {
+            r.get(0)
+        })
+        .optional()
+    })
+    .map_err(sql_err("checking a lease"))?
+    .ok_or(StoreError::LeaseLost)
 }
 
 /// `begun` with each step of `ended` in place of the one at its position.
@@ -835,16 +894,14 @@ fn with_ends(begun: &[StepRecord], ended: &[StepRecord]) -> Vec<StepRecord> {
     steps
 }
 
-/// Starts an execution that has not started (see `start_execution`); false, writing nothing,
-/// when it had. With `events`, adds the events its state implies (see `write_events`); without,
-/// the caller has found that its project has no enabled event rule.
+/// Starts an execution that has not started (see `start_execution`), with the events its
+/// state implies (see `write_events`); false, writing nothing, when it had.
 fn start(
     c: &rusqlite::Connection,
     id: &PlanExecutionId,
     spec: &str,
     steps: &[StepRecord],
     now: Millis,
-    events: bool,
 ) -> StoreResult<bool> {
     let started = c
         .prepare_cached(
@@ -859,18 +916,17 @@ fn start(
     for step in steps {
         upsert_step(c, id, step).map_err(sql_err("adding execution steps"))?;
     }
-    if events {
-        write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
-    }
+    write_events(c, id, now, None).map_err(sql_err("writing execution events"))?;
     Ok(true)
 }
 
-/// Ends an execution; with `events`, as in [`start`].
+/// Ends an execution; with `events`, adds the events its state implies (see `write_events`);
+/// without, the caller has found that its project has no enabled event rule.
 fn finish(
     c: &rusqlite::Connection,
     id: &PlanExecutionId,
     final_status: &str,
-    failure_message: Option<String>,
+    failure_message: Option<&str>,
     now: Millis,
     events: bool,
 ) -> rusqlite::Result<()> {

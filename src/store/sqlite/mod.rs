@@ -83,6 +83,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     /// Webhook events, written in groups.
     events: Coalescer<EventWrite, Option<WebhookEvent>>,
+    /// Executions' ends, written in groups; each may claim the next execution.
+    endings: Coalescer<executions::Ending, Option<crate::store::executions::Claim>>,
     /// Mints event ids and finds their rows.
     event_ids: Arc<EventIds>,
     /// Which events' status answers each commit changed, for the status cache.
@@ -271,6 +273,7 @@ impl SqliteStore {
                 let ids = Arc::clone(&event_ids);
                 Coalescer::new(writer.clone(), move |c, w| write_event(c, &ids, w))
             },
+            endings: Coalescer::new(writer.clone(), executions::write_ending),
             event_ids,
             statuses,
             writer,

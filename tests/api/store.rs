@@ -317,6 +317,19 @@ async fn claimed(f: &Fixture) -> Claim {
     claims.remove(0)
 }
 
+/// Ends `claim`'s execution with `status` and nothing else to store, claiming the next with
+/// `next`.
+async fn end(
+    f: &Fixture,
+    claim: &Claim,
+    status: &str,
+    next: Option<&NextClaim>,
+) -> Result<Option<Claim>, StoreError> {
+    f.store
+        .finish_execution(claim, None, Vec::new(), status, None, now_millis(), next)
+        .await
+}
+
 /// Makes `claim`'s lease run out: renewed for [`SHORT_LEASE`], then outwaited.
 async fn let_run_out(f: &Fixture, claim: &Claim) {
     f.store
@@ -349,17 +362,7 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
         lease_ms: LONG_LEASE,
     };
 
-    let second = f
-        .store
-        .finish_execution(
-            &first,
-            None,
-            Vec::new(),
-            "Success",
-            None,
-            now_millis(),
-            Some(&next),
-        )
+    let second = end(&f, &first, "Success", Some(&next))
         .await
         .expect("finish")
         .expect("the next execution is claimed");
@@ -387,31 +390,11 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
         .await
         .expect("the claim holds a live lease");
 
-    let none = f
-        .store
-        .finish_execution(
-            &second,
-            None,
-            Vec::new(),
-            "Success",
-            None,
-            now_millis(),
-            None,
-        )
+    let none = end(&f, &second, "Success", None)
         .await
         .expect("finish without next");
     assert_eq!(none, None, "no claim without next");
-    let nothing_left = f
-        .store
-        .finish_execution(
-            &others[0],
-            None,
-            Vec::new(),
-            "Failed",
-            None,
-            now_millis(),
-            Some(&next),
-        )
+    let nothing_left = end(&f, &others[0], "Failed", Some(&next))
         .await
         .expect("finish with nothing runnable");
     assert_eq!(nothing_left, None);
@@ -620,10 +603,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
         None
     );
     f.store.update_step(&new, done).await.expect("update");
-    f.store
-        .finish_execution(&new, None, Vec::new(), "Success", None, now_millis(), None)
-        .await
-        .expect("finish");
+    end(&f, &new, "Success", None).await.expect("finish");
     let run = run_of(&f, &new.id).await;
     assert_eq!(run.execution.status, "Success");
     assert_eq!(run.steps[0].status, "Success");
@@ -708,18 +688,7 @@ async fn an_execution_whose_lease_ran_out_is_aborted_at_once_and_its_worker_is_r
         .control_execution(&claim.id, Control::Abort, None, now_millis())
         .await
         .expect("control");
-    let late = f
-        .store
-        .finish_execution(
-            &claim,
-            None,
-            Vec::new(),
-            "Success",
-            None,
-            now_millis(),
-            None,
-        )
-        .await;
+    let late = end(&f, &claim, "Success", None).await;
 
     assert_eq!(outcome, ControlOutcome::Applied, "no live worker holds it");
     assert!(is_lease_lost(late));
@@ -1146,18 +1115,7 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
     assert_eq!(take(&told), []);
 
     // The end, and retention deleting the execution and the event.
-    f.store
-        .finish_execution(
-            &claim,
-            None,
-            Vec::new(),
-            "Success",
-            None,
-            now_millis(),
-            None,
-        )
-        .await
-        .expect("finish");
+    end(&f, &claim, "Success", None).await.expect("finish");
     one(&told);
     let (executions, events) = f
         .store

@@ -2,7 +2,9 @@
 //! `workers` executions running at once, and the step runners.
 //!
 //! A loop leases runnable executions from the store ([`ExecutionStore::claim_executions`]) and
-//! runs each on a task holding one worker permit. Every state change is written before the
+//! runs each on a task holding one worker permit. A task that ends an execution claims the next
+//! runnable one in the same write ([`ExecutionStore::finish_execution`]) and runs it under the
+//! same permit, so while there is work a claim costs no commit of its own. Every state change is written before the
 //! next step starts, so after a crash the execution continues where it stopped: a step that
 //! was running in the dead process is marked `Failed` ("interrupted") at start-up and the
 //! pipeline follows its failure rules. A `Wait` step parks the execution with a wake-up time
@@ -330,11 +332,22 @@ async fn work_on(
             shutdown.clone(),
             work_dir,
             &launch,
-            &next,
         );
         let result = tokio::select! {
             r = work => r,
             lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
+        };
+        // The end is written out of the race with the lease (no step runs any more, and the
+        // write is fenced): a renewal failing just after the end committed with a claim of the
+        // next execution would otherwise drop that claim, leaving the execution to wait for
+        // its lease to run out.
+        let result = match result {
+            Ok(Some(end)) => {
+                let next = (!shutdown.is_cancelled()).then_some(&*next);
+                end.write(store.as_ref(), &claim, next).await
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
         let following = match result {
             Ok(following) => following,
@@ -373,6 +386,14 @@ async fn work_on(
         else {
             break;
         };
+        if shutdown.is_cancelled() {
+            // Shutdown began while the end was written: the next execution is left to the
+            // next start (or another node) at once, not when its lease runs out.
+            if let Err(e) = store.release_lease(&following).await {
+                tracing::warn!(execution = %following.id, error = %e, "releasing a lease failed; it runs out instead");
+            }
+            break;
+        }
         stop = register(&running, &abort, &following);
         claim = following;
         lease_until = claimed_at + lease;
@@ -433,7 +454,8 @@ async fn keep_lease(
 }
 
 /// Runs an execution from where it stands until it ends or parks in a `Wait` step. Every
-/// write is made under `claim`.
+/// write is made under `claim`. A normal end (or an expired approval) is returned for the
+/// caller to write; every other way out has written its own.
 async fn execute(
     store: &dyn Store,
     claim: &Claim,
@@ -441,8 +463,7 @@ async fn execute(
     shutdown: CancellationToken,
     work_dir: PathBuf,
     launch: &Launch,
-    next: &NextClaim,
-) -> Result<Option<Next>, StoreError> {
+) -> Result<Option<End>, StoreError> {
     let id = &claim.id;
     let Some(Work {
         run: mut state,
@@ -476,8 +497,6 @@ async fn execute(
     // Only a Run step makes the working directory. Looking for one that was never made costs a
     // path lookup, and leaves the kernel a negative dentry, for every execution.
     let made_dir = pipeline.has_run_steps().then_some(&work_dir);
-    // The next execution is claimed with this one's end, unless the node is shutting down.
-    let next_one = || (!shutdown.is_cancelled()).then_some(next);
     let mut unsaved = Unsaved::default();
     if state.pipeline_spec.is_none() {
         let steps = initial_steps(&pipeline);
@@ -611,9 +630,11 @@ async fn execute(
             let message = format!("Approval step {} expired", step.identifier);
             unsaved.steps.extend(skip_rest(&mut steps));
             remove_work_dir(made_dir);
-            return unsaved
-                .finish(store, claim, status::EXPIRED, Some(message), next_one())
-                .await;
+            return Ok(Some(End {
+                unsaved,
+                status: status::EXPIRED,
+                failure: Some(message),
+            }));
         }
         if let StepSpec::Wait { duration } = &step.spec {
             let record = &mut steps[index];
@@ -680,9 +701,32 @@ async fn execute(
     } else {
         status::SUCCESS
     };
-    unsaved
-        .finish(store, claim, final_status, failure, next_one())
-        .await
+    Ok(Some(End {
+        unsaved,
+        status: final_status,
+        failure,
+    }))
+}
+
+/// How an execution ended, left for [`work_on`] to write (see there).
+struct End {
+    unsaved: Unsaved,
+    status: &'static str,
+    failure: Option<String>,
+}
+
+impl End {
+    /// Writes the end with what was put off, and claims the next execution with `next`.
+    async fn write(
+        self,
+        store: &dyn Store,
+        claim: &Claim,
+        next: Option<&NextClaim>,
+    ) -> Result<Option<Next>, StoreError> {
+        self.unsaved
+            .finish(store, claim, self.status, self.failure, next)
+            .await
+    }
 }
 
 /// Writes put off until the next write that must follow them, most often the one that ends

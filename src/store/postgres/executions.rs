@@ -236,12 +236,6 @@ impl QueuedExecution<'_> {
     }
 }
 
-/// Locks the execution's row for the rest of the transaction, if it still carries `claim`'s
-/// token (see [`ExecutionStore`]'s "Leases" for why the token, not the expiry, is the fence);
-/// otherwise fails with
-/// [`StoreError::LeaseLost`] before anything is written. Every write to an execution takes
-/// this lock first, so writes to one execution never deadlock on its step rows, and the lease
-/// cannot be claimed again (claims skip locked rows) or controlled before the write commits.
 /// Leases up to `limit` runnable executions to `owner` (see
 /// [`ExecutionStore::claim_executions`]).
 async fn claim_runnable(
@@ -294,6 +288,12 @@ async fn claim_runnable(
         .collect()
 }
 
+/// Locks the execution's row for the rest of the transaction, if it still carries `claim`'s
+/// token (see [`ExecutionStore`]'s "Leases" for why the token, not the expiry, is the fence);
+/// otherwise fails with
+/// [`StoreError::LeaseLost`] before anything is written. Every write to an execution takes
+/// this lock first, so writes to one execution never deadlock on its step rows, and the lease
+/// cannot be claimed again (claims skip locked rows) or controlled before the write commits.
 async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
     query_opt(
         c,

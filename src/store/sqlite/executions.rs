@@ -366,7 +366,7 @@ impl ExecutionStore for SqliteStore {
             now,
             next: next.cloned(),
         };
-        let (_, claimed) = self.endings.write(ending).await?;
+        let (_, claimed) = self.endings.write_waiting(ending).await?;
         Ok(claimed)
     }
 
@@ -712,10 +712,6 @@ fn apply_pending_control(c: &rusqlite::Connection, id: &PlanExecutionId) -> Stor
     Ok(true)
 }
 
-/// Inside a worker's write: fails with [`StoreError::LeaseLost`], before anything is written,
-/// unless the execution still carries `claim`'s token (see [`ExecutionStore`]'s "Leases" for
-/// why the token, not the expiry, is the fence). The writer applies one job at a time, so the
-/// lease cannot change before the job's writes are done.
 /// An execution's end, as [`ExecutionStore::finish_execution`] was asked for it: written with
 /// the other ends queued meanwhile, under one savepoint (see [`super::writer::Coalescer`]).
 pub(super) struct Ending {
@@ -848,6 +844,10 @@ fn claim_one(
     Ok(claim_runnable(c, &next.owner, 1, now, next.lease_ms)?.pop())
 }
 
+/// Inside a worker's write: fails with [`StoreError::LeaseLost`], before anything is written,
+/// unless the execution still carries `claim`'s token (see [`ExecutionStore`]'s "Leases" for
+/// why the token, not the expiry, is the fence). The writer applies one job at a time, so the
+/// lease cannot change before the job's writes are done.
 fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
     c.prepare_cached("SELECT 1 FROM executions WHERE plan_execution_id = ?1 AND lease_token = ?2")
         .and_then(|mut s| {
@@ -858,10 +858,9 @@ fn fence(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<()> {
         .ok_or(StoreError::LeaseLost)
 }
 
-/// Whether the execution's project has an enabled event rule: when it has none, writing the
-/// events an execution's state implies adds nothing (`write_events`).
-/// Whether the execution's project has an enabled event rule, read with the fence (see
-/// [`fence`]): a [`StoreError::LeaseLost`] when the claim no longer holds the execution.
+/// Whether the execution's project has an enabled event rule (when it has none, writing the
+/// events an execution's state implies adds nothing, see `write_events`), read with the fence
+/// (see [`fence`]): a [`StoreError::LeaseLost`] when the claim no longer holds the execution.
 fn fenced_has_event_rules(c: &rusqlite::Connection, claim: &Claim) -> StoreResult<bool> {
     c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \

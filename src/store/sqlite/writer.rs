@@ -130,18 +130,39 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Writes `item` with whatever else is queued; answers once the group has committed, with
     /// the item back. Fails at once with `Overloaded` when the writer's queue is full.
     pub(crate) async fn write(&self, item: I) -> StoreResult<(I, O)> {
+        self.enqueue(item, None).await
+    }
+
+    /// As [`write`](Self::write), but waits for room in the writer's queue instead of failing
+    /// with `Overloaded`: for writes whose callers are bounded (the engine's workers) and have
+    /// nobody to hand an `Overloaded` to.
+    pub(crate) async fn write_waiting(&self, item: I) -> StoreResult<(I, O)> {
+        // Room is reserved before the item is queued, so a caller dropped while it waits
+        // leaves nothing behind.
+        let room = self
+            .writer
+            .tx
+            .reserve()
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        self.enqueue(item, Some(room)).await
+    }
+
+    async fn enqueue(&self, item: I, room: Option<mpsc::Permit<'_, Msg>>) -> StoreResult<(I, O)> {
         let (done, rx) = oneshot::channel();
         let first = {
             let mut queue = self.queue.lock();
-            if queue.len() >= MAX_PENDING {
+            if room.is_none() && queue.len() >= MAX_PENDING {
                 return Err(StoreError::Overloaded);
             }
             queue.push(Pending { item, done });
             queue.len() == 1
         };
         // The first item of a group queues the job that will take the group: later ones join
-        // it until it starts.
-        if first {
+        // it until it starts (and give back the room they reserved).
+        if let (true, Some(room)) = (first, room) {
+            room.send(Msg::Job(self.job()));
+        } else if first {
             if let Err(e) = self.writer.try_submit(self.job()) {
                 // No job will take what is queued: it all fails as the submission did
                 // (`Overloaded` or `ShuttingDown`, which carry nothing, so each gets its own).
@@ -655,5 +676,39 @@ mod tests {
         filler.await.unwrap().unwrap();
         thread.shutdown().await;
         assert_eq!(count(&dir), 1, "only the queued write is stored");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_write_waits_for_room_in_a_full_queue_and_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::start(table(&dir), 1, 1, || {}).unwrap();
+        let (blocker, go_tx) = hold(&writer).await;
+        let filler = tokio::spawn({
+            let w = writer.clone();
+            async move { w.write(insert(1)).await }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while writer.tx.capacity() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filler never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+        let waiting = tokio::spawn({
+            let c = Arc::clone(&coalescer);
+            async move { c.write_waiting(2).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits while the queue is full");
+
+        go_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        filler.await.unwrap().unwrap();
+        let (item, ()) = waiting.await.unwrap().expect("stored once there is room");
+        assert_eq!(item, 2);
+        thread.shutdown().await;
+        assert_eq!(count(&dir), 2);
     }
 }

@@ -646,11 +646,19 @@ mod tests {
         assert_eq!(count(&dir), 20);
     }
 
-    #[tokio::test]
-    async fn a_full_queue_answers_overloaded_and_stores_nothing_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 1, 1, || {}).unwrap();
-        let (blocker, go_tx) = hold(&writer).await;
+    /// A writer whose queue holds one write, held inside a job with its queue full: the
+    /// writer, its thread, the held job and the sender that lets it go, and the queued write.
+    struct FullQueue {
+        writer: Writer,
+        thread: WriterThread,
+        blocker: tokio::task::JoinHandle<StoreResult<()>>,
+        go: std::sync::mpsc::Sender<()>,
+        filler: tokio::task::JoinHandle<StoreResult<()>>,
+    }
+
+    async fn full_queue(dir: &tempfile::TempDir) -> FullQueue {
+        let (writer, thread) = Writer::start(table(dir), 1, 1, || {}).unwrap();
+        let (blocker, go) = hold(&writer).await;
         // The queue holds one write: fill it, and wait until it is really queued.
         let filler = tokio::spawn({
             let w = writer.clone();
@@ -664,38 +672,48 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+        FullQueue {
+            writer,
+            thread,
+            blocker,
+            go,
+            filler,
+        }
+    }
 
-        let overloaded = Coalescer::new(writer.clone(), insert_one).write(2).await;
+    impl FullQueue {
+        /// Lets the held job and the queued write finish.
+        async fn release(&mut self) {
+            self.go.send(()).unwrap();
+            (&mut self.blocker).await.unwrap().unwrap();
+            (&mut self.filler).await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_overloaded_and_stores_nothing_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut full = full_queue(&dir).await;
+
+        let overloaded = Coalescer::new(full.writer.clone(), insert_one)
+            .write(2)
+            .await;
 
         assert!(
             matches!(overloaded, Err(StoreError::Overloaded)),
             "{overloaded:?}"
         );
-        go_tx.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        filler.await.unwrap().unwrap();
-        thread.shutdown().await;
+        full.release().await;
+        full.thread.shutdown().await;
         assert_eq!(count(&dir), 1, "only the queued write is stored");
     }
 
     #[tokio::test]
     async fn a_waiting_write_waits_for_room_in_a_full_queue_and_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, thread) = Writer::start(table(&dir), 1, 1, || {}).unwrap();
-        let (blocker, go_tx) = hold(&writer).await;
-        let filler = tokio::spawn({
-            let w = writer.clone();
-            async move { w.write(insert(1)).await }
-        });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while writer.tx.capacity() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the filler never queued"
-            );
-            tokio::task::yield_now().await;
-        }
-        let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+        let mut full = full_queue(&dir).await;
+        let coalescer = Arc::new(Coalescer::new(full.writer.clone(), insert_one));
+
         let waiting = tokio::spawn({
             let c = Arc::clone(&coalescer);
             async move { c.write_waiting(2).await }
@@ -703,12 +721,10 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "it waits while the queue is full");
 
-        go_tx.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        filler.await.unwrap().unwrap();
+        full.release().await;
         let (item, ()) = waiting.await.unwrap().expect("stored once there is room");
         assert_eq!(item, 2);
-        thread.shutdown().await;
+        full.thread.shutdown().await;
         assert_eq!(count(&dir), 2);
     }
 }

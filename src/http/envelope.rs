@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use super::middleware::correlation_id;
-use crate::error::Error;
+use crate::error::{Error, ErrorChain};
 use crate::store::StoreError;
 
 /// `{"status":"SUCCESS","data":...,"metaData":null,"correlationId":...}` with `status`.
@@ -170,19 +170,4 @@ pub struct ResponseMessage<'a> {
     exception: Option<()>,
     /// Always empty.
     failure_types: Vec<String>,
-}
-
-/// Displays an error and every `source()` below it.
-struct ErrorChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
 }

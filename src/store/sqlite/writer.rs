@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::ErrorChain;
 use crate::store::{StoreError, StoreResult};
 
 /// What a job hands back after running: called once the batch has committed (or failed).
@@ -309,9 +310,10 @@ fn in_savepoint<T>(
     result
 }
 
-/// The error each caller of a failed batch receives (the original stays with the writer's log).
+/// The error each caller of a failed batch receives, with the batch's error and its causes in
+/// its text (the error itself stays with the writer's log).
 fn batch_failed(e: &StoreError) -> StoreError {
-    StoreError::db("writing a batch", BatchFailed(e.to_string()))
+    StoreError::db("writing a batch", BatchFailed(ErrorChain(e).to_string()))
 }
 
 /// The error of a job that did not run because its batch's transaction was already gone.
@@ -621,6 +623,19 @@ mod tests {
             .join()
             .unwrap();
         assert!(!refused, "a stopped writer takes no maintenance");
+    }
+
+    #[test]
+    fn the_callers_of_a_failed_batch_are_told_its_cause() {
+        let failed = StoreError::db(
+            "committing a write batch",
+            std::io::Error::other("disk I/O error"),
+        );
+        let told = ErrorChain(&batch_failed(&failed)).to_string();
+        assert_eq!(
+            told,
+            "writing a batch: committing a write batch: disk I/O error"
+        );
     }
 
     #[tokio::test]

@@ -199,7 +199,8 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
                   f"ceiling of the {intake} row: the store alone, {r['cpu_us_per_event']:.0f} us CPU per event")
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
-        print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms")
+        print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms "
+              f"(the cores {r['cpu_busy']:.0f}% busy meanwhile, oha included)")
     m = rows[f"{name}_memory"]
     peak = max(m["peak_mib"], rows.get(f"{name}_p99_half", {}).get("peak_mib", 0))
     print(f"{name:<10} {'memory (MiB)':<16} idle {m['idle_mib']:.1f} at start, {m['idle_after_mib']:.1f} once the "

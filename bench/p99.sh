@@ -13,9 +13,11 @@
 # p99_at POSTs the body of bench/post.lua (or the file BENCH_BODY_FILE) with Content-Type:
 # application/json, X-GitHub-Event: push and X-Api-Key: KEY (left out when KEY is empty) at RATE
 # requests/s for SECONDS, and prints
-#   NAME rate=.. rps=.. p50_ms=.. p99_ms=.. errors=..
+#   NAME rate=.. rps=.. p50_ms=.. p99_ms=.. errors=.. cpu_busy=..
 # errors = transport errors + non-2xx answers. Requests still in flight at the deadline are
-# waited for (-w), not counted as errors.
+# waited for (-w), not counted as errors. cpu_busy is how busy the machine's cores were over the
+# run, in percent of all of them (/proc/stat; oha's own share included): a p99 taken on cores
+# that are nearly full measures their run queues as much as the server.
 #
 # Tool: oha (crates.io), because it is the only candidate here that is open-model with coordinated
 # omission corrected: `-q` is the total rate for all connections, and `--latency-correction`
@@ -65,11 +67,16 @@ p99_at() (
   [ -n "$key" ] && headers+=(-H "X-Api-Key: $key")
   P99_OUT=$(mktemp)   # not local: the EXIT trap runs after the function's locals are gone
   trap 'rm -f "$P99_OUT"' EXIT
+  local cpu_before cpu_after
+  cpu_before=$(p99_cpu)
   oha --no-tui --output-format json -z "${secs}s" -w -q "$rate" --latency-correction -c "$conns" \
     -m POST -T application/json "${headers[@]}" "${body[@]}" "$url" >"$P99_OUT"
-  python3 - "$name" "$rate" "$P99_OUT" <<'PY'
+  cpu_after=$(p99_cpu)
+  python3 - "$name" "$rate" "$P99_OUT" "$cpu_before" "$cpu_after" <<'PY'
 import json, sys
-name, rate, path = sys.argv[1:]
+name, rate, path, before, after = sys.argv[1:]
+(busy0, idle0), (busy1, idle1) = (map(int, x.split()) for x in (before, after))
+cpu_busy = 100 * (busy1 - busy0) / max(1, (busy1 - busy0) + (idle1 - idle0))
 d = json.load(open(path))
 s, p = d["summary"], d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution") or {}
@@ -79,9 +86,13 @@ if failed:
     print(f"{name}: errors {failed}", file=sys.stderr)
 ms = lambda v: (v or 0) * 1000
 print(f"{name} rate={rate} rps={s.get('requestsPerSec') or 0:.0f} p50_ms={ms(p.get('p50')):.2f} "
-      f"p99_ms={ms(p.get('p99')):.2f} errors={errors}")
+      f"p99_ms={ms(p.get('p99')):.2f} errors={errors} cpu_busy={cpu_busy:.0f}")
 PY
 )
+
+# p99_cpu: the machine's busy and idle clock ticks so far, summed over its cores (/proc/stat:
+# user, nice, system, irq, softirq and steal; idle and iowait).
+p99_cpu() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
 
 # p99_peak URL KEY SECONDS [CONNS]: the closed-loop peak (wrk -t2, post.lua), in requests/s.
 p99_peak() (

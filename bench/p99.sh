@@ -6,6 +6,7 @@
 #   source bench/p99.sh                     # from another benchmark, then:
 #     p99_at RATE URL KEY SECONDS [NAME=p99] [CONNS=64]
 #     p99_at_half URL KEY SECONDS [NAME=p99] [CONNS=64]   # peak with wrk first, then half of it
+#   P99_WARMUP=seconds (default 2) of the same load before the measured run, not counted.
 #   P99_SETTLE=seconds (default 2) to wait between the peak and the fixed-rate run: a server that
 #   works after answering (triggerd's engine, webhook's commands) is still draining the peak's
 #   backlog, which would otherwise land in the p99.
@@ -67,10 +68,14 @@ p99_at() (
   [ -n "$key" ] && headers+=(-H "X-Api-Key: $key")
   P99_OUT=$(mktemp)   # not local: the EXIT trap runs after the function's locals are gone
   trap 'rm -f "$P99_OUT"' EXIT
-  local cpu_before cpu_after
+  local cpu_before cpu_after run=(oha --no-tui --output-format json -w -q "$rate" --latency-correction
+    -c "$conns" -m POST -T application/json "${headers[@]}" "${body[@]}" "$url")
+  # Warm-up at the same rate, not counted: the run's first tenth of a second opens every
+  # connection at once on a cold server, which alone held 0.5-0.8 % of a 10 s run's requests
+  # over 10 ms (the rows measured with wrk get a warm-up too).
+  "${run[@]}" -z "${P99_WARMUP:-2}s" >/dev/null
   cpu_before=$(p99_cpu)
-  oha --no-tui --output-format json -z "${secs}s" -w -q "$rate" --latency-correction -c "$conns" \
-    -m POST -T application/json "${headers[@]}" "${body[@]}" "$url" >"$P99_OUT"
+  "${run[@]}" -z "${secs}s" >"$P99_OUT"
   cpu_after=$(p99_cpu)
   python3 - "$name" "$rate" "$P99_OUT" "$cpu_before" "$cpu_after" <<'PY'
 import json, sys

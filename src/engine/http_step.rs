@@ -9,6 +9,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ErrorChain;
+
 /// Most response body bytes kept as the `body` output.
 pub const MAX_BODY_OUTPUT: usize = 64 * 1024;
 
@@ -96,7 +98,7 @@ pub async fn call(
                 req.method, req.timeout
             ))
         }
-        Err(e) => return failed(format!("{} {url} failed: {}", req.method, error_chain(&e))),
+        Err(e) => return failed(format!("{} {url} failed: {}", req.method, ErrorChain(&e))),
     };
     let status = response.status().as_u16();
     let body = tokio::select! {
@@ -138,18 +140,6 @@ async fn read_bounded(mut response: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
-}
-
-/// The error and its causes, joined: reqwest's top-level message alone says little.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The client Http steps share (built once: loading TLS roots is not free): rustls, no

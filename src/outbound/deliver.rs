@@ -11,6 +11,7 @@ use super::guard::{check_url, AddressPolicy, GuardedResolver, ResolveError};
 use super::signature;
 use crate::domain::event_rule::{is_sensitive_header, AuthMode};
 use crate::domain::payload::REDACTED;
+use crate::error::ErrorChain;
 use crate::store::outbound::{AttemptRecord, DeliveryRecord, EventRuleRecord};
 use crate::store::{now_millis, Millis};
 
@@ -267,14 +268,7 @@ fn describe(e: reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {} s", timeout.as_secs_f64());
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
+    ErrorChain(e).to_string()
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 //! A loop leases runnable executions from the store ([`ExecutionStore::claim_executions`]) and
 //! runs each on a task holding one worker permit. A task that ends an execution claims the next
 //! runnable one in the same write ([`ExecutionStore::finish_execution`]) and runs it under the
-//! same permit, so while there is work a claim costs no commit of its own. Every state change is written before the
-//! next step starts, so after a crash the execution continues where it stopped: a step that
-//! was running in the dead process is marked `Failed` ("interrupted") at start-up and the
-//! pipeline follows its failure rules. A `Wait` step parks the execution with a wake-up time
-//! and gives the permit back.
+//! same permit, so while there is work a claim costs no commit of its own. Every state change
+//! is written before the next step starts, so after a crash the execution continues where it
+//! stopped: a step that was running in the dead process is marked `Failed` ("interrupted") at
+//! start-up and the pipeline follows its failure rules. A `Wait` step parks the execution with
+//! a wake-up time and gives the permit back.
 //!
 //! Each claim of an execution carries its own lease token, and every write a worker makes is
 //! fenced by it (see [`crate::store::executions`]). A worker renews its lease while it runs; when

@@ -19,8 +19,8 @@ use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
 };
 use triggerd::store::{
-    now_millis, ApiKeyRecord, NewExecution, PipelineRecord, RecordOutcome, Role, Store, StoreError,
-    WebhookEvent, IDEMPOTENCY_WINDOW_MS,
+    now_millis, ApiKeyRecord, EventFilter, NewExecution, PipelineRecord, RecordOutcome, Role,
+    Store, StoreError, WebhookEvent, IDEMPOTENCY_WINDOW_MS,
 };
 
 use crate::helpers::TestDatabase;
@@ -1165,4 +1165,164 @@ async fn a_write_is_answered_only_after_the_status_cache_was_told() {
     release_tx.send(()).expect("release");
     let claims = claim.await.expect("join").expect("claim");
     assert_eq!(claims.len(), 1);
+}
+
+/// Records an event of `trigger` made at `created_at`, with `status` and no execution.
+async fn event_of(
+    f: &Fixture,
+    scope: &ProjectRef,
+    trigger: &str,
+    status: &str,
+    created_at: i64,
+) -> EventId {
+    let mut e = event(scope, None, created_at);
+    e.trigger = trigger.into();
+    e.status = status.into();
+    e.plan_execution_id = None;
+    let id = e.event_id.clone();
+    f.store.record_event(e, None).await.expect("record_event");
+    id
+}
+
+#[tokio::test]
+async fn a_projects_events_are_listed_newest_first_across_its_triggers_page_by_page() {
+    const MATCHED: &str = "TARGET_EXECUTION_REQUESTED";
+    const NO_MATCH: &str = "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS";
+    let f = fixture().await;
+    let other = ProjectRef {
+        project: Identifier::parse("billing", "project").expect("project"),
+        ..f.scope.clone()
+    };
+    let base = now_millis() - 60_000;
+    // Three triggers whose events interleave in time, two pairs of them in one millisecond,
+    // stored out of their time order; and another project's event among them.
+    let events = [
+        ("on_tag", 5, MATCHED),
+        ("on_push", 1, NO_MATCH),
+        ("nightly", 3, MATCHED),
+        ("on_push", 3, NO_MATCH),
+        ("on_tag", 0, MATCHED),
+        ("nightly", 9, NO_MATCH),
+        ("on_push", 7, MATCHED),
+        ("nightly", 7, MATCHED),
+    ];
+    let mut made: Vec<(i64, EventId, &str, &str)> = Vec::new();
+    for (trigger, at, status) in events {
+        let id = event_of(&f, &f.scope, trigger, status, base + at).await;
+        made.push((base + at, id, trigger, status));
+    }
+    event_of(&f, &other, "on_push", MATCHED, base + 4).await;
+    made.sort_by(|a, b| (b.0, b.1.as_str()).cmp(&(a.0, a.1.as_str())));
+
+    let list = |filter: EventFilter, limit: u32| {
+        let (store, scope) = (Arc::clone(&f.store), f.scope.clone());
+        async move {
+            let mut listed: Vec<(i64, EventId)> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = store
+                    .list_events(&scope, &filter, cursor.as_deref(), limit)
+                    .await
+                    .expect("list_events");
+                assert!(page.items.len() <= limit as usize);
+                listed.extend(page.items.into_iter().map(|e| (e.created_at, e.event_id)));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return listed,
+                }
+            }
+        }
+    };
+    let expected = |keep: &dyn Fn(&str, &str) -> bool| -> Vec<(i64, EventId)> {
+        made.iter()
+            .filter(|(_, _, trigger, status)| keep(trigger, status))
+            .map(|(at, id, _, _)| (*at, id.clone()))
+            .collect()
+    };
+    let filter =
+        |trigger: Option<&str>, status: Option<&'static str>, pipeline: Option<&str>| EventFilter {
+            trigger: trigger.map(str::to_owned),
+            status,
+            pipeline: pipeline.map(str::to_owned),
+        };
+    for limit in [1, 2, 3, 500] {
+        assert_eq!(
+            list(filter(None, None, None), limit).await,
+            expected(&|_, _| true)
+        );
+    }
+    assert_eq!(
+        list(filter(None, Some(MATCHED), Some("deploy")), 2).await,
+        expected(&|_, status| status == MATCHED)
+    );
+    assert_eq!(
+        list(filter(Some("on_push"), None, None), 2).await,
+        expected(&|trigger, _| trigger == "on_push")
+    );
+    assert_eq!(
+        list(filter(Some("nightly"), Some(NO_MATCH), None), 1).await,
+        expected(&|trigger, status| trigger == "nightly" && status == NO_MATCH)
+    );
+    assert_eq!(list(filter(None, None, Some("other")), 2).await, Vec::new());
+}
+
+#[tokio::test]
+async fn retention_purges_the_events_made_before_the_cutoff_in_batches_and_keeps_the_rest() {
+    let f = fixture().await;
+    let now = now_millis();
+    let day = 24 * 60 * 60 * 1000;
+    let mut recent = HashSet::new();
+    for i in 0..5 {
+        event_of(
+            &f,
+            &f.scope,
+            "on_push",
+            "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
+            now - 40 * day + i,
+        )
+        .await;
+    }
+    for i in 0..3 {
+        recent.insert(
+            event_of(
+                &f,
+                &f.scope,
+                "on_push",
+                "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
+                now - day + i,
+            )
+            .await,
+        );
+    }
+
+    let mut purged = Vec::new();
+    loop {
+        let (_, events) = f
+            .store
+            .purge_before(now - 30 * day, 2)
+            .await
+            .expect("purge");
+        purged.push(events);
+        if events < 2 {
+            break;
+        }
+    }
+    assert_eq!(purged, [2, 2, 1]);
+    let all = EventFilter {
+        pipeline: None,
+        trigger: None,
+        status: None,
+    };
+    let left = f
+        .store
+        .list_events(&f.scope, &all, None, 500)
+        .await
+        .expect("list");
+    assert_eq!(
+        left.items
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect::<HashSet<_>>(),
+        recent
+    );
 }

@@ -375,6 +375,32 @@ fn read_event(
     .optional()
 }
 
+/// The trigger identifiers that have events in the project, deleted triggers' included: one
+/// lookup in `webhook_events_by_trigger` each, skipping from one trigger to the next.
+fn triggers_with_events(c: &Connection, p: &ProjectRef) -> rusqlite::Result<Vec<String>> {
+    let mut next = c.prepare_cached(
+        "SELECT min(trigger_id) FROM webhook_events \
+         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND trigger_id > ?4",
+    )?;
+    let mut triggers: Vec<String> = Vec::new();
+    loop {
+        let after = triggers.last().map_or("", String::as_str);
+        let found: Option<String> = next.query_row(
+            params![
+                p.account.as_str(),
+                p.org.as_str(),
+                p.project.as_str(),
+                after
+            ],
+            |r| r.get(0),
+        )?;
+        match found {
+            Some(trigger) => triggers.push(trigger),
+            None => return Ok(triggers),
+        }
+    }
+}
+
 fn in_read_transaction<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -1527,35 +1553,50 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Page<WebhookEvent>> {
         let (before_ts, before_id) = decode_time_cursor(cursor)?;
-        // The trigger filter is spelled out (not `?4 IS NULL OR ...`) so that SQLite can walk
-        // `webhook_events_by_trigger` instead of scanning the project's events.
-        let trigger_clause = if filter.trigger.is_some() {
-            "AND trigger_id = ?4"
-        } else {
-            "AND ?4 IS NULL"
-        };
         let items = self.read("listing webhook events", |c| {
-            c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
-                 {trigger_clause} AND (?5 IS NULL OR status = ?5) AND (?9 IS NULL OR pipeline_id = ?9) \
-                 AND (created_at, event_id) < (?6, ?7) \
-                 ORDER BY created_at DESC, event_id DESC LIMIT ?8"
-            ))?
-            .query_map(
-                params![
-                    p.account.as_str(),
-                    p.org.as_str(),
-                    p.project.as_str(),
-                    filter.trigger,
-                    filter.status,
-                    before_ts,
-                    before_id,
-                    limit + 1,
-                    filter.pipeline
-                ],
-                event_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            let triggers = match &filter.trigger {
+                Some(trigger) => vec![trigger.clone()],
+                None => triggers_with_events(c, p)?,
+            };
+            // A project's events are listed as the merge of its triggers' listings (migration
+            // 0012 dropped the project's own index, which every stored event wrote to): the
+            // newest `limit + 1` of each trigger by their keys alone, walking
+            // `webhook_events_by_trigger`, then the rows of the newest of all.
+            let mut newest = c.prepare_cached(
+                "SELECT created_at, event_id, seq FROM webhook_events \
+                 WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND trigger_id = ?4 \
+                 AND (?5 IS NULL OR status = ?5) AND (?6 IS NULL OR pipeline_id = ?6) \
+                 AND (created_at, event_id) < (?7, ?8) \
+                 ORDER BY created_at DESC, event_id DESC LIMIT ?9",
+            )?;
+            let mut keys: Vec<(i64, String, i64)> = Vec::new();
+            for trigger in &triggers {
+                let rows = newest.query_map(
+                    params![
+                        p.account.as_str(),
+                        p.org.as_str(),
+                        p.project.as_str(),
+                        trigger,
+                        filter.status,
+                        filter.pipeline,
+                        before_ts,
+                        before_id,
+                        limit + 1
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                for key in rows {
+                    keys.push(key?);
+                }
+            }
+            keys.sort_unstable_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+            keys.truncate(limit as usize + 1);
+            let mut row = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM webhook_events WHERE seq = ?1"
+            ))?;
+            keys.iter()
+                .map(|(_, _, seq)| row.query_row([seq], event_row))
+                .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         Ok(page(items, limit, |e| {
             encode_cursor(&[&e.created_at.to_string(), e.event_id.as_str()])

@@ -386,6 +386,14 @@ fn read_event(
     .optional()
 }
 
+/// How many keys of one trigger a project's listing reads at a time (see `list_events`).
+const MERGE_CHUNK: u32 = 16;
+
+/// An event's place in a listing, `(created_at, event_id)` (the newest is the greatest), and the
+/// `seq` its row is at.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct EventKey(i64, String, i64);
+
 /// The trigger identifiers that have events in the project, deleted triggers' included: one
 /// lookup in `webhook_events_by_trigger` each, skipping from one trigger to the next.
 fn triggers_with_events(c: &Connection, p: &ProjectRef) -> rusqlite::Result<Vec<String>> {
@@ -1570,9 +1578,10 @@ impl Store for SqliteStore {
                 None => triggers_with_events(c, p)?,
             };
             // A project's events are listed as the merge of its triggers' listings (migration
-            // 0012 dropped the project's own index, which every stored event wrote to): the
-            // newest `limit + 1` of each trigger by their keys alone, walking
-            // `webhook_events_by_trigger`, then the rows of the newest of all.
+            // 0012 dropped the project's own index, which every stored event wrote to). Each
+            // trigger's keys are read from `webhook_events_by_trigger` a few at a time, newest
+            // first, and read again from where they stopped only when the merge gets there, so
+            // a page costs about one walk per trigger plus the page itself.
             let mut newest = c.prepare_cached(
                 "SELECT created_at, event_id, seq FROM webhook_events \
                  WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND trigger_id = ?4 \
@@ -1580,33 +1589,52 @@ impl Store for SqliteStore {
                  AND (created_at, event_id) < (?7, ?8) \
                  ORDER BY created_at DESC, event_id DESC LIMIT ?9",
             )?;
-            let mut keys: Vec<(i64, String, i64)> = Vec::new();
-            for trigger in &triggers {
-                let rows = newest.query_map(
-                    params![
-                        p.account.as_str(),
-                        p.org.as_str(),
-                        p.project.as_str(),
-                        trigger,
-                        filter.status,
-                        filter.pipeline,
-                        before_ts,
-                        before_id,
-                        limit + 1
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
-                for key in rows {
-                    keys.push(key?);
+            let chunk = (limit + 1).min(MERGE_CHUNK);
+            let mut keys_before = |trigger: &str, before: (i64, &str)| {
+                newest
+                    .query_map(
+                        params![
+                            p.account.as_str(),
+                            p.org.as_str(),
+                            p.project.as_str(),
+                            trigger,
+                            filter.status,
+                            filter.pipeline,
+                            before.0,
+                            before.1,
+                            chunk
+                        ],
+                        |r| Ok(EventKey(r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?
+                    .collect::<rusqlite::Result<std::collections::VecDeque<_>>>()
+            };
+            // Each trigger's unread keys; the heap holds each one's newest with its index.
+            let mut pending = Vec::with_capacity(triggers.len());
+            let mut heads = std::collections::BinaryHeap::with_capacity(triggers.len());
+            for (i, trigger) in triggers.iter().enumerate() {
+                let mut keys = keys_before(trigger, (before_ts, &before_id))?;
+                if let Some(head) = keys.pop_front() {
+                    heads.push((head, i));
                 }
+                pending.push(keys);
             }
-            keys.sort_unstable_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
-            keys.truncate(limit as usize + 1);
+            let mut page_keys = Vec::with_capacity(limit as usize + 1);
+            while page_keys.len() <= limit as usize {
+                let Some((key, i)) = heads.pop() else { break };
+                if pending[i].is_empty() {
+                    pending[i] = keys_before(&triggers[i], (key.0, &key.1))?;
+                }
+                if let Some(next) = pending[i].pop_front() {
+                    heads.push((next, i));
+                }
+                page_keys.push(key);
+            }
             let mut row = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLS} FROM webhook_events WHERE seq = ?1"
             ))?;
-            keys.iter()
-                .map(|(_, _, seq)| row.query_row([seq], event_row))
+            page_keys
+                .iter()
+                .map(|key| row.query_row([key.2], event_row))
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         Ok(page(items, limit, |e| {

@@ -1167,7 +1167,8 @@ async fn a_write_is_answered_only_after_the_status_cache_was_told() {
     assert_eq!(claims.len(), 1);
 }
 
-/// Records an event of `trigger` made at `created_at`, with `status` and no execution.
+/// Records an event of `trigger` (`pipeline/trigger` for a pipeline other than `deploy`) made at
+/// `created_at`, with `status` and no execution.
 async fn event_of(
     f: &Fixture,
     scope: &ProjectRef,
@@ -1176,7 +1177,12 @@ async fn event_of(
     created_at: i64,
 ) -> EventId {
     let mut e = event(scope, None, created_at);
-    e.trigger = trigger.into();
+    if let Some((pipeline, trigger)) = trigger.split_once('/') {
+        e.pipeline = pipeline.into();
+        e.trigger = trigger.into();
+    } else {
+        e.trigger = trigger.into();
+    }
     e.status = status.into();
     e.plan_execution_id = None;
     let id = e.event_id.clone();
@@ -1195,7 +1201,8 @@ async fn a_projects_events_are_listed_newest_first_across_its_triggers_page_by_p
     };
     let base = now_millis() - 60_000;
     // Three triggers whose events interleave in time, two pairs of them in one millisecond,
-    // stored out of their time order; and another project's event among them.
+    // stored out of their time order; a trigger of another pipeline with the same identifier
+    // as one of them; and another project's event among them.
     let events = [
         ("on_tag", 5, MATCHED),
         ("on_push", 1, NO_MATCH),
@@ -1205,6 +1212,8 @@ async fn a_projects_events_are_listed_newest_first_across_its_triggers_page_by_p
         ("nightly", 9, NO_MATCH),
         ("on_push", 7, MATCHED),
         ("nightly", 7, MATCHED),
+        ("release/on_push", 6, MATCHED),
+        ("release/on_push", 2, NO_MATCH),
     ];
     let mut made: Vec<(i64, EventId, &str, &str)> = Vec::new();
     for (trigger, at, status) in events {
@@ -1251,12 +1260,21 @@ async fn a_projects_events_are_listed_newest_first_across_its_triggers_page_by_p
             expected(&|_, _| true)
         );
     }
+    let in_release = |trigger: &str| trigger.starts_with("release/");
     assert_eq!(
         list(filter(None, Some(MATCHED), Some("deploy")), 2).await,
-        expected(&|_, status| status == MATCHED)
+        expected(&|trigger, status| status == MATCHED && !in_release(trigger))
+    );
+    assert_eq!(
+        list(filter(None, None, Some("release")), 1).await,
+        expected(&|trigger, _| in_release(trigger))
     );
     assert_eq!(
         list(filter(Some("on_push"), None, None), 2).await,
+        expected(&|trigger, _| trigger.ends_with("on_push"))
+    );
+    assert_eq!(
+        list(filter(Some("on_push"), None, Some("deploy")), 1).await,
         expected(&|trigger, _| trigger == "on_push")
     );
     assert_eq!(

@@ -4,7 +4,7 @@
 //! lease is checked at the moment the write is applied.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use super::outbound::write_events;
 use super::{
@@ -457,18 +457,15 @@ impl ExecutionStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old executions"))?;
-                let events = first_seq_since(c, cutoff)
-                    .and_then(|since| {
-                        c.prepare_cached(
-                            "DELETE FROM webhook_events WHERE seq IN ( \
-                               SELECT e.seq FROM webhook_events e \
-                               WHERE e.seq < ?3 AND e.created_at < ?1 \
-                               AND NOT EXISTS (SELECT 1 FROM executions x \
-                                               WHERE x.plan_execution_id = e.plan_execution_id) \
-                               LIMIT ?2)",
-                        )?
-                        .execute(params![cutoff, batch, since])
-                    })
+                let events = c
+                    .prepare_cached(
+                        "DELETE FROM webhook_events WHERE rowid IN ( \
+                           SELECT e.rowid FROM webhook_events e WHERE e.created_at < ?1 \
+                           AND NOT EXISTS (SELECT 1 FROM executions x \
+                                           WHERE x.plan_execution_id = e.plan_execution_id) \
+                           LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old webhook events"))?;
                 c.prepare_cached(
                     "DELETE FROM idempotency_keys \
@@ -1005,32 +1002,4 @@ pub(super) fn read_run(
         steps,
         failure_message: failure,
     }))
-}
-
-/// The `seq` of the first event made at or after `cutoff`, found by bisecting `seq`: retention
-/// looks only below it. `seq` is minted as a request arrives (store/sqlite/event_ids.rs), so
-/// events are stored in the order they were made, to the millisecond; an index of their times
-/// would cost every stored event a write for a lookup that an hourly purge makes.
-fn first_seq_since(c: &Connection, cutoff: Millis) -> rusqlite::Result<i64> {
-    let mut first_from = c.prepare_cached(
-        "SELECT seq, created_at FROM webhook_events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
-    )?;
-    // Every event below `old` was made before the cutoff, and none at or past `new`.
-    let mut old = 0_i64;
-    let mut new: i64 = c.query_row(
-        "SELECT coalesce(max(seq), 0) + 1 FROM webhook_events",
-        [],
-        |r| r.get(0),
-    )?;
-    while old < new {
-        let mid = old + (new - old) / 2;
-        let first: Option<(i64, Millis)> = first_from
-            .query_row([mid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match first {
-            Some((seq, created_at)) if created_at < cutoff => old = seq + 1,
-            _ => new = mid,
-        }
-    }
-    Ok(old)
 }

@@ -53,10 +53,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_event_rowids.sql",
         include_str!("../../../migrations/sqlite/0011_event_rowids.sql"),
     ),
-    (
-        "0012_fewer_event_indexes.sql",
-        include_str!("../../../migrations/sqlite/0012_fewer_event_indexes.sql"),
-    ),
 ];
 
 /// The schema version a fully migrated database has.

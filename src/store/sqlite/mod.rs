@@ -361,10 +361,9 @@ fn read_pipeline(
 }
 
 /// The event of this id: at the rowid the id leads to, or else one stored before migration 0011
-/// (see event_ids.rs). Two lookups, not one `OR`: SQLite searched both for every id, and on a
-/// database upgraded with a million events the search of `legacy_id`'s index, a random leaf of
-/// it for an id found by its rowid already, cost status reads of events not read before a
-/// quarter of their rate (`bench/growth.sh`, sixteenth sitting).
+/// (see event_ids.rs). Two lookups, not one `OR`: SQLite searched both for every id, a random
+/// leaf of `legacy_id`'s index even for an id found at its rowid, which on a database upgraded
+/// with a million events is a page read from the OS on most status reads.
 fn read_event(
     c: &Connection,
     ids: &EventIds,
@@ -384,40 +383,6 @@ fn read_event(
     ))?
     .query_row([id.as_str()], event_row)
     .optional()
-}
-
-/// How many keys of one trigger a project's listing reads at a time (see `list_events`).
-const MERGE_CHUNK: u32 = 16;
-
-/// An event's place in a listing, `(created_at, event_id)` (the newest is the greatest), and the
-/// `seq` its row is at.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct EventKey(i64, String, i64);
-
-/// The trigger identifiers that have events in the project, deleted triggers' included: one
-/// lookup in `webhook_events_by_trigger` each, skipping from one trigger to the next.
-fn triggers_with_events(c: &Connection, p: &ProjectRef) -> rusqlite::Result<Vec<String>> {
-    let mut next = c.prepare_cached(
-        "SELECT min(trigger_id) FROM webhook_events \
-         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND trigger_id > ?4",
-    )?;
-    let mut triggers: Vec<String> = Vec::new();
-    loop {
-        let after = triggers.last().map_or("", String::as_str);
-        let found: Option<String> = next.query_row(
-            params![
-                p.account.as_str(),
-                p.org.as_str(),
-                p.project.as_str(),
-                after
-            ],
-            |r| r.get(0),
-        )?;
-        match found {
-            Some(trigger) => triggers.push(trigger),
-            None => return Ok(triggers),
-        }
-    }
 }
 
 fn in_read_transaction<T>(
@@ -1572,70 +1537,35 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Page<WebhookEvent>> {
         let (before_ts, before_id) = decode_time_cursor(cursor)?;
+        // The trigger filter is spelled out (not `?4 IS NULL OR ...`) so that SQLite can walk
+        // `webhook_events_by_trigger` instead of scanning the project's events.
+        let trigger_clause = if filter.trigger.is_some() {
+            "AND trigger_id = ?4"
+        } else {
+            "AND ?4 IS NULL"
+        };
         let items = self.read("listing webhook events", |c| {
-            let triggers = match &filter.trigger {
-                Some(trigger) => vec![trigger.clone()],
-                None => triggers_with_events(c, p)?,
-            };
-            // A project's events are listed as the merge of its triggers' listings (migration
-            // 0012 dropped the project's own index, which every stored event wrote to). Each
-            // trigger's keys are read from `webhook_events_by_trigger` a few at a time, newest
-            // first, and read again from where they stopped only when the merge gets there, so
-            // a page costs about one walk per trigger plus the page itself.
-            let mut newest = c.prepare_cached(
-                "SELECT created_at, event_id, seq FROM webhook_events \
-                 WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND trigger_id = ?4 \
-                 AND (?5 IS NULL OR status = ?5) AND (?6 IS NULL OR pipeline_id = ?6) \
-                 AND (created_at, event_id) < (?7, ?8) \
-                 ORDER BY created_at DESC, event_id DESC LIMIT ?9",
-            )?;
-            let chunk = (limit + 1).min(MERGE_CHUNK);
-            let mut keys_before = |trigger: &str, before: (i64, &str)| {
-                newest
-                    .query_map(
-                        params![
-                            p.account.as_str(),
-                            p.org.as_str(),
-                            p.project.as_str(),
-                            trigger,
-                            filter.status,
-                            filter.pipeline,
-                            before.0,
-                            before.1,
-                            chunk
-                        ],
-                        |r| Ok(EventKey(r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )?
-                    .collect::<rusqlite::Result<std::collections::VecDeque<_>>>()
-            };
-            // Each trigger's unread keys; the heap holds each one's newest with its index.
-            let mut pending = Vec::with_capacity(triggers.len());
-            let mut heads = std::collections::BinaryHeap::with_capacity(triggers.len());
-            for (i, trigger) in triggers.iter().enumerate() {
-                let mut keys = keys_before(trigger, (before_ts, &before_id))?;
-                if let Some(head) = keys.pop_front() {
-                    heads.push((head, i));
-                }
-                pending.push(keys);
-            }
-            let mut page_keys = Vec::with_capacity(limit as usize + 1);
-            while page_keys.len() <= limit as usize {
-                let Some((key, i)) = heads.pop() else { break };
-                if pending[i].is_empty() {
-                    pending[i] = keys_before(&triggers[i], (key.0, &key.1))?;
-                }
-                if let Some(next) = pending[i].pop_front() {
-                    heads.push((next, i));
-                }
-                page_keys.push(key);
-            }
-            let mut row = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM webhook_events WHERE seq = ?1"
-            ))?;
-            page_keys
-                .iter()
-                .map(|key| row.query_row([key.2], event_row))
-                .collect::<rusqlite::Result<Vec<_>>>()
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM webhook_events WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 \
+                 {trigger_clause} AND (?5 IS NULL OR status = ?5) AND (?9 IS NULL OR pipeline_id = ?9) \
+                 AND (created_at, event_id) < (?6, ?7) \
+                 ORDER BY created_at DESC, event_id DESC LIMIT ?8"
+            ))?
+            .query_map(
+                params![
+                    p.account.as_str(),
+                    p.org.as_str(),
+                    p.project.as_str(),
+                    filter.trigger,
+                    filter.status,
+                    before_ts,
+                    before_id,
+                    limit + 1,
+                    filter.pipeline
+                ],
+                event_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         Ok(page(items, limit, |e| {
             encode_cursor(&[&e.created_at.to_string(), e.event_id.as_str()])

@@ -31,13 +31,15 @@ cleanup() { stop_nodes; drop_databases; wait 2>/dev/null || true; rm -rf "$TMP";
 trap cleanup EXIT
 bench_api
 
-# measure BACKEND NAME STEP-YAML [drain]: with `drain`, a backlog is built first; the nodes are
-# then restarted with WORKERS workers, and the rate counts only the executions started after the
-# restart: the engine alone, without intake sharing the CPU with it. On SQLite the backlog is
-# written by the store alone (bench/store_floor.rs, 64 tasks for `fire_seconds`, copies of the
-# events the webhooks made): a worker that ends an execution claims the next in the same commit,
-# so even one worker keeps up with intake there. On PostgreSQL the webhooks are fired at nodes
-# with one worker each, which fall behind.
+# measure BACKEND NAME STEP-YAML [drain]: prints the executions completed per second and the
+# nodes' CPU per execution (every thread; without `drain` intake's share too, so the whole cost
+# of a matched webhook; not the CPU of Run steps' own processes). With `drain`, a backlog is
+# built first; the nodes are then restarted with WORKERS workers, and the rate counts only the
+# executions started after the restart: the engine alone, without intake sharing the CPU with
+# it. On SQLite the backlog is written by the store alone (bench/store_floor.rs, 64 tasks for
+# `fire_seconds`, copies of the events the webhooks made): a worker that ends an execution
+# claims the next in the same commit, so even one worker keeps up with intake there. On
+# PostgreSQL the webhooks are fired at nodes with one worker each, which fall behind.
 measure() {
   # Write back what earlier runs left dirty. On ext4 without a journal (this VM's disk), ext4
   # skips every recently freed inode whose table block is still dirty when it allocates one,
@@ -50,10 +52,11 @@ measure() {
   call PUT $P '{"name":"bench"}' >/dev/null
   printf 'pipeline:\n  name: one\n  identifier: one\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: %s\n' "$3" \
     | call PUT $P/pipelines/one @- application/yaml >/dev/null
-  local token port firing=()
+  local token port firing=() cpu_before
   token=$(printf 'trigger:\n  name: t\n  identifier: t\n  source: {type: Webhook, spec: {type: Custom, spec: {}}}\n' \
     | call PUT $P/pipelines/one/triggers/t @- application/yaml \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["customWebhookToken"])')
+  cpu_before=$(cpu_ticks "${NODE_PIDS[@]}")
   for port in "${ports[@]}"; do
     wrk -t2 -c$((16 / ${#ports[@]})) -d"${FIRE}s" -s bench/post.lua \
       "http://127.0.0.1:$port/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench" >/dev/null &
@@ -67,10 +70,12 @@ measure() {
     fi
     since=$(date +%s%3N)
     NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
+    cpu_before=$(cpu_ticks "${NODE_PIDS[@]}")
   fi
   # The rate comes from the executions' own timestamps, so waiting adds nothing to it.
   wait_for_executions 300
-  local peak
+  local peak cpu
+  cpu=$(($(cpu_ticks "${NODE_PIDS[@]}") - cpu_before))
   peak=$(rss_of_nodes peak_rss)
   stop_nodes
   sql "SELECT status, COUNT(*), MIN(started_at), MAX(ended_at), MIN(created_at) FROM executions WHERE started_at >= $since GROUP BY status" \
@@ -85,10 +90,11 @@ first = min(r[2] for r in rows if r[2] is not None)
 last = max(r[3] for r in rows if r[3] is not None)
 queued_first = min(r[4] for r in rows)
 secs = (last - first) / 1000
+cpu_us = float(sys.argv[4]) / float(sys.argv[5]) * 1e6 / max(total, 1)
 print(f"{sys.argv[1]:<10} {sys.argv[2]:<15}: {done}/{total} succeeded in {secs:.1f} s of engine time "
       f"= {done / secs:.0f} executions/s (first queued to last ended: {(last - queued_first) / 1000:.1f} s; "
-      f"peak RSS {sys.argv[3]} MiB)")
-' "$1" "$2" "$peak"
+      f"{cpu_us:.0f} us of CPU per execution in the nodes; peak RSS {sys.argv[3]} MiB)")
+' "$1" "$2" "$peak" "$cpu" "$(getconf CLK_TCK)"
 }
 
 echo "== engine: one-step pipelines, $WORKERS workers per node, webhooks fired for ${FIRE}s with wrk -c16, $(nproc) cores"

@@ -8,6 +8,8 @@
 # Rows, per backend, each on a fresh database:
 #   no-match intake  v3 intake + X-Api-Key, a payload condition that does not match (no
 #                    execution), engine idle            vs the peer's rule that does not match
+#   no-match, dry    the same requests with X-Trigger-Dry-Run: true: every check, condition and
+#                    the answer, nothing stored. What no-match costs beyond it is the store's
 #   matched intake   the same trigger without the condition: each event queues a one-step
 #                    `Wait 0s` pipeline                 vs the peer answering its /bin/true hook
 #   status           GET triggerExecutionDetails of the newest matched event, while the engine
@@ -22,6 +24,9 @@
 #   store: matched   (bench/store_floor.rs) commits copies of a no-match (matched) event from
 #                    CONNS tasks, with no HTTP, no load generator and no engine on the cores.
 #                    Intake writes the same rows and does more, so it cannot be faster
+# Each triggerd row and the floor also give the server's CPU per request over the measured run
+# (`cpu us`: every thread of the process, from /proc/<pid>/stat; the engine's too, for the rows
+# it runs during), the store rows their CPU per event,
 # and for the peer, how many /bin/true-like commands it really ran per second (it answers 200 and
 # drops most of them); bench/engine.sh compares that with triggerd's Run-step pipelines.
 #
@@ -64,26 +69,31 @@ wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/
 
 
 # run_nodes NAME SCRIPT PATH [KEY]: wrk on every node at once, the connections split evenly;
-# prints NAME with the summed rate and the worst p99.
+# prints NAME with the summed rate, the worst p99, and the nodes' CPU per request over the
+# measured run (cpu_us: every thread of every node, the engine's included).
 run_nodes() {
-  local name=$1 script=$2 path=$3 key=${4:-} port per=$((CONNS / ${#PORTS[@]}))
+  local name=$1 script=$2 path=$3 key=${4:-} port per=$((CONNS / ${#PORTS[@]})) before after
   for port in "${PORTS[@]}"; do
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d3s -s "$script" "http://127.0.0.1:$port$path" >/dev/null &
   done
   wait
+  before=$(cpu_ticks "${NODE_PIDS[@]}")
   for port in "${PORTS[@]}"; do
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$port$path" >"$TMP/wrk-$port" &
   done
   wait
-  python3 - "$name" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
+  after=$(cpu_ticks "${NODE_PIDS[@]}")
+  python3 - "$name" "$before" "$after" "$(getconf CLK_TCK)" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
 import sys
 rows = []
-for path in sys.argv[2:]:
+for path in sys.argv[5:]:
     line = next(l for l in open(path) if l.startswith("RESULT"))
     rows.append({k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])})
+requests = sum(r['requests'] for r in rows)
+cpu_us = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4]) * 1e6 / max(requests, 1)
 print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_ms'] for r in rows):.2f} "
-      f"p99_ms={max(r['p99_ms'] for r in rows):.2f} requests={sum(r['requests'] for r in rows):.0f} "
-      f"errors={sum(r['errors'] for r in rows):.0f}")
+      f"p99_ms={max(r['p99_ms'] for r in rows):.2f} requests={requests:.0f} "
+      f"errors={sum(r['errors'] for r in rows):.0f} cpu_us={cpu_us:.1f}")
 PY
 }
 
@@ -122,7 +132,7 @@ wait_port $RAW_PORT
 
 if [ "$MODE" != conditions ]; then
   echo "== ${DURATION}s per target, $CONNS connections, wrk -t2, on $(nproc) cores"
-  RAW=$(run raw_actix "http://127.0.0.1:$RAW_PORT/" "")
+  RAW=$(run raw_actix "http://127.0.0.1:$RAW_PORT/" "" "" "$RAW_PID")
   echo "$RAW"
   LINES=("$RAW")
   PEER_TRUE=$(peer_true "$DURATION" "$CONNS"); echo "$PEER_TRUE"
@@ -140,6 +150,10 @@ if [ "$MODE" != conditions ]; then
     IDLE=$(rss_of_nodes)
     NOM=$(run_nodes "${backend}_nomatch" bench/post.lua "$NOMATCH_QUERY" "$KEY")
     echo "$NOM"
+    # The same requests as dry runs: every check and condition, the answer, nothing stored.
+    # What the no-match row costs beyond this is the store's.
+    DRY=$(BENCH_DRY_RUN=1 run_nodes "${backend}_nomatch_dry" bench/post.lua "$NOMATCH_QUERY" "$KEY")
+    echo "$DRY"
     # A no-match event is settled the moment it is stored: its status never changes again.
     SETTLED=$(curl -s -H "X-Api-Key: $ROOT" "$API$P/webhookevents?limit=1&triggerIdentifier=nomatch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["content"][0]["eventId"])')
     SET=$(run_nodes "${backend}_status_settled" bench/get.lua "/webhook/triggerExecutionDetails/$SETTLED?accountIdentifier=bench")
@@ -158,7 +172,7 @@ if [ "$MODE" != conditions ]; then
     SETTLED_RSS=$(rss_of_nodes)
     MEM="${backend}_memory idle_mib=$IDLE peak_mib=$PEAK after_mib=$AFTER idle_after_mib=$SETTLED_RSS"
     echo "$MEM"
-    LINES+=("$NOM" "$SET" "$TRG" "$STS" "$MEM")
+    LINES+=("$NOM" "$DRY" "$SET" "$TRG" "$STS" "$MEM")
     if command -v oha >/dev/null; then
       # Half the matched peak, on a fresh database: not behind the peak's backlog.
       start_triggerd "$backend"
@@ -177,29 +191,33 @@ def parse(line):
 rows = dict(parse(l) for l in sys.argv[1:])
 raw = rows["raw_actix"]["rps"]
 peer_true, peer_nomatch, peer_ran = rows["webhook_true"], rows["webhook_nomatch"], rows["webhook_ran"]
-print(f"floor (raw actix): {raw:.0f}/s; adnanh/webhook: /bin/true hook answered {peer_true['rps']:.0f}/s, "
+raw_cpu = rows["raw_actix"].get("cpu_us")
+print(f"floor (raw actix): {raw:.0f}/s" + (f", {raw_cpu:.1f} us of CPU per request" if raw_cpu else "")
+      + f"; adnanh/webhook: /bin/true hook answered {peer_true['rps']:.0f}/s, "
       f"no-match {peer_nomatch['rps']:.0f}/s, commands really run {peer_ran['ran_per_s']:.0f}/s "
       f"({peer_ran['never_ran']:.0%} of its 200s never ran)")
-print(f"{'backend':<10} {'row':<16} {'rate/s':>8} {'x floor':>8} {'x peer':>7} {'p99 ms':>7}  target")
+print(f"{'backend':<10} {'row':<16} {'rate/s':>8} {'x floor':>8} {'x peer':>7} {'p99 ms':>7} {'cpu us':>7}  target")
 for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
     for row, key, peer, target in (
         ("no-match", f"{name}_nomatch", peer_nomatch, ">= 0.40x floor, >= 1x peer"),
+        ("no-match, dry", f"{name}_nomatch_dry", None, "the row above without the store: X-Trigger-Dry-Run"),
         ("matched", f"{name}_v3_intake", peer_true, ">= 0.25x floor, >= 2x peer"),
         ("status", f"{name}_status", None, ">= 0.60x floor"),
         ("status settled", f"{name}_status_settled", None, ">= 0.60x floor"),
     ):
         r = rows[key]
         vs = f"{r['rps'] / peer['rps']:>7.2f}" if peer else f"{'':>7}"
-        print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {vs} {r['p99_ms']:>7.2f}  {target}")
+        print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {vs} {r['p99_ms']:>7.2f} "
+              f"{r['cpu_us']:>7.1f}  {target}")
     if name == "sqlite" and "store_nomatch" in rows:
         for row, key, intake in (("store: no-match", "store_nomatch", f"{name}_nomatch"),
                                  ("store: matched", "store_matched", f"{name}_v3_intake")):
             r = rows[key]
-            print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {'':>7} {'':>7}  "
-                  f"ceiling of the {intake} row: the store alone, {r['cpu_us_per_event']:.0f} us CPU per event")
+            print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {'':>7} {'':>7} "
+                  f"{r['cpu_us_per_event']:>7.1f}  ceiling of the {intake} row: the store alone")
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
-        print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f}  <= 10 ms "
+        print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f} {'':>7}  <= 10 ms "
               f"(the cores {r['cpu_busy']:.0f}% busy meanwhile, oha included)")
     m = rows[f"{name}_memory"]
     peak = max(m["peak_mib"], rows.get(f"{name}_p99_half", {}).get("peak_mib", 0))

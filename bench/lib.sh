@@ -73,6 +73,28 @@ for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print("|".join(str
   esac
 }
 
+# cpu_ticks PID...: the CPU time the processes have used so far (user and system, every thread,
+# the exited ones included), in clock ticks (getconf CLK_TCK a second). The process's own line of
+# /proc/<pid>/stat: on this VM the per-thread lines (/proc/<pid>/task/<tid>/stat) under-count
+# busy threads by up to half against their run time in /proc/<pid>/task/<tid>/schedstat, while
+# the process's line agrees with the sum of those run times.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# cpu_us_per_req TICKS_BEFORE TICKS_AFTER REQUESTS: microseconds of CPU per request.
+cpu_us_per_req() {
+  python3 -c 'import sys; b, a, n, hz = map(float, sys.argv[1:]); print(f"{(a - b) / hz * 1e6 / max(n, 1):.1f}")' \
+    "$@" "$(getconf CLK_TCK)"
+}
+
+# requests_of RESULT_LINE: the requests= field of a wrk RESULT line.
+requests_of() { echo "$1" | sed -n 's/.*requests=\([0-9]*\).*/\1/p'; }
+
 # rss PID: resident memory in MiB.
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 
@@ -129,13 +151,18 @@ start_triggerd() { # [backend=sqlite]
   URL="http://127.0.0.1:${PORTS[0]}$QUERY"
 }
 
-# run NAME URL KEY [BODY_FILE]: wrk with post.lua, a 3 s warm-up then DURATION s on CONNS
-# connections; prints NAME with rate, p50, p99, requests and errors.
-run() { # name url key [body file]
+# run NAME URL KEY [BODY_FILE [SERVER_PID]]: wrk with post.lua, a 3 s warm-up then DURATION s on
+# CONNS connections; prints NAME with rate, p50, p99, requests and errors, and with SERVER_PID
+# the server's CPU per request over the measured run (cpu_us).
+run() { # name url key [body file [server pid]]
   BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "$2" >/dev/null   # warm-up
-  local out; out=$(BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
+  local out before="" cpu=""
+  [ -n "${5:-}" ] && before=$(cpu_ticks "$5")
+  out=$(BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
   echo "$out" | grep -E 'Non-2xx' >&2 || true
-  echo "$1 $(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')"
+  local result; result=$(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')
+  [ -n "$before" ] && cpu=" cpu_us=$(cpu_us_per_req "$before" "$(cpu_ticks "$5")" "$(requests_of "$result")")"
+  echo "$1 $result$cpu"
 }
 
 # A trigger on the bench pipeline whose payload condition never matches; sets NOMATCH_QUERY.

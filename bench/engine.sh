@@ -33,13 +33,13 @@ bench_api
 
 # measure BACKEND NAME STEP-YAML [drain]: prints the executions completed per second and the
 # nodes' CPU per execution (every thread; without `drain` intake's share too, so the whole cost
-# of a matched webhook; not the CPU of Run steps' own processes). With `drain`, a backlog is
-# built first; the nodes are then restarted with WORKERS workers, and the rate counts only the
-# executions started after the restart: the engine alone, without intake sharing the CPU with
-# it. On SQLite the backlog is written by the store alone (bench/store_floor.rs, 64 tasks for
-# `fire_seconds`, copies of the events the webhooks made): a worker that ends an execution
-# claims the next in the same commit, so even one worker keeps up with intake there. On
-# PostgreSQL the webhooks are fired at nodes with one worker each, which fall behind.
+# of a matched webhook; not the step spawner's, nor Run steps' own processes). With `drain`, a
+# backlog is built first; the nodes are then restarted with WORKERS workers, and the rate counts
+# only the executions started after the restart: the engine alone, without intake sharing the
+# CPU with it. On SQLite the backlog is written by the store alone (bench/store_floor.rs, 64
+# tasks for `fire_seconds`, copies of the events the webhooks made): a worker that ends an
+# execution claims the next in the same commit, so even one worker keeps up with intake there.
+# On PostgreSQL the webhooks are fired at nodes with one worker each, which fall behind.
 measure() {
   # Write back what earlier runs left dirty. On ext4 without a journal (this VM's disk), ext4
   # skips every recently freed inode whose table block is still dirty when it allocates one,
@@ -70,7 +70,7 @@ measure() {
     fi
     since=$(date +%s%3N)
     NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
-    cpu_before=$(cpu_ticks "${NODE_PIDS[@]}")
+    cpu_before=0   # fresh processes: all their CPU, like every execution since `since`
   fi
   # The rate comes from the executions' own timestamps, so waiting adds nothing to it.
   wait_for_executions 300

@@ -72,10 +72,13 @@ cp "$TMP/empty.db" "$TMP/grown.db"
 DB_URL="sqlite://$TMP/grown.db"
 start_nodes "${PORTS[@]}"
 grow_started=$(date +%s)
-while [ "$(sql 'SELECT count(*) FROM webhook_events')" -lt "$EVENTS" ]; do
+GROWN=0
+while [ "$GROWN" -lt "$EVENTS" ]; do
   BENCH_API_KEY="$KEY" wrk -t2 -c"$CONNS" -d5s -s bench/post.lua "http://127.0.0.1:${PORTS[0]}$NOMATCH_QUERY" >/dev/null
+  GROWN=$(sql 'SELECT count(*) FROM webhook_events')
+  [ -n "$GROWN" ] || { echo "could not count the grown database's events" >&2; exit 1; }
 done
-echo "added $(sql 'SELECT count(*) FROM webhook_events') events in $(($(date +%s) - grow_started)) s through intake"
+echo "added $GROWN events in $(($(date +%s) - grow_started)) s through intake"
 stop_nodes   # a clean stop folds the WAL into the file
 
 : >"$TMP/rows"
@@ -94,7 +97,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$EVENTS" "$TMP/rows" <<'PY'
+python3 - "$GROWN" "$TMP/rows" <<'PY'
 import sys
 from collections import defaultdict
 events = int(sys.argv[1])

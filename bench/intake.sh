@@ -166,7 +166,7 @@ if [ "$MODE" != conditions ]; then
     PEAK=$(rss_of_nodes peak_rss)
     AFTER=$(rss_of_nodes)
     # Idle again: the engine has run the matched round's backlog (at most 120 s), and serve
-    # has handed freed memory back to the system since (malloc_trim, every 10 s).
+    # has handed freed memory back to the system since (every 10 s, src/memory.rs).
     wait_for_executions 120
     sleep 11
     SETTLED_RSS=$(rss_of_nodes)

@@ -161,7 +161,10 @@ run() { # name url key [body file [server pid]]
   out=$(BENCH_BODY_FILE="${4:-}" BENCH_API_KEY="$3" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/post.lua "$2")
   echo "$out" | grep -E 'Non-2xx' >&2 || true
   local result; result=$(echo "$out" | grep '^RESULT' | sed 's/^RESULT //')
-  [ -n "$before" ] && cpu=" cpu_us=$(cpu_us_per_req "$before" "$(cpu_ticks "$5")" "$(requests_of "$result")")"
+  local requests; requests=$(requests_of "$result")
+  if [ -n "$before" ] && [ -n "$requests" ]; then
+    cpu=" cpu_us=$(cpu_us_per_req "$before" "$(cpu_ticks "$5")" "$requests")"
+  fi
   echo "$1 $result$cpu"
 }
 

@@ -14,8 +14,8 @@
 #                    memory after the first read)
 # The events are added by the server itself, from no-match webhooks sent as fast as it takes
 # them (about 40 s for a million here), so the grown database is one intake made, with the same
-# schema, indexes and ids. Then the rows run on the empty and the grown database in turn, `rounds` times each
-# (triggerd restarted on the other file in between; the empty one starts from its fresh copy
+# schema, indexes and ids. Then the rows run on the empty and the grown database in turn,
+# `rounds` times each (triggerd restarted on the other file in between; the empty one starts from its fresh copy
 # every round), so that a drift in the VM's speed during the run falls on both alike: this VM's
 # rates move by 15-25 % between runs minutes apart, more than the 10 % the target allows.
 # Needs wrk and python3. Loopback only; stops by itself.
@@ -75,8 +75,11 @@ grow_started=$(date +%s)
 GROWN=0
 while [ "$GROWN" -lt "$EVENTS" ]; do
   BENCH_API_KEY="$KEY" wrk -t2 -c"$CONNS" -d5s -s bench/post.lua "http://127.0.0.1:${PORTS[0]}$NOMATCH_QUERY" >/dev/null
+  before=$GROWN
   GROWN=$(sql 'SELECT count(*) FROM webhook_events')
-  [ -n "$GROWN" ] || { echo "could not count the grown database's events" >&2; exit 1; }
+  # A node that stopped storing would otherwise keep this loop going for ever.
+  [ -n "$GROWN" ] && [ "$GROWN" -gt "$before" ] || {
+    echo "the grown database stopped growing at ${GROWN:-?} events" >&2; cat "$TMP"/triggerd-*.log >&2; exit 1; }
 done
 echo "added $GROWN events in $(($(date +%s) - grow_started)) s through intake"
 stop_nodes   # a clean stop folds the WAL into the file

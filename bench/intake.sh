@@ -83,18 +83,19 @@ run_nodes() {
   done
   wait
   after=$(cpu_ticks "${NODE_PIDS[@]}")
-  python3 - "$name" "$before" "$after" "$(getconf CLK_TCK)" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
+  local line
+  line=$(python3 - "$name" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
 import sys
 rows = []
-for path in sys.argv[5:]:
+for path in sys.argv[2:]:
     line = next(l for l in open(path) if l.startswith("RESULT"))
     rows.append({k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])})
-requests = sum(r['requests'] for r in rows)
-cpu_us = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4]) * 1e6 / max(requests, 1)
 print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_ms'] for r in rows):.2f} "
-      f"p99_ms={max(r['p99_ms'] for r in rows):.2f} requests={requests:.0f} "
-      f"errors={sum(r['errors'] for r in rows):.0f} cpu_us={cpu_us:.1f}")
+      f"p99_ms={max(r['p99_ms'] for r in rows):.2f} requests={sum(r['requests'] for r in rows):.0f} "
+      f"errors={sum(r['errors'] for r in rows):.0f}")
 PY
+)
+  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")"
 }
 
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.

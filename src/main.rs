@@ -1,14 +1,28 @@
 //! The `triggerd` binary: the command line lives in [`triggerd::cli`]. Here too: the calls that
-//! need `unsafe`, which the library forbids: two to the allocator, and the step spawner's fork.
+//! need `unsafe`, which the library forbids: the allocator's, and the step spawner's fork.
+
+/// mimalloc: no-match intake answers 13 % more webhooks at 13 % less CPU each than with glibc's
+/// malloc, whose arenas' locks and cross-thread frees took a fifth of the HTTP workers' time.
+/// Its threads keep what they free until they collect it: `triggerd::memory` has each thread
+/// collect its heap now and then.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     keep_large_allocations_out_of_the_arenas();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    triggerd::memory::set_thread_trim(|| {
+        // SAFETY: mi_collect only touches the calling thread's heap and mimalloc's own
+        // thread-safe structures; it has no preconditions.
+        unsafe { libmimalloc_sys::mi_collect(true) }
+    });
     triggerd::memory::set_trim(|| {
         // SAFETY: malloc_trim takes the arenas' own locks and has no preconditions.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         unsafe {
             libc::malloc_trim(0);
         }
+        // SAFETY: as above.
+        unsafe { libmimalloc_sys::mi_collect(true) }
     });
     triggerd::engine::spawner::set_fork(fork);
     triggerd::cli::main()
@@ -25,11 +39,11 @@ fn fork() -> std::io::Result<Option<rustix::process::Pid>> {
     }
 }
 
-/// glibc's malloc raises its mmap threshold (up to 32 MiB) after the first large free, so
-/// argon2's 19 MiB per key verification then came from the threads' arenas and stayed there:
-/// 351 MiB resident after 23 key checks on a server that started at 19 MiB (20 MiB with this).
-/// A fixed threshold (which also fixes the trim threshold) maps every allocation of 1 MiB or
-/// more on its own and unmaps it when it is freed.
+/// For what still comes from glibc's malloc (SQLite's): it raises its mmap threshold (up to
+/// 32 MiB) after the first large free, so large blocks then came from the threads' arenas and
+/// stayed there (351 MiB resident after 23 argon2 key checks, when Rust's allocations came from
+/// it too). A fixed threshold (which also fixes the trim threshold) maps every allocation of
+/// 1 MiB or more on its own and unmaps it when it is freed.
 fn keep_large_allocations_out_of_the_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a malloc parameter, before any other thread exists.

@@ -209,6 +209,7 @@ impl Application {
         let metrics = web::Data::new(metrics_handle());
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
+            crate::memory::on_http_worker();
             App::new()
                 .wrap(http::middleware::RequestContext)
                 .app_data(app_gateway.clone())

@@ -63,6 +63,7 @@ fn run_on<F: Future<Output = anyhow::Result<()>>>(
 fn serve_runtime(nice: i32) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::memory::now_and_then)
         .on_thread_start(move || {
             // Linux keeps a priority per thread.
             if nice > 0 {

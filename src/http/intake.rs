@@ -10,8 +10,13 @@ use crate::service::intake::{self, Accepted, IntakeQuery, IntakeRequest};
 use crate::service::{links, Gateway};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/webhook/custom/v2").route(web::post().to(custom_v2)))
-        .service(resource("/webhook/custom/{token}/v3").route(web::post().to(custom_v3)));
+    // A scope with a fixed prefix: the router's pattern engine reads only the rest (see
+    // `status::configure`).
+    cfg.service(
+        web::scope("/webhook/custom")
+            .service(resource("/v2").route(web::post().to(custom_v2)))
+            .service(resource("/{token}/v3").route(web::post().to(custom_v3))),
+    );
 }
 
 /// Fires a trigger by its URL token (DESIGN §2.1).

@@ -356,6 +356,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, max_batch: usize, committe
             f(&conn);
             committed();
         }
+        crate::memory::now_and_then();
     }
     rx.close();
     // Everything is committed; fold the WAL into the database file so it is left tidy.

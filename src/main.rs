@@ -1,34 +1,35 @@
 //! The `triggerd` binary: the command line lives in [`triggerd::cli`]. Here too: the calls that
 //! need `unsafe`, which the library forbids: the allocator's, and the step spawner's fork.
 
-/// mimalloc: no-match intake answers 13 % more webhooks at 13 % less CPU each than with glibc's
-/// malloc, whose arenas' locks and cross-thread frees took a fifth of the HTTP workers' time.
-/// Its threads keep what they free until they collect it: `triggerd::memory` has each thread
-/// collect its heap now and then.
+/// mimalloc: the process's CPU per no-match webhook went from 44–45 µs to 34–36 µs (glibc's
+/// arenas handled the HTTP workers' and the writer's frees of each other's allocations through
+/// their bins and locks). Its threads keep what they free until they collect it:
+/// `triggerd::memory` has each thread collect its heap now and then.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     keep_large_allocations_out_of_the_arenas();
-    triggerd::memory::set_thread_trim(|| {
-        // SAFETY: mi_collect only touches the calling thread's heap and mimalloc's own
-        // thread-safe structures; it has no preconditions.
-        unsafe { libmimalloc_sys::mi_collect(true) }
-    });
+    triggerd::memory::set_thread_trim(collect_this_threads_heap);
     triggerd::memory::set_trim(|| {
         // SAFETY: malloc_trim takes the arenas' own locks and has no preconditions.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         unsafe {
             libc::malloc_trim(0);
         }
-        // mimalloc: this thread's own heap is nearly empty; forced, the call also purges what
-        // every thread has handed back to mimalloc's shared arenas.
-        // SAFETY: mi_collect only touches the calling thread's heap and mimalloc's own
-        // thread-safe structures; it has no preconditions.
-        unsafe { libmimalloc_sys::mi_collect(true) }
+        // This thread's own heap is nearly empty; forced, the collection also purges what every
+        // thread has handed back to mimalloc's shared arenas.
+        collect_this_threads_heap();
     });
     triggerd::engine::spawner::set_fork(fork);
     triggerd::cli::main()
+}
+
+/// Hands what the calling thread freed back to mimalloc's arenas, and purges them.
+fn collect_this_threads_heap() {
+    // SAFETY: mi_collect only touches the calling thread's heap and mimalloc's own thread-safe
+    // structures; it has no preconditions.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// `fork(2)`, for the step spawner only (see `triggerd::engine::spawner`).

@@ -102,6 +102,16 @@ async fn an_unknown_route_is_a_404_envelope() {
         "/gateway/pipeline/api/ui/",
         "/gateway/pipeline/api/%75i/",
         "/gateway/pipeline/apiv1/accounts",
+        // The hot routes sit under scopes with a fixed prefix: what the scope does not hold
+        // falls through to the same 404.
+        "/webhook/custom",
+        "/webhook/custom/",
+        "/webhook/custom/a/b",
+        "/webhook/customx/v2",
+        "/webhook/triggerExecutionDetails",
+        "/webhook/triggerExecutionDetails/",
+        "/webhook/triggerExecutionDetails/a/b",
+        "/gateway/pipeline/api/webhook/triggerExecutionDetails/a/b",
     ] {
         let res = app
             .request(Method::GET, path)
@@ -174,9 +184,22 @@ async fn a_wrong_method_is_a_405_envelope() {
         .await
         .expect("request");
 
+    let post_status = app
+        .request(Method::POST, "/webhook/triggerExecutionDetails/abc")
+        .send()
+        .await
+        .expect("request");
+    let get_v2 = app
+        .request(Method::GET, "/webhook/custom/v2")
+        .send()
+        .await
+        .expect("request");
+
     assert_error(get_intake, 405, "METHOD_NOT_ALLOWED", "GET").await;
     assert_error(delete_healthz, 405, "METHOD_NOT_ALLOWED", "DELETE").await;
     assert_error(put_alias_intake, 405, "METHOD_NOT_ALLOWED", "PUT").await;
+    assert_error(post_status, 405, "METHOD_NOT_ALLOWED", "POST").await;
+    assert_error(get_v2, 405, "METHOD_NOT_ALLOWED", "GET").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@
 //! [`TRIM_EVERY`] from a thread of its own ([`spawn_trimmer`]), and each long-lived thread
 //! collects its own heap: the HTTP workers every [`TRIM_EVERY`] ([`on_http_worker`]), an
 //! argon2 thread after each key check ([`trim_this_thread`]), the runtime's threads and the
-//! SQLite writer after their work, at most every [`TRIM_EVERY`] ([`now_and_then`]). A thread of
-//! the last kind that goes idle within [`TRIM_EVERY`] of its last collection keeps what it freed
-//! since, until its next work: the runtime's threads wake for the engine's timers, the writer for
-//! the next write.
+//! SQLite writer after their work, at most every [`TRIM_EVERY`] ([`now_and_then`]). The writer
+//! collects once more when it goes idle: with the truncation of its idle WAL (`checkpoint.rs`). A
+//! runtime thread that goes idle within [`TRIM_EVERY`] of its last collection keeps what it freed
+//! since, until its next work (the engine's timers wake them).
 
 use std::cell::Cell;
 use std::sync::OnceLock;

@@ -340,6 +340,9 @@ fn finish_checkpoint(c: &Connection, wanted: Ask) -> bool {
         if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(error = %e, "releasing the writer's cache failed");
         }
+        // And what the writer's thread freed since it last collected its heap: it may wait a
+        // long time for its next write.
+        crate::memory::trim_this_thread();
     }
     completed
 }

@@ -175,16 +175,17 @@ fn catch_up(conn: &Connection, mut frames: i64, max_frames: i64) -> usize {
     CATCH_UP_PASSES
 }
 
-/// About how many frames one passive pass should find to copy (256 KiB of 4 KiB pages): the
+/// About how many frames one passive pass should find to copy (1 MiB of 4 KiB pages): the
 /// thread passes again sooner when the writer appends faster ([`next_wait`]).
 ///
 /// Each pass ends with an fsync of the database file, which writes every page the pass copied;
 /// on the development machine's virtual disk, the writer's commit fsync that comes meanwhile
 /// waits for all of it. With a pass every 500 ms, the 7 MB a pass copied at 9,000 matched
-/// events/s held commits for 25-50 ms every few seconds, and those stalls alone put the p99 of
-/// matched intake at 18-22 ms. With passes of about this size (one every 20 ms at that rate),
-/// 6.7-7.7 ms.
-const PASS_FRAMES: i64 = 64;
+/// events/s (3,400 frames a second) held commits for 25-50 ms every few seconds, and those
+/// stalls alone put the p99 of matched intake at 17-90 ms. With passes of about this size (one
+/// every 75 ms at that rate): 5.6-6.3 ms; of a quarter of it, no better (5.6-9.3 ms), with four
+/// times the passes.
+const PASS_FRAMES: i64 = 256;
 
 /// The shortest wait between two passes.
 const MIN_WAIT: Duration = Duration::from_millis(10);

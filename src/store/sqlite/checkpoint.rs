@@ -3,9 +3,9 @@
 //! SQLite normally checkpoints inside the commit that pushes the WAL past 1000 pages, which
 //! would put copying pages into the database file on the single writer's critical path. The
 //! writer disables that (`wal_autocheckpoint=0`) and this thread runs PASSIVE checkpoints
-//! instead, concurrently with the writer: every interval while the WAL is idle, and paced by the
-//! rate the writer appends while it is not, so that each pass copies (and fsyncs) a small,
-//! steady amount ([`PASS_FRAMES`]) instead of what a whole interval wrote.
+//! instead, concurrently with the writer: every interval while the WAL is idle, and as often as
+//! the writer's pace needs while it is not ([`Pace`]), so that each pass copies, and fsyncs into
+//! the database file, about [`PASS_FRAMES`] frames instead of whatever a whole interval wrote.
 //!
 //! A passive checkpoint alone does not bound the WAL under sustained load. The WAL starts again
 //! from its beginning only when a write finds every frame already copied back, and a writer that
@@ -18,21 +18,18 @@
 //!   (`journal_size_limit` is twice the limit, see `SqliteStore::open`), so commits overwrite
 //!   blocks already allocated instead of growing the file on each commit.
 //!   The finish holds the writes queued behind it until it has copied the last frames and
-//!   fsynced the database pages they dirtied, one random write each. Asked for straight after
-//!   one 500 ms pass, it had to copy everything the writer appended while that pass ran, and
-//!   held writes for 17-38 ms on the development machine. So this thread first catches up with
-//!   further passive passes, each shorter than the last (`catch_up`); the median finish then
-//!   took 6-14 ms;
+//!   fsynced the database pages they dirtied, one random write each, so this thread first
+//!   catches up with further passive passes, each shorter than the last (`catch_up`);
 //! - once no write has come for one interval, to truncate the WAL to zero bytes and give back
 //!   the writer's page cache.
 //!
-//! A writer that appends faster than one interval's worth of limit does not wait for the next
-//! tick: after each commit it looks at the WAL file's size ([`Nudge::after_commit`], one
-//! `statx`), and when the commit grew the file past the size it keeps (twice the limit) it
-//! wakes this thread at once. Waiting for the tick, a writer appending 200 KB payloads as fast as
-//! 16 clients sent them took a 1 MiB WAL to 21-76 MiB between two ticks.
+//! A writer that appends faster than the passes come does not wait for the next one: after
+//! each commit it looks at the WAL file's size ([`Nudge::after_commit`], one `statx`), and when
+//! the commit grew the file past the size it keeps (twice the limit) it wakes this thread at
+//! once.
 
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -56,7 +53,7 @@ impl Drop for Checkpointer {
     }
 }
 
-/// What wakes the checkpoint thread before its interval is up.
+/// What wakes the checkpoint thread before its next pass is due.
 enum Wake {
     /// The WAL is past the size it keeps: check it now.
     Grown,
@@ -93,20 +90,21 @@ impl Nudge {
 
 /// The channel that wakes a checkpoint thread: its writer's [`Nudge`] for the database at
 /// `path` with a WAL limit of `limit_bytes`, and what [`Checkpointer::start`] listens to.
-pub(super) fn nudges(path: &std::path::Path, limit_bytes: u64) -> (Nudge, Wakes) {
+pub(super) fn nudges(path: &Path, limit_bytes: u64) -> (Nudge, Wakes) {
     let (tx, rx) = mpsc::channel();
     // Next to the file the path resolves to, where SQLite keeps it.
     let mut wal = super::lock::resolve(path).into_os_string();
     wal.push("-wal");
+    let wal = PathBuf::from(wal);
     let sent = Arc::new(AtomicBool::new(false));
     let nudge = Nudge {
-        wal: wal.into(),
+        wal: wal.clone(),
         past_bytes: limit_bytes.saturating_mul(2),
         sent: sent.clone(),
         last_len: AtomicU64::new(0),
         wake: tx.clone(),
     };
-    (nudge, Wakes { tx, rx, sent })
+    (nudge, Wakes { tx, rx, sent, wal })
 }
 
 /// The checkpoint thread's end of [`nudges`].
@@ -114,6 +112,8 @@ pub(super) struct Wakes {
     tx: mpsc::Sender<Wake>,
     rx: mpsc::Receiver<Wake>,
     sent: Arc<AtomicBool>,
+    /// The WAL file, whose header says when the WAL has started over ([`generation`]).
+    wal: PathBuf,
 }
 
 /// What the WAL looked like after a passive checkpoint, and what to ask of the writer.
@@ -175,30 +175,83 @@ fn catch_up(conn: &Connection, mut frames: i64, max_frames: i64) -> usize {
     CATCH_UP_PASSES
 }
 
-/// About how many frames one passive pass should find to copy (1 MiB of 4 KiB pages): the
-/// thread passes again sooner when the writer appends faster ([`next_wait`]).
-///
-/// Each pass ends with an fsync of the database file, which writes every page the pass copied;
-/// on the development machine's virtual disk, the writer's commit fsync that comes meanwhile
-/// waits for all of it. With a pass every 500 ms, the 7 MB a pass copied at 9,000 matched
-/// events/s (3,400 frames a second) held commits for 25-50 ms every few seconds, and those
-/// stalls alone put the p99 of matched intake at 17-90 ms. With passes of about this size (one
-/// every 75 ms at that rate): 5.6-6.3 ms; of a quarter of it, no better (5.6-9.3 ms), with four
-/// times the passes.
+/// About how many frames one passive pass should find to copy (1 MiB of 4 KiB pages). Each
+/// pass ends with an fsync of the database file, which writes every page it copied, and on the
+/// development machine's disk a commit's fsync meanwhile waits for all of it: passes of what
+/// 500 ms wrote (7 MB at 9,000 matched events/s) held commits for 25-50 ms every few seconds.
 const PASS_FRAMES: i64 = 256;
 
 /// The shortest wait between two passes.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// How long to wait for the next pass, after one that found `appended` frames written since the
-/// pass before, which started `since` ago: long enough for about [`PASS_FRAMES`] more at that
-/// rate, between [`MIN_WAIT`] and `every` (the wait of an idle WAL).
-fn next_wait(appended: i64, since: Duration, every: Duration) -> Duration {
-    if appended <= 0 {
-        return every;
+/// The WAL header's checkpoint sequence number and salts (bytes 12-24), which SQLite changes
+/// each time the WAL starts over; `None` while the file holds no header (empty, or missing).
+fn generation(wal: &Path) -> Option<[u8; 12]> {
+    let mut header = [0u8; 24];
+    let file = std::fs::File::open(wal).ok()?;
+    file.read_exact_at(&mut header, 0).ok()?;
+    header[12..].try_into().ok()
+}
+
+/// When the next pass is due, and whether the WAL has gone idle, from what each pass saw.
+struct Pace {
+    /// The wait while nothing is written, and how long nothing must be written for the WAL to
+    /// count as idle.
+    every: Duration,
+    /// The frame count and WAL generation the last pass saw (`-1`: no pass yet), and when.
+    frames: i64,
+    generation: Option<[u8; 12]>,
+    at: Instant,
+    /// When a pass last saw the WAL changed.
+    changed_at: Instant,
+}
+
+impl Pace {
+    fn new(every: Duration, now: Instant) -> Self {
+        Self {
+            every,
+            frames: -1,
+            generation: None,
+            at: now,
+            changed_at: now,
+        }
     }
-    let nanos = since.as_nanos().saturating_mul(PASS_FRAMES as u128) / appended as u128;
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).clamp(MIN_WAIT.min(every), every)
+
+    /// After a pass at `now` that found `frames` in the WAL of `generation`: how long to wait
+    /// for the next pass, long enough for about [`PASS_FRAMES`] more at the rate the writer
+    /// appended since the last one (between [`MIN_WAIT`] and `every`), and whether the WAL has
+    /// been unchanged for `every` or longer.
+    fn after_pass(
+        &mut self,
+        frames: i64,
+        generation: Option<[u8; 12]>,
+        now: Instant,
+    ) -> (Duration, bool) {
+        // A WAL that started over since may have regrown past the last count: all it holds is
+        // new.
+        let restarted = generation != self.generation || frames < self.frames;
+        let appended = if restarted {
+            frames
+        } else {
+            frames - self.frames
+        };
+        if restarted || appended != 0 {
+            self.changed_at = now;
+        }
+        let since = now.saturating_duration_since(self.at);
+        let wait = if appended <= 0 {
+            self.every
+        } else {
+            let nanos = since.as_nanos().saturating_mul(PASS_FRAMES as u128) / appended as u128;
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+                .clamp(MIN_WAIT.min(self.every), self.every)
+        };
+        (self.frames, self.generation, self.at) = (frames, generation, now);
+        (
+            wait,
+            now.saturating_duration_since(self.changed_at) >= self.every,
+        )
+    }
 }
 
 /// Decides from one passive checkpoint's `(frames in the WAL, frames copied back)`, and whether
@@ -216,8 +269,9 @@ fn ask(frames: i64, copied: i64, idle: bool, page_size: i64, limit_bytes: u64) -
 }
 
 impl Checkpointer {
-    /// Starts checkpointing through `conn` every `every`, and whenever `wakes` says the WAL
-    /// has grown, asking `writer` to keep the WAL within `limit_bytes`.
+    /// Starts checkpointing through `conn` at the [`Pace`] the writer sets (every `every` while
+    /// it writes nothing), and whenever `wakes` says the WAL has grown, asking `writer` to keep
+    /// the WAL within `limit_bytes`.
     pub(super) fn start(
         conn: Connection,
         writer: Writer,
@@ -225,7 +279,7 @@ impl Checkpointer {
         every: Duration,
         limit_bytes: u64,
     ) -> std::io::Result<Self> {
-        let Wakes { tx, rx, sent } = wakes;
+        let Wakes { tx, rx, sent, wal } = wakes;
         let handle = std::thread::Builder::new()
             .name("triggerd-sqlite-checkpoint".into())
             .spawn(move || {
@@ -234,13 +288,10 @@ impl Checkpointer {
                     .unwrap_or(4096);
                 // Whether a request to the writer is still queued: one at a time.
                 let queued = Arc::new(AtomicBool::new(false));
-                let mut last_frames = -1;
-                let mut last_pass = Instant::now();
-                // When the frame count last changed.
-                let mut last_write = Instant::now();
+                let mut pace = Pace::new(every, Instant::now());
                 let mut wait = every;
-                // Wakes when the pace says (`next_wait`) and when the WAL has grown; a stop
-                // message or a dropped sender ends the loop.
+                // Wakes when the next pass is due and when the WAL has grown; a stop message or
+                // a dropped sender ends the loop.
                 while let Err(RecvTimeoutError::Timeout) | Ok(Wake::Grown) = rx.recv_timeout(wait) {
                     let (frames, copied) = match passive(&conn) {
                         Ok(counts) => counts,
@@ -252,21 +303,9 @@ impl Checkpointer {
                     };
                     metrics::gauge!("triggerd_sqlite_wal_bytes")
                         .set(frames.max(0).saturating_mul(page_size) as f64);
-                    // Fewer frames than before: the WAL has started over since.
-                    let appended = if frames < last_frames {
-                        frames
-                    } else {
-                        frames - last_frames
-                    };
-                    let now = Instant::now();
-                    if frames != last_frames {
-                        last_write = now;
-                    }
-                    wait = next_wait(appended, now - last_pass, every);
-                    last_pass = now;
-                    let idle = frames == last_frames && now - last_write >= every;
+                    let idle;
+                    (wait, idle) = pace.after_pass(frames, generation(&wal), Instant::now());
                     let wanted = ask(frames, copied, idle, page_size, limit_bytes);
-                    last_frames = frames;
                     if wanted != Ask::Restart {
                         // Looked at: the writer may wake this thread again. After a restart, it
                         // may once the restart has run (below).
@@ -284,7 +323,7 @@ impl Checkpointer {
                         let sent = writer.maintain_blocking(move |c| {
                             // A finish that readers kept from completing has already held the
                             // writes for up to the busy timeout: the next try waits for the
-                            // tick, not for the next commit.
+                            // next pass, not for the next commit.
                             if finish_checkpoint(c, wanted) {
                                 nudged.store(false, Ordering::Release);
                             }
@@ -336,7 +375,7 @@ fn finish_checkpoint(c: &Connection, wanted: Ask) -> bool {
             false
         }
     };
-    if wanted == Ask::Truncate {
+    if wanted == Ask::Truncate && completed {
         // Idle: give the page cache back; it refills from the file when work returns.
         if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(error = %e, "releasing the writer's cache failed");
@@ -509,32 +548,125 @@ mod tests {
         );
     }
 
+    /// A pace with a 500 ms interval, its first pass at `t0` on a WAL of generation `g(1)`.
+    fn paced(t0: Instant) -> Pace {
+        let mut pace = Pace::new(Duration::from_millis(500), t0);
+        pace.after_pass(0, g(1), t0);
+        pace
+    }
+
+    fn g(n: u8) -> Option<[u8; 12]> {
+        Some([n; 12])
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn passes_come_sooner_the_faster_the_wal_is_written() {
-        let every = Duration::from_millis(500);
-        let since = Duration::from_millis(100);
-        assert_eq!(next_wait(0, since, every), every, "idle");
-        assert_eq!(next_wait(-5, since, every), every, "not in WAL mode");
+        let t0 = Instant::now();
+        let mut pace = paced(t0);
         assert_eq!(
-            next_wait(PASS_FRAMES, since, every),
-            since,
-            "the same rate: the same wait"
+            pace.after_pass(PASS_FRAMES, g(1), t0 + ms(100)).0,
+            ms(100),
+            "the same rate"
         );
         assert_eq!(
-            next_wait(PASS_FRAMES * 4, since, every),
-            since / 4,
+            pace.after_pass(PASS_FRAMES * 5, g(1), t0 + ms(200)).0,
+            ms(25),
             "four times as fast"
         );
-        assert_eq!(next_wait(PASS_FRAMES * 1000, since, every), MIN_WAIT);
         assert_eq!(
-            next_wait(1, since, every),
-            every,
+            pace.after_pass(PASS_FRAMES * 1000, g(1), t0 + ms(300)).0,
+            MIN_WAIT
+        );
+        assert_eq!(
+            pace.after_pass(PASS_FRAMES * 1000 + 1, g(1), t0 + ms(400))
+                .0,
+            ms(500),
             "a trickle waits the interval"
         );
         assert_eq!(
-            next_wait(PASS_FRAMES * 1000, since, Duration::from_millis(2)),
-            Duration::from_millis(2),
-            "never longer than the interval"
+            pace.after_pass(PASS_FRAMES * 1000 + 1, g(1), t0 + ms(500))
+                .0,
+            ms(500),
+            "nothing written"
         );
+        let mut short = Pace::new(ms(2), t0);
+        assert_eq!(
+            short.after_pass(PASS_FRAMES * 1000, g(1), t0 + ms(1)).0,
+            ms(2),
+            "an interval shorter than MIN_WAIT"
+        );
+    }
+
+    #[test]
+    fn a_wal_that_started_over_counts_all_it_holds_as_new() {
+        let t0 = Instant::now();
+        let mut pace = paced(t0);
+        pace.after_pass(PASS_FRAMES * 10, g(1), t0 + ms(100));
+        // Restarted and regrown past the last count: by the count alone, a trickle.
+        assert_eq!(
+            pace.after_pass(PASS_FRAMES * 10 + 1, g(2), t0 + ms(200)).0,
+            ms(10),
+            "a new generation"
+        );
+        assert_eq!(
+            pace.after_pass(PASS_FRAMES * 2, g(2), t0 + ms(300)).0,
+            ms(50),
+            "fewer frames than before"
+        );
+    }
+
+    #[test]
+    fn a_wal_is_idle_once_no_pass_has_seen_it_change_for_an_interval() {
+        let t0 = Instant::now();
+        let mut pace = paced(t0);
+        assert!(!pace.after_pass(10, g(1), t0 + ms(100)).1, "written");
+        assert!(
+            !pace.after_pass(10, g(1), t0 + ms(110)).1,
+            "unchanged for 10 ms"
+        );
+        assert!(
+            !pace.after_pass(10, g(1), t0 + ms(599)).1,
+            "unchanged for 499 ms"
+        );
+        assert!(
+            pace.after_pass(10, g(1), t0 + ms(600)).1,
+            "unchanged for 500 ms"
+        );
+        assert!(
+            !pace.after_pass(10, g(2), t0 + ms(1200)).1,
+            "started over, as many frames"
+        );
+        for n in 1..=10 {
+            let written = pace.after_pass(10 + n, g(2), t0 + ms(1200 + 400 * n as u64));
+            assert!(!written.1, "a trickle is never idle");
+        }
+    }
+
+    #[test]
+    fn the_generation_changes_when_the_wal_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let conn = wal_with(dir.path(), 0);
+        conn.execute("INSERT INTO t VALUES (zeroblob(100))", [])
+            .unwrap();
+        let first = generation(&wal);
+        assert!(first.is_some());
+        conn.execute("INSERT INTO t VALUES (zeroblob(100))", [])
+            .unwrap();
+        assert_eq!(generation(&wal), first, "appended to");
+        passive(&conn).unwrap();
+        conn.execute("INSERT INTO t VALUES (zeroblob(100))", [])
+            .unwrap();
+        let (frames, _) = passive(&conn).unwrap();
+        assert_eq!(
+            frames, 1,
+            "copied back in full, the next write started over"
+        );
+        assert_ne!(generation(&wal), first);
+        assert_eq!(generation(&dir.path().join("none-wal")), None, "no file");
     }
 }

@@ -71,8 +71,8 @@ impl Default for WriterOptions {
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// How often the checkpoint thread copies the WAL into the database file while nothing is
-/// written, and how long a WAL must stay unwritten before it is truncated. Under writes, passes
-/// come as often as every 10 ms (see `checkpoint.rs`).
+/// written, and how long a WAL must stay unwritten before it is truncated. Under writes the
+/// passes come as often as the writer's pace needs (`checkpoint::Pace`).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The SQLite store.

@@ -482,6 +482,12 @@ mod tests {
             !finish_checkpoint(&writer, Ask::Restart),
             "a reader still in the WAL"
         );
+        assert!(
+            !finish_checkpoint(&writer, Ask::Truncate),
+            "nor can it be truncated"
+        );
+        let (frames, _) = passive(&writer).unwrap();
+        assert!(frames > 0, "the WAL is still there");
         reader.execute_batch("COMMIT").unwrap();
         assert!(finish_checkpoint(&writer, Ask::Restart), "no reader left");
     }

@@ -148,7 +148,7 @@ impl EventIds {
         }
         let mut plain = [0u8; 12];
         plain[..ROWID_BYTES].copy_from_slice(&rowid.to_le_bytes()[..ROWID_BYTES]);
-        OsRng.fill_bytes(&mut plain[ROWID_BYTES..]);
+        crate::domain::ids::fill_random(&mut plain[ROWID_BYTES..]);
         match self.crypt(plain, true) {
             Some(id) => {
                 if let Ok(mut recent) = self.recent.lock() {

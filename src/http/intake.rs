@@ -1,21 +1,21 @@
 //! `POST /webhook/custom/{token}/v3` and `POST /webhook/custom/v2` (DESIGN §2.1, §2.2).
 
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::envelope::Success;
-use super::{api_key, body, envelope, header, resource};
+use super::{api_key, body, by_hand, envelope, header, resource};
 use crate::error::Error;
 use crate::service::intake::{self, Accepted, IntakeQuery, IntakeRequest};
 use crate::service::{links, Gateway};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    // A scope with a fixed prefix: the router's pattern engine reads only the rest (see
-    // `status::configure`).
+    // `/{token}/v3` is what the scope's default service matches, by hand (see `by_hand`).
     cfg.service(
         web::scope("/webhook/custom")
             .service(resource("/v2").route(web::post().to(custom_v2)))
-            .service(resource("/{token}/v3").route(web::post().to(custom_v3))),
+            .default_service(web::to(custom_v3)),
     );
 }
 
@@ -41,10 +41,13 @@ pub(super) async fn custom_v3(
     payload: web::Payload,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
+    let token = match by_hand(&req, "/v3", Method::POST, "/webhook/custom/{token}/v3") {
+        Ok(token) => token.to_owned(),
+        Err(answer) => return Ok(*answer),
+    };
     // 1. The body limit, enforced while streaming.
     let body = body::read_limited(&req, payload, gw.body_limits).await?;
-    let token = req.match_info().get("token").unwrap_or("");
-    let accepted = intake::custom_v3(&gw, token, intake_request(&req, body)).await?;
+    let accepted = intake::custom_v3(&gw, &token, intake_request(&req, body)).await?;
     Ok(respond(&gw, accepted))
 }
 

@@ -14,9 +14,10 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::ResponseError;
+use actix_web::{HttpMessage, ResponseError};
 
 use crate::error::Error;
+use crate::http::RoutePattern;
 
 tokio::task_local! {
     static CORRELATION_ID: String;
@@ -29,7 +30,7 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub fn correlation_id() -> String {
     CORRELATION_ID
         .try_with(Clone::clone)
-        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|_| crate::domain::ids::uuid_v4().to_string())
 }
 
 /// The middleware factory; wrap the whole app with it.
@@ -74,7 +75,7 @@ where
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         crate::http::strip_harness_prefix(&mut req);
         let service = Rc::clone(&self.service);
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::domain::ids::uuid_v4().to_string();
         let started = Instant::now();
         let source = req.peer_addr().map(|a| a.ip());
         Box::pin(CORRELATION_ID.scope(id.clone(), crate::auth::keys::with_source(source, async move {
@@ -100,10 +101,14 @@ where
                 HeaderName::from_static("x-correlation-id"),
                 HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-")),
             );
-            let route = res
-                .request()
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".to_owned());
+            let by_hand = res.request().extensions().get::<RoutePattern>().copied();
+            let route = match by_hand {
+                Some(RoutePattern(pattern)) => pattern.to_owned(),
+                None => res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned()),
+            };
             let method = res.request().method().to_string();
             let latency = started.elapsed();
             tracing::info!(

@@ -195,11 +195,91 @@ async fn a_wrong_method_is_a_405_envelope() {
         .await
         .expect("request");
 
+    let allow = |res: &Response| {
+        res.headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(allow(&get_intake).as_deref(), Some("POST"));
+    assert_eq!(allow(&put_alias_intake).as_deref(), Some("POST"));
+    assert_eq!(allow(&post_status).as_deref(), Some("GET"));
     assert_error(get_intake, 405, "METHOD_NOT_ALLOWED", "GET").await;
     assert_error(delete_healthz, 405, "METHOD_NOT_ALLOWED", "DELETE").await;
     assert_error(put_alias_intake, 405, "METHOD_NOT_ALLOWED", "PUT").await;
     assert_error(post_status, 405, "METHOD_NOT_ALLOWED", "POST").await;
     assert_error(get_v2, 405, "METHOD_NOT_ALLOWED", "GET").await;
+}
+
+/// Intake v3 and status are matched by their handlers, not the router (`by_hand`): whatever is
+/// near them but not them is the router's 404, and what is them is counted under its route.
+#[tokio::test]
+async fn paths_near_the_hand_matched_routes_are_404_envelopes() {
+    let app = spawn_app().await;
+    let token = "AAAAAAAAAAAAAAAAAAAAAA";
+    for path in [
+        "/webhook/custom".to_owned(),
+        "/webhook/custom/".to_owned(),
+        "/webhook/custom//v3".to_owned(),
+        format!("/webhook/custom/{token}"),
+        format!("/webhook/custom/{token}/v3/"),
+        format!("/webhook/custom/{token}/v4"),
+        format!("/webhook/custom/a/{token}/v3"),
+        "/webhook/triggerExecutionDetails".to_owned(),
+        "/webhook/triggerExecutionDetails/".to_owned(),
+        "/webhook/triggerExecutionDetails/abc/def".to_owned(),
+        "/gateway/pipeline/api/webhook/custom/v3".to_owned(),
+    ] {
+        for method in [Method::POST, Method::GET] {
+            let res = app
+                .request(method.clone(), &path)
+                .send()
+                .await
+                .expect("request");
+            let message = format!("No route for {method} {path}");
+            assert_error(res, 404, "RESOURCE_NOT_FOUND", &message).await;
+        }
+    }
+
+    // Routed: an unknown token and an unknown event are the handlers' own answers.
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/webhook/custom/{token}/v3?accountIdentifier=acc&orgIdentifier=default&projectIdentifier=proj"),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_error(res, 400, "INVALID_REQUEST", "No custom trigger found").await;
+    let res = app
+        .request(
+            Method::GET,
+            "/webhook/triggerExecutionDetails/0123456789abcdef01234567?accountIdentifier=acc",
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_error(res, 404, "RESOURCE_NOT_FOUND", "").await;
+    let metrics = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    for (route, status) in [
+        ("/webhook/custom/{token}/v3", 400),
+        ("/webhook/triggerExecutionDetails/{id}", 404),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("triggerd_http_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))),
+            "{route}: {metrics}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ use crate::service::executions::step_ended;
 use crate::service::intake::EVENT_STATUSES;
 use crate::service::{require_manage, Gateway};
 use crate::store::executions::{status, Control, ExecutionFilter, RunState, StepRecord};
-use crate::store::EventFilter;
+use crate::store::{json_tree, EventFilter};
 
 const P: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}";
 const X: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}/executions/{id}";
@@ -161,7 +161,7 @@ async fn event(
             dt { "Status URL" } dd { code { (crate::service::links::api_url(&gw.public_url, e.event_id.as_str(), e.scope.account.as_str())) } }
         }
         h2 { "Conditions" }
-        (view::conditions(&e.condition_results))
+        (view::conditions(&json_tree(&e.condition_results)))
         h2 { "Execution" }
         @match &run {
             Some(run) => {
@@ -178,7 +178,7 @@ async fn event(
         h2 { "Payload" }
         pre { (view::pretty_text(&e.payload)) }
         h2 { "Headers" }
-        pre { (view::pretty(&e.headers)) }
+        pre { (view::pretty(&json_tree(&e.headers))) }
         @if !e.runtime_input.is_empty() {
             h2 { "Runtime input" }
             pre { (e.runtime_input) }

@@ -14,7 +14,7 @@ use crate::domain::BodyFormat;
 use crate::error::Error;
 use crate::service::intake::{Accepted, IntakeQuery, IntakeRequest};
 use crate::service::Gateway;
-use crate::store::{EventFilter, WebhookEvent};
+use crate::store::{json_tree, EventFilter, WebhookEvent};
 
 const P: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}";
 const T: &str = "/accounts/{acc}/orgs/{org}/projects/{proj}/pipelines/{pipe}/triggers/{trig}";
@@ -356,7 +356,7 @@ async fn trigger_page(
                                 }
                             }
                         }
-                        (view::conditions(&a.event.condition_results))
+                        (view::conditions(&json_tree(&a.event.condition_results)))
                     }
                 }
                 Err(e) => { div #test-result { (view::error_box(&e.public_message())) } }
@@ -386,7 +386,7 @@ async fn trigger_page(
                                 td {
                                     details {
                                         summary { (e.message) }
-                                        (view::conditions(&e.condition_results))
+                                        (view::conditions(&json_tree(&e.condition_results)))
                                     }
                                 }
                                 td {

@@ -6,7 +6,6 @@
 //! with the trigger, so a webhook only evaluates.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use std::sync::Arc;
 
@@ -456,8 +455,10 @@ fn unquote(text: &str) -> String {
 }
 
 /// The conditions' results as stored JSON.
-pub fn results_json(results: &[ConditionResult]) -> Value {
-    serde_json::to_value(results).unwrap_or(Value::Array(Vec::new()))
+pub fn results_json(results: &[ConditionResult]) -> crate::store::JsonText {
+    // Cannot fail: strings and booleans only.
+    serde_json::value::to_raw_value(results)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 #[cfg(test)]
@@ -466,7 +467,9 @@ mod tests {
     use crate::domain::trigger::parse_trigger;
     use crate::domain::BodyFormat;
     use crate::expr::context::TriggerContext;
+    use crate::store::json_tree;
     use serde_json::json;
+    use serde_json::Value;
 
     fn rendered(text: &str) -> Rendered {
         Rendered {
@@ -618,7 +621,7 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Matched);
         assert_eq!(e.message, None);
         assert_eq!(
-            results_json(&e.results),
+            json_tree(&results_json(&e.results)),
             json!([
                 {"type": "payload", "key": "<+trigger.payload.ref>", "operator": "Equals", "expected": "refs/heads/main", "actual": "refs/heads/main", "matched": true},
                 {"type": "header", "key": "<+trigger.header['X-Event']>", "operator": "In", "expected": "push, release", "actual": "push", "matched": true},

@@ -512,10 +512,10 @@ async fn execute(
     let payload = parse_payload(body);
     let headers: Vec<(String, String)> = event
         .as_ref()
-        .and_then(|e| e.headers.as_object())
+        .and_then(|e| serde_json::from_str::<serde_json::Map<_, _>>(e.headers.get()).ok())
         .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            m.into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
                 .collect()
         })
         .unwrap_or_default();

@@ -91,7 +91,7 @@ pub(super) struct WebhookEventView<'a> {
     event_created_at: i64,
     /// The request headers, secrets masked.
     #[schema(value_type = Object)]
-    headers: &'a serde_json::Value,
+    headers: &'a serde_json::value::RawValue,
     /// The body as received.
     #[schema(value_type = String)]
     payload: &'a str,

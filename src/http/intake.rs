@@ -216,7 +216,7 @@ pub(super) struct DryRun<'a> {
     message: &'a str,
     /// Every condition's result.
     #[schema(value_type = Vec<crate::domain::matching::ConditionResult>)]
-    condition_results: &'a serde_json::Value,
+    condition_results: &'a serde_json::value::RawValue,
     /// The runtime input YAML.
     #[schema(value_type = String)]
     runtime_input: &'a str,

@@ -3,7 +3,6 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::envelope::Success;
@@ -248,7 +247,7 @@ struct WebhookProcessingDetails<'a> {
     runtime_input: &'a str,
     /// Every condition's result.
     #[schema(value_type = Vec<crate::domain::matching::ConditionResult>)]
-    condition_results: &'a Value,
+    condition_results: &'a serde_json::value::RawValue,
 }
 
 /// `executionDetails`.

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::expr::context::TriggerContext;
 use crate::store::cache::CachedTrigger;
 pub use crate::store::cache::EventStatus;
-use crate::store::{now_millis, NewExecution, RecordOutcome, WebhookEvent};
+use crate::store::{now_millis, JsonText, NewExecution, RecordOutcome, WebhookEvent};
 
 /// Status of an event that queued its pipeline.
 pub const TARGET_EXECUTION_REQUESTED: &str = "TARGET_EXECUTION_REQUESTED";
@@ -337,10 +337,6 @@ async fn accept(
         let decision = decide(trigger, &payload, &req.headers, &masked, &event_id, &plan);
         (decision, payload, masked)
     };
-    let headers: serde_json::Map<String, serde_json::Value> = masked
-        .into_iter()
-        .map(|(name, value)| (name, serde_json::Value::String(value)))
-        .collect();
     let event = WebhookEvent {
         event_id,
         scope: t.scope.clone(),
@@ -350,7 +346,7 @@ async fn accept(
         message: decision.message,
         exception_occured: decision.status == EXCEPTION_WHILE_PROCESSING,
         payload,
-        headers: serde_json::Value::Object(headers),
+        headers: headers_json(&masked),
         runtime_input: decision.runtime_input,
         condition_results: results_json(&decision.results),
         plan_execution_id: decision.execute.then(|| plan.clone()),
@@ -657,4 +653,50 @@ fn check_rate_limit(gw: &Gateway, trigger: &CachedTrigger) -> Result<(), Error> 
             ),
             retry_after_secs: wait.as_secs().saturating_add(1),
         })
+}
+
+/// The masked headers as a JSON object, in the order received; a name given twice keeps its
+/// first place and its last value.
+fn headers_json(masked: &[(String, String)]) -> JsonText {
+    struct Headers<'a>(Vec<(&'a str, &'a str)>);
+    impl serde::Serialize for Headers<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().copied())
+        }
+    }
+    let mut unique: Vec<(&str, &str)> = Vec::with_capacity(masked.len());
+    for (name, value) in masked {
+        match unique.iter_mut().find(|(n, _)| *n == name.as_str()) {
+            Some(seen) => seen.1 = value,
+            None => unique.push((name, value)),
+        }
+    }
+    // Cannot fail: strings only.
+    serde_json::value::to_raw_value(&Headers(unique))
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_an_object_in_the_order_received_with_one_entry_per_name() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let json = headers_json(&pairs(&[
+            ("x-b", "1"),
+            ("content-type", "application/json"),
+            ("x-a", "quote \" and \\ and \u{1}"),
+            ("x-b", "2"),
+        ]));
+        assert_eq!(
+            json.get(),
+            r#"{"x-b":"2","content-type":"application/json","x-a":"quote \" and \\ and \u0001"}"#
+        );
+        assert_eq!(headers_json(&[]).get(), "{}");
+    }
 }

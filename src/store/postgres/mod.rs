@@ -330,6 +330,12 @@ fn invalid(what: &'static str) -> StoreError {
     StoreError::db("reading a stored row", Invalid(what))
 }
 
+/// A JSON column kept as its text, checked to be JSON.
+fn json_text_col(r: &Row, idx: usize) -> StoreResult<crate::store::JsonText> {
+    let text: String = col(r, idx)?;
+    crate::store::json_text(text).map_err(|e| StoreError::db("reading a JSON column", e))
+}
+
 fn json_col(r: &Row, idx: usize) -> StoreResult<serde_json::Value> {
     let text: String = col(r, idx)?;
     serde_json::from_str(&text).map_err(|e| StoreError::db("reading a JSON column", e))
@@ -465,9 +471,9 @@ fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
         message: col(r, 7)?,
         exception_occured: col(r, 8)?,
         payload: String::from_utf8(payload).map_err(|_| invalid("webhook body"))?,
-        headers: json_col(r, 10)?,
+        headers: json_text_col(r, 10)?,
         runtime_input: col(r, 11)?,
-        condition_results: json_col(r, 12)?,
+        condition_results: json_text_col(r, 12)?,
         plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
         idempotency_key: col(r, 14)?,
         created_at: col(r, 15)?,
@@ -1504,8 +1510,7 @@ async fn insert_event(
     e: &WebhookEvent,
     execution: Option<((&NewExecution, &PlanExecutionId), i64)>,
 ) -> StoreResult<()> {
-    let headers = e.headers.to_string();
-    let condition_results = e.condition_results.to_string();
+    let (headers, condition_results) = (e.headers.get(), e.condition_results.get());
     let [acc, org, proj] = project_params(&e.scope);
     let message = text(&e.message);
     let runtime_input = text(&e.runtime_input);
@@ -1848,9 +1853,9 @@ mod tests {
             message: String::new(),
             exception_occured: false,
             payload: "{}".into(),
-            headers: serde_json::json!({}),
+            headers: crate::store::json_text("{}".into()).unwrap(),
             runtime_input: String::new(),
-            condition_results: serde_json::json!([]),
+            condition_results: crate::store::json_text("[]".into()).unwrap(),
             plan_execution_id: None,
             idempotency_key: Some("k1".into()),
             created_at: now_millis(),

@@ -140,9 +140,6 @@ struct EventWrite {
     rowid: i64,
     legacy: bool,
     execution: Option<NewExecution>,
-    /// The event's headers and condition results as JSON text.
-    headers: String,
-    condition_results: String,
 }
 
 /// Records one event on the writer's connection; `Some(previous)` when its idempotency key was
@@ -191,9 +188,9 @@ fn write_event(
             e.message,
             e.exception_occured,
             e.payload,
-            w.headers,
+            e.headers.get(),
             e.runtime_input,
-            w.condition_results,
+            e.condition_results.get(),
             e.plan_execution_id.as_ref().map(|p| p.as_str()),
             e.idempotency_key,
             e.created_at
@@ -401,6 +398,14 @@ fn in_read_transaction<T>(
     Ok(value)
 }
 
+/// A JSON column kept as its text, checked to be JSON.
+fn json_text_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<crate::store::JsonText> {
+    let text: String = row.get(idx)?;
+    crate::store::json_text(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
     let text: String = row.get(idx)?;
     serde_json::from_str(&text).map_err(|e| {
@@ -545,9 +550,9 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<WebhookEvent> {
         message: row.get(7)?,
         exception_occured: row.get(8)?,
         payload: row.get(9)?,
-        headers: json_col(row, 10)?,
+        headers: json_text_col(row, 10)?,
         runtime_input: row.get(11)?,
-        condition_results: json_col(row, 12)?,
+        condition_results: json_text_col(row, 12)?,
         plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
         idempotency_key: row.get(14)?,
         created_at: row.get(15)?,
@@ -1466,13 +1471,10 @@ impl Store for SqliteStore {
         event: WebhookEvent,
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
-        // Serialised here, on the caller's thread: the single writer thread is the bottleneck.
         let (rowid, legacy) = self.event_ids.place(&event.event_id);
         let item = EventWrite {
             rowid,
             legacy,
-            headers: event.headers.to_string(),
-            condition_results: event.condition_results.to_string(),
             event,
             execution,
         };

@@ -97,25 +97,39 @@ pub(super) fn insert_execution(
     x: &QueuedExecution<'_>,
 ) -> StoreResult<i64> {
     let p = x.scope;
-    let run_sequence: i64 = c
+    let key = params![
+        p.account.as_str(),
+        p.org.as_str(),
+        p.project.as_str(),
+        x.pipeline
+    ];
+    // The pipeline's counter, bumped then read: on the writer, in this transaction, so no other
+    // write comes between. Two lookups of the same row cost the writer less than one
+    // `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` (which SQLite runs through an ephemeral
+    // table for the returned row: 9.5 % of the writer's samples in matched intake, issue 13).
+    let bumped = c
         .prepare_cached(
-            "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
-             VALUES (?1, ?2, ?3, ?4, 1) \
-             ON CONFLICT (account_id, org_id, project_id, pipeline_id) DO UPDATE SET last = last + 1 \
-             RETURNING last",
+            "UPDATE pipeline_counters SET last = last + 1 \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
         )
-        .and_then(|mut s| {
-            s.query_row(
-                params![
-                    p.account.as_str(),
-                    p.org.as_str(),
-                    p.project.as_str(),
-                    x.pipeline
-                ],
-                |r| r.get(0),
-            )
-        })
+        .and_then(|mut s| s.execute(key))
         .map_err(sql_err("numbering an execution"))?;
+    let run_sequence: i64 = if bumped == 0 {
+        c.prepare_cached(
+            "INSERT INTO pipeline_counters (account_id, org_id, project_id, pipeline_id, last) \
+             VALUES (?1, ?2, ?3, ?4, 1)",
+        )
+        .and_then(|mut s| s.execute(key))
+        .map_err(sql_err("numbering an execution"))?;
+        1
+    } else {
+        c.prepare_cached(
+            "SELECT last FROM pipeline_counters \
+             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND pipeline_id = ?4",
+        )
+        .and_then(|mut s| s.query_row(key, |r| r.get(0)))
+        .map_err(sql_err("numbering an execution"))?
+    };
     c.prepare_cached(&format!(
         "INSERT INTO executions ({EXECUTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL)"
     ))

@@ -15,6 +15,11 @@ use super::DomainError;
 /// its correlation id), and one `getrandom` call now serves about a dozen requests instead of
 /// three calls each (issue 13: 3 % of an HTTP worker's samples). Secrets (webhook tokens, API
 /// keys, signing secrets) and requests over a quarter of the pool go to the OS directly.
+///
+/// Not for secrets: each thread holds up to [`POOL_BYTES`] of the random parts of ids it has
+/// not made yet, which a dump of the process's memory would show (as it would show the
+/// database key and every key in use). Not fork-safe: a forked child that made ids would repeat
+/// its parent's; the only fork (the step spawner's) is in another process, which makes none.
 pub fn fill_random(buf: &mut [u8]) {
     use std::cell::RefCell;
     thread_local! {
@@ -25,7 +30,8 @@ pub fn fill_random(buf: &mut [u8]) {
         OsRng.fill_bytes(buf);
         return;
     }
-    POOL.with_borrow_mut(|(used, pool)| {
+    let pooled = POOL.try_with(|pool| {
+        let (used, pool) = &mut *pool.borrow_mut();
         if POOL_BYTES - *used < buf.len() {
             OsRng.fill_bytes(pool);
             *used = 0;
@@ -36,6 +42,10 @@ pub fn fill_random(buf: &mut [u8]) {
         taken.fill(0);
         *used += buf.len();
     });
+    // A thread whose pool is already gone (its thread-locals being torn down) asks the OS.
+    if pooled.is_err() {
+        OsRng.fill_bytes(buf);
+    }
 }
 
 /// How many bytes [`fill_random`] draws from the OS at a time.
@@ -305,7 +315,8 @@ string_newtype!(
 );
 
 impl LeaseToken {
-    /// A fresh token from the OS CSPRNG.
+    /// A fresh token from the OS CSPRNG, through the pool of [`fill_random`] (it fences a
+    /// worker's writes, and never leaves the process and its database).
     pub fn generate() -> Self {
         Self(URL_SAFE_NO_PAD.encode(random_bytes::<16>()))
     }

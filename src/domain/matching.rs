@@ -458,6 +458,7 @@ fn unquote(text: &str) -> String {
 pub fn results_json(results: &[ConditionResult]) -> crate::store::JsonText {
     // Cannot fail: strings and booleans only.
     serde_json::value::to_raw_value(results)
+        .or_else(|_| serde_json::value::RawValue::from_string("[]".into()))
         .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 

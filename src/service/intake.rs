@@ -655,8 +655,9 @@ fn check_rate_limit(gw: &Gateway, trigger: &CachedTrigger) -> Result<(), Error> 
         })
 }
 
-/// The masked headers as a JSON object, in the order received; a name given twice keeps its
-/// first place and its last value.
+/// The masked headers as a JSON object, in `masked`'s order. HTTP intake gives each name once;
+/// for other callers (the console's test fire) a name given twice keeps its first place and its
+/// last value, as a JSON map built from them did.
 fn headers_json(masked: &[(String, String)]) -> JsonText {
     struct Headers<'a>(Vec<(&'a str, &'a str)>);
     impl serde::Serialize for Headers<'_> {

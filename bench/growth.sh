@@ -94,6 +94,10 @@ for round in $(seq "$ROUNDS"); do
     else
       DB_URL="sqlite://$TMP/grown.db"
     fi
+    # Write back what the phase before left dirty (the last phase's events, the file deleted
+    # above), which the disk would flush before this phase's fsyncs return: without it, the
+    # phase after the fill or after the grown one measured the write-back too.
+    sync
     start_nodes "${PORTS[@]}"
     rows "$label" | tee -a "$TMP/rows"
     stop_nodes

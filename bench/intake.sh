@@ -145,6 +145,10 @@ if [ "$MODE" != conditions ]; then
       store_floor
       LINES+=("$STORE_NOM" "$STORE_TRG")
     fi
+    # Write back what the rows before left dirty (the store's ceiling writes and deletes about
+    # a gigabyte): the disk flushes it all before a commit's fsync returns, which would fall on
+    # the rows below.
+    sync
     start_triggerd "$backend"
     add_nomatch_trigger
     sleep 1

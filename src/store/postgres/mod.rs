@@ -330,13 +330,8 @@ fn invalid(what: &'static str) -> StoreError {
     StoreError::db("reading a stored row", Invalid(what))
 }
 
-/// A JSON column kept as its text, checked to be JSON.
-fn json_text_col(r: &Row, idx: usize) -> StoreResult<crate::store::JsonText> {
-    let text: String = col(r, idx)?;
-    crate::store::json_text(text).map_err(|e| StoreError::db("reading a JSON column", e))
-}
-
-fn json_col(r: &Row, idx: usize) -> StoreResult<serde_json::Value> {
+/// A JSON column, as a tree or kept as its text ([`crate::store::JsonText`]).
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row, idx: usize) -> StoreResult<T> {
     let text: String = col(r, idx)?;
     serde_json::from_str(&text).map_err(|e| StoreError::db("reading a JSON column", e))
 }
@@ -471,9 +466,9 @@ fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
         message: col(r, 7)?,
         exception_occured: col(r, 8)?,
         payload: String::from_utf8(payload).map_err(|_| invalid("webhook body"))?,
-        headers: json_text_col(r, 10)?,
+        headers: json_col(r, 10)?,
         runtime_input: col(r, 11)?,
-        condition_results: json_text_col(r, 12)?,
+        condition_results: json_col(r, 12)?,
         plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
         idempotency_key: col(r, 14)?,
         created_at: col(r, 15)?,

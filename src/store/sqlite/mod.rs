@@ -398,15 +398,8 @@ fn in_read_transaction<T>(
     Ok(value)
 }
 
-/// A JSON column kept as its text, checked to be JSON.
-fn json_text_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<crate::store::JsonText> {
-    let text: String = row.get(idx)?;
-    crate::store::json_text(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
+/// A JSON column, as a tree or kept as its text ([`crate::store::JsonText`]).
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
     serde_json::from_str(&text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -550,9 +543,9 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<WebhookEvent> {
         message: row.get(7)?,
         exception_occured: row.get(8)?,
         payload: row.get(9)?,
-        headers: json_text_col(row, 10)?,
+        headers: json_col(row, 10)?,
         runtime_input: row.get(11)?,
-        condition_results: json_text_col(row, 12)?,
+        condition_results: json_col(row, 12)?,
         plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
         idempotency_key: row.get(14)?,
         created_at: row.get(15)?,

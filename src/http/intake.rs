@@ -42,12 +42,12 @@ pub(super) async fn custom_v3(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, Error> {
     let token = match by_hand(&req, "/v3", Method::POST, "/webhook/custom/{token}/v3") {
-        Ok(token) => token.to_owned(),
+        Ok(token) => token,
         Err(answer) => return Ok(*answer),
     };
     // 1. The body limit, enforced while streaming.
     let body = body::read_limited(&req, payload, gw.body_limits).await?;
-    let accepted = intake::custom_v3(&gw, &token, intake_request(&req, body)).await?;
+    let accepted = intake::custom_v3(&gw, token, intake_request(&req, body)).await?;
     Ok(respond(&gw, accepted))
 }
 

@@ -102,18 +102,17 @@ where
                 HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-")),
             );
             let by_hand = res.request().extensions().get::<RoutePattern>().copied();
-            let route = match by_hand {
-                Some(RoutePattern(pattern)) => pattern.to_owned(),
+            let route: std::borrow::Cow<'static, str> = match by_hand {
+                Some(RoutePattern(pattern)) => pattern.into(),
                 None => res
                     .request()
                     .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_owned()),
+                    .map_or("unmatched".into(), Into::into),
             };
-            let method = res.request().method().to_string();
             let latency = started.elapsed();
             tracing::info!(
                 correlation_id = %id,
-                %method,
+                method = %res.request().method(),
                 %route,
                 status,
                 latency_ms = latency.as_secs_f64() * 1000.0,

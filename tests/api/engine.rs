@@ -232,6 +232,34 @@ async fn env_values_with_shell_metacharacters_arrive_verbatim_and_never_run() {
     assert!(!marker.exists(), "the payload value ran as a command");
 }
 
+/// Steps read the event's headers as it was stored (`<+trigger.header[...]>`): the engine
+/// parses them from the stored JSON text, with secret headers masked.
+#[tokio::test]
+async fn steps_read_the_stored_headers_with_secrets_masked() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let step = format!(
+        "{}                env:\n                  ENV_NAME: <+trigger.header['x-deploy-env']>\n                  AUTH: <+trigger.header['authorization']>\n",
+        run_step("check", "", "'test \"$ENV_NAME\" = staging && test \"$AUTH\" = \"********\"'")
+    );
+    put_pipeline(&app, &t, &stage("build", &step)).await;
+
+    let res = app
+        .request(Method::POST, &t.v3_path())
+        .header("content-type", "application/json")
+        .header("X-Deploy-Env", "staging")
+        .header("Authorization", "Bearer not-for-steps")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let data = success_data(res).await;
+    let event = data["eventCorrelationId"].as_str().expect("event id");
+    let summary = settled(&app, &t, event).await;
+
+    assert_eq!(summary["status"], "Success", "{summary}");
+}
+
 #[tokio::test]
 async fn a_wait_step_holds_no_worker() {
     let app = spawn_app_with(|s| s.workers = 1).await;

@@ -23,6 +23,20 @@ const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id,
 const STEP_COLS_WITHOUT_LOG: &str = "stage_index, step_index, stage_id, stage_name, step_id, \
      step_name, step_type, status, attempt, started_at, ended_at, outputs, message";
 
+/// Deletes up to `?2` webhook events made before `?1` whose execution is gone.
+///
+/// Events are stored in rowid order (store/sqlite/event_ids.rs), so the old ones are at the
+/// table's start: the walk stops at the first event inside retention instead of reading an index
+/// of times (migration 0012). An event stored after that one with an older time (the clock set
+/// back) waits for a later purge.
+pub(super) const PURGE_EVENTS: &str = "DELETE FROM webhook_events WHERE rowid IN ( \
+    SELECT e.rowid FROM webhook_events e \
+    WHERE e.rowid < coalesce((SELECT rowid FROM webhook_events WHERE created_at >= ?1 \
+                              ORDER BY rowid LIMIT 1), 9223372036854775807) \
+    AND e.created_at < ?1 \
+    AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.plan_execution_id = e.plan_execution_id) \
+    LIMIT ?2)";
+
 /// The steps of the execution `?1`, by the table's key (migration 0010): its creation time, then
 /// its id.
 pub(super) const STEPS_OF: &str = "execution_created_at = \
@@ -472,13 +486,7 @@ impl ExecutionStore for SqliteStore {
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old executions"))?;
                 let events = c
-                    .prepare_cached(
-                        "DELETE FROM webhook_events WHERE rowid IN ( \
-                           SELECT e.rowid FROM webhook_events e WHERE e.created_at < ?1 \
-                           AND NOT EXISTS (SELECT 1 FROM executions x \
-                                           WHERE x.plan_execution_id = e.plan_execution_id) \
-                           LIMIT ?2)",
-                    )
+                    .prepare_cached(PURGE_EVENTS)
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old webhook events"))?;
                 c.prepare_cached(

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_event_rowids.sql",
         include_str!("../../../migrations/sqlite/0011_event_rowids.sql"),
     ),
+    (
+        "0012_events_purged_by_rowid.sql",
+        include_str!("../../../migrations/sqlite/0012_events_purged_by_rowid.sql"),
+    ),
 ];
 
 /// The schema version a fully migrated database has.
@@ -251,6 +255,84 @@ mod tests {
         // given a new key that would lead their ids nowhere.
         conn.execute("DELETE FROM store_keys", []).unwrap();
         assert!(EventIds::load(&conn).is_err());
+    }
+
+    #[test]
+    fn old_events_are_purged_from_the_tables_start_without_an_index_of_times() {
+        use super::super::executions::PURGE_EVENTS;
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        // By rowid: two old events, one inside retention, then an old one stored after it
+        // (the clock set back), and an old one whose execution is still there.
+        for (rowid, created_at, execution) in [
+            (1, 10, None),
+            (2, 20, None),
+            (3, 100, None),
+            (4, 30, None),
+            (5, 40, Some("x")),
+        ] {
+            conn.execute(
+                "INSERT INTO webhook_events (rowid, event_id, account_id, org_id, project_id, \
+                 pipeline_id, trigger_id, status, message, exception_occured, payload, headers, \
+                 runtime_input, condition_results, plan_execution_id, created_at) \
+                 VALUES (?1, ?1, 'acc', 'org', 'proj', 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', ?3, ?2)",
+                rusqlite::params![rowid, created_at, execution],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+             pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+             created_at) VALUES ('x', 'acc', 'org', 'proj', 'p', 'P', 'Running', 'MANUAL', 1, '', 40)",
+            [],
+        )
+        .unwrap();
+
+        // The walk is a range of rowids, and no index of the events' times is left to write.
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EVENTS}"))
+            .unwrap()
+            .query_map(rusqlite::params![50, 1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid<?)")),
+            "{plan:?}"
+        );
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_index_list('webhook_events')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!indexes.iter().any(|i| i.contains("time")), "{indexes:?}");
+
+        let purge = |batch: i64| {
+            conn.execute(PURGE_EVENTS, rusqlite::params![50, batch])
+                .unwrap()
+        };
+        assert_eq!(purge(1), 1);
+        assert_eq!(purge(5), 1);
+        assert_eq!(purge(5), 0);
+        let left: Vec<i64> = conn
+            .prepare("SELECT rowid FROM webhook_events ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, [3, 4, 5]);
+
+        // Once the newer event is gone, the old one behind it goes with the next purge.
+        conn.execute("DELETE FROM webhook_events WHERE rowid = 3", [])
+            .unwrap();
+        assert_eq!(purge(5), 1);
+        conn.execute("DELETE FROM executions", []).unwrap();
+        assert_eq!(purge(5), 1);
     }
 
     #[test]

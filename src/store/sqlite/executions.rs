@@ -4,7 +4,7 @@
 //! lease is checked at the moment the write is applied.
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::outbound::write_events;
 use super::{
@@ -23,19 +23,49 @@ const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id,
 const STEP_COLS_WITHOUT_LOG: &str = "stage_index, step_index, stage_id, stage_name, step_id, \
      step_name, step_type, status, attempt, started_at, ended_at, outputs, message";
 
-/// Deletes up to `?2` webhook events made before `?1` whose execution is gone.
-///
-/// Events are stored in rowid order (store/sqlite/event_ids.rs), so the old ones are at the
-/// table's start: the walk stops at the first event inside retention instead of reading an index
-/// of times (migration 0012). An event stored after that one with an older time (the clock set
-/// back) waits for a later purge.
-pub(super) const PURGE_EVENTS: &str = "DELETE FROM webhook_events WHERE rowid IN ( \
+/// The project after `(?1, ?2, ?3)` that has webhook events, from the listing index
+/// `webhook_events_by_project`.
+pub(super) const NEXT_EVENT_PROJECT: &str = "SELECT account_id, org_id, project_id \
+    FROM webhook_events WHERE (account_id, org_id, project_id) > (?1, ?2, ?3) \
+    ORDER BY account_id, org_id, project_id LIMIT 1";
+
+/// Deletes up to `?5` of the project `(?1, ?2, ?3)`'s webhook events made before `?4` whose
+/// execution is gone: the front of the project's range of `webhook_events_by_project`.
+pub(super) const PURGE_PROJECT_EVENTS: &str = "DELETE FROM webhook_events WHERE rowid IN ( \
     SELECT e.rowid FROM webhook_events e \
-    WHERE e.rowid < coalesce((SELECT rowid FROM webhook_events WHERE created_at >= ?1 \
-                              ORDER BY rowid LIMIT 1), 9223372036854775807) \
-    AND e.created_at < ?1 \
+    WHERE e.account_id = ?1 AND e.org_id = ?2 AND e.project_id = ?3 AND e.created_at < ?4 \
     AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.plan_execution_id = e.plan_execution_id) \
-    LIMIT ?2)";
+    LIMIT ?5)";
+
+/// Deletes up to `batch` webhook events made before `cutoff` whose execution is gone, project by
+/// project. Events have no index of their times (migration 0012: it cost every stored event one
+/// more B-tree insert on the writer), but each project's old events lead its range of the listing
+/// index, and the projects are found by skipping from one to the next in that index.
+pub(super) fn purge_events(c: &Connection, cutoff: Millis, batch: u32) -> rusqlite::Result<usize> {
+    let mut next = c.prepare_cached(NEXT_EVENT_PROJECT)?;
+    let mut purge = c.prepare_cached(PURGE_PROJECT_EVENTS)?;
+    let (batch, mut purged) = (batch as usize, 0);
+    let mut after = (String::new(), String::new(), String::new());
+    while purged < batch {
+        let Some(project) = next
+            .query_row(params![after.0, after.1, after.2], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?
+        else {
+            break;
+        };
+        purged += purge.execute(params![
+            project.0,
+            project.1,
+            project.2,
+            cutoff,
+            batch - purged
+        ])?;
+        after = project;
+    }
+    Ok(purged)
+}
 
 /// The steps of the execution `?1`, by the table's key (migration 0010): its creation time, then
 /// its id.
@@ -485,9 +515,7 @@ impl ExecutionStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old executions"))?;
-                let events = c
-                    .prepare_cached(PURGE_EVENTS)
-                    .and_then(|mut s| s.execute(params![cutoff, batch]))
+                let events = purge_events(c, cutoff, batch)
                     .map_err(sql_err("purging old webhook events"))?;
                 c.prepare_cached(
                     "DELETE FROM idempotency_keys \

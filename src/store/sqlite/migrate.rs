@@ -54,8 +54,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../../migrations/sqlite/0011_event_rowids.sql"),
     ),
     (
-        "0012_events_purged_by_rowid.sql",
-        include_str!("../../../migrations/sqlite/0012_events_purged_by_rowid.sql"),
+        "0012_events_purged_by_project.sql",
+        include_str!("../../../migrations/sqlite/0012_events_purged_by_project.sql"),
     ),
 ];
 
@@ -258,49 +258,64 @@ mod tests {
     }
 
     #[test]
-    fn old_events_are_purged_from_the_tables_start_without_an_index_of_times() {
-        use super::super::executions::PURGE_EVENTS;
+    fn old_events_are_purged_project_by_project_without_an_index_of_their_times() {
+        use super::super::executions::{purge_events, NEXT_EVENT_PROJECT, PURGE_PROJECT_EVENTS};
 
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
-        // By rowid: two old events, one inside retention, then an old one stored after it
-        // (the clock set back), and an old one whose execution is still there.
-        for (rowid, created_at, execution) in [
-            (1, 10, None),
-            (2, 20, None),
-            (3, 100, None),
-            (4, 30, None),
-            (5, 40, Some("x")),
-        ] {
+        // In the order stored: an event stamped far ahead of the clock first, then old events
+        // of three projects, recent ones, and an old one whose execution is still there.
+        let events = [
+            ("a", 1_000_000, None),
+            ("a", 10, None),
+            ("b", 20, None),
+            ("a", 30, None),
+            ("c", 100, None),
+            ("b", 40, None),
+            ("a", 100, None),
+            ("c", 45, Some("x")),
+            ("c", 49, None),
+        ];
+        for (rowid, (project, created_at, execution)) in (1..).zip(events) {
             conn.execute(
                 "INSERT INTO webhook_events (rowid, event_id, account_id, org_id, project_id, \
                  pipeline_id, trigger_id, status, message, exception_occured, payload, headers, \
                  runtime_input, condition_results, plan_execution_id, created_at) \
-                 VALUES (?1, ?1, 'acc', 'org', 'proj', 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', ?3, ?2)",
-                rusqlite::params![rowid, created_at, execution],
+                 VALUES (?1, ?1, 'acc', 'org', ?2, 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', ?4, ?3)",
+                rusqlite::params![rowid, project, created_at, execution],
             )
             .unwrap();
         }
         conn.execute(
             "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
              pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
-             created_at) VALUES ('x', 'acc', 'org', 'proj', 'p', 'P', 'Running', 'MANUAL', 1, '', 40)",
+             created_at) VALUES ('x', 'acc', 'org', 'c', 'p', 'P', 'Running', 'MANUAL', 1, '', 45)",
             [],
         )
         .unwrap();
 
-        // The walk is a range of rowids, and no index of the events' times is left to write.
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EVENTS}"))
-            .unwrap()
-            .query_map(rusqlite::params![50, 1], |r| r.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        // Both walks are ranges of the listing index; no index of the events' times is left
+        // to write.
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("; ")
+        };
+        let next = plan(NEXT_EVENT_PROJECT, &[&"", &"", &""]);
         assert!(
-            plan.iter()
-                .any(|p| p.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid<?)")),
-            "{plan:?}"
+            next.contains("USING COVERING INDEX webhook_events_by_project ((account_id,org_id,project_id)>(?,?,?))"),
+            "{next}"
+        );
+        let purge = plan(PURGE_PROJECT_EVENTS, &[&"acc", &"org", &"a", &50, &1]);
+        assert!(
+            purge.contains(
+                "USING INDEX webhook_events_by_project (account_id=? AND org_id=? AND project_id=? AND created_at<?)"
+            ),
+            "{purge}"
         );
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM pragma_index_list('webhook_events')")
@@ -311,13 +326,17 @@ mod tests {
             .unwrap();
         assert!(!indexes.iter().any(|i| i.contains("time")), "{indexes:?}");
 
-        let purge = |batch: i64| {
-            conn.execute(PURGE_EVENTS, rusqlite::params![50, batch])
-                .unwrap()
-        };
-        assert_eq!(purge(1), 1);
-        assert_eq!(purge(5), 1);
-        assert_eq!(purge(5), 0);
+        // Batches of 2 across the projects, until nothing made before 50 is left but the
+        // event whose execution is still there.
+        let mut purged = Vec::new();
+        loop {
+            let n = purge_events(&conn, 50, 2).unwrap();
+            purged.push(n);
+            if n < 2 {
+                break;
+            }
+        }
+        assert_eq!(purged, [2, 2, 1]);
         let left: Vec<i64> = conn
             .prepare("SELECT rowid FROM webhook_events ORDER BY rowid")
             .unwrap()
@@ -325,14 +344,9 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(left, [3, 4, 5]);
-
-        // Once the newer event is gone, the old one behind it goes with the next purge.
-        conn.execute("DELETE FROM webhook_events WHERE rowid = 3", [])
-            .unwrap();
-        assert_eq!(purge(5), 1);
+        assert_eq!(left, [1, 5, 7, 8]);
         conn.execute("DELETE FROM executions", []).unwrap();
-        assert_eq!(purge(5), 1);
+        assert_eq!(purge_events(&conn, 50, 2).unwrap(), 1);
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Application {
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
             crate::memory::on_http_worker();
+            crate::store::relay::on_http_worker();
             App::new()
                 .wrap(http::middleware::RequestContext)
                 .app_data(app_gateway.clone())

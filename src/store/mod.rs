@@ -8,6 +8,7 @@ pub(crate) mod cursor;
 pub mod executions;
 pub mod outbound;
 pub mod postgres;
+pub mod relay;
 pub mod sqlite;
 
 use std::sync::Arc;

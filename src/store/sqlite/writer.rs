@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ErrorChain;
+use crate::store::relay::{self, Deliveries, Relay};
 use crate::store::{StoreError, StoreResult};
 
 /// What a job hands back after running: called once the batch has committed (or failed).
@@ -100,10 +101,12 @@ pub(crate) struct Coalescer<I, O> {
 /// How a [`Coalescer`] writes one item.
 type WriteOne<I, O> = Arc<dyn Fn(&Connection, &I) -> StoreResult<O> + Send + Sync>;
 
-/// An item waiting for the next group, and where its result goes.
+/// An item waiting for the next group, and where its result goes: through the relay of the
+/// HTTP worker that queued it, if it was one.
 struct Pending<I, O> {
     item: I,
     done: oneshot::Sender<(I, StoreResult<O>)>,
+    relay: Option<Arc<Relay>>,
 }
 
 /// At most this many items wait for a group; more fail with `Overloaded`, like a full queue.
@@ -156,7 +159,11 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             if room.is_none() && queue.len() >= MAX_PENDING {
                 return Err(StoreError::Overloaded);
             }
-            queue.push(Pending { item, done });
+            queue.push(Pending {
+                item,
+                done,
+                relay: relay::here(),
+            });
             queue.len() == 1
         };
         // The first item of a group queues the job that will take the group: later ones join
@@ -193,12 +200,16 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                     Err(e) => group.iter().map(|_| Err(batch_failed(e))).collect(),
                 };
                 Box::new(move |commit_error: Option<&StoreError>| {
+                    let mut deliveries = Deliveries::default();
                     for (p, result) in group.into_iter().zip(results) {
                         let result = match commit_error {
                             Some(e) => Err(batch_failed(e)),
                             None => result,
                         };
-                        let _ = p.done.send((p.item, result));
+                        let (done, item) = (p.done, p.item);
+                        deliveries.add(p.relay.as_ref(), move || {
+                            let _ = done.send((item, result));
+                        });
                     }
                 })
             },

@@ -4,12 +4,14 @@
 //! A request waits for its write on a `oneshot` channel, and the SQLite writer thread answers it.
 //! Waking a task of another thread's runtime is a system call (an `eventfd` write), so the writer
 //! made about one per stored event: 4.6-6.5 % of its time in no-match intake (issue 13). Each
-//! HTTP worker now has a relay ([`on_http_worker`]): the writer hands it the answers of that
-//! worker's requests, all of a commit's at once, and wakes it once ([`Deliveries`]). The relay,
-//! a task on the worker, sends them, and waking a task of one's own thread is a queue push.
-//! A caller on any other thread (the engine's, a test's) is answered directly, as before.
+//! HTTP worker now has a relay ([`on_http_worker`]): for each group of coalesced writes a commit
+//! holds (webhook events, executions' ends), the writer hands a worker's relay the answers of
+//! that worker's requests at once and wakes it once ([`Deliveries`]). The relay, a task on the
+//! worker, sends them, and waking a task of one's own thread is a queue push. A caller on any
+//! other thread (the engine's, a test's), and the writer's other jobs, are answered directly.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -21,6 +23,36 @@ type Delivery = Box<dyn FnOnce() + Send>;
 pub(crate) struct Relay {
     inbox: parking_lot::Mutex<Vec<Delivery>>,
     ready: Notify,
+    /// False once the task is gone (its worker stopping): answers are then sent by whoever
+    /// hands them over, never left in the inbox.
+    alive: AtomicBool,
+}
+
+impl Relay {
+    /// Sends every answer in the inbox.
+    fn deliver(&self) {
+        let answers = std::mem::take(&mut *self.inbox.lock());
+        for answer in answers {
+            answer();
+        }
+    }
+}
+
+/// Held by the relay task: when the task is dropped, its relay is marked gone, taken off the
+/// thread, and what its inbox holds is sent.
+struct Running(Arc<Relay>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Under the inbox's lock, so an answer is either in the inbox now or handed over by
+        // someone who will see the relay gone.
+        {
+            let _inbox = self.0.inbox.lock();
+            self.0.alive.store(false, Ordering::Release);
+        }
+        let _ = HERE.try_with(|here| here.try_borrow_mut().map(|mut here| here.take()));
+        self.0.deliver();
+    }
 }
 
 thread_local! {
@@ -29,8 +61,8 @@ thread_local! {
 }
 
 /// Called on each HTTP worker thread as it builds its app: starts, once per thread, the task
-/// that delivers the writer's answers to this worker's requests. Must run inside the worker's
-/// `LocalSet`, as actix runs the app factory.
+/// that delivers the writer's answers to this worker's requests. Must run where
+/// `tokio::task::spawn_local` can (actix runs the app factory on the worker's local runtime).
 pub fn on_http_worker() {
     HERE.with(|here| {
         if here.borrow().is_some() {
@@ -39,15 +71,13 @@ pub fn on_http_worker() {
         let relay = Arc::new(Relay {
             inbox: parking_lot::Mutex::new(Vec::new()),
             ready: Notify::new(),
+            alive: AtomicBool::new(true),
         });
-        let task = Arc::clone(&relay);
+        let task = Running(Arc::clone(&relay));
         tokio::task::spawn_local(async move {
             loop {
-                task.ready.notified().await;
-                let answers = std::mem::take(&mut *task.inbox.lock());
-                for answer in answers {
-                    answer();
-                }
+                task.0.ready.notified().await;
+                task.0.deliver();
             }
         });
         *here.borrow_mut() = Some(relay);
@@ -88,8 +118,15 @@ impl Deliveries {
 impl Drop for Deliveries {
     fn drop(&mut self) {
         for (relay, answers) in self.relays.drain(..) {
-            relay.inbox.lock().extend(answers);
-            relay.ready.notify_one();
+            let alive = {
+                let mut inbox = relay.inbox.lock();
+                inbox.extend(answers);
+                relay.alive.load(Ordering::Acquire)
+            };
+            match alive {
+                true => relay.ready.notify_one(),
+                false => relay.deliver(),
+            }
         }
     }
 }
@@ -148,5 +185,32 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A relay whose task is gone (its worker stopped) loses nothing: what its inbox held is
+    /// sent as the task goes, and later answers are sent by whoever hands them over.
+    #[test]
+    fn answers_for_a_relay_whose_task_is_gone_are_still_sent() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let relay = local.block_on(&rt, async {
+            on_http_worker();
+            here().expect("a relay on this thread")
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer = |n| {
+            let tx = tx.clone();
+            move || tx.send(n).unwrap()
+        };
+        // Handed over while nothing runs the task.
+        Deliveries::default().add(Some(&relay), answer(1));
+        assert_eq!(rx.try_recv().ok(), None);
+        drop(local);
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        assert!(here().is_none(), "taken off the thread");
+        Deliveries::default().add(Some(&relay), answer(2));
+        assert_eq!(rx.try_recv().ok(), Some(2));
     }
 }

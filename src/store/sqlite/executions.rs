@@ -3,6 +3,8 @@
 //! lease clock is this process's (one process owns the file), read inside the writer so a
 //! lease is checked at the moment the write is applied.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -37,22 +39,37 @@ pub(super) const PURGE_PROJECT_EVENTS: &str = "DELETE FROM webhook_events WHERE 
     AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.plan_execution_id = e.plan_execution_id) \
     LIMIT ?5)";
 
+/// A project by its (account, org, project) ids, in the listing index's order.
+pub(super) type ProjectKey = (String, String, String);
+
+/// How many projects one purge visits at most, so that a database of many projects does not hold
+/// the writer for long; the next purge goes on from where it stopped.
+pub(super) const PURGE_PROJECTS: usize = 256;
+
 /// Deletes up to `batch` webhook events made before `cutoff` whose execution is gone, project by
-/// project. Events have no index of their times (migration 0012: it cost every stored event one
-/// more B-tree insert on the writer), but each project's old events lead its range of the listing
-/// index, and the projects are found by skipping from one to the next in that index.
-pub(super) fn purge_events(c: &Connection, cutoff: Millis, batch: u32) -> rusqlite::Result<usize> {
+/// project from the one after `from`, and leaves `from` where the next purge goes on: back at
+/// the start once the walk has reached the last project. Events have no index of their times
+/// (migration 0012: it cost every stored event one more B-tree insert on the writer), but each
+/// project's old events lead its range of the listing index, and the projects are found by
+/// skipping from one to the next in that index. Ids are never empty, so the start, `('', '',
+/// '')`, comes before every project.
+pub(super) fn purge_events(
+    c: &Connection,
+    cutoff: Millis,
+    batch: u32,
+    from: &mut ProjectKey,
+) -> rusqlite::Result<usize> {
     let mut next = c.prepare_cached(NEXT_EVENT_PROJECT)?;
     let mut purge = c.prepare_cached(PURGE_PROJECT_EVENTS)?;
     let (batch, mut purged) = (batch as usize, 0);
-    let mut after = (String::new(), String::new(), String::new());
-    while purged < batch {
+    for _ in 0..PURGE_PROJECTS {
         let Some(project) = next
-            .query_row(params![after.0, after.1, after.2], |r| {
+            .query_row(params![from.0, from.1, from.2], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?
         else {
+            *from = ProjectKey::default();
             break;
         };
         purged += purge.execute(params![
@@ -62,7 +79,11 @@ pub(super) fn purge_events(c: &Connection, cutoff: Millis, batch: u32) -> rusqli
             cutoff,
             batch - purged
         ])?;
-        after = project;
+        if purged == batch {
+            // `from` stays before this project, whose old events may not all be gone yet.
+            break;
+        }
+        *from = project;
     }
     Ok(purged)
 }
@@ -504,6 +525,7 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)> {
+        let purge_from = Arc::clone(&self.purge_from);
         self.writer
             .write(move |c| {
                 let executions = c
@@ -515,7 +537,7 @@ impl ExecutionStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old executions"))?;
-                let events = purge_events(c, cutoff, batch)
+                let events = purge_events(c, cutoff, batch, &mut purge_from.lock())
                     .map_err(sql_err("purging old webhook events"))?;
                 c.prepare_cached(
                     "DELETE FROM idempotency_keys \

@@ -259,32 +259,49 @@ mod tests {
 
     #[test]
     fn old_events_are_purged_project_by_project_without_an_index_of_their_times() {
-        use super::super::executions::{purge_events, NEXT_EVENT_PROJECT, PURGE_PROJECT_EVENTS};
+        use super::super::executions::{
+            purge_events, ProjectKey, NEXT_EVENT_PROJECT, PURGE_PROJECTS, PURGE_PROJECT_EVENTS,
+        };
 
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
-        // In the order stored: an event stamped far ahead of the clock first, then old events
-        // of three projects, recent ones, and an old one whose execution is still there.
-        let events = [
-            ("a", 1_000_000, None),
-            ("a", 10, None),
-            ("b", 20, None),
-            ("a", 30, None),
-            ("c", 100, None),
-            ("b", 40, None),
-            ("a", 100, None),
-            ("c", 45, Some("x")),
-            ("c", 49, None),
-        ];
-        for (rowid, (project, created_at, execution)) in (1..).zip(events) {
+        let insert = |conn: &Connection,
+                      project: (&str, &str, &str),
+                      created_at: i64,
+                      execution: Option<&str>| {
             conn.execute(
-                "INSERT INTO webhook_events (rowid, event_id, account_id, org_id, project_id, \
+                "INSERT INTO webhook_events (event_id, account_id, org_id, project_id, \
                  pipeline_id, trigger_id, status, message, exception_occured, payload, headers, \
                  runtime_input, condition_results, plan_execution_id, created_at) \
-                 VALUES (?1, ?1, 'acc', 'org', ?2, 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', ?4, ?3)",
-                rusqlite::params![rowid, project, created_at, execution],
+                 VALUES ('e', ?1, ?2, ?3, 'p', 't', 'SUCCESS', '', 0, '{}', '{}', '', '[]', ?5, ?4)",
+                rusqlite::params![project.0, project.1, project.2, created_at, execution],
             )
             .unwrap();
+        };
+        let (a, b, c) = (
+            ("acc", "org", "a"),
+            ("acc", "org", "b"),
+            ("acc", "org", "c"),
+        );
+        let (other_org, other_account) = (("acc", "org2", "a"), ("acc2", "org", "a"));
+        // In the order stored: an event stamped far ahead of the clock first, then old events
+        // of five projects in two orgs and two accounts, recent ones, and an old one whose
+        // execution is still there.
+        for (project, created_at, execution) in [
+            (a, 1_000_000, None),
+            (a, 10, None),
+            (b, 20, None),
+            (other_account, 25, None),
+            (a, 30, None),
+            (other_org, 15, None),
+            (c, 100, None),
+            (b, 40, None),
+            (a, 100, None),
+            (other_account, 35, None),
+            (c, 45, Some("x")),
+            (c, 49, None),
+        ] {
+            insert(&conn, project, created_at, execution);
         }
         conn.execute(
             "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
@@ -326,27 +343,44 @@ mod tests {
             .unwrap();
         assert!(!indexes.iter().any(|i| i.contains("time")), "{indexes:?}");
 
-        // Batches of 2 across the projects, until nothing made before 50 is left but the
-        // event whose execution is still there.
+        // Batches of 3, each going on where the last stopped, within a project and across
+        // projects, orgs and accounts, until the walk reaches the end.
+        let mut from = ProjectKey::default();
         let mut purged = Vec::new();
         loop {
-            let n = purge_events(&conn, 50, 2).unwrap();
+            let n = purge_events(&conn, 50, 3, &mut from).unwrap();
             purged.push(n);
-            if n < 2 {
+            if n < 3 {
                 break;
             }
         }
-        assert_eq!(purged, [2, 2, 1]);
-        let left: Vec<i64> = conn
-            .prepare("SELECT rowid FROM webhook_events ORDER BY rowid")
+        assert_eq!(purged, [3, 3, 2]);
+        assert_eq!(from, ProjectKey::default(), "the next purge starts over");
+        let left: Vec<(String, i64)> = conn
+            .prepare("SELECT project_id, created_at FROM webhook_events ORDER BY rowid")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(left, [1, 5, 7, 8]);
+        let left: Vec<(&str, i64)> = left.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        assert_eq!(left, [("a", 1_000_000), ("c", 100), ("a", 100), ("c", 45)]);
+        assert_eq!(purge_events(&conn, 50, 3, &mut from).unwrap(), 0);
         conn.execute("DELETE FROM executions", []).unwrap();
-        assert_eq!(purge_events(&conn, 50, 2).unwrap(), 1);
+        assert_eq!(purge_events(&conn, 50, 3, &mut from).unwrap(), 1);
+
+        // One purge visits at most PURGE_PROJECTS projects; the next goes on after them.
+        conn.execute("DELETE FROM webhook_events", []).unwrap();
+        for i in 0..PURGE_PROJECTS + 10 {
+            insert(&conn, ("acc", "org", &format!("p{i:04}")), 10, None);
+        }
+        let mut from = ProjectKey::default();
+        assert_eq!(
+            purge_events(&conn, 50, 10_000, &mut from).unwrap(),
+            PURGE_PROJECTS
+        );
+        assert_eq!(purge_events(&conn, 50, 10_000, &mut from).unwrap(), 10);
+        assert_eq!(purge_events(&conn, 50, 10_000, &mut from).unwrap(), 0);
     }
 
     #[test]

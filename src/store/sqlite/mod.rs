@@ -91,6 +91,8 @@ pub struct SqliteStore {
     event_ids: Arc<EventIds>,
     /// Which events' status answers each commit changed, for the status cache.
     statuses: Arc<StatusChanges>,
+    /// The project after which retention's next purge of events goes on.
+    purge_from: Arc<Mutex<executions::ProjectKey>>,
 }
 
 /// Parses `sqlite://PATH` (relative or absolute) into a file path.
@@ -275,6 +277,7 @@ impl SqliteStore {
             endings: Coalescer::new(writer.clone(), executions::write_ending),
             event_ids,
             statuses,
+            purge_from: Arc::default(),
             writer,
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),

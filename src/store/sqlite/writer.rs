@@ -754,4 +754,59 @@ mod tests {
         full.thread.shutdown().await;
         assert_eq!(count(&dir), 2);
     }
+
+    /// Writes queued on an HTTP worker's thread carry that worker's relay, and are answered
+    /// through it once their group commits; a write from any other thread carries none.
+    #[test]
+    fn writes_queued_on_an_http_worker_carry_its_relay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            relay::on_http_worker();
+            let worker = relay::here().expect("a relay on this thread");
+            let dir = tempfile::tempdir().unwrap();
+            let (writer, thread) = Writer::start(table(&dir), 16, 16, || {}).unwrap();
+            let coalescer = Arc::new(Coalescer::new(writer.clone(), insert_one));
+            let (blocker, go_tx) = hold(&writer).await;
+
+            let writes = queue_writes(&coalescer, &[1, 2, 3]).await;
+            let elsewhere = std::thread::spawn({
+                let c = Arc::clone(&coalescer);
+                move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    rt.block_on(c.write(4))
+                }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while coalescer.queue.lock().len() < 4 {
+                assert!(std::time::Instant::now() < deadline, "never queued");
+                tokio::task::yield_now().await;
+            }
+            let relays: Vec<(i64, bool)> = coalescer
+                .queue
+                .lock()
+                .iter()
+                .map(|p| {
+                    let through_worker = p.relay.as_ref().is_some_and(|r| Arc::ptr_eq(r, &worker));
+                    assert!(through_worker || p.relay.is_none());
+                    (p.item, through_worker)
+                })
+                .collect();
+            assert_eq!(relays, [(1, true), (2, true), (3, true), (4, false)]);
+
+            go_tx.send(()).unwrap();
+            blocker.await.unwrap().unwrap();
+            for (w, v) in writes.into_iter().zip(1..) {
+                assert_eq!(w.await.unwrap().unwrap(), (v, ()));
+            }
+            assert_eq!(elsewhere.join().unwrap().unwrap(), (4, ()));
+            thread.shutdown().await;
+            assert_eq!(count(&dir), 4);
+        });
+    }
 }

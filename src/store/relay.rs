@@ -131,6 +131,20 @@ impl Drop for Deliveries {
     }
 }
 
+/// Runs `work` on this thread as an HTTP worker runs a request: on a current-thread runtime and
+/// a local set, with this thread's relay started. For tests.
+#[cfg(test)]
+pub(crate) fn on_a_test_worker<F: std::future::Future>(work: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        on_http_worker();
+        work.await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,13 +153,7 @@ mod tests {
     /// its relay, whether or not the relay was busy when they came.
     #[test]
     fn answers_from_another_thread_reach_every_waiting_task_through_the_relay() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
-            on_http_worker();
+        on_a_test_worker(async {
             on_http_worker(); // once per thread
             let relay = here().expect("a relay on this thread");
             let this_thread = std::thread::current().id();

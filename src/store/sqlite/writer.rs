@@ -759,13 +759,7 @@ mod tests {
     /// through it once their group commits; a write from any other thread carries none.
     #[test]
     fn writes_queued_on_an_http_worker_carry_its_relay() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
-            relay::on_http_worker();
+        relay::on_a_test_worker(async {
             let worker = relay::here().expect("a relay on this thread");
             let dir = tempfile::tempdir().unwrap();
             let (writer, thread) = Writer::start(table(&dir), 16, 16, || {}).unwrap();

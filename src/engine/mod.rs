@@ -25,6 +25,7 @@ pub mod run;
 pub mod run_user;
 pub mod spawner;
 pub mod supervise;
+pub mod work_dirs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::{variables, ExecutionContext};
 use self::run::{RunRequest, RunStatus};
+use self::work_dirs::WorkDirs;
 use crate::domain::ids::{LeaseToken, PlanExecutionId};
 use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
@@ -63,7 +65,7 @@ type Running = Arc<parking_lot::Mutex<HashMap<String, (LeaseToken, CancellationT
 pub struct EngineHandle {
     wake: Arc<Notify>,
     running: Running,
-    work_root: Arc<PathBuf>,
+    work_dirs: Arc<WorkDirs>,
 }
 
 impl EngineHandle {
@@ -75,7 +77,7 @@ impl EngineHandle {
     /// Removes the working directory of an execution that ended without a worker (aborted or
     /// rejected while it waited).
     pub fn forget(&self, id: &PlanExecutionId) {
-        let _ = std::fs::remove_dir_all(self.work_root.join(id.as_str()));
+        self.work_dirs.remove(id);
     }
 
     /// Kills the running step of an execution this process runs (after the store flagged the
@@ -140,11 +142,13 @@ pub fn start(
     let launch = Arc::new(launch);
     let wake = Arc::new(Notify::new());
     let running = Running::default();
-    let work_root = Arc::new(work_root);
+    // Spares are kept for supervised steps only (see `work_dirs`).
+    let spares = if launch.spawner.is_some() { workers } else { 0 };
+    let work_dirs = Arc::new(WorkDirs::new(work_root, spares));
     let handle = EngineHandle {
         wake: wake.clone(),
         running: running.clone(),
-        work_root: work_root.clone(),
+        work_dirs: work_dirs.clone(),
     };
     let task = tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(workers));
@@ -156,7 +160,7 @@ pub fn start(
             shutdown,
             abort.clone(),
             running,
-            work_root,
+            work_dirs,
             launch,
             Lease {
                 owner: node_id,
@@ -192,7 +196,7 @@ async fn run_loop(
     shutdown: CancellationToken,
     abort: CancellationToken,
     running: Running,
-    work_root: Arc<PathBuf>,
+    work_dirs: Arc<WorkDirs>,
     launch: Arc<Launch>,
     lease: Lease,
 ) {
@@ -213,8 +217,8 @@ async fn run_loop(
         ),
         Err(e) => tracing::error!(error = %e, "recovering executions failed"),
     }
-    if let Err(e) = prepare_work_root(store.as_ref(), &work_root).await {
-        tracing::error!(error = %e, dir = %work_root.display(), "preparing the working directories failed");
+    if let Err(e) = work_dirs.prepare(store.as_ref()).await {
+        tracing::error!(error = %e, dir = %work_dirs.root().display(), "preparing the working directories failed");
     }
     loop {
         let free = permits.available_permits();
@@ -239,7 +243,7 @@ async fn run_loop(
                                 stop,
                                 abort: abort.clone(),
                                 shutdown: shutdown.clone(),
-                                work_root: work_root.clone(),
+                                work_dirs: work_dirs.clone(),
                                 launch: launch.clone(),
                                 running: running.clone(),
                                 next: next.clone(),
@@ -287,7 +291,7 @@ struct Worker {
     /// The end of the grace period, the parent of every `stop`.
     abort: CancellationToken,
     shutdown: CancellationToken,
-    work_root: Arc<PathBuf>,
+    work_dirs: Arc<WorkDirs>,
     launch: Arc<Launch>,
     running: Running,
     /// How this worker claims the next execution as it ends one.
@@ -316,7 +320,7 @@ async fn work_on(
         mut stop,
         abort,
         shutdown,
-        work_root,
+        work_dirs,
         launch,
         running,
         next,
@@ -324,13 +328,12 @@ async fn work_on(
     let lease = Duration::from_millis(lease_ms.max(0) as u64);
     loop {
         let id = claim.id.clone();
-        let work_dir = work_root.join(id.as_str());
         let work = execute(
             store.as_ref(),
             &claim,
             stop.clone(),
             shutdown.clone(),
-            work_dir,
+            &work_dirs,
             &launch,
         );
         let result = tokio::select! {
@@ -461,10 +464,11 @@ async fn execute(
     claim: &Claim,
     abort: CancellationToken,
     shutdown: CancellationToken,
-    work_dir: PathBuf,
+    work_dirs: &WorkDirs,
     launch: &Launch,
 ) -> Result<Option<End>, StoreError> {
     let id = &claim.id;
+    let work_dir = work_dirs.of(id);
     let Some(Work {
         run: mut state,
         control,
@@ -585,7 +589,7 @@ async fn execute(
         match pending {
             Some(Control::Abort) => {
                 unsaved.save(store, claim).await?;
-                return abort_now(store, claim, &mut steps, made_dir)
+                return abort_now(store, claim, &mut steps, work_dirs, made_dir)
                     .await
                     .map(|()| None);
             }
@@ -629,7 +633,7 @@ async fn execute(
             unsaved.steps.push(record.clone());
             let message = format!("Approval step {} expired", step.identifier);
             unsaved.steps.extend(skip_rest(&mut steps));
-            remove_work_dir(made_dir);
+            work_dirs.end(made_dir);
             return Ok(Some(End {
                 unsaved,
                 status: status::EXPIRED,
@@ -672,6 +676,7 @@ async fn execute(
                 variables: &vars,
                 stage: &stage,
                 work_dir: &work_dir,
+                work_dirs,
                 launch,
                 body,
             },
@@ -681,7 +686,7 @@ async fn execute(
         match ended {
             StepEnd::Aborted => {
                 if store.pending_control(id).await? == Some(Control::Abort) {
-                    return abort_now(store, claim, &mut steps, made_dir)
+                    return abort_now(store, claim, &mut steps, work_dirs, made_dir)
                         .await
                         .map(|()| None);
                 }
@@ -695,7 +700,7 @@ async fn execute(
             _ => {}
         }
     }
-    remove_work_dir(made_dir);
+    work_dirs.end(made_dir);
     let final_status = if failure.is_some() {
         status::FAILED
     } else {
@@ -785,19 +790,13 @@ impl Unsaved {
     }
 }
 
-/// Removes an execution's working directory, if its pipeline may have made one.
-fn remove_work_dir(dir: Option<&PathBuf>) {
-    if let Some(dir) = dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 /// Records an abort: the running step `Aborted`, every step not started `Skipped`, the
 /// execution `Aborted`.
 async fn abort_now(
     store: &dyn Store,
     claim: &Claim,
     steps: &mut [StepRecord],
+    work_dirs: &WorkDirs,
     work_dir: Option<&PathBuf>,
 ) -> Result<(), StoreError> {
     let now = now_millis();
@@ -810,7 +809,7 @@ async fn abort_now(
         }
     }
     let skipped = skip_rest(steps);
-    remove_work_dir(work_dir);
+    work_dirs.end(work_dir);
     store
         .finish_execution(
             claim,
@@ -836,56 +835,6 @@ fn skip_rest(steps: &mut [StepRecord]) -> Vec<StepRecord> {
         }
     }
     skipped
-}
-
-/// Removes the working directories of executions that have ended or no longer exist (they
-/// ended while this node was down). The root itself was made, mode 0700 or 0711, and checked
-/// at start: [`run_user::own_work_root`].
-async fn prepare_work_root(store: &dyn Store, root: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ended = match PlanExecutionId::parse(&name) {
-            Some(id) => match store.load_run(&id).await {
-                Ok(Some(run)) => status::is_terminal(&run.execution.status),
-                Ok(None) => true,
-                Err(_) => false,
-            },
-            None => true,
-        };
-        if ended {
-            // A file is what an older version left: its copy of the supervisor binary.
-            let _ = match entry.file_type() {
-                Ok(t) if t.is_dir() => std::fs::remove_dir_all(entry.path()),
-                _ => std::fs::remove_file(entry.path()),
-            };
-        }
-    }
-    Ok(())
-}
-
-/// Writes the execution's payload file once, for its first Run step: created exclusively and
-/// without following links, mode 0644 (readable by the step's user, who owns the directory).
-/// A later step finds whatever is there: a step can replace it, but cannot make the server
-/// write through a link it planted.
-fn write_payload_file(path: &std::path::Path, body: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path)
-    {
-        Ok(mut file) => {
-            // Whatever the umask: the step's user must be able to read it.
-            rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o644))?;
-            file.write_all(body.as_bytes())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 fn failure_text(step: &StepRecord) -> String {
@@ -952,6 +901,7 @@ struct StepContext<'a> {
     variables: &'a BTreeMap<String, serde_json::Value>,
     stage: &'a str,
     work_dir: &'a PathBuf,
+    work_dirs: &'a WorkDirs,
     /// See [`EngineOptions::launch`].
     launch: &'a Launch,
     body: &'a str,
@@ -1042,29 +992,14 @@ async fn run_step(
             command,
             env,
         } => {
-            if let Err(e) = std::fs::create_dir_all(cx.work_dir).and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(cx.work_dir, std::fs::Permissions::from_mode(0o700))
-            }) {
-                return failed(format!("could not create the working directory: {e}"));
-            }
-            if let Some(user) = &cx.launch.user {
-                // The step's own: its user owns it, nobody else may enter it.
-                if let Err(e) = rustix::fs::chown(
-                    cx.work_dir.as_path(),
-                    Some(rustix::fs::Uid::from_raw(user.uid)),
-                    Some(rustix::fs::Gid::from_raw(user.gid)),
-                ) {
-                    return failed(format!(
-                        "could not give the working directory to user {}: {e}",
-                        user.name
-                    ));
-                }
-            }
-            let payload_file = cx.work_dir.join("payload");
-            if let Err(e) = write_payload_file(&payload_file, cx.body) {
-                return failed(format!("could not write the payload file: {e}"));
-            }
+            let payload_file =
+                match cx
+                    .work_dirs
+                    .make(cx.work_dir, cx.launch.user.as_ref(), cx.body)
+                {
+                    Ok(path) => path,
+                    Err(e) => return failed(e.to_string()),
+                };
             let mut vars: Vec<(String, String)> = env
                 .iter()
                 .map(|(k, v)| {

@@ -1,0 +1,467 @@
+//! The executions' working directories (DESIGN §6.1): one per execution with a Run step, empty
+//! and mode 0700 when its first Run step starts, removed when the execution ends.
+//!
+//! Each directory and its payload file cost an inode. This VM's ext4 has no journal, and without
+//! one ext4 skips, for every inode it allocates, each inode freed in the last half minute or so
+//! whose table block is still dirty: the more directories a second the engine makes and removes,
+//! the longer each allocation searches. With one-step pipelines of Run `true`, making and
+//! removing the two inodes took 15 % of all CPU time (issue 13). So a directory whose execution
+//! ended is emptied, its payload file truncated, and kept as a spare in `.spare`, a directory
+//! only the server may enter; the next execution's directory is a spare renamed into place.
+//! The next script sees what a new directory shows it: an empty directory of its own, mode
+//! 0700, holding only the payload file, written anew. What the last script could have left to
+//! the next is removed or refused: any entry but the payload file, a payload file that is not
+//! the server's own (replaced, or a link), extended attributes such as an ACL (the directory is
+//! then removed, not kept), and its mode.
+//!
+//! Only supervised steps' directories are kept (a supervisor kills every process its step
+//! started before the step ends, so none is left to write into a spare), at most one per
+//! worker. At start, [`WorkDirs::prepare`] removes the spares with every directory whose
+//! execution has ended.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rustix::fs::{OFlags, RenameFlags, CWD};
+
+use super::run_user::RunUser;
+use crate::domain::ids::PlanExecutionId;
+use crate::store::executions::status;
+use crate::store::Store;
+
+/// The directory of spares, under the root.
+const SPARES: &str = ".spare";
+/// The payload file's name in a working directory.
+const PAYLOAD: &str = "payload";
+
+/// The working directories under one root, and the spares.
+#[derive(Debug)]
+pub struct WorkDirs {
+    root: PathBuf,
+    spares: Mutex<Vec<Spare>>,
+    /// How many spares are kept: none when steps run unsupervised.
+    keep: usize,
+    /// The name of the next spare.
+    next: AtomicU64,
+}
+
+/// An emptied directory in `.spare`.
+#[derive(Debug)]
+struct Spare {
+    path: PathBuf,
+    /// Whether it holds an empty payload file of the server's own.
+    payload: bool,
+}
+
+impl WorkDirs {
+    /// The directories under `root`, keeping up to `keep` spares.
+    pub fn new(root: PathBuf, keep: usize) -> Self {
+        Self {
+            root,
+            spares: Mutex::new(Vec::new()),
+            keep,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The root, made and checked at start ([`super::run_user::own_work_root`]).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the execution `id` gets its working directory.
+    pub fn of(&self, id: &PlanExecutionId) -> PathBuf {
+        self.root.join(id.as_str())
+    }
+
+    /// Removes the directories of executions that have ended or no longer exist (they ended
+    /// while this node was down), and every spare, then makes `.spare` anew.
+    pub async fn prepare(&self, store: &dyn Store) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ended = match PlanExecutionId::parse(&name) {
+                Some(id) => match store.load_run(&id).await {
+                    Ok(Some(run)) => status::is_terminal(&run.execution.status),
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+                None => true,
+            };
+            if ended {
+                // A file is what an older version left: its copy of the supervisor binary.
+                let _ = match entry.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(entry.path()),
+                    _ => std::fs::remove_file(entry.path()),
+                };
+            }
+        }
+        if self.keep > 0 {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(self.root.join(SPARES))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `dir` for a Run step, unless an earlier step of its execution has, and writes the
+    /// payload file there once (`body`). Returns the payload file's path.
+    pub fn make(&self, dir: &Path, user: Option<&RunUser>, body: &str) -> io::Result<PathBuf> {
+        let payload = dir.join(PAYLOAD);
+        let written = match self.take_spare(dir) {
+            Some(true) => overwrite_own_file(&payload, body).or_else(|_| {
+                let _ = std::fs::remove_file(&payload);
+                write_payload_file(&payload, body)
+            }),
+            Some(false) => write_payload_file(&payload, body),
+            None => {
+                let made = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(dir),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    made => made,
+                };
+                made.map_err(context("could not create the working directory"))?;
+                write_payload_file(&payload, body)
+            }
+        };
+        written.map_err(context("could not write the payload file"))?;
+        // Whatever the umask, and whatever an earlier step of the execution did to it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(context("could not create the working directory"))?;
+        if let Some(user) = user {
+            // The step's own: its user owns it, nobody else may enter it.
+            rustix::fs::chown(
+                dir,
+                Some(rustix::fs::Uid::from_raw(user.uid)),
+                Some(rustix::fs::Gid::from_raw(user.gid)),
+            )
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "could not give the working directory to user {}: {e}",
+                    user.name
+                ))
+            })?;
+        }
+        Ok(payload)
+    }
+
+    /// Renames a spare to `dir`: `Some(payload)` when it did, `None` when there is no spare or
+    /// `dir` exists already.
+    fn take_spare(&self, dir: &Path) -> Option<bool> {
+        let spare = self.spares.lock().ok()?.pop()?;
+        match rustix::fs::renameat_with(CWD, &spare.path, CWD, dir, RenameFlags::NOREPLACE) {
+            Ok(()) => Some(spare.payload),
+            Err(rustix::io::Errno::EXIST) => {
+                self.keep_spare(spare);
+                None
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&spare.path);
+                None
+            }
+        }
+    }
+
+    fn keep_spare(&self, spare: Spare) {
+        match self.spares.lock() {
+            Ok(mut spares) if spares.len() < self.keep => spares.push(spare),
+            _ => {
+                let _ = std::fs::remove_dir_all(&spare.path);
+            }
+        }
+    }
+
+    /// Ends an execution's working directory, if its pipeline may have made one: kept as a
+    /// spare when there is room and it can be emptied as the module says, else removed.
+    pub fn end(&self, dir: Option<&PathBuf>) {
+        let Some(dir) = dir else { return };
+        let room = self
+            .spares
+            .lock()
+            .is_ok_and(|spares| spares.len() < self.keep);
+        if room {
+            if let Ok(payload) = empty(dir) {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let path = self.root.join(SPARES).join(n.to_string());
+                let moved = rustix::fs::renameat_with(CWD, dir, CWD, &path, RenameFlags::NOREPLACE);
+                if moved.is_ok() {
+                    self.keep_spare(Spare { path, payload });
+                    return;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Removes an execution's working directory (one that ended without a worker).
+    pub fn remove(&self, id: &PlanExecutionId) {
+        let _ = std::fs::remove_dir_all(self.of(id));
+    }
+}
+
+/// `e`, saying what failed.
+fn context(what: &'static str) -> impl Fn(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Empties `dir` for the next execution (see the module): true when it keeps an empty payload
+/// file of the server's own. An error leaves it to be removed.
+fn empty(dir: &Path) -> io::Result<bool> {
+    if rustix::fs::llistxattr_query(dir)? > 0 {
+        return Err(io::Error::other("it has extended attributes"));
+    }
+    let mut payload = false;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if entry.file_name() == PAYLOAD && kind.is_file() && truncate_own_file(&path).is_ok() {
+            payload = true;
+        } else if kind.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(payload)
+}
+
+/// Opens `path` for writing if it is a regular file of the server's own with no other link:
+/// never through a link, never blocking on a FIFO, never truncating what it refuses.
+fn open_own_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file()
+        || meta.nlink() != 1
+        || meta.uid() != rustix::process::geteuid().as_raw()
+    {
+        return Err(io::Error::other("not the server's own file"));
+    }
+    Ok(file)
+}
+
+fn truncate_own_file(path: &Path) -> io::Result<()> {
+    open_own_file(path)?.set_len(0)
+}
+
+fn overwrite_own_file(path: &Path, body: &str) -> io::Result<()> {
+    let mut file = open_own_file(path)?;
+    file.set_len(0)?;
+    file.write_all(body.as_bytes())
+}
+
+/// Writes the execution's payload file once, for its first Run step: created exclusively and
+/// without following links, mode 0644 (readable by the step's user, who owns the directory).
+/// A later step finds whatever is there: a step can replace it, but cannot make the server
+/// write through a link it planted.
+fn write_payload_file(path: &Path, body: &str) -> io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+    {
+        Ok(mut file) => {
+            // Whatever the umask: the step's user must be able to read it.
+            rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o644))?;
+            file.write_all(body.as_bytes())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// A root on the build's own file system (ext4 here, with extended attributes; /tmp may be
+    /// a tmpfs), with `.spare` made as at start.
+    fn dirs(keep: usize) -> (tempfile::TempDir, WorkDirs) {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let root = tempfile::TempDir::new_in(target).unwrap();
+        std::fs::create_dir(root.path().join(SPARES)).unwrap();
+        let dirs = WorkDirs::new(root.path().to_path_buf(), keep);
+        (root, dirs)
+    }
+
+    fn id() -> PlanExecutionId {
+        PlanExecutionId::generate()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_ended_directory_becomes_the_next_one_empty_but_for_its_new_payload() {
+        let (_root, dirs) = dirs(4);
+        let first = dirs.of(&id());
+        let payload = dirs.make(&first, None, "{\"n\":1}").unwrap();
+        assert_eq!(payload, first.join(PAYLOAD));
+        assert_eq!(mode(&first), 0o700);
+        // What a script leaves behind.
+        std::fs::write(first.join("build.log"), "log").unwrap();
+        std::fs::create_dir_all(first.join("src/deep")).unwrap();
+        std::fs::write(first.join("src/deep/file"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", first.join("link")).unwrap();
+        std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (dir_inode, payload_inode) = (inode(&first), inode(&payload));
+
+        dirs.end(Some(&first));
+        assert!(!first.exists());
+        let spares = entries(&dirs.root.join(SPARES));
+        assert_eq!(spares.len(), 1);
+        let spare = dirs.root.join(SPARES).join(&spares[0]);
+        assert_eq!(entries(&spare), [PAYLOAD]);
+        assert_eq!(
+            std::fs::read(spare.join(PAYLOAD)).unwrap(),
+            b"",
+            "nothing kept"
+        );
+        assert_eq!(mode(&spare), 0o700);
+
+        let second = dirs.of(&id());
+        let payload = dirs.make(&second, None, "{\"n\":2}").unwrap();
+        assert_eq!(inode(&second), dir_inode, "the spare, not a new directory");
+        assert_eq!(
+            inode(&payload),
+            payload_inode,
+            "its payload file, rewritten"
+        );
+        assert_eq!(entries(&second), [PAYLOAD]);
+        assert_eq!(std::fs::read_to_string(&payload).unwrap(), "{\"n\":2}");
+        assert_eq!(mode(&second), 0o700);
+        assert_eq!(mode(&payload), 0o644);
+        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+
+        // No spare left: a new directory.
+        let third = dirs.of(&id());
+        dirs.make(&third, None, "3").unwrap();
+        assert_ne!(inode(&third), dir_inode);
+        assert_eq!(std::fs::read_to_string(third.join(PAYLOAD)).unwrap(), "3");
+    }
+
+    #[test]
+    fn a_payload_file_that_is_not_the_servers_own_is_never_written_through() {
+        let (root, dirs) = dirs(4);
+        let outside = root.path().join("outside");
+        for plant in ["symlink", "hard link", "fifo"] {
+            std::fs::write(&outside, "precious").unwrap();
+            let dir = dirs.of(&id());
+            let payload = dirs.make(&dir, None, "old").unwrap();
+            std::fs::remove_file(&payload).unwrap();
+            match plant {
+                "symlink" => std::os::unix::fs::symlink(&outside, &payload).unwrap(),
+                "hard link" => std::fs::hard_link(&outside, &payload).unwrap(),
+                _ => rustix::fs::mknodat(
+                    CWD,
+                    &payload,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o644),
+                    0,
+                )
+                .unwrap(),
+            }
+            dirs.end(Some(&dir));
+            let next = dirs.of(&id());
+            let payload = dirs.make(&next, None, "new").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&outside).unwrap(),
+                "precious",
+                "{plant}"
+            );
+            let meta = std::fs::symlink_metadata(&payload).unwrap();
+            assert!(meta.file_type().is_file() && meta.nlink() == 1, "{plant}");
+            assert!(!meta.file_type().is_fifo());
+            assert_eq!(std::fs::read_to_string(&payload).unwrap(), "new", "{plant}");
+            assert_eq!(entries(&next), [PAYLOAD]);
+            dirs.end(Some(&next));
+        }
+    }
+
+    #[test]
+    fn a_directory_with_extended_attributes_is_removed_not_kept() {
+        let (_root, dirs) = dirs(4);
+        let dir = dirs.of(&id());
+        dirs.make(&dir, None, "x").unwrap();
+        rustix::fs::setxattr(&dir, "user.note", b"left", rustix::fs::XattrFlags::empty())
+            .expect("the build's file system takes user attributes");
+        dirs.end(Some(&dir));
+        assert!(!dir.exists());
+        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+    }
+
+    #[test]
+    fn a_later_step_finds_its_executions_directory_as_the_earlier_one_left_it() {
+        let (_root, dirs) = dirs(4);
+        let spare = dirs.of(&id());
+        dirs.make(&spare, None, "s").unwrap();
+        dirs.end(Some(&spare));
+        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
+
+        let dir = dirs.of(&id());
+        // The first step: a new directory (the spare is taken).
+        let payload = dirs.make(&dir, None, "body").unwrap();
+        std::fs::write(&payload, "changed by the step").unwrap();
+        std::fs::write(dir.join("artifact"), "a").unwrap();
+        dirs.end(Some(&dirs.of(&id())));
+        let spares_before = entries(&dirs.root.join(SPARES));
+        // The second step of the same execution, with a spare at hand.
+        dirs.make(&dir, None, "body").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&payload).unwrap(),
+            "changed by the step"
+        );
+        assert_eq!(entries(&dir), ["artifact", PAYLOAD]);
+        assert_eq!(entries(&dirs.root.join(SPARES)), spares_before);
+    }
+
+    #[test]
+    fn spares_are_bounded_and_unsupervised_steps_keep_none() {
+        let (_root, dirs) = dirs(1);
+        let made: Vec<PathBuf> = (0..3)
+            .map(|_| {
+                let dir = dirs.of(&id());
+                dirs.make(&dir, None, "x").unwrap();
+                dir
+            })
+            .collect();
+        for dir in &made {
+            dirs.end(Some(dir));
+            assert!(!dir.exists());
+        }
+        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
+
+        let (_root, unsupervised) = self::dirs(0);
+        let dir = unsupervised.of(&id());
+        unsupervised.make(&dir, None, "x").unwrap();
+        unsupervised.end(Some(&dir));
+        assert!(!dir.exists());
+        assert!(entries(&unsupervised.root.join(SPARES)).is_empty());
+    }
+}

@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
         collect_this_threads_heap();
     });
     triggerd::engine::spawner::set_fork(fork);
+    triggerd::engine::spawner::set_exit(exit_at_once);
     triggerd::cli::main()
 }
 
@@ -41,6 +42,12 @@ fn fork() -> std::io::Result<Option<rustix::process::Pid>> {
         0 => Ok(None),
         pid => Ok(rustix::process::Pid::from_raw(pid)),
     }
+}
+
+/// `_exit(2)`, for the step supervisors (see `triggerd::engine::spawner::set_exit`).
+fn exit_at_once(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process; it has no preconditions.
+    unsafe { libc::_exit(code) }
 }
 
 /// For what still comes from glibc's malloc (SQLite's): it raises its mmap threshold (up to

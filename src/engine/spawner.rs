@@ -51,6 +51,27 @@ pub fn set_fork(fork: ForkFn) {
     let _ = FORK.set(fork);
 }
 
+/// `_exit(2)`: ends the process without running what `exit` runs first.
+pub type ExitFn = fn(i32) -> !;
+
+static EXIT: OnceLock<ExitFn> = OnceLock::new();
+
+/// Registers `_exit`, for the supervisors. `exit` runs the libraries' exit handlers, and
+/// mimalloc's walks and frees every heap page: in a supervisor, a forked copy of the spawner,
+/// each page it touches is copied first (2.4 % of all CPU time with one-step pipelines of Run
+/// `true`). A supervisor has nothing to flush: it writes only with unbuffered writes.
+pub fn set_exit(exit: ExitFn) {
+    let _ = EXIT.set(exit);
+}
+
+/// Ends a supervisor with `code`, through `_exit` when the binary registered it.
+pub(super) fn exit_now(code: i32) -> ! {
+    match EXIT.get() {
+        Some(exit) => exit(code),
+        None => std::process::exit(code),
+    }
+}
+
 /// One script to start under a supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {

@@ -54,7 +54,7 @@ pub fn run_forked(parent: Pid, script: &Script, fds: ScriptFds) -> ! {
         Ended::Signal(signal) => signal & 0x7f,
     };
     let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
-    std::process::exit(0)
+    super::spawner::exit_now(0)
 }
 
 /// Points stdout and stderr at the step's pipes, and drops to the step's user (supplementary

@@ -101,9 +101,14 @@ impl WorkDirs {
             }
         }
         if self.keep > 0 {
-            std::fs::DirBuilder::new()
+            // Another node sharing the root may have made it again already.
+            match std::fs::DirBuilder::new()
                 .mode(0o700)
-                .create(self.root.join(SPARES))?;
+                .create(self.root.join(SPARES))
+            {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -232,8 +237,9 @@ fn empty(dir: &Path) -> io::Result<bool> {
 }
 
 /// Opens `path` for writing if it is a regular file of the server's own with no other link:
-/// never through a link, never blocking on a FIFO, never truncating what it refuses.
-fn open_own_file(path: &Path) -> io::Result<File> {
+/// never through a link, never blocking on a FIFO, never truncating what it refuses. Returns
+/// it with its length.
+fn open_own_file(path: &Path) -> io::Result<(File, u64)> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
@@ -245,17 +251,23 @@ fn open_own_file(path: &Path) -> io::Result<File> {
     {
         return Err(io::Error::other("not the server's own file"));
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
 fn truncate_own_file(path: &Path) -> io::Result<()> {
-    open_own_file(path)?.set_len(0)
+    open_own_file(path)?.0.set_len(0)
 }
 
+/// Writes `body` over the file at `path` (one [`truncate_own_file`] emptied). Not truncated to
+/// nothing first: after that, ext4 writes the file's new data out when it is closed, as it does
+/// for a file replaced by truncation, a write to the disk per Run step.
 fn overwrite_own_file(path: &Path, body: &str) -> io::Result<()> {
-    let mut file = open_own_file(path)?;
-    file.set_len(0)?;
-    file.write_all(body.as_bytes())
+    let (mut file, len) = open_own_file(path)?;
+    file.write_all(body.as_bytes())?;
+    if len > body.len() as u64 {
+        file.set_len(body.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Writes the execution's payload file once, for its first Run step: created exclusively and

@@ -557,7 +557,8 @@ async fn execute(
             }
             continue;
         }
-        if !matches!(step.spec, StepSpec::Wait { .. }) && unsaved.save(store, claim).await? {
+        // A Run or Http step writes what was put off with its own start (`run_with_retries`).
+        if matches!(step.spec, StepSpec::Approval { .. }) && unsaved.save(store, claim).await? {
             control = None;
         }
         // A Run or Http step already `Running` was started by a worker that is gone: it is
@@ -670,6 +671,7 @@ async fn execute(
             step,
             &mut steps,
             index,
+            &mut unsaved,
             StepContext {
                 trigger: &trigger,
                 sequence_id: state.execution.run_sequence,
@@ -735,10 +737,14 @@ impl End {
 }
 
 /// Writes put off until the next write that must follow them, most often the one that ends
-/// the execution, instead of a commit each: the execution's start, and steps that ended
-/// without side effects (a Wait already over, a step skipped after a failure). A pipeline of
-/// such steps is then started and ended in one commit. Lost in a crash, they are simply decided
-/// again.
+/// the execution, instead of a commit each: the execution's start, steps that ended without
+/// side effects (a Wait already over, a step skipped after a failure), and the ends of Run and
+/// Http steps. A pipeline of steps without side effects is then started and ended in one
+/// commit, and a one-step Run pipeline in two: its start with the step's, then its end with
+/// the step's (four before the twenty-second sitting of issue 13). Lost in a crash, the first
+/// are simply decided again; a Run or Http step whose end is lost stays `Running`, and is
+/// failed as interrupted, as a step the crash stopped is: the step's start, not its end, is
+/// what keeps it from running twice.
 #[derive(Default)]
 struct Unsaved {
     start: Option<Start>,
@@ -750,7 +756,17 @@ impl Unsaved {
     /// anything.
     async fn save(&mut self, store: &dyn Store, claim: &Claim) -> Result<bool, StoreError> {
         let wrote = self.start.is_some() || !self.steps.is_empty();
-        if let Some(start) = self.start.take() {
+        if let Some(mut start) = self.start.take() {
+            // The steps' records go in with the start: one write.
+            for step in self.steps.drain(..) {
+                let same = |s: &&mut StepRecord| {
+                    (s.stage_index, s.step_index) == (step.stage_index, step.step_index)
+                };
+                match start.steps.iter_mut().find(same) {
+                    Some(s) => *s = step,
+                    None => start.steps.push(step),
+                }
+            }
             if !store
                 .start_execution(claim, start.pipeline_spec, start.steps, start.at)
                 .await?
@@ -921,6 +937,7 @@ async fn run_with_retries(
     step: &Step,
     steps: &mut [StepRecord],
     index: usize,
+    unsaved: &mut Unsaved,
     cx: StepContext<'_>,
     abort: &CancellationToken,
 ) -> Result<StepEnd, StoreError> {
@@ -931,7 +948,10 @@ async fn run_with_retries(
         record.started_at = Some(now_millis());
         record.ended_at = None;
         record.message = None;
-        store.update_step(claim, record.clone()).await?;
+        // Committed before the step runs, with what was put off (the execution's start, the
+        // last step's end): a step found `Running` after a crash is never run again.
+        unsaved.steps.push(record.clone());
+        unsaved.save(store, claim).await?;
         steps[index] = record.clone();
 
         let live = live_log::Target {
@@ -954,7 +974,8 @@ async fn run_with_retries(
         record.message = message;
         record.outputs = outputs;
         record.log = log;
-        store.update_step(claim, record.clone()).await?;
+        // Written with the next write: the next step's start, or the execution's end.
+        unsaved.steps.push(record.clone());
         steps[index] = record;
         if ok {
             return Ok(StepEnd::Succeeded);

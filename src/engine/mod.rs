@@ -931,6 +931,7 @@ enum StepEnd {
 }
 
 /// Runs a step up to `1 + retries` times, storing each attempt.
+#[allow(clippy::too_many_arguments)]
 async fn run_with_retries(
     store: &dyn Store,
     claim: &Claim,

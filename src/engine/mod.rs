@@ -1067,6 +1067,9 @@ async fn run_step(
                 abort.child_token(),
             );
             let (result, ()) = tokio::join!(run, live_log::pump(source, live));
+            if !result.swept {
+                cx.work_dirs.keep_none_of(cx.work_dir);
+            }
             let ok = matches!(result.status, RunStatus::Succeeded);
             (
                 ok,

@@ -161,6 +161,10 @@ pub struct RunResult {
     pub outputs: BTreeMap<String, String>,
     /// One human line: `exit code 3`, `timed out after 1s`, `aborted`, `could not start sh: ...`.
     pub message: String,
+    /// Whether every process the step started is known to be gone: none was started, or its
+    /// supervisor reported the script's end, which it does after killing them all. A process
+    /// that a script detached, and then killed its own supervisor, may outlive the step.
+    pub swept: bool,
 }
 
 impl RunResult {
@@ -170,6 +174,7 @@ impl RunResult {
             log: String::new(),
             outputs: BTreeMap::new(),
             message,
+            swept: true,
         }
     }
 }
@@ -213,7 +218,7 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
     };
 
     let mut log = TailBuffer::new(req.max_log_bytes);
-    let ending = {
+    let (ending, swept) = {
         let drain = drain(stdout, stderr, &mut log, req.live.as_ref());
         tokio::pin!(drain);
         let deadline = tokio::time::sleep(req.timeout);
@@ -267,7 +272,7 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         if !drained {
             let _ = tokio::time::timeout(DRAIN_GRACE, &mut drain).await;
         }
-        ending
+        (ending, process.reported())
     };
 
     let (status, message) = match ending {
@@ -302,6 +307,7 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
         log,
         outputs,
         message,
+        swept,
     }
 }
 

@@ -15,10 +15,12 @@
 //! then removed, not kept), and its mode.
 //!
 //! Only supervised steps' directories are kept (a supervisor kills every process its step
-//! started before the step ends, so none is left to write into a spare), at most one per
-//! worker. At start, [`WorkDirs::prepare`] removes the spares with every directory whose
+//! started before it reports the step's end, so none is left to write into a spare), and only
+//! when every supervisor of the execution reported ([`WorkDirs::keep_none_of`]), at most one
+//! per worker. At start, [`WorkDirs::prepare`] removes the spares with every directory whose
 //! execution has ended.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -45,6 +47,8 @@ pub struct WorkDirs {
     spares: Mutex<Vec<Spare>>,
     /// How many spares are kept: none when steps run unsupervised.
     keep: usize,
+    /// Directories not to keep: a process of their steps may outlive them.
+    unswept: Mutex<HashSet<PathBuf>>,
     /// The name of the next spare.
     next: AtomicU64,
 }
@@ -64,6 +68,7 @@ impl WorkDirs {
             root,
             spares: Mutex::new(Vec::new()),
             keep,
+            unswept: Mutex::new(HashSet::new()),
             next: AtomicU64::new(0),
         }
     }
@@ -180,15 +185,30 @@ impl WorkDirs {
         }
     }
 
+    /// Marks `dir` as one to remove, not keep, when its execution ends: a step ran there whose
+    /// supervisor did not report its end (the script killed it), so a process the script
+    /// detached may still be about, and could write into the next execution's directory.
+    pub fn keep_none_of(&self, dir: &Path) {
+        if self.keep > 0 {
+            if let Ok(mut unswept) = self.unswept.lock() {
+                unswept.insert(dir.to_path_buf());
+            }
+        }
+    }
+
     /// Ends an execution's working directory, if its pipeline may have made one: kept as a
     /// spare when there is room and it can be emptied as the module says, else removed.
     pub fn end(&self, dir: Option<&PathBuf>) {
         let Some(dir) = dir else { return };
+        let swept = self
+            .unswept
+            .lock()
+            .is_ok_and(|mut unswept| unswept.is_empty() || !unswept.remove(dir));
         let room = self
             .spares
             .lock()
             .is_ok_and(|spares| spares.len() < self.keep);
-        if room {
+        if swept && room {
             if let Ok(payload) = empty(dir) {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
                 let path = self.root.join(SPARES).join(n.to_string());
@@ -451,6 +471,23 @@ mod tests {
         );
         assert_eq!(entries(&dir), ["artifact", PAYLOAD]);
         assert_eq!(entries(&dirs.root.join(SPARES)), spares_before);
+    }
+
+    #[test]
+    fn a_directory_whose_step_may_have_left_a_process_is_removed_not_kept() {
+        let (_root, dirs) = dirs(4);
+        let (left, clean) = (dirs.of(&id()), dirs.of(&id()));
+        for dir in [&left, &clean] {
+            dirs.make(dir, None, "x").unwrap();
+        }
+        dirs.keep_none_of(&left);
+        dirs.end(Some(&left));
+        assert!(!left.exists());
+        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+        // Only that one.
+        dirs.end(Some(&clean));
+        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
+        assert!(dirs.unswept.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -393,6 +393,49 @@ async fn a_script_that_kills_its_supervisor_fails_its_step_and_its_processes_are
 }
 
 #[tokio::test]
+async fn a_working_directory_goes_to_the_next_execution_only_when_no_process_of_its_step_is_left() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let inode = "echo \"inode=$(stat -c %i .)\" >> \"$TRIGGERD_OUTPUT\"";
+    // What arrived in the directory from an earlier step, looked for after two seconds.
+    let look = format!(
+        "left=$(ls | grep -c -e artifact -e leftover)\nsleep 2\n{inode}\n\
+         echo \"left=$left $(ls | grep -c -e artifact -e leftover)\" >> \"$TRIGGERD_OUTPUT\""
+    );
+
+    // A step that ended through its supervisor: its directory, emptied, is the next one's.
+    let first = step_outputs_of(&app, &t, &format!("{inode}\ntouch artifact")).await;
+    let second = step_outputs_of(&app, &t, &look).await;
+    assert_eq!(
+        second["inode"], first["inode"],
+        "kept and used again: {second}"
+    );
+    assert_eq!(second["left"], "0 0", "emptied: {second}");
+
+    // A script that detaches a process there and kills its supervisor: that process outlives
+    // the step, so the directory is removed, not handed on.
+    step_outputs_of(
+        &app,
+        &t,
+        "setsid sh -c 'touch ready; sleep 1; touch leftover' < /dev/null > /dev/null 2>&1 &\n\
+         while [ ! -e ready ]; do sleep 0.05; done\nkill -9 $PPID\nsleep 3",
+    )
+    .await;
+    let fourth = step_outputs_of(&app, &t, &look).await;
+    assert_eq!(
+        fourth["left"], "0 0",
+        "nothing of the last step arrived: {fourth}"
+    );
+}
+
+/// Runs `command` as the pipeline's one step and returns its outputs.
+async fn step_outputs_of(app: &crate::helpers::TestApp, t: &TestTrigger, command: &str) -> Value {
+    app.put_pipeline_yaml(t, &run_pipeline(command)).await;
+    fire_and_wait(app, t).await;
+    step_outputs(app, t).await
+}
+
+#[tokio::test]
 async fn a_nul_in_a_payload_value_fails_the_step_instead_of_adding_variables() {
     let app = spawn_app().await;
     let t = app.create_trigger().await;

@@ -737,14 +737,14 @@ impl End {
 }
 
 /// Writes put off until the next write that must follow them, most often the one that ends
-/// the execution, instead of a commit each: the execution's start, steps that ended without
-/// side effects (a Wait already over, a step skipped after a failure), and the ends of Run and
-/// Http steps. A pipeline of steps without side effects is then started and ended in one
-/// commit, and a one-step Run pipeline in two: its start with the step's, then its end with
-/// the step's (four before the twenty-second sitting of issue 13). Lost in a crash, the first
-/// are simply decided again; a Run or Http step whose end is lost stays `Running`, and is
-/// failed as interrupted, as a step the crash stopped is: the step's start, not its end, is
-/// what keeps it from running twice.
+/// the execution, instead of a commit each: the execution's start, and steps that ended
+/// without side effects (a Wait already over, a step skipped after a failure). A pipeline of
+/// such steps is then started and ended in one commit, and a Run or Http step's start is
+/// written with the execution's (a one-step Run pipeline: three commits, four before the
+/// twenty-second sitting of issue 13). Lost in a crash, they are simply decided again. The end
+/// of a Run or Http step is not put off: lost in a crash, or with a failed write of the
+/// execution's end, it would leave the step `Running`, failed as interrupted when the
+/// execution is taken up again, though it ran to its end.
 #[derive(Default)]
 struct Unsaved {
     start: Option<Start>,
@@ -949,8 +949,8 @@ async fn run_with_retries(
         record.started_at = Some(now_millis());
         record.ended_at = None;
         record.message = None;
-        // Committed before the step runs, with what was put off (the execution's start, the
-        // last step's end): a step found `Running` after a crash is never run again.
+        // Committed before the step runs, with what was put off (the execution's start, steps
+        // ended without side effects): a step found `Running` after a crash is never run again.
         unsaved.steps.push(record.clone());
         unsaved.save(store, claim).await?;
         steps[index] = record.clone();
@@ -975,8 +975,7 @@ async fn run_with_retries(
         record.message = message;
         record.outputs = outputs;
         record.log = log;
-        // Written with the next write: the next step's start, or the execution's end.
-        unsaved.steps.push(record.clone());
+        store.update_step(claim, record.clone()).await?;
         steps[index] = record;
         if ok {
             return Ok(StepEnd::Succeeded);

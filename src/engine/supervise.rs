@@ -49,9 +49,16 @@ pub fn run_forked(parent: Pid, script: &Script, fds: ScriptFds) -> ! {
             Ended::Code(126)
         }
     };
+    let ended = match ended {
+        // Not reported: the runner then counts the step as killed, kills its session, and
+        // does not hand its working directory on (see `work_dirs`).
+        Ended::NotSwept => super::spawner::exit_now(0),
+        ended => ended,
+    };
     let raw = match ended {
         Ended::Code(code) => (code & 0xff) << 8,
         Ended::Signal(signal) => signal & 0x7f,
+        Ended::NotSwept => 0,
     };
     let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
     super::spawner::exit_now(0)
@@ -125,8 +132,9 @@ fn supervise(parent: Pid, script: &Script) -> Ended {
     }
     // Every descendant is a child or below one (orphans come to this subreaper), so with the
     // script reaped and no child left there is nothing to look for in /proc.
-    if ended.is_none() || !no_children_left() {
-        kill_descendants();
+    if (ended.is_none() || !no_children_left()) && !kill_descendants() {
+        eprintln!("[triggerd] supervisor: the step's processes could not all be killed");
+        return Ended::NotSwept;
     }
     if ended.is_none() {
         ended = reap(main);
@@ -198,6 +206,8 @@ fn start_script(script: &Script) -> std::io::Result<std::process::Child> {
 enum Ended {
     Code(i32),
     Signal(i32),
+    /// Some process the step started is still alive after every round of killing.
+    NotSwept,
 }
 
 /// Reaps every child that has ended (orphans included); returns the script's end if it was
@@ -226,12 +236,13 @@ fn no_children_left() -> bool {
 }
 
 /// Kills every descendant with `SIGKILL` and reaps them, round after round, until none is
-/// left (a process forking as it is killed is caught in a later round).
-fn kill_descendants() {
+/// left (a process forking as it is killed is caught in a later round). False when some are
+/// still alive after the last round.
+fn kill_descendants() -> bool {
     for _ in 0..SWEEP_ROUNDS {
         let all = descendants(rustix::process::getpid());
         if all.is_empty() {
-            return;
+            return true;
         }
         for pid in all {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
@@ -239,6 +250,7 @@ fn kill_descendants() {
         std::thread::sleep(Duration::from_millis(5));
         reap(None);
     }
+    descendants(rustix::process::getpid()).is_empty()
 }
 
 /// Every live process below `root`, read from `/proc`.

@@ -1,24 +1,29 @@
 //! The executions' working directories (DESIGN §6.1): one per execution with a Run step, empty
-//! and mode 0700 when its first Run step starts, removed when the execution ends.
+//! but for the payload file and mode 0700 when its first Run step starts, owned by the step's
+//! user.
 //!
 //! Each directory and its payload file cost an inode. This VM's ext4 has no journal, and without
 //! one ext4 skips, for every inode it allocates, each inode freed in the last half minute or so
 //! whose table block is still dirty: the more directories a second the engine makes and removes,
 //! the longer each allocation searches. With one-step pipelines of Run `true`, making and
-//! removing the two inodes took 15 % of all CPU time (issue 13). So a directory whose execution
-//! ended is emptied, its payload file truncated, and kept as a spare in `.spare`, a directory
-//! only the server may enter; the next execution's directory is a spare renamed into place.
-//! The next script sees what a new directory shows it: an empty directory of its own, mode
-//! 0700, holding only the payload file, written anew. What the last script could have left to
-//! the next is removed or refused: any entry but the payload file, a payload file that is not
-//! the server's own (replaced, or a link), extended attributes such as an ACL (the directory is
-//! then removed, not kept), and its mode.
+//! removing the two inodes took 15 % of all CPU time (issue 13). So when an execution ends, its
+//! directory is kept as a spare if it can be made as new, and the next execution's directory is
+//! a spare renamed into place; any other directory is removed. To be kept, a directory
+//! - was made (or taken) by this process for the execution, and every step run there reported
+//!   its end from its supervisor, which reports only once it has killed every process the step
+//!   started ([`WorkDirs::keep_none_of`]): no process of a step is left to reach it;
+//! - is first moved out of the step user's reach, into this process's spare directory (mode
+//!   0700, the server's), and given back to the server (owner, mode 0700), so that nothing of
+//!   that user can change it any more, even through a descriptor opened before;
+//! - then has no extended attributes (an ACL) and the inode flags of a new directory;
+//! - and is emptied: every entry removed but the payload file, kept only when it is a regular
+//!   file of the server's own with no other link, mode 0644 and no extended attributes, and
+//!   truncated.
 //!
-//! Only supervised steps' directories are kept (a supervisor kills every process its step
-//! started before it reports the step's end, so none is left to write into a spare), and only
-//! when every supervisor of the execution reported ([`WorkDirs::keep_none_of`]), at most one
-//! per worker. At start, [`WorkDirs::prepare`] removes the spares with every directory whose
-//! execution has ended.
+//! The next execution's payload is written over the kept file. At most one spare per worker is
+//! kept, none when steps run unsupervised. At start, [`WorkDirs::prepare`] removes every spare
+//! (this process's are in a directory of its own: nodes may share the root) with every
+//! directory whose execution has ended.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -35,8 +40,6 @@ use crate::domain::ids::PlanExecutionId;
 use crate::store::executions::status;
 use crate::store::Store;
 
-/// The directory of spares, under the root.
-const SPARES: &str = ".spare";
 /// The payload file's name in a working directory.
 const PAYLOAD: &str = "payload";
 
@@ -44,16 +47,19 @@ const PAYLOAD: &str = "payload";
 #[derive(Debug)]
 pub struct WorkDirs {
     root: PathBuf,
+    /// This process's spares, under the root: `.spare-` and a random name.
+    spare_dir: PathBuf,
     spares: Mutex<Vec<Spare>>,
     /// How many spares are kept: none when steps run unsupervised.
     keep: usize,
-    /// Directories not to keep: a process of their steps may outlive them.
-    unswept: Mutex<HashSet<PathBuf>>,
+    /// The directories this process made or took for their executions, while every step run
+    /// there has reported its end: the only ones kept.
+    clean: Mutex<HashSet<PathBuf>>,
     /// The name of the next spare.
     next: AtomicU64,
 }
 
-/// An emptied directory in `.spare`.
+/// An emptied directory in the spare directory.
 #[derive(Debug)]
 struct Spare {
     path: PathBuf,
@@ -64,11 +70,13 @@ struct Spare {
 impl WorkDirs {
     /// The directories under `root`, keeping up to `keep` spares.
     pub fn new(root: PathBuf, keep: usize) -> Self {
+        let spare_dir = root.join(format!(".spare-{:016x}", rand::random::<u64>()));
         Self {
             root,
+            spare_dir,
             spares: Mutex::new(Vec::new()),
             keep,
-            unswept: Mutex::new(HashSet::new()),
+            clean: Mutex::new(HashSet::new()),
             next: AtomicU64::new(0),
         }
     }
@@ -84,7 +92,7 @@ impl WorkDirs {
     }
 
     /// Removes the directories of executions that have ended or no longer exist (they ended
-    /// while this node was down), and every spare, then makes `.spare` anew.
+    /// while this node was down), and every spare, then makes this process's spare directory.
     pub async fn prepare(&self, store: &dyn Store) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
@@ -106,14 +114,9 @@ impl WorkDirs {
             }
         }
         if self.keep > 0 {
-            // Another node sharing the root may have made it again already.
-            match std::fs::DirBuilder::new()
+            std::fs::DirBuilder::new()
                 .mode(0o700)
-                .create(self.root.join(SPARES))
-            {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            }
+                .create(&self.spare_dir)?;
         }
         Ok(())
     }
@@ -122,23 +125,30 @@ impl WorkDirs {
     /// payload file there once (`body`). Returns the payload file's path.
     pub fn make(&self, dir: &Path, user: Option<&RunUser>, body: &str) -> io::Result<PathBuf> {
         let payload = dir.join(PAYLOAD);
+        let mut made = true;
         let written = match self.take_spare(dir) {
-            Some(true) => overwrite_own_file(&payload, body).or_else(|_| {
-                let _ = std::fs::remove_file(&payload);
-                write_payload_file(&payload, body)
-            }),
-            Some(false) => write_payload_file(&payload, body),
+            // The directory is still the server's, mode 0700: nothing else can be in it.
+            Some(true) => overwrite_own_file(&payload, body),
+            Some(false) => write_payload_file(&payload, body, false),
             None => {
-                let made = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                let created = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(dir),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    made => made,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        made = false;
+                        Ok(())
+                    }
+                    created => created,
                 };
-                made.map_err(context("could not create the working directory"))?;
-                write_payload_file(&payload, body)
+                created.map_err(context("could not create the working directory"))?;
+                write_payload_file(&payload, body, true)
             }
         };
         written.map_err(context("could not write the payload file"))?;
+        if made && self.keep > 0 {
+            if let Ok(mut clean) = self.clean.lock() {
+                clean.insert(dir.to_path_buf());
+            }
+        }
         // Whatever the umask, and whatever an earlier step of the execution did to it.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(context("could not create the working directory"))?;
@@ -186,37 +196,34 @@ impl WorkDirs {
     }
 
     /// Marks `dir` as one to remove, not keep, when its execution ends: a step ran there whose
-    /// supervisor did not report its end (the script killed it), so a process the script
-    /// detached may still be about, and could write into the next execution's directory.
+    /// supervisor did not report its end (the script killed it, or not every process it
+    /// started could be killed), so a process of the step may still be about.
     pub fn keep_none_of(&self, dir: &Path) {
-        if self.keep > 0 {
-            if let Ok(mut unswept) = self.unswept.lock() {
-                unswept.insert(dir.to_path_buf());
-            }
+        if let Ok(mut clean) = self.clean.lock() {
+            clean.remove(dir);
         }
     }
 
     /// Ends an execution's working directory, if its pipeline may have made one: kept as a
-    /// spare when there is room and it can be emptied as the module says, else removed.
+    /// spare when the module's conditions hold and there is room, else removed.
     pub fn end(&self, dir: Option<&PathBuf>) {
         let Some(dir) = dir else { return };
-        let swept = self
-            .unswept
-            .lock()
-            .is_ok_and(|mut unswept| unswept.is_empty() || !unswept.remove(dir));
+        let clean = self.clean.lock().is_ok_and(|mut clean| clean.remove(dir));
         let room = self
             .spares
             .lock()
             .is_ok_and(|spares| spares.len() < self.keep);
-        if swept && room {
-            if let Ok(payload) = empty(dir) {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
-                let path = self.root.join(SPARES).join(n.to_string());
-                let moved = rustix::fs::renameat_with(CWD, dir, CWD, &path, RenameFlags::NOREPLACE);
-                if moved.is_ok() {
-                    self.keep_spare(Spare { path, payload });
-                    return;
+        if clean && room {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let path = self.spare_dir.join(n.to_string());
+            if rustix::fs::renameat_with(CWD, dir, CWD, &path, RenameFlags::NOREPLACE).is_ok() {
+                match as_new(&path, &self.spare_dir) {
+                    Ok(payload) => self.keep_spare(Spare { path, payload }),
+                    Err(_) => {
+                        let _ = std::fs::remove_dir_all(&path);
+                    }
                 }
+                return;
             }
         }
         let _ = std::fs::remove_dir_all(dir);
@@ -233,11 +240,30 @@ fn context(what: &'static str) -> impl Fn(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Empties `dir` for the next execution (see the module): true when it keeps an empty payload
-/// file of the server's own. An error leaves it to be removed.
-fn empty(dir: &Path) -> io::Result<bool> {
+/// Makes `dir`, a spare now out of the step user's reach, as a new directory would be (see the
+/// module): true when it keeps an empty payload file. `like` is a directory this process made,
+/// whose inode flags a new one has. An error leaves it to be removed.
+fn as_new(dir: &Path, like: &Path) -> io::Result<bool> {
+    rustix::fs::chown(
+        dir,
+        Some(rustix::process::geteuid()),
+        Some(rustix::process::getegid()),
+    )?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // From here on nobody but the server can change it.
     if rustix::fs::llistxattr_query(dir)? > 0 {
         return Err(io::Error::other("it has extended attributes"));
+    }
+    // None for both where the file system has no such flags.
+    let flags = |path: &Path| {
+        File::open(path)
+            .ok()
+            .and_then(|d| rustix::fs::ioctl_getflags(&d).ok())
+    };
+    if flags(dir) != flags(like) {
+        return Err(io::Error::other(
+            "its inode flags are not a new directory's",
+        ));
     }
     let mut payload = false;
     for entry in std::fs::read_dir(dir)? {
@@ -252,13 +278,16 @@ fn empty(dir: &Path) -> io::Result<bool> {
             std::fs::remove_file(&path)?;
         }
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let left = std::fs::read_dir(dir)?.count();
+    if left != usize::from(payload) {
+        return Err(io::Error::other("it is not empty"));
+    }
     Ok(payload)
 }
 
-/// Opens `path` for writing if it is a regular file of the server's own with no other link:
-/// never through a link, never blocking on a FIFO, never truncating what it refuses. Returns
-/// it with its length.
+/// Opens `path` for writing if it is a regular file of the server's own with no other link,
+/// mode 0644 and no extended attributes: never through a link, never blocking on a FIFO,
+/// never truncating what it refuses. Returns it with its length.
 fn open_own_file(path: &Path) -> io::Result<(File, u64)> {
     let file = OpenOptions::new()
         .write(true)
@@ -268,8 +297,10 @@ fn open_own_file(path: &Path) -> io::Result<(File, u64)> {
     if !meta.file_type().is_file()
         || meta.nlink() != 1
         || meta.uid() != rustix::process::geteuid().as_raw()
+        || meta.mode() & 0o7777 != 0o644
+        || rustix::fs::flistxattr(&file, &mut [0u8; 0][..])? > 0
     {
-        return Err(io::Error::other("not the server's own file"));
+        return Err(io::Error::other("not the server's own payload file"));
     }
     Ok((file, meta.len()))
 }
@@ -292,9 +323,9 @@ fn overwrite_own_file(path: &Path, body: &str) -> io::Result<()> {
 
 /// Writes the execution's payload file once, for its first Run step: created exclusively and
 /// without following links, mode 0644 (readable by the step's user, who owns the directory).
-/// A later step finds whatever is there: a step can replace it, but cannot make the server
-/// write through a link it planted.
-fn write_payload_file(path: &Path, body: &str) -> io::Result<()> {
+/// A later step finds whatever is there (`existing_ok`): a step can replace it, but cannot
+/// make the server write through a link it planted.
+fn write_payload_file(path: &Path, body: &str, existing_ok: bool) -> io::Result<()> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -307,7 +338,7 @@ fn write_payload_file(path: &Path, body: &str) -> io::Result<()> {
             rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o644))?;
             file.write_all(body.as_bytes())
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if existing_ok && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -317,14 +348,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileTypeExt;
 
-    /// A root on the build's own file system (ext4 here, with extended attributes; /tmp may be
-    /// a tmpfs), with `.spare` made as at start.
+    /// A root on the build's own file system (ext4 here, with extended attributes and inode
+    /// flags; /tmp may be a tmpfs), with the spare directory made as at start.
     fn dirs(keep: usize) -> (tempfile::TempDir, WorkDirs) {
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
         std::fs::create_dir_all(&target).unwrap();
         let root = tempfile::TempDir::new_in(target).unwrap();
-        std::fs::create_dir(root.path().join(SPARES)).unwrap();
         let dirs = WorkDirs::new(root.path().to_path_buf(), keep);
+        std::fs::create_dir(&dirs.spare_dir).unwrap();
         (root, dirs)
     }
 
@@ -366,9 +397,9 @@ mod tests {
 
         dirs.end(Some(&first));
         assert!(!first.exists());
-        let spares = entries(&dirs.root.join(SPARES));
+        let spares = entries(&dirs.spare_dir);
         assert_eq!(spares.len(), 1);
-        let spare = dirs.root.join(SPARES).join(&spares[0]);
+        let spare = dirs.spare_dir.join(&spares[0]);
         assert_eq!(entries(&spare), [PAYLOAD]);
         assert_eq!(
             std::fs::read(spare.join(PAYLOAD)).unwrap(),
@@ -389,7 +420,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&payload).unwrap(), "{\"n\":2}");
         assert_eq!(mode(&second), 0o700);
         assert_eq!(mode(&payload), 0o644);
-        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+        assert!(entries(&dirs.spare_dir).is_empty());
 
         // No spare left: a new directory.
         let third = dirs.of(&id());
@@ -402,12 +433,19 @@ mod tests {
     fn a_payload_file_that_is_not_the_servers_own_is_never_written_through() {
         let (root, dirs) = dirs(4);
         let outside = root.path().join("outside");
-        for plant in ["symlink", "hard link", "fifo"] {
+        for plant in ["symlink", "hard link", "fifo", "mode"] {
             std::fs::write(&outside, "precious").unwrap();
             let dir = dirs.of(&id());
             let payload = dirs.make(&dir, None, "old").unwrap();
-            std::fs::remove_file(&payload).unwrap();
+            if plant != "mode" {
+                std::fs::remove_file(&payload).unwrap();
+            }
             match plant {
+                // The script's user, when it is the server's, could make it unreadable.
+                "mode" => {
+                    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o200))
+                        .unwrap()
+                }
                 "symlink" => std::os::unix::fs::symlink(&outside, &payload).unwrap(),
                 "hard link" => std::fs::hard_link(&outside, &payload).unwrap(),
                 _ => rustix::fs::mknodat(
@@ -429,6 +467,7 @@ mod tests {
             );
             let meta = std::fs::symlink_metadata(&payload).unwrap();
             assert!(meta.file_type().is_file() && meta.nlink() == 1, "{plant}");
+            assert_eq!(meta.mode() & 0o7777, 0o644, "{plant}");
             assert!(!meta.file_type().is_fifo());
             assert_eq!(std::fs::read_to_string(&payload).unwrap(), "new", "{plant}");
             assert_eq!(entries(&next), [PAYLOAD]);
@@ -445,7 +484,63 @@ mod tests {
             .expect("the build's file system takes user attributes");
         dirs.end(Some(&dir));
         assert!(!dir.exists());
-        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+        assert!(entries(&dirs.spare_dir).is_empty());
+    }
+
+    #[test]
+    fn a_directory_with_inode_flags_a_new_one_lacks_is_removed_not_kept() {
+        let (_root, dirs) = dirs(4);
+        let dir = dirs.of(&id());
+        dirs.make(&dir, None, "x").unwrap();
+        let d = File::open(&dir).unwrap();
+        let flags = rustix::fs::ioctl_getflags(&d).unwrap();
+        // `chattr +S`: every later execution given it would write synchronously.
+        rustix::fs::ioctl_setflags(&d, flags | rustix::fs::IFlags::SYNC)
+            .expect("the build's file system takes inode flags");
+        dirs.end(Some(&dir));
+        assert!(!dir.exists());
+        assert!(entries(&dirs.spare_dir).is_empty());
+    }
+
+    #[test]
+    fn a_kept_directory_is_the_servers_again_until_the_next_step_is_given_it() {
+        // Giving a directory to another user needs root, as `run_user` does.
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let (_root, dirs) = dirs(4);
+        let user = RunUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        let dir = dirs.of(&id());
+        dirs.make(&dir, Some(&user), "x").unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().uid(), 65534);
+        dirs.end(Some(&dir));
+        let spare = dirs.spare_dir.join(&entries(&dirs.spare_dir)[0]);
+        let meta = std::fs::metadata(&spare).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "out of the user's hands");
+        let next = dirs.of(&id());
+        dirs.make(&next, Some(&user), "y").unwrap();
+        let meta = std::fs::metadata(&next).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (65534, 65534, 0o700)
+        );
+    }
+
+    #[test]
+    fn a_directory_this_process_did_not_make_is_removed_not_kept() {
+        let (_root, dirs) = dirs(4);
+        // Made before a restart, or by another node.
+        let dir = dirs.of(&id());
+        std::fs::create_dir(&dir).unwrap();
+        dirs.make(&dir, None, "x").unwrap();
+        dirs.end(Some(&dir));
+        assert!(!dir.exists());
+        assert!(entries(&dirs.spare_dir).is_empty());
     }
 
     #[test]
@@ -454,7 +549,7 @@ mod tests {
         let spare = dirs.of(&id());
         dirs.make(&spare, None, "s").unwrap();
         dirs.end(Some(&spare));
-        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
+        assert_eq!(entries(&dirs.spare_dir).len(), 1);
 
         let dir = dirs.of(&id());
         // The first step: a new directory (the spare is taken).
@@ -462,7 +557,7 @@ mod tests {
         std::fs::write(&payload, "changed by the step").unwrap();
         std::fs::write(dir.join("artifact"), "a").unwrap();
         dirs.end(Some(&dirs.of(&id())));
-        let spares_before = entries(&dirs.root.join(SPARES));
+        let spares_before = entries(&dirs.spare_dir);
         // The second step of the same execution, with a spare at hand.
         dirs.make(&dir, None, "body").unwrap();
         assert_eq!(
@@ -470,7 +565,7 @@ mod tests {
             "changed by the step"
         );
         assert_eq!(entries(&dir), ["artifact", PAYLOAD]);
-        assert_eq!(entries(&dirs.root.join(SPARES)), spares_before);
+        assert_eq!(entries(&dirs.spare_dir), spares_before);
     }
 
     #[test]
@@ -483,11 +578,11 @@ mod tests {
         dirs.keep_none_of(&left);
         dirs.end(Some(&left));
         assert!(!left.exists());
-        assert!(entries(&dirs.root.join(SPARES)).is_empty());
+        assert!(entries(&dirs.spare_dir).is_empty());
         // Only that one.
         dirs.end(Some(&clean));
-        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
-        assert!(dirs.unswept.lock().unwrap().is_empty());
+        assert_eq!(entries(&dirs.spare_dir).len(), 1);
+        assert!(dirs.clean.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -504,13 +599,13 @@ mod tests {
             dirs.end(Some(dir));
             assert!(!dir.exists());
         }
-        assert_eq!(entries(&dirs.root.join(SPARES)).len(), 1);
+        assert_eq!(entries(&dirs.spare_dir).len(), 1);
 
         let (_root, unsupervised) = self::dirs(0);
         let dir = unsupervised.of(&id());
         unsupervised.make(&dir, None, "x").unwrap();
         unsupervised.end(Some(&dir));
         assert!(!dir.exists());
-        assert!(entries(&unsupervised.root.join(SPARES)).is_empty());
+        assert!(entries(&unsupervised.spare_dir).is_empty());
     }
 }

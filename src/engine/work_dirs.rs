@@ -11,7 +11,9 @@
 //! a spare renamed into place; any other directory is removed. To be kept, a directory
 //! - was made (or taken) by this process for the execution, and every step run there reported
 //!   its end from its supervisor, which reports only once it has killed every process the step
-//!   started ([`WorkDirs::keep_none_of`]): no process of a step is left to reach it;
+//!   started: no process of a step is left to reach it. Once any step did not report
+//!   ([`WorkDirs::keep_none_of`]), none is kept any more, and the spares are removed: a process
+//!   left behind may hold another directory open, which would reach a later execution;
 //! - is first moved out of the step user's reach, into this process's spare directory (mode
 //!   0700, the server's), and given back to the server (owner, mode 0700), so that nothing of
 //!   that user can change it any more, even through a descriptor opened before;
@@ -30,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rustix::fs::{OFlags, RenameFlags, CWD};
@@ -57,6 +59,8 @@ pub struct WorkDirs {
     clean: Mutex<HashSet<PathBuf>>,
     /// The name of the next spare.
     next: AtomicU64,
+    /// Set once a step did not report its end: nothing is kept from then on.
+    left_behind: AtomicBool,
 }
 
 /// An emptied directory in the spare directory.
@@ -78,6 +82,7 @@ impl WorkDirs {
             keep,
             clean: Mutex::new(HashSet::new()),
             next: AtomicU64::new(0),
+            left_behind: AtomicBool::new(false),
         }
     }
 
@@ -188,19 +193,31 @@ impl WorkDirs {
 
     fn keep_spare(&self, spare: Spare) {
         match self.spares.lock() {
-            Ok(mut spares) if spares.len() < self.keep => spares.push(spare),
+            Ok(mut spares)
+                if spares.len() < self.keep && !self.left_behind.load(Ordering::Relaxed) =>
+            {
+                spares.push(spare)
+            }
             _ => {
                 let _ = std::fs::remove_dir_all(&spare.path);
             }
         }
     }
 
-    /// Marks `dir` as one to remove, not keep, when its execution ends: a step ran there whose
-    /// supervisor did not report its end (the script killed it, or not every process it
-    /// started could be killed), so a process of the step may still be about.
+    /// Keeps no directory any more, `dir` included, and removes the spares: a step ran in
+    /// `dir` whose supervisor did not report its end (the script killed it, or not every
+    /// process it started could be killed), so a process of the step may still be about.
     pub fn keep_none_of(&self, dir: &Path) {
+        self.left_behind.store(true, Ordering::Relaxed);
         if let Ok(mut clean) = self.clean.lock() {
             clean.remove(dir);
+        }
+        let spares = self
+            .spares
+            .lock()
+            .map(|mut spares| std::mem::take(&mut *spares));
+        for spare in spares.unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(&spare.path);
         }
     }
 
@@ -208,7 +225,8 @@ impl WorkDirs {
     /// spare when the module's conditions hold and there is room, else removed.
     pub fn end(&self, dir: Option<&PathBuf>) {
         let Some(dir) = dir else { return };
-        let clean = self.clean.lock().is_ok_and(|mut clean| clean.remove(dir));
+        let clean = self.clean.lock().is_ok_and(|mut clean| clean.remove(dir))
+            && !self.left_behind.load(Ordering::Relaxed);
         let room = self
             .spares
             .lock()
@@ -569,19 +587,28 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_whose_step_may_have_left_a_process_is_removed_not_kept() {
+    fn once_a_step_may_have_left_a_process_no_directory_is_kept() {
         let (_root, dirs) = dirs(4);
         let (left, clean) = (dirs.of(&id()), dirs.of(&id()));
         for dir in [&left, &clean] {
             dirs.make(dir, None, "x").unwrap();
         }
+        let spare = dirs.of(&id());
+        dirs.make(&spare, None, "x").unwrap();
+        dirs.end(Some(&spare));
+        assert_eq!(entries(&dirs.spare_dir).len(), 1);
+
         dirs.keep_none_of(&left);
+        assert!(
+            entries(&dirs.spare_dir).is_empty(),
+            "the spares are removed"
+        );
         dirs.end(Some(&left));
         assert!(!left.exists());
-        assert!(entries(&dirs.spare_dir).is_empty());
-        // Only that one.
+        // Nor any other from then on.
         dirs.end(Some(&clean));
-        assert_eq!(entries(&dirs.spare_dir).len(), 1);
+        assert!(!clean.exists());
+        assert!(entries(&dirs.spare_dir).is_empty());
         assert!(dirs.clean.lock().unwrap().is_empty());
     }
 

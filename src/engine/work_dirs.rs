@@ -493,31 +493,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_directory_with_extended_attributes_is_removed_not_kept() {
+    /// Makes a directory, lets `spoil` change it as a script could, ends it, and checks that
+    /// it was removed, not kept.
+    fn removed_not_kept(spoil: impl FnOnce(&Path)) {
         let (_root, dirs) = dirs(4);
         let dir = dirs.of(&id());
         dirs.make(&dir, None, "x").unwrap();
-        rustix::fs::setxattr(&dir, "user.note", b"left", rustix::fs::XattrFlags::empty())
-            .expect("the build's file system takes user attributes");
+        spoil(&dir);
         dirs.end(Some(&dir));
         assert!(!dir.exists());
         assert!(entries(&dirs.spare_dir).is_empty());
     }
 
     #[test]
+    fn a_directory_with_extended_attributes_is_removed_not_kept() {
+        removed_not_kept(|dir| {
+            rustix::fs::setxattr(dir, "user.note", b"left", rustix::fs::XattrFlags::empty())
+                .expect("the build's file system takes user attributes")
+        });
+    }
+
+    #[test]
     fn a_directory_with_inode_flags_a_new_one_lacks_is_removed_not_kept() {
-        let (_root, dirs) = dirs(4);
-        let dir = dirs.of(&id());
-        dirs.make(&dir, None, "x").unwrap();
-        let d = File::open(&dir).unwrap();
-        let flags = rustix::fs::ioctl_getflags(&d).unwrap();
-        // `chattr +S`: every later execution given it would write synchronously.
-        rustix::fs::ioctl_setflags(&d, flags | rustix::fs::IFlags::SYNC)
-            .expect("the build's file system takes inode flags");
-        dirs.end(Some(&dir));
-        assert!(!dir.exists());
-        assert!(entries(&dirs.spare_dir).is_empty());
+        removed_not_kept(|dir| {
+            let d = File::open(dir).unwrap();
+            let flags = rustix::fs::ioctl_getflags(&d).unwrap();
+            // `chattr +S`: every later execution given it would write synchronously.
+            rustix::fs::ioctl_setflags(&d, flags | rustix::fs::IFlags::SYNC)
+                .expect("the build's file system takes inode flags")
+        });
     }
 
     #[test]

@@ -49,16 +49,12 @@ pub fn run_forked(parent: Pid, script: &Script, fds: ScriptFds) -> ! {
             Ended::Code(126)
         }
     };
-    let ended = match ended {
-        // Not reported: the runner then counts the step as killed, kills its session, and
-        // does not hand its working directory on (see `work_dirs`).
-        Ended::NotSwept => super::spawner::exit_now(0),
-        ended => ended,
-    };
     let raw = match ended {
         Ended::Code(code) => (code & 0xff) << 8,
         Ended::Signal(signal) => signal & 0x7f,
-        Ended::NotSwept => 0,
+        // Not reported: the runner then counts the step as killed, kills its session, and
+        // does not hand its working directory on (see `work_dirs`).
+        Ended::NotSwept => super::spawner::exit_now(0),
     };
     let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
     super::spawner::exit_now(0)

@@ -566,6 +566,57 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_removed_under_this_process_gives_way_to_a_new_directory() {
+        let (_root, dirs) = dirs(4);
+        let first = dirs.of(&id());
+        dirs.make(&first, None, "x").unwrap();
+        dirs.end(Some(&first));
+        // Another node sharing the root started, and removed every spare directory.
+        std::fs::remove_dir_all(&dirs.spare_dir).unwrap();
+
+        let next = dirs.of(&id());
+        let payload = dirs.make(&next, None, "y").unwrap();
+        assert_eq!(std::fs::read_to_string(payload).unwrap(), "y");
+        assert!(
+            dirs.spares.lock().unwrap().is_empty(),
+            "the stale spare is gone"
+        );
+        // Ending it cannot move it into the missing spare directory: it is removed.
+        dirs.end(Some(&next));
+        assert!(!next.exists());
+    }
+
+    #[test]
+    fn a_payload_file_found_in_a_spare_that_kept_none_is_refused_not_used() {
+        let (_root, dirs) = dirs(4);
+        let dir = dirs.of(&id());
+        let payload = dirs.make(&dir, None, "x").unwrap();
+        // Not the server's own: not kept, so the spare holds no payload file.
+        std::fs::remove_file(&payload).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &payload).unwrap();
+        dirs.end(Some(&dir));
+        let spare = dirs.spare_dir.join(&entries(&dirs.spare_dir)[0]);
+        assert!(entries(&spare).is_empty());
+        // Something puts one there while it is a spare (only root could).
+        std::fs::write(spare.join(PAYLOAD), "forged").unwrap();
+
+        let next = dirs.of(&id());
+        let e = dirs.make(&next, None, "body").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("could not write the payload file"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(next.join(PAYLOAD)).unwrap(),
+            "forged"
+        );
+        // The step fails instead; its directory is not kept.
+        dirs.end(Some(&next));
+        assert!(!next.exists());
+    }
+
+    #[test]
     fn a_later_step_finds_its_executions_directory_as_the_earlier_one_left_it() {
         let (_root, dirs) = dirs(4);
         let spare = dirs.of(&id());

@@ -134,9 +134,10 @@ impl Application {
         // Started from the thread that runs the server, which lives as long as it does.
         let spawner = match &settings.step_supervisor {
             Some(binary) => Some(Arc::new(
-                engine::spawner::Spawner::start(binary, settings.engine_nice).with_context(
-                    || format!("starting the Run steps' spawner {}", binary.display()),
-                )?,
+                engine::spawner::Spawner::start(binary, settings.engine_nice, settings.workers)
+                    .with_context(|| {
+                        format!("starting the Run steps' spawner {}", binary.display())
+                    })?,
             )),
             None => None,
         };

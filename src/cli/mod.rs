@@ -110,12 +110,15 @@ enum Command {
     #[command(
         name = "step-spawner",
         hide = true,
-        after_help = "Example (the engine runs this, not people):\n  triggerd step-spawner --parent 4242"
+        after_help = "Example (the engine runs this, not people):\n  triggerd step-spawner --parent 4242 --keep 32"
     )]
     StepSpawner {
         /// The pid of the triggerd that started it; if that is gone, it exits.
         #[arg(long)]
         parent: u32,
+        /// How many supervisors may wait for the next step.
+        #[arg(long, default_value_t = 32)]
+        keep: usize,
     },
     /// Run the gateway.
     #[command(after_help = "Example:\n  triggerd serve --demo --listen 127.0.0.1:8080")]
@@ -268,7 +271,7 @@ fn run(cli: Cli) -> CliResult {
     };
     let config = cli.config;
     match cli.command {
-        Command::StepSpawner { parent } => crate::engine::spawner::run(parent),
+        Command::StepSpawner { parent, keep } => crate::engine::spawner::run(parent, keep),
         Command::Serve {
             demo,
             listen,

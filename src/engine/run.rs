@@ -233,8 +233,8 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
                 () = &mut drain, if !drained => drained = true,
             }
         };
-        if group.supervisor.is_some() {
-            // The supervisor killed everything the script started before it exited. On a
+        if group.stop.is_some() {
+            // The supervisor killed everything the script started before it reported. On a
             // timeout or abort it is told to, and given a moment; the group is the fallback.
             if !matches!(ending, Ending::Exited(_)) {
                 group.stop_supervisor();
@@ -250,12 +250,13 @@ pub async fn run(req: RunRequest, abort: CancellationToken) -> RunResult {
             // run as the same user): its group, which is also its session, gets SIGKILL. The
             // number cannot have been reused while any member of the group is alive. A
             // supervisor that reported the script's end has killed everything below it, and
-            // its own pid may be another process's by now: nothing is sent then.
+            // takes the next step once let go of this one: nothing is sent then.
             if process.reported() {
                 group.leader = None;
             } else {
                 group.kill();
             }
+            group.let_go();
         } else {
             // Also after a normal exit, so no background job survives. The main child is
             // reaped at most just before this; its pid cannot have been reused as a group id
@@ -398,10 +399,12 @@ async fn start_supervised(spawner: &Arc<Spawner>, req: &RunRequest) -> io::Resul
     let (stdout, stdout_w) = step_pipe()?;
     let (stderr, stderr_w) = step_pipe()?;
     let (status, status_w) = step_pipe()?;
+    let (stop_r, stop_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let fds = ScriptFds {
         stdout: stdout_w,
         stderr: stderr_w,
         status: status_w,
+        stop: stop_r,
     };
     let script = Script {
         program: req.shell.as_str().into(),
@@ -410,7 +413,7 @@ async fn start_supervised(spawner: &Arc<Spawner>, req: &RunRequest) -> io::Resul
         work_dir: req.work_dir.clone(),
         user: req.user.as_ref().map(|u| (u.uid, u.gid)),
     };
-    // The write ends are closed here once sent: the supervisor (and the script) hold the only
+    // The supervisor's ends are closed here once sent: it (and the script) hold the only
     // copies, so each pipe ends when they are gone.
     let spawned = spawner.spawn(script, fds).await?;
     Ok(Started {
@@ -422,7 +425,7 @@ async fn start_supervised(spawner: &Arc<Spawner>, req: &RunRequest) -> io::Resul
         stderr: Some(Box::new(stderr)),
         group: GroupKiller {
             leader: Some(spawned.pid),
-            supervisor: Some(spawned.pidfd),
+            stop: Some(stop_w),
         },
     })
 }
@@ -459,10 +462,7 @@ fn start_direct(req: &RunRequest) -> io::Result<Started> {
         stdout: child.stdout.take().map(|o| Box::new(o) as Output),
         stderr: child.stderr.take().map(|e| Box::new(e) as Output),
         process: Process::Direct(child),
-        group: GroupKiller {
-            leader,
-            supervisor: None,
-        },
+        group: GroupKiller { leader, stop: None },
     })
 }
 
@@ -486,23 +486,29 @@ enum Ending {
 }
 
 /// Ends the child's processes, once: explicitly, or on drop if the future running the step is
-/// dropped midway. A supervisor is asked (`SIGTERM`), so that it can kill what left the group;
-/// an unsupervised script's group gets `SIGKILL`.
+/// dropped midway. A supervisor is asked (on the step's stop pipe), so that it can kill what
+/// left the group; an unsupervised script's group gets `SIGKILL`.
 struct GroupKiller {
     /// The script's (or the supervisor's) pid, which is its process group's id; `None` once
     /// killed.
     leader: Option<Pid>,
-    /// For a supervisor: a pidfd for it.
-    supervisor: Option<OwnedFd>,
+    /// For a supervisor: this end of the step's stop pipe, until the step is let go of.
+    stop: Option<OwnedFd>,
 }
 
 impl GroupKiller {
-    /// Asks the supervisor to kill the step's processes and exit. Through its pidfd: it is
-    /// not this process's child, so its pid may be another process's once it has ended.
+    /// Asks the supervisor to kill the step's processes and report (a byte on the stop pipe,
+    /// which it reads only while this step runs: a supervisor runs one step after another).
     fn stop_supervisor(&self) {
-        if let Some(pidfd) = &self.supervisor {
-            let _ = rustix::process::pidfd_send_signal(pidfd, Signal::TERM);
+        if let Some(stop) = &self.stop {
+            let _ = rustix::io::write(stop, b"s");
         }
+    }
+
+    /// Closes the stop pipe: the supervisor, once it has reported, may take the next step.
+    /// Done once this runner will not kill its session any more.
+    fn let_go(&mut self) {
+        self.stop = None;
     }
 
     /// Kills the group; false when there was no group id to kill.
@@ -521,7 +527,7 @@ impl GroupKiller {
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        if self.supervisor.is_some() {
+        if self.stop.is_some() {
             self.stop_supervisor();
         } else {
             self.kill();

@@ -1,18 +1,24 @@
 //! The step spawner: `triggerd step-spawner`, one small, single-threaded child the server
-//! starts once. For each Run step it forks a [supervisor](super::supervise) of its own, which
-//! drops to the step's user and starts the script.
+//! starts once. It keeps a pool of step [supervisors](super::supervise), forked from itself,
+//! each running one Run step at a time as the step's user, and hands each step to one that
+//! waits, or to a new one.
 //!
 //! Forking the server itself for each step copied its page tables (tens of MiB of mappings,
 //! tokio's threads, SQLite's cache) and made every thread fault on its next write. Then
 //! `exec`ing this 150 MB binary again, to supervise, cost its relocations and page faults: 60 %
 //! of all CPU time, most of it in the kernel, at 250 one-step pipelines per second. A fork of
-//! this small process costs a fraction of that, and the supervisor needs no `exec`.
+//! this small process cost a fraction of that, and needed no `exec`; a supervisor kept for the
+//! next step costs no fork at all (a third of all CPU time went to forking, starting and
+//! ending one supervisor per step, at 1,000 one-step pipelines of Run `true` per second).
 //!
 //! The server and the spawner talk over a Unix stream socket (the spawner's stdin). A request
-//! is a length, then [`Script`] fields, with the step's three pipe ends attached (`SCM_RIGHTS`):
-//! its stdout, its stderr, and a status pipe on which the supervisor writes the script's wait
-//! status before it exits. The answer is the supervisor's pid (or an errno) with a pidfd
-//! attached, through which the server signals it even after the spawner has reaped it.
+//! is a length, then [`Script`] fields, with the step's four pipe ends attached (`SCM_RIGHTS`):
+//! its stdout, its stderr, a status pipe on which the supervisor writes the script's wait
+//! status once it has killed every process of the step, and a stop pipe on which the server
+//! asks it to stop the step (a byte) and, by closing it, lets it take the next step. The
+//! answer is the supervisor's pid (or an errno). The spawner passes the request on, unchanged,
+//! over the supervisor's own socket; the supervisor says there (a byte) when it is free again,
+//! and exits when it closes.
 //!
 //! The spawner ends when its socket closes, as it does when the server dies, and each
 //! supervisor is told (`SIGTERM`) when the spawner dies: a `kill -9` of the server still ends
@@ -32,7 +38,7 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use rustix::process::{Pid, PidfdFlags};
+use rustix::process::Pid;
 
 /// The largest request accepted: a step's command and env are bounded far below this.
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
@@ -95,16 +101,26 @@ pub struct ScriptFds {
     pub stderr: OwnedFd,
     /// Where the supervisor writes the script's wait status (4 bytes, native order).
     pub status: OwnedFd,
+    /// Where the supervisor is asked to stop the step (any byte), and let go of it (the end).
+    pub stop: OwnedFd,
 }
 
-/// A supervisor the spawner started.
+impl ScriptFds {
+    fn all(&self) -> [rustix::fd::BorrowedFd<'_>; 4] {
+        [
+            self.stdout.as_fd(),
+            self.stderr.as_fd(),
+            self.status.as_fd(),
+            self.stop.as_fd(),
+        ]
+    }
+}
+
+/// The supervisor a step went to.
 #[derive(Debug)]
 pub struct Spawned {
-    /// Its pid: also its session and process group once it has called `setsid`.
+    /// Its pid: also its session and process group.
     pub pid: Pid,
-    /// A pidfd for it: it is not the server's child, so its pid may be another process's
-    /// once the spawner has reaped it.
-    pub pidfd: OwnedFd,
 }
 
 /// The server's handle on its spawner. A spawner that died (it never should, but an operator
@@ -114,6 +130,8 @@ pub struct Spawner {
     binary: PathBuf,
     /// How far below this process's priority the spawner, and so every step, runs.
     nice: i32,
+    /// How many supervisors may wait for a step: as many as steps may run at once.
+    keep: usize,
     connection: Mutex<Option<Connection>>,
 }
 
@@ -126,12 +144,14 @@ struct Connection {
 }
 
 impl Spawner {
-    /// Starts `binary step-spawner` with a cleared environment.
-    pub fn start(binary: &Path, nice: i32) -> io::Result<Self> {
-        let connection = Connection::start(binary, nice)?;
+    /// Starts `binary step-spawner` with a cleared environment, to keep up to `keep`
+    /// supervisors waiting for the next step.
+    pub fn start(binary: &Path, nice: i32, keep: usize) -> io::Result<Self> {
+        let connection = Connection::start(binary, nice, keep)?;
         Ok(Self {
             binary: binary.to_path_buf(),
             nice,
+            keep,
             connection: Mutex::new(Some(connection)),
         })
     }
@@ -154,7 +174,7 @@ impl Spawner {
         for attempt in 0..2 {
             let c = match connection.as_mut() {
                 Some(c) if attempt == 0 => c,
-                _ => connection.insert(Connection::start(&self.binary, self.nice)?),
+                _ => connection.insert(Connection::start(&self.binary, self.nice, self.keep)?),
             };
             // Not sent: the spawner is gone (or stuck), and a new one gets the request. Sent
             // but not answered: the step may have started, so it is not started again. Only
@@ -181,7 +201,7 @@ impl Spawner {
 impl Connection {
     /// Starts a spawner `nice` steps below this process's priority: every step it starts
     /// inherits it.
-    fn start(binary: &Path, nice: i32) -> io::Result<Self> {
+    fn start(binary: &Path, nice: i32, keep: usize) -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
         // A spawner that does not answer (stopped, say) is given up, not waited for forever.
         ours.set_read_timeout(Some(ANSWER_WITHIN))?;
@@ -190,6 +210,8 @@ impl Connection {
             .arg("step-spawner")
             .arg("--parent")
             .arg(std::process::id().to_string())
+            .arg("--keep")
+            .arg(keep.to_string())
             .env_clear()
             // Out of the server's process group: Ctrl-C on the server's terminal is for the
             // server, which then gives running steps their grace period.
@@ -211,37 +233,69 @@ impl Connection {
     }
 
     fn send(&mut self, request: &[u8], fds: &ScriptFds) -> io::Result<()> {
-        let header = u32::try_from(request.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?
-            .to_ne_bytes();
-        send_with_fds(
-            &self.socket,
-            &header,
-            &[fds.stdout.as_fd(), fds.stderr.as_fd(), fds.status.as_fd()],
-        )?;
-        self.socket.write_all(request)
+        send_request(&self.socket, request, &fds.all())
     }
 
     /// The spawner's answer (the outer error: the connection broke; the inner one: the
     /// spawner could not start the supervisor, and says why).
     fn answer(&mut self) -> io::Result<io::Result<Spawned>> {
         let mut answer = [0u8; 5];
-        let (n, mut pidfds) = recv_with_fds(&self.socket, &mut answer, 1)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.socket.read_exact(&mut answer[n..])?;
+        self.socket.read_exact(&mut answer)?;
         let value = i32::from_ne_bytes([answer[1], answer[2], answer[3], answer[4]]);
         if answer[0] != 0 {
             return Ok(Err(io::Error::from_raw_os_error(value)));
         }
         let pid = Pid::from_raw(value)
             .ok_or_else(|| io::Error::other("the spawner answered an invalid pid"))?;
-        let pidfd = pidfds
-            .pop()
-            .ok_or_else(|| io::Error::other("the spawner answered no pidfd"))?;
-        Ok(Ok(Spawned { pid, pidfd }))
+        Ok(Ok(Spawned { pid }))
     }
+}
+
+/// Sends one request: its length and `fds` at once, then its bytes.
+fn send_request(
+    socket: &UnixStream,
+    request: &[u8],
+    fds: &[rustix::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    let header = u32::try_from(request.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?
+        .to_ne_bytes();
+    send_with_fds(socket, &header, fds)?;
+    let mut socket = socket;
+    socket.write_all(request)
+}
+
+/// Reads one request that [`send_request`] sent: its bytes and descriptors, or `None` at the
+/// end of the stream.
+pub(super) fn read_request(socket: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut header = [0u8; 4];
+    let (n, fds) = recv_with_fds(socket, &mut header, FDS)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut socket = socket;
+    socket.read_exact(&mut header[n..])?;
+    let len = u32::from_ne_bytes(header) as usize;
+    if len > MAX_REQUEST {
+        return Err(io::Error::other("a request over the size limit"));
+    }
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body)?;
+    Ok(Some((body, fds)))
+}
+
+/// The descriptors a request carries: [`ScriptFds`].
+const FDS: usize = 4;
+
+/// A request's descriptors as [`ScriptFds`], if they are all there.
+pub(super) fn script_fds(fds: Vec<OwnedFd>) -> Option<ScriptFds> {
+    let [stdout, stderr, status, stop] = <[OwnedFd; FDS]>::try_from(fds).ok()?;
+    Some(ScriptFds {
+        stdout,
+        stderr,
+        status,
+        stop,
+    })
 }
 
 /// Sends `bytes` (all at once, or an error) with `fds` attached.
@@ -250,7 +304,7 @@ fn send_with_fds(
     bytes: &[u8],
     fds: &[rustix::fd::BorrowedFd<'_>],
 ) -> io::Result<()> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("too many descriptors to pass"));
@@ -276,7 +330,7 @@ fn recv_with_fds(
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
         socket,
@@ -358,7 +412,7 @@ fn encode(script: &Script) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode(bytes: &[u8]) -> Option<Script> {
+pub(super) fn decode(bytes: &[u8]) -> Option<Script> {
     let body = bytes.strip_suffix(&[0])?;
     let mut fields = body.split(|&b| b == 0);
     let work_dir = PathBuf::from(OsString::from_vec(fields.next()?.to_vec()));
@@ -393,9 +447,10 @@ fn decode(bytes: &[u8]) -> Option<Script> {
 }
 
 /// `triggerd step-spawner`: serves the server on stdin until it closes, then exits. `parent`
-/// is the server's pid: if it is already gone, nothing is served.
-pub fn run(parent: u32) -> ! {
-    let code = match serve(parent) {
+/// is the server's pid: if it is already gone, nothing is served. Up to `keep` supervisors
+/// wait for the next step.
+pub fn run(parent: u32, keep: usize) -> ! {
+    let code = match serve(parent, keep) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("[triggerd] step-spawner: {e}");
@@ -405,7 +460,72 @@ pub fn run(parent: u32) -> ! {
     std::process::exit(code)
 }
 
-fn serve(parent: u32) -> io::Result<()> {
+/// The supervisors the spawner forked and has not seen go.
+struct Pool {
+    /// Waiting for a step; the one that waited least is taken first.
+    idle: Vec<Supervisor>,
+    /// Running a step. Each says on its socket when it is free (a byte), or exits (the end).
+    busy: Vec<Supervisor>,
+    /// How many may wait.
+    keep: usize,
+}
+
+/// A supervisor, seen from the spawner.
+struct Supervisor {
+    pid: Pid,
+    /// The user it runs as, and runs steps as: once dropped to it, it cannot change.
+    user: Option<(u32, u32)>,
+    socket: UnixStream,
+}
+
+impl Pool {
+    /// Hands `request` to a waiting supervisor of the step's user; false when none took it.
+    fn hand_to_idle(
+        &mut self,
+        user: Option<(u32, u32)>,
+        request: &[u8],
+        fds: &ScriptFds,
+    ) -> Option<Pid> {
+        while let Some(at) = self.idle.iter().rposition(|s| s.user == user) {
+            let supervisor = self.idle.remove(at);
+            if let Some(pid) = self.hand_to(supervisor, request, fds) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Sends `request` to `supervisor`, which is then busy. One that does not take it (it died
+    /// while it waited, or stopped reading) is killed and forgotten: it may hold the step's
+    /// descriptors, which must close for the server to see the step end.
+    fn hand_to(&mut self, supervisor: Supervisor, request: &[u8], fds: &ScriptFds) -> Option<Pid> {
+        match send_request(&supervisor.socket, request, &fds.all()) {
+            Ok(()) => {
+                let pid = supervisor.pid;
+                self.busy.push(supervisor);
+                Some(pid)
+            }
+            Err(_) => {
+                let _ =
+                    rustix::process::kill_process(supervisor.pid, rustix::process::Signal::KILL);
+                None
+            }
+        }
+    }
+
+    /// The busy supervisor at `at` said something: it is free (kept, if fewer than `keep` wait;
+    /// otherwise its socket closes and it exits) or gone.
+    fn heard_from(&mut self, at: usize) {
+        let supervisor = self.busy.swap_remove(at);
+        let mut byte = [0u8; 64];
+        let free = matches!((&supervisor.socket).read(&mut byte), Ok(n) if n > 0);
+        if free && self.idle.len() < self.keep {
+            self.idle.push(supervisor);
+        }
+    }
+}
+
+fn serve(parent: u32, keep: usize) -> io::Result<()> {
     let Some(&fork) = FORK.get() else {
         return Err(io::Error::other("this build cannot fork"));
     };
@@ -422,80 +542,92 @@ fn serve(parent: u32) -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
     let me = rustix::process::getpid();
+    let mut pool = Pool {
+        idle: Vec::new(),
+        busy: Vec::new(),
+        keep,
+    };
     let mut running = 0usize;
     loop {
-        // Ended supervisors are reaped before each request, and every 50 ms while any runs.
+        // Ended supervisors are reaped before each request, and every second while any runs.
         while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
             running = running.saturating_sub(1);
         }
         let timeout = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 50_000_000,
+            tv_sec: 1,
+            tv_nsec: 0,
         };
-        let mut poll = [rustix::event::PollFd::new(
-            &socket,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut poll, (running > 0).then_some(&timeout)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let mut header = [0u8; 4];
-        let (n, fds) = recv_with_fds(&socket, &mut header, 3)?;
-        if n == 0 {
-            return Ok(());
-        }
-        (&socket).read_exact(&mut header[n..])?;
-        let len = u32::from_ne_bytes(header) as usize;
-        if len > MAX_REQUEST {
-            return Err(io::Error::other("a request over the size limit"));
-        }
-        let mut body = vec![0u8; len];
-        (&socket).read_exact(&mut body)?;
-        let answer = match (decode(&body), <[OwnedFd; 3]>::try_from(fds)) {
-            (Some(script), Ok([stdout, stderr, status])) => match fork() {
-                Ok(None) => {
-                    drop(socket);
-                    super::supervise::run_forked(
-                        me,
-                        &script,
-                        ScriptFds {
-                            stdout,
-                            stderr,
-                            status,
-                        },
-                    )
-                }
-                Ok(Some(pid)) => {
-                    running += 1;
-                    // Not reaped yet, so the pid is still the child's.
-                    rustix::process::pidfd_open(pid, PidfdFlags::empty())
-                        .map(|pidfd| (pid, pidfd))
-                        .inspect_err(|_| {
-                            let _ =
-                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                        })
-                        .map_err(io::Error::from)
-                }
-                // Out of processes, say: this step does not start; the spawner goes on.
-                Err(e) => Err(e),
-            },
-            _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
+        let readable = {
+            let mut poll: Vec<_> = std::iter::once(&socket)
+                .chain(pool.busy.iter().map(|s| &s.socket))
+                .map(|s| rustix::event::PollFd::new(s, rustix::event::PollFlags::IN))
+                .collect();
+            match rustix::event::poll(&mut poll, (running > 0).then_some(&timeout)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            poll.iter()
+                .map(|p| !p.revents().is_empty())
+                .collect::<Vec<_>>()
         };
-        match answer {
-            Ok((pid, pidfd)) => send_with_fds(
-                &socket,
-                &answer_bytes(0, pid.as_raw_pid()),
-                &[pidfd.as_fd()],
-            )?,
-            Err(e) => {
-                let errno = e
-                    .raw_os_error()
-                    .unwrap_or(rustix::io::Errno::IO.raw_os_error());
-                send_with_fds(&socket, &answer_bytes(1, errno), &[])?
+        // From the last, so that each index still points at its supervisor.
+        for at in (0..pool.busy.len()).rev() {
+            if readable[at + 1] {
+                pool.heard_from(at);
             }
         }
+        if !readable[0] {
+            continue;
+        }
+        let Some((request, fds)) = read_request(&socket)? else {
+            return Ok(());
+        };
+        let answer = match (decode(&request), script_fds(fds)) {
+            (Some(script), Some(fds)) => {
+                match pool.hand_to_idle(script.user, &request, &fds) {
+                    Some(pid) => Ok(pid),
+                    None => {
+                        let (ours, theirs) = UnixStream::pair()?;
+                        // A supervisor that does not read its request is given up.
+                        ours.set_write_timeout(Some(ANSWER_WITHIN))?;
+                        match fork() {
+                            Ok(None) => {
+                                // The child holds no one else's descriptors: not the server's
+                                // socket, nor another supervisor's, nor this step's (it gets
+                                // them again with the request).
+                                drop((socket, pool, ours, fds));
+                                super::supervise::serve(me, theirs)
+                            }
+                            Ok(Some(pid)) => {
+                                running += 1;
+                                drop(theirs);
+                                let supervisor = Supervisor {
+                                    pid,
+                                    user: script.user,
+                                    socket: ours,
+                                };
+                                pool.hand_to(supervisor, &request, &fds)
+                                    .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN))
+                            }
+                            // Out of processes, say: this step does not start; the spawner
+                            // goes on.
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+            }
+            _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
+        };
+        let answer = match answer {
+            Ok(pid) => answer_bytes(0, pid.as_raw_pid()),
+            Err(e) => answer_bytes(
+                1,
+                e.raw_os_error()
+                    .unwrap_or(rustix::io::Errno::IO.raw_os_error()),
+            ),
+        };
+        (&socket).write_all(&answer)?;
     }
 }
 

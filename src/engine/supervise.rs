@@ -1,14 +1,19 @@
 //! The step supervisor: the process a Run step's script runs under (DESIGN §6.1, issue "Run
-//! steps see too much"), forked by the [spawner](super::spawner).
+//! steps see too much"), forked by the [spawner](super::spawner), which hands it one step at
+//! a time.
 //!
 //! A process group alone cannot hold a script: `setsid sleep 1000 &` leaves it, and outlives the
 //! step. The supervisor makes itself a *child subreaper*, so every process the script starts,
 //! however it detaches, stays among its descendants (an orphan is re-parented to it, not to
-//! init). When the script exits, or when the runner asks (`SIGTERM`: timeout, abort), it kills
-//! every descendant, reaps them, and reports the script's own wait status to the runner.
+//! init). When the script exits, or when the runner asks (a byte on the step's stop pipe:
+//! timeout, abort), it kills every descendant, reaps them, and reports the script's own wait
+//! status to the runner. With none of the step's processes left, it waits for the runner to
+//! let go of the step (it closes the stop pipe), and then for the next step.
 //!
-//! Its parent-death signal is `SIGTERM`: when the spawner dies, as it does with triggerd, even
-//! by `kill -9`, the supervisor is told at once and kills the step's processes the same way.
+//! It takes no next step, and exits, when the runner asked it to stop by `SIGTERM` (as the
+//! spawner's death does: its parent-death signal), when some process of the step could not be
+//! killed, or when a process of the step's user changed what it would hand the next script
+//! (its resource limits, CPU priority or CPUs), as one of the same user may.
 //!
 //! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. It runs
 //! as the step's user, and gives the script only the step's environment (cleared by the
@@ -16,96 +21,254 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Gid, Pid, Signal, Uid, WaitOptions};
 
-use super::spawner::{Script, ScriptFds};
+use super::spawner::{exit_now, Script, ScriptFds};
 
-/// How often the supervisor looks for the script's exit and for a stop request: every
-/// [`FIRST_POLL`] at first, twice as long after each look, up to [`POLL`]. Most scripts end
-/// within milliseconds, and a fixed 20 ms made each of them last 10 ms longer on average.
+/// How long the supervisor waits between looks for a stop signal: the script's end and a stop
+/// request wake it at once (through a pidfd for the script, and the stop pipe). Without a
+/// pidfd it looks for the script's end every [`FIRST_POLL`] at first, twice as long after
+/// each look, up to [`POLL`].
 const POLL: Duration = Duration::from_millis(20);
 const FIRST_POLL: Duration = Duration::from_micros(250);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
 const SWEEP_ROUNDS: usize = 200;
+/// How long a supervisor waits for the runner to let go of a step it reported, before it
+/// gives up on taking another.
+const LET_GO_WITHIN: Duration = Duration::from_secs(10);
 
-/// The supervisor's life in a child the [spawner](super::spawner) forked: takes the step's
-/// pipes as its stdout and stderr, becomes the step's user, supervises the script, writes its
-/// wait status on the status pipe, and exits. `parent` is the spawner.
-pub fn run_forked(parent: Pid, script: &Script, fds: ScriptFds) -> ! {
-    let ended = match become_the_step(script, &fds) {
-        Ok(()) => supervise(parent, script),
-        Err(e) => {
-            eprintln!(
-                "[triggerd] could not start {}: {e}",
-                script.program.to_string_lossy()
-            );
-            Ended::Code(126)
+/// The supervisor's life in a child the [spawner](super::spawner) forked: takes each step the
+/// spawner sends on `socket`, supervises it, and says on `socket` when it is free again.
+/// `parent` is the spawner. Each step's stdout and stderr become its own while the step runs.
+pub fn serve(parent: Pid, socket: UnixStream) -> ! {
+    let ready = get_ready(parent);
+    // Once it has dropped to a user: that user, and what it hands every script.
+    let mut settled: Option<(Option<(u32, u32)>, Inheritance)> = None;
+    loop {
+        let (script, fds) = match super::spawner::read_request(&socket) {
+            Ok(Some((request, fds))) => {
+                match (
+                    super::spawner::decode(&request),
+                    super::spawner::script_fds(fds),
+                ) {
+                    (Some(script), Some(fds)) => (script, fds),
+                    _ => exit_now(1),
+                }
+            }
+            // The spawner closed it: no more steps.
+            _ => exit_now(0),
+        };
+        let step = ready.as_ref().map_err(String::clone).and_then(|ready| {
+            become_the_step(&script, &fds, &mut settled)?;
+            Ok(ready)
+        });
+        let ended = match step {
+            Ok(ready) => supervise(ready, &script, &fds.stop),
+            Err(e) => {
+                let _ = rustix::stdio::dup2_stderr(&fds.stderr);
+                eprintln!(
+                    "[triggerd] could not start {}: {e}",
+                    script.program.to_string_lossy()
+                );
+                Ended::Code(126)
+            }
+        };
+        let raw = match ended {
+            Ended::Code(code) => (code & 0xff) << 8,
+            Ended::Signal(signal) => signal & 0x7f,
+            // Not reported: the runner then counts the step as killed, kills its session, and
+            // does not hand its working directory on (see `work_dirs`).
+            Ended::NotSwept => exit_now(0),
+        };
+        // The step's output pipes close here, so the runner reads their end with the status.
+        let let_go = ready.as_ref().ok().is_some_and(|ready| {
+            rustix::stdio::dup2_stdout(&ready.null).is_ok()
+                && rustix::stdio::dup2_stderr(&ready.null).is_ok()
+        });
+        let ScriptFds {
+            stdout,
+            stderr,
+            status,
+            stop,
+        } = fds;
+        drop((stdout, stderr));
+        let _ = rustix::io::write(&status, &raw.to_ne_bytes());
+        drop(status);
+        let free = let_go
+            && ready
+                .as_ref()
+                .is_ok_and(|ready| !ready.stop.load(Ordering::Relaxed))
+            && let_go_of_the_step(&stop)
+            && settled
+                .as_ref()
+                .is_some_and(|(_, inheritance)| Inheritance::now().as_ref() == Some(inheritance));
+        if !free || rustix::io::write(&socket, b"1") != Ok(1) {
+            exit_now(0)
         }
-    };
-    let raw = match ended {
-        Ended::Code(code) => (code & 0xff) << 8,
-        Ended::Signal(signal) => signal & 0x7f,
-        // Not reported: the runner then counts the step as killed, kills its session, and
-        // does not hand its working directory on (see `work_dirs`).
-        Ended::NotSwept => super::spawner::exit_now(0),
-    };
-    let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
-    super::spawner::exit_now(0)
-}
-
-/// Points stdout and stderr at the step's pipes, and drops to the step's user (supplementary
-/// groups first, then the group, then the user, each for real, effective and saved ids).
-fn become_the_step(script: &Script, fds: &ScriptFds) -> std::io::Result<()> {
-    rustix::stdio::dup2_stdout(&fds.stdout)?;
-    rustix::stdio::dup2_stderr(&fds.stderr)?;
-    if let Some((uid, gid)) = script.user {
-        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-        rustix::thread::set_thread_groups(&[])?;
-        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
-        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
-        // The kernel makes a process that changed its ids non-dumpable already; said here so
-        // that the script (the same user) can never read what this copy of the spawner's
-        // memory still holds, other steps' requests included.
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     }
-    Ok(())
 }
 
-fn supervise(parent: Pid, script: &Script) -> Ended {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        eprintln!("[triggerd] supervisor: {what}: {e}");
-        Ended::Code(2)
-    };
+/// What a supervisor set up once, for every step.
+struct Ready {
+    /// Set by `SIGTERM` or `SIGINT`: stop the step and exit.
+    stop: Arc<AtomicBool>,
+    /// Its stdout and stderr between steps.
+    null: File,
+}
+
+/// Sets up what every step runs under: the signals that stop it, the parent-death signal, the
+/// subreaper, and a session of its own.
+fn get_ready(parent: Pid) -> Result<Ready, String> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            return failed(&format!("cannot handle signal {signal}"), &e);
-        }
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("supervisor: cannot handle signal {signal}: {e}"))?;
     }
     // Told when the spawner dies (it dies with triggerd); then checked, since it may have died
     // before this line.
-    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::TERM)) {
-        return failed("cannot watch the server", &e);
-    }
+    rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
+        .map_err(|e| format!("supervisor: cannot watch the server: {e}"))?;
     if rustix::process::getppid() != Some(parent) {
-        return Ended::Code(128 + signal_hook::consts::SIGTERM);
+        return Err("supervisor: the server is gone".to_owned());
     }
-    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        return failed("cannot become a subreaper", &e);
-    }
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| format!("supervisor: cannot become a subreaper: {e}"))?;
     // A session of its own: no controlling terminal the script could read or write (the
     // server's, when it was started from one). Its id stays this process's group id, which
     // the runner kills as a backstop.
-    if let Err(e) = rustix::process::setsid() {
-        return failed("cannot start a session", &e);
+    rustix::process::setsid().map_err(|e| format!("supervisor: cannot start a session: {e}"))?;
+    let null = File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("supervisor: cannot open /dev/null: {e}"))?;
+    Ok(Ready { stop, null })
+}
+
+/// Points stdout and stderr at the step's pipes and, for the first step, drops to the step's
+/// user (supplementary groups first, then the group, then the user, each for real, effective
+/// and saved ids). A later step must be for the same user.
+fn become_the_step(
+    script: &Script,
+    fds: &ScriptFds,
+    settled: &mut Option<(Option<(u32, u32)>, Inheritance)>,
+) -> Result<(), String> {
+    rustix::stdio::dup2_stdout(&fds.stdout).map_err(|e| e.to_string())?;
+    rustix::stdio::dup2_stderr(&fds.stderr).map_err(|e| e.to_string())?;
+    if let Some((user, _)) = settled {
+        return match *user == script.user {
+            true => Ok(()),
+            false => Err("the supervisor runs as another user".to_owned()),
+        };
     }
+    if let Some((uid, gid)) = script.user {
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        let drop_to = || -> std::io::Result<()> {
+            rustix::thread::set_thread_groups(&[])?;
+            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+            // The kernel makes a process that changed its ids non-dumpable already; said here
+            // so that the script (the same user) can never read what this copy of the
+            // spawner's memory still holds, other steps' requests included.
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+            Ok(())
+        };
+        drop_to().map_err(|e| e.to_string())?;
+    }
+    let inheritance =
+        Inheritance::now().ok_or_else(|| "cannot read its own resource limits".to_owned())?;
+    *settled = Some((script.user, inheritance));
+    Ok(())
+}
+
+/// What a process of the step's user can change in its supervisor (`prlimit`, `setpriority`,
+/// `sched_setaffinity`), and every later script would inherit.
+#[derive(PartialEq, Eq)]
+struct Inheritance {
+    limits: Vec<rustix::process::Rlimit>,
+    nice: i32,
+    cpus: Vec<usize>,
+}
+
+impl Inheritance {
+    fn now() -> Option<Self> {
+        use rustix::process::Resource;
+        let limits = [
+            Resource::Cpu,
+            Resource::Fsize,
+            Resource::Data,
+            Resource::Stack,
+            Resource::Core,
+            Resource::Rss,
+            Resource::Nproc,
+            Resource::Nofile,
+            Resource::Memlock,
+            Resource::As,
+            Resource::Locks,
+            Resource::Sigpending,
+            Resource::Msgqueue,
+            Resource::Nice,
+            Resource::Rtprio,
+            Resource::Rttime,
+        ]
+        .into_iter()
+        .map(rustix::process::getrlimit)
+        .collect();
+        let nice = rustix::process::getpriority_process(None).ok()?;
+        let set = rustix::thread::sched_getaffinity(None).ok()?;
+        let cpus = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&cpu| set.is_set(cpu))
+            .collect();
+        Some(Self { limits, nice, cpus })
+    }
+}
+
+/// Waits until the runner has let go of the step it was told the end of (it closes its end of
+/// the stop pipe): until then it may still kill this process's session, as it does when the
+/// report came too late. False when it does not within [`LET_GO_WITHIN`].
+fn let_go_of_the_step(stop: &OwnedFd) -> bool {
+    let deadline = std::time::Instant::now() + LET_GO_WITHIN;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut poll = [PollFd::new(stop, PollFlags::IN)];
+        match rustix::event::poll(&mut poll, Some(&timespec(left))) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        // Stop requests that came too late are read past.
+        match rustix::io::read(stop, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: d.subsec_nanos().into(),
+    }
+}
+
+/// Runs one step: starts its script, waits for its end or a stop request, and kills whatever
+/// of the step is left.
+fn supervise(ready: &Ready, script: &Script, stop: &OwnedFd) -> Ended {
     let child = match start_script(script) {
         Ok(child) => child,
         Err(e) => {
@@ -117,14 +280,26 @@ fn supervise(parent: Pid, script: &Script) -> Ended {
         }
     };
     let main = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    // Readable once the script has ended (not yet reaped, so its pid is still its own).
+    let exited = main.and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     let mut ended = None;
-    let mut poll = FIRST_POLL;
-    while ended.is_none() && !stop.load(Ordering::Relaxed) {
+    let mut wait = FIRST_POLL;
+    while ended.is_none() && !ready.stop.load(Ordering::Relaxed) {
         ended = reap(main);
-        if ended.is_none() {
-            std::thread::sleep(poll);
-            poll = (poll * 2).min(POLL);
+        if ended.is_some() {
+            break;
         }
+        let mut poll = vec![PollFd::new(stop, PollFlags::IN)];
+        poll.extend(exited.iter().map(|pidfd| PollFd::new(pidfd, PollFlags::IN)));
+        let timeout = if exited.is_some() { POLL } else { wait };
+        let _ = rustix::event::poll(&mut poll, Some(&timespec(timeout)));
+        if !poll[0].revents().is_empty() {
+            // Asked to stop (a byte), or the runner is gone (the end).
+            break;
+        }
+        wait = (wait * 2).min(POLL);
     }
     // Every descendant is a child or below one (orphans come to this subreaper), so with the
     // script reaped and no child left there is nothing to look for in /proc.

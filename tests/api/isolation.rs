@@ -484,3 +484,47 @@ async fn a_step_cannot_make_the_server_write_through_a_link_it_planted() {
         "the server wrote through a link a step planted"
     );
 }
+
+#[tokio::test]
+async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing_it_hands_on() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let report = "echo \"supervisor=$PPID\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"files=$(ulimit -n)\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"";
+    let first = step_outputs_of(&app, &t, report).await;
+    let inherited = |outputs: &Value| (outputs["files"].clone(), outputs["nice"].clone());
+
+    // One step after another: the supervisor that ran the last one, stopped or not, runs the
+    // next.
+    let second = step_outputs_of(&app, &t, report).await;
+    assert_eq!(second["supervisor"], first["supervisor"], "kept: {second}");
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline("sleep 30").replace("timeout: 5m", "timeout: 1s"),
+    )
+    .await;
+    assert_eq!(fire_and_wait(&app, &t).await, "Failed");
+    let third = step_outputs_of(&app, &t, report).await;
+    assert_eq!(
+        third["supervisor"], first["supervisor"],
+        "kept after it stopped a step that timed out: {third}"
+    );
+
+    // A step that lowered its supervisor's limits or priority (a process of the same user
+    // may), or asked it to exit: the next step has another supervisor, and what the first
+    // handed on.
+    let mut last = first["supervisor"].clone();
+    for change in [
+        "prlimit --pid $PPID --nofile=64:",
+        "renice -n 19 -p $PPID > /dev/null",
+        "kill -TERM $PPID; sleep 5",
+    ] {
+        let changed = step_outputs_of(&app, &t, &format!("{report}\n{change}")).await;
+        assert_eq!(changed["supervisor"], last, "{change}: {changed}");
+        let next = step_outputs_of(&app, &t, report).await;
+        assert_ne!(next["supervisor"], last, "{change}: another supervisor");
+        assert_eq!(inherited(&next), inherited(&first), "{change}: {next}");
+        last = next["supervisor"].clone();
+    }
+}

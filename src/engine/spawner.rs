@@ -38,7 +38,7 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use rustix::process::Pid;
+use rustix::process::{Pid, PidfdFlags};
 
 /// The largest request accepted: a step's command and env are bounded far below this.
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
@@ -473,6 +473,8 @@ struct Pool {
 /// A supervisor, seen from the spawner.
 struct Supervisor {
     pid: Pid,
+    /// What it is killed through: once it has been reaped, its pid may be another process's.
+    pidfd: OwnedFd,
     /// The user it runs as, and runs steps as: once dropped to it, it cannot change.
     user: Option<(u32, u32)>,
     socket: UnixStream,
@@ -506,8 +508,10 @@ impl Pool {
                 Some(pid)
             }
             Err(_) => {
-                let _ =
-                    rustix::process::kill_process(supervisor.pid, rustix::process::Signal::KILL);
+                let _ = rustix::process::pidfd_send_signal(
+                    &supervisor.pidfd,
+                    rustix::process::Signal::KILL,
+                );
                 None
             }
         }
@@ -587,34 +591,22 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
             (Some(script), Some(fds)) => {
                 match pool.hand_to_idle(script.user, &request, &fds) {
                     Some(pid) => Ok(pid),
-                    None => {
-                        let (ours, theirs) = UnixStream::pair()?;
-                        // A supervisor that does not read its request is given up.
-                        ours.set_write_timeout(Some(ANSWER_WITHIN))?;
-                        match fork() {
-                            Ok(None) => {
-                                // The child holds no one else's descriptors: not the server's
-                                // socket, nor another supervisor's, nor this step's (it gets
-                                // them again with the request).
-                                drop((socket, pool, ours, fds));
-                                super::supervise::serve(me, theirs)
-                            }
-                            Ok(Some(pid)) => {
-                                running += 1;
-                                drop(theirs);
-                                let supervisor = Supervisor {
-                                    pid,
-                                    user: script.user,
-                                    socket: ours,
-                                };
-                                pool.hand_to(supervisor, &request, &fds)
-                                    .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN))
-                            }
-                            // Out of processes, say: this step does not start; the spawner
-                            // goes on.
-                            Err(e) => Err(e),
+                    None => match fork_supervisor(fork, script.user) {
+                        Ok(Forked::Child(socket_of_its_own)) => {
+                            // The child holds no one else's descriptors: not the server's
+                            // socket, nor another supervisor's, nor this step's (it gets them
+                            // again with the request).
+                            drop((socket, pool, fds));
+                            super::supervise::serve(me, socket_of_its_own)
                         }
-                    }
+                        Ok(Forked::Parent(supervisor)) => {
+                            running += 1;
+                            pool.hand_to(supervisor, &request, &fds)
+                                .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN))
+                        }
+                        // Out of processes, say: this step does not start; the spawner goes on.
+                        Err(e) => Err(e),
+                    },
                 }
             }
             _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
@@ -628,6 +620,38 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
             ),
         };
         (&socket).write_all(&answer)?;
+    }
+}
+
+/// Which side of [`fork_supervisor`]'s fork this is.
+enum Forked {
+    /// The spawner, with the new supervisor.
+    Parent(Supervisor),
+    /// The new supervisor, with its end of the spawner's socket.
+    Child(UnixStream),
+}
+
+/// Forks a supervisor for steps of `user`, with a socket to it.
+fn fork_supervisor(fork: ForkFn, user: Option<(u32, u32)>) -> io::Result<Forked> {
+    let (ours, theirs) = UnixStream::pair()?;
+    // A supervisor that does not read its request is given up.
+    ours.set_write_timeout(Some(ANSWER_WITHIN))?;
+    let Some(pid) = fork()? else {
+        drop(ours);
+        return Ok(Forked::Child(theirs));
+    };
+    // Not reaped yet, so the pid is still the child's.
+    match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(pidfd) => Ok(Forked::Parent(Supervisor {
+            pid,
+            pidfd,
+            user,
+            socket: ours,
+        })),
+        Err(e) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            Err(e.into())
+        }
     }
 }
 

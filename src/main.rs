@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
     });
     triggerd::engine::spawner::set_fork(fork);
     triggerd::engine::spawner::set_exit(exit_at_once);
+    triggerd::engine::spawner::set_scheduling(scheduling);
     triggerd::cli::main()
 }
 
@@ -48,6 +49,19 @@ fn fork() -> std::io::Result<Option<rustix::process::Pid>> {
 fn exit_at_once(code: i32) -> ! {
     // SAFETY: `_exit` ends the process; it has no preconditions.
     unsafe { libc::_exit(code) }
+}
+
+/// The calling process's scheduling policy and I/O priority, for the step supervisors (see
+/// `triggerd::engine::spawner::set_scheduling`).
+fn scheduling() -> (i32, i32) {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    // SAFETY: both calls only read the calling process's own attributes (`0`: itself).
+    unsafe {
+        (
+            libc::sched_getscheduler(0),
+            libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) as i32,
+        )
+    }
 }
 
 /// For what still comes from glibc's malloc (SQLite's): it raises its mmap threshold (up to

@@ -70,6 +70,24 @@ pub fn set_exit(exit: ExitFn) {
     let _ = EXIT.set(exit);
 }
 
+/// What rustix has no call for: the calling process's scheduling policy
+/// (`sched_getscheduler`) and I/O priority (`ioprio_get`).
+pub type SchedulingFn = fn() -> (i32, i32);
+
+static SCHEDULING: OnceLock<SchedulingFn> = OnceLock::new();
+
+/// Registers what reads the calling process's scheduling policy and I/O priority, for the
+/// supervisors: a process of the step's user can change both in its supervisor, and every
+/// later script would inherit them.
+pub fn set_scheduling(scheduling: SchedulingFn) {
+    let _ = SCHEDULING.set(scheduling);
+}
+
+/// The calling process's scheduling policy and I/O priority, when the binary registered how.
+pub(super) fn scheduling() -> Option<(i32, i32)> {
+    SCHEDULING.get().map(|read| read())
+}
+
 /// Ends a supervisor with `code`, through `_exit` when the binary registered it.
 pub(super) fn exit_now(code: i32) -> ! {
     match EXIT.get() {

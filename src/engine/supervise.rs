@@ -13,7 +13,8 @@
 //! It takes no next step, and exits, when the runner asked it to stop by `SIGTERM` (as the
 //! spawner's death does: its parent-death signal), when some process of the step could not be
 //! killed, or when a process of the step's user changed what it would hand the next script
-//! (its resource limits, CPU priority or CPUs), as one of the same user may.
+//! (its resource limits, CPU priority, CPUs, scheduling policy or I/O priority), as one of the
+//! same user may.
 //!
 //! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. It runs
 //! as the step's user, and gives the script only the step's environment (cleared by the
@@ -192,12 +193,15 @@ fn become_the_step(
 }
 
 /// What a process of the step's user can change in its supervisor (`prlimit`, `setpriority`,
-/// `sched_setaffinity`), and every later script would inherit.
+/// `sched_setaffinity`, `sched_setscheduler`, `ioprio_set`), and every later script would
+/// inherit.
 #[derive(PartialEq, Eq)]
 struct Inheritance {
     limits: Vec<rustix::process::Rlimit>,
     nice: i32,
     cpus: Vec<usize>,
+    /// The scheduling policy and I/O priority.
+    scheduling: Option<(i32, i32)>,
 }
 
 impl Inheritance {
@@ -229,7 +233,12 @@ impl Inheritance {
         let cpus = (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&cpu| set.is_set(cpu))
             .collect();
-        Some(Self { limits, nice, cpus })
+        Some(Self {
+            limits,
+            nice,
+            cpus,
+            scheduling: super::spawner::scheduling(),
+        })
     }
 }
 

@@ -491,9 +491,12 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
     let t = app.create_trigger().await;
     let report = "echo \"supervisor=$PPID\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"files=$(ulimit -n)\" >> \"$TRIGGERD_OUTPUT\"\n\
-                  echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"";
+                  echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"policy=$(chrt -p $$ | head -n 1 | sed 's/.*: //')\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"io=$(ionice -p $$)\" >> \"$TRIGGERD_OUTPUT\"";
     let first = step_outputs_of(&app, &t, report).await;
-    let inherited = |outputs: &Value| (outputs["files"].clone(), outputs["nice"].clone());
+    let inherited =
+        |outputs: &Value| ["files", "nice", "policy", "io"].map(|name| outputs[name].clone());
 
     // One step after another: the supervisor that ran the last one, stopped or not, runs the
     // next.
@@ -518,6 +521,8 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
     for change in [
         "prlimit --pid $PPID --nofile=64:",
         "renice -n 19 -p $PPID > /dev/null",
+        "chrt -i -p 0 $PPID",
+        "ionice -c 3 -p $PPID",
         "kill -TERM $PPID; sleep 5",
     ] {
         let changed = step_outputs_of(&app, &t, &format!("{report}\n{change}")).await;

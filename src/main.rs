@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
     });
     triggerd::engine::spawner::set_fork(fork);
     triggerd::engine::spawner::set_exit(exit_at_once);
-    triggerd::engine::spawner::set_scheduling(scheduling);
+    triggerd::engine::spawner::set_io_priority(io_priority);
     triggerd::cli::main()
 }
 
@@ -51,16 +51,17 @@ fn exit_at_once(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The calling process's scheduling policy and I/O priority, for the step supervisors (see
-/// `triggerd::engine::spawner::set_scheduling`).
-fn scheduling() -> (i32, i32) {
+/// A process's I/O priority, for the step spawner (see
+/// `triggerd::engine::spawner::set_io_priority`).
+fn io_priority(pid: i32) -> i32 {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    // SAFETY: both calls only read the calling process's own attributes (`0`: itself).
+    // SAFETY: `ioprio_get` only reads a process's I/O priority.
     unsafe {
-        (
-            libc::sched_getscheduler(0),
-            libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) as i32,
-        )
+        libc::syscall(
+            libc::SYS_ioprio_get,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(pid),
+        ) as i32
     }
 }
 

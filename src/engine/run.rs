@@ -505,9 +505,10 @@ impl GroupKiller {
         }
     }
 
-    /// Closes the stop pipe: the supervisor, once it has reported, may take the next step.
-    /// Done once this runner will not kill its session any more.
+    /// Closes the stop pipe: the supervisor, once it has reported, may take the next step, so
+    /// its session is not killed from here any more.
     fn let_go(&mut self) {
+        self.leader = None;
         self.stop = None;
     }
 

@@ -70,22 +70,15 @@ pub fn set_exit(exit: ExitFn) {
     let _ = EXIT.set(exit);
 }
 
-/// What rustix has no call for: the calling process's scheduling policy
-/// (`sched_getscheduler`) and I/O priority (`ioprio_get`).
-pub type SchedulingFn = fn() -> (i32, i32);
+/// What rustix has no call for: `ioprio_get` of a process (by pid).
+pub type IoPriorityFn = fn(i32) -> i32;
 
-static SCHEDULING: OnceLock<SchedulingFn> = OnceLock::new();
+static IO_PRIORITY: OnceLock<IoPriorityFn> = OnceLock::new();
 
-/// Registers what reads the calling process's scheduling policy and I/O priority, for the
-/// supervisors: a process of the step's user can change both in its supervisor, and every
-/// later script would inherit them.
-pub fn set_scheduling(scheduling: SchedulingFn) {
-    let _ = SCHEDULING.set(scheduling);
-}
-
-/// The calling process's scheduling policy and I/O priority, when the binary registered how.
-pub(super) fn scheduling() -> Option<(i32, i32)> {
-    SCHEDULING.get().map(|read| read())
+/// Registers what reads a process's I/O priority: a process of a step's user can change its
+/// supervisor's, and every later script would inherit it.
+pub fn set_io_priority(io_priority: IoPriorityFn) {
+    let _ = IO_PRIORITY.set(io_priority);
 }
 
 /// Ends a supervisor with `code`, through `_exit` when the binary registered it.
@@ -478,20 +471,26 @@ pub fn run(parent: u32, keep: usize) -> ! {
     std::process::exit(code)
 }
 
-/// The supervisors the spawner forked and has not seen go.
+/// The supervisors the spawner forked and has not reaped. Only these are its children, and it
+/// reaps each through its pidfd: while a supervisor is here its pid is its own, so what the
+/// spawner reads or sends by pid reaches it and no other process.
 struct Pool {
     /// Waiting for a step; the one that waited least is taken first.
     idle: Vec<Supervisor>,
     /// Running a step. Each says on its socket when it is free (a byte), or exits (the end).
     busy: Vec<Supervisor>,
+    /// Told to go (killed, or their socket closed): reaped once they have exited.
+    leaving: Vec<OwnedFd>,
     /// How many may wait.
     keep: usize,
+    /// What every supervisor must still hand its scripts: what it started with.
+    inheritance: Option<Inheritance>,
 }
 
 /// A supervisor, seen from the spawner.
 struct Supervisor {
     pid: Pid,
-    /// What it is killed through: once it has been reaped, its pid may be another process's.
+    /// What it is signalled and reaped through.
     pidfd: OwnedFd,
     /// The user it runs as, and runs steps as: once dropped to it, it cannot change.
     user: Option<(u32, u32)>,
@@ -499,7 +498,10 @@ struct Supervisor {
 }
 
 impl Pool {
-    /// Hands `request` to a waiting supervisor of the step's user; false when none took it.
+    /// Hands `request` to a waiting supervisor of the step's user; `None` when none took it.
+    /// A process of that user may have stopped one (`SIGSTOP`: it would hold the step until
+    /// its timeout), so each is continued first; or changed what it hands its scripts, so
+    /// each is checked, and one that changed is killed.
     fn hand_to_idle(
         &mut self,
         user: Option<(u32, u32)>,
@@ -508,6 +510,14 @@ impl Pool {
     ) -> Option<Pid> {
         while let Some(at) = self.idle.iter().rposition(|s| s.user == user) {
             let supervisor = self.idle.remove(at);
+            let _ = rustix::process::pidfd_send_signal(
+                &supervisor.pidfd,
+                rustix::process::Signal::CONT,
+            );
+            if self.inheritance.is_none() || Inheritance::of(supervisor.pid) != self.inheritance {
+                self.retire(supervisor);
+                continue;
+            }
             if let Some(pid) = self.hand_to(supervisor, request, fds) {
                 return Some(pid);
             }
@@ -516,8 +526,8 @@ impl Pool {
     }
 
     /// Sends `request` to `supervisor`, which is then busy. One that does not take it (it died
-    /// while it waited, or stopped reading) is killed and forgotten: it may hold the step's
-    /// descriptors, which must close for the server to see the step end.
+    /// while it waited, or stopped reading) is killed: it may hold the step's descriptors,
+    /// which must close for the server to see the step end.
     fn hand_to(&mut self, supervisor: Supervisor, request: &[u8], fds: &ScriptFds) -> Option<Pid> {
         match send_request(&supervisor.socket, request, &fds.all()) {
             Ok(()) => {
@@ -526,24 +536,100 @@ impl Pool {
                 Some(pid)
             }
             Err(_) => {
-                let _ = rustix::process::pidfd_send_signal(
-                    &supervisor.pidfd,
-                    rustix::process::Signal::KILL,
-                );
+                self.retire(supervisor);
                 None
             }
         }
     }
 
+    /// Kills `supervisor`, to be reaped once it has exited.
+    fn retire(&mut self, supervisor: Supervisor) {
+        let _ =
+            rustix::process::pidfd_send_signal(&supervisor.pidfd, rustix::process::Signal::KILL);
+        self.leaving.push(supervisor.pidfd);
+    }
+
     /// The busy supervisor at `at` said something: it is free (kept, if fewer than `keep` wait;
     /// otherwise its socket closes and it exits) or gone.
-    fn heard_from(&mut self, at: usize) {
+    fn heard_from_busy(&mut self, at: usize) {
         let supervisor = self.busy.swap_remove(at);
         let mut byte = [0u8; 64];
         let free = matches!((&supervisor.socket).read(&mut byte), Ok(n) if n > 0);
         if free && self.idle.len() < self.keep {
             self.idle.push(supervisor);
+        } else {
+            self.leaving.push(supervisor.pidfd);
         }
+    }
+
+    /// The idle supervisor at `at` said something: a waiting one says nothing, so it is gone
+    /// (killed, say), or is not to be trusted with a step.
+    fn heard_from_idle(&mut self, at: usize) {
+        let supervisor = self.idle.remove(at);
+        self.retire(supervisor);
+    }
+
+    /// Reaps the supervisors that have exited.
+    fn reap(&mut self) {
+        self.leaving.retain(|pidfd| {
+            matches!(
+                rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                    rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+                ),
+                Ok(None)
+            )
+        });
+    }
+}
+
+/// What a process of a supervisor's user can change in it (`prlimit`, `setpriority`,
+/// `sched_setaffinity`, `sched_setscheduler`, `ioprio_set`, and its session's autogroup
+/// `nice`), and every later script would inherit; read from `/proc` (and `ioprio_get`).
+#[derive(Debug, PartialEq, Eq)]
+struct Inheritance {
+    limits: String,
+    nice: String,
+    policy: String,
+    cpus: String,
+    /// The `nice` of its session's autogroup, where the kernel has them.
+    autogroup: Option<String>,
+    io_priority: Option<i32>,
+}
+
+impl Inheritance {
+    /// `pid`'s, or `None` when it cannot be read (it is gone, say).
+    fn of(pid: Pid) -> Option<Self> {
+        let proc = PathBuf::from(format!("/proc/{}", pid.as_raw_pid()));
+        let read = |name: &str| std::fs::read_to_string(proc.join(name)).ok();
+        let stat = read("stat")?;
+        // The fields after the command name (which may hold spaces and parentheses) start
+        // with the third: `nice` is the 19th, `policy` the 41st.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let status = read("status")?;
+        let cpus = status
+            .lines()
+            .find(|line| line.starts_with("Cpus_allowed_list:"))?;
+        Some(Self {
+            limits: read("limits")?,
+            nice: (*fields.get(19 - 3)?).to_owned(),
+            policy: (*fields.get(41 - 3)?).to_owned(),
+            cpus: cpus.to_owned(),
+            autogroup: read("autogroup").and_then(|a| {
+                a.split_once(" nice ")
+                    .map(|(_, nice)| nice.trim().to_owned())
+            }),
+            io_priority: IO_PRIORITY.get().map(|read| read(pid.as_raw_pid())),
+        })
+    }
+
+    /// What a supervisor forked from this process starts with: the same, in an autogroup of
+    /// its own (it starts a session), whose `nice` is 0.
+    fn of_a_new_supervisor() -> Option<Self> {
+        Self::of(rustix::process::getpid()).map(|own| Self {
+            autogroup: own.autogroup.map(|_| "0".to_owned()),
+            ..own
+        })
     }
 }
 
@@ -567,14 +653,13 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
     let mut pool = Pool {
         idle: Vec::new(),
         busy: Vec::new(),
+        leaving: Vec::new(),
         keep,
+        inheritance: Inheritance::of_a_new_supervisor(),
     };
-    let mut running = 0usize;
     loop {
-        // Ended supervisors are reaped before each request, and every second while any runs.
-        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
-            running = running.saturating_sub(1);
-        }
+        pool.reap();
+        // Every second while any supervisor is yet to be reaped.
         let timeout = rustix::event::Timespec {
             tv_sec: 1,
             tv_nsec: 0,
@@ -582,9 +667,11 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
         let readable = {
             let mut poll: Vec<_> = std::iter::once(&socket)
                 .chain(pool.busy.iter().map(|s| &s.socket))
+                .chain(pool.idle.iter().map(|s| &s.socket))
                 .map(|s| rustix::event::PollFd::new(s, rustix::event::PollFlags::IN))
                 .collect();
-            match rustix::event::poll(&mut poll, (running > 0).then_some(&timeout)) {
+            let timeout = (!pool.leaving.is_empty()).then_some(&timeout);
+            match rustix::event::poll(&mut poll, timeout) {
                 Ok(0) | Err(rustix::io::Errno::INTR) => continue,
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -593,10 +680,17 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
                 .map(|p| !p.revents().is_empty())
                 .collect::<Vec<_>>()
         };
-        // From the last, so that each index still points at its supervisor.
-        for at in (0..pool.busy.len()).rev() {
-            if readable[at + 1] {
-                pool.heard_from(at);
+        // The idle ones first, then the busy ones, each from the last, so that each index
+        // still points at its supervisor (a busy one that is free joins the idle ones).
+        let busy = pool.busy.len();
+        for at in (0..pool.idle.len()).rev() {
+            if readable[1 + busy + at] {
+                pool.heard_from_idle(at);
+            }
+        }
+        for at in (0..busy).rev() {
+            if readable[1 + at] {
+                pool.heard_from_busy(at);
             }
         }
         if !readable[0] {
@@ -606,27 +700,23 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
             return Ok(());
         };
         let answer = match (decode(&request), script_fds(fds)) {
-            (Some(script), Some(fds)) => {
-                match pool.hand_to_idle(script.user, &request, &fds) {
-                    Some(pid) => Ok(pid),
-                    None => match fork_supervisor(fork, script.user) {
-                        Ok(Forked::Child(socket_of_its_own)) => {
-                            // The child holds no one else's descriptors: not the server's
-                            // socket, nor another supervisor's, nor this step's (it gets them
-                            // again with the request).
-                            drop((socket, pool, fds));
-                            super::supervise::serve(me, socket_of_its_own)
-                        }
-                        Ok(Forked::Parent(supervisor)) => {
-                            running += 1;
-                            pool.hand_to(supervisor, &request, &fds)
-                                .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN))
-                        }
-                        // Out of processes, say: this step does not start; the spawner goes on.
-                        Err(e) => Err(e),
-                    },
-                }
-            }
+            (Some(script), Some(fds)) => match pool.hand_to_idle(script.user, &request, &fds) {
+                Some(pid) => Ok(pid),
+                None => match fork_supervisor(fork, script.user) {
+                    Ok(Forked::Child(socket_of_its_own)) => {
+                        // The child holds no one else's descriptors: not the server's socket,
+                        // nor another supervisor's, nor this step's (it gets them again with
+                        // the request).
+                        drop((socket, pool, fds));
+                        super::supervise::serve(me, socket_of_its_own)
+                    }
+                    Ok(Forked::Parent(supervisor)) => pool
+                        .hand_to(supervisor, &request, &fds)
+                        .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN)),
+                    // Out of processes, say: this step does not start; the spawner goes on.
+                    Err(e) => Err(e),
+                },
+            },
             _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
         };
         let answer = match answer {
@@ -667,7 +757,9 @@ fn fork_supervisor(fork: ForkFn, user: Option<(u32, u32)>) -> io::Result<Forked>
             socket: ours,
         })),
         Err(e) => {
+            // Not reaped yet: the pid is still the child's, killed and reaped here.
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
             Err(e.into())
         }
     }

@@ -10,11 +10,10 @@
 //! status to the runner. With none of the step's processes left, it waits for the runner to
 //! let go of the step (it closes the stop pipe), and then for the next step.
 //!
-//! It takes no next step, and exits, when the runner asked it to stop by `SIGTERM` (as the
-//! spawner's death does: its parent-death signal), when some process of the step could not be
-//! killed, or when a process of the step's user changed what it would hand the next script
-//! (its resource limits, CPU priority, CPUs, scheduling policy or I/O priority), as one of the
-//! same user may.
+//! It takes no next step, and exits, when it is told to stop (`SIGTERM` or `SIGINT`, as the
+//! spawner's death sends: its parent-death signal) or when some process of the step could not
+//! be killed. The spawner checks it before each step (see `Inheritance` there): a process of
+//! the step's user may have stopped it or changed what it hands its scripts.
 //!
 //! It is single-threaded, allocates nothing per signal and uses no runtime: it polls. It runs
 //! as the step's user, and gives the script only the step's environment (cleared by the
@@ -37,10 +36,10 @@ use rustix::process::{Gid, Pid, Signal, Uid, WaitOptions};
 
 use super::spawner::{exit_now, Script, ScriptFds};
 
-/// How long the supervisor waits between looks for a stop signal: the script's end and a stop
-/// request wake it at once (through a pidfd for the script, and the stop pipe). Without a
-/// pidfd it looks for the script's end every [`FIRST_POLL`] at first, twice as long after
-/// each look, up to [`POLL`].
+/// How long the supervisor waits at most between looks at what it waits for: the script's
+/// end, a stop request and a signal each wake it at once (through a pidfd for the script, the
+/// stop pipe and a signal pipe). Without a pidfd it looks for the script's end every
+/// [`FIRST_POLL`] at first, twice as long after each look, up to [`POLL`].
 const POLL: Duration = Duration::from_millis(20);
 const FIRST_POLL: Duration = Duration::from_micros(250);
 /// Rounds of kill-and-reap before giving up on a process that keeps forking.
@@ -54,24 +53,14 @@ const LET_GO_WITHIN: Duration = Duration::from_secs(10);
 /// `parent` is the spawner. Each step's stdout and stderr become its own while the step runs.
 pub fn serve(parent: Pid, socket: UnixStream) -> ! {
     let ready = get_ready(parent);
-    // Once it has dropped to a user: that user, and what it hands every script.
-    let mut settled: Option<(Option<(u32, u32)>, Inheritance)> = None;
+    // The user it dropped to for its first step, the only one it runs steps as.
+    let mut settled: Option<Option<(u32, u32)>> = None;
     loop {
-        let (script, fds) = match super::spawner::read_request(&socket) {
-            Ok(Some((request, fds))) => {
-                match (
-                    super::spawner::decode(&request),
-                    super::spawner::script_fds(fds),
-                ) {
-                    (Some(script), Some(fds)) => (script, fds),
-                    _ => exit_now(1),
-                }
-            }
-            // The spawner closed it: no more steps.
-            _ => exit_now(0),
+        let Some((script, fds)) = next_step(&socket, ready.as_ref().ok()) else {
+            exit_now(0)
         };
         let step = ready.as_ref().map_err(String::clone).and_then(|ready| {
-            become_the_step(&script, &fds, &mut settled)?;
+            become_the_step(parent, &script, &fds, &mut settled)?;
             Ok(ready)
         });
         let ended = match step {
@@ -92,11 +81,13 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
             // does not hand its working directory on (see `work_dirs`).
             Ended::NotSwept => exit_now(0),
         };
+        let Ok(ready) = &ready else {
+            let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
+            exit_now(0)
+        };
         // The step's output pipes close here, so the runner reads their end with the status.
-        let let_go = ready.as_ref().ok().is_some_and(|ready| {
-            rustix::stdio::dup2_stdout(&ready.null).is_ok()
-                && rustix::stdio::dup2_stderr(&ready.null).is_ok()
-        });
+        let quiet = rustix::stdio::dup2_stdout(&ready.null).is_ok()
+            && rustix::stdio::dup2_stderr(&ready.null).is_ok();
         let ScriptFds {
             stdout,
             stderr,
@@ -106,17 +97,44 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
         drop((stdout, stderr));
         let _ = rustix::io::write(&status, &raw.to_ne_bytes());
         drop(status);
-        let free = let_go
-            && ready
-                .as_ref()
-                .is_ok_and(|ready| !ready.stop.load(Ordering::Relaxed))
-            && let_go_of_the_step(&stop)
-            && settled
-                .as_ref()
-                .is_some_and(|(_, inheritance)| Inheritance::now().as_ref() == Some(inheritance));
+        let free = quiet && let_go_of_the_step(&stop, ready) && !ready.stopped();
         if !free || rustix::io::write(&socket, b"1") != Ok(1) {
             exit_now(0)
         }
+    }
+}
+
+/// Waits for the spawner's next step: `None` when the spawner is gone (its socket closed) or
+/// this supervisor is told to stop.
+fn next_step(socket: &UnixStream, ready: Option<&Ready>) -> Option<(Script, ScriptFds)> {
+    if let Some(ready) = ready {
+        loop {
+            if ready.stopped() {
+                return None;
+            }
+            let mut poll = [
+                PollFd::new(socket, PollFlags::IN),
+                PollFd::new(&ready.signalled, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut poll, None) {
+                Ok(_) if !poll[0].revents().is_empty() => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    let (request, fds) = super::spawner::read_request(socket).ok()??;
+    // A step that came with a stop (a signal between the poll and the read) does not start;
+    // the runner sees it end without a status.
+    if ready.is_some_and(Ready::stopped) {
+        return None;
+    }
+    match (
+        super::spawner::decode(&request),
+        super::spawner::script_fds(fds),
+    ) {
+        (Some(script), Some(fds)) => Some((script, fds)),
+        _ => None,
     }
 }
 
@@ -124,25 +142,33 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
 struct Ready {
     /// Set by `SIGTERM` or `SIGINT`: stop the step and exit.
     stop: Arc<AtomicBool>,
+    /// Readable once such a signal came, so that a wait wakes for it.
+    signalled: UnixStream,
     /// Its stdout and stderr between steps.
     null: File,
+}
+
+impl Ready {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Sets up what every step runs under: the signals that stop it, the parent-death signal, the
 /// subreaper, and a session of its own.
 fn get_ready(parent: Pid) -> Result<Ready, String> {
     let stop = Arc::new(AtomicBool::new(false));
+    let (signalled, on_signal) =
+        UnixStream::pair().map_err(|e| format!("supervisor: cannot make a signal pipe: {e}"))?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let on_signal = on_signal
+            .try_clone()
+            .map_err(|e| format!("supervisor: cannot make a signal pipe: {e}"))?;
         signal_hook::flag::register(signal, Arc::clone(&stop))
+            .and_then(|_| signal_hook::low_level::pipe::register(signal, on_signal))
             .map_err(|e| format!("supervisor: cannot handle signal {signal}: {e}"))?;
     }
-    // Told when the spawner dies (it dies with triggerd); then checked, since it may have died
-    // before this line.
-    rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
-        .map_err(|e| format!("supervisor: cannot watch the server: {e}"))?;
-    if rustix::process::getppid() != Some(parent) {
-        return Err("supervisor: the server is gone".to_owned());
-    }
+    watch_the_spawner(parent)?;
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| format!("supervisor: cannot become a subreaper: {e}"))?;
     // A session of its own: no controlling terminal the script could read or write (the
@@ -153,20 +179,36 @@ fn get_ready(parent: Pid) -> Result<Ready, String> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| format!("supervisor: cannot open /dev/null: {e}"))?;
-    Ok(Ready { stop, null })
+    Ok(Ready {
+        stop,
+        signalled,
+        null,
+    })
+}
+
+/// Has `SIGTERM` sent when the spawner dies (it dies with triggerd); then checks that it has
+/// not died already. Set again after each change of user, which clears it.
+fn watch_the_spawner(parent: Pid) -> Result<(), String> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
+        .map_err(|e| format!("supervisor: cannot watch the server: {e}"))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err("supervisor: the server is gone".to_owned());
+    }
+    Ok(())
 }
 
 /// Points stdout and stderr at the step's pipes and, for the first step, drops to the step's
 /// user (supplementary groups first, then the group, then the user, each for real, effective
 /// and saved ids). A later step must be for the same user.
 fn become_the_step(
+    parent: Pid,
     script: &Script,
     fds: &ScriptFds,
-    settled: &mut Option<(Option<(u32, u32)>, Inheritance)>,
+    settled: &mut Option<Option<(u32, u32)>>,
 ) -> Result<(), String> {
     rustix::stdio::dup2_stdout(&fds.stdout).map_err(|e| e.to_string())?;
     rustix::stdio::dup2_stderr(&fds.stderr).map_err(|e| e.to_string())?;
-    if let Some((user, _)) = settled {
+    if let Some(user) = settled {
         return match *user == script.user {
             true => Ok(()),
             false => Err("the supervisor runs as another user".to_owned()),
@@ -185,78 +227,31 @@ fn become_the_step(
             Ok(())
         };
         drop_to().map_err(|e| e.to_string())?;
+        watch_the_spawner(parent)?;
     }
-    let inheritance =
-        Inheritance::now().ok_or_else(|| "cannot read its own resource limits".to_owned())?;
-    *settled = Some((script.user, inheritance));
+    *settled = Some(script.user);
     Ok(())
-}
-
-/// What a process of the step's user can change in its supervisor (`prlimit`, `setpriority`,
-/// `sched_setaffinity`, `sched_setscheduler`, `ioprio_set`), and every later script would
-/// inherit.
-#[derive(PartialEq, Eq)]
-struct Inheritance {
-    limits: Vec<rustix::process::Rlimit>,
-    nice: i32,
-    cpus: Vec<usize>,
-    /// The scheduling policy and I/O priority.
-    scheduling: Option<(i32, i32)>,
-}
-
-impl Inheritance {
-    fn now() -> Option<Self> {
-        use rustix::process::Resource;
-        let limits = [
-            Resource::Cpu,
-            Resource::Fsize,
-            Resource::Data,
-            Resource::Stack,
-            Resource::Core,
-            Resource::Rss,
-            Resource::Nproc,
-            Resource::Nofile,
-            Resource::Memlock,
-            Resource::As,
-            Resource::Locks,
-            Resource::Sigpending,
-            Resource::Msgqueue,
-            Resource::Nice,
-            Resource::Rtprio,
-            Resource::Rttime,
-        ]
-        .into_iter()
-        .map(rustix::process::getrlimit)
-        .collect();
-        let nice = rustix::process::getpriority_process(None).ok()?;
-        let set = rustix::thread::sched_getaffinity(None).ok()?;
-        let cpus = (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&cpu| set.is_set(cpu))
-            .collect();
-        Some(Self {
-            limits,
-            nice,
-            cpus,
-            scheduling: super::spawner::scheduling(),
-        })
-    }
 }
 
 /// Waits until the runner has let go of the step it was told the end of (it closes its end of
 /// the stop pipe): until then it may still kill this process's session, as it does when the
-/// report came too late. False when it does not within [`LET_GO_WITHIN`].
-fn let_go_of_the_step(stop: &OwnedFd) -> bool {
+/// report came too late. False when it does not within [`LET_GO_WITHIN`], or a signal says
+/// to stop.
+fn let_go_of_the_step(stop: &OwnedFd, ready: &Ready) -> bool {
     let deadline = std::time::Instant::now() + LET_GO_WITHIN;
     let mut buf = [0u8; 64];
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || ready.stopped() {
             return false;
         }
-        let mut poll = [PollFd::new(stop, PollFlags::IN)];
+        let mut poll = [
+            PollFd::new(stop, PollFlags::IN),
+            PollFd::new(&ready.signalled, PollFlags::IN),
+        ];
         match rustix::event::poll(&mut poll, Some(&timespec(left))) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => {}
+            Ok(_) if !poll[0].revents().is_empty() => {}
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return false,
         }
         // Stop requests that came too late are read past.
@@ -295,12 +290,15 @@ fn supervise(ready: &Ready, script: &Script, stop: &OwnedFd) -> Ended {
     });
     let mut ended = None;
     let mut wait = FIRST_POLL;
-    while ended.is_none() && !ready.stop.load(Ordering::Relaxed) {
+    while ended.is_none() && !ready.stopped() {
         ended = reap(main);
         if ended.is_some() {
             break;
         }
-        let mut poll = vec![PollFd::new(stop, PollFlags::IN)];
+        let mut poll = vec![
+            PollFd::new(stop, PollFlags::IN),
+            PollFd::new(&ready.signalled, PollFlags::IN),
+        ];
         poll.extend(exited.iter().map(|pidfd| PollFd::new(pidfd, PollFlags::IN)));
         let timeout = if exited.is_some() { POLL } else { wait };
         let _ = rustix::event::poll(&mut poll, Some(&timespec(timeout)));
@@ -407,39 +405,45 @@ fn reap(main: Option<Pid>) -> Option<Ended> {
     ended
 }
 
-/// Whether this process has no child at all, running or ended (an ended one is reaped).
+/// Whether this process has no child at all, running or ended (every ended one is reaped).
+/// For a subreaper that means no descendant either: the topmost live process below it would
+/// be its child.
 fn no_children_left() -> bool {
-    matches!(
-        rustix::process::wait(WaitOptions::NOHANG),
-        Err(rustix::io::Errno::CHILD)
-    )
+    loop {
+        match rustix::process::wait(WaitOptions::NOHANG) {
+            Ok(Some(_)) => {}
+            Err(rustix::io::Errno::CHILD) => return true,
+            Ok(None) | Err(_) => return false,
+        }
+    }
 }
 
-/// Kills every descendant with `SIGKILL` and reaps them, round after round, until none is
-/// left (a process forking as it is killed is caught in a later round). False when some are
-/// still alive after the last round.
+/// Kills every descendant with `SIGKILL` and reaps them, round after round, until no child
+/// is left (a process forking as it is killed is caught in a later round). False when some
+/// are still alive after the last round, or cannot be listed: a `/proc` it cannot read (this
+/// process out of descriptors, which a process of its user can arrange with `prlimit`) is
+/// never taken for "none left".
 fn kill_descendants() -> bool {
     for _ in 0..SWEEP_ROUNDS {
-        let all = descendants(rustix::process::getpid());
-        if all.is_empty() {
+        if no_children_left() {
             return true;
         }
+        let Some(all) = descendants(rustix::process::getpid()) else {
+            return false;
+        };
         for pid in all {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
         std::thread::sleep(Duration::from_millis(5));
-        reap(None);
     }
-    descendants(rustix::process::getpid()).is_empty()
+    no_children_left()
 }
 
-/// Every live process below `root`, read from `/proc`.
-fn descendants(root: Pid) -> Vec<Pid> {
+/// Every live process below `root`, read from `/proc`; `None` when it cannot be read.
+fn descendants(root: Pid) -> Option<Vec<Pid>> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in entries.flatten() {
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let entry = entry.ok()?;
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -462,7 +466,7 @@ fn descendants(root: Pid) -> Vec<Pid> {
             }
         }
     }
-    found
+    Some(found)
 }
 
 /// The parent pid of `pid` from `/proc/PID/stat` (the field after the state, which follows the
@@ -583,9 +587,15 @@ mod tests {
         let me = rustix::process::getpid();
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
         let pid = child.id() as i32;
-        assert!(descendants(me).iter().any(|p| p.as_raw_pid() == pid));
+        assert!(descendants(me)
+            .unwrap()
+            .iter()
+            .any(|p| p.as_raw_pid() == pid));
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!descendants(me).iter().any(|p| p.as_raw_pid() == pid));
+        assert!(!descendants(me)
+            .unwrap()
+            .iter()
+            .any(|p| p.as_raw_pid() == pid));
     }
 }

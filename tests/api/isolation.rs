@@ -239,8 +239,13 @@ async fn the_root_key_is_not_left_in_the_servers_environment() {
 
 /// The outputs of the first step of the execution `event` started.
 async fn step_outputs(app: &crate::helpers::TestApp, t: &TestTrigger) -> Value {
+    outputs_of_event(app, t, 0).await
+}
+
+/// The step outputs of the execution of `t`'s `nth` latest event.
+async fn outputs_of_event(app: &crate::helpers::TestApp, t: &TestTrigger, nth: usize) -> Value {
     let events = app.events(t).await;
-    let execution = events[0]["pipelineExecutionId"]
+    let execution = events[nth]["pipelineExecutionId"]
         .as_str()
         .expect("an execution");
     let res = app
@@ -493,10 +498,12 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
                   echo \"files=$(ulimit -n)\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"policy=$(chrt -p $$ | head -n 1 | sed 's/.*: //')\" >> \"$TRIGGERD_OUTPUT\"\n\
-                  echo \"io=$(ionice -p $$)\" >> \"$TRIGGERD_OUTPUT\"";
+                  echo \"io=$(ionice -p $$)\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"autogroup=$(sed 's/.* nice //' /proc/self/autogroup)\" >> \"$TRIGGERD_OUTPUT\"";
     let first = step_outputs_of(&app, &t, report).await;
-    let inherited =
-        |outputs: &Value| ["files", "nice", "policy", "io"].map(|name| outputs[name].clone());
+    let inherited = |outputs: &Value| {
+        ["files", "nice", "policy", "io", "autogroup"].map(|name| outputs[name].clone())
+    };
 
     // One step after another: the supervisor that ran the last one, stopped or not, runs the
     // next.
@@ -523,6 +530,7 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
         "renice -n 19 -p $PPID > /dev/null",
         "chrt -i -p 0 $PPID",
         "ionice -c 3 -p $PPID",
+        "echo 19 > /proc/self/autogroup",
         "kill -TERM $PPID; sleep 5",
     ] {
         let changed = step_outputs_of(&app, &t, &format!("{report}\n{change}")).await;
@@ -531,5 +539,71 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
         assert_ne!(next["supervisor"], last, "{change}: another supervisor");
         assert_eq!(inherited(&next), inherited(&first), "{change}: {next}");
         last = next["supervisor"].clone();
+    }
+}
+
+/// Runs `command` as the pipeline's one step in two executions at once; returns their outputs.
+async fn two_at_once(app: &crate::helpers::TestApp, t: &TestTrigger, command: &str) -> [Value; 2] {
+    app.put_pipeline_yaml(t, &run_pipeline(&format!("sleep 0.5\n{command}")))
+        .await;
+    let (a, b) = tokio::join!(fire_and_wait(app, t), fire_and_wait(app, t));
+    assert_eq!([a.as_str(), b.as_str()], ["Success", "Success"]);
+    [
+        outputs_of_event(app, t, 0).await,
+        outputs_of_event(app, t, 1).await,
+    ]
+}
+
+#[tokio::test]
+async fn a_waiting_supervisor_that_another_step_stopped_or_changed_is_continued_or_replaced() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let report = "echo \"supervisor=$PPID\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"files=$(ulimit -n)\" >> \"$TRIGGERD_OUTPUT\"";
+    let supervisors = |outputs: &[Value; 2]| {
+        let mut pids = outputs
+            .clone()
+            .map(|o| o["supervisor"].as_str().unwrap_or("").to_owned());
+        pids.sort();
+        pids
+    };
+    // Two supervisors, both waiting once their steps ended.
+    let first = two_at_once(&app, &t, report).await;
+    let both = supervisors(&first);
+    assert_ne!(
+        both[0], both[1],
+        "two steps at once, two supervisors: {first:?}"
+    );
+
+    // A step stops (SIGSTOP) the other, waiting one: it is continued before its next step,
+    // which does not wait for its timeout (five minutes).
+    let stop_the_other = format!(
+        "for p in {} {}; do [ $p = $PPID ] || kill -STOP $p; done",
+        both[0], both[1]
+    );
+    step_outputs_of(&app, &t, &stop_the_other).await;
+    let continued = two_at_once(&app, &t, report).await;
+    assert_eq!(supervisors(&continued), both, "{continued:?}");
+
+    // A step lowers the other's limit on open files: it runs no step again, and later steps
+    // start with the limit the first ones had.
+    let change_the_other = format!(
+        "for p in {} {}; do [ $p = $PPID ] || prlimit --pid $p --nofile=64:; done\n{report}",
+        both[0], both[1]
+    );
+    let changer = step_outputs_of(&app, &t, &change_the_other).await;
+    let changed = both
+        .iter()
+        .find(|p| Some(p.as_str()) != changer["supervisor"].as_str())
+        .expect("the other one")
+        .clone();
+    let replaced = two_at_once(&app, &t, report).await;
+    for outputs in &replaced {
+        assert_ne!(
+            outputs["supervisor"].as_str(),
+            Some(changed.as_str()),
+            "{replaced:?}"
+        );
+        assert_eq!(outputs["files"], first[0]["files"], "{replaced:?}");
     }
 }

@@ -499,16 +499,18 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
                   echo \"nice=$(awk '{print $19}' /proc/$$/stat)\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"policy=$(chrt -p $$ | head -n 1 | sed 's/.*: //')\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"io=$(ionice -p $$)\" >> \"$TRIGGERD_OUTPUT\"\n\
-                  echo \"autogroup=$(sed 's/.* nice //' /proc/self/autogroup)\" >> \"$TRIGGERD_OUTPUT\"";
+                  echo \"autogroup=$(sed 's/.* nice //' /proc/self/autogroup)\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"fds=$(ls /proc/$$/fd | tr '\\n' ' ')\" >> \"$TRIGGERD_OUTPUT\"";
     let first = step_outputs_of(&app, &t, report).await;
     let inherited = |outputs: &Value| {
-        ["files", "nice", "policy", "io", "autogroup"].map(|name| outputs[name].clone())
+        ["files", "nice", "policy", "io", "autogroup", "fds"].map(|name| outputs[name].clone())
     };
 
     // One step after another: the supervisor that ran the last one, stopped or not, runs the
     // next.
     let second = step_outputs_of(&app, &t, report).await;
     assert_eq!(second["supervisor"], first["supervisor"], "kept: {second}");
+    assert_eq!(inherited(&second), inherited(&first), "{second}");
     app.put_pipeline_yaml(
         &t,
         &run_pipeline("sleep 30").replace("timeout: 5m", "timeout: 1s"),
@@ -606,4 +608,102 @@ async fn a_waiting_supervisor_that_another_step_stopped_or_changed_is_continued_
         );
         assert_eq!(outputs["files"], first[0]["files"], "{replaced:?}");
     }
+
+    // A step kills the other, waiting one: the next steps run on the one left and a new one.
+    let both = supervisors(&replaced);
+    let kill_the_other = format!(
+        "for p in {} {}; do [ $p = $PPID ] || kill -9 $p; done\n{report}",
+        both[0], both[1]
+    );
+    let killer = step_outputs_of(&app, &t, &kill_the_other).await;
+    let killed = both
+        .iter()
+        .find(|p| Some(p.as_str()) != killer["supervisor"].as_str())
+        .expect("the other one")
+        .clone();
+    let after = two_at_once(&app, &t, report).await;
+    assert!(
+        after
+            .iter()
+            .all(|o| o["supervisor"].as_str() != Some(killed.as_str())),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_step_whose_processes_cannot_be_listed_fails_and_its_directory_is_not_handed_on() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let pid_file = app.dir.path().join("escaped.pid");
+    // The supervisor then has no descriptor left to read /proc with: it cannot know that the
+    // step left a process behind, so it does not say the step ended.
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(&format!(
+            "{}touch artifact\nprlimit --pid $PPID --nofile=0:0",
+            escape_into_new_session(&pid_file)
+        )),
+    )
+    .await;
+    let data = fire_and_wait_with(&app, &t, "{}").await;
+    let escaped = read_pid(&pid_file);
+    assert_eq!(
+        data["executionDetails"]["pipelineExecutionSummary"]["status"], "Failed",
+        "{data}"
+    );
+    let next = step_outputs_of(
+        &app,
+        &t,
+        "echo \"left=$(ls | grep -c artifact)\" >> \"$TRIGGERD_OUTPUT\"",
+    )
+    .await;
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(escaped).expect("pid"),
+        rustix::process::Signal::KILL,
+    );
+    assert_eq!(
+        next["left"], "0",
+        "the directory went to the next execution: {next}"
+    );
+}
+
+#[tokio::test]
+async fn a_step_running_when_its_spawner_dies_is_stopped_though_its_supervisor_changed_user() {
+    // The default `run_user`: as root, `nobody`, so the supervisor changes user (which clears
+    // a parent-death signal).
+    let app = crate::helpers::spawn_sqlite_app_with(|s| s.run_user = None).await;
+    let t = app.create_trigger().await;
+    // Where a step of any user can write.
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let spawner_file = shared.path().join("spawner.pid");
+    let f = spawner_file.display();
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(&format!(
+            "awk '{{print $4}}' /proc/$PPID/stat > {f}.tmp && mv {f}.tmp {f}\nsleep 30"
+        )),
+    )
+    .await;
+    let (data, killed) = tokio::join!(fire_and_wait_with(&app, &t, "{}"), async {
+        wait_for_file(&spawner_file).await;
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(read_pid(&spawner_file)).expect("pid"),
+            rustix::process::Signal::KILL,
+        )
+        .expect("kill");
+        Instant::now()
+    });
+    assert_eq!(
+        data["executionDetails"]["pipelineExecutionSummary"]["status"], "Failed",
+        "{data}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "the step ran on after its spawner died"
+    );
 }

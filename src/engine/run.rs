@@ -324,7 +324,8 @@ struct Started {
 type Output = Box<dyn AsyncRead + Send + Unpin>;
 
 /// The script's process: a direct child, or a supervisor the spawner forked (not this
-/// process's child), which reports the script's wait status on a pipe before it exits.
+/// process's child), which reports the script's wait status on a pipe once it has killed every
+/// process of the step.
 enum Process {
     Direct(Child),
     Supervised {
@@ -354,8 +355,8 @@ impl Process {
         }
     }
 
-    /// A supervisor that wrote the script's whole wait status (it then swept the step's
-    /// processes and exited).
+    /// A supervisor that wrote the script's whole wait status (it had killed every process of
+    /// the step first).
     fn reported(&self) -> bool {
         matches!(self, Self::Supervised { read, .. } if read.len() == 4)
     }

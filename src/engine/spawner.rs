@@ -167,7 +167,7 @@ impl Spawner {
         })
     }
 
-    /// Starts `script` under a new supervisor (off the async threads: the spawner answers in
+    /// Starts `script` under a supervisor (off the async threads: the spawner answers in
     /// well under a millisecond, but it blocks).
     pub async fn spawn(self: &Arc<Self>, script: Script, fds: ScriptFds) -> io::Result<Spawned> {
         let this = Arc::clone(self);

@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
     });
     triggerd::engine::spawner::set_fork(fork);
     triggerd::engine::spawner::set_exit(exit_at_once);
-    triggerd::engine::spawner::set_io_priority(io_priority);
+    triggerd::engine::spawner::set_scheduling(scheduling);
     triggerd::cli::main()
 }
 
@@ -51,17 +51,20 @@ fn exit_at_once(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// A process's I/O priority, for the step spawner (see
-/// `triggerd::engine::spawner::set_io_priority`).
-fn io_priority(pid: i32) -> i32 {
+/// A process's scheduling policy and I/O priority, for the step spawner (see
+/// `triggerd::engine::spawner::set_scheduling`).
+fn scheduling(pid: i32) -> (i32, i32) {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    // SAFETY: `ioprio_get` only reads a process's I/O priority.
+    // SAFETY: both calls only read a process's scheduling attributes.
     unsafe {
-        libc::syscall(
-            libc::SYS_ioprio_get,
-            IOPRIO_WHO_PROCESS,
-            libc::c_long::from(pid),
-        ) as i32
+        (
+            libc::sched_getscheduler(pid),
+            libc::syscall(
+                libc::SYS_ioprio_get,
+                IOPRIO_WHO_PROCESS,
+                libc::c_long::from(pid),
+            ) as i32,
+        )
     }
 }
 

@@ -70,15 +70,16 @@ pub fn set_exit(exit: ExitFn) {
     let _ = EXIT.set(exit);
 }
 
-/// What rustix has no call for: `ioprio_get` of a process (by pid).
-pub type IoPriorityFn = fn(i32) -> i32;
+/// What rustix has no call for: a process's scheduling policy (`sched_getscheduler`) and I/O
+/// priority (`ioprio_get`), by pid.
+pub type SchedulingFn = fn(i32) -> (i32, i32);
 
-static IO_PRIORITY: OnceLock<IoPriorityFn> = OnceLock::new();
+static SCHEDULING: OnceLock<SchedulingFn> = OnceLock::new();
 
-/// Registers what reads a process's I/O priority: a process of a step's user can change its
-/// supervisor's, and every later script would inherit it.
-pub fn set_io_priority(io_priority: IoPriorityFn) {
-    let _ = IO_PRIORITY.set(io_priority);
+/// Registers what reads a process's scheduling policy and I/O priority: a process of a step's
+/// user can change both in its supervisor, and every later script would inherit them.
+pub fn set_scheduling(scheduling: SchedulingFn) {
+    let _ = SCHEDULING.set(scheduling);
 }
 
 /// Ends a supervisor with `code`, through `_exit` when the binary registered it.
@@ -244,7 +245,7 @@ impl Connection {
     }
 
     fn send(&mut self, request: &[u8], fds: &ScriptFds) -> io::Result<()> {
-        send_request(&self.socket, request, &fds.all())
+        send_request(&self.socket, request, &fds.all(), SendFlags::empty())
     }
 
     /// The spawner's answer (the outer error: the connection broke; the inner one: the
@@ -267,13 +268,21 @@ fn send_request(
     socket: &UnixStream,
     request: &[u8],
     fds: &[rustix::fd::BorrowedFd<'_>],
+    flags: SendFlags,
 ) -> io::Result<()> {
     let header = u32::try_from(request.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?
         .to_ne_bytes();
-    send_with_fds(socket, &header, fds)?;
-    let mut socket = socket;
-    socket.write_all(request)
+    send_with_fds(socket, &header, fds, flags)?;
+    let mut sent = 0;
+    while sent < request.len() {
+        match rustix::net::send(socket, &request[sent..], flags | SendFlags::NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Reads one request that [`send_request`] sent: its bytes and descriptors, or `None` at the
@@ -314,6 +323,7 @@ fn send_with_fds(
     socket: &UnixStream,
     bytes: &[u8],
     fds: &[rustix::fd::BorrowedFd<'_>],
+    flags: SendFlags,
 ) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -324,7 +334,7 @@ fn send_with_fds(
         socket,
         &[IoSlice::new(bytes)],
         &mut control,
-        SendFlags::NOSIGNAL,
+        flags | SendFlags::NOSIGNAL,
     )?;
     if sent == bytes.len() {
         Ok(())
@@ -483,8 +493,11 @@ struct Pool {
     leaving: Vec<OwnedFd>,
     /// How many may wait.
     keep: usize,
-    /// What every supervisor must still hand its scripts: what it started with.
+    /// What every supervisor must still hand its scripts: what a new one starts with (read
+    /// at the first step, once the server has set the spawner's priority).
     inheritance: Option<Inheritance>,
+    /// Whether the spawner said that it cannot read supervisors' `/proc` entries.
+    unreadable_said: bool,
 }
 
 /// A supervisor, seen from the spawner.
@@ -514,22 +527,51 @@ impl Pool {
                 &supervisor.pidfd,
                 rustix::process::Signal::CONT,
             );
-            if self.inheritance.is_none() || Inheritance::of(supervisor.pid) != self.inheritance {
+            if !self.unchanged(supervisor.pid) {
                 self.retire(supervisor);
                 continue;
             }
-            if let Some(pid) = self.hand_to(supervisor, request, fds) {
+            if let Some(pid) = self.hand_to(supervisor, request, fds, SendFlags::DONTWAIT) {
                 return Some(pid);
             }
         }
         None
     }
 
+    /// Whether the supervisor `pid` would hand its script what a new one would. What a new one
+    /// starts with is read again when they differ: the server lowers the spawner's priority
+    /// after starting it, and an operator may change its limits or CPUs.
+    fn unchanged(&mut self, pid: Pid) -> bool {
+        let Some(theirs) = Inheritance::of(pid) else {
+            if !self.unreadable_said {
+                self.unreadable_said = true;
+                eprintln!(
+                    "[triggerd] step-spawner: cannot read a supervisor's /proc entries; each \
+                     Run step gets a new supervisor"
+                );
+            }
+            return false;
+        };
+        if self.inheritance.as_ref() == Some(&theirs) {
+            return true;
+        }
+        self.inheritance = Inheritance::of_a_new_supervisor();
+        self.inheritance.as_ref() == Some(&theirs)
+    }
+
     /// Sends `request` to `supervisor`, which is then busy. One that does not take it (it died
     /// while it waited, or stopped reading) is killed: it may hold the step's descriptors,
-    /// which must close for the server to see the step end.
-    fn hand_to(&mut self, supervisor: Supervisor, request: &[u8], fds: &ScriptFds) -> Option<Pid> {
-        match send_request(&supervisor.socket, request, &fds.all()) {
+    /// which must close for the server to see the step end. A waiting one is sent to without
+    /// waiting (`flags`): a process of its user may have stopped it again, and the spawner
+    /// must not wait for it; a request larger than its socket's buffer then goes to a new one.
+    fn hand_to(
+        &mut self,
+        supervisor: Supervisor,
+        request: &[u8],
+        fds: &ScriptFds,
+        flags: SendFlags,
+    ) -> Option<Pid> {
+        match send_request(&supervisor.socket, request, &fds.all(), flags) {
             Ok(()) => {
                 let pid = supervisor.pid;
                 self.busy.push(supervisor);
@@ -558,7 +600,7 @@ impl Pool {
         if free && self.idle.len() < self.keep {
             self.idle.push(supervisor);
         } else {
-            self.leaving.push(supervisor.pidfd);
+            self.retire(supervisor);
         }
     }
 
@@ -584,42 +626,45 @@ impl Pool {
 }
 
 /// What a process of a supervisor's user can change in it (`prlimit`, `setpriority`,
-/// `sched_setaffinity`, `sched_setscheduler`, `ioprio_set`, and its session's autogroup
-/// `nice`), and every later script would inherit; read from `/proc` (and `ioprio_get`).
+/// `sched_setaffinity`, `sched_setscheduler`, `ioprio_set`, its session's autogroup `nice`,
+/// its cgroup where the user may write one), and every later script would inherit.
 #[derive(Debug, PartialEq, Eq)]
 struct Inheritance {
     limits: String,
-    nice: String,
-    policy: String,
-    cpus: String,
-    /// The `nice` of its session's autogroup, where the kernel has them.
-    autogroup: Option<String>,
-    io_priority: Option<i32>,
+    nice: i32,
+    cpus: Vec<usize>,
+    /// The scheduling policy and I/O priority (any priority of no class is one: the kernel
+    /// reads it from `nice`).
+    scheduling: Option<(i32, i32)>,
+    /// The `nice` of its session's autogroup (0 where the kernel has none).
+    autogroup: String,
+    cgroup: String,
 }
 
 impl Inheritance {
-    /// `pid`'s, or `None` when it cannot be read (it is gone, say).
+    /// `pid`'s, or `None` when it cannot be read (it is gone, or `/proc` hides it).
     fn of(pid: Pid) -> Option<Self> {
         let proc = PathBuf::from(format!("/proc/{}", pid.as_raw_pid()));
         let read = |name: &str| std::fs::read_to_string(proc.join(name)).ok();
-        let stat = read("stat")?;
-        // The fields after the command name (which may hold spaces and parentheses) start
-        // with the third: `nice` is the 19th, `policy` the 41st.
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-        let status = read("status")?;
-        let cpus = status
-            .lines()
-            .find(|line| line.starts_with("Cpus_allowed_list:"))?;
+        let set = rustix::thread::sched_getaffinity(Some(pid)).ok()?;
         Some(Self {
             limits: read("limits")?,
-            nice: (*fields.get(19 - 3)?).to_owned(),
-            policy: (*fields.get(41 - 3)?).to_owned(),
-            cpus: cpus.to_owned(),
-            autogroup: read("autogroup").and_then(|a| {
-                a.split_once(" nice ")
-                    .map(|(_, nice)| nice.trim().to_owned())
+            nice: rustix::process::getpriority_process(Some(pid)).ok()?,
+            cpus: (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&cpu| set.is_set(cpu))
+                .collect(),
+            scheduling: SCHEDULING.get().map(|read| {
+                let (policy, io) = read(pid.as_raw_pid());
+                const CLASS_SHIFT: i32 = 13;
+                (policy, if io >> CLASS_SHIFT == 0 { 0 } else { io })
             }),
-            io_priority: IO_PRIORITY.get().map(|read| read(pid.as_raw_pid())),
+            autogroup: read("autogroup")
+                .and_then(|a| {
+                    a.split_once(" nice ")
+                        .map(|(_, nice)| nice.trim().to_owned())
+                })
+                .unwrap_or_else(|| "0".to_owned()),
+            cgroup: read("cgroup")?,
         })
     }
 
@@ -627,7 +672,7 @@ impl Inheritance {
     /// its own (it starts a session), whose `nice` is 0.
     fn of_a_new_supervisor() -> Option<Self> {
         Self::of(rustix::process::getpid()).map(|own| Self {
-            autogroup: own.autogroup.map(|_| "0".to_owned()),
+            autogroup: "0".to_owned(),
             ..own
         })
     }
@@ -655,7 +700,8 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
         busy: Vec::new(),
         leaving: Vec::new(),
         keep,
-        inheritance: Inheritance::of_a_new_supervisor(),
+        inheritance: None,
+        unreadable_said: false,
     };
     loop {
         pool.reap();
@@ -711,7 +757,7 @@ fn serve(parent: u32, keep: usize) -> io::Result<()> {
                         super::supervise::serve(me, socket_of_its_own)
                     }
                     Ok(Forked::Parent(supervisor)) => pool
-                        .hand_to(supervisor, &request, &fds)
+                        .hand_to(supervisor, &request, &fds, SendFlags::empty())
                         .ok_or_else(|| io::Error::from(rustix::io::Errno::AGAIN)),
                     // Out of processes, say: this step does not start; the spawner goes on.
                     Err(e) => Err(e),

@@ -63,6 +63,7 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
             become_the_step(parent, &script, &fds, &mut settled)?;
             Ok(ready)
         });
+        let started = step.is_ok();
         let ended = match step {
             Ok(ready) => supervise(ready, &script, &fds.stop),
             Err(e) => {
@@ -81,7 +82,8 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
             // does not hand its working directory on (see `work_dirs`).
             Ended::NotSwept => exit_now(0),
         };
-        let Ok(ready) = &ready else {
+        // A supervisor that could not set up, or become the step's user, takes no other step.
+        let (Ok(ready), true) = (&ready, started) else {
             let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
             exit_now(0)
         };
@@ -480,10 +482,11 @@ fn parse_ppid(stat: &str) -> Option<i32> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace();
     let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        // A zombie is reaped, not killed.
+    if state == "X" {
         return None;
     }
+    // A zombie too ("Z"): a process whose main thread has ended shows as one while its other
+    // threads run, and a real zombie takes the signal harmlessly.
     fields.next()?.parse().ok()
 }
 
@@ -495,7 +498,8 @@ mod tests {
     fn the_parent_is_read_after_a_name_with_spaces_and_parentheses() {
         assert_eq!(parse_ppid("123 (sh) S 45 123 123 0"), Some(45));
         assert_eq!(parse_ppid("123 (a (b) c) R 46 1 1"), Some(46));
-        assert_eq!(parse_ppid("123 (sleep) Z 45 1 1"), None);
+        assert_eq!(parse_ppid("123 (sleep) Z 45 1 1"), Some(45));
+        assert_eq!(parse_ppid("123 (sleep) X 45 1 1"), None);
         assert_eq!(parse_ppid("garbage"), None);
     }
 

@@ -556,6 +556,26 @@ async fn two_at_once(app: &crate::helpers::TestApp, t: &TestTrigger, command: &s
     ]
 }
 
+/// Runs a step that applies `command PID` to whichever of the supervisors `both` is not its
+/// own, then `report`; returns that other supervisor's pid.
+async fn to_the_other(
+    app: &crate::helpers::TestApp,
+    t: &TestTrigger,
+    both: &[String; 2],
+    command: &str,
+    report: &str,
+) -> String {
+    let step = format!(
+        "for p in {} {}; do [ $p = $PPID ] || {command} $p; done\n{report}",
+        both[0], both[1]
+    );
+    let outputs = step_outputs_of(app, t, &step).await;
+    both.iter()
+        .find(|p| Some(p.as_str()) != outputs["supervisor"].as_str())
+        .expect("the other one")
+        .clone()
+}
+
 #[tokio::test]
 async fn a_waiting_supervisor_that_another_step_stopped_or_changed_is_continued_or_replaced() {
     let app = spawn_app().await;
@@ -579,26 +599,13 @@ async fn a_waiting_supervisor_that_another_step_stopped_or_changed_is_continued_
 
     // A step stops (SIGSTOP) the other, waiting one: it is continued before its next step,
     // which does not wait for its timeout (five minutes).
-    let stop_the_other = format!(
-        "for p in {} {}; do [ $p = $PPID ] || kill -STOP $p; done",
-        both[0], both[1]
-    );
-    step_outputs_of(&app, &t, &stop_the_other).await;
+    to_the_other(&app, &t, &both, "kill -STOP", report).await;
     let continued = two_at_once(&app, &t, report).await;
     assert_eq!(supervisors(&continued), both, "{continued:?}");
 
     // A step lowers the other's limit on open files: it runs no step again, and later steps
     // start with the limit the first ones had.
-    let change_the_other = format!(
-        "for p in {} {}; do [ $p = $PPID ] || prlimit --pid $p --nofile=64:; done\n{report}",
-        both[0], both[1]
-    );
-    let changer = step_outputs_of(&app, &t, &change_the_other).await;
-    let changed = both
-        .iter()
-        .find(|p| Some(p.as_str()) != changer["supervisor"].as_str())
-        .expect("the other one")
-        .clone();
+    let changed = to_the_other(&app, &t, &both, "prlimit --nofile=64: --pid", report).await;
     let replaced = two_at_once(&app, &t, report).await;
     for outputs in &replaced {
         assert_ne!(
@@ -611,16 +618,7 @@ async fn a_waiting_supervisor_that_another_step_stopped_or_changed_is_continued_
 
     // A step kills the other, waiting one: the next steps run on the one left and a new one.
     let both = supervisors(&replaced);
-    let kill_the_other = format!(
-        "for p in {} {}; do [ $p = $PPID ] || kill -9 $p; done\n{report}",
-        both[0], both[1]
-    );
-    let killer = step_outputs_of(&app, &t, &kill_the_other).await;
-    let killed = both
-        .iter()
-        .find(|p| Some(p.as_str()) != killer["supervisor"].as_str())
-        .expect("the other one")
-        .clone();
+    let killed = to_the_other(&app, &t, &both, "kill -9", report).await;
     let after = two_at_once(&app, &t, report).await;
     assert!(
         after

@@ -563,7 +563,8 @@ impl Pool {
     /// while it waited, or stopped reading) is killed: it may hold the step's descriptors,
     /// which must close for the server to see the step end. A waiting one is sent to without
     /// waiting (`flags`): a process of its user may have stopped it again, and the spawner
-    /// must not wait for it; a request larger than its socket's buffer then goes to a new one.
+    /// must not wait for it. A request larger than its socket's buffer is sent in parts as it
+    /// reads them, and goes to a new supervisor when it has not read the last part yet.
     fn hand_to(
         &mut self,
         supervisor: Supervisor,

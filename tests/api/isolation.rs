@@ -705,3 +705,34 @@ async fn a_step_running_when_its_spawner_dies_is_stopped_though_its_supervisor_c
         "the step ran on after its spawner died"
     );
 }
+
+#[tokio::test]
+async fn a_step_larger_than_a_supervisors_socket_buffer_runs_whole() {
+    let app = spawn_app().await;
+    let t = app.create_trigger().await;
+    let report = "echo \"supervisor=$PPID\" >> \"$TRIGGERD_OUTPUT\"\n\
+                  echo \"sizes=${#A} ${#B} ${#C}\" >> \"$TRIGGERD_OUTPUT\"";
+    step_outputs_of(&app, &t, report).await;
+    // Three variables of 100,000 bytes: more than a Unix socket's default send buffer (208
+    // KiB), sent in parts to the waiting supervisor (without waiting: a process of its user
+    // may have stopped it), each under the kernel's limit for one variable (128 KiB).
+    app.put_pipeline_yaml(
+        &t,
+        &run_pipeline(report).replace(
+            "                shell: sh\n",
+            "                shell: sh\n                env:\n                  A: <+trigger.payload.a>\n                  B: <+trigger.payload.b>\n                  C: <+trigger.payload.c>\n",
+        ),
+    )
+    .await;
+    let big = "x".repeat(100_000);
+    let body = serde_json::json!({"a": big, "b": big, "c": big}).to_string();
+
+    let data = fire_and_wait_with(&app, &t, &body).await;
+
+    assert_eq!(
+        data["executionDetails"]["pipelineExecutionSummary"]["status"], "Success",
+        "{data}"
+    );
+    let outputs = step_outputs(&app, &t).await;
+    assert_eq!(outputs["sizes"], "100000 100000 100000", "{outputs}");
+}

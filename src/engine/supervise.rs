@@ -63,28 +63,23 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
             become_the_step(parent, &script, &fds, &mut settled)?;
             Ok(ready)
         });
-        let started = step.is_ok();
-        let ended = match step {
-            Ok(ready) => supervise(ready, &script, &fds.stop),
+        // A supervisor that could not set up, or become the step's user, reports the step as
+        // not started and takes no other step.
+        let ready = match step {
+            Ok(ready) => ready,
             Err(e) => {
                 let _ = rustix::stdio::dup2_stderr(&fds.stderr);
                 eprintln!(
                     "[triggerd] could not start {}: {e}",
                     script.program.to_string_lossy()
                 );
-                Ended::Code(126)
+                if let Some(raw) = wait_status(Ended::Code(126)) {
+                    let _ = rustix::io::write(&fds.status, &raw);
+                }
+                exit_now(0)
             }
         };
-        let raw = match ended {
-            Ended::Code(code) => (code & 0xff) << 8,
-            Ended::Signal(signal) => signal & 0x7f,
-            // Not reported: the runner then counts the step as killed, kills its session, and
-            // does not hand its working directory on (see `work_dirs`).
-            Ended::NotSwept => exit_now(0),
-        };
-        // A supervisor that could not set up, or become the step's user, takes no other step.
-        let (Ok(ready), true) = (&ready, started) else {
-            let _ = rustix::io::write(&fds.status, &raw.to_ne_bytes());
+        let Some(raw) = wait_status(supervise(ready, &script, &fds.stop)) else {
             exit_now(0)
         };
         // The step's output pipes close here, so the runner reads their end with the status.
@@ -97,13 +92,25 @@ pub fn serve(parent: Pid, socket: UnixStream) -> ! {
             stop,
         } = fds;
         drop((stdout, stderr));
-        let _ = rustix::io::write(&status, &raw.to_ne_bytes());
+        let _ = rustix::io::write(&status, &raw);
         drop(status);
         let free = quiet && let_go_of_the_step(&stop, ready) && !ready.stopped();
         if !free || rustix::io::write(&socket, b"1") != Ok(1) {
             exit_now(0)
         }
     }
+}
+
+/// The wait status the runner reads for a step that `ended`, in the bytes it reads; `None` for
+/// one that is not reported: the runner then counts the step as killed, kills its session, and
+/// does not hand its working directory on (see `work_dirs`).
+fn wait_status(ended: Ended) -> Option<[u8; 4]> {
+    let raw = match ended {
+        Ended::Code(code) => (code & 0xff) << 8,
+        Ended::Signal(signal) => signal & 0x7f,
+        Ended::NotSwept => return None,
+    };
+    Some(raw.to_ne_bytes())
 }
 
 /// Waits for the spawner's next step: `None` when the spawner is gone (its socket closed) or

@@ -31,6 +31,21 @@ fn escape_into_new_session(file: &Path) -> String {
     )
 }
 
+/// Puts a Run pipeline on `t` whose script first starts a process in a new session (its pid
+/// in `pid_file`), then runs `then`.
+async fn put_escaping_pipeline(
+    app: &crate::helpers::TestApp,
+    t: &TestTrigger,
+    pid_file: &Path,
+    then: &str,
+) {
+    app.put_pipeline_yaml(
+        t,
+        &run_pipeline(&format!("{}{then}", escape_into_new_session(pid_file))),
+    )
+    .await;
+}
+
 fn read_pid(file: &Path) -> i32 {
     std::fs::read_to_string(file)
         .expect("the pid file")
@@ -116,14 +131,7 @@ async fn a_process_that_leaves_its_steps_session_is_killed_when_the_step_ends() 
     let app = spawn_app().await;
     let t = app.create_trigger().await;
     let pid_file = app.dir.path().join("escaped.pid");
-    app.put_pipeline_yaml(
-        &t,
-        &run_pipeline(&format!(
-            "{}echo started",
-            escape_into_new_session(&pid_file)
-        )),
-    )
-    .await;
+    put_escaping_pipeline(&app, &t, &pid_file, "echo started").await;
 
     assert_eq!(fire_and_wait(&app, &t).await, "Success");
 
@@ -635,12 +643,11 @@ async fn a_step_whose_processes_cannot_be_listed_fails_and_its_directory_is_not_
     let pid_file = app.dir.path().join("escaped.pid");
     // The supervisor then has no descriptor left to read /proc with: it cannot know that the
     // step left a process behind, so it does not say the step ended.
-    app.put_pipeline_yaml(
+    put_escaping_pipeline(
+        &app,
         &t,
-        &run_pipeline(&format!(
-            "{}touch artifact\nprlimit --pid $PPID --nofile=0:0",
-            escape_into_new_session(&pid_file)
-        )),
+        &pid_file,
+        "touch artifact\nprlimit --pid $PPID --nofile=0:0",
     )
     .await;
     let data = fire_and_wait_with(&app, &t, "{}").await;

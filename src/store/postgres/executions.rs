@@ -14,15 +14,15 @@ use tokio_postgres::Row;
 
 use super::outbound::sync_events;
 use super::{
-    col, execute, execution_cols, execution_row, invalid, query, query_one, query_opt, text,
-    PgResultExt as _, PgStore, EXECUTION_COLS,
+    col, event_cols, event_row_at, execute, execution_cols, execution_row, invalid, pipeline_cols,
+    pipeline_row_at, query, query_one, query_opt, text, PgResultExt as _, PgStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord,
+    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord, Work,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
 
@@ -236,6 +236,134 @@ impl QueuedExecution<'_> {
     }
 }
 
+/// An execution as [`run_state`] reads it: [`execution_cols!`], then its snapshot and failure.
+macro_rules! run_cols {
+    () => {
+        concat!(execution_cols!(), ", pipeline_spec, failure_message")
+    };
+}
+
+const RUN_SQL: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM executions WHERE plan_execution_id = $1"
+);
+
+/// What a worker reads to run an execution, in one statement (see [`PgStore::load_work`]): the
+/// execution ([`run_cols!`], columns 0-16), its control request (17), its event ([`EVENT_COLS`]
+/// from 18, NULL when there is none) and, until it has started, its pipeline as stored now
+/// ([`PIPELINE_COLS`] from 34).
+const WORK_SQL: &str = concat!(
+    "SELECT x.*, e.*, p.* FROM (SELECT ",
+    run_cols!(),
+    ", control FROM executions WHERE plan_execution_id = $1) x \
+     LEFT JOIN LATERAL (SELECT ",
+    event_cols!(),
+    " FROM webhook_events WHERE event_id = x.event_id) e ON true \
+     LEFT JOIN LATERAL (SELECT ",
+    pipeline_cols!(),
+    " FROM pipelines WHERE x.pipeline_spec IS NULL AND account_id = x.account_id \
+       AND org_id = x.org_id AND project_id = x.project_id AND id = x.pipeline_id) p ON true"
+);
+
+/// The first column of the event and of the pipeline in [`WORK_SQL`]'s row.
+const WORK_EVENT: usize = 18;
+const WORK_PIPELINE: usize = 34;
+
+/// An execution's steps in order. Logs (up to 1 MiB each) are left out: status polls read this
+/// often.
+async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
+    query(
+        c,
+        "loading an execution",
+        "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+         status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
+         WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
+        &[&id.as_str()],
+    )
+    .await?
+    .iter()
+    .map(step_row)
+    .collect()
+}
+
+/// The run state from a row that starts with [`run_cols!`], and the execution's steps.
+fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
+    let spec: Option<String> = col(row, 15)?;
+    Ok(RunState {
+        execution: execution_row(row)?,
+        pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+        steps,
+        failure_message: col(row, 16)?,
+    })
+}
+
+impl PgStore {
+    /// [`Store::load_work`](crate::store::Store::load_work) in one round trip on one connection:
+    /// [`WORK_SQL`] and the steps, sent together. Five statements on as many connections
+    /// before, each a parse-bind-execute on the database server's CPU, which the engine shares
+    /// with intake (issue 13).
+    pub(super) async fn read_work(&self, id: &PlanExecutionId) -> StoreResult<Option<Work>> {
+        let c = self.client().await?;
+        let key = id.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        let (row, steps) = tokio::try_join!(
+            query_opt(&c, "loading an execution to run", WORK_SQL, &params),
+            read_steps(&c, id)
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let run = run_state(&row, steps)?;
+        let control: Option<String> = col(&row, 17)?;
+        let event = match (run.event_id(), col::<Option<String>>(&row, WORK_EVENT)?) {
+            (Some(_), Some(_)) => Some(event_row_at(&row, WORK_EVENT)?),
+            _ => None,
+        };
+        let pipeline = match run.pipeline_to_start() {
+            None => None,
+            Some(_) if col::<Option<String>>(&row, WORK_PIPELINE)?.is_some() => {
+                Some(pipeline_row_at(&row, WORK_PIPELINE)?)
+            }
+            // A snapshot is stored but does not parse, so the join left the pipeline out: it is
+            // read as it is now, as for an execution that has not started.
+            Some(pipeline) if col::<Option<String>>(&row, 15)?.is_some() => {
+                crate::store::Store::get_pipeline(self, &run.execution.scope, &pipeline).await?
+            }
+            Some(_) => None,
+        };
+        Ok(Some(Work {
+            run,
+            control: control::from_stored(control.as_deref()),
+            event,
+            pipeline,
+        }))
+    }
+}
+
+/// The claim: leases to `$1` for `$2` ms up to `$4` executions due by `$3` (the node's clock)
+/// and by the database's, oldest due first, handing each the token at its row number in `$5`.
+/// It walks `executions_claimable` (migration 0005) and stops at its limit. SKIP LOCKED: rows
+/// another node is claiming (or writing) are left to it; a locked row is re-checked against the
+/// condition after it is locked.
+pub(super) const CLAIM_SQL: &str = concat!(
+    "WITH picked AS ( \
+               SELECT plan_execution_id, claim_at FROM executions \
+               WHERE claim_at <= LEAST($3, ",
+    lease_now!(),
+    ") ORDER BY claim_at LIMIT $4 \
+               FOR UPDATE SKIP LOCKED), \
+             numbered AS ( \
+               SELECT plan_execution_id, \
+                      row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
+               FROM picked) \
+             UPDATE executions x SET lease_owner = $1, lease_until = ",
+    lease_now!(),
+    " + $2, lease_token = ($5::text[])[numbered.n::int] \
+             FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
+             RETURNING x.plan_execution_id, x.lease_token"
+);
+
 /// Leases up to `limit` runnable executions to `owner` (see
 /// [`ExecutionStore::claim_executions`]).
 async fn claim_runnable(
@@ -249,30 +377,10 @@ async fn claim_runnable(
     let tokens: Vec<String> = (0..limit)
         .map(|_| LeaseToken::generate().to_string())
         .collect();
-    // SKIP LOCKED: rows another node is claiming (or writing) are left to it; a locked
-    // row is re-checked against the conditions after it is locked.
     let rows = query(
         c,
         "claiming executions",
-        concat!(
-            "WITH picked AS ( \
-               SELECT plan_execution_id, created_at FROM executions \
-               WHERE ((status IN ('Queued', 'Running') AND (wake_at IS NULL OR wake_at <= $3)) \
-                      OR (status = 'ApprovalWaiting' AND wake_at <= $3)) \
-                 AND (lease_until IS NULL OR lease_until < ",
-            lease_now!(),
-            ") ORDER BY created_at LIMIT $4 \
-               FOR UPDATE SKIP LOCKED), \
-             numbered AS ( \
-               SELECT plan_execution_id, \
-                      row_number() OVER (ORDER BY created_at, plan_execution_id) AS n \
-               FROM picked) \
-             UPDATE executions x SET lease_owner = $1, lease_until = ",
-            lease_now!(),
-            " + $2, lease_token = ($5::text[])[numbered.n::int] \
-             FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
-             RETURNING x.plan_execution_id, x.lease_token"
-        ),
+        CLAIM_SQL,
         &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
     )
     .await?;
@@ -436,41 +544,13 @@ impl ExecutionStore for PgStore {
 
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
         let c = self.client().await?;
-        // One snapshot for the execution and its steps.
-        let Some(row) = query_opt(
-            &c,
-            "loading an execution",
-            concat!(
-                "SELECT ",
-                execution_cols!(),
-                ", pipeline_spec, failure_message FROM executions WHERE plan_execution_id = $1"
-            ),
-            &[&id.as_str()],
-        )
-        .await?
-        else {
-            return Ok(None);
-        };
-        // Logs (up to 1 MiB each) are left out: status polls read this often.
-        let steps = query(
-            &c,
-            "loading an execution",
-            "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
-             status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
-             WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
-            &[&id.as_str()],
-        )
-        .await?
-        .iter()
-        .map(step_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-        let spec: Option<String> = col(&row, 15)?;
-        Ok(Some(RunState {
-            execution: execution_row(&row)?,
-            pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
-            steps,
-            failure_message: col(&row, 16)?,
-        }))
+        let key = id.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        let (row, steps) = tokio::try_join!(
+            query_opt(&c, "loading an execution", RUN_SQL, &params),
+            read_steps(&c, id)
+        )?;
+        row.map(|row| run_state(&row, steps)).transpose()
     }
 
     async fn start_execution(

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_console_sessions.sql",
         include_str!("../../../migrations/postgres/0004_console_sessions.sql"),
     ),
+    (
+        "0005_claim_index.sql",
+        include_str!("../../../migrations/postgres/0005_claim_index.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

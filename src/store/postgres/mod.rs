@@ -413,17 +413,28 @@ fn api_key_row(r: &Row) -> StoreResult<ApiKeyRecord> {
     })
 }
 
-const PIPELINE_COLS: &str =
-    "account_id, org_id, project_id, id, name, spec, created_at, updated_at";
+/// The columns [`pipeline_row`] reads (a macro so that other statements can include it).
+macro_rules! pipeline_cols {
+    () => {
+        "account_id, org_id, project_id, id, name, spec, created_at, updated_at"
+    };
+}
+use pipeline_cols;
+const PIPELINE_COLS: &str = pipeline_cols!();
 
 fn pipeline_row(r: &Row) -> StoreResult<PipelineRecord> {
+    pipeline_row_at(r, 0)
+}
+
+/// A pipeline from the [`PIPELINE_COLS`] that start at column `at`.
+fn pipeline_row_at(r: &Row, at: usize) -> StoreResult<PipelineRecord> {
     Ok(PipelineRecord {
-        scope: project_cols(r, 0)?,
-        identifier: identifier_col(r, 3)?,
-        name: col(r, 4)?,
-        spec: json_col(r, 5)?,
-        created_at: col(r, 6)?,
-        updated_at: col(r, 7)?,
+        scope: project_cols(r, at)?,
+        identifier: identifier_col(r, at + 3)?,
+        name: col(r, at + 4)?,
+        spec: json_col(r, at + 5)?,
+        created_at: col(r, at + 6)?,
+        updated_at: col(r, at + 7)?,
     })
 }
 
@@ -451,27 +462,33 @@ macro_rules! event_cols {
          plan_execution_id, idempotency_key, created_at"
     };
 }
+use event_cols;
 const EVENT_COLS: &str = event_cols!();
 
 fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
-    let event_id: String = col(r, 0)?;
-    let plan: Option<String> = col(r, 13)?;
-    let payload: Vec<u8> = col(r, 9)?;
+    event_row_at(r, 0)
+}
+
+/// An event from the [`EVENT_COLS`] that start at column `at`.
+fn event_row_at(r: &Row, at: usize) -> StoreResult<WebhookEvent> {
+    let event_id: String = col(r, at)?;
+    let plan: Option<String> = col(r, at + 13)?;
+    let payload: Vec<u8> = col(r, at + 9)?;
     Ok(WebhookEvent {
         event_id: EventId::parse(&event_id).ok_or_else(|| invalid("event id"))?,
-        scope: project_cols(r, 1)?,
-        pipeline: col(r, 4)?,
-        trigger: col(r, 5)?,
-        status: col(r, 6)?,
-        message: col(r, 7)?,
-        exception_occured: col(r, 8)?,
+        scope: project_cols(r, at + 1)?,
+        pipeline: col(r, at + 4)?,
+        trigger: col(r, at + 5)?,
+        status: col(r, at + 6)?,
+        message: col(r, at + 7)?,
+        exception_occured: col(r, at + 8)?,
         payload: String::from_utf8(payload).map_err(|_| invalid("webhook body"))?,
-        headers: json_col(r, 10)?,
-        runtime_input: col(r, 11)?,
-        condition_results: json_col(r, 12)?,
+        headers: json_col(r, at + 10)?,
+        runtime_input: col(r, at + 11)?,
+        condition_results: json_col(r, at + 12)?,
         plan_execution_id: plan.and_then(|p| PlanExecutionId::parse(&p)),
-        idempotency_key: col(r, 14)?,
-        created_at: col(r, 15)?,
+        idempotency_key: col(r, at + 14)?,
+        created_at: col(r, at + 15)?,
     })
 }
 
@@ -1443,6 +1460,13 @@ impl Store for PgStore {
         read_event(&c, id.as_str()).await
     }
 
+    async fn load_work(
+        &self,
+        id: &PlanExecutionId,
+    ) -> StoreResult<Option<crate::store::executions::Work>> {
+        self.read_work(id).await
+    }
+
     async fn list_events(
         &self,
         p: &ProjectRef,
@@ -1749,6 +1773,78 @@ mod tests {
         drop(c);
         a.close().await;
         b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn a_claim_walks_the_due_executions_in_order_instead_of_sorting_the_backlog() {
+        use crate::store::executions::ExecutionStore as _;
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let c = store.client().await.unwrap();
+        // A backlog of 5,000 queued executions, queued in reverse order of their ids, behind
+        // one whose lease is still live and one waiting until far in the future.
+        c.batch_execute(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+               created_at, lease_until, wake_at) \
+             SELECT 'x' || lpad((10000 - n)::text, 21, '0'), 'acc', 'default', 'proj', 'p', \
+               'p', 'Queued', 'MANUAL', n, '', 1000 + n, NULL::bigint, NULL::bigint \
+             FROM generate_series(1, 5000) n \
+             UNION ALL SELECT rpad('leased', 22, '_'), 'acc', 'default', 'proj', 'p', 'p', \
+               'Running', 'MANUAL', 0, '', 1, 9000000000000, NULL \
+             UNION ALL SELECT rpad('waiting', 22, '_'), 'acc', 'default', 'proj', 'p', 'p', \
+               'Running', 'MANUAL', 0, '', 2, NULL, 9000000000000; \
+             ANALYZE executions",
+        )
+        .await
+        .unwrap();
+        let tokens: Vec<String> = (0..8).map(|n| format!("t{n}")).collect();
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN {}", executions::CLAIM_SQL),
+                &[
+                    &"node",
+                    &30_000_i64,
+                    &crate::store::now_millis(),
+                    &8_i64,
+                    &tokens,
+                ],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using executions_claimable"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("Bitmap") && !plan.contains("Seq Scan on executions"),
+            "{plan}"
+        );
+        drop(c);
+
+        let claims = store
+            .claim_executions("node", 3, crate::store::now_millis(), 30_000)
+            .await
+            .unwrap();
+
+        let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "x000000000000000009999",
+                "x000000000000000009998",
+                "x000000000000000009997"
+            ],
+            "the three queued first"
+        );
+        store.close().await;
         db.drop_it().await;
     }
 

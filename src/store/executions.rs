@@ -248,6 +248,25 @@ pub struct StepRecord {
     pub log: Option<String>,
 }
 
+impl StepRecord {
+    /// `begun` with each step of `ended` in place of the one at its position: the steps of an
+    /// execution started and ended in one write, each written once, as it ended.
+    pub(crate) fn with_ends(begun: &[StepRecord], ended: &[StepRecord]) -> Vec<StepRecord> {
+        let mut steps = begun.to_vec();
+        for end in ended {
+            let at = (end.stage_index, end.step_index);
+            match steps
+                .iter_mut()
+                .find(|s| (s.stage_index, s.step_index) == at)
+            {
+                Some(step) => *step = end.clone(),
+                None => steps.push(end.clone()),
+            }
+        }
+        steps
+    }
+}
+
 /// One line of a step's live log (DESIGN §12).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LogLine {

@@ -812,7 +812,7 @@ pub(super) fn write_ending(c: &rusqlite::Connection, e: &Ending) -> StoreResult<
             if !start_and_finish(c, id, spec, *at, &e.status, failure, e.now).map_err(end)? {
                 return Err(AlreadyStarted::error());
             }
-            for step in with_ends(begun, &e.steps) {
+            for step in StepRecord::with_ends(begun, &e.steps) {
                 upsert_step(c, id, &step).map_err(sql_err("adding execution steps"))?;
             }
         }
@@ -947,22 +947,6 @@ fn fenced_has_event_rules(c: &rusqlite::Connection, claim: &Claim) -> StoreResul
     })
     .map_err(sql_err("checking a lease"))?
     .ok_or(StoreError::LeaseLost)
-}
-
-/// `begun` with each step of `ended` in place of the one at its position.
-fn with_ends(begun: &[StepRecord], ended: &[StepRecord]) -> Vec<StepRecord> {
-    let mut steps = begun.to_vec();
-    for end in ended {
-        let at = (end.stage_index, end.step_index);
-        match steps
-            .iter_mut()
-            .find(|s| (s.stage_index, s.step_index) == at)
-        {
-            Some(step) => *step = end.clone(),
-            None => steps.push(end.clone()),
-        }
-    }
-    steps
 }
 
 /// Starts an execution that has not started (see `start_execution`), with the events its

@@ -328,6 +328,7 @@ impl PgStore {
             // A snapshot is stored but does not parse, so the join left the pipeline out: it is
             // read as it is now, as for an execution that has not started.
             Some(pipeline) if col::<Option<String>>(&row, 15)?.is_some() => {
+                drop(c);
                 crate::store::Store::get_pipeline(self, &run.execution.scope, &pipeline).await?
             }
             Some(_) => None,
@@ -341,27 +342,28 @@ impl PgStore {
     }
 }
 
-/// The claim: leases to `$1` for `$2` ms up to `$4` executions due by `$3` (the node's clock)
-/// and by the database's, oldest due first, handing each the token at its row number in `$5`.
-/// It walks `executions_claimable` (migration 0005) and stops at its limit. SKIP LOCKED: rows
-/// another node is claiming (or writing) are left to it; a locked row is re-checked against the
-/// condition after it is locked.
+/// The claim: leases to `$1` for `$2` ms up to `$4` executions due by `$3` (the node's clock),
+/// oldest due first, handing each the token at its row number in `$5`. It walks
+/// `executions_claimable` (migration 0005) from its start to `$3` and stops at its limit; a lease
+/// is over only once it has run out by the database's clock, checked on each entry read (an
+/// entry for a lease that ended by `$3` but not yet by that clock is passed over). SKIP LOCKED:
+/// rows another node is claiming (or writing) are left to it; a locked row is re-checked against
+/// the conditions after it is locked.
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH picked AS ( \
-               SELECT plan_execution_id, claim_at FROM executions \
-               WHERE claim_at <= LEAST($3, ",
+       SELECT plan_execution_id, claim_at FROM executions \
+       WHERE claim_at <= $3 AND (lease_until IS NULL OR lease_until < ",
     lease_now!(),
-    ") ORDER BY claim_at LIMIT $4 \
-               FOR UPDATE SKIP LOCKED), \
-             numbered AS ( \
-               SELECT plan_execution_id, \
-                      row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
-               FROM picked) \
-             UPDATE executions x SET lease_owner = $1, lease_until = ",
+    ") ORDER BY claim_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     numbered AS ( \
+       SELECT plan_execution_id, \
+              row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
+       FROM picked) \
+     UPDATE executions x SET lease_owner = $1, lease_until = ",
     lease_now!(),
     " + $2, lease_token = ($5::text[])[numbered.n::int] \
-             FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
-             RETURNING x.plan_execution_id, x.lease_token"
+     FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
+     RETURNING x.plan_execution_id, x.lease_token"
 );
 
 /// Leases up to `limit` runnable executions to `owner` (see

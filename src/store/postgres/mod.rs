@@ -1777,60 +1777,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_claim_walks_the_due_executions_in_order_instead_of_sorting_the_backlog() {
+    async fn a_claim_walks_only_the_due_executions_in_order() {
         use crate::store::executions::ExecutionStore as _;
         let db = Fresh::create().await;
         let store = PgStore::open(&db.url, PoolOptions::default())
             .await
             .unwrap();
         let c = store.client().await.unwrap();
-        // A backlog of 5,000 queued executions, queued in reverse order of their ids, behind
-        // one whose lease is still live and one waiting until far in the future.
-        c.batch_execute(
+        // A backlog of 5,000 queued executions, queued in reverse order of their ids, 4,000 that
+        // are not due (live leases, waits until far in the future), and one of each kind that is
+        // due before the queued ones or never.
+        let far = 9_000_000_000_000_i64;
+        c.batch_execute(&format!(
             "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
                pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
                created_at, lease_until, wake_at) \
-             SELECT 'x' || lpad((10000 - n)::text, 21, '0'), 'acc', 'default', 'proj', 'p', \
-               'p', 'Queued', 'MANUAL', n, '', 1000 + n, NULL::bigint, NULL::bigint \
-             FROM generate_series(1, 5000) n \
-             UNION ALL SELECT rpad('leased', 22, '_'), 'acc', 'default', 'proj', 'p', 'p', \
-               'Running', 'MANUAL', 0, '', 1, 9000000000000, NULL \
-             UNION ALL SELECT rpad('waiting', 22, '_'), 'acc', 'default', 'proj', 'p', 'p', \
-               'Running', 'MANUAL', 0, '', 2, NULL, 9000000000000; \
-             ANALYZE executions",
-        )
+             SELECT id, 'acc', 'default', 'proj', 'p', 'p', status, 'MANUAL', 0, '', \
+               created_at, lease_until, wake_at FROM ( \
+               SELECT 'x' || lpad((10000 - n)::text, 21, '0') AS id, 'Queued' AS status, \
+                 1000 + n AS created_at, NULL::bigint AS lease_until, NULL::bigint AS wake_at \
+               FROM generate_series(1, 5000) n \
+               UNION ALL SELECT 'l' || lpad(n::text, 21, '0'), 'Running', n, {far}, NULL \
+               FROM generate_series(1, 3000) n \
+               UNION ALL SELECT 'w' || lpad(n::text, 21, '0'), 'Running', n, NULL, {far} \
+               FROM generate_series(1, 1000) n \
+               UNION ALL SELECT rpad('lease_ran_out', 22, '_'), 'Running', 1, 500, NULL \
+               UNION ALL SELECT rpad('approval_timed_out', 22, '_'), 'ApprovalWaiting', 2, \
+                 NULL, 700 \
+               UNION ALL SELECT rpad('approval_open', 22, '_'), 'ApprovalWaiting', 3, NULL, NULL \
+               UNION ALL SELECT rpad('paused', 22, '_'), 'Paused', 4, NULL, NULL) rows; \
+             ANALYZE executions"
+        ))
         .await
         .unwrap();
         let tokens: Vec<String> = (0..8).map(|n| format!("t{n}")).collect();
+        let now = crate::store::now_millis();
         let plan: Vec<String> = c
             .query(
-                &format!("EXPLAIN {}", executions::CLAIM_SQL),
-                &[
-                    &"node",
-                    &30_000_i64,
-                    &crate::store::now_millis(),
-                    &8_i64,
-                    &tokens,
-                ],
+                &format!("EXPLAIN ANALYZE {}", executions::CLAIM_SQL),
+                &[&"node", &30_000_i64, &now, &8_i64, &tokens],
             )
             .await
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
+        c.batch_execute(
+            "UPDATE executions SET lease_owner = NULL, lease_token = NULL, \
+             lease_until = NULL WHERE lease_owner = 'node'",
+        )
+        .await
+        .unwrap();
         let plan = plan.join("\n");
+        // The scan is bounded by the index: the entries not due are never read.
         assert!(
-            plan.contains("Index Scan using executions_claimable"),
+            plan.contains("Index Scan using executions_claimable")
+                && plan.contains("Index Cond: (claim_at <="),
             "{plan}"
         );
         assert!(
-            !plan.contains("Bitmap") && !plan.contains("Seq Scan on executions"),
+            !plan.contains("Rows Removed by Filter") && !plan.contains("Bitmap"),
             "{plan}"
         );
         drop(c);
 
         let claims = store
-            .claim_executions("node", 3, crate::store::now_millis(), 30_000)
+            .claim_executions("node", 4, now, 30_000)
             .await
             .unwrap();
 
@@ -1838,11 +1850,12 @@ mod tests {
         assert_eq!(
             ids,
             [
+                "lease_ran_out_________",
+                "approval_timed_out____",
                 "x000000000000000009999",
-                "x000000000000000009998",
-                "x000000000000000009997"
+                "x000000000000000009998"
             ],
-            "the three queued first"
+            "due first, then queued first"
         );
         store.close().await;
         db.drop_it().await;

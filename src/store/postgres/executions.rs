@@ -14,17 +14,18 @@ use tokio_postgres::Row;
 
 use super::outbound::sync_events;
 use super::{
-    col, event_cols, event_row_at, execute, execution_cols, execution_row, invalid, pipeline_cols,
-    pipeline_row_at, query, query_one, query_opt, text, PgResultExt as _, PgStore, EXECUTION_COLS,
+    col, event_cols, event_row_at, execute, execution_cols, execution_row, execution_row_at,
+    invalid, pipeline_cols, pipeline_row_at, query, query_one, query_opt, text, PgResultExt as _,
+    PgStore, EXECUTION_COLS,
 };
-use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{EventId, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
     LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord, Work,
 };
-use crate::store::{Execution, Millis, Page, StoreError, StoreResult};
+use crate::store::{Execution, Millis, Page, StoreError, StoreResult, WebhookEvent};
 
 /// The lease clock in SQL: the database server's time now, in epoch milliseconds.
 /// `clock_timestamp()`, not `now()`, which is when the transaction began (maybe before it
@@ -270,35 +271,102 @@ const WORK_SQL: &str = concat!(
 const WORK_EVENT: usize = 18;
 const WORK_PIPELINE: usize = 34;
 
-/// An execution's steps in order. Logs (up to 1 MiB each) are left out: status polls read this
-/// often.
-async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
-    query(
-        c,
-        "loading an execution",
-        "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
-         status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
-         WHERE plan_execution_id = $1 ORDER BY stage_index, step_index",
-        &[&id.as_str()],
-    )
-    .await?
-    .iter()
-    .map(step_row)
-    .collect()
+/// An execution's steps in order: `sql` is [`steps_of!`] of an expression of `key`, its `$1`.
+async fn read_steps_where(
+    c: &impl GenericClient,
+    sql: &'static str,
+    key: &str,
+) -> StoreResult<Vec<StepRecord>> {
+    query(c, "loading an execution", sql, &[&key])
+        .await?
+        .iter()
+        .map(step_row)
+        .collect()
 }
 
-/// The run state from a row that starts with [`run_cols!`], and the execution's steps.
-fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
-    let spec: Option<String> = col(row, 15)?;
+/// The steps of the execution whose id `$execution` (SQL) gives, as [`step_row`] reads them.
+/// Logs (up to 1 MiB each) are left out: status polls read this often.
+macro_rules! steps_of {
+    ($execution:literal) => {
+        concat!(
+            "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+             status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
+             WHERE plan_execution_id = ",
+            $execution,
+            " ORDER BY stage_index, step_index"
+        )
+    };
+}
+
+async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
+    read_steps_where(c, steps_of!("$1"), id.as_str()).await
+}
+
+/// An event and, when it queued one, its execution ([`run_cols!`] from [`EVENT_RUN`], NULL when
+/// there is none): a status poll's read.
+const EVENT_WITH_RUN_SQL: &str = concat!(
+    "SELECT e.*, x.* FROM (SELECT ",
+    event_cols!(),
+    " FROM webhook_events WHERE event_id = $1) e \
+     LEFT JOIN LATERAL (SELECT ",
+    run_cols!(),
+    " FROM executions WHERE plan_execution_id = e.plan_execution_id) x ON true"
+);
+const EVENT_RUN: usize = 16;
+
+/// The run state from a row whose columns from `at` are [`run_cols!`], and the execution's steps.
+fn run_state_at(row: &Row, at: usize, steps: Vec<StepRecord>) -> StoreResult<RunState> {
+    let spec: Option<String> = col(row, at + 15)?;
     Ok(RunState {
-        execution: execution_row(row)?,
+        execution: execution_row_at(row, at)?,
         pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
         steps,
-        failure_message: col(row, 16)?,
+        failure_message: col(row, at + 16)?,
     })
 }
 
+fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
+    run_state_at(row, 0, steps)
+}
+
 impl PgStore {
+    /// [`Store::get_event_with_run`](crate::store::Store::get_event_with_run) in one round trip
+    /// on one connection: [`EVENT_WITH_RUN_SQL`] and the steps of the event's execution, sent
+    /// together (three statements in two round trips before).
+    pub(super) async fn read_event_with_run(
+        &self,
+        id: &EventId,
+    ) -> StoreResult<Option<(WebhookEvent, Option<RunState>)>> {
+        let c = self.client().await?;
+        let key = id.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        let (row, steps) = tokio::try_join!(
+            query_opt(
+                &c,
+                "reading a webhook event and its execution",
+                EVENT_WITH_RUN_SQL,
+                &params
+            ),
+            read_steps_where(
+                &c,
+                steps_of!("(SELECT plan_execution_id FROM webhook_events WHERE event_id = $1)"),
+                key
+            )
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let event = event_row_at(&row, 0)?;
+        let run = match (
+            &event.plan_execution_id,
+            col::<Option<String>>(&row, EVENT_RUN)?,
+        ) {
+            (Some(_), Some(_)) => Some(run_state_at(&row, EVENT_RUN, steps)?),
+            _ => None,
+        };
+        Ok(Some((event, run)))
+    }
+
     /// [`Store::load_work`](crate::store::Store::load_work) in one round trip on one connection:
     /// [`WORK_SQL`] and the steps, sent together. Five statements on as many connections
     /// before, each a parse-bind-execute on the database server's CPU, which the engine shares

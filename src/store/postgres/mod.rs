@@ -504,21 +504,26 @@ use execution_cols;
 const EXECUTION_COLS: &str = execution_cols!();
 
 fn execution_row(r: &Row) -> StoreResult<Execution> {
-    let id: String = col(r, 0)?;
+    execution_row_at(r, 0)
+}
+
+/// An execution from the [`EXECUTION_COLS`] that start at column `at`.
+fn execution_row_at(r: &Row, at: usize) -> StoreResult<Execution> {
+    let id: String = col(r, at)?;
     Ok(Execution {
         plan_execution_id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
-        scope: project_cols(r, 1)?,
-        pipeline: col(r, 4)?,
-        pipeline_name: col(r, 5)?,
-        status: col(r, 6)?,
-        trigger_type: col(r, 7)?,
-        trigger: col(r, 8)?,
-        event_id: col(r, 9)?,
-        run_sequence: col(r, 10)?,
-        runtime_input: col(r, 11)?,
-        created_at: col(r, 12)?,
-        started_at: col(r, 13)?,
-        ended_at: col(r, 14)?,
+        scope: project_cols(r, at + 1)?,
+        pipeline: col(r, at + 4)?,
+        pipeline_name: col(r, at + 5)?,
+        status: col(r, at + 6)?,
+        trigger_type: col(r, at + 7)?,
+        trigger: col(r, at + 8)?,
+        event_id: col(r, at + 9)?,
+        run_sequence: col(r, at + 10)?,
+        runtime_input: col(r, at + 11)?,
+        created_at: col(r, at + 12)?,
+        started_at: col(r, at + 13)?,
+        ended_at: col(r, at + 14)?,
     })
 }
 
@@ -1465,6 +1470,13 @@ impl Store for PgStore {
         id: &PlanExecutionId,
     ) -> StoreResult<Option<crate::store::executions::Work>> {
         self.read_work(id).await
+    }
+
+    async fn get_event_with_run(
+        &self,
+        id: &EventId,
+    ) -> StoreResult<Option<(WebhookEvent, Option<crate::store::executions::RunState>)>> {
+        self.read_event_with_run(id).await
     }
 
     async fn list_events(

@@ -332,7 +332,9 @@ fn run_state(row: &Row, steps: Vec<StepRecord>) -> StoreResult<RunState> {
 impl PgStore {
     /// [`Store::get_event_with_run`](crate::store::Store::get_event_with_run) in one round trip
     /// on one connection: [`EVENT_WITH_RUN_SQL`] and the steps of the event's execution, sent
-    /// together (three statements in two round trips before).
+    /// together (three statements in two round trips before). The event and its execution come
+    /// from one snapshot, the steps from a second, as with `load_run`: a poll that races a
+    /// step's write may show the step as of just after the execution's row.
     pub(super) async fn read_event_with_run(
         &self,
         id: &EventId,

@@ -555,6 +555,26 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
             ),
         ),
         (
+            "finish_execution, starting it too",
+            is_lease_lost(
+                f.store
+                    .finish_execution(
+                        &old,
+                        Some(Start {
+                            pipeline_spec: json!({"pipeline": {"x": 1}}),
+                            steps: vec![step(0, 0, "NotStarted")],
+                            at: now_millis(),
+                        }),
+                        vec![done.clone()],
+                        "Success",
+                        None,
+                        now_millis(),
+                        None,
+                    )
+                    .await,
+            ),
+        ),
+        (
             "renew_lease",
             is_lease_lost(f.store.renew_lease(&old, LONG_LEASE).await),
         ),

@@ -250,10 +250,10 @@ const RUN_SQL: &str = concat!(
     " FROM executions WHERE plan_execution_id = $1"
 );
 
-/// What a worker reads to run an execution, in one statement (see [`PgStore::load_work`]): the
+/// What a worker reads to run an execution, in one statement (see [`PgStore::read_work`]): the
 /// execution ([`run_cols!`], columns 0-16), its control request (17), its event ([`EVENT_COLS`]
-/// from 18, NULL when there is none) and, until it has started, its pipeline as stored now
-/// ([`PIPELINE_COLS`] from 34).
+/// from 18) and its pipeline as stored now ([`PIPELINE_COLS`] from 34), NULL when there is none.
+/// The pipeline is used only until the execution has started.
 const WORK_SQL: &str = concat!(
     "SELECT x.*, e.*, p.* FROM (SELECT ",
     run_cols!(),
@@ -263,26 +263,13 @@ const WORK_SQL: &str = concat!(
     " FROM webhook_events WHERE event_id = x.event_id) e ON true \
      LEFT JOIN LATERAL (SELECT ",
     pipeline_cols!(),
-    " FROM pipelines WHERE x.pipeline_spec IS NULL AND account_id = x.account_id \
-       AND org_id = x.org_id AND project_id = x.project_id AND id = x.pipeline_id) p ON true"
+    " FROM pipelines WHERE account_id = x.account_id AND org_id = x.org_id \
+       AND project_id = x.project_id AND id = x.pipeline_id) p ON true"
 );
 
 /// The first column of the event and of the pipeline in [`WORK_SQL`]'s row.
 const WORK_EVENT: usize = 18;
 const WORK_PIPELINE: usize = 34;
-
-/// An execution's steps in order: `sql` is [`steps_of!`] of an expression of `key`, its `$1`.
-async fn read_steps_where(
-    c: &impl GenericClient,
-    sql: &'static str,
-    key: &str,
-) -> StoreResult<Vec<StepRecord>> {
-    query(c, "loading an execution", sql, &[&key])
-        .await?
-        .iter()
-        .map(step_row)
-        .collect()
-}
 
 /// The steps of the execution whose id `$execution` (SQL) gives, as [`step_row`] reads them.
 /// Logs (up to 1 MiB each) are left out: status polls read this often.
@@ -298,8 +285,22 @@ macro_rules! steps_of {
     };
 }
 
-async fn read_steps(c: &impl GenericClient, id: &PlanExecutionId) -> StoreResult<Vec<StepRecord>> {
-    read_steps_where(c, steps_of!("$1"), id.as_str()).await
+/// One row of `sql` and the steps `steps` selects ([`steps_of!`]), both of `key` (their `$1`),
+/// sent together on one connection: one round trip.
+async fn row_and_steps(
+    c: &impl GenericClient,
+    what: &str,
+    sql: &str,
+    steps: &'static str,
+    key: &str,
+) -> StoreResult<(Option<Row>, Vec<StepRecord>)> {
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+    let (row, steps) = tokio::try_join!(
+        query_opt(c, what, sql, &params),
+        query(c, what, steps, &params)
+    )?;
+    let steps = steps.iter().map(step_row).collect::<StoreResult<_>>()?;
+    Ok((row, steps))
 }
 
 /// An event and, when it queued one, its execution ([`run_cols!`] from [`EVENT_RUN`], NULL when
@@ -339,22 +340,14 @@ impl PgStore {
         &self,
         id: &EventId,
     ) -> StoreResult<Option<(WebhookEvent, Option<RunState>)>> {
-        let c = self.client().await?;
-        let key = id.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-        let (row, steps) = tokio::try_join!(
-            query_opt(
-                &c,
-                "reading a webhook event and its execution",
-                EVENT_WITH_RUN_SQL,
-                &params
-            ),
-            read_steps_where(
-                &c,
-                steps_of!("(SELECT plan_execution_id FROM webhook_events WHERE event_id = $1)"),
-                key
-            )
-        )?;
+        let (row, steps) = row_and_steps(
+            &self.client().await?,
+            "reading a webhook event and its execution",
+            EVENT_WITH_RUN_SQL,
+            steps_of!("(SELECT plan_execution_id FROM webhook_events WHERE event_id = $1)"),
+            id.as_str(),
+        )
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -370,17 +363,18 @@ impl PgStore {
     }
 
     /// [`Store::load_work`](crate::store::Store::load_work) in one round trip on one connection:
-    /// [`WORK_SQL`] and the steps, sent together. Five statements on as many connections
-    /// before, each a parse-bind-execute on the database server's CPU, which the engine shares
-    /// with intake (issue 13).
+    /// [`WORK_SQL`] and the steps, sent together. Five statements one after another before, on
+    /// four connections, each a parse-bind-execute on the database server's CPU, which the
+    /// engine shares with intake (issue 13).
     pub(super) async fn read_work(&self, id: &PlanExecutionId) -> StoreResult<Option<Work>> {
-        let c = self.client().await?;
-        let key = id.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-        let (row, steps) = tokio::try_join!(
-            query_opt(&c, "loading an execution to run", WORK_SQL, &params),
-            read_steps(&c, id)
-        )?;
+        let (row, steps) = row_and_steps(
+            &self.client().await?,
+            "loading an execution to run",
+            WORK_SQL,
+            steps_of!("$1"),
+            id.as_str(),
+        )
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -390,18 +384,12 @@ impl PgStore {
             (Some(_), Some(_)) => Some(event_row_at(&row, WORK_EVENT)?),
             _ => None,
         };
-        let pipeline = match run.pipeline_to_start() {
-            None => None,
-            Some(_) if col::<Option<String>>(&row, WORK_PIPELINE)?.is_some() => {
-                Some(pipeline_row_at(&row, WORK_PIPELINE)?)
-            }
-            // A snapshot is stored but does not parse, so the join left the pipeline out: it is
-            // read as it is now, as for an execution that has not started.
-            Some(pipeline) if col::<Option<String>>(&row, 15)?.is_some() => {
-                drop(c);
-                crate::store::Store::get_pipeline(self, &run.execution.scope, &pipeline).await?
-            }
-            Some(_) => None,
+        let pipeline = match (
+            run.pipeline_to_start(),
+            col::<Option<String>>(&row, WORK_PIPELINE)?,
+        ) {
+            (Some(_), Some(_)) => Some(pipeline_row_at(&row, WORK_PIPELINE)?),
+            _ => None,
         };
         Ok(Some(Work {
             run,
@@ -631,13 +619,14 @@ impl ExecutionStore for PgStore {
     }
 
     async fn load_run(&self, id: &PlanExecutionId) -> StoreResult<Option<RunState>> {
-        let c = self.client().await?;
-        let key = id.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-        let (row, steps) = tokio::try_join!(
-            query_opt(&c, "loading an execution", RUN_SQL, &params),
-            read_steps(&c, id)
-        )?;
+        let (row, steps) = row_and_steps(
+            &self.client().await?,
+            "loading an execution",
+            RUN_SQL,
+            steps_of!("$1"),
+            id.as_str(),
+        )
+        .await?;
         row.map(|row| run_state(&row, steps)).transpose()
     }
 
@@ -701,8 +690,9 @@ impl ExecutionStore for PgStore {
         // Without an enabled event rule in the project, nothing reads the state between a
         // start and an end written together: the execution's row is then written once, started
         // and ended, and each step once, as it ended (as on SQLite: `write_ending`).
+        let events = fenced_has_event_rules(&tx, claim).await?;
         match &begun {
-            Some(b) if !fenced_has_event_rules(&tx, claim).await? => {
+            Some(b) if !events => {
                 let failure = failure_message.as_deref().map(text);
                 if !start_and_finish(&tx, id, b, final_status, failure.as_deref(), now).await? {
                     return Err(AlreadyStarted::error());
@@ -712,9 +702,6 @@ impl ExecutionStore for PgStore {
                 }
             }
             begun => {
-                if begun.is_none() {
-                    fence(&tx, claim).await?;
-                }
                 if let Some(b) = begun {
                     if !start(&tx, id, &b.pipeline_spec, &b.steps, b.at).await? {
                         return Err(AlreadyStarted::error());

@@ -126,25 +126,68 @@ macro_rules! next_number {
     };
 }
 
-/// The next run sequence number of `pipeline`, in a statement of its own on `c` (a pooled
+/// The next run sequence number of each pipeline in `wanted` (one per entry; a pipeline named
+/// twice gets two), with one bump of each counter, in a statement of its own on `c` (a pooled
 /// connection, never a transaction: the type says so), committed without waiting for its WAL
-/// flush so that the counter row is held for microseconds, not for an fsync.
+/// flush so that the counter rows are held for microseconds, not for an fsync.
 ///
 /// Safe because a number is only used by a write committed after it with
 /// `synchronous_commit = on`, and flushing that write's commit record flushes every record
 /// before it: a number is durable whenever something uses it, so none is handed out twice,
 /// crashes included. A write that fails after numbering leaves a gap.
-pub(super) async fn next_run_sequence(
+pub(super) async fn next_run_sequences(
     c: &super::Client,
-    scope: &ProjectRef,
-    pipeline: &str,
-) -> StoreResult<i64> {
-    const SQL: &str = concat!(
-        "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), next AS (",
-        next_number!(),
-        ") SELECT next.last FROM next, async"
-    );
-    number(c, SQL, scope, pipeline).await
+    wanted: &[(&ProjectRef, &str)],
+) -> StoreResult<Vec<i64>> {
+    // How many numbers each pipeline needs, in one order for every caller, so that two writes
+    // that bump the same counters take their rows' locks in the same order.
+    let mut counts = std::collections::BTreeMap::<[&str; 4], i64>::new();
+    for (scope, pipeline) in wanted {
+        let [acc, org, proj] = super::project_params(scope);
+        *counts.entry([acc, org, proj, pipeline]).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    const SQL: &str = "WITH async AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         next AS (INSERT INTO pipeline_counters AS c (account_id, org_id, project_id, pipeline_id, last) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+         ON CONFLICT (account_id, org_id, project_id, pipeline_id) \
+         DO UPDATE SET last = c.last + EXCLUDED.last \
+         RETURNING account_id, org_id, project_id, pipeline_id, last) \
+         SELECT next.* FROM next, async";
+    let column = |i: usize| counts.keys().map(|k| k[i]).collect::<Vec<_>>();
+    let (acc, org, proj, pipeline) = (column(0), column(1), column(2), column(3));
+    let needed: Vec<i64> = counts.values().copied().collect();
+    let rows = super::query(
+        c,
+        "numbering executions",
+        SQL,
+        &[&acc, &org, &proj, &pipeline, &needed],
+    )
+    .await?;
+    // Each pipeline's range ends at its counter's new value; its numbers are handed out from
+    // the range's start, in the order asked.
+    let mut next = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let key: [String; 4] = [col(r, 0)?, col(r, 1)?, col(r, 2)?, col(r, 3)?];
+        let last: i64 = col(r, 4)?;
+        let count = *counts
+            .get(&[&*key[0], &*key[1], &*key[2], &*key[3]])
+            .ok_or_else(|| super::invalid("a pipeline counter"))?;
+        next.insert(key, last - count + 1);
+    }
+    let mut numbers = Vec::with_capacity(wanted.len());
+    for (scope, pipeline) in wanted {
+        let [acc, org, proj] = super::project_params(scope);
+        let key = [acc, org, proj, pipeline].map(str::to_owned);
+        let n = next
+            .get_mut(&key)
+            .ok_or_else(|| super::invalid("a pipeline counter"))?;
+        numbers.push(*n);
+        *n += 1;
+    }
+    Ok(numbers)
 }
 
 /// The next run sequence number of `pipeline`, in the caller's transaction, which holds the
@@ -211,7 +254,6 @@ macro_rules! insert_queued {
         )
     };
 }
-pub(super) use insert_queued;
 
 /// [`insert_queued!`] with the values as `$1` to `$12`.
 const INSERT_QUEUED: &str =
@@ -496,7 +538,11 @@ impl ExecutionStore for PgStore {
         let created_at = crate::store::now_millis();
         let plan = PlanExecutionId::generate();
         let c = self.client().await?;
-        let run_sequence = next_run_sequence(&c, &new.scope, new.pipeline.as_str()).await?;
+        let [run_sequence] =
+            next_run_sequences(&c, &[(&new.scope, new.pipeline.as_str())]).await?[..]
+        else {
+            return Err(super::invalid("a pipeline counter"));
+        };
         let queued = QueuedExecution {
             plan: plan.as_str(),
             scope: super::project_params(&new.scope),

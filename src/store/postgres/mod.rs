@@ -8,6 +8,7 @@
 //! written. An exhausted pool is [`StoreError::Overloaded`].
 
 mod executions;
+mod intake;
 mod migrate;
 mod notify;
 mod outbound;
@@ -80,6 +81,8 @@ pub struct PgStore {
     changes: tokio::sync::broadcast::Sender<Change>,
     /// The listener's task, stopped on close.
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Webhook events without an `Idempotency-Key`, stored in groups.
+    intake: intake::Intake,
 }
 
 /// A pooled connection.
@@ -120,6 +123,7 @@ impl PgStore {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(notify::listen(settings, origin.clone(), changes.clone()));
         Ok(Self {
+            intake: intake::Intake::new(pool.clone(), intake::WRITES_IN_FLIGHT),
             pool,
             origin,
             changes,
@@ -129,14 +133,19 @@ impl PgStore {
 
     /// A connection from the pool.
     async fn client(&self) -> StoreResult<Client> {
-        self.pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::Overloaded,
-            PoolError::Timeout(_) => StoreError::Unavailable,
-            PoolError::Backend(e) => pg_err("connecting to the database")(e),
-            PoolError::Closed => StoreError::ShuttingDown,
-            e => StoreError::db("connecting to the database", e),
-        })
+        client(&self.pool).await
     }
+}
+
+/// A connection from `pool`: waiting too long for one is `Overloaded`.
+async fn client(pool: &Pool) -> StoreResult<Client> {
+    pool.get().await.map_err(|e| match e {
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::Overloaded,
+        PoolError::Timeout(_) => StoreError::Unavailable,
+        PoolError::Backend(e) => pg_err("connecting to the database")(e),
+        PoolError::Closed => StoreError::ShuttingDown,
+        e => StoreError::db("connecting to the database", e),
+    })
 }
 
 /// Parses `url` and sets what every connection needs: a connect timeout and
@@ -1424,39 +1433,33 @@ impl Store for PgStore {
         event: WebhookEvent,
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
+        let Some(key) = &event.idempotency_key else {
+            // The common case: stored with whatever other events are being stored.
+            return self
+                .intake
+                .record(event, execution)
+                .await
+                .map(RecordOutcome::Stored);
+        };
+        // The key may belong to an event already, so nothing is numbered before it is claimed,
+        // in the transaction that stores the event.
         let mut c = self.client().await?;
-        let queued = execution.as_ref().zip(event.plan_execution_id.as_ref());
-        match &event.idempotency_key {
-            // The common case: numbered by a statement of its own, then the event and its
-            // execution stored by one statement, so no transaction is held open across round
-            // trips and nothing waits for another request's commit.
-            None => {
-                let run_sequence = match queued {
-                    Some(_) => Some(
-                        executions::next_run_sequence(&c, &event.scope, &event.pipeline).await?,
-                    ),
-                    None => None,
-                };
-                insert_event(&c, &event, queued.zip(run_sequence)).await?;
-            }
-            // The key may belong to an event already, so nothing is numbered before it is
-            // claimed, in the transaction that stores the event.
-            Some(key) => {
-                let tx = c.transaction().await.ctx("starting a transaction")?;
-                if let Some(previous) = claim_idempotency_key(&tx, &event, key).await? {
-                    return Ok(RecordOutcome::Replayed(previous));
-                }
-                let run_sequence = match queued {
-                    Some(_) => Some(
-                        executions::next_run_sequence_in(&tx, &event.scope, &event.pipeline)
-                            .await?,
-                    ),
-                    None => None,
-                };
-                insert_event(&tx, &event, queued.zip(run_sequence)).await?;
-                tx.commit().await.ctx("committing a webhook event")?;
-            }
+        let tx = c.transaction().await.ctx("starting a transaction")?;
+        if let Some(previous) = claim_idempotency_key(&tx, &event, key).await? {
+            return Ok(RecordOutcome::Replayed(previous));
         }
+        let queued = match execution
+            .as_ref()
+            .filter(|_| event.plan_execution_id.is_some())
+        {
+            Some(x) => Some((
+                x,
+                executions::next_run_sequence_in(&tx, &event.scope, &event.pipeline).await?,
+            )),
+            None => None,
+        };
+        intake::insert_events(&tx, &[(&event, queued)]).await?;
+        tx.commit().await.ctx("committing a webhook event")?;
         Ok(RecordOutcome::Stored(event))
     }
 
@@ -1533,79 +1536,6 @@ impl Store for PgStore {
         .map(execution_row)
         .transpose()
     }
-}
-
-/// Stores `e` and, when given, its execution (numbered) in one statement.
-async fn insert_event(
-    c: &impl GenericClient,
-    e: &WebhookEvent,
-    execution: Option<((&NewExecution, &PlanExecutionId), i64)>,
-) -> StoreResult<()> {
-    let (headers, condition_results) = (e.headers.get(), e.condition_results.get());
-    let [acc, org, proj] = project_params(&e.scope);
-    let message = text(&e.message);
-    let runtime_input = text(&e.runtime_input);
-    let payload = e.payload.as_bytes();
-    let plan = e.plan_execution_id.as_ref().map(|p| p.as_str());
-    let event: [&(dyn ToSql + Sync); 16] = [
-        &e.event_id.as_str(),
-        &acc,
-        &org,
-        &proj,
-        &e.pipeline,
-        &e.trigger,
-        &e.status,
-        &message,
-        &e.exception_occured,
-        &payload,
-        &headers,
-        &runtime_input,
-        &condition_results,
-        &plan,
-        &e.idempotency_key,
-        &e.created_at,
-    ];
-    macro_rules! insert_event {
-        () => {
-            concat!(
-                "INSERT INTO webhook_events (",
-                event_cols!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            )
-        };
-    }
-    const INSERT_EVENT: &str = insert_event!();
-    match execution {
-        None => execute(c, "recording a webhook event", INSERT_EVENT, &event).await?,
-        Some(((x, plan), run_sequence)) => {
-            let queued = executions::QueuedExecution {
-                plan: plan.as_str(),
-                scope: [acc, org, proj],
-                pipeline: &e.pipeline,
-                pipeline_name: &x.pipeline_name,
-                trigger_type: x.trigger_type,
-                trigger: Some(&e.trigger),
-                event_id: Some(e.event_id.as_str()),
-                runtime_input: text(&e.runtime_input),
-                run_sequence,
-                created_at: e.created_at,
-            };
-            let params: Vec<&(dyn ToSql + Sync)> =
-                event.iter().copied().chain(queued.params()).collect();
-            // The event's 16 values, then the execution's from $17 on.
-            const INSERT_BOTH: &str = concat!(
-                "WITH queued AS (",
-                executions::insert_queued!(
-                    "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$25", "$26", "$27",
-                    "$28"
-                ),
-                ") ",
-                insert_event!()
-            );
-            execute(c, "recording a webhook event", INSERT_BOTH, &params).await?
-        }
-    };
-    Ok(())
 }
 
 async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {
@@ -1960,23 +1890,11 @@ mod tests {
     async fn the_same_idempotency_key_on_two_nodes_at_once_stores_one_event() {
         let db = Fresh::create().await;
         let (a, b) = two_nodes(&db).await;
-        let event = |id: EventId| WebhookEvent {
-            event_id: id,
-            scope: project(),
-            pipeline: "deploy".into(),
-            trigger: "on_push".into(),
-            status: "TARGET_EXECUTION_REQUESTED".into(),
-            message: String::new(),
-            exception_occured: false,
-            payload: "{}".into(),
-            headers: crate::store::json_text("{}".into()).unwrap(),
-            runtime_input: String::new(),
-            condition_results: crate::store::json_text("[]".into()).unwrap(),
-            plan_execution_id: None,
+        let event = |_| WebhookEvent {
             idempotency_key: Some("k1".into()),
-            created_at: now_millis(),
+            ..webhook_event("deploy")
         };
-        let (ea, eb) = (event(EventId::generate()), event(EventId::generate()));
+        let (ea, eb) = (event(()), event(()));
 
         let (ra, rb) = tokio::join!(a.record_event(ea, None), b.record_event(eb, None));
 
@@ -1999,6 +1917,178 @@ mod tests {
         assert_eq!(replayed, stored, "the other replays that event");
         a.close().await;
         b.close().await;
+        db.drop_it().await;
+    }
+
+    /// A webhook event of `pipeline` in [`project`] that queues nothing.
+    fn webhook_event(pipeline: &str) -> WebhookEvent {
+        WebhookEvent {
+            event_id: EventId::generate(),
+            scope: project(),
+            pipeline: pipeline.into(),
+            trigger: "on_push".into(),
+            status: "TARGET_EXECUTION_REQUESTED".into(),
+            message: String::new(),
+            exception_occured: false,
+            payload: "{}".into(),
+            headers: crate::store::json_text("{}".into()).unwrap(),
+            runtime_input: String::new(),
+            condition_results: crate::store::json_text("[]".into()).unwrap(),
+            plan_execution_id: None,
+            idempotency_key: None,
+            created_at: now_millis(),
+        }
+    }
+
+    /// A webhook event of `pipeline` that queues an execution.
+    fn queueing(pipeline: &str) -> (WebhookEvent, Option<NewExecution>) {
+        let plan = PlanExecutionId::generate();
+        let event = WebhookEvent {
+            plan_execution_id: Some(plan.clone()),
+            ..webhook_event(pipeline)
+        };
+        let execution = NewExecution {
+            plan_execution_id: plan,
+            pipeline_name: pipeline.into(),
+            trigger_type: "WEBHOOK_CUSTOM",
+        };
+        (event, Some(execution))
+    }
+
+    #[tokio::test]
+    async fn events_recorded_at_once_share_commits_and_each_execution_gets_its_own_number() {
+        let db = Fresh::create().await;
+        let (a, b) = two_nodes(&db).await;
+        // On each node: 60 events queueing `deploy`, 60 queueing `build`, 30 queueing nothing.
+        let events = || {
+            (0..150).map(|n| match n % 5 {
+                0 | 1 => queueing("deploy"),
+                2 | 3 => queueing("build"),
+                _ => (webhook_event("deploy"), None),
+            })
+        };
+        async fn record(
+            store: &PgStore,
+            (e, x): (WebhookEvent, Option<NewExecution>),
+        ) -> (EventId, Option<PlanExecutionId>, StoreResult<RecordOutcome>) {
+            let (id, plan) = (e.event_id.clone(), e.plan_execution_id.clone());
+            (id, plan, store.record_event(e, x).await)
+        }
+
+        let recorded = futures_util::future::join_all(
+            events()
+                .map(|e| record(&a, e))
+                .chain(events().map(|e| record(&b, e))),
+        )
+        .await;
+
+        let c = a.client().await.unwrap();
+        for (id, plan, outcome) in &recorded {
+            match outcome {
+                Ok(RecordOutcome::Stored(e)) => assert_eq!(&e.event_id, id),
+                other => panic!("{id}: {other:?}"),
+            }
+            let row = c
+                .query_one(
+                    "SELECT e.plan_execution_id, x.event_id FROM webhook_events e \
+                     LEFT JOIN executions x ON x.plan_execution_id = e.plan_execution_id \
+                     WHERE e.event_id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .unwrap();
+            let (stored_plan, execution_of): (Option<String>, Option<String>) =
+                (row.get(0), row.get(1));
+            assert_eq!(stored_plan.as_deref(), plan.as_ref().map(|p| p.as_str()));
+            let expected_owner = plan.as_ref().map(|_| id.as_str());
+            assert_eq!(execution_of.as_deref(), expected_owner, "its execution");
+        }
+        for pipeline in ["deploy", "build"] {
+            let numbers: Vec<i64> = c
+                .query(
+                    "SELECT run_sequence FROM executions WHERE pipeline_id = $1 \
+                     ORDER BY run_sequence",
+                    &[&pipeline],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(numbers, (1..=120).collect::<Vec<i64>>(), "{pipeline}");
+        }
+        // Rows that one transaction wrote share its id (xmin).
+        let commits: i64 = c
+            .query_one("SELECT COUNT(DISTINCT xmin::text) FROM webhook_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(commits <= 20, "300 events took {commits} commits");
+        drop(c);
+        a.close().await;
+        b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_stored() {
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let (first, x) = queueing("deploy");
+        let taken = first.event_id.clone();
+        store.record_event(first, x).await.unwrap();
+        // Twenty events at once, one of them under an event id already stored.
+        let group: Vec<_> = (0..20)
+            .map(|n| {
+                let (mut e, x) = queueing("deploy");
+                if n == 7 {
+                    e.event_id = taken.clone();
+                }
+                let plan = e.plan_execution_id.clone().unwrap();
+                (plan, e, x)
+            })
+            .collect();
+        let plans: Vec<_> = group.iter().map(|(plan, _, _)| plan.clone()).collect();
+
+        let outcomes = futures_util::future::join_all(
+            group.into_iter().map(|(_, e, x)| store.record_event(e, x)),
+        )
+        .await;
+
+        let c = store.client().await.unwrap();
+        for (n, (outcome, plan)) in outcomes.iter().zip(&plans).enumerate() {
+            let execution: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM executions WHERE plan_execution_id = $1",
+                    &[&plan.as_str()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n == 7 {
+                assert!(
+                    matches!(outcome, Err(StoreError::Database { .. })),
+                    "{outcome:?}"
+                );
+                assert_eq!(execution, 0, "nothing of the refused event is stored");
+            } else {
+                assert!(
+                    matches!(outcome, Ok(RecordOutcome::Stored(_))),
+                    "{outcome:?}"
+                );
+                assert_eq!(execution, 1);
+            }
+        }
+        let events: i64 = c
+            .query_one("SELECT COUNT(*) FROM webhook_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(events, 20, "the first event and the 19 others");
+        drop(c);
+        store.close().await;
         db.drop_it().await;
     }
 

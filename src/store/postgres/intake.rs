@@ -1,0 +1,334 @@
+//! Webhook events written together, as SQLite's writer groups its commits (issue 13): the events
+//! that arrive while [`Intake`]'s writes are all in flight wait for the next free one, which
+//! stores the whole group (up to [`MAX_GROUP`]) with one statement and one commit, after one
+//! more statement that numbers the group's executions with one counter bump per pipeline.
+//!
+//! One statement and one commit per event bounded PostgreSQL's intake: each event cost the
+//! server a statement's planning and execution, a commit and a WAL flush, with a pooled
+//! connection held across each. A group costs that once. Every caller is still answered only
+//! after its group's commit, so a 200 still means the event is on the server's disk.
+//!
+//! A group whose statement fails for a reason of the database (not an unreachable server or an
+//! exhausted pool, which fail every event alike and store nothing) is written again event by
+//! event, so that an event the database refuses fails alone.
+//!
+//! Writes run on tasks of their own, not in a request's future: a caller that goes away (a
+//! client hanging up) does not cancel the write of the others in its group.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{GenericClient, Pool};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::executions;
+use crate::store::relay::{self, Deliveries, Relay};
+use crate::store::{NewExecution, StoreError, StoreResult, WebhookEvent};
+
+/// At most this many events wait for a write; more fail with `Overloaded`, as a full SQLite
+/// writer queue does.
+const MAX_PENDING: usize = 8192;
+
+/// Most events one statement stores.
+pub(super) const MAX_GROUP: usize = 256;
+
+/// How many groups are written at once: the events of the next group gather while these are
+/// committing. Enough to keep the server's cores busy; few enough that each group holds many
+/// events under load.
+pub(super) const WRITES_IN_FLIGHT: usize = 4;
+
+/// Groups webhook events into shared writes; see the module's documentation.
+pub(super) struct Intake {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: Pool,
+    queue: parking_lot::Mutex<Vec<Pending>>,
+    /// One permit per write in flight.
+    slots: Arc<Semaphore>,
+}
+
+/// An event waiting for a write, and where its answer goes: through the relay of the HTTP
+/// worker that queued it, if it was one, so that a worker is woken once per group.
+struct Pending {
+    event: WebhookEvent,
+    execution: Option<NewExecution>,
+    done: oneshot::Sender<(WebhookEvent, StoreResult<()>)>,
+    relay: Option<Arc<Relay>>,
+}
+
+impl Pending {
+    /// The execution this event queues, if any: it needs both its id and the execution.
+    fn queues(&self) -> bool {
+        self.execution.is_some() && self.event.plan_execution_id.is_some()
+    }
+}
+
+impl Intake {
+    pub(super) fn new(pool: Pool, writes_in_flight: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool,
+                queue: parking_lot::Mutex::new(Vec::new()),
+                slots: Arc::new(Semaphore::new(writes_in_flight.max(1))),
+            }),
+        }
+    }
+
+    /// Stores `event` and, when given, its execution (numbered), with whatever else is queued;
+    /// answers once that write has committed, with the event back.
+    pub(super) async fn record(
+        &self,
+        event: WebhookEvent,
+        execution: Option<NewExecution>,
+    ) -> StoreResult<WebhookEvent> {
+        let (done, answer) = oneshot::channel();
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.len() >= MAX_PENDING {
+                return Err(StoreError::Overloaded);
+            }
+            queue.push(Pending {
+                event,
+                execution,
+                done,
+                relay: relay::here(),
+            });
+        }
+        if let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() {
+            tokio::spawn(Arc::clone(&self.shared).drain(slot));
+        }
+        let (event, result) = answer.await.map_err(|_| StoreError::ShuttingDown)?;
+        result.map(|()| event)
+    }
+}
+
+impl Shared {
+    /// Writes what is queued, group after group, until nothing is.
+    async fn drain(self: Arc<Self>, mut slot: OwnedSemaphorePermit) {
+        loop {
+            let group: Vec<Pending> = {
+                let mut queue = self.queue.lock();
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            if !group.is_empty() {
+                self.write(group).await;
+                continue;
+            }
+            drop(slot);
+            // An event queued between the look above and the slot's release found every slot
+            // taken: take one back for it, unless another write took it and will look again.
+            if self.queue.lock().is_empty() {
+                return;
+            }
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(again) => slot = again,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Writes one group and answers each of its callers.
+    async fn write(&self, group: Vec<Pending>) {
+        let results = write_group(&self.pool, &group).await;
+        metrics::histogram!(GROUP_SIZE_METRIC).record(group.len() as f64);
+        let mut deliveries = Deliveries::default();
+        for (p, result) in group.into_iter().zip(results) {
+            let (done, event) = (p.done, p.event);
+            deliveries.add(p.relay.as_ref(), move || {
+                let _ = done.send((event, result));
+            });
+        }
+    }
+}
+
+/// The histogram of how many events each write stored.
+const GROUP_SIZE_METRIC: &str = "triggerd_postgres_intake_group_size";
+
+/// Numbers the group's executions, then stores it; each event's result.
+async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
+    let all = |e: StoreError| group.iter().map(|_| Err(alike(&e))).collect();
+    let c = match super::client(pool).await {
+        Ok(c) => c,
+        Err(e) => return all(e),
+    };
+    let numbered: Vec<_> = group
+        .iter()
+        .filter(|p| p.queues())
+        .map(|p| (&p.event.scope, p.event.pipeline.as_str()))
+        .collect();
+    let mut numbers = match executions::next_run_sequences(&c, &numbered).await {
+        Ok(numbers) => numbers.into_iter(),
+        Err(e) => return all(e),
+    };
+    let rows: Vec<_> = group
+        .iter()
+        .map(|p| {
+            let queued = p.execution.as_ref().filter(|_| p.queues());
+            (
+                &p.event,
+                queued.map(|x| (x, numbers.next().expect("a number for each execution"))),
+            )
+        })
+        .collect();
+    match insert_events(&c, &rows).await {
+        Ok(()) => group.iter().map(|_| Ok(())).collect(),
+        // The database refused the statement: find which event it refused by writing each
+        // alone, with the numbers already taken.
+        Err(StoreError::Database { .. }) if rows.len() > 1 => {
+            let mut results = Vec::with_capacity(rows.len());
+            for row in &rows {
+                results.push(insert_events(&c, std::slice::from_ref(row)).await);
+            }
+            results
+        }
+        Err(e) => all(e),
+    }
+}
+
+/// The same error for each event of a group that failed as a whole: an unreachable database,
+/// an exhausted pool or a stopping store carry nothing to share.
+fn alike(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Overloaded => StoreError::Overloaded,
+        StoreError::ShuttingDown => StoreError::ShuttingDown,
+        StoreError::Unavailable => StoreError::Unavailable,
+        e => StoreError::db(
+            "writing webhook events",
+            GroupFailed(crate::error::ErrorChain(e).to_string()),
+        ),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct GroupFailed(String);
+
+/// An event to store and, when it queues one, its execution with its run sequence number.
+pub(super) type EventRow<'a> = (&'a WebhookEvent, Option<(&'a NewExecution, i64)>);
+
+/// Stores every event of `rows` and each execution given, in one statement.
+pub(super) async fn insert_events(
+    c: &impl GenericClient,
+    rows: &[EventRow<'_>],
+) -> StoreResult<()> {
+    // The events' 16 columns ([`event_cols!`]), then the three an execution adds: its pipeline's
+    // name, trigger type and run sequence (NULL when the event queues none).
+    const INSERT: &str = concat!(
+        "WITH e AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[], $10::bytea[], $11::text[], \
+         $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::text[], \
+         $18::text[], $19::int8[]) AS e(",
+        super::event_cols!(),
+        ", pipeline_name, trigger_type, run_sequence)), queued AS (INSERT INTO executions (",
+        super::execution_cols!(),
+        ") SELECT plan_execution_id, account_id, org_id, project_id, pipeline_id, pipeline_name, \
+         'Queued', trigger_type, trigger_id, event_id, run_sequence, runtime_input, created_at, \
+         NULL, NULL FROM e WHERE run_sequence IS NOT NULL) INSERT INTO webhook_events (",
+        super::event_cols!(),
+        ") SELECT ",
+        super::event_cols!(),
+        " FROM e"
+    );
+    let n = rows.len();
+    let mut cols = Columns::with_capacity(n);
+    for &(e, queued) in rows {
+        cols.event_id.push(e.event_id.as_str());
+        cols.account_id.push(e.scope.account.as_str());
+        cols.org_id.push(e.scope.org.as_str());
+        cols.project_id.push(e.scope.project.as_str());
+        cols.pipeline_id.push(&e.pipeline);
+        cols.trigger_id.push(&e.trigger);
+        cols.status.push(&e.status);
+        cols.message.push(super::text(&e.message));
+        cols.exception_occured.push(e.exception_occured);
+        cols.payload.push(e.payload.as_bytes());
+        cols.headers.push(e.headers.get());
+        cols.runtime_input.push(super::text(&e.runtime_input));
+        cols.condition_results.push(e.condition_results.get());
+        cols.plan_execution_id
+            .push(e.plan_execution_id.as_ref().map(|p| p.as_str()));
+        cols.idempotency_key.push(e.idempotency_key.as_deref());
+        cols.created_at.push(e.created_at);
+        cols.pipeline_name
+            .push(queued.map(|(x, _)| x.pipeline_name.as_str()));
+        cols.trigger_type.push(queued.map(|(x, _)| x.trigger_type));
+        cols.run_sequence.push(queued.map(|(_, n)| n));
+    }
+    super::execute(c, "recording webhook events", INSERT, &cols.params()).await?;
+    Ok(())
+}
+
+/// [`insert_events`]'s values, a column each.
+struct Columns<'a> {
+    event_id: Vec<&'a str>,
+    account_id: Vec<&'a str>,
+    org_id: Vec<&'a str>,
+    project_id: Vec<&'a str>,
+    pipeline_id: Vec<&'a str>,
+    trigger_id: Vec<&'a str>,
+    status: Vec<&'a str>,
+    message: Vec<std::borrow::Cow<'a, str>>,
+    exception_occured: Vec<bool>,
+    payload: Vec<&'a [u8]>,
+    headers: Vec<&'a str>,
+    runtime_input: Vec<std::borrow::Cow<'a, str>>,
+    condition_results: Vec<&'a str>,
+    plan_execution_id: Vec<Option<&'a str>>,
+    idempotency_key: Vec<Option<&'a str>>,
+    created_at: Vec<i64>,
+    pipeline_name: Vec<Option<&'a str>>,
+    trigger_type: Vec<Option<&'a str>>,
+    run_sequence: Vec<Option<i64>>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            event_id: Vec::with_capacity(n),
+            account_id: Vec::with_capacity(n),
+            org_id: Vec::with_capacity(n),
+            project_id: Vec::with_capacity(n),
+            pipeline_id: Vec::with_capacity(n),
+            trigger_id: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+            exception_occured: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            runtime_input: Vec::with_capacity(n),
+            condition_results: Vec::with_capacity(n),
+            plan_execution_id: Vec::with_capacity(n),
+            idempotency_key: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            pipeline_name: Vec::with_capacity(n),
+            trigger_type: Vec::with_capacity(n),
+            run_sequence: Vec::with_capacity(n),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 19] {
+        [
+            &self.event_id,
+            &self.account_id,
+            &self.org_id,
+            &self.project_id,
+            &self.pipeline_id,
+            &self.trigger_id,
+            &self.status,
+            &self.message,
+            &self.exception_occured,
+            &self.payload,
+            &self.headers,
+            &self.runtime_input,
+            &self.condition_results,
+            &self.plan_execution_id,
+            &self.idempotency_key,
+            &self.created_at,
+            &self.pipeline_name,
+            &self.trigger_type,
+            &self.run_sequence,
+        ]
+    }
+}

@@ -132,7 +132,7 @@ impl Shared {
     /// Writes one group and answers each of its callers.
     async fn write(&self, group: Vec<Pending>) {
         let results = write_group(&self.pool, &group).await;
-        metrics::histogram!(GROUP_SIZE_METRIC).record(group.len() as f64);
+        metrics::histogram!(crate::store::sqlite::GROUP_SIZE_METRIC).record(group.len() as f64);
         let mut deliveries = Deliveries::default();
         for (p, result) in group.into_iter().zip(results) {
             let (done, event) = (p.done, p.event);
@@ -142,9 +142,6 @@ impl Shared {
         }
     }
 }
-
-/// The histogram of how many events each write stored.
-const GROUP_SIZE_METRIC: &str = "triggerd_postgres_intake_group_size";
 
 /// Numbers the group's executions, then stores it; each event's result.
 async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {

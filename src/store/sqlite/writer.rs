@@ -115,7 +115,8 @@ pub(crate) const MAX_PENDING: usize = 8192;
 /// The histogram of how many writes each transaction held.
 pub(crate) const BATCH_SIZE_METRIC: &str = "triggerd_writer_batch_size";
 
-/// The histogram of how many items each coalesced group held (at most [`MAX_PENDING`]).
+/// The histogram of how many items each coalesced group held (at most [`MAX_PENDING`]); on
+/// PostgreSQL, how many webhook events each of intake's writes stored.
 pub(crate) const GROUP_SIZE_METRIC: &str = "triggerd_writer_group_size";
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {

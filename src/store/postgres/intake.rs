@@ -12,8 +12,10 @@
 //! exhausted pool, which fail every event alike and store nothing) is written again event by
 //! event, so that an event the database refuses fails alone.
 //!
-//! Writes run on tasks of their own, not in a request's future: a caller that goes away (a
-//! client hanging up) does not cancel the write of the others in its group.
+//! Writes run on a thread of their own (`triggerd-pg-intake`, at the priority of the thread that
+//! opened the store, as SQLite's writer thread), not in a request's future: a caller that goes
+//! away (a client hanging up) does not cancel the write of the others in its group, and an HTTP
+//! worker that stops at shutdown takes no write with it.
 
 use std::sync::Arc;
 
@@ -31,14 +33,23 @@ const MAX_PENDING: usize = 8192;
 /// Most events one statement stores.
 pub(super) const MAX_GROUP: usize = 256;
 
+/// Most payload bytes one statement carries (a group holds one event at least): with bodies of
+/// up to 64 MiB (`max_body_bytes`), a group bound by its count alone could pass PostgreSQL's
+/// 1 GB limit on one message.
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
 /// How many groups are written at once: the events of the next group gather while these are
 /// committing. Enough to keep the server's cores busy; few enough that each group holds many
 /// events under load.
-pub(super) const WRITES_IN_FLIGHT: usize = 4;
+pub(super) const WRITES_IN_FLIGHT: u32 = 4;
 
 /// Groups webhook events into shared writes; see the module's documentation.
 pub(super) struct Intake {
     shared: Arc<Shared>,
+    /// The writes' runtime, on a thread that runs until this is dropped.
+    runtime: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
+    writes_in_flight: u32,
 }
 
 struct Shared {
@@ -65,13 +76,46 @@ impl Pending {
 }
 
 impl Intake {
-    pub(super) fn new(pool: Pool, writes_in_flight: usize) -> Self {
-        Self {
+    /// Starts the writes' thread.
+    pub(super) fn start(pool: Pool, writes_in_flight: u32) -> std::io::Result<Self> {
+        let writes_in_flight = writes_in_flight.max(1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("triggerd-pg-intake".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
             shared: Arc::new(Shared {
                 pool,
                 queue: parking_lot::Mutex::new(Vec::new()),
-                slots: Arc::new(Semaphore::new(writes_in_flight.max(1))),
+                slots: Arc::new(Semaphore::new(writes_in_flight as usize)),
             }),
+            runtime: handle,
+            _stop: stop,
+            writes_in_flight,
+        })
+    }
+
+    /// Waits until every write in flight has ended and nothing is queued: at shutdown, before
+    /// the pool closes, once no more events come.
+    pub(super) async fn flush(&self) {
+        let Ok(_every_slot) = self.shared.slots.acquire_many(self.writes_in_flight).await else {
+            return;
+        };
+        // Only a write that panicked leaves events queued with no write to take them.
+        loop {
+            let group = self.shared.take();
+            if group.is_empty() {
+                return;
+            }
+            self.shared.write(group).await;
         }
     }
 
@@ -96,7 +140,7 @@ impl Intake {
             });
         }
         if let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() {
-            tokio::spawn(Arc::clone(&self.shared).drain(slot));
+            self.runtime.spawn(Arc::clone(&self.shared).drain(slot));
         }
         let (event, result) = answer.await.map_err(|_| StoreError::ShuttingDown)?;
         result.map(|()| event)
@@ -104,14 +148,27 @@ impl Intake {
 }
 
 impl Shared {
+    /// The next group: the oldest queued events, up to [`MAX_GROUP`] and [`MAX_GROUP_BYTES`].
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue.lock();
+        let mut bytes = 0;
+        let n = queue
+            .iter()
+            .take(MAX_GROUP)
+            .take_while(|p| {
+                bytes += p.event.payload.len();
+                bytes <= MAX_GROUP_BYTES
+            })
+            .count()
+            .max(1)
+            .min(queue.len());
+        queue.drain(..n).collect()
+    }
+
     /// Writes what is queued, group after group, until nothing is.
     async fn drain(self: Arc<Self>, mut slot: OwnedSemaphorePermit) {
         loop {
-            let group: Vec<Pending> = {
-                let mut queue = self.queue.lock();
-                let n = queue.len().min(MAX_GROUP);
-                queue.drain(..n).collect()
-            };
+            let group = self.take();
             if !group.is_empty() {
                 self.write(group).await;
                 continue;

@@ -123,7 +123,8 @@ impl PgStore {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(notify::listen(settings, origin.clone(), changes.clone()));
         Ok(Self {
-            intake: intake::Intake::new(pool.clone(), intake::WRITES_IN_FLIGHT),
+            intake: intake::Intake::start(pool.clone(), intake::WRITES_IN_FLIGHT)
+                .map_err(|e| StoreError::db("starting the intake thread", e))?,
             pool,
             origin,
             changes,
@@ -616,6 +617,7 @@ impl Store for PgStore {
         if let Some(listener) = self.listener.lock().take() {
             listener.abort();
         }
+        self.intake.flush().await;
         self.pool.close();
     }
 
@@ -1959,11 +1961,11 @@ mod tests {
     async fn events_recorded_at_once_share_commits_and_each_execution_gets_its_own_number() {
         let db = Fresh::create().await;
         let (a, b) = two_nodes(&db).await;
-        // On each node: 60 events queueing `deploy`, 60 queueing `build`, 30 queueing nothing.
+        // On each node: 75 events queueing `deploy`, 45 queueing `build`, 30 queueing nothing.
         let events = || {
-            (0..150).map(|n| match n % 5 {
-                0 | 1 => queueing("deploy"),
-                2 | 3 => queueing("build"),
+            (0..150).map(|n| match n % 10 {
+                0..=4 => queueing("deploy"),
+                5..=7 => queueing("build"),
                 _ => (webhook_event("deploy"), None),
             })
         };
@@ -2003,7 +2005,7 @@ mod tests {
             let expected_owner = plan.as_ref().map(|_| id.as_str());
             assert_eq!(execution_of.as_deref(), expected_owner, "its execution");
         }
-        for pipeline in ["deploy", "build"] {
+        for (pipeline, queued) in [("deploy", 150), ("build", 90)] {
             let numbers: Vec<i64> = c
                 .query(
                     "SELECT run_sequence FROM executions WHERE pipeline_id = $1 \
@@ -2015,7 +2017,7 @@ mod tests {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            assert_eq!(numbers, (1..=120).collect::<Vec<i64>>(), "{pipeline}");
+            assert_eq!(numbers, (1..=queued).collect::<Vec<i64>>(), "{pipeline}");
         }
         // Rows that one transaction wrote share its id (xmin).
         let commits: i64 = c
@@ -2027,6 +2029,81 @@ mod tests {
         drop(c);
         a.close().await;
         b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_that_keep_arriving_while_groups_are_written_are_all_stored_and_answered() {
+        let db = Fresh::create().await;
+        let store = std::sync::Arc::new(
+            PgStore::open(&db.url, PoolOptions::default())
+                .await
+                .unwrap(),
+        );
+        // A burst of more than one group's worth, then eight callers one event after another,
+        // so that events arrive while groups are being written; some callers stop waiting.
+        let burst = futures_util::future::join_all((0..intake::MAX_GROUP + 44).map(|_| {
+            let (e, x) = queueing("deploy");
+            store.record_event(e, x)
+        }));
+        let callers: Vec<_> = (0..8)
+            .map(|caller| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut answered = 0;
+                    for n in 0..50 {
+                        let (e, x) = queueing(if n % 3 == 0 { "build" } else { "deploy" });
+                        let wait = match (caller, n % 10) {
+                            (0, 0) => Duration::from_micros(50),
+                            _ => Duration::from_secs(30),
+                        };
+                        if let Ok(outcome) =
+                            tokio::time::timeout(wait, store.record_event(e, x)).await
+                        {
+                            assert!(
+                                matches!(outcome, Ok(RecordOutcome::Stored(_))),
+                                "{outcome:?}"
+                            );
+                            answered += 1;
+                        }
+                    }
+                    answered
+                })
+            })
+            .collect();
+
+        let burst = tokio::time::timeout(Duration::from_secs(30), burst)
+            .await
+            .unwrap();
+        let mut answered = 0;
+        for caller in callers {
+            answered += caller.await.unwrap();
+        }
+
+        assert!(burst
+            .iter()
+            .all(|o| matches!(o, Ok(RecordOutcome::Stored(_)))));
+        assert!(answered >= 7 * 50, "{answered}");
+        // Every event is stored, those whose caller stopped waiting too, once everything
+        // queued has been written.
+        store.intake.flush().await;
+        let c = store.client().await.unwrap();
+        for (pipeline, queued) in [("deploy", 300 + 8 * 33), ("build", 8 * 17)] {
+            let numbers: Vec<i64> = c
+                .query(
+                    "SELECT run_sequence FROM executions WHERE pipeline_id = $1 \
+                     ORDER BY run_sequence",
+                    &[&pipeline],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(numbers, (1..=queued).collect::<Vec<i64>>(), "{pipeline}");
+        }
+        drop(c);
+        store.close().await;
         db.drop_it().await;
     }
 

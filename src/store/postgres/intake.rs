@@ -63,16 +63,10 @@ struct Shared {
 /// worker that queued it, if it was one, so that a worker is woken once per group.
 struct Pending {
     event: WebhookEvent,
+    /// Given only with the event's `plan_execution_id`.
     execution: Option<NewExecution>,
     done: oneshot::Sender<(WebhookEvent, StoreResult<()>)>,
     relay: Option<Arc<Relay>>,
-}
-
-impl Pending {
-    /// The execution this event queues, if any: it needs both its id and the execution.
-    fn queues(&self) -> bool {
-        self.execution.is_some() && self.event.plan_execution_id.is_some()
-    }
 }
 
 impl Intake {
@@ -209,7 +203,7 @@ async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
     };
     let numbered: Vec<_> = group
         .iter()
-        .filter(|p| p.queues())
+        .filter(|p| p.execution.is_some())
         .map(|p| (&p.event.scope, p.event.pipeline.as_str()))
         .collect();
     let mut numbers = match executions::next_run_sequences(&c, &numbered).await {
@@ -219,7 +213,7 @@ async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
     let rows: Vec<_> = group
         .iter()
         .map(|p| {
-            let queued = p.execution.as_ref().filter(|_| p.queues());
+            let queued = p.execution.as_ref();
             (
                 &p.event,
                 queued.map(|x| (x, numbers.next().expect("a number for each execution"))),

@@ -1435,6 +1435,8 @@ impl Store for PgStore {
         event: WebhookEvent,
         execution: Option<NewExecution>,
     ) -> StoreResult<RecordOutcome> {
+        // An execution is queued only under the id the event names.
+        let execution = execution.filter(|_| event.plan_execution_id.is_some());
         let Some(key) = &event.idempotency_key else {
             // The common case: stored with whatever other events are being stored.
             return self
@@ -1450,10 +1452,7 @@ impl Store for PgStore {
         if let Some(previous) = claim_idempotency_key(&tx, &event, key).await? {
             return Ok(RecordOutcome::Replayed(previous));
         }
-        let queued = match execution
-            .as_ref()
-            .filter(|_| event.plan_execution_id.is_some())
-        {
+        let queued = match &execution {
             Some(x) => Some((
                 x,
                 executions::next_run_sequence_in(&tx, &event.scope, &event.pipeline).await?,
@@ -1882,6 +1881,36 @@ mod tests {
         let account = store.get_account(&acc).await.unwrap().unwrap();
         assert_eq!(account.name, "before", "the refused write stored nothing");
         store.put_account(&acc, "after").await.unwrap();
+
+        // A group of webhook events whose statement waits past the timeout: each of its events
+        // is refused alike, none is stored, and the next event is.
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE webhook_events IN SHARE MODE")
+            .await
+            .unwrap();
+        let refused = futures_util::future::join_all((0..5).map(|_| {
+            let (e, x) = queueing("deploy");
+            store.record_event(e, x)
+        }))
+        .await;
+        assert!(
+            refused
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::Unavailable))),
+            "{refused:?}"
+        );
+        blocker.batch_execute("ROLLBACK").await.unwrap();
+        let c = store.client().await.unwrap();
+        let stored: i64 = c
+            .query_one("SELECT COUNT(*) FROM webhook_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 0, "the refused group stored nothing");
+        drop(c);
+        let (e, x) = queueing("deploy");
+        let after = store.record_event(e, x).await;
+        assert!(matches!(after, Ok(RecordOutcome::Stored(_))), "{after:?}");
         drop(blocker);
         let _ = driver.await;
         store.close().await;
@@ -1957,6 +1986,19 @@ mod tests {
         (event, Some(execution))
     }
 
+    /// The run sequence numbers of `pipeline`'s executions, in order.
+    async fn run_sequences(c: &Client, pipeline: &str) -> Vec<i64> {
+        c.query(
+            "SELECT run_sequence FROM executions WHERE pipeline_id = $1 ORDER BY run_sequence",
+            &[&pipeline],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
     #[tokio::test]
     async fn events_recorded_at_once_share_commits_and_each_execution_gets_its_own_number() {
         let db = Fresh::create().await;
@@ -2006,18 +2048,11 @@ mod tests {
             assert_eq!(execution_of.as_deref(), expected_owner, "its execution");
         }
         for (pipeline, queued) in [("deploy", 150), ("build", 90)] {
-            let numbers: Vec<i64> = c
-                .query(
-                    "SELECT run_sequence FROM executions WHERE pipeline_id = $1 \
-                     ORDER BY run_sequence",
-                    &[&pipeline],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(numbers, (1..=queued).collect::<Vec<i64>>(), "{pipeline}");
+            assert_eq!(
+                run_sequences(&c, pipeline).await,
+                (1..=queued).collect::<Vec<i64>>(),
+                "{pipeline}"
+            );
         }
         // Rows that one transaction wrote share its id (xmin).
         let commits: i64 = c
@@ -2089,18 +2124,11 @@ mod tests {
         store.intake.flush().await;
         let c = store.client().await.unwrap();
         for (pipeline, queued) in [("deploy", 300 + 8 * 33), ("build", 8 * 17)] {
-            let numbers: Vec<i64> = c
-                .query(
-                    "SELECT run_sequence FROM executions WHERE pipeline_id = $1 \
-                     ORDER BY run_sequence",
-                    &[&pipeline],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(numbers, (1..=queued).collect::<Vec<i64>>(), "{pipeline}");
+            assert_eq!(
+                run_sequences(&c, pipeline).await,
+                (1..=queued).collect::<Vec<i64>>(),
+                "{pipeline}"
+            );
         }
         drop(c);
         store.close().await;

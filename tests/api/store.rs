@@ -401,6 +401,40 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
     assert_eq!(run_of(&f, &others[0].id).await.execution.status, "Failed");
 }
 
+/// A worker whose lease ran out, with nothing taking its execution over, still ends it; the
+/// claim of the next execution in the same write must not hand it that execution again,
+/// runnable as its lease looked before the write (PostgreSQL writes both in one statement,
+/// which reads the rows as they were before it). It gets the next one instead, or none.
+#[tokio::test]
+async fn a_worker_ending_an_execution_whose_lease_ran_out_is_not_handed_it_again() {
+    let f = fixture().await;
+    let next = NextClaim {
+        owner: "node-a".into(),
+        lease_ms: LONG_LEASE,
+    };
+    let alone = claimed(&f).await;
+    let_run_out(&f, &alone).await;
+    let claimed_next = end(&f, &alone, "Success", Some(&next))
+        .await
+        .expect("finish after the lease ran out");
+    assert_eq!(claimed_next, None, "nothing else was runnable");
+    assert_eq!(run_of(&f, &alone.id).await.execution.status, "Success");
+
+    let first = claimed(&f).await;
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
+    let_run_out(&f, &first).await;
+    let second = end(&f, &first, "Failed", Some(&next))
+        .await
+        .expect("finish after the lease ran out")
+        .expect("the other execution is claimed");
+    assert_ne!(second.id, first.id);
+    assert_eq!(run_of(&f, &first.id).await.execution.status, "Failed");
+    f.store
+        .renew_lease(&second, LONG_LEASE)
+        .await
+        .expect("the claim holds a live lease");
+}
+
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it() {
     let f = fixture().await;

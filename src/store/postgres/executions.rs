@@ -36,8 +36,34 @@ macro_rules! lease_now {
     };
 }
 
-const STEP_COLS: &str = "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
-     step_type, status, attempt, started_at, ended_at, outputs, message, log";
+/// The columns of a step's row after its execution's id, in [`step_row`]'s order.
+macro_rules! step_cols {
+    () => {
+        "stage_index, step_index, stage_id, stage_name, step_id, step_name, \
+         step_type, status, attempt, started_at, ended_at, outputs, message, log"
+    };
+}
+const STEP_COLS: &str = step_cols!();
+
+/// An execution's lease is over, or it has none: a claim's condition besides `claim_at`.
+macro_rules! lease_over {
+    () => {
+        concat!("(lease_until IS NULL OR lease_until < ", lease_now!(), ")")
+    };
+}
+
+/// How a step row written again replaces the stored one: every column but its key.
+macro_rules! step_upsert {
+    () => {
+        "ON CONFLICT (plan_execution_id, stage_index, step_index) DO UPDATE SET \
+         stage_id = EXCLUDED.stage_id, stage_name = EXCLUDED.stage_name, \
+         step_id = EXCLUDED.step_id, step_name = EXCLUDED.step_name, \
+         step_type = EXCLUDED.step_type, status = EXCLUDED.status, \
+         attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, \
+         ended_at = EXCLUDED.ended_at, outputs = EXCLUDED.outputs, \
+         message = EXCLUDED.message, log = EXCLUDED.log"
+    };
+}
 
 fn step_row(r: &Row) -> StoreResult<StepRecord> {
     let outputs: String = col(r, 11)?;
@@ -68,16 +94,11 @@ async fn upsert_step(
     execute(
         c,
         "storing a step",
-        &format!(
-            "INSERT INTO execution_steps (plan_execution_id, {STEP_COLS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (plan_execution_id, stage_index, step_index) DO UPDATE SET \
-             stage_id = EXCLUDED.stage_id, stage_name = EXCLUDED.stage_name, \
-             step_id = EXCLUDED.step_id, step_name = EXCLUDED.step_name, \
-             step_type = EXCLUDED.step_type, status = EXCLUDED.status, \
-             attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, \
-             ended_at = EXCLUDED.ended_at, outputs = EXCLUDED.outputs, \
-             message = EXCLUDED.message, log = EXCLUDED.log"
+        concat!(
+            "INSERT INTO execution_steps (plan_execution_id, ",
+            step_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ",
+            step_upsert!()
         ),
         &[
             &id.as_str(),
@@ -452,9 +473,9 @@ impl PgStore {
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH picked AS ( \
        SELECT plan_execution_id, claim_at FROM executions \
-       WHERE claim_at <= $3 AND (lease_until IS NULL OR lease_until < ",
-    lease_now!(),
-    ") ORDER BY claim_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
+       WHERE claim_at <= $3 AND ",
+    lease_over!(),
+    " ORDER BY claim_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
      numbered AS ( \
        SELECT plan_execution_id, \
               row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
@@ -487,15 +508,16 @@ async fn claim_runnable(
     )
     .await?;
     rows.iter()
-        .map(|r| {
-            let id: String = col(r, 0)?;
-            let token: String = col(r, 1)?;
-            Ok(Claim {
-                id: PlanExecutionId::parse(&id).ok_or_else(|| invalid("execution id"))?,
-                token: LeaseToken::parse(&token).ok_or_else(|| invalid("lease token"))?,
-            })
-        })
+        .map(|r| claim_of(col(r, 0)?, col(r, 1)?))
         .collect()
+}
+
+/// A claim as a claiming statement returns it: the execution's id and the lease token.
+fn claim_of(id: &str, token: &str) -> StoreResult<Claim> {
+    Ok(Claim {
+        id: PlanExecutionId::parse(id).ok_or_else(|| invalid("execution id"))?,
+        token: LeaseToken::parse(token).ok_or_else(|| invalid("lease token"))?,
+    })
 }
 
 /// Locks the execution's row for the rest of the transaction, if it still carries `claim`'s
@@ -513,22 +535,6 @@ async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
     )
     .await?
     .map(drop)
-    .ok_or(StoreError::LeaseLost)
-}
-
-/// [`fence`], answering whether the execution's project has an enabled event rule.
-async fn fenced_has_event_rules(c: &impl GenericClient, claim: &Claim) -> StoreResult<bool> {
-    query_opt(
-        c,
-        "checking a lease",
-        "SELECT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \
-           AND r.org_id = x.org_id AND r.project_id = x.project_id AND r.enabled) \
-         FROM executions x WHERE x.plan_execution_id = $1 AND x.lease_token = $2 FOR UPDATE OF x",
-        &[&claim.id.as_str(), &claim.token.as_str()],
-    )
-    .await?
-    .map(|row| col(&row, 0))
-    .transpose()?
     .ok_or(StoreError::LeaseLost)
 }
 
@@ -731,34 +737,34 @@ impl ExecutionStore for PgStore {
         next: Option<&NextClaim>,
     ) -> StoreResult<Option<Claim>> {
         let mut c = self.client().await?;
+        let ended = end_at_once(
+            &c,
+            claim,
+            begun.as_ref(),
+            &steps,
+            final_status,
+            failure_message.as_deref(),
+            now,
+            next,
+        )
+        .await?;
+        if let AtOnce::Ended(claimed) = ended {
+            return Ok(claimed);
+        }
+        // The execution's project has an enabled event rule (the events below read the state
+        // as stored), or the lease is lost, or the start is refused: each step in its turn.
         let tx = c.transaction().await.ctx("starting a transaction")?;
         let id = &claim.id;
-        // Without an enabled event rule in the project, nothing reads the state between a
-        // start and an end written together: the execution's row is then written once, started
-        // and ended, and each step once, as it ended (as on SQLite: `write_ending`).
-        let events = fenced_has_event_rules(&tx, claim).await?;
-        match &begun {
-            Some(b) if !events => {
-                let failure = failure_message.as_deref().map(text);
-                if !start_and_finish(&tx, id, b, final_status, failure.as_deref(), now).await? {
-                    return Err(AlreadyStarted::error());
-                }
-                for step in StepRecord::with_ends(&b.steps, &steps) {
-                    upsert_step(&tx, id, &step).await?;
-                }
-            }
-            begun => {
-                if let Some(b) = begun {
-                    if !start(&tx, id, &b.pipeline_spec, &b.steps, b.at).await? {
-                        return Err(AlreadyStarted::error());
-                    }
-                }
-                for step in &steps {
-                    upsert_step(&tx, id, step).await?;
-                }
-                finish(&tx, id, final_status, failure_message, now).await?;
+        fence(&tx, claim).await?;
+        if let Some(b) = &begun {
+            if !start(&tx, id, &b.pipeline_spec, &b.steps, b.at).await? {
+                return Err(AlreadyStarted::error());
             }
         }
+        for step in &steps {
+            upsert_step(&tx, id, step).await?;
+        }
+        finish(&tx, id, final_status, failure_message, now).await?;
         let claimed = match next {
             Some(n) => claim_runnable(&tx, &n.owner, 1, now, n.lease_ms)
                 .await?
@@ -1177,34 +1183,151 @@ async fn start(
     Ok(true)
 }
 
-/// Starts and ends an execution never started before in one write of its row (see [`start`]
-/// and [`finish`]); false when it had started already, writing nothing.
-async fn start_and_finish(
+/// An execution's end in one statement, committed on its own (see [`end_at_once`]): `$1`'s row
+/// is ended with status `$4` at `$7` (started too when `$3`, its pipeline snapshot, is given:
+/// at `$5`, and only if it had not started) while it holds lease token `$2`, and no enabled
+/// event rule of its project wants the events that the state as stored yields; its steps
+/// `$8`–`$21` (one array per column) are written; with `$22`, the oldest runnable execution
+/// but this one is leased to `$23` for `$24` ms with token `$25`, as [`CLAIM_SQL`] would with a
+/// limit of one. One row: how many executions it ended (0 or 1, nothing written when 0), and
+/// the claimed execution's id and token, NULL when none was.
+///
+/// Every part reads the statement's snapshot, taken before its own writes, where `$1`'s lease
+/// may have run out already: the claim leaves `$1` out by its id (its lock would skip the row
+/// this statement ended anyway; the id says so where it is read). Its limit is
+/// a constant, so that PostgreSQL keeps one generic plan for the statement (walking
+/// `executions_claimable` and joining back by primary key) instead of planning it again for
+/// each execution, as it does for [`CLAIM_SQL`], whose limit is a parameter.
+pub(super) const END_SQL: &str = concat!(
+    "WITH ended AS ( \
+       UPDATE executions x SET pipeline_spec = COALESCE($3, x.pipeline_spec), status = $4, \
+         started_at = COALESCE($5, x.started_at, $7), failure_message = $6, ended_at = $7, \
+         lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, \
+         control = NULL \
+       WHERE x.plan_execution_id = $1 AND x.lease_token = $2 \
+         AND ($3::text IS NULL OR x.pipeline_spec IS NULL) \
+         AND NOT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \
+           AND r.org_id = x.org_id AND r.project_id = x.project_id AND r.enabled) \
+       RETURNING x.plan_execution_id), \
+     steps AS ( \
+       INSERT INTO execution_steps (plan_execution_id, ",
+    step_cols!(),
+    ") SELECT ended.plan_execution_id, s.* FROM ended, unnest($8::int[], $9::int[], \
+         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
+         $16::int[], $17::bigint[], $18::bigint[], $19::text[], $20::text[], $21::text[]) s ",
+    step_upsert!(),
+    "), \
+     picked AS ( \
+       SELECT plan_execution_id FROM executions \
+       WHERE $22::boolean AND EXISTS (SELECT 1 FROM ended) AND plan_execution_id <> $1 \
+         AND claim_at <= $7 AND ",
+    lease_over!(),
+    " ORDER BY claim_at LIMIT 1 FOR UPDATE SKIP LOCKED), \
+     claimed AS ( \
+       UPDATE executions x SET lease_owner = $23::text, lease_until = ",
+    lease_now!(),
+    " + $24::bigint, lease_token = $25::text \
+       FROM picked WHERE x.plan_execution_id = picked.plan_execution_id \
+       RETURNING x.plan_execution_id, x.lease_token) \
+     SELECT (SELECT count(*) FROM ended), claimed.plan_execution_id, claimed.lease_token \
+     FROM (SELECT) one LEFT JOIN claimed ON true"
+);
+
+/// What [`end_at_once`] did.
+enum AtOnce {
+    /// It ended the execution, and claimed this one next.
+    Ended(Option<Claim>),
+    /// It wrote nothing: the lease is lost, the start refused, or the project has an enabled
+    /// event rule. The caller ends the execution step by step, which tells these apart.
+    Declined,
+}
+
+/// Ends an execution as [`ExecutionStore::finish_execution`] does, in one statement and one
+/// round trip ([`END_SQL`]) where its transaction takes six.
+#[allow(clippy::too_many_arguments)]
+async fn end_at_once(
     c: &impl GenericClient,
-    id: &PlanExecutionId,
-    begun: &Start,
+    claim: &Claim,
+    begun: Option<&Start>,
+    ended: &[StepRecord],
     final_status: &str,
     failure_message: Option<&str>,
     now: Millis,
-) -> StoreResult<bool> {
-    let started = execute(
+    next: Option<&NextClaim>,
+) -> StoreResult<AtOnce> {
+    let steps = StepRecord::with_ends(begun.map_or(&[], |b| &b.steps), ended);
+    let ints = |f: fn(&StepRecord) -> u32| steps.iter().map(|s| f(s) as i32).collect::<Vec<_>>();
+    let texts = |f: fn(&StepRecord) -> &str| steps.iter().map(f).collect::<Vec<_>>();
+    let (stage_index, step_index, attempt) = (
+        ints(|s| s.stage_index),
+        ints(|s| s.step_index),
+        ints(|s| s.attempt),
+    );
+    let (stage, stage_name, step, step_name, step_type, status) = (
+        texts(|s| &s.stage),
+        texts(|s| &s.stage_name),
+        texts(|s| &s.step),
+        texts(|s| &s.step_name),
+        texts(|s| &s.step_type),
+        texts(|s| &s.status),
+    );
+    let started_at: Vec<_> = steps.iter().map(|s| s.started_at).collect();
+    let ended_at: Vec<_> = steps.iter().map(|s| s.ended_at).collect();
+    let outputs: Vec<_> = steps
+        .iter()
+        .map(|s| serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into()))
+        .collect();
+    let message: Vec<_> = steps
+        .iter()
+        .map(|s| s.message.as_deref().map(text))
+        .collect();
+    let log: Vec<_> = steps.iter().map(|s| s.log.as_deref().map(text)).collect();
+    let spec = begun.map(|b| b.pipeline_spec.to_string());
+    let failure = failure_message.map(text);
+    let token = next.map(|_| LeaseToken::generate().to_string());
+    let row = query_one(
         c,
-        "starting and finishing an execution",
-        "UPDATE executions SET pipeline_spec = $2, status = $3, started_at = $4, \
-         failure_message = $5, ended_at = $6, \
-         lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, control = NULL \
-         WHERE plan_execution_id = $1 AND pipeline_spec IS NULL",
+        "ending an execution",
+        END_SQL,
         &[
-            &id.as_str(),
-            &begun.pipeline_spec.to_string(),
+            &claim.id.as_str(),
+            &claim.token.as_str(),
+            &spec,
             &final_status,
-            &begun.at,
-            &failure_message,
+            &begun.map(|b| b.at),
+            &failure,
             &now,
+            &stage_index,
+            &step_index,
+            &stage,
+            &stage_name,
+            &step,
+            &step_name,
+            &step_type,
+            &status,
+            &attempt,
+            &started_at,
+            &ended_at,
+            &outputs,
+            &message,
+            &log,
+            &next.is_some(),
+            &next.map(|n| n.owner.as_str()),
+            &next.map(|n| n.lease_ms),
+            &token,
         ],
     )
     .await?;
-    Ok(started > 0)
+    if col::<i64>(&row, 0)? == 0 {
+        return Ok(AtOnce::Declined);
+    }
+    let id: Option<&str> = col(&row, 1)?;
+    let token: Option<&str> = col(&row, 2)?;
+    let claimed = match id.zip(token) {
+        Some((id, token)) => Some(claim_of(id, token)?),
+        None => None,
+    };
+    Ok(AtOnce::Ended(claimed))
 }
 
 async fn finish(

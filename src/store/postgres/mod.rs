@@ -1804,6 +1804,80 @@ mod tests {
         db.drop_it().await;
     }
 
+    /// The statement that ends an execution and claims the next runs once per execution:
+    /// PostgreSQL must keep one generic plan for it rather than plan it again each time, and
+    /// that plan must walk the claim index, not scan `executions` (a generic plan of the
+    /// claim, whose limit is a parameter, hash-joins the picked rows over a scan of the whole
+    /// table), also before the table was first analyzed.
+    #[tokio::test]
+    async fn an_end_keeps_one_generic_plan_that_walks_the_claim_index() {
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let c = store.client().await.unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+               created_at) \
+             SELECT 'x' || lpad(n::text, 21, '0'), 'acc', 'default', 'proj', 'p', 'p', \
+               'Queued', 'MANUAL', n, '', n FROM generate_series(1, 5000) n; \
+             PREPARE end_at_once AS {}",
+            executions::END_SQL
+        ))
+        .await
+        .unwrap();
+        // An execution that is not there: nothing is ended, so nothing is claimed or written.
+        let execute = format!(
+            "EXECUTE end_at_once('nothing', 'token', NULL, 'Success', NULL, NULL, {}, {}, \
+             true, 'node', 30000, 'new')",
+            crate::store::now_millis(),
+            ["'{}'"; 14].join(", ")
+        );
+        for _ in 0..10 {
+            c.batch_execute(&execute).await.unwrap();
+        }
+        let plans = c
+            .query_one(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE name = 'end_at_once'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (generic, custom): (i64, i64) = (plans.get(0), plans.get(1));
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN {execute}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        let queued: i64 = c
+            .query_one(
+                "SELECT COUNT(*) FROM executions WHERE status = 'Queued' AND lease_owner IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+
+        assert!(
+            generic >= 5 && custom <= 5,
+            "planned again each time: {generic} generic, {custom} custom plans"
+        );
+        assert!(
+            plan.contains("Index Scan using executions_claimable")
+                && !plan.contains("Seq Scan on executions"),
+            "{plan}"
+        );
+        assert_eq!(queued, 5000, "nothing claimed when nothing ended");
+        drop(c);
+        store.close().await;
+        db.drop_it().await;
+    }
+
     #[tokio::test]
     async fn an_unreachable_database_is_unavailable() {
         let opened = PgStore::open(

@@ -45,6 +45,16 @@ macro_rules! step_cols {
 }
 const STEP_COLS: &str = step_cols!();
 
+/// When an execution can next be claimed, NULL if never: the expression of the index
+/// `executions_claimable` (migration 0006), written as there so that the planner matches it.
+macro_rules! claim_at {
+    () => {
+        "(CASE WHEN status IN ('Queued', 'Running') \
+              OR (status = 'ApprovalWaiting' AND wake_at IS NOT NULL) \
+         THEN GREATEST(created_at, COALESCE(wake_at, 0), COALESCE(lease_until + 1, 0)) END)"
+    };
+}
+
 /// An execution's lease is over, or it has none: a claim's condition besides `claim_at`.
 macro_rules! lease_over {
     () => {
@@ -465,15 +475,18 @@ impl PgStore {
 
 /// The claim: leases to `$1` for `$2` ms up to `$4` executions due by `$3` (the node's clock),
 /// oldest due first, handing each the token at its row number in `$5`. It walks
-/// `executions_claimable` (migration 0005) from its start to `$3` and stops at its limit; a lease
+/// `executions_claimable` (migration 0006) from its start to `$3` and stops at its limit; a lease
 /// is over only once it has run out by the database's clock, checked on each entry read (an
 /// entry for a lease that ended by `$3` but not yet by that clock is passed over). SKIP LOCKED:
 /// rows another node is claiming (or writing) are left to it; a locked row is re-checked against
 /// the conditions after it is locked.
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH picked AS ( \
-       SELECT plan_execution_id, claim_at FROM executions \
-       WHERE claim_at <= $3 AND ",
+       SELECT plan_execution_id, ",
+    claim_at!(),
+    " AS claim_at FROM executions WHERE ",
+    claim_at!(),
+    " <= $3 AND ",
     lease_over!(),
     " ORDER BY claim_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
      numbered AS ( \
@@ -1220,9 +1233,13 @@ pub(super) const END_SQL: &str = concat!(
      picked AS ( \
        SELECT plan_execution_id FROM executions \
        WHERE $22::boolean AND EXISTS (SELECT 1 FROM ended) AND plan_execution_id <> $1 \
-         AND claim_at <= $7 AND ",
+         AND ",
+    claim_at!(),
+    " <= $7 AND ",
     lease_over!(),
-    " ORDER BY claim_at LIMIT 1 FOR UPDATE SKIP LOCKED), \
+    " ORDER BY ",
+    claim_at!(),
+    " LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
        UPDATE executions x SET lease_owner = $23::text, lease_until = ",
     lease_now!(),

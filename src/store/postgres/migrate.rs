@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_claim_index.sql",
         include_str!("../../../migrations/postgres/0005_claim_index.sql"),
     ),
+    (
+        "0006_claim_expression.sql",
+        include_str!("../../../migrations/postgres/0006_claim_expression.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

@@ -102,9 +102,9 @@ impl PgStore {
             options.lock_timeout.as_millis(),
             IDLE_IN_TRANSACTION.as_millis()
         ));
-        let manager = deadpool_postgres::Manager::from_config(
+        let manager = deadpool_postgres::Manager::from_connect(
             pooled,
-            NoTls,
+            OnOpenersRuntime(tokio::runtime::Handle::current()),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -135,6 +135,44 @@ impl PgStore {
     /// A connection from the pool.
     async fn client(&self) -> StoreResult<Client> {
         client(&self.pool).await
+    }
+}
+
+/// Makes the pool's connections on the runtime that opened the store (the server's main one),
+/// whichever task asks for a connection: a connection's socket and its driver belong to the
+/// runtime that made it, and dies with it. An HTTP worker's runtime stops with the server at
+/// shutdown, before the engine's last writes and intake's last group: a connection made there
+/// failed under them ("the database is unreachable"), leaving the lease of an execution a
+/// worker had just claimed to run out instead of being released.
+struct OnOpenersRuntime(tokio::runtime::Handle);
+
+impl deadpool_postgres::Connect for OnOpenersRuntime {
+    fn connect(
+        &self,
+        settings: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let settings = settings.clone();
+        let made = self.0.spawn(async move {
+            let (client, connection) = settings.connect(NoTls).await?;
+            let driver = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "a database connection failed");
+                }
+            });
+            Ok((client, driver))
+        });
+        Box::pin(async move {
+            match made.await {
+                Ok(made) => made,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // That runtime is shutting down, and the process with it: the pool's timeout
+                // for making a connection answers.
+                Err(_) => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -1873,6 +1911,48 @@ mod tests {
             "{plan}"
         );
         assert_eq!(queued, 5000, "nothing claimed when nothing ended");
+        drop(c);
+        store.close().await;
+        db.drop_it().await;
+    }
+
+    /// A connection an HTTP worker's runtime asked for first keeps working after that runtime
+    /// stopped (the server's workers stop at shutdown, before the engine's last writes).
+    #[tokio::test]
+    async fn a_connection_outlives_the_runtime_that_asked_for_it() {
+        let db = Fresh::create().await;
+        let store = std::sync::Arc::new(
+            PgStore::open(&db.url, PoolOptions::default())
+                .await
+                .unwrap(),
+        );
+        let (made, made_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let worker = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let c = store.client().await.unwrap();
+                    c.simple_query("SELECT 1").await.unwrap();
+                });
+                made.send(()).unwrap();
+                stop_rx.recv().unwrap();
+                drop(runtime);
+            })
+        };
+        made_rx.await.unwrap();
+        // The pool's one connection, taken while the runtime that asked for it still runs.
+        let c = store.client().await.unwrap();
+        stop.send(()).unwrap();
+        worker.join().unwrap();
+
+        let answered = c.simple_query("SELECT 1").await;
+
+        assert!(answered.is_ok(), "{answered:?}");
         drop(c);
         store.close().await;
         db.drop_it().await;

@@ -12,10 +12,10 @@
 //! exhausted pool, which fail every event alike and store nothing) is written again event by
 //! event, so that an event the database refuses fails alone.
 //!
-//! Writes run on a thread of their own (`triggerd-pg-intake`, at the priority of the thread that
-//! opened the store, as SQLite's writer thread), not in a request's future: a caller that goes
-//! away (a client hanging up) does not cancel the write of the others in its group, and an HTTP
-//! worker that stops at shutdown takes no write with it.
+//! Writes run on the store's thread (`triggerd-pg`, at the priority of the thread that opened
+//! the store, as SQLite's writer thread; see [`super::StoreThread`]), not in a request's future:
+//! a caller that goes away (a client hanging up) does not cancel the write of the others in its
+//! group, and an HTTP worker that stops at shutdown takes no write with it.
 
 use std::sync::Arc;
 
@@ -46,9 +46,8 @@ pub(super) const WRITES_IN_FLIGHT: u32 = 4;
 /// Groups webhook events into shared writes; see the module's documentation.
 pub(super) struct Intake {
     shared: Arc<Shared>,
-    /// The writes' runtime, on a thread that runs until this is dropped.
+    /// The writes' runtime: the store's thread.
     runtime: tokio::runtime::Handle,
-    _stop: oneshot::Sender<()>,
     writes_in_flight: u32,
 }
 
@@ -70,31 +69,22 @@ struct Pending {
 }
 
 impl Intake {
-    /// Starts the writes' thread.
-    pub(super) fn start(pool: Pool, writes_in_flight: u32) -> std::io::Result<Self> {
+    /// Writes on `runtime` (the store's thread), up to `writes_in_flight` at once.
+    pub(super) fn start(
+        pool: Pool,
+        runtime: tokio::runtime::Handle,
+        writes_in_flight: u32,
+    ) -> Self {
         let writes_in_flight = writes_in_flight.max(1);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("triggerd-pg-intake".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
-        Ok(Self {
+        Self {
             shared: Arc::new(Shared {
                 pool,
                 queue: parking_lot::Mutex::new(Vec::new()),
                 slots: Arc::new(Semaphore::new(writes_in_flight as usize)),
             }),
-            runtime: handle,
-            _stop: stop,
+            runtime,
             writes_in_flight,
-        })
+        }
     }
 
     /// Waits until every write in flight has ended and nothing is queued: at shutdown, before

@@ -83,6 +83,8 @@ pub struct PgStore {
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Webhook events without an `Idempotency-Key`, stored in groups.
     intake: intake::Intake,
+    /// Runs the connections and intake's writes; stops when the store is dropped.
+    _thread: StoreThread,
 }
 
 /// A pooled connection.
@@ -102,9 +104,11 @@ impl PgStore {
             options.lock_timeout.as_millis(),
             IDLE_IN_TRANSACTION.as_millis()
         ));
+        let thread =
+            StoreThread::start().map_err(|e| StoreError::db("starting the store's thread", e))?;
         let manager = deadpool_postgres::Manager::from_connect(
             pooled,
-            OnOpenersRuntime(tokio::runtime::Handle::current()),
+            OnStoreThread(thread.runtime.clone()),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -123,8 +127,12 @@ impl PgStore {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(notify::listen(settings, origin.clone(), changes.clone()));
         Ok(Self {
-            intake: intake::Intake::start(pool.clone(), intake::WRITES_IN_FLIGHT)
-                .map_err(|e| StoreError::db("starting the intake thread", e))?,
+            intake: intake::Intake::start(
+                pool.clone(),
+                thread.runtime.clone(),
+                intake::WRITES_IN_FLIGHT,
+            ),
+            _thread: thread,
             pool,
             origin,
             changes,
@@ -138,15 +146,45 @@ impl PgStore {
     }
 }
 
-/// Makes the pool's connections on the runtime that opened the store (the server's main one),
-/// whichever task asks for a connection: a connection's socket and its driver belong to the
-/// runtime that made it, and dies with it. An HTTP worker's runtime stops with the server at
-/// shutdown, before the engine's last writes and intake's last group: a connection made there
-/// failed under them ("the database is unreachable"), leaving the lease of an execution a
-/// worker had just claimed to run out instead of being released.
-struct OnOpenersRuntime(tokio::runtime::Handle);
+/// The store's thread (`triggerd-pg`): a runtime of its own that makes and drives the pool's
+/// connections and runs intake's writes, at the priority of the thread that opened the store
+/// (a thread starts at its creator's; `serve` opens it on its main thread, so it is the HTTP
+/// workers' priority, above the engine's runtime). Runs until this is dropped.
+struct StoreThread {
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
-impl deadpool_postgres::Connect for OnOpenersRuntime {
+impl StoreThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("triggerd-pg".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
+}
+
+/// Makes the pool's connections on the store's thread, whichever task asks for one: a
+/// connection's socket and its driver belong to the runtime that made it, and die with it. An
+/// HTTP worker's runtime stops with the server at shutdown, before the engine's last writes and
+/// intake's last group: a connection made there failed under them ("the database is
+/// unreachable"), leaving the lease of an execution a worker had just claimed to run out
+/// instead of being released.
+struct OnStoreThread(tokio::runtime::Handle);
+
+impl deadpool_postgres::Connect for OnStoreThread {
     fn connect(
         &self,
         settings: &tokio_postgres::Config,
@@ -168,7 +206,7 @@ impl deadpool_postgres::Connect for OnOpenersRuntime {
             match made.await {
                 Ok(made) => made,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // That runtime is shutting down, and the process with it: the pool's timeout
+                // The store's thread has stopped (the store was dropped): the pool's timeout
                 // for making a connection answers.
                 Err(_) => std::future::pending().await,
             }

@@ -402,9 +402,11 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
 }
 
 /// A worker whose lease ran out, with nothing taking its execution over, still ends it; the
-/// claim of the next execution in the same write must not hand it that execution again,
-/// runnable as its lease looked before the write (PostgreSQL writes both in one statement,
-/// which reads the rows as they were before it). It gets the next one instead, or none.
+/// claim of the next execution in the same write must not hand it that execution again, though
+/// it was due before the other (by its lease's end) as the rows stood before the write. It gets
+/// the other one instead, or none. PostgreSQL writes both in one statement, which reads the
+/// rows as they were before it: there the claim leaves the ended execution out by its id, and
+/// its row lock would skip a row the statement changed anyway.
 #[tokio::test]
 async fn a_worker_ending_an_execution_whose_lease_ran_out_is_not_handed_it_again() {
     let f = fixture().await;
@@ -421,8 +423,8 @@ async fn a_worker_ending_an_execution_whose_lease_ran_out_is_not_handed_it_again
     assert_eq!(run_of(&f, &alone.id).await.execution.status, "Success");
 
     let first = claimed(&f).await;
-    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
     let_run_out(&f, &first).await;
+    record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
     let second = end(&f, &first, "Failed", Some(&next))
         .await
         .expect("finish after the lease ran out")
@@ -855,14 +857,30 @@ async fn start_and_finish_in_one_write(f: &Fixture) -> Start {
         ],
         at: started_at,
     };
-    let mut waited = step(0, 0, "Success");
-    waited.attempt = 1;
+    // Every column of a step holds a value of its own, so that two columns swapped on the
+    // way to the database show.
+    let waited = StepRecord {
+        stage_index: 0,
+        step_index: 0,
+        stage: "build".into(),
+        stage_name: "Build it".into(),
+        step: "wait".into(),
+        step_name: "Wait a bit".into(),
+        step_type: "Wait".into(),
+        status: "Success".into(),
+        attempt: 1,
+        started_at: Some(started_at + 1),
+        ended_at: Some(started_at + 2),
+        outputs: [("KEY".to_string(), "value".to_string())].into(),
+        message: Some("waited".into()),
+        log: Some("a line\n".into()),
+    };
 
     f.store
         .finish_execution(
             &claim,
             Some(start.clone()),
-            vec![waited, step(0, 1, "Skipped")],
+            vec![waited.clone(), step(0, 1, "Skipped")],
             "Failed",
             Some("why".into()),
             now_millis(),
@@ -887,6 +905,8 @@ async fn start_and_finish_in_one_write(f: &Fixture) -> Start {
         [("Success", 1), ("Skipped", 0), ("NotStarted", 0)],
         "the start's steps, then the updates"
     );
+    let stored = f.store.list_steps(&claim.id).await.expect("steps");
+    assert_eq!(stored[0], waited, "every column as written");
     start
 }
 

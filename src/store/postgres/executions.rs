@@ -95,12 +95,17 @@ fn step_row(r: &Row) -> StoreResult<StepRecord> {
     })
 }
 
+/// A step's outputs as its row stores them (JSON).
+fn outputs_text(s: &StepRecord) -> String {
+    serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into())
+}
+
 async fn upsert_step(
     c: &impl GenericClient,
     id: &PlanExecutionId,
     s: &StepRecord,
 ) -> StoreResult<u64> {
-    let outputs = serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into());
+    let outputs = outputs_text(s);
     execute(
         c,
         "storing a step",
@@ -1200,9 +1205,9 @@ async fn start(
 /// is ended with status `$4` at `$7` (started too when `$3`, its pipeline snapshot, is given:
 /// at `$5`, and only if it had not started) while it holds lease token `$2`, and no enabled
 /// event rule of its project wants the events that the state as stored yields; its steps
-/// `$8`–`$21` (one array per column) are written; with `$22`, the oldest runnable execution
-/// but this one is leased to `$23` for `$24` ms with token `$25`, as [`CLAIM_SQL`] would with a
-/// limit of one. One row: how many executions it ended (0 or 1, nothing written when 0), and
+/// `$8`–`$21` (one array per column) are written; when `$22` names an owner, the oldest
+/// runnable execution but this one is leased to it for `$23` ms with token `$24`, as
+/// [`CLAIM_SQL`] would with a limit of one. One row: how many executions it ended (0 or 1, nothing written when 0), and
 /// the claimed execution's id and token, NULL when none was.
 ///
 /// Every part reads the statement's snapshot, taken before its own writes, where `$1`'s lease
@@ -1232,7 +1237,7 @@ pub(super) const END_SQL: &str = concat!(
     "), \
      picked AS ( \
        SELECT plan_execution_id FROM executions \
-       WHERE $22::boolean AND EXISTS (SELECT 1 FROM ended) AND plan_execution_id <> $1 \
+       WHERE $22::text IS NOT NULL AND EXISTS (SELECT 1 FROM ended) AND plan_execution_id <> $1 \
          AND ",
     claim_at!(),
     " <= $7 AND ",
@@ -1241,9 +1246,9 @@ pub(super) const END_SQL: &str = concat!(
     claim_at!(),
     " LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
-       UPDATE executions x SET lease_owner = $23::text, lease_until = ",
+       UPDATE executions x SET lease_owner = $22, lease_until = ",
     lease_now!(),
-    " + $24::bigint, lease_token = $25::text \
+    " + $23::bigint, lease_token = $24::text \
        FROM picked WHERE x.plan_execution_id = picked.plan_execution_id \
        RETURNING x.plan_execution_id, x.lease_token) \
      SELECT (SELECT count(*) FROM ended), claimed.plan_execution_id, claimed.lease_token \
@@ -1290,10 +1295,7 @@ async fn end_at_once(
     );
     let started_at: Vec<_> = steps.iter().map(|s| s.started_at).collect();
     let ended_at: Vec<_> = steps.iter().map(|s| s.ended_at).collect();
-    let outputs: Vec<_> = steps
-        .iter()
-        .map(|s| serde_json::to_string(&s.outputs).unwrap_or_else(|_| "{}".into()))
-        .collect();
+    let outputs: Vec<_> = steps.iter().map(outputs_text).collect();
     let message: Vec<_> = steps
         .iter()
         .map(|s| s.message.as_deref().map(text))
@@ -1328,7 +1330,6 @@ async fn end_at_once(
             &outputs,
             &message,
             &log,
-            &next.is_some(),
             &next.map(|n| n.owner.as_str()),
             &next.map(|n| n.lease_ms),
             &token,

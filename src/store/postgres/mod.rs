@@ -1748,6 +1748,15 @@ mod tests {
         }
     }
 
+    /// The single number `sql` (a `COUNT(*)`) answers, with `params`.
+    async fn count(
+        c: &impl GenericClient,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> i64 {
+        c.query_one(sql, params).await.unwrap().get(0)
+    }
+
     async fn admin(sql: &str) {
         let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
             .await
@@ -1783,11 +1792,7 @@ mod tests {
 
         assert!(a.ready().await.unwrap() && b.ready().await.unwrap());
         let c = a.client().await.unwrap();
-        let versions: i64 = c
-            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let versions = count(&c, "SELECT COUNT(*) FROM schema_migrations", &[]).await;
         assert_eq!(versions, migrate::latest_version());
         drop(c);
         a.close().await;
@@ -1906,7 +1911,7 @@ mod tests {
         // An execution that is not there: nothing is ended, so nothing is claimed or written.
         let execute = format!(
             "EXECUTE end_at_once('nothing', 'token', NULL, 'Success', NULL, NULL, {}, {}, \
-             true, 'node', 30000, 'new')",
+             'node', 30000, 'new')",
             crate::store::now_millis(),
             ["'{}'"; 14].join(", ")
         );
@@ -1930,14 +1935,12 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
         let plan = plan.join("\n");
-        let queued: i64 = c
-            .query_one(
-                "SELECT COUNT(*) FROM executions WHERE status = 'Queued' AND lease_owner IS NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let queued = count(
+            &c,
+            "SELECT COUNT(*) FROM executions WHERE status = 'Queued' AND lease_owner IS NULL",
+            &[],
+        )
+        .await;
 
         assert!(
             generic >= 5 && custom <= 5,
@@ -2093,11 +2096,7 @@ mod tests {
         );
         blocker.batch_execute("ROLLBACK").await.unwrap();
         let c = store.client().await.unwrap();
-        let stored: i64 = c
-            .query_one("SELECT COUNT(*) FROM webhook_events", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let stored = count(&c, "SELECT COUNT(*) FROM webhook_events", &[]).await;
         assert_eq!(stored, 0, "the refused group stored nothing");
         drop(c);
         let (e, x) = queueing("deploy");
@@ -2356,14 +2355,12 @@ mod tests {
 
         let c = store.client().await.unwrap();
         for (n, (outcome, plan)) in outcomes.iter().zip(&plans).enumerate() {
-            let execution: i64 = c
-                .query_one(
-                    "SELECT COUNT(*) FROM executions WHERE plan_execution_id = $1",
-                    &[&plan.as_str()],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let execution = count(
+                &c,
+                "SELECT COUNT(*) FROM executions WHERE plan_execution_id = $1",
+                &[&plan.as_str()],
+            )
+            .await;
             if n == 7 {
                 assert!(
                     matches!(outcome, Err(StoreError::Database { .. })),
@@ -2378,11 +2375,7 @@ mod tests {
                 assert_eq!(execution, 1);
             }
         }
-        let events: i64 = c
-            .query_one("SELECT COUNT(*) FROM webhook_events", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let events = count(&c, "SELECT COUNT(*) FROM webhook_events", &[]).await;
         assert_eq!(events, 20, "the first event and the 19 others");
         drop(c);
         store.close().await;

@@ -436,6 +436,18 @@ pub struct ExecutionFilter {
     pub status: Option<&'static str>,
 }
 
+/// A project by its (account, org, project) ids, in the order of the listing index of webhook
+/// events: where a purge of old events goes on (see [`ExecutionStore::purge_before`]). Ids are
+/// never empty, so the default, `('', '', '')`, comes before every project.
+pub type ProjectKey = (String, String, String);
+
+/// How many projects one purge of old webhook events visits at most, so that a database of many
+/// projects does not hold a write for long; the next purge goes on from where it stopped.
+/// Events have no index of their times (it cost every stored event one more B-tree insert), but
+/// each project's old events lead its range of the listing index, and the projects are found by
+/// skipping from one to the next in that index.
+pub const PURGE_PROJECTS: usize = 256;
+
 /// The engine's storage.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {

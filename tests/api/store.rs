@@ -1363,28 +1363,37 @@ async fn retention_purges_the_events_made_before_the_cutoff_in_batches_and_keeps
     let f = fixture().await;
     let now = now_millis();
     let day = 24 * 60 * 60 * 1000;
+    // Old and recent events in three projects: a purge walks them project by project (neither
+    // store has an index of event times), and "billing" and "zeta" have no project record, as
+    // after their project was deleted.
+    let project = |id: &str| ProjectRef {
+        project: Identifier::parse(id, "project").expect("project"),
+        ..f.scope.clone()
+    };
+    let (billing, zeta) = (project("billing"), project("zeta"));
     let mut recent = HashSet::new();
-    for i in 0..5 {
-        event_of(
-            &f,
-            &f.scope,
-            "on_push",
-            "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
-            now - 40 * day + i,
-        )
-        .await;
-    }
-    for i in 0..3 {
-        recent.insert(
+    for (scope, old, new) in [(&f.scope, 5, 3), (&billing, 3, 1), (&zeta, 1, 0)] {
+        for i in 0..old {
             event_of(
                 &f,
-                &f.scope,
+                scope,
+                "on_push",
+                "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
+                now - 40 * day + i,
+            )
+            .await;
+        }
+        for i in 0..new {
+            let id = event_of(
+                &f,
+                scope,
                 "on_push",
                 "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
                 now - day + i,
             )
-            .await,
-        );
+            .await;
+            recent.insert(id);
+        }
     }
 
     let mut purged = Vec::new();
@@ -1399,22 +1408,29 @@ async fn retention_purges_the_events_made_before_the_cutoff_in_batches_and_keeps
             break;
         }
     }
-    assert_eq!(purged, [2, 2, 1]);
+    assert_eq!(purged, [2, 2, 2, 2, 1]);
     let all = EventFilter {
         pipeline: None,
         trigger: None,
         status: None,
     };
-    let left = f
-        .store
-        .list_events(&f.scope, &all, None, 500)
-        .await
-        .expect("list");
+    let mut left = HashSet::new();
+    for scope in [&f.scope, &billing, &zeta] {
+        let page = f
+            .store
+            .list_events(scope, &all, None, 500)
+            .await
+            .expect("list");
+        left.extend(page.items.into_iter().map(|e| e.event_id));
+    }
+    assert_eq!(left, recent);
     assert_eq!(
-        left.items
-            .into_iter()
-            .map(|e| e.event_id)
-            .collect::<HashSet<_>>(),
-        recent
+        f.store
+            .purge_before(now - 30 * day, 2)
+            .await
+            .expect("purge")
+            .1,
+        0,
+        "nothing old is left"
     );
 }

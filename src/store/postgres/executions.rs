@@ -23,7 +23,8 @@ use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord, Work,
+    LogLine, NewManualExecution, NextClaim, ProjectKey, RunState, Start, StepRecord, Work,
+    PURGE_PROJECTS,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult, WebhookEvent};
 
@@ -556,6 +557,56 @@ async fn fence(c: &impl GenericClient, claim: &Claim) -> StoreResult<()> {
     .ok_or(StoreError::LeaseLost)
 }
 
+/// Deletes up to `batch` webhook events made before `cutoff` whose execution is gone, project by
+/// project from the one after `from`, and leaves `from` where the next purge goes on: back at
+/// the start once the walk has reached the last project (migration 0007 dropped the index of
+/// their times; see [`PURGE_PROJECTS`]). SKIP LOCKED: nodes purging at the same time take
+/// different events.
+async fn purge_events(
+    c: &impl GenericClient,
+    cutoff: Millis,
+    batch: u64,
+    from: &mut ProjectKey,
+) -> StoreResult<u64> {
+    let mut purged = 0;
+    for _ in 0..PURGE_PROJECTS {
+        let Some(row) = query_opt(
+            c,
+            "finding the next project with webhook events",
+            "SELECT account_id, org_id, project_id FROM webhook_events \
+             WHERE (account_id, org_id, project_id) > ($1, $2, $3) \
+             ORDER BY account_id, org_id, project_id LIMIT 1",
+            &[&from.0, &from.1, &from.2],
+        )
+        .await?
+        else {
+            *from = ProjectKey::default();
+            break;
+        };
+        let project: ProjectKey = (row.get(0), row.get(1), row.get(2));
+        let left = i64::try_from(batch - purged).unwrap_or(i64::MAX);
+        purged += execute(
+            c,
+            "purging old webhook events",
+            "DELETE FROM webhook_events WHERE event_id IN ( \
+               SELECT e.event_id FROM webhook_events e \
+               WHERE e.account_id = $1 AND e.org_id = $2 AND e.project_id = $3 \
+               AND e.created_at < $4 \
+               AND NOT EXISTS (SELECT 1 FROM executions x \
+                               WHERE x.plan_execution_id = e.plan_execution_id) \
+               LIMIT $5 FOR UPDATE OF e SKIP LOCKED)",
+            &[&project.0, &project.1, &project.2, &cutoff, &left],
+        )
+        .await?;
+        if purged >= batch {
+            // `from` stays before this project, whose old events may not all be gone yet.
+            break;
+        }
+        *from = project;
+    }
+    Ok(purged)
+}
+
 #[async_trait]
 impl ExecutionStore for PgStore {
     async fn queue_execution(&self, new: NewManualExecution) -> StoreResult<Execution> {
@@ -891,17 +942,8 @@ impl ExecutionStore for PgStore {
             &[&cutoff, &i64::from(batch)],
         )
         .await?;
-        let events = execute(
-            &tx,
-            "purging old webhook events",
-            "DELETE FROM webhook_events WHERE event_id IN ( \
-               SELECT e.event_id FROM webhook_events e WHERE e.created_at < $1 \
-               AND NOT EXISTS (SELECT 1 FROM executions x \
-                               WHERE x.plan_execution_id = e.plan_execution_id) \
-               LIMIT $2 FOR UPDATE OF e SKIP LOCKED)",
-            &[&cutoff, &i64::from(batch)],
-        )
-        .await?;
+        let mut from = self.purge_from.lock().clone();
+        let events = purge_events(&tx, cutoff, u64::from(batch), &mut from).await?;
         // Keys whose 24 hours are over own nothing any more.
         let expired = cutoff.min(crate::store::now_millis() - crate::store::IDEMPOTENCY_WINDOW_MS);
         execute(
@@ -913,6 +955,7 @@ impl ExecutionStore for PgStore {
         )
         .await?;
         tx.commit().await.ctx("committing a purge")?;
+        *self.purge_from.lock() = from;
         Ok((executions, events))
     }
 

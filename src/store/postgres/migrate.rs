@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_claim_expression.sql",
         include_str!("../../../migrations/postgres/0006_claim_expression.sql"),
     ),
+    (
+        "0007_events_purged_by_project.sql",
+        include_str!("../../../migrations/postgres/0007_events_purged_by_project.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

@@ -83,6 +83,8 @@ pub struct PgStore {
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Webhook events without an `Idempotency-Key`, stored in groups.
     intake: intake::Intake,
+    /// Where the next purge of old webhook events goes on.
+    purge_from: parking_lot::Mutex<crate::store::executions::ProjectKey>,
     /// Runs the connections and intake's writes; stops when the store is dropped.
     _thread: StoreThread,
 }
@@ -133,6 +135,7 @@ impl PgStore {
                 intake::WRITES_IN_FLIGHT,
             ),
             _thread: thread,
+            purge_from: parking_lot::Mutex::default(),
             pool,
             origin,
             changes,

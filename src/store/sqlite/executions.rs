@@ -16,7 +16,8 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, RunState, Start, StepRecord,
+    LogLine, NewManualExecution, NextClaim, ProjectKey, RunState, Start, StepRecord,
+    PURGE_PROJECTS,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -39,20 +40,10 @@ pub(super) const PURGE_PROJECT_EVENTS: &str = "DELETE FROM webhook_events WHERE 
     AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.plan_execution_id = e.plan_execution_id) \
     LIMIT ?5)";
 
-/// A project by its (account, org, project) ids, in the listing index's order.
-pub(super) type ProjectKey = (String, String, String);
-
-/// How many projects one purge visits at most, so that a database of many projects does not hold
-/// the writer for long; the next purge goes on from where it stopped.
-pub(super) const PURGE_PROJECTS: usize = 256;
-
 /// Deletes up to `batch` webhook events made before `cutoff` whose execution is gone, project by
 /// project from the one after `from`, and leaves `from` where the next purge goes on: back at
-/// the start once the walk has reached the last project. Events have no index of their times
-/// (migration 0012: it cost every stored event one more B-tree insert on the writer), but each
-/// project's old events lead its range of the listing index, and the projects are found by
-/// skipping from one to the next in that index. Ids are never empty, so the start, `('', '',
-/// '')`, comes before every project.
+/// the start once the walk has reached the last project (migration 0012 dropped the index of
+/// their times; see [`PURGE_PROJECTS`]).
 pub(super) fn purge_events(
     c: &Connection,
     cutoff: Millis,

@@ -259,9 +259,8 @@ mod tests {
 
     #[test]
     fn old_events_are_purged_project_by_project_without_an_index_of_their_times() {
-        use super::super::executions::{
-            purge_events, ProjectKey, NEXT_EVENT_PROJECT, PURGE_PROJECTS, PURGE_PROJECT_EVENTS,
-        };
+        use super::super::executions::{purge_events, NEXT_EVENT_PROJECT, PURGE_PROJECT_EVENTS};
+        use crate::store::executions::{ProjectKey, PURGE_PROJECTS};
 
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();

@@ -92,7 +92,7 @@ pub struct SqliteStore {
     /// Which events' status answers each commit changed, for the status cache.
     statuses: Arc<StatusChanges>,
     /// The project after which retention's next purge of events goes on.
-    purge_from: Arc<Mutex<executions::ProjectKey>>,
+    purge_from: Arc<Mutex<crate::store::executions::ProjectKey>>,
 }
 
 /// Parses `sqlite://PATH` (relative or absolute) into a file path.

@@ -26,7 +26,8 @@
 #                    Intake writes the same rows and does more, so it cannot be faster
 # Each triggerd row and the floor also give the server's CPU per request over the measured run
 # (`cpu us`: every thread of the process, from /proc/<pid>/stat; the engine's too, for the rows
-# it runs during), the store rows their CPU per event,
+# it runs during), on PostgreSQL also the database server's (every `postgres` process on the
+# machine) and the WAL it wrote per request, the store rows their CPU per event,
 # and for the peer, how many /bin/true-like commands it really ran per second (it answers 200 and
 # drops most of them); bench/engine.sh compares that with triggerd's Run-step pipelines.
 #
@@ -72,17 +73,19 @@ wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/
 # prints NAME with the summed rate, the worst p99, and the nodes' CPU per request over the
 # measured run (cpu_us: every thread of every node, the engine's included).
 run_nodes() {
-  local name=$1 script=$2 path=$3 key=${4:-} port per=$((CONNS / ${#PORTS[@]})) before after
+  local name=$1 script=$2 path=$3 key=${4:-} port per=$((CONNS / ${#PORTS[@]})) before after server_before server_after
   for port in "${PORTS[@]}"; do
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d3s -s "$script" "http://127.0.0.1:$port$path" >/dev/null &
   done
   wait
   before=$(cpu_ticks "${NODE_PIDS[@]}")
+  server_before=$(server_mark)
   for port in "${PORTS[@]}"; do
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$port$path" >"$TMP/wrk-$port" &
   done
   wait
   after=$(cpu_ticks "${NODE_PIDS[@]}")
+  server_after=$(server_mark)
   local line
   line=$(python3 - "$name" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
 import sys
@@ -95,7 +98,7 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
       f"errors={sum(r['errors'] for r in rows):.0f}")
 PY
 )
-  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")"
+  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")$(server_per_req "$server_before" "$server_after" "$(requests_of "$line")")"
 }
 
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.
@@ -212,8 +215,11 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
     ):
         r = rows[key]
         vs = f"{r['rps'] / peer['rps']:>7.2f}" if peer else f"{'':>7}"
+        # PostgreSQL: the database server's CPU and the WAL it wrote, per request.
+        server = (f" (database server: {r['pg_cpu_us']:.1f} us of CPU, {r['wal_bytes']:.0f} B of WAL)"
+                  if "pg_cpu_us" in r else "")
         print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {vs} {r['p99_ms']:>7.2f} "
-              f"{r['cpu_us']:>7.1f}  {target}")
+              f"{r['cpu_us']:>7.1f}  {target}{server}")
     if name == "sqlite" and "store_nomatch" in rows:
         for row, key, intake in (("store: no-match", "store_nomatch", f"{name}_nomatch"),
                                  ("store: matched", "store_matched", f"{name}_v3_intake")):

@@ -86,6 +86,24 @@ cpu_ticks() {
   echo "$total"
 }
 
+# server_mark: on PostgreSQL, the database server's CPU so far (every `postgres` process on the
+# machine, in clock ticks) and its WAL position, as "TICKS LSN"; nothing on SQLite.
+server_mark() {
+  case "$DB_URL" in
+    sqlite://*) ;;
+    *) echo "$(cpu_ticks $(pgrep -x postgres)) $(psql "$DB_URL" -Atc 'SELECT pg_current_wal_lsn()')" ;;
+  esac
+}
+
+# server_per_req MARK_BEFORE MARK_AFTER REQUESTS: " pg_cpu_us=… wal_bytes=…", the database
+# server's CPU and the WAL it wrote per request between two server_marks; nothing on SQLite.
+server_per_req() {
+  [ -n "$1" ] || return 0
+  local wal
+  wal=$(psql "$DB_URL" -Atc "SELECT pg_wal_lsn_diff('${2#* }', '${1#* }')")
+  echo " pg_cpu_us=$(cpu_us_per_req "${1%% *}" "${2%% *}" "$3") wal_bytes=$(python3 -c "print(round($wal / max($3, 1)))")"
+}
+
 # cpu_us_per_req TICKS_BEFORE TICKS_AFTER REQUESTS: microseconds of CPU per request.
 cpu_us_per_req() {
   python3 -c 'import sys; b, a, n, hz = map(float, sys.argv[1:]); print(f"{(a - b) / hz * 1e6 / max(n, 1):.1f}")' \

@@ -39,7 +39,9 @@ bench_api
 # CPU with it. On SQLite the backlog is written by the store alone (bench/store_floor.rs, 64
 # tasks for `fire_seconds`, copies of the events the webhooks made): a worker that ends an
 # execution claims the next in the same commit, so even one worker keeps up with intake there.
-# On PostgreSQL the webhooks are fired at nodes with one worker each, which fall behind.
+# On PostgreSQL the webhooks are fired at nodes with one worker each, which fall behind; there it
+# also prints the database server's CPU (every `postgres` process on the machine) and the WAL it
+# wrote per execution, over the same span as the nodes' CPU.
 measure() {
   # Write back what earlier runs left dirty. On ext4 without a journal (this VM's disk), ext4
   # skips every recently freed inode whose table block is still dirty when it allocates one,
@@ -52,11 +54,12 @@ measure() {
   call PUT $P '{"name":"bench"}' >/dev/null
   printf 'pipeline:\n  name: one\n  identifier: one\n  stages:\n    - stage:\n        identifier: s\n        steps:\n          - step: %s\n' "$3" \
     | call PUT $P/pipelines/one @- application/yaml >/dev/null
-  local token port firing=() cpu_before
+  local token port firing=() cpu_before server_before server_after
   token=$(printf 'trigger:\n  name: t\n  identifier: t\n  source: {type: Webhook, spec: {type: Custom, spec: {}}}\n' \
     | call PUT $P/pipelines/one/triggers/t @- application/yaml \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["customWebhookToken"])')
   cpu_before=$(cpu_ticks "${NODE_PIDS[@]}")
+  server_before=$(server_mark)
   for port in "${ports[@]}"; do
     wrk -t2 -c$((16 / ${#ports[@]})) -d"${FIRE}s" -s bench/post.lua \
       "http://127.0.0.1:$port/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench" >/dev/null &
@@ -69,11 +72,13 @@ measure() {
       ./target/release/examples/store_floor "${DB_URL#sqlite://}" "$FIRE" 64 TARGET_EXECUTION_REQUESTED backlog >/dev/null
     fi
     since=$(date +%s%3N)
+    server_before=$(server_mark)
     NODE_ENV="TRIGGERD_WORKERS=$WORKERS" start_nodes "${ports[@]}"
     cpu_before=0   # fresh processes: all their CPU, like every execution since `since`
   fi
   # The rate comes from the executions' own timestamps, so waiting adds nothing to it.
   wait_for_executions 300
+  server_after=$(server_mark)
   local peak cpu
   cpu=$(($(cpu_ticks "${NODE_PIDS[@]}") - cpu_before))
   peak=$(rss_of_nodes peak_rss)
@@ -91,10 +96,16 @@ last = max(r[3] for r in rows if r[3] is not None)
 queued_first = min(r[4] for r in rows)
 secs = (last - first) / 1000
 cpu_us = float(sys.argv[4]) / float(sys.argv[5]) * 1e6 / max(total, 1)
+server = ""
+if sys.argv[6]:  # PostgreSQL: server_per_req of every execution counted here
+    pg = dict(kv.split("=") for kv in sys.argv[6].split())
+    pg_cpu, wal = float(pg["pg_cpu_us"]), pg["wal_bytes"]
+    server = f"; the database server {pg_cpu:.0f} us of CPU and {wal} B of WAL per execution"
 print(f"{sys.argv[1]:<10} {sys.argv[2]:<15}: {done}/{total} succeeded in {secs:.1f} s of engine time "
       f"= {done / secs:.0f} executions/s (first queued to last ended: {(last - queued_first) / 1000:.1f} s; "
-      f"{cpu_us:.0f} us of CPU per execution in the nodes; peak RSS {sys.argv[3]} MiB)")
-' "$1" "$2" "$peak" "$cpu" "$(getconf CLK_TCK)"
+      f"{cpu_us:.0f} us of CPU per execution in the nodes{server}; peak RSS {sys.argv[3]} MiB)")
+' "$1" "$2" "$peak" "$cpu" "$(getconf CLK_TCK)" \
+    "$(server_per_req "$server_before" "$server_after" "$(sql "SELECT COUNT(*) FROM executions WHERE started_at >= $since")")"
 }
 
 echo "== engine: one-step pipelines, $WORKERS workers per node, webhooks fired for ${FIRE}s with wrk -c16, $(nproc) cores"

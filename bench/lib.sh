@@ -86,19 +86,33 @@ cpu_ticks() {
   echo "$total"
 }
 
-# server_mark: on PostgreSQL, the database server's CPU so far (every `postgres` process on the
-# machine, in clock ticks) and its WAL position, as "TICKS LSN"; nothing on SQLite.
+# server_ticks: the database server's CPU so far, in clock ticks: every live `postgres` process
+# on the machine, and those that have exited (their CPU, reaped, counts in the postmaster's own
+# line: cutime and cstime), so that a connection closing between two readings moves its CPU from
+# one term to the other instead of out of the sum.
+server_ticks() {
+  local pid total=0 line
+  for pid in $(pgrep -x postgres); do
+    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue   # exited meanwhile
+    total=$((total + $(echo "$line" | awk '{print $14 + $15}')))
+  done
+  line=$(cat "/proc/$(pgrep -o -x postgres)/stat")
+  echo $((total + $(echo "$line" | awk '{print $16 + $17}')))
+}
+
+# server_mark: on PostgreSQL, the database server's CPU so far (server_ticks) and its WAL
+# position, as "TICKS LSN"; nothing on SQLite.
 server_mark() {
   case "$DB_URL" in
     sqlite://*) ;;
-    *) echo "$(cpu_ticks $(pgrep -x postgres)) $(psql "$DB_URL" -Atc 'SELECT pg_current_wal_lsn()')" ;;
+    *) echo "$(server_ticks) $(psql "$DB_URL" -Atc 'SELECT pg_current_wal_lsn()')" ;;
   esac
 }
 
 # server_per_req MARK_BEFORE MARK_AFTER REQUESTS: " pg_cpu_us=… wal_bytes=…", the database
 # server's CPU and the WAL it wrote per request between two server_marks; nothing on SQLite.
 server_per_req() {
-  [ -n "$1" ] || return 0
+  [ -n "$1" ] && [ -n "$2" ] || return 0
   local wal
   wal=$(psql "$DB_URL" -Atc "SELECT pg_wal_lsn_diff('${2#* }', '${1#* }')")
   echo " pg_cpu_us=$(cpu_us_per_req "${1%% *}" "${2%% *}" "$3") wal_bytes=$(python3 -c "print(round($wal / max($3, 1)))")"

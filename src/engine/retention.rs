@@ -31,18 +31,20 @@ pub fn spawn(
             let (mut executions, mut events, mut deliveries) = (0, 0, 0);
             loop {
                 let purged = match store.purge_before(cutoff, BATCH).await {
-                    Ok((x, e)) => store
+                    Ok(p) => store
                         .purge_deliveries_before(cutoff, BATCH)
                         .await
-                        .map(|d| (x, e, d)),
+                        .map(|d| (p, d)),
                     Err(e) => Err(e),
                 };
                 match purged {
-                    Ok((x, e, d)) => {
-                        executions += x;
-                        events += e;
+                    Ok((p, d)) => {
+                        executions += p.executions;
+                        events += p.events;
                         deliveries += d;
-                        if x < u64::from(BATCH) && e < u64::from(BATCH) && d < u64::from(BATCH) {
+                        // Old events may be left in projects this purge did not reach yet.
+                        if p.executions < u64::from(BATCH) && !p.more_events && d < u64::from(BATCH)
+                        {
                             break;
                         }
                     }

@@ -448,6 +448,25 @@ pub type ProjectKey = (String, String, String);
 /// skipping from one to the next in that index.
 pub const PURGE_PROJECTS: usize = 256;
 
+/// What one [`ExecutionStore::purge_before`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Executions deleted.
+    pub executions: u64,
+    /// Webhook events deleted.
+    pub events: u64,
+    /// The walk over the projects' events stopped before its end (its batch filled, or it
+    /// visited [`PURGE_PROJECTS`] projects): the next purge goes on from there. False once it
+    /// has gone past the last project.
+    pub more_events: bool,
+}
+
+/// Whether a walk that purged `purged` of `batch` events and left its cursor at `from` stopped
+/// before its end (see [`Purged::more_events`]).
+pub fn more_events(purged: u64, batch: u64, from: &ProjectKey) -> bool {
+    purged >= batch || *from != ProjectKey::default()
+}
+
 /// The engine's storage.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
@@ -569,9 +588,9 @@ pub trait ExecutionStore: Send + Sync + 'static {
 
     /// Retention: deletes up to `batch` executions that ended before `cutoff` (with their steps
     /// and logs), up to `batch` webhook events created before it, and up to `batch` idempotency
-    /// keys claimed before it. An event whose execution is still kept stays. Returns how many
-    /// executions and events went.
-    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)>;
+    /// keys claimed before it. An event whose execution is still kept stays. Says how many
+    /// executions and events went, and whether old events may be left (see [`Purged`]).
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<Purged>;
 
     /// Applies a control request atomically, as `engine::control::decide` says (see
     /// [`ControlOutcome`]); the execution's row is locked while it is decided, so a worker

@@ -1191,12 +1191,12 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
     // The end, and retention deleting the execution and the event.
     end(&f, &claim, "Success", None).await.expect("finish");
     one(&told);
-    let (executions, events) = f
+    let purged = f
         .store
         .purge_before(now_millis() + 1000, 100)
         .await
         .expect("purge");
-    assert_eq!((executions, events), (1, 1));
+    assert_eq!((purged.executions, purged.events), (1, 1));
     one(&told);
 }
 
@@ -1396,15 +1396,19 @@ async fn retention_purges_the_events_made_before_the_cutoff_in_batches_and_keeps
         }
     }
 
-    let mut purged = Vec::new();
-    loop {
-        let (_, events) = f
+    let purge = || async {
+        let p = f
             .store
             .purge_before(now - 30 * day, 2)
             .await
             .expect("purge");
+        (p.events, p.more_events)
+    };
+    let mut purged = Vec::new();
+    for _ in 0..10 {
+        let (events, more) = purge().await;
         purged.push(events);
-        if events < 2 {
+        if !more {
             break;
         }
     }
@@ -1424,13 +1428,48 @@ async fn retention_purges_the_events_made_before_the_cutoff_in_batches_and_keeps
         left.extend(page.items.into_iter().map(|e| e.event_id));
     }
     assert_eq!(left, recent);
+    assert_eq!(purge().await, (0, false), "nothing old is left");
+
+    // The walk went back to the start: an old event in the first project is found again.
+    event_of(
+        &f,
+        &billing,
+        "on_push",
+        "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
+        now - 40 * day,
+    )
+    .await;
+    assert_eq!(purge().await, (1, false));
+}
+
+#[tokio::test]
+async fn a_purge_visits_a_bounded_number_of_projects_and_the_next_goes_on_after_them() {
+    use triggerd::store::executions::PURGE_PROJECTS;
+    let f = fixture().await;
+    let old = now_millis() - 40 * 24 * 60 * 60 * 1000;
+    for i in 0..=PURGE_PROJECTS {
+        let scope = ProjectRef {
+            project: Identifier::parse(&format!("p{i:04}"), "project").expect("project"),
+            ..f.scope.clone()
+        };
+        event_of(
+            &f,
+            &scope,
+            "on_push",
+            "NO_MATCHING_TRIGGER_FOR_PAYLOAD_CONDITIONS",
+            old,
+        )
+        .await;
+    }
+    let purge = || async {
+        let p = f.store.purge_before(old + 1, 10_000).await.expect("purge");
+        (p.events, p.more_events)
+    };
+    assert_eq!(purge().await, (PURGE_PROJECTS as u64, true));
     assert_eq!(
-        f.store
-            .purge_before(now - 30 * day, 2)
-            .await
-            .expect("purge")
-            .1,
-        0,
-        "nothing old is left"
+        purge().await,
+        (1, false),
+        "the next purge goes on after them"
     );
+    assert_eq!(purge().await, (0, false));
 }

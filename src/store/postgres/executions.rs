@@ -23,7 +23,7 @@ use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, ProjectKey, RunState, Start, StepRecord, Work,
+    LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start, StepRecord, Work,
     PURGE_PROJECTS,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult, WebhookEvent};
@@ -928,7 +928,7 @@ impl ExecutionStore for PgStore {
         tx.commit().await.ctx("committing a held execution")
     }
 
-    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)> {
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<Purged> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
         // SKIP LOCKED: nodes purging at the same time take different batches.
@@ -942,6 +942,7 @@ impl ExecutionStore for PgStore {
             &[&cutoff, &i64::from(batch)],
         )
         .await?;
+        // The cursor moves only once the purge has committed: a failed one is walked again.
         let mut from = self.purge_from.lock().clone();
         let events = purge_events(&tx, cutoff, u64::from(batch), &mut from).await?;
         // Keys whose 24 hours are over own nothing any more.
@@ -955,8 +956,13 @@ impl ExecutionStore for PgStore {
         )
         .await?;
         tx.commit().await.ctx("committing a purge")?;
+        let more_events = crate::store::executions::more_events(events, u64::from(batch), &from);
         *self.purge_from.lock() = from;
-        Ok((executions, events))
+        Ok(Purged {
+            executions,
+            events,
+            more_events,
+        })
     }
 
     async fn append_step_log(

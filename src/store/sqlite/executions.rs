@@ -16,7 +16,7 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, ProjectKey, RunState, Start, StepRecord,
+    LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start, StepRecord,
     PURGE_PROJECTS,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
@@ -515,7 +515,7 @@ impl ExecutionStore for SqliteStore {
             .await
     }
 
-    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<(u64, u64)> {
+    async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<Purged> {
         let purge_from = Arc::clone(&self.purge_from);
         self.writer
             .write(move |c| {
@@ -528,7 +528,9 @@ impl ExecutionStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![cutoff, batch]))
                     .map_err(sql_err("purging old executions"))?;
-                let events = purge_events(c, cutoff, batch, &mut purge_from.lock())
+                // The cursor moves only once the purge has committed: a failed one is walked again.
+                let mut from = purge_from.lock().clone();
+                let events = purge_events(c, cutoff, batch, &mut from)
                     .map_err(sql_err("purging old webhook events"))?;
                 c.prepare_cached(
                     "DELETE FROM idempotency_keys \
@@ -538,9 +540,19 @@ impl ExecutionStore for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![cutoff, batch]))
                 .map_err(sql_err("purging old idempotency keys"))?;
-                Ok((executions as u64, events as u64))
+                Ok((executions as u64, events as u64, from))
             })
             .await
+            .map(|(executions, events, from)| {
+                let more_events =
+                    crate::store::executions::more_events(events, u64::from(batch), &from);
+                *self.purge_from.lock() = from;
+                Purged {
+                    executions,
+                    events,
+                    more_events,
+                }
+            })
     }
 
     async fn append_step_log(

@@ -461,10 +461,16 @@ pub struct Purged {
     pub more_events: bool,
 }
 
-/// Whether a walk that purged `purged` of `batch` events and left its cursor at `from` stopped
-/// before its end (see [`Purged::more_events`]).
-pub fn more_events(purged: u64, batch: u64, from: &ProjectKey) -> bool {
-    purged >= batch || *from != ProjectKey::default()
+impl Purged {
+    /// A purge of `executions` and `events`, whose walk over the projects was given `batch`
+    /// events and left its cursor at `from`.
+    pub fn new(executions: u64, events: u64, batch: u32, from: &ProjectKey) -> Self {
+        Self {
+            executions,
+            events,
+            more_events: events >= u64::from(batch) || *from != ProjectKey::default(),
+        }
+    }
 }
 
 /// The engine's storage.

@@ -956,13 +956,9 @@ impl ExecutionStore for PgStore {
         )
         .await?;
         tx.commit().await.ctx("committing a purge")?;
-        let more_events = crate::store::executions::more_events(events, u64::from(batch), &from);
+        let purged = Purged::new(executions, events, batch, &from);
         *self.purge_from.lock() = from;
-        Ok(Purged {
-            executions,
-            events,
-            more_events,
-        })
+        Ok(purged)
     }
 
     async fn append_step_log(
@@ -1256,8 +1252,8 @@ async fn start(
 /// event rule of its project wants the events that the state as stored yields; its steps
 /// `$8`–`$21` (one array per column) are written; when `$22` names an owner, the oldest
 /// runnable execution but this one is leased to it for `$23` ms with token `$24`, as
-/// [`CLAIM_SQL`] would with a limit of one. One row: how many executions it ended (0 or 1, nothing written when 0), and
-/// the claimed execution's id and token, NULL when none was.
+/// [`CLAIM_SQL`] would with a limit of one. One row: how many executions it ended (0 or 1,
+/// nothing written when 0), and the claimed execution's id and token, NULL when none was.
 ///
 /// Every part reads the statement's snapshot, taken before its own writes, where `$1`'s lease
 /// may have run out already: the claim leaves `$1` out by its id (its lock would skip the row

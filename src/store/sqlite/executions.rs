@@ -544,14 +544,9 @@ impl ExecutionStore for SqliteStore {
             })
             .await
             .map(|(executions, events, from)| {
-                let more_events =
-                    crate::store::executions::more_events(events, u64::from(batch), &from);
+                let purged = Purged::new(executions, events, batch, &from);
                 *self.purge_from.lock() = from;
-                Purged {
-                    executions,
-                    events,
-                    more_events,
-                }
+                purged
             })
     }
 

@@ -78,7 +78,7 @@ async fn main() {
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let mut event = template.clone();
-                    event.event_id = store.new_event_id();
+                    event.event_id = store.new_event_id().await.expect("an event id");
                     event.created_at = now_millis();
                     let execution = event.plan_execution_id.as_mut().map(|plan| {
                         *plan = PlanExecutionId::generate();

@@ -309,7 +309,7 @@ async fn accept(
             (name.clone(), value.to_owned())
         })
         .collect();
-    let event_id = gw.store.new_event_id();
+    let event_id = gw.store.new_event_id().await?;
     let plan = PlanExecutionId::generate();
     let (decision, payload, masked) = if trigger.spec.jexl_condition.is_some() {
         // A JEXL condition may take up to its whole budget: it is evaluated on a blocking

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub(crate) mod cursor;
+mod event_ids;
 pub mod executions;
 pub mod outbound;
 pub mod postgres;
@@ -631,14 +632,15 @@ pub trait Store:
         id: &Identifier,
     ) -> StoreResult<Option<String>>;
 
-    /// A new event's id (DESIGN §1: 12 bytes nobody can guess), for [`record_event`]. Twelve
-    /// random bytes unless the backend makes ids that lead to their own rows (SQLite, see
-    /// `store/sqlite/event_ids.rs`); an event recorded with an id from elsewhere is still
-    /// stored and found (on SQLite through the index kept for events stored before those ids).
+    /// A new event's id (DESIGN §1: 12 bytes nobody can guess), for [`record_event`]. By
+    /// default twelve random bytes; both backends make ids that lead to their own rows instead
+    /// (`store/event_ids.rs`), PostgreSQL's with a round trip now and then (a block of row
+    /// numbers), which may fail as any read does. An event recorded with an id from elsewhere is
+    /// still stored and found (through the index kept for events stored before those ids).
     ///
     /// [`record_event`]: Store::record_event
-    fn new_event_id(&self) -> EventId {
-        EventId::generate()
+    async fn new_event_id(&self) -> StoreResult<EventId> {
+        Ok(EventId::generate())
     }
 
     /// Records an event and, when given, queues its execution (numbered by the pipeline's

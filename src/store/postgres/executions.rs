@@ -14,9 +14,9 @@ use tokio_postgres::Row;
 
 use super::outbound::sync_events;
 use super::{
-    col, event_cols, event_row_at, execute, execution_cols, execution_row, execution_row_at,
-    invalid, pipeline_cols, pipeline_row_at, query, query_one, query_opt, text, PgResultExt as _,
-    PgStore, EXECUTION_COLS,
+    col, event_by_id, event_cols, event_row_at, execute, execution_cols, execution_row,
+    execution_row_at, invalid, pipeline_cols, pipeline_row_at, query, query_one, query_opt, text,
+    PgResultExt as _, PgStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{EventId, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
@@ -330,16 +330,16 @@ const RUN_SQL: &str = concat!(
 );
 
 /// What a worker reads to run an execution, in one statement (see [`PgStore::read_work`]): the
-/// execution ([`run_cols!`], columns 0-16), its control request (17), its event ([`EVENT_COLS`]
-/// from 18) and its pipeline as stored now ([`PIPELINE_COLS`] from 34), NULL when there is none.
-/// The pipeline is used only until the execution has started.
+/// execution ([`run_cols!`], columns 0-16), its control request (17), its event's `seq` (18),
+/// its event ([`EVENT_COLS`] from 19) and its pipeline as stored now ([`PIPELINE_COLS`] from 35),
+/// NULL when there is none. The pipeline is used only until the execution has started.
 const WORK_SQL: &str = concat!(
     "SELECT x.*, e.*, p.* FROM (SELECT ",
     run_cols!(),
-    ", control FROM executions WHERE plan_execution_id = $1) x \
+    ", control, event_seq FROM executions WHERE plan_execution_id = $1) x \
      LEFT JOIN LATERAL (SELECT ",
     event_cols!(),
-    " FROM webhook_events WHERE event_id = x.event_id) e ON true \
+    " FROM webhook_events WHERE seq = x.event_seq) e ON true \
      LEFT JOIN LATERAL (SELECT ",
     pipeline_cols!(),
     " FROM pipelines WHERE account_id = x.account_id AND org_id = x.org_id \
@@ -347,47 +347,46 @@ const WORK_SQL: &str = concat!(
 );
 
 /// The first column of the event and of the pipeline in [`WORK_SQL`]'s row.
-const WORK_EVENT: usize = 18;
-const WORK_PIPELINE: usize = 34;
+const WORK_EVENT: usize = 19;
+const WORK_PIPELINE: usize = 35;
 
 /// The steps of the execution whose id `$execution` (SQL) gives, as [`step_row`] reads them.
 /// Logs (up to 1 MiB each) are left out: status polls read this often.
 macro_rules! steps_of {
-    ($execution:literal) => {
+    ($($execution:tt)*) => {
         concat!(
             "SELECT stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
              status, attempt, started_at, ended_at, outputs, message, NULL::text FROM execution_steps \
              WHERE plan_execution_id = ",
-            $execution,
+            $($execution)*,
             " ORDER BY stage_index, step_index"
         )
     };
 }
 
-/// One row of `sql` and the steps `steps` selects ([`steps_of!`]), both of `key` (their `$1`),
-/// sent together on one connection: one round trip.
+/// One row of `sql` and the steps `steps` selects ([`steps_of!`]), both with `params`, sent
+/// together on one connection: one round trip.
 async fn row_and_steps(
     c: &impl GenericClient,
     what: &str,
     sql: &str,
     steps: &'static str,
-    key: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<(Option<Row>, Vec<StepRecord>)> {
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
     let (row, steps) = tokio::try_join!(
-        query_opt(c, what, sql, &params),
-        query(c, what, steps, &params)
+        query_opt(c, what, sql, params),
+        query(c, what, steps, params)
     )?;
     let steps = steps.iter().map(step_row).collect::<StoreResult<_>>()?;
     Ok((row, steps))
 }
 
-/// An event and, when it queued one, its execution ([`run_cols!`] from [`EVENT_RUN`], NULL when
-/// there is none): a status poll's read.
+/// An event ([`event_by_id!`]) and, when it queued one, its execution ([`run_cols!`] from
+/// [`EVENT_RUN`], NULL when there is none): a status poll's read.
 const EVENT_WITH_RUN_SQL: &str = concat!(
-    "SELECT e.*, x.* FROM (SELECT ",
-    event_cols!(),
-    " FROM webhook_events WHERE event_id = $1) e \
+    "SELECT e.*, x.* FROM ",
+    event_by_id!(event_cols!()),
+    " e \
      LEFT JOIN LATERAL (SELECT ",
     run_cols!(),
     " FROM executions WHERE plan_execution_id = e.plan_execution_id) x ON true"
@@ -423,8 +422,8 @@ impl PgStore {
             &self.client().await?,
             "reading a webhook event and its execution",
             EVENT_WITH_RUN_SQL,
-            steps_of!("(SELECT plan_execution_id FROM webhook_events WHERE event_id = $1)"),
-            id.as_str(),
+            steps_of!(event_by_id!("plan_execution_id")),
+            &[&self.event_ids.seq(id), &id.as_str()],
         )
         .await?;
         let Some(row) = row else {
@@ -451,7 +450,7 @@ impl PgStore {
             "loading an execution to run",
             WORK_SQL,
             steps_of!("$1"),
-            id.as_str(),
+            &[&id.as_str()],
         )
         .await?;
         let Some(row) = row else {
@@ -588,8 +587,8 @@ async fn purge_events(
         purged += execute(
             c,
             "purging old webhook events",
-            "DELETE FROM webhook_events WHERE event_id IN ( \
-               SELECT e.event_id FROM webhook_events e \
+            "DELETE FROM webhook_events WHERE seq IN ( \
+               SELECT e.seq FROM webhook_events e \
                WHERE e.account_id = $1 AND e.org_id = $2 AND e.project_id = $3 \
                AND e.created_at < $4 \
                AND NOT EXISTS (SELECT 1 FROM executions x \
@@ -745,7 +744,7 @@ impl ExecutionStore for PgStore {
             "loading an execution",
             RUN_SQL,
             steps_of!("$1"),
-            id.as_str(),
+            &[&id.as_str()],
         )
         .await?;
         row.map(|row| run_state(&row, steps)).transpose()

@@ -15,13 +15,17 @@
 //! Writes run on the store's thread (`triggerd-pg`, at the priority of the thread that opened
 //! the store, as SQLite's writer thread; see [`super::StoreThread`]), not in a request's future:
 //! a caller that goes away (a client hanging up) does not cancel the write of the others in its
-//! group, and an HTTP worker that stops at shutdown takes no write with it.
+//! group, and an HTTP worker that stops at shutdown takes no write with it. An event is queued
+//! for its write as soon as it is recorded, unless its id is not one this node minted and the
+//! node must first take a block of row numbers (`event_ids.rs`): a caller that goes away
+//! meanwhile has stored nothing.
 
 use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::event_ids::Placed;
 use super::executions;
 use crate::store::relay::{self, Deliveries, Relay};
 use crate::store::{NewExecution, StoreError, StoreResult, WebhookEvent};
@@ -62,6 +66,7 @@ struct Shared {
 /// worker that queued it, if it was one, so that a worker is woken once per group.
 struct Pending {
     event: WebhookEvent,
+    placed: Placed,
     /// Given only with the event's `plan_execution_id`.
     execution: Option<NewExecution>,
     done: oneshot::Sender<(WebhookEvent, StoreResult<()>)>,
@@ -103,11 +108,12 @@ impl Intake {
         }
     }
 
-    /// Stores `event` and, when given, its execution (numbered), with whatever else is queued;
-    /// answers once that write has committed, with the event back.
+    /// Stores `event` where it was placed and, when given, its execution (numbered), with
+    /// whatever else is queued; answers once that write has committed, with the event back.
     pub(super) async fn record(
         &self,
         event: WebhookEvent,
+        placed: Placed,
         execution: Option<NewExecution>,
     ) -> StoreResult<WebhookEvent> {
         let (done, answer) = oneshot::channel();
@@ -118,6 +124,7 @@ impl Intake {
             }
             queue.push(Pending {
                 event,
+                placed,
                 execution,
                 done,
                 relay: relay::here(),
@@ -206,6 +213,7 @@ async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
             let queued = p.execution.as_ref();
             (
                 &p.event,
+                p.placed,
                 queued.map(|x| (x, numbers.next().expect("a number for each execution"))),
             )
         })
@@ -243,35 +251,39 @@ fn alike(e: &StoreError) -> StoreError {
 #[error("{0}")]
 struct GroupFailed(String);
 
-/// An event to store and, when it queues one, its execution with its run sequence number.
-pub(super) type EventRow<'a> = (&'a WebhookEvent, Option<(&'a NewExecution, i64)>);
+/// An event to store, where, and, when it queues one, its execution with its run sequence
+/// number.
+pub(super) type EventRow<'a> = (&'a WebhookEvent, Placed, Option<(&'a NewExecution, i64)>);
 
 /// Stores every event of `rows` and each execution given, in one statement.
 pub(super) async fn insert_events(
     c: &impl GenericClient,
     rows: &[EventRow<'_>],
 ) -> StoreResult<()> {
-    // The events' 16 columns ([`event_cols!`]), then the three an execution adds: its pipeline's
-    // name, trigger type and run sequence (NULL when the event queues none).
+    // The events' 16 columns ([`event_cols!`]), the three an execution adds (its pipeline's
+    // name, trigger type and run sequence, NULL when the event queues none), then where the
+    // event goes: its `seq`, and its id again when it is found as a legacy one.
     const INSERT: &str = concat!(
         "WITH e AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[], $10::bytea[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::text[], \
-         $18::text[], $19::int8[]) AS e(",
+         $18::text[], $19::int8[], $20::int8[], $21::text[]) AS e(",
         super::event_cols!(),
-        ", pipeline_name, trigger_type, run_sequence)), queued AS (INSERT INTO executions (",
+        ", pipeline_name, trigger_type, run_sequence, seq, legacy_id)), \
+         queued AS (INSERT INTO executions (",
         super::execution_cols!(),
-        ") SELECT plan_execution_id, account_id, org_id, project_id, pipeline_id, pipeline_name, \
-         'Queued', trigger_type, trigger_id, event_id, run_sequence, runtime_input, created_at, \
-         NULL, NULL FROM e WHERE run_sequence IS NOT NULL) INSERT INTO webhook_events (",
+        ", event_seq) SELECT plan_execution_id, account_id, org_id, project_id, pipeline_id, \
+         pipeline_name, 'Queued', trigger_type, trigger_id, event_id, run_sequence, runtime_input, \
+         created_at, NULL, NULL, seq FROM e WHERE run_sequence IS NOT NULL) \
+         INSERT INTO webhook_events (seq, legacy_id, ",
         super::event_cols!(),
-        ") SELECT ",
+        ") SELECT seq, legacy_id, ",
         super::event_cols!(),
         " FROM e"
     );
     let n = rows.len();
     let mut cols = Columns::with_capacity(n);
-    for &(e, queued) in rows {
+    for &(e, placed, queued) in rows {
         cols.event_id.push(e.event_id.as_str());
         cols.account_id.push(e.scope.account.as_str());
         cols.org_id.push(e.scope.org.as_str());
@@ -293,6 +305,9 @@ pub(super) async fn insert_events(
             .push(queued.map(|(x, _)| x.pipeline_name.as_str()));
         cols.trigger_type.push(queued.map(|(x, _)| x.trigger_type));
         cols.run_sequence.push(queued.map(|(_, n)| n));
+        cols.seq.push(placed.seq);
+        cols.legacy_id
+            .push(placed.legacy.then(|| e.event_id.as_str()));
     }
     super::execute(c, "recording webhook events", INSERT, &cols.params()).await?;
     Ok(())
@@ -319,6 +334,8 @@ struct Columns<'a> {
     pipeline_name: Vec<Option<&'a str>>,
     trigger_type: Vec<Option<&'a str>>,
     run_sequence: Vec<Option<i64>>,
+    seq: Vec<i64>,
+    legacy_id: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -343,10 +360,12 @@ impl<'a> Columns<'a> {
             pipeline_name: Vec::with_capacity(n),
             trigger_type: Vec::with_capacity(n),
             run_sequence: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            legacy_id: Vec::with_capacity(n),
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 19] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 21] {
         [
             &self.event_id,
             &self.account_id,
@@ -367,6 +386,8 @@ impl<'a> Columns<'a> {
             &self.pipeline_name,
             &self.trigger_type,
             &self.run_sequence,
+            &self.seq,
+            &self.legacy_id,
         ]
     }
 }

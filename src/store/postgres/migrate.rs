@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_events_purged_by_project.sql",
         include_str!("../../../migrations/postgres/0007_events_purged_by_project.sql"),
     ),
+    (
+        "0008_event_seq.sql",
+        include_str!("../../../migrations/postgres/0008_event_seq.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).
@@ -56,7 +60,7 @@ pub(super) async fn apply(client: &mut Client) -> StoreResult<usize> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .ctx("waiting for the migration lock")?;
-    let applied = apply_locked(client).await;
+    let applied = apply_locked(client, MIGRATIONS).await;
     // Released explicitly: the connection may outlive this call.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
@@ -67,7 +71,14 @@ pub(super) async fn apply(client: &mut Client) -> StoreResult<usize> {
     Ok(applied)
 }
 
-async fn apply_locked(client: &mut Client) -> StoreResult<usize> {
+/// Applies the first migrations, up to and without the first one past `until`, as [`apply`]
+/// does; for tests of what a migration does to the rows before it.
+#[cfg(test)]
+pub(super) async fn apply_until(client: &mut Client, until: usize) -> StoreResult<usize> {
+    apply_locked(client, &MIGRATIONS[..until]).await
+}
+
+async fn apply_locked(client: &mut Client, migrations: &[(&str, &str)]) -> StoreResult<usize> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -91,7 +102,7 @@ async fn apply_locked(client: &mut Client) -> StoreResult<usize> {
             NewerSchema(current, latest_version()),
         ));
     }
-    let pending = &MIGRATIONS[current as usize..];
+    let pending = migrations.get(current as usize..).unwrap_or_default();
     for (i, (name, sql)) in pending.iter().enumerate() {
         let version = current + i as i64 + 1;
         let tx = client.transaction().await.ctx("starting a migration")?;

@@ -7,6 +7,7 @@
 //! [`StoreError::Unavailable`]; a transaction whose commit did not answer is never reported as
 //! written. An exhausted pool is [`StoreError::Overloaded`].
 
+mod event_ids;
 mod executions;
 mod intake;
 mod migrate;
@@ -83,6 +84,8 @@ pub struct PgStore {
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Webhook events without an `Idempotency-Key`, stored in groups.
     intake: intake::Intake,
+    /// Mints event ids and finds their rows.
+    event_ids: event_ids::EventIds,
     /// Where the next purge of old webhook events goes on.
     purge_from: parking_lot::Mutex<crate::store::executions::ProjectKey>,
     /// Runs the connections and intake's writes; stops when the store is dropped.
@@ -125,6 +128,7 @@ impl PgStore {
             })
             .build()
             .map_err(|e| StoreError::db("building the connection pool", e))?;
+        let event_ids = event_ids::EventIds::load(&client(&pool).await?).await?;
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(notify::listen(settings, origin.clone(), changes.clone()));
@@ -134,6 +138,7 @@ impl PgStore {
                 thread.runtime.clone(),
                 intake::WRITES_IN_FLIGHT,
             ),
+            event_ids,
             _thread: thread,
             purge_from: parking_lot::Mutex::default(),
             pool,
@@ -553,6 +558,22 @@ macro_rules! event_cols {
 }
 use event_cols;
 const EVENT_COLS: &str = event_cols!();
+
+/// Selects `$cols` of the event whose id is `$2` and whose `seq` it leads to is `$1`: at that
+/// `seq`, or else one stored before migration 0008 (see event_ids.rs). The second search runs
+/// only when the first finds nothing (`LIMIT 1` over `UNION ALL` stops at the first row).
+macro_rules! event_by_id {
+    ($($cols:tt)*) => {
+        concat!(
+            "(SELECT ",
+            $($cols)*,
+            " FROM webhook_events WHERE seq = $1 AND event_id = $2 UNION ALL SELECT ",
+            $($cols)*,
+            " FROM webhook_events WHERE legacy_id = $2 LIMIT 1)"
+        )
+    };
+}
+use event_by_id;
 
 fn event_row(r: &Row) -> StoreResult<WebhookEvent> {
     event_row_at(r, 0)
@@ -1516,11 +1537,12 @@ impl Store for PgStore {
     ) -> StoreResult<RecordOutcome> {
         // An execution is queued only under the id the event names.
         let execution = execution.filter(|_| event.plan_execution_id.is_some());
+        let placed = self.event_ids.place(&self.pool, &event.event_id).await?;
         let Some(key) = &event.idempotency_key else {
             // The common case: stored with whatever other events are being stored.
             return self
                 .intake
-                .record(event, execution)
+                .record(event, placed, execution)
                 .await
                 .map(RecordOutcome::Stored);
         };
@@ -1528,7 +1550,7 @@ impl Store for PgStore {
         // in the transaction that stores the event.
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        if let Some(previous) = claim_idempotency_key(&tx, &event, key).await? {
+        if let Some(previous) = claim_idempotency_key(&tx, &self.event_ids, &event, key).await? {
             return Ok(RecordOutcome::Replayed(previous));
         }
         let queued = match &execution {
@@ -1538,14 +1560,18 @@ impl Store for PgStore {
             )),
             None => None,
         };
-        intake::insert_events(&tx, &[(&event, queued)]).await?;
+        intake::insert_events(&tx, &[(&event, placed, queued)]).await?;
         tx.commit().await.ctx("committing a webhook event")?;
         Ok(RecordOutcome::Stored(event))
     }
 
+    async fn new_event_id(&self) -> StoreResult<EventId> {
+        self.event_ids.mint(&self.pool).await
+    }
+
     async fn get_event(&self, id: &EventId) -> StoreResult<Option<WebhookEvent>> {
         let c = self.client().await?;
-        read_event(&c, id.as_str()).await
+        read_event(&c, &self.event_ids, id).await
     }
 
     async fn load_work(
@@ -1618,12 +1644,18 @@ impl Store for PgStore {
     }
 }
 
-async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<WebhookEvent>> {
+/// The event of an id ([`event_by_id!`]).
+async fn read_event(
+    c: &impl GenericClient,
+    ids: &event_ids::EventIds,
+    id: &EventId,
+) -> StoreResult<Option<WebhookEvent>> {
+    const SQL: &str = event_by_id!(event_cols!());
     query_opt(
         c,
         "reading a webhook event",
-        &format!("SELECT {EVENT_COLS} FROM webhook_events WHERE event_id = $1"),
-        &[&id],
+        SQL,
+        &[&ids.seq(id), &id.as_str()],
     )
     .await?
     .as_ref()
@@ -1636,6 +1668,7 @@ async fn read_event(c: &impl GenericClient, id: &str) -> StoreResult<Option<Webh
 /// second waits for the first to commit and then finds its event.
 async fn claim_idempotency_key(
     tx: &impl GenericClient,
+    ids: &event_ids::EventIds,
     e: &WebhookEvent,
     key: &str,
 ) -> StoreResult<Option<WebhookEvent>> {
@@ -1675,7 +1708,8 @@ async fn claim_idempotency_key(
     )
     .await?;
     let owner: String = col(&owner, 0)?;
-    match read_event(tx, &owner).await? {
+    let owner_id = EventId::parse(&owner).ok_or_else(|| invalid("event id"))?;
+    match read_event(tx, ids, &owner_id).await? {
         Some(previous) => Ok(Some(previous)),
         None => {
             // Its event is gone (retention): the key is free again. The INSERT above left the
@@ -1800,6 +1834,233 @@ mod tests {
         drop(c);
         a.close().await;
         b.close().await;
+        db.drop_it().await;
+    }
+
+    #[tokio::test]
+    async fn events_stored_before_keep_their_ids_and_new_ones_lead_to_their_seq() {
+        let db = Fresh::create().await;
+        let (mut c, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        // Migration 0008 numbers the events stored before it; one of them queued an execution.
+        assert_eq!(migrate::apply_until(&mut c, 7).await.unwrap(), 7);
+        let legacy = ["0123456789abcdef01234567", "fedcba9876543210fedcba98"];
+        let plan = PlanExecutionId::generate();
+        for (n, id) in legacy.iter().enumerate() {
+            let plan = (n == 1).then(|| plan.as_str());
+            c.execute(
+                "INSERT INTO webhook_events (event_id, account_id, org_id, project_id, \
+                 pipeline_id, trigger_id, status, message, exception_occured, payload, headers, \
+                 runtime_input, condition_results, plan_execution_id, created_at) \
+                 VALUES ($1, 'acc', 'default', 'proj', 'p', 't', 'SUCCESS', '', false, '{}', \
+                 '{}', '', '[]', $2, $3)",
+                &[id, &plan, &(n as i64 + 1)],
+            )
+            .await
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+             pipeline_id, pipeline_name, status, trigger_type, trigger_id, event_id, \
+             run_sequence, runtime_input, created_at) \
+             VALUES ($1, 'acc', 'default', 'proj', 'p', 'p', 'Queued', 'WEBHOOK_CUSTOM', 't', \
+             $2, 1, '', 2)",
+            &[&plan.as_str(), &legacy[1]],
+        )
+        .await
+        .unwrap();
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let seqs: Vec<(i64, Option<String>)> = c
+            .query(
+                "SELECT seq, legacy_id FROM webhook_events ORDER BY seq",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            seqs,
+            [(1, Some(legacy[0].into())), (2, Some(legacy[1].into()))],
+            "numbered in the order they were stored"
+        );
+        for id in legacy {
+            let id = EventId::parse(id).unwrap();
+            let found = store.get_event(&id).await.unwrap().map(|e| e.event_id);
+            assert_eq!(found, Some(id));
+        }
+        let (event, run) = store
+            .get_event_with_run(&EventId::parse(legacy[1]).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.plan_execution_id.as_ref(), Some(&plan));
+        assert_eq!(run.unwrap().execution.plan_execution_id, plan);
+        let work = store.load_work(&plan).await.unwrap().unwrap();
+        assert_eq!(
+            work.event.unwrap().event_id.as_str(),
+            legacy[1],
+            "the execution's event"
+        );
+
+        // A new id leads to its `seq`, past the events stored before, where the event is.
+        let (mut e, x) = queueing("deploy");
+        e.event_id = store.new_event_id().await.unwrap();
+        let (id, queued) = (e.event_id.clone(), e.plan_execution_id.clone().unwrap());
+        store.record_event(e, x).await.unwrap();
+        let row = c
+            .query_one(
+                "SELECT seq, legacy_id FROM webhook_events WHERE event_id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .unwrap();
+        let (seq, legacy_id): (i64, Option<String>) = (row.get(0), row.get(1));
+        assert!(seq > 2, "{seq}");
+        assert_eq!(
+            legacy_id, None,
+            "not in the index of the events stored before"
+        );
+        assert_eq!(store.event_ids.seq(&id), seq);
+        let (event, run) = store.get_event_with_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (event.event_id, run.unwrap().execution.plan_execution_id),
+            (id.clone(), queued.clone())
+        );
+        let work = store.load_work(&queued).await.unwrap().unwrap();
+        assert_eq!(work.event.map(|e| e.event_id), Some(id.clone()));
+
+        // An altered id finds nothing; another node on the database reads the same key.
+        let mut altered = id.to_bytes();
+        altered[0] ^= 0x80;
+        let altered = EventId::from_bytes(altered);
+        assert!(store.get_event(&altered).await.unwrap().is_none());
+        assert!(store.get_event_with_run(&altered).await.unwrap().is_none());
+        let other = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let found = other.get_event(&id).await.unwrap().map(|e| e.event_id);
+        assert_eq!(found, Some(id));
+        other.close().await;
+        store.close().await;
+
+        // A database whose key is gone while events minted with it remain is refused, not
+        // given a new key that would lead their ids nowhere.
+        c.execute("DELETE FROM store_keys", &[]).await.unwrap();
+        assert!(PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .is_err());
+        drop(c);
+        db.drop_it().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_mint_from_blocks_of_their_own_and_every_event_is_found_by_its_id() {
+        let db = Fresh::create().await;
+        migrate(&db.url, Duration::from_secs(5)).await.unwrap();
+        let c = {
+            let (c, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+            tokio::spawn(connection);
+            c
+        };
+        // Blocks of 4, so that 300 ids a node cross 75 of them, many callers at once.
+        c.batch_execute("ALTER SEQUENCE webhook_event_seq INCREMENT BY 4")
+            .await
+            .unwrap();
+        let (a, b) = two_nodes(&db).await;
+        async fn mint(store: &PgStore) -> Vec<StoreResult<EventId>> {
+            futures_util::future::join_all((0..300).map(|_| store.new_event_id())).await
+        }
+        let (from_a, from_b) = tokio::join!(mint(&a), mint(&b));
+        let (from_a, from_b): (Vec<EventId>, Vec<EventId>) = (
+            from_a.into_iter().map(Result::unwrap).collect(),
+            from_b.into_iter().map(Result::unwrap).collect(),
+        );
+        // Each node records its own ids, and a tenth of the other's (those it did not mint).
+        async fn record(store: &PgStore, id: &EventId) -> StoreResult<RecordOutcome> {
+            let mut e = webhook_event("deploy");
+            e.event_id = id.clone();
+            store.record_event(e, None).await
+        }
+        let recorded = futures_util::future::join_all(
+            from_a
+                .iter()
+                .map(|id| record(&a, id))
+                .chain(from_b.iter().map(|id| record(&b, id))),
+        )
+        .await;
+        assert!(recorded
+            .iter()
+            .all(|r| matches!(r, Ok(RecordOutcome::Stored(_)))));
+        let mut foreign = Vec::new();
+        for _ in 0..30 {
+            let id = b.new_event_id().await.unwrap();
+            assert!(matches!(
+                record(&a, &id).await,
+                Ok(RecordOutcome::Stored(_))
+            ));
+            foreign.push(id);
+        }
+        for (id, legacy) in from_a
+            .iter()
+            .chain(&from_b)
+            .map(|id| (id, false))
+            .chain(foreign.iter().map(|id| (id, true)))
+        {
+            let row = c
+                .query_one(
+                    "SELECT seq, legacy_id IS NOT NULL FROM webhook_events WHERE event_id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .unwrap();
+            let (seq, stored_legacy): (i64, bool) = (row.get(0), row.get(1));
+            assert_eq!(stored_legacy, legacy, "{id}");
+            assert_eq!(
+                seq == a.event_ids.seq(id),
+                !legacy,
+                "{id} at the seq it leads to"
+            );
+            for node in [&a, &b] {
+                let found = node.get_event(id).await.unwrap().map(|e| e.event_id);
+                assert_eq!(found.as_ref(), Some(id));
+            }
+        }
+        let distinct: i64 = c
+            .query_one("SELECT COUNT(DISTINCT seq) FROM webhook_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(distinct, 630);
+        a.close().await;
+        b.close().await;
+
+        // A sequence set back behind the stored events (a copy made without it) is moved past
+        // them when a node starts, so no block holds a `seq` in use.
+        c.batch_execute("SELECT setval('webhook_event_seq', 1)")
+            .await
+            .unwrap();
+        let again = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            let mut e = webhook_event("deploy");
+            e.event_id = again.new_event_id().await.unwrap();
+            let id = e.event_id.clone();
+            assert!(matches!(
+                again.record_event(e, None).await,
+                Ok(RecordOutcome::Stored(_))
+            ));
+            assert_eq!(
+                again.get_event(&id).await.unwrap().map(|e| e.event_id),
+                Some(id)
+            );
+        }
+        again.close().await;
+        drop(c);
         db.drop_it().await;
     }
 
@@ -2197,38 +2458,48 @@ mod tests {
     async fn events_recorded_at_once_share_commits_and_each_execution_gets_its_own_number() {
         let db = Fresh::create().await;
         let (a, b) = two_nodes(&db).await;
-        // On each node: 75 events queueing `deploy`, 45 queueing `build`, 30 queueing nothing.
+        // On each node: 75 events queueing `deploy`, 45 queueing `build`, 30 queueing nothing,
+        // half of those under an id the node did not mint.
         let events = || {
             (0..150).map(|n| match n % 10 {
-                0..=4 => queueing("deploy"),
-                5..=7 => queueing("build"),
-                _ => (webhook_event("deploy"), None),
+                0..=4 => (queueing("deploy"), true),
+                5..=7 => (queueing("build"), true),
+                8 => ((webhook_event("deploy"), None), true),
+                _ => ((webhook_event("deploy"), None), false),
             })
         };
-        async fn record(
+        // The ids first, so that the events are then recorded all at once.
+        async fn prepare(
             store: &PgStore,
-            (e, x): (WebhookEvent, Option<NewExecution>),
-        ) -> (EventId, Option<PlanExecutionId>, StoreResult<RecordOutcome>) {
-            let (id, plan) = (e.event_id.clone(), e.plan_execution_id.clone());
-            (id, plan, store.record_event(e, x).await)
+            ((mut e, x), minted): ((WebhookEvent, Option<NewExecution>), bool),
+        ) -> (&PgStore, WebhookEvent, Option<NewExecution>, bool) {
+            if minted {
+                e.event_id = store.new_event_id().await.unwrap();
+            }
+            (store, e, x, minted)
         }
-
-        let recorded = futures_util::future::join_all(
-            events()
-                .map(|e| record(&a, e))
-                .chain(events().map(|e| record(&b, e))),
-        )
+        let mut prepared = Vec::new();
+        for (store, e) in events().map(|e| (&a, e)).chain(events().map(|e| (&b, e))) {
+            prepared.push(prepare(store, e).await);
+        }
+        let recorded = futures_util::future::join_all(prepared.into_iter().map(
+            |(store, e, x, minted)| async move {
+                let (id, plan) = (e.event_id.clone(), e.plan_execution_id.clone());
+                (id, plan, minted, store.record_event(e, x).await)
+            },
+        ))
         .await;
 
         let c = a.client().await.unwrap();
-        for (id, plan, outcome) in &recorded {
+        for (id, plan, minted, outcome) in &recorded {
             match outcome {
                 Ok(RecordOutcome::Stored(e)) => assert_eq!(&e.event_id, id),
                 other => panic!("{id}: {other:?}"),
             }
             let row = c
                 .query_one(
-                    "SELECT e.plan_execution_id, x.event_id FROM webhook_events e \
+                    "SELECT e.plan_execution_id, x.event_id, e.legacy_id IS NULL, \
+                     x.event_seq = e.seq FROM webhook_events e \
                      LEFT JOIN executions x ON x.plan_execution_id = e.plan_execution_id \
                      WHERE e.event_id = $1",
                     &[&id.as_str()],
@@ -2240,6 +2511,18 @@ mod tests {
             assert_eq!(stored_plan.as_deref(), plan.as_ref().map(|p| p.as_str()));
             let expected_owner = plan.as_ref().map(|_| id.as_str());
             assert_eq!(execution_of.as_deref(), expected_owner, "its execution");
+            let (at_its_seq, reached_by_seq): (bool, Option<bool>) = (row.get(2), row.get(3));
+            assert_eq!(at_its_seq, *minted, "{id}: found at the seq it leads to");
+            assert_eq!(
+                reached_by_seq,
+                plan.as_ref().map(|_| true),
+                "its execution's event"
+            );
+            // Either node finds it by its id, as a status poll would.
+            for node in [&a, &b] {
+                let found = node.get_event(id).await.unwrap().map(|e| e.event_id);
+                assert_eq!(found.as_ref(), Some(id));
+            }
         }
         for (pipeline, queued) in [("deploy", 150), ("build", 90)] {
             assert_eq!(
@@ -2270,10 +2553,14 @@ mod tests {
                 .unwrap(),
         );
         // A burst of more than one group's worth, then eight callers one event after another,
-        // so that events arrive while groups are being written; some callers stop waiting.
-        let burst = futures_util::future::join_all((0..intake::MAX_GROUP + 44).map(|_| {
-            let (e, x) = queueing("deploy");
-            store.record_event(e, x)
+        // so that events arrive while groups are being written; some callers stop waiting. The
+        // events have ids the store minted, as in intake, so each is queued as soon as it is
+        // recorded (one minted elsewhere may first wait for a block of `seq`s, and a caller
+        // that stops waiting then stores nothing).
+        let burst = futures_util::future::join_all((0..intake::MAX_GROUP + 44).map(|_| async {
+            let (mut e, x) = queueing("deploy");
+            e.event_id = store.new_event_id().await.unwrap();
+            store.record_event(e, x).await
         }));
         let callers: Vec<_> = (0..8)
             .map(|caller| {
@@ -2281,7 +2568,8 @@ mod tests {
                 tokio::spawn(async move {
                     let mut answered = 0;
                     for n in 0..50 {
-                        let (e, x) = queueing(if n % 3 == 0 { "build" } else { "deploy" });
+                        let (mut e, x) = queueing(if n % 3 == 0 { "build" } else { "deploy" });
+                        e.event_id = store.new_event_id().await.unwrap();
                         let wait = match (caller, n % 10) {
                             (0, 0) => Duration::from_micros(50),
                             _ => Duration::from_secs(30),

@@ -1458,8 +1458,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn new_event_id(&self) -> EventId {
-        self.event_ids.mint()
+    async fn new_event_id(&self) -> StoreResult<EventId> {
+        Ok(self.event_ids.mint())
     }
 
     async fn record_event(

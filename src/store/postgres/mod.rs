@@ -2308,6 +2308,52 @@ mod tests {
         db.drop_it().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_fail_while_no_block_can_be_taken_and_are_minted_again_once_one_can() {
+        let db = Fresh::create().await;
+        migrate(&db.url, Duration::from_secs(5)).await.unwrap();
+        // Blocks of one `seq`: every id takes a block.
+        let (c, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        c.batch_execute("ALTER SEQUENCE webhook_event_seq INCREMENT BY 1")
+            .await
+            .unwrap();
+        drop(c);
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        store.new_event_id().await.unwrap();
+
+        // The database refuses connections: callers that need a block fail, all of them.
+        admin(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            db.name
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let minted = futures_util::future::join_all((0..8).map(|_| store.new_event_id())).await;
+        assert!(minted.iter().all(Result::is_err), "{minted:?}");
+
+        // Once it takes connections again, ids are minted and lead to their events.
+        admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await;
+        let mut e = webhook_event("deploy");
+        e.event_id = store.new_event_id().await.unwrap();
+        let id = e.event_id.clone();
+        assert!(matches!(
+            store.record_event(e, None).await,
+            Ok(RecordOutcome::Stored(_))
+        ));
+        let found = store.get_event(&id).await.unwrap().map(|e| e.event_id);
+        assert_eq!(found, Some(id));
+        store.close().await;
+        db.drop_it().await;
+    }
+
     #[tokio::test]
     async fn a_write_that_waits_past_lock_timeout_is_unavailable_and_stores_nothing() {
         let db = Fresh::create().await;

@@ -75,104 +75,148 @@ fn weight(value: &Value) -> usize {
     }
 }
 
+/// Evaluates `expr`. It recurses once per level of the tree (up to the parser's `MAX_HEIGHT`),
+/// so this frame holds only the dispatch, and each kind of node's work, its operands' results
+/// included, is in a function of its own: in a debug build every temporary of a function has a
+/// slot of its own, and with all the arms here a level took 7.8 KiB of stack (1 MB for the
+/// tallest tree the parser accepts).
 pub(super) fn eval(expr: &Expr, ctx: &dyn Resolver, budget: &Budget) -> Outcome {
     budget.spend(expr, 1)?;
     match &expr.node {
         Node::Literal(v) => Ok(v.clone()),
-        Node::Reference(r) => {
-            let value = ctx.resolve(r).unwrap_or(Value::Null);
-            budget.spend(expr, weight(&value))?;
-            Ok(value)
-        }
+        Node::Reference(r) => reference(expr, r, ctx, budget),
         Node::Array(items) => items
             .iter()
             .map(|e| eval(e, ctx, budget))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
-        Node::Not(e) => Ok(Value::Bool(!truthy(&eval(e, ctx, budget)?))),
-        Node::Neg(e) => {
-            let v = eval(e, ctx, budget)?;
-            match number_of(&v) {
-                Some(Num::Int(i)) => Ok(i
-                    .checked_neg()
-                    .map_or_else(|| Value::from(-(i as f64)), Value::from)),
-                Some(Num::Float(f)) => Ok(Num::Float(-f).to_value().unwrap_or(Value::Null)),
-                None => Err(fail(e, format!("cannot negate {}", type_name(&v)))),
-            }
-        }
-        Node::And(operands) => {
-            for operand in operands {
-                if !truthy(&eval(operand, ctx, budget)?) {
-                    return Ok(Value::Bool(false));
-                }
-            }
-            Ok(Value::Bool(true))
-        }
-        Node::Or(operands) => {
-            for operand in operands {
-                if truthy(&eval(operand, ctx, budget)?) {
-                    return Ok(Value::Bool(true));
-                }
-            }
-            Ok(Value::Bool(false))
-        }
-        Node::Binary(op, a, b) => {
-            let literal = matches!(b.node, Node::Literal(_));
-            binary(
-                expr,
-                *op,
-                eval(a, ctx, budget)?,
-                eval(b, ctx, budget)?,
-                literal,
-            )
-        }
-        Node::Call(function, args) => {
-            let arg = eval(&args[0], ctx, budget)?;
-            Ok(match function {
-                Function::Empty => Value::Bool(match &arg {
-                    Value::Null => true,
-                    Value::String(s) => s.is_empty(),
-                    Value::Array(a) => a.is_empty(),
-                    Value::Object(o) => o.is_empty(),
-                    Value::Bool(_) | Value::Number(_) => false,
-                }),
-                Function::Size => Value::from(size(&arg)),
-            })
-        }
-        Node::Method(target, method, args) => {
-            let receiver = eval(target, ctx, budget)?;
-            let literal = args.iter().all(|a| matches!(a.node, Node::Literal(_)));
-            let args = args
-                .iter()
-                .map(|a| eval(a, ctx, budget))
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Value::String(text) = &receiver {
-                budget.spend(expr, text.len())?;
-            }
-            let value = call(expr, target, receiver, *method, &args, literal)?;
-            if let Value::Array(pieces) = &value {
-                // split: each piece is an allocation of its own.
-                budget.spend(expr, pieces.len() * 32)?;
-            }
-            Ok(value)
-        }
+        Node::Not(e) => eval(e, ctx, budget).map(|v| Value::Bool(!truthy(&v))),
+        Node::Neg(e) => eval(e, ctx, budget).and_then(|v| negate(e, v)),
+        Node::And(operands) => all(operands, ctx, budget),
+        Node::Or(operands) => any(operands, ctx, budget),
+        Node::Binary(op, a, b) => binary_node(expr, *op, a, b, ctx, budget),
+        Node::Call(function, args) => eval(&args[0], ctx, budget).map(|v| apply(*function, &v)),
+        Node::Method(target, method, args) => method_call(expr, target, *method, args, ctx, budget),
         Node::Member(target, name) => {
-            let v = eval(target, ctx, budget)?;
-            Ok(member(&v, &Segment::Key(name.clone())))
+            eval(target, ctx, budget).map(|v| member(&v, &Segment::Key(name.clone())))
         }
-        Node::Index(target, index) => {
-            let v = eval(target, ctx, budget)?;
-            let i = eval(index, ctx, budget)?;
-            let segment = match (&v, &i) {
-                (Value::Array(_), _) => match number_of(&i) {
-                    Some(Num::Int(n)) if n >= 0 => Segment::Index(n as usize),
-                    _ => return Ok(Value::Null),
-                },
-                _ => Segment::Key(render(&i).into_owned()),
-            };
-            Ok(member(&v, &segment))
+        Node::Index(target, index) => index_node(target, index, ctx, budget),
+    }
+}
+
+/// `a && b && …`: false at the first operand that is not truthy.
+fn all(operands: &[Expr], ctx: &dyn Resolver, budget: &Budget) -> Outcome {
+    for operand in operands {
+        if !truthy(&eval(operand, ctx, budget)?) {
+            return Ok(Value::Bool(false));
         }
     }
+    Ok(Value::Bool(true))
+}
+
+/// `a || b || …`: true at the first operand that is truthy.
+fn any(operands: &[Expr], ctx: &dyn Resolver, budget: &Budget) -> Outcome {
+    for operand in operands {
+        if truthy(&eval(operand, ctx, budget)?) {
+            return Ok(Value::Bool(true));
+        }
+    }
+    Ok(Value::Bool(false))
+}
+
+/// `a op b`, both operands evaluated first.
+fn binary_node(
+    expr: &Expr,
+    op: BinOp,
+    a: &Expr,
+    b: &Expr,
+    ctx: &dyn Resolver,
+    budget: &Budget,
+) -> Outcome {
+    let literal = matches!(b.node, Node::Literal(_));
+    let a = eval(a, ctx, budget)?;
+    binary(expr, op, a, eval(b, ctx, budget)?, literal)
+}
+
+/// `target[index]`.
+fn index_node(target: &Expr, index: &Expr, ctx: &dyn Resolver, budget: &Budget) -> Outcome {
+    let v = eval(target, ctx, budget)?;
+    Ok(index_into(&v, &eval(index, ctx, budget)?))
+}
+
+/// A reference's value, which spends its size.
+fn reference(
+    expr: &Expr,
+    r: &crate::expr::reference::Reference,
+    ctx: &dyn Resolver,
+    budget: &Budget,
+) -> Outcome {
+    let value = ctx.resolve(r).unwrap_or(Value::Null);
+    budget.spend(expr, weight(&value))?;
+    Ok(value)
+}
+
+/// `-v`, failing at `e` for what is not a number.
+fn negate(e: &Expr, v: Value) -> Outcome {
+    match number_of(&v) {
+        Some(Num::Int(i)) => Ok(i
+            .checked_neg()
+            .map_or_else(|| Value::from(-(i as f64)), Value::from)),
+        Some(Num::Float(f)) => Ok(Num::Float(-f).to_value().unwrap_or(Value::Null)),
+        None => Err(fail(e, format!("cannot negate {}", type_name(&v)))),
+    }
+}
+
+/// A function applied to its argument.
+fn apply(function: Function, arg: &Value) -> Value {
+    match function {
+        Function::Empty => Value::Bool(match arg {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::Bool(_) | Value::Number(_) => false,
+        }),
+        Function::Size => Value::from(size(arg)),
+    }
+}
+
+/// `target.method(args)`: the receiver and arguments evaluated, the work spent, then the call.
+fn method_call(
+    expr: &Expr,
+    target: &Expr,
+    method: Method,
+    args: &[Expr],
+    ctx: &dyn Resolver,
+    budget: &Budget,
+) -> Outcome {
+    let receiver = eval(target, ctx, budget)?;
+    let literal = args.iter().all(|a| matches!(a.node, Node::Literal(_)));
+    let args = args
+        .iter()
+        .map(|a| eval(a, ctx, budget))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Value::String(text) = &receiver {
+        budget.spend(expr, text.len())?;
+    }
+    let value = call(expr, target, receiver, method, &args, literal)?;
+    if let Value::Array(pieces) = &value {
+        // split: each piece is an allocation of its own.
+        budget.spend(expr, pieces.len() * 32)?;
+    }
+    Ok(value)
+}
+
+/// `v[i]`: an array's item by a non-negative integer, otherwise a member by `i`'s text.
+fn index_into(v: &Value, i: &Value) -> Value {
+    let segment = match (v, i) {
+        (Value::Array(_), _) => match number_of(i) {
+            Some(Num::Int(n)) if n >= 0 => Segment::Index(n as usize),
+            _ => return Value::Null,
+        },
+        _ => Segment::Key(render(i).into_owned()),
+    };
+    member(v, &segment)
 }
 
 fn member(value: &Value, segment: &Segment) -> Value {

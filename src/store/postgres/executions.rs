@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use super::groups::alike;
 use super::outbound::sync_events;
 use super::{
     col, event_by_id, event_cols, event_row_at, execute, execution_cols, execution_row,
@@ -804,21 +805,28 @@ impl ExecutionStore for PgStore {
         now: Millis,
         next: Option<&NextClaim>,
     ) -> StoreResult<Option<Claim>> {
-        let mut c = self.client().await?;
-        let ended = end_at_once(
-            &c,
-            claim,
-            begun.as_ref(),
-            &steps,
-            final_status,
-            failure_message.as_deref(),
-            now,
-            next,
-        )
-        .await?;
-        if let AtOnce::Ended(claimed) = ended {
+        let (end, ended) = self
+            .ends
+            .submit(End {
+                claim: claim.clone(),
+                begun,
+                steps,
+                status: final_status.to_owned(),
+                failure_message,
+                now,
+                next: next.cloned(),
+            })
+            .await?;
+        if let AtOnce::Ended(claimed) = ended? {
             return Ok(claimed);
         }
+        let End {
+            begun,
+            steps,
+            failure_message,
+            ..
+        } = end;
+        let mut c = self.client().await?;
         // The execution's project has an enabled event rule (the events below read the state
         // as stored), or the lease is lost, or the start is refused: each step in its turn.
         let tx = c.transaction().await.ctx("starting a transaction")?;
@@ -1245,62 +1253,106 @@ async fn start(
     Ok(true)
 }
 
-/// An execution's end in one statement, committed on its own (see [`end_at_once`]): `$1`'s row
-/// is ended with status `$4` at `$7` (started too when `$3`, its pipeline snapshot, is given:
-/// at `$5`, and only if it had not started) while it holds lease token `$2`, and no enabled
-/// event rule of its project wants the events that the state as stored yields; its steps
-/// `$8`–`$21` (one array per column) are written; when `$22` names an owner, the oldest
-/// runnable execution but this one is leased to it for `$23` ms with token `$24`, as
-/// [`CLAIM_SQL`] would with a limit of one. One row: how many executions it ended (0 or 1,
-/// nothing written when 0), and the claimed execution's id and token, NULL when none was.
+/// Executions ended together, one statement and one commit per group ([`super::groups`]): the
+/// workers that end an execution while every such write is in flight wait for the next free
+/// one. One statement per execution had bounded the engine on PostgreSQL: of the server's CPU,
+/// each end's statement start, its claim of the next execution past the rows the other ends
+/// were claiming, and its commit.
+pub(super) const END_WRITES_IN_FLIGHT: u32 = 4;
+
+/// Most executions one statement ends (more wait for the next write); also the bound of queued
+/// ends, beyond which `Overloaded`: every worker waits for its own end, so the workers bound it.
+pub(super) const MAX_ENDS: usize = 256;
+
+/// The executions of a group ended in one statement, committed on its own (see [`Ends`]). One
+/// element per execution in `$1`–`$8`: its id, the lease token it must still hold, its pipeline
+/// snapshot when it had not started (started too then: at `$5`, and only if it had not), its
+/// end status, failure message and time, and whether its worker wants the next execution. Each
+/// is ended only while it holds its token and no enabled event rule of its project wants the
+/// events that the state as stored yields. Their steps follow, one element per step in `$9`–`$23`
+/// (its execution's id first, then [`step_cols!`]), written for the executions ended. Then as many
+/// runnable executions as ended ones want, oldest due by `$24` first, are leased to `$25` for
+/// `$26` ms with the tokens of `$27` by row number, as [`CLAIM_SQL`] would. One row per execution
+/// ended (its id, NULL) and per execution claimed (its id and token).
 ///
-/// Every part reads the statement's snapshot, taken before its own writes, where `$1`'s lease
-/// may have run out already: the claim leaves `$1` out by its id (its lock would skip the row
-/// this statement ended anyway; the id says so where it is read). Its limit is
-/// a constant, so that PostgreSQL keeps one generic plan for the statement (walking
-/// `executions_claimable` and joining back by primary key) instead of planning it again for
-/// each execution, as it does for [`CLAIM_SQL`], whose limit is a parameter.
+/// Every part reads the statement's snapshot, taken before its own writes, where the leases of
+/// the executions ended may have run out already: the claim leaves them out by id (its lock
+/// would skip the rows this statement ended anyway; the ids say so where they are read). The
+/// claimed rows are found by their ids, not joined to what was picked: the planner knows neither
+/// how many the claim takes nor how many a group ends, and a join it guessed large would scan
+/// the whole table.
 pub(super) const END_SQL: &str = concat!(
-    "WITH ended AS ( \
-       UPDATE executions x SET pipeline_spec = COALESCE($3, x.pipeline_spec), status = $4, \
-         started_at = COALESCE($5, x.started_at, $7), failure_message = $6, ended_at = $7, \
+    "WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+       $5::int8[], $6::text[], $7::int8[], $8::bool[]) \
+       AS r(id, token, spec, status, begun_at, failure, at, next)), \
+     ended AS ( \
+       UPDATE executions x SET pipeline_spec = COALESCE(r.spec, x.pipeline_spec), \
+         status = r.status, started_at = COALESCE(r.begun_at, x.started_at, r.at), \
+         failure_message = r.failure, ended_at = r.at, \
          lease_owner = NULL, lease_until = NULL, lease_token = NULL, wake_at = NULL, \
          control = NULL \
-       WHERE x.plan_execution_id = $1 AND x.lease_token = $2 \
-         AND ($3::text IS NULL OR x.pipeline_spec IS NULL) \
-         AND NOT EXISTS (SELECT 1 FROM event_rules r WHERE r.account_id = x.account_id \
-           AND r.org_id = x.org_id AND r.project_id = x.project_id AND r.enabled) \
-       RETURNING x.plan_execution_id), \
+       FROM r \
+       WHERE x.plan_execution_id = r.id AND x.lease_token = r.token \
+         AND (r.spec IS NULL OR x.pipeline_spec IS NULL) \
+         AND NOT EXISTS (SELECT 1 FROM event_rules e WHERE e.account_id = x.account_id \
+           AND e.org_id = x.org_id AND e.project_id = x.project_id AND e.enabled) \
+       RETURNING x.plan_execution_id, r.next), \
      steps AS ( \
        INSERT INTO execution_steps (plan_execution_id, ",
     step_cols!(),
-    ") SELECT ended.plan_execution_id, s.* FROM ended, unnest($8::int[], $9::int[], \
-         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
-         $16::int[], $17::bigint[], $18::bigint[], $19::text[], $20::text[], $21::text[]) s ",
+    ") SELECT s.* FROM unnest($9::text[], $10::int[], $11::int[], $12::text[], $13::text[], \
+         $14::text[], $15::text[], $16::text[], $17::text[], $18::int[], $19::bigint[], \
+         $20::bigint[], $21::text[], $22::text[], $23::text[]) \
+         AS s(id, stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
+           status, attempt, started_at, ended_at, outputs, message, log) \
+       WHERE s.id IN (SELECT plan_execution_id FROM ended) ",
     step_upsert!(),
     "), \
      picked AS ( \
-       SELECT plan_execution_id FROM executions \
-       WHERE $22::text IS NOT NULL AND EXISTS (SELECT 1 FROM ended) AND plan_execution_id <> $1 \
-         AND ",
+       SELECT plan_execution_id, ",
     claim_at!(),
-    " <= $7 AND ",
+    " AS claim_at FROM executions \
+       WHERE plan_execution_id <> ALL ($1::text[]) AND ",
+    claim_at!(),
+    " <= $24 AND ",
     lease_over!(),
     " ORDER BY ",
     claim_at!(),
-    " LIMIT 1 FOR UPDATE SKIP LOCKED), \
+    " LIMIT (SELECT count(*) FROM ended WHERE ended.next) FOR UPDATE SKIP LOCKED), \
+     numbered AS ( \
+       SELECT plan_execution_id, \
+              row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
+       FROM picked), \
      claimed AS ( \
-       UPDATE executions x SET lease_owner = $22, lease_until = ",
+       UPDATE executions x SET lease_owner = $25, lease_until = ",
     lease_now!(),
-    " + $23::bigint, lease_token = $24::text \
-       FROM picked WHERE x.plan_execution_id = picked.plan_execution_id \
+    " + $26::bigint, lease_token = ($27::text[])[(SELECT n FROM numbered \
+         WHERE numbered.plan_execution_id = x.plan_execution_id)::int] \
+       WHERE x.plan_execution_id = ANY (ARRAY(SELECT plan_execution_id FROM numbered)) \
        RETURNING x.plan_execution_id, x.lease_token) \
-     SELECT (SELECT count(*) FROM ended), claimed.plan_execution_id, claimed.lease_token \
-     FROM (SELECT) one LEFT JOIN claimed ON true"
+     SELECT plan_execution_id, NULL::text FROM ended \
+     UNION ALL SELECT plan_execution_id, lease_token FROM claimed"
 );
 
-/// What [`end_at_once`] did.
-enum AtOnce {
+/// Ends executions in groups; see [`END_SQL`].
+pub(super) struct Ends {
+    pub(super) pool: deadpool_postgres::Pool,
+}
+
+/// An end as [`ExecutionStore::finish_execution`] is asked for it.
+pub(super) struct End {
+    pub(super) claim: Claim,
+    pub(super) begun: Option<Start>,
+    pub(super) steps: Vec<StepRecord>,
+    pub(super) status: String,
+    pub(super) failure_message: Option<String>,
+    pub(super) now: Millis,
+    pub(super) next: Option<NextClaim>,
+}
+
+/// What the group's statement did with an end.
+#[derive(Debug)]
+pub(super) enum AtOnce {
     /// It ended the execution, and claimed this one next.
     Ended(Option<Claim>),
     /// It wrote nothing: the lease is lost, the start refused, or the project has an enabled
@@ -1308,22 +1360,70 @@ enum AtOnce {
     Declined,
 }
 
-/// Ends an execution as [`ExecutionStore::finish_execution`] does, in one statement and one
-/// round trip ([`END_SQL`]) where its transaction takes six.
-#[allow(clippy::too_many_arguments)]
-async fn end_at_once(
-    c: &impl GenericClient,
-    claim: &Claim,
-    begun: Option<&Start>,
-    ended: &[StepRecord],
-    final_status: &str,
-    failure_message: Option<&str>,
-    now: Millis,
-    next: Option<&NextClaim>,
-) -> StoreResult<AtOnce> {
-    let steps = StepRecord::with_ends(begun.map_or(&[], |b| &b.steps), ended);
-    let ints = |f: fn(&StepRecord) -> u32| steps.iter().map(|s| f(s) as i32).collect::<Vec<_>>();
-    let texts = |f: fn(&StepRecord) -> &str| steps.iter().map(f).collect::<Vec<_>>();
+impl super::groups::Write for Ends {
+    type Job = End;
+    type Answer = (End, StoreResult<AtOnce>);
+    const MAX_GROUP: usize = MAX_ENDS;
+
+    async fn write(&self, group: Vec<End>) -> Vec<Self::Answer> {
+        const WHAT: &str = "ending executions";
+        let results = match super::client(&self.pool).await {
+            Ok(c) => match end_group(&c, &group).await {
+                Ok(results) => results.into_iter().map(Ok).collect(),
+                // The database refused the statement: find which end it refused by writing
+                // each alone.
+                Err(StoreError::Database { .. }) if group.len() > 1 => {
+                    let mut results = Vec::with_capacity(group.len());
+                    for end in &group {
+                        results.push(
+                            end_group(&c, std::slice::from_ref(end))
+                                .await
+                                .and_then(|mut r| r.pop().ok_or_else(|| invalid("an end"))),
+                        );
+                    }
+                    results
+                }
+                Err(e) => group.iter().map(|_| Err(alike(&e, WHAT))).collect(),
+            },
+            Err(e) => group.iter().map(|_| Err(alike(&e, WHAT))).collect(),
+        };
+        group.into_iter().zip(results).collect()
+    }
+}
+
+/// Ends `group` in one statement ([`END_SQL`]): what it did with each end, in order.
+async fn end_group(c: &tokio_postgres::Client, group: &[End]) -> StoreResult<Vec<AtOnce>> {
+    let ids: Vec<&str> = group.iter().map(|e| e.claim.id.as_str()).collect();
+    let tokens: Vec<&str> = group.iter().map(|e| e.claim.token.as_str()).collect();
+    let specs: Vec<Option<String>> = group
+        .iter()
+        .map(|e| e.begun.as_ref().map(|b| b.pipeline_spec.to_string()))
+        .collect();
+    let statuses: Vec<&str> = group.iter().map(|e| e.status.as_str()).collect();
+    let begun_at: Vec<Option<Millis>> = group
+        .iter()
+        .map(|e| e.begun.as_ref().map(|b| b.at))
+        .collect();
+    let failures: Vec<Option<std::borrow::Cow<'_, str>>> = group
+        .iter()
+        .map(|e| e.failure_message.as_deref().map(text))
+        .collect();
+    let at: Vec<Millis> = group.iter().map(|e| e.now).collect();
+    let next: Vec<bool> = group.iter().map(|e| e.next.is_some()).collect();
+    // Each execution's steps: those it started with, as its ended ones left them.
+    let steps: Vec<(&str, StepRecord)> = group
+        .iter()
+        .flat_map(|e| {
+            let id = e.claim.id.as_str();
+            StepRecord::with_ends(e.begun.as_ref().map_or(&[], |b| &b.steps), &e.steps)
+                .into_iter()
+                .map(move |s| (id, s))
+        })
+        .collect();
+    let ints =
+        |f: fn(&StepRecord) -> u32| steps.iter().map(|(_, s)| f(s) as i32).collect::<Vec<_>>();
+    let texts = |f: fn(&StepRecord) -> &str| steps.iter().map(|(_, s)| f(s)).collect::<Vec<_>>();
+    let step_of: Vec<&str> = steps.iter().map(|(id, _)| *id).collect();
     let (stage_index, step_index, attempt) = (
         ints(|s| s.stage_index),
         ints(|s| s.step_index),
@@ -1337,59 +1437,88 @@ async fn end_at_once(
         texts(|s| &s.step_type),
         texts(|s| &s.status),
     );
-    let started_at: Vec<_> = steps.iter().map(|s| s.started_at).collect();
-    let ended_at: Vec<_> = steps.iter().map(|s| s.ended_at).collect();
-    let outputs: Vec<_> = steps.iter().map(outputs_text).collect();
+    let started_at: Vec<_> = steps.iter().map(|(_, s)| s.started_at).collect();
+    let ended_at: Vec<_> = steps.iter().map(|(_, s)| s.ended_at).collect();
+    let outputs: Vec<_> = steps.iter().map(|(_, s)| outputs_text(s)).collect();
     let message: Vec<_> = steps
         .iter()
-        .map(|s| s.message.as_deref().map(text))
+        .map(|(_, s)| s.message.as_deref().map(text))
         .collect();
-    let log: Vec<_> = steps.iter().map(|s| s.log.as_deref().map(text)).collect();
-    let spec = begun.map(|b| b.pipeline_spec.to_string());
-    let failure = failure_message.map(text);
-    let token = next.map(|_| LeaseToken::generate().to_string());
-    let row = query_one(
-        c,
-        "ending an execution",
-        END_SQL,
-        &[
-            &claim.id.as_str(),
-            &claim.token.as_str(),
-            &spec,
-            &final_status,
-            &begun.map(|b| b.at),
-            &failure,
-            &now,
-            &stage_index,
-            &step_index,
-            &stage,
-            &stage_name,
-            &step,
-            &step_name,
-            &step_type,
-            &status,
-            &attempt,
-            &started_at,
-            &ended_at,
-            &outputs,
-            &message,
-            &log,
-            &next.map(|n| n.owner.as_str()),
-            &next.map(|n| n.lease_ms),
-            &token,
-        ],
-    )
-    .await?;
-    if col::<i64>(&row, 0)? == 0 {
-        return Ok(AtOnce::Declined);
+    let log: Vec<_> = steps
+        .iter()
+        .map(|(_, s)| s.log.as_deref().map(text))
+        .collect();
+    // The claims go to one owner, for one lease: a node's workers all name the same.
+    let wanted = group.iter().find_map(|e| e.next.as_ref());
+    let claim_tokens: Vec<String> = group
+        .iter()
+        .filter(|e| e.next.is_some())
+        .map(|_| LeaseToken::generate().to_string())
+        .collect();
+    let due = at.iter().copied().max().unwrap_or_default();
+    let owner = wanted.map(|n| n.owner.as_str());
+    let lease_ms = wanted.map_or(0, |n| n.lease_ms);
+    use tokio_postgres::types::Type;
+    let (texts_, ints_, bigints_) = (Type::TEXT_ARRAY, Type::INT4_ARRAY, Type::INT8_ARRAY);
+    // Planned for each group with its values (an unnamed statement, in the same round trip),
+    // not cached: a plan cached while `executions` was small scans the whole table to find
+    // the rows to end once it is not (a hash join over a sequential scan, the cheapest way to
+    // find ten rows among a few hundred), and nothing replans it unless the table is analyzed.
+    let rows = c
+        .query_typed(
+            END_SQL,
+            &[
+                (&ids, texts_.clone()),
+                (&tokens, texts_.clone()),
+                (&specs, texts_.clone()),
+                (&statuses, texts_.clone()),
+                (&begun_at, bigints_.clone()),
+                (&failures, texts_.clone()),
+                (&at, bigints_.clone()),
+                (&next, Type::BOOL_ARRAY),
+                (&step_of, texts_.clone()),
+                (&stage_index, ints_.clone()),
+                (&step_index, ints_.clone()),
+                (&stage, texts_.clone()),
+                (&stage_name, texts_.clone()),
+                (&step, texts_.clone()),
+                (&step_name, texts_.clone()),
+                (&step_type, texts_.clone()),
+                (&status, texts_.clone()),
+                (&attempt, ints_),
+                (&started_at, bigints_.clone()),
+                (&ended_at, bigints_),
+                (&outputs, texts_.clone()),
+                (&message, texts_.clone()),
+                (&log, texts_.clone()),
+                (&due, Type::INT8),
+                (&owner, Type::TEXT),
+                (&lease_ms, Type::INT8),
+                (&claim_tokens, texts_),
+            ],
+        )
+        .await
+        .ctx("ending executions")?;
+    let mut ended = std::collections::HashSet::new();
+    let mut claims = Vec::new();
+    for r in &rows {
+        let id: &str = col(r, 0)?;
+        match col::<Option<&str>>(r, 1)? {
+            Some(token) => claims.push(claim_of(id, token)?),
+            None => {
+                ended.insert(id);
+            }
+        }
     }
-    let id: Option<&str> = col(&row, 1)?;
-    let token: Option<&str> = col(&row, 2)?;
-    let claimed = match id.zip(token) {
-        Some((id, token)) => Some(claim_of(id, token)?),
-        None => None,
-    };
-    Ok(AtOnce::Ended(claimed))
+    Ok(group
+        .iter()
+        .map(|e| {
+            if !ended.contains(e.claim.id.as_str()) {
+                return AtOnce::Declined;
+            }
+            AtOnce::Ended(e.next.as_ref().and_then(|_| claims.pop()))
+        })
+        .collect())
 }
 
 async fn finish(

@@ -1,7 +1,7 @@
-//! Webhook events written together, as SQLite's writer groups its commits (issue 13): the events
-//! that arrive while [`Intake`]'s writes are all in flight wait for the next free one, which
-//! stores the whole group (up to [`MAX_GROUP`]) with one statement and one commit, after one
-//! more statement that numbers the group's executions with one counter bump per pipeline.
+//! Webhook events written together ([`super::groups`]): the events that arrive while intake's
+//! writes are all in flight wait for the next free one, which stores the whole group (up to
+//! [`MAX_GROUP`]) with one statement and one commit, after one more statement that numbers the
+//! group's executions with one counter bump per pipeline.
 //!
 //! One statement and one commit per event bounded PostgreSQL's intake: each event cost the
 //! server a statement's planning and execution, a commit and a WAL flush, with a pooled
@@ -12,22 +12,15 @@
 //! exhausted pool, which fail every event alike and store nothing) is written again event by
 //! event, so that an event the database refuses fails alone.
 //!
-//! Writes run on the store's thread (`triggerd-pg`, at the priority of the thread that opened
-//! the store, as SQLite's writer thread; see [`super::StoreThread`]), not in a request's future:
-//! a caller that goes away (a client hanging up) does not cancel the write of the others in its
-//! group, and an HTTP worker that stops at shutdown takes no write with it. An event is queued
-//! for its write as soon as it is recorded, unless its id is not one this node minted and the
-//! node must first take a block of row numbers (`event_ids.rs`): a caller that goes away
-//! meanwhile has stored nothing.
-
-use std::sync::Arc;
+//! An event is queued for its write as soon as it is recorded, unless its id is not one this
+//! node minted and the node must first take a block of row numbers (`event_ids.rs`): a caller
+//! that goes away meanwhile has stored nothing.
 
 use deadpool_postgres::{GenericClient, Pool};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::event_ids::Placed;
 use super::executions;
-use crate::store::relay::{self, Deliveries, Relay};
+use super::groups::{self, alike, Groups};
 use crate::store::{NewExecution, StoreError, StoreResult, WebhookEvent};
 
 /// At most this many events wait for a write; more fail with `Overloaded`, as a full SQLite
@@ -48,29 +41,19 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 pub(super) const WRITES_IN_FLIGHT: u32 = 4;
 
 /// Groups webhook events into shared writes; see the module's documentation.
-pub(super) struct Intake {
-    shared: Arc<Shared>,
-    /// The writes' runtime: the store's thread.
-    runtime: tokio::runtime::Handle,
-    writes_in_flight: u32,
-}
+pub(super) struct Intake(Groups<Events>);
 
-struct Shared {
+/// The write that stores a group of events.
+struct Events {
     pool: Pool,
-    queue: parking_lot::Mutex<Vec<Pending>>,
-    /// One permit per write in flight.
-    slots: Arc<Semaphore>,
 }
 
-/// An event waiting for a write, and where its answer goes: through the relay of the HTTP
-/// worker that queued it, if it was one, so that a worker is woken once per group.
+/// An event waiting for a write.
 struct Pending {
     event: WebhookEvent,
     placed: Placed,
     /// Given only with the event's `plan_execution_id`.
     execution: Option<NewExecution>,
-    done: oneshot::Sender<(WebhookEvent, StoreResult<()>)>,
-    relay: Option<Arc<Relay>>,
 }
 
 impl Intake {
@@ -80,32 +63,18 @@ impl Intake {
         runtime: tokio::runtime::Handle,
         writes_in_flight: u32,
     ) -> Self {
-        let writes_in_flight = writes_in_flight.max(1);
-        Self {
-            shared: Arc::new(Shared {
-                pool,
-                queue: parking_lot::Mutex::new(Vec::new()),
-                slots: Arc::new(Semaphore::new(writes_in_flight as usize)),
-            }),
+        Self(Groups::start(
+            Events { pool },
             runtime,
             writes_in_flight,
-        }
+            MAX_PENDING,
+        ))
     }
 
     /// Waits until every write in flight has ended and nothing is queued: at shutdown, before
     /// the pool closes, once no more events come.
     pub(super) async fn flush(&self) {
-        let Ok(_every_slot) = self.shared.slots.acquire_many(self.writes_in_flight).await else {
-            return;
-        };
-        // Only a write that panicked leaves events queued with no write to take them.
-        loop {
-            let group = self.shared.take();
-            if group.is_empty() {
-                return;
-            }
-            self.shared.write(group).await;
-        }
+        self.0.flush().await;
     }
 
     /// Stores `event` where it was placed and, when given, its execution (numbered), with
@@ -116,84 +85,47 @@ impl Intake {
         placed: Placed,
         execution: Option<NewExecution>,
     ) -> StoreResult<WebhookEvent> {
-        let (done, answer) = oneshot::channel();
-        {
-            let mut queue = self.shared.queue.lock();
-            if queue.len() >= MAX_PENDING {
-                return Err(StoreError::Overloaded);
-            }
-            queue.push(Pending {
+        let (event, result) = self
+            .0
+            .submit(Pending {
                 event,
                 placed,
                 execution,
-                done,
-                relay: relay::here(),
-            });
-        }
-        if let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() {
-            self.runtime.spawn(Arc::clone(&self.shared).drain(slot));
-        }
-        let (event, result) = answer.await.map_err(|_| StoreError::ShuttingDown)?;
+            })
+            .await?;
         result.map(|()| event)
     }
 }
 
-impl Shared {
-    /// The next group: the oldest queued events, up to [`MAX_GROUP`] and [`MAX_GROUP_BYTES`].
-    fn take(&self) -> Vec<Pending> {
-        let mut queue = self.queue.lock();
-        let mut bytes = 0;
-        let n = queue
-            .iter()
-            .take(MAX_GROUP)
-            .take_while(|p| {
-                bytes += p.event.payload.len();
-                bytes <= MAX_GROUP_BYTES
-            })
-            .count()
-            .max(1)
-            .min(queue.len());
-        queue.drain(..n).collect()
+impl groups::Write for Events {
+    type Job = Pending;
+    type Answer = (WebhookEvent, StoreResult<()>);
+    const MAX_GROUP: usize = MAX_GROUP;
+    const MAX_BYTES: usize = MAX_GROUP_BYTES;
+
+    fn size(job: &Pending) -> usize {
+        job.event.payload.len()
     }
 
-    /// Writes what is queued, group after group, until nothing is.
-    async fn drain(self: Arc<Self>, mut slot: OwnedSemaphorePermit) {
-        loop {
-            let group = self.take();
-            if !group.is_empty() {
-                self.write(group).await;
-                continue;
-            }
-            drop(slot);
-            // An event queued between the look above and the slot's release found every slot
-            // taken: take one back for it, unless another write took it and will look again.
-            if self.queue.lock().is_empty() {
-                return;
-            }
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(again) => slot = again,
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Writes one group and answers each of its callers.
-    async fn write(&self, group: Vec<Pending>) {
+    async fn write(&self, group: Vec<Pending>) -> Vec<Self::Answer> {
         let results = write_group(&self.pool, &group).await;
         metrics::histogram!(crate::store::sqlite::GROUP_SIZE_METRIC).record(group.len() as f64);
-        let mut deliveries = Deliveries::default();
-        for (p, result) in group.into_iter().zip(results) {
-            let (done, event) = (p.done, p.event);
-            deliveries.add(p.relay.as_ref(), move || {
-                let _ = done.send((event, result));
-            });
-        }
+        group
+            .into_iter()
+            .zip(results)
+            .map(|(p, result)| (p.event, result))
+            .collect()
     }
 }
 
 /// Numbers the group's executions, then stores it; each event's result.
 async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
-    let all = |e: StoreError| group.iter().map(|_| Err(alike(&e))).collect();
+    let all = |e: StoreError| {
+        group
+            .iter()
+            .map(|_| Err(alike(&e, "writing webhook events")))
+            .collect()
+    };
     let c = match super::client(pool).await {
         Ok(c) => c,
         Err(e) => return all(e),
@@ -232,24 +164,6 @@ async fn write_group(pool: &Pool, group: &[Pending]) -> Vec<StoreResult<()>> {
         Err(e) => all(e),
     }
 }
-
-/// The same error for each event of a group that failed as a whole: an unreachable database,
-/// an exhausted pool or a stopping store carry nothing to share.
-fn alike(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Overloaded => StoreError::Overloaded,
-        StoreError::ShuttingDown => StoreError::ShuttingDown,
-        StoreError::Unavailable => StoreError::Unavailable,
-        e => StoreError::db(
-            "writing webhook events",
-            GroupFailed(crate::error::ErrorChain(e).to_string()),
-        ),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct GroupFailed(String);
 
 /// An event to store, where, and, when it queues one, its execution with its run sequence
 /// number.

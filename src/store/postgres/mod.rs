@@ -9,6 +9,7 @@
 
 mod event_ids;
 mod executions;
+mod groups;
 mod intake;
 mod migrate;
 mod notify;
@@ -84,6 +85,8 @@ pub struct PgStore {
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Webhook events without an `Idempotency-Key`, stored in groups.
     intake: intake::Intake,
+    /// Executions ended by this node's workers, in groups.
+    ends: groups::Groups<executions::Ends>,
     /// Mints event ids and finds their rows.
     event_ids: event_ids::EventIds,
     /// Where the next purge of old webhook events goes on.
@@ -137,6 +140,12 @@ impl PgStore {
                 pool.clone(),
                 thread.runtime.clone(),
                 intake::WRITES_IN_FLIGHT,
+            ),
+            ends: groups::Groups::start(
+                executions::Ends { pool: pool.clone() },
+                thread.runtime.clone(),
+                executions::END_WRITES_IN_FLIGHT,
+                executions::MAX_ENDS,
             ),
             event_ids,
             _thread: thread,
@@ -718,6 +727,7 @@ impl Store for PgStore {
             listener.abort();
         }
         self.intake.flush().await;
+        self.ends.flush().await;
         self.pool.close();
     }
 
@@ -2149,73 +2159,138 @@ mod tests {
         db.drop_it().await;
     }
 
-    /// The statement that ends an execution and claims the next runs once per execution:
-    /// PostgreSQL must keep one generic plan for it rather than plan it again each time, and
-    /// that plan must walk the claim index, not scan `executions` (a generic plan of the
-    /// claim, whose limit is a parameter, hash-joins the picked rows over a scan of the whole
-    /// table), also before the table was first analyzed.
+    /// A group of ends is one statement: each execution that still holds its token is ended,
+    /// one that lost it is declined with nothing written, and each ended one whose worker wants
+    /// another gets one of the oldest runnable executions, none twice and none of the group's.
+    /// Planned with the group's values, it finds the rows it ends by primary key and the next
+    /// ones by walking the claim index, never scanning `executions`, on a table far larger than
+    /// the one the first groups saw: a plan cached while the table was small hash-joined a scan
+    /// of the whole table.
     #[tokio::test]
-    async fn an_end_keeps_one_generic_plan_that_walks_the_claim_index() {
+    async fn a_group_of_ends_claims_one_next_for_each_and_never_scans_executions() {
+        use super::groups::Write as _;
+        use crate::domain::ids::LeaseToken;
+        use crate::store::executions::{status, Claim, NextClaim};
+        use executions::{AtOnce, End};
+
         let db = Fresh::create().await;
         let store = PgStore::open(&db.url, PoolOptions::default())
             .await
             .unwrap();
         let c = store.client().await.unwrap();
-        c.batch_execute(&format!(
-            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
-               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
-               created_at) \
-             SELECT 'x' || lpad(n::text, 21, '0'), 'acc', 'default', 'proj', 'p', 'p', \
-               'Queued', 'MANUAL', n, '', n FROM generate_series(1, 5000) n; \
-             PREPARE end_at_once AS {}",
-            executions::END_SQL
-        ))
-        .await
-        .unwrap();
-        // An execution that is not there: nothing is ended, so nothing is claimed or written.
-        let execute = format!(
-            "EXECUTE end_at_once('nothing', 'token', NULL, 'Success', NULL, NULL, {}, {}, \
-             'node', 30000, 'new')",
-            crate::store::now_millis(),
-            ["'{}'"; 14].join(", ")
-        );
-        for _ in 0..10 {
-            c.batch_execute(&execute).await.unwrap();
+        let now = now_millis();
+        // A few executions first, ended in groups, so that a plan could be cached small.
+        let id = |n: u32| format!("x{n:021}");
+        let queue = |from: u32, to: u32| {
+            format!(
+                "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+                   pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+                   created_at) \
+                 SELECT 'x' || lpad(n::text, 21, '0'), 'acc', 'default', 'proj', 'p', 'p', \
+                   'Queued', 'MANUAL', n, '', n FROM generate_series({from}, {to}) n; \
+                 UPDATE executions SET lease_owner = 'node', lease_until = {}, \
+                   lease_token = 'token' || substr(plan_execution_id, 6) \
+                 WHERE created_at BETWEEN {from} AND {from} + 2",
+                now + 60_000
+            )
+        };
+        let ends = executions::Ends {
+            pool: store.pool.clone(),
+        };
+        let next = NextClaim {
+            owner: "node".into(),
+            lease_ms: 30_000,
+        };
+        let group = |from: u32| {
+            [(0, "right", true), (1, "wrong", true), (2, "right", false)]
+                .map(|(k, token, wants)| End {
+                    claim: Claim {
+                        id: PlanExecutionId::parse(&id(from + k)).unwrap(),
+                        token: LeaseToken::parse(&if token == "right" {
+                            format!("token{:017}", from + k)
+                        } else {
+                            "lost".repeat(5) + "00"
+                        })
+                        .unwrap(),
+                    },
+                    begun: None,
+                    steps: Vec::new(),
+                    status: status::SUCCESS.to_owned(),
+                    failure_message: None,
+                    now,
+                    next: wants.then(|| next.clone()),
+                })
+                .into()
+        };
+        for round in 0..8 {
+            let from = 1 + round * 10;
+            c.batch_execute(&queue(from, from + 2)).await.unwrap();
+            ends.write(group(from)).await;
         }
-        let plans = c
-            .query_one(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-                 WHERE name = 'end_at_once'",
+        c.batch_execute(&queue(1001, 6000)).await.unwrap();
+        let answers: Vec<_> = ends
+            .write(group(1001))
+            .await
+            .into_iter()
+            .map(|(end, answer)| (end.claim.id.to_string(), answer.unwrap()))
+            .collect();
+
+        let claimed = match &answers[..] {
+            [(a, AtOnce::Ended(Some(claim))), (b, AtOnce::Declined), (c3, AtOnce::Ended(None))]
+                if *a == id(1001) && *b == id(1002) && *c3 == id(1003) =>
+            {
+                claim.id.to_string()
+            }
+            _ => panic!("{answers:?}"),
+        };
+        // The oldest runnable execution not in the group.
+        let leased: Vec<String> = c
+            .query(
+                "SELECT plan_execution_id FROM executions WHERE lease_owner IS NOT NULL \
+                 AND created_at > 1000 ORDER BY created_at",
                 &[],
             )
             .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(leased, [id(1002), claimed.clone()]);
+        assert_eq!(claimed, id(1004));
+        let ended = count(
+            &c,
+            "SELECT COUNT(*) FROM executions WHERE status = 'Success' AND created_at > 1000",
+            &[],
+        )
+        .await;
+        assert_eq!(ended, 2);
+
+        c.batch_execute(&format!("PREPARE ends AS {}", executions::END_SQL))
+            .await
             .unwrap();
-        let (generic, custom): (i64, i64) = (plans.get(0), plans.get(1));
         let plan: Vec<String> = c
-            .query(&format!("EXPLAIN {execute}"), &[])
+            .query(
+                &format!(
+                    "EXPLAIN EXECUTE ends(ARRAY['{}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
+                     ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
+                     {now}, 'node', 30000, ARRAY['new'])",
+                    id(6000),
+                    ["'{}'"; 15].join(", ")
+                ),
+                &[],
+            )
             .await
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
         let plan = plan.join("\n");
-        let queued = count(
-            &c,
-            "SELECT COUNT(*) FROM executions WHERE status = 'Queued' AND lease_owner IS NULL",
-            &[],
-        )
-        .await;
-
         assert!(
-            generic >= 5 && custom <= 5,
-            "planned again each time: {generic} generic, {custom} custom plans"
-        );
-        assert!(
-            plan.contains("Index Scan using executions_claimable")
+            plan.contains("using executions_claimable")
+                && plan.contains("using executions_pkey")
                 && !plan.contains("Seq Scan on executions"),
             "{plan}"
         );
-        assert_eq!(queued, 5000, "nothing claimed when nothing ended");
         drop(c);
         store.close().await;
         db.drop_it().await;

@@ -1265,31 +1265,44 @@ async fn start(
 /// and 6,872 events a second (the thirtieth sitting of issue 13).
 pub(super) const END_WRITES_IN_FLIGHT: u32 = 1;
 
-/// Most executions one statement ends (more wait for the next write); also the bound of queued
-/// ends, beyond which `Overloaded`: every worker waits for its own end, so the workers bound it.
-pub(super) const MAX_ENDS: usize = 256;
+/// Most executions one statement ends (more wait for the next write).
+const MAX_ENDS: usize = 256;
+
+/// Most ends queued, beyond which `Overloaded`: each worker waits for its own end, so the
+/// workers bound the queue, and a node has at most 1,024 (`workers`).
+pub(super) const MAX_QUEUED_ENDS: usize = 4096;
 
 /// The executions of a group ended in one statement, committed on its own (see [`Ends`]). One
-/// element per execution in `$1`–`$8`: its id, the lease token it must still hold, its pipeline
-/// snapshot when it had not started (started too then: at `$5`, and only if it had not), its
-/// end status, failure message and time, and whether its worker wants the next execution. Each
-/// is ended only while it holds its token and no enabled event rule of its project wants the
-/// events that the state as stored yields. Their steps follow, one element per step in `$9`–`$23`
-/// (its execution's id first, then [`step_cols!`]), written for the executions ended. Then as many
-/// runnable executions as ended ones want, oldest due by `$24` first, are leased to `$25` for
-/// `$26` ms with the tokens of `$27` by row number, as [`CLAIM_SQL`] would. One row per execution
-/// ended (its id, NULL) and per execution claimed (its id and token).
+/// element per end in `$1`–`$8`: the execution's id, the lease token it must still hold, its
+/// pipeline snapshot when it had not started (started too then: at `$5`, and only if it had
+/// not), its end status, failure message and time, and whether its worker wants the next
+/// execution. Each is ended only while it holds its token and no enabled event rule of its
+/// project wants the events that the state as stored yields, and only if its row is not locked
+/// by another transaction (a control request, say): such an end is declined, and its worker
+/// waits for the lock alone, on the step-by-step path, not the whole group behind it. Their steps
+/// follow, one element per step in `$9`–`$23` (the end's place in the group, from 1, then
+/// [`step_cols!`]), written for the ends that ended. Then as many runnable executions as ended
+/// ones want (`$28` at most, how many of the group want one), oldest due by `$24` first, are
+/// leased to `$25` for `$26` ms with the tokens of `$27` by row number, as [`CLAIM_SQL`] would.
+/// One row per end that ended (its place in the group, NULL, NULL) and per execution claimed
+/// (NULL, its id and token).
+///
+/// Ends are told apart by their place, not by the execution's id: a group may hold two ends of
+/// one execution (a worker whose lease ran out while its end waited, and the worker that
+/// claimed it next), of which only the token holder's ends it.
 ///
 /// Every part reads the statement's snapshot, taken before its own writes, where the leases of
 /// the executions ended may have run out already: the claim leaves them out by id (its lock
 /// would skip the rows this statement ended anyway; the ids say so where they are read). The
-/// claimed rows are found by their ids, not joined to what was picked: the planner knows neither
-/// how many the claim takes nor how many a group ends, and a join it guessed large would scan
-/// the whole table.
+/// claimed rows are found by their ids, not joined to what was picked: the planner does not
+/// know how many a group ends, and a join it guessed large would scan the whole table.
 pub(super) const END_SQL: &str = concat!(
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-       $5::int8[], $6::text[], $7::int8[], $8::bool[]) \
-       AS r(id, token, spec, status, begun_at, failure, at, next)), \
+       $5::int8[], $6::text[], $7::int8[], $8::bool[]) WITH ORDINALITY \
+       AS r(id, token, spec, status, begun_at, failure, at, next, place)), \
+     locked AS ( \
+       SELECT plan_execution_id FROM executions WHERE plan_execution_id = ANY ($1::text[]) \
+       FOR NO KEY UPDATE SKIP LOCKED), \
      ended AS ( \
        UPDATE executions x SET pipeline_spec = COALESCE(r.spec, x.pipeline_spec), \
          status = r.status, started_at = COALESCE(r.begun_at, x.started_at, r.at), \
@@ -1298,19 +1311,22 @@ pub(super) const END_SQL: &str = concat!(
          control = NULL \
        FROM r \
        WHERE x.plan_execution_id = r.id AND x.lease_token = r.token \
+         AND x.plan_execution_id IN (SELECT plan_execution_id FROM locked) \
          AND (r.spec IS NULL OR x.pipeline_spec IS NULL) \
          AND NOT EXISTS (SELECT 1 FROM event_rules e WHERE e.account_id = x.account_id \
            AND e.org_id = x.org_id AND e.project_id = x.project_id AND e.enabled) \
-       RETURNING x.plan_execution_id, r.next), \
+       RETURNING x.plan_execution_id, r.place, r.next), \
      steps AS ( \
        INSERT INTO execution_steps (plan_execution_id, ",
     step_cols!(),
-    ") SELECT s.* FROM unnest($9::text[], $10::int[], $11::int[], $12::text[], $13::text[], \
+    ") SELECT ended.plan_execution_id, ",
+    step_cols!(),
+    " FROM unnest($9::int8[], $10::int[], $11::int[], $12::text[], $13::text[], \
          $14::text[], $15::text[], $16::text[], $17::text[], $18::int[], $19::bigint[], \
          $20::bigint[], $21::text[], $22::text[], $23::text[]) \
-         AS s(id, stage_index, step_index, stage_id, stage_name, step_id, step_name, step_type, \
-           status, attempt, started_at, ended_at, outputs, message, log) \
-       WHERE s.id IN (SELECT plan_execution_id FROM ended) ",
+         AS s(place, stage_index, step_index, stage_id, stage_name, step_id, step_name, \
+           step_type, status, attempt, started_at, ended_at, outputs, message, log) \
+       JOIN ended ON ended.place = s.place ",
     step_upsert!(),
     "), \
      picked AS ( \
@@ -1323,7 +1339,7 @@ pub(super) const END_SQL: &str = concat!(
     lease_over!(),
     " ORDER BY ",
     claim_at!(),
-    " LIMIT (SELECT count(*) FROM ended WHERE ended.next) FOR UPDATE SKIP LOCKED), \
+    " LIMIT $28 FOR UPDATE SKIP LOCKED), \
      numbered AS ( \
        SELECT plan_execution_id, \
               row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
@@ -1333,10 +1349,11 @@ pub(super) const END_SQL: &str = concat!(
     lease_now!(),
     " + $26::bigint, lease_token = ($27::text[])[(SELECT n FROM numbered \
          WHERE numbered.plan_execution_id = x.plan_execution_id)::int] \
-       WHERE x.plan_execution_id = ANY (ARRAY(SELECT plan_execution_id FROM numbered)) \
+       WHERE x.plan_execution_id = ANY (ARRAY(SELECT plan_execution_id FROM numbered \
+         WHERE n <= (SELECT count(*) FROM ended WHERE ended.next))) \
        RETURNING x.plan_execution_id, x.lease_token) \
-     SELECT plan_execution_id, NULL::text FROM ended \
-     UNION ALL SELECT plan_execution_id, lease_token FROM claimed"
+     SELECT place, NULL::text, NULL::text FROM ended \
+     UNION ALL SELECT NULL::int8, plan_execution_id, lease_token FROM claimed"
 );
 
 /// Ends executions in groups; see [`END_SQL`].
@@ -1416,19 +1433,18 @@ async fn end_group(c: &tokio_postgres::Client, group: &[End]) -> StoreResult<Vec
     let at: Vec<Millis> = group.iter().map(|e| e.now).collect();
     let next: Vec<bool> = group.iter().map(|e| e.next.is_some()).collect();
     // Each execution's steps: those it started with, as its ended ones left them.
-    let steps: Vec<(&str, StepRecord)> = group
-        .iter()
-        .flat_map(|e| {
-            let id = e.claim.id.as_str();
+    let steps: Vec<(i64, StepRecord)> = (1..)
+        .zip(group)
+        .flat_map(|(place, e)| {
             StepRecord::with_ends(e.begun.as_ref().map_or(&[], |b| &b.steps), &e.steps)
                 .into_iter()
-                .map(move |s| (id, s))
+                .map(move |s| (place, s))
         })
         .collect();
     let ints =
         |f: fn(&StepRecord) -> u32| steps.iter().map(|(_, s)| f(s) as i32).collect::<Vec<_>>();
     let texts = |f: fn(&StepRecord) -> &str| steps.iter().map(|(_, s)| f(s)).collect::<Vec<_>>();
-    let step_of: Vec<&str> = steps.iter().map(|(id, _)| *id).collect();
+    let step_of: Vec<i64> = steps.iter().map(|(place, _)| *place).collect();
     let (stage_index, step_index, attempt) = (
         ints(|s| s.stage_index),
         ints(|s| s.step_index),
@@ -1455,6 +1471,13 @@ async fn end_group(c: &tokio_postgres::Client, group: &[End]) -> StoreResult<Vec
         .collect();
     // The claims go to one owner, for one lease: a node's workers all name the same.
     let wanted = group.iter().find_map(|e| e.next.as_ref());
+    debug_assert!(group
+        .iter()
+        .filter_map(|e| e.next.as_ref())
+        .all(
+            |n| Some(n.owner.as_str()) == wanted.map(|w| w.owner.as_str())
+                && Some(n.lease_ms) == wanted.map(|w| w.lease_ms)
+        ));
     let claim_tokens: Vec<String> = group
         .iter()
         .filter(|e| e.next.is_some())
@@ -1481,7 +1504,7 @@ async fn end_group(c: &tokio_postgres::Client, group: &[End]) -> StoreResult<Vec
                 (&failures, texts_.clone()),
                 (&at, bigints_.clone()),
                 (&next, Type::BOOL_ARRAY),
-                (&step_of, texts_.clone()),
+                (&step_of, bigints_.clone()),
                 (&stage_index, ints_.clone()),
                 (&step_index, ints_.clone()),
                 (&stage, texts_.clone()),
@@ -1500,25 +1523,33 @@ async fn end_group(c: &tokio_postgres::Client, group: &[End]) -> StoreResult<Vec
                 (&owner, Type::TEXT),
                 (&lease_ms, Type::INT8),
                 (&claim_tokens, texts_),
+                (&(claim_tokens.len() as i64), Type::INT8),
             ],
         )
         .await
         .ctx("ending executions")?;
+    // The statement has committed: a row that cannot be read is logged and left (a claim then
+    // runs out as any lost lease does), never a reason to write the group again.
     let mut ended = std::collections::HashSet::new();
     let mut claims = Vec::new();
     for r in &rows {
-        let id: &str = col(r, 0)?;
-        match col::<Option<&str>>(r, 1)? {
-            Some(token) => claims.push(claim_of(id, token)?),
-            None => {
-                ended.insert(id);
+        let row = (|| -> StoreResult<()> {
+            match col::<Option<i64>>(r, 0)? {
+                Some(place) => {
+                    ended.insert(place);
+                }
+                None => claims.push(claim_of(col(r, 1)?, col(r, 2)?)?),
             }
+            Ok(())
+        })();
+        if let Err(e) = row {
+            tracing::error!(error = %crate::error::ErrorChain(&e), "reading a group of ends");
         }
     }
-    Ok(group
-        .iter()
-        .map(|e| {
-            if !ended.contains(e.claim.id.as_str()) {
+    Ok((1..)
+        .zip(group)
+        .map(|(place, e)| {
+            if !ended.contains(&place) {
                 return AtOnce::Declined;
             }
             AtOnce::Ended(e.next.as_ref().and_then(|_| claims.pop()))

@@ -145,7 +145,7 @@ impl PgStore {
                 executions::Ends { pool: pool.clone() },
                 thread.runtime.clone(),
                 executions::END_WRITES_IN_FLIGHT,
-                executions::MAX_ENDS,
+                executions::MAX_QUEUED_ENDS,
             ),
             event_ids,
             _thread: thread,
@@ -2265,6 +2265,56 @@ mod tests {
         .await;
         assert_eq!(ended, 2);
 
+        // Two ends of one execution (a worker whose lease ran out while its end waited, and
+        // the worker that claimed it next): only the token holder's ends it, and each is told
+        // which. An end whose row another transaction holds is declined at once, not waited
+        // for with the whole group behind it.
+        c.batch_execute(&format!(
+            "UPDATE executions SET lease_owner = 'node', lease_until = {}, \
+               lease_token = 'token' || substr(plan_execution_id, 6) \
+             WHERE created_at IN (2001, 2002)",
+            now + 60_000
+        ))
+        .await
+        .unwrap();
+        let mut other = store.client().await.unwrap();
+        let holding = other.transaction().await.unwrap();
+        holding
+            .execute(
+                "SELECT 1 FROM executions WHERE plan_execution_id = $1 FOR UPDATE",
+                &[&id(2002)],
+            )
+            .await
+            .unwrap();
+        let end = |n: u32, token: String| End {
+            claim: Claim {
+                id: PlanExecutionId::parse(&id(n)).unwrap(),
+                token: LeaseToken::parse(&token).unwrap(),
+            },
+            begun: None,
+            steps: Vec::new(),
+            status: status::SUCCESS.to_owned(),
+            failure_message: None,
+            now,
+            next: None,
+        };
+        let written = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            ends.write(vec![
+                end(2001, "lost".repeat(5) + "00"),
+                end(2001, format!("token{:017}", 2001)),
+                end(2002, format!("token{:017}", 2002)),
+            ]),
+        )
+        .await
+        .expect("a locked row is not waited for");
+        holding.rollback().await.unwrap();
+        let told: Vec<_> = written
+            .into_iter()
+            .map(|(_, answer)| format!("{:?}", answer.unwrap()))
+            .collect();
+        assert_eq!(told, ["Declined", "Ended(None)", "Declined"]);
+
         c.batch_execute(&format!("PREPARE ends AS {}", executions::END_SQL))
             .await
             .unwrap();
@@ -2273,7 +2323,7 @@ mod tests {
                 &format!(
                     "EXPLAIN EXECUTE ends(ARRAY['{}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
                      ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
-                     {now}, 'node', 30000, ARRAY['new'])",
+                     {now}, 'node', 30000, ARRAY['new'], 1)",
                     id(6000),
                     ["'{}'"; 15].join(", ")
                 ),

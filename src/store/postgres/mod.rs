@@ -2201,26 +2201,27 @@ mod tests {
             owner: "node".into(),
             lease_ms: 30_000,
         };
+        // An end of execution `n`, with its right token or a lost one.
+        let token = |n: u32| format!("token{n:017}");
+        let lost = || "lost".repeat(5) + "00";
+        let end = |n: u32, token: String, next: Option<NextClaim>| End {
+            claim: Claim {
+                id: PlanExecutionId::parse(&id(n)).unwrap(),
+                token: LeaseToken::parse(&token).unwrap(),
+            },
+            begun: None,
+            steps: Vec::new(),
+            status: status::SUCCESS.to_owned(),
+            failure_message: None,
+            now,
+            next,
+        };
         let group = |from: u32| {
-            [(0, "right", true), (1, "wrong", true), (2, "right", false)]
-                .map(|(k, token, wants)| End {
-                    claim: Claim {
-                        id: PlanExecutionId::parse(&id(from + k)).unwrap(),
-                        token: LeaseToken::parse(&if token == "right" {
-                            format!("token{:017}", from + k)
-                        } else {
-                            "lost".repeat(5) + "00"
-                        })
-                        .unwrap(),
-                    },
-                    begun: None,
-                    steps: Vec::new(),
-                    status: status::SUCCESS.to_owned(),
-                    failure_message: None,
-                    now,
-                    next: wants.then(|| next.clone()),
-                })
-                .into()
+            vec![
+                end(from, token(from), Some(next.clone())),
+                end(from + 1, lost(), Some(next.clone())),
+                end(from + 2, token(from + 2), None),
+            ]
         };
         for round in 0..8 {
             let from = 1 + round * 10;
@@ -2265,6 +2266,33 @@ mod tests {
         .await;
         assert_eq!(ended, 2);
 
+        // An end that ends nothing (an execution that is not there) claims nothing, though its
+        // worker wants a next one.
+        let leased_before = count(
+            &c,
+            "SELECT COUNT(*) FROM executions WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        .await;
+        let nothing = ends
+            .write(vec![end(9999, token(9999), Some(next.clone()))])
+            .await;
+        assert!(
+            matches!(&nothing[..], [(_, Ok(AtOnce::Declined))]),
+            "{:?}",
+            nothing.iter().map(|(_, a)| a).collect::<Vec<_>>()
+        );
+        let leased_after = count(
+            &c,
+            "SELECT COUNT(*) FROM executions WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        .await;
+        assert_eq!(
+            leased_after, leased_before,
+            "nothing claimed when nothing ended"
+        );
+
         // Two ends of one execution (a worker whose lease ran out while its end waited, and
         // the worker that claimed it next): only the token holder's ends it, and each is told
         // which. An end whose row another transaction holds is declined at once, not waited
@@ -2286,24 +2314,12 @@ mod tests {
             )
             .await
             .unwrap();
-        let end = |n: u32, token: String| End {
-            claim: Claim {
-                id: PlanExecutionId::parse(&id(n)).unwrap(),
-                token: LeaseToken::parse(&token).unwrap(),
-            },
-            begun: None,
-            steps: Vec::new(),
-            status: status::SUCCESS.to_owned(),
-            failure_message: None,
-            now,
-            next: None,
-        };
         let written = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             ends.write(vec![
-                end(2001, "lost".repeat(5) + "00"),
-                end(2001, format!("token{:017}", 2001)),
-                end(2002, format!("token{:017}", 2002)),
+                end(2001, lost(), None),
+                end(2001, token(2001), None),
+                end(2002, token(2002), None),
             ]),
         )
         .await

@@ -2159,13 +2159,54 @@ mod tests {
         db.drop_it().await;
     }
 
+    /// The generic plan of [`executions::END_SQL`] (the one a cached statement keeps, made for
+    /// any values) prepared now with the settings of its groups ([`executions::PLAN_ENDS`]),
+    /// shown for an end of execution `id`.
+    async fn plan_of_ends(c: &tokio_postgres::Client, id: &str, now: Millis) -> String {
+        c.batch_execute(&format!(
+            "{}; SET LOCAL plan_cache_mode = force_generic_plan; PREPARE ends AS {}",
+            executions::PLAN_ENDS,
+            executions::END_SQL
+        ))
+        .await
+        .unwrap();
+        let plan: Vec<String> = c
+            .query(
+                &format!(
+                    "EXPLAIN EXECUTE ends(ARRAY['{id}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
+                     ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
+                     {now}, 'node', 30000, ARRAY['new'], 1)",
+                    ["'{}'"; 15].join(", ")
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        c.batch_execute("ROLLBACK; DEALLOCATE ends").await.unwrap();
+        plan.join("\n")
+    }
+
+    /// Whether `plan` reads `executions` through its indexes only (its primary key, and the
+    /// claim index for the claims), never all of it, and joins nothing by hashing or sorting
+    /// it.
+    fn by_indexes(plan: &str) -> bool {
+        plan.contains("using executions_claimable")
+            && plan.contains("using executions_pkey")
+            && !plan.contains("Seq Scan on executions")
+            && !plan.contains("Hash Join")
+            && !plan.contains("Merge Join")
+    }
+
     /// A group of ends is one statement: each execution that still holds its token is ended,
     /// one that lost it is declined with nothing written, and each ended one whose worker wants
     /// another gets one of the oldest runnable executions, none twice and none of the group's.
-    /// Planned with the group's values, it finds the rows it ends by primary key and the next
-    /// ones by walking the claim index, never scanning `executions`, on a table far larger than
-    /// the one the first groups saw: a plan cached while the table was small hash-joined a scan
-    /// of the whole table.
+    /// Its plan, cached, finds the rows it ends by primary key and the next ones by walking the
+    /// claim index, never scanning `executions`, whether it was made on an empty table or a
+    /// large one: made without the group's settings, a plan cached while the table was small
+    /// hash-joined a scan of the whole table.
     #[tokio::test]
     async fn a_group_of_ends_claims_one_next_for_each_and_never_scans_executions() {
         use super::groups::Write as _;
@@ -2223,6 +2264,10 @@ mod tests {
                 end(from + 2, token(from + 2), None),
             ]
         };
+        // The generic plan of the cached statement, made with the group's settings while
+        // the table is empty: it must find rows through the indexes, as it will be kept.
+        let small_plan = plan_of_ends(&c, &id(1), now).await;
+        assert!(by_indexes(&small_plan), "{small_plan}");
         for round in 0..8 {
             let from = 1 + round * 10;
             c.batch_execute(&queue(from, from + 2)).await.unwrap();
@@ -2331,32 +2376,9 @@ mod tests {
             .collect();
         assert_eq!(told, ["Declined", "Ended(None)", "Declined"]);
 
-        c.batch_execute(&format!("PREPARE ends AS {}", executions::END_SQL))
-            .await
-            .unwrap();
-        let plan: Vec<String> = c
-            .query(
-                &format!(
-                    "EXPLAIN EXECUTE ends(ARRAY['{}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
-                     ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
-                     {now}, 'node', 30000, ARRAY['new'], 1)",
-                    id(6000),
-                    ["'{}'"; 15].join(", ")
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
-        assert!(
-            plan.contains("using executions_claimable")
-                && plan.contains("using executions_pkey")
-                && !plan.contains("Seq Scan on executions"),
-            "{plan}"
-        );
+        // Made on the large table, the plan finds its rows the same way.
+        let plan = plan_of_ends(&c, &id(6000), now).await;
+        assert!(by_indexes(&plan), "{plan}");
         drop(c);
         store.close().await;
         db.drop_it().await;

@@ -43,7 +43,7 @@ use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
 use crate::store::executions::{
-    status, AlreadyStarted, Claim, Control, NextClaim, RunState, Start, StepRecord, Work,
+    status, AlreadyStarted, Claim, Claimed, Control, NextClaim, RunState, Start, StepRecord, Work,
 };
 use crate::store::{now_millis, PipelineRecord, Store, StoreError};
 
@@ -229,7 +229,7 @@ async fn run_loop(
                 .await
             {
                 Ok(claims) => {
-                    for claim in claims {
+                    for Claimed { claim, work } in claims {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             return;
                         };
@@ -238,6 +238,7 @@ async fn run_loop(
                             store.clone(),
                             Worker {
                                 claim,
+                                work,
                                 lease_ms,
                                 lease_until: claimed_at + lease,
                                 stop,
@@ -281,6 +282,8 @@ fn register(running: &Running, abort: &CancellationToken, claim: &Claim) -> Canc
 /// One worker's claim on an execution, and what it runs with.
 struct Worker {
     claim: Claim,
+    /// What the worker reads to run it, when the store read it with the claim.
+    work: Option<Box<Work>>,
     lease_ms: i64,
     /// When the lease runs out as this worker last confirmed it: counted on this node's
     /// monotonic clock from before the claim or renewal was sent, so never later than the
@@ -303,6 +306,8 @@ struct Worker {
 struct Next {
     claim: Claim,
     claimed_at: Instant,
+    /// What the worker reads to run it, when the store read it with the claim.
+    work: Option<Box<Work>>,
 }
 
 /// Runs one claimed execution while renewing its lease, then the next one it claimed as it
@@ -315,6 +320,7 @@ async fn work_on(
 ) {
     let Worker {
         mut claim,
+        work: mut read,
         lease_ms,
         mut lease_until,
         mut stop,
@@ -331,6 +337,7 @@ async fn work_on(
         let work = execute(
             store.as_ref(),
             &claim,
+            read.take(),
             stop.clone(),
             shutdown.clone(),
             &work_dirs,
@@ -385,6 +392,7 @@ async fn work_on(
         let Some(Next {
             claim: following,
             claimed_at,
+            work,
         }) = following
         else {
             break;
@@ -399,6 +407,7 @@ async fn work_on(
         }
         stop = register(&running, &abort, &following);
         claim = following;
+        read = work;
         lease_until = claimed_at + lease;
     }
     drop(permit);
@@ -456,12 +465,14 @@ async fn keep_lease(
     }
 }
 
-/// Runs an execution from where it stands until it ends or parks in a `Wait` step. Every
-/// write is made under `claim`. A normal end (or an expired approval) is returned for the
+/// Runs an execution from where it stands until it ends or parks in a `Wait` step, from what
+/// the store `read` with its claim or, without that, from what it reads now. Every write is
+/// made under `claim`. A normal end (or an expired approval) is returned for the
 /// caller to write; every other way out has written its own.
 async fn execute(
     store: &dyn Store,
     claim: &Claim,
+    read: Option<Box<Work>>,
     abort: CancellationToken,
     shutdown: CancellationToken,
     work_dirs: &WorkDirs,
@@ -474,7 +485,10 @@ async fn execute(
         control,
         event,
         pipeline: stored,
-    }) = store.load_work(id).await?
+    }) = (match read {
+        Some(work) => Some(*work),
+        None => store.load_work(id).await?,
+    })
     else {
         return Ok(None);
     };
@@ -802,7 +816,11 @@ impl Unsaved {
                 next,
             )
             .await?;
-        Ok(claim.map(|claim| Next { claim, claimed_at }))
+        Ok(claim.map(|Claimed { claim, work }| Next {
+            claim,
+            claimed_at,
+            work,
+        }))
     }
 }
 

@@ -359,6 +359,18 @@ pub struct Claim {
     pub token: LeaseToken,
 }
 
+/// An execution claimed ([`ExecutionStore::claim_executions`]), or claimed in the transaction
+/// that ended another ([`ExecutionStore::finish_execution`]).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The claim.
+    pub claim: Claim,
+    /// What its worker reads to run it, when the store read it with the claim (PostgreSQL,
+    /// for an execution that had not started: one read fewer on the database for each);
+    /// otherwise the worker reads it itself ([`Store::load_work`](super::Store::load_work)).
+    pub work: Option<Box<Work>>,
+}
+
 /// Who claims the next execution in the transaction that ends one (see
 /// [`ExecutionStore::finish_execution`]), and for how long, as in
 /// [`ExecutionStore::claim_executions`].
@@ -501,14 +513,15 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// each with a fresh [`LeaseToken`], for `lease_ms` from now by the lease clock: queued
     /// ones, and started ones with no live lease whose wait (if any) is over at `now` (the
     /// caller's clock, which wrote the wake-up times). Oldest first. Exclusive across
-    /// processes: no execution is leased to two claims at once.
+    /// processes: no execution is leased to two claims at once. Some stores read what each
+    /// worker reads with the claims ([`Claimed::work`]).
     async fn claim_executions(
         &self,
         owner: &str,
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<Claim>>;
+    ) -> StoreResult<Vec<Claimed>>;
 
     /// Extends the claim's lease to `lease_ms` from now by the lease clock, while its worker is
     /// still on it, and returns the control request waiting for that worker, if any (so a
@@ -557,7 +570,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// With `next`, the same transaction then claims the oldest runnable execution for the
     /// same worker, as [`claim_executions`](Self::claim_executions) would with a limit of one
     /// at `now`, and returns its claim: a worker goes on to the next execution without a
-    /// commit of its own for the claim.
+    /// commit of its own for the claim (and, from some stores, without a read of its own).
     #[allow(clippy::too_many_arguments)]
     async fn finish_execution(
         &self,
@@ -568,7 +581,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
         failure_message: Option<String>,
         now: Millis,
         next: Option<&NextClaim>,
-    ) -> StoreResult<Option<Claim>>;
+    ) -> StoreResult<Option<Claimed>>;
 
     /// Appends lines to the live log of a step of an execution the claim holds.
     async fn append_step_log(

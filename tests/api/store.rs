@@ -13,7 +13,8 @@ use triggerd::domain::ids::{
     AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
 };
 use triggerd::store::executions::{
-    Claim, Control, ControlOutcome, NewManualExecution, NextClaim, RunState, Start, StepRecord,
+    Claim, Claimed, Control, ControlOutcome, NewManualExecution, NextClaim, RunState, Start,
+    StepRecord, Work,
 };
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
@@ -260,7 +261,7 @@ async fn concurrent_claimers_never_get_the_same_execution() {
                     .claim_executions(&format!("node-{claimer}"), 3, now_millis(), 60_000)
                     .await
                     .expect("claim");
-                mine.extend(claims.into_iter().map(|c| c.id.to_string()));
+                mine.extend(claims.into_iter().map(|c| c.claim.id.to_string()));
             }
             mine
         });
@@ -305,7 +306,19 @@ fn step(stage_index: u32, step_index: u32, status: &str) -> StepRecord {
     }
 }
 
-/// Records one event and claims its execution for `node-a` with a long lease.
+/// Claims up to ten executions for `owner` with a long lease: the claims alone.
+async fn claim(f: &Fixture, owner: &str) -> Vec<Claim> {
+    f.store
+        .claim_executions(owner, 10, now_millis(), LONG_LEASE)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.claim)
+        .collect()
+}
+
+/// Records one event and claims its execution for `node-a` with a long lease. What the store
+/// read with the claim, if anything, is what its worker would read.
 async fn claimed(f: &Fixture) -> Claim {
     record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
     let mut claims = f
@@ -314,7 +327,24 @@ async fn claimed(f: &Fixture) -> Claim {
         .await
         .expect("claim");
     assert_eq!(claims.len(), 1, "one execution claimed");
-    claims.remove(0)
+    let Claimed { claim, work } = claims.remove(0);
+    if let Some(work) = work {
+        same_work(f, &claim, &work).await;
+    }
+    claim
+}
+
+/// `work`, read with `claim`, is what the claim's worker reads now, with the event that
+/// queued it and the pipeline it starts.
+async fn same_work(f: &Fixture, claim: &Claim, work: &Work) {
+    let read = f
+        .store
+        .load_work(&claim.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(format!("{work:?}"), format!("{read:?}"));
+    assert!(work.event.is_some() && work.pipeline.is_some(), "{work:?}");
 }
 
 /// Ends `claim`'s execution with `status` and nothing else to store, claiming the next with
@@ -324,7 +354,7 @@ async fn end(
     claim: &Claim,
     status: &str,
     next: Option<&NextClaim>,
-) -> Result<Option<Claim>, StoreError> {
+) -> Result<Option<Claimed>, StoreError> {
     f.store
         .finish_execution(claim, None, Vec::new(), status, None, now_millis(), next)
         .await
@@ -362,18 +392,20 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
         lease_ms: LONG_LEASE,
     };
 
-    let second = end(&f, &first, "Success", Some(&next))
+    let Claimed {
+        claim: second,
+        work,
+    } = end(&f, &first, "Success", Some(&next))
         .await
         .expect("finish")
         .expect("the next execution is claimed");
+    if let Some(work) = work {
+        same_work(&f, &second, &work).await;
+    }
     assert_eq!(run_of(&f, &first.id).await.execution.status, "Success");
     assert_ne!(second.id, first.id);
     assert_ne!(second.token, first.token);
-    let others = f
-        .store
-        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let others = claim(&f, "node-b").await;
     assert_eq!(
         others.len(),
         1,
@@ -393,11 +425,11 @@ async fn finishing_an_execution_claims_the_next_one_for_the_same_worker() {
     let none = end(&f, &second, "Success", None)
         .await
         .expect("finish without next");
-    assert_eq!(none, None, "no claim without next");
+    assert!(none.is_none(), "no claim without next");
     let nothing_left = end(&f, &others[0], "Failed", Some(&next))
         .await
         .expect("finish with nothing runnable");
-    assert_eq!(nothing_left, None);
+    assert!(nothing_left.is_none());
     assert_eq!(run_of(&f, &others[0].id).await.execution.status, "Failed");
 }
 
@@ -419,7 +451,7 @@ async fn a_worker_ending_an_execution_whose_lease_ran_out_is_not_handed_it_again
     let claimed_next = end(&f, &alone, "Success", Some(&next))
         .await
         .expect("finish after the lease ran out");
-    assert_eq!(claimed_next, None, "nothing else was runnable");
+    assert!(claimed_next.is_none(), "nothing else was runnable");
     assert_eq!(run_of(&f, &alone.id).await.execution.status, "Success");
 
     let first = claimed(&f).await;
@@ -428,7 +460,8 @@ async fn a_worker_ending_an_execution_whose_lease_ran_out_is_not_handed_it_again
     let second = end(&f, &first, "Failed", Some(&next))
         .await
         .expect("finish after the lease ran out")
-        .expect("the other execution is claimed");
+        .expect("the other execution is claimed")
+        .claim;
     assert_ne!(second.id, first.id);
     assert_eq!(run_of(&f, &first.id).await.execution.status, "Failed");
     f.store
@@ -442,17 +475,9 @@ async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_renew_it
     let f = fixture().await;
     let first = claimed(&f).await;
 
-    let while_live = f
-        .store
-        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let while_live = claim(&f, "node-b").await;
     let_run_out(&f, &first).await;
-    let after_expiry = f
-        .store
-        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let after_expiry = claim(&f, "node-b").await;
     let renewed_by_old_owner = f.store.renew_lease(&first, LONG_LEASE).await;
 
     assert!(while_live.is_empty(), "a live lease is not taken");
@@ -534,11 +559,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
         .await
         .expect("update under a live lease");
     let_run_out(&f, &old).await;
-    let mut taken = f
-        .store
-        .claim_executions("node-b", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let mut taken = claim(&f, "node-b").await;
     assert_eq!(taken.len(), 1, "taken over");
     let new = taken.remove(0);
 
@@ -621,11 +642,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing_and_the_new_one_goes
     ];
     let run = run_of(&f, &old.id).await;
     let steps = f.store.list_steps(&old.id).await.expect("steps");
-    let claimed_meanwhile = f
-        .store
-        .claim_executions("node-c", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let claimed_meanwhile = claim(&f, "node-c").await;
 
     assert!(started, "the first start stores the steps");
     for (write, lost) in refused {
@@ -675,19 +692,11 @@ async fn every_claim_gets_a_token_of_its_own() {
     for _ in 0..5 {
         record(f.store.as_ref(), event(&f.scope, None, now_millis())).await;
     }
-    let first = f
-        .store
-        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let first = claim(&f, "node-a").await;
     for claim in &first {
         let_run_out(&f, claim).await;
     }
-    let second = f
-        .store
-        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let second = claim(&f, "node-a").await;
 
     let ids = |claims: &[Claim]| claims.iter().map(|c| c.id.clone()).collect::<HashSet<_>>();
     assert_eq!(first.len(), 5);
@@ -1140,11 +1149,7 @@ async fn every_change_to_a_status_is_told_before_the_write_is_acknowledged() {
             "{all:?}"
         );
     };
-    let mut claims = f
-        .store
-        .claim_executions("node-a", 10, now_millis(), LONG_LEASE)
-        .await
-        .expect("claim");
+    let mut claims = claim(&f, "node-a").await;
     let claim = claims.remove(0);
     one(&told);
     f.store

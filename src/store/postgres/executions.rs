@@ -23,9 +23,9 @@ use crate::domain::ids::{EventId, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::cursor::{decode_time_cursor, encode_cursor, page};
 use crate::store::executions::{
-    status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start, StepRecord, Work,
-    PURGE_PROJECTS,
+    status, AlreadyStarted, Claim, Claimed, Control, ControlOutcome, ExecutionFilter,
+    ExecutionStore, LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start,
+    StepRecord, Work, PURGE_PROJECTS,
 };
 use crate::store::{Execution, Millis, Page, StoreError, StoreResult, WebhookEvent};
 
@@ -330,21 +330,41 @@ const RUN_SQL: &str = concat!(
     " FROM executions WHERE plan_execution_id = $1"
 );
 
+/// The joins that read what a worker reads besides the execution `$x` (whose columns are
+/// [`run_cols!`], `control` and `event_seq`): its event `we` ([`EVENT_COLS`]) and its pipeline
+/// `wp` ([`PIPELINE_COLS`]), each a lookup by primary key, NULL when there is none.
+macro_rules! work_joins {
+    ($x:literal) => {
+        concat!(
+            "LEFT JOIN LATERAL (SELECT ",
+            event_cols!(),
+            " FROM webhook_events WHERE seq = ",
+            $x,
+            ".event_seq) we ON true \
+             LEFT JOIN LATERAL (SELECT ",
+            pipeline_cols!(),
+            " FROM pipelines WHERE account_id = ",
+            $x,
+            ".account_id AND org_id = ",
+            $x,
+            ".org_id AND project_id = ",
+            $x,
+            ".project_id AND id = ",
+            $x,
+            ".pipeline_id) wp ON true"
+        )
+    };
+}
+
 /// What a worker reads to run an execution, in one statement (see [`PgStore::read_work`]): the
 /// execution ([`run_cols!`], columns 0-16), its control request (17), its event's `seq` (18),
 /// its event ([`EVENT_COLS`] from 19) and its pipeline as stored now ([`PIPELINE_COLS`] from 35),
 /// NULL when there is none. The pipeline is used only until the execution has started.
 const WORK_SQL: &str = concat!(
-    "SELECT x.*, e.*, p.* FROM (SELECT ",
+    "SELECT x.*, we.*, wp.* FROM (SELECT ",
     run_cols!(),
-    ", control, event_seq FROM executions WHERE plan_execution_id = $1) x \
-     LEFT JOIN LATERAL (SELECT ",
-    event_cols!(),
-    " FROM webhook_events WHERE seq = x.event_seq) e ON true \
-     LEFT JOIN LATERAL (SELECT ",
-    pipeline_cols!(),
-    " FROM pipelines WHERE account_id = x.account_id AND org_id = x.org_id \
-       AND project_id = x.project_id AND id = x.pipeline_id) p ON true"
+    ", control, event_seq FROM executions WHERE plan_execution_id = $1) x ",
+    work_joins!("x")
 );
 
 /// The first column of the event and of the pipeline in [`WORK_SQL`]'s row.
@@ -454,29 +474,32 @@ impl PgStore {
             &[&id.as_str()],
         )
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let run = run_state(&row, steps)?;
-        let control: Option<String> = col(&row, 17)?;
-        let event = match (run.event_id(), col::<Option<String>>(&row, WORK_EVENT)?) {
-            (Some(_), Some(_)) => Some(event_row_at(&row, WORK_EVENT)?),
-            _ => None,
-        };
-        let pipeline = match (
-            run.pipeline_to_start(),
-            col::<Option<String>>(&row, WORK_PIPELINE)?,
-        ) {
-            (Some(_), Some(_)) => Some(pipeline_row_at(&row, WORK_PIPELINE)?),
-            _ => None,
-        };
-        Ok(Some(Work {
-            run,
-            control: control::from_stored(control.as_deref()),
-            event,
-            pipeline,
-        }))
+        row.map(|row| work_at(&row, 0, steps)).transpose()
     }
+}
+
+/// What a worker reads, from a row whose columns from `at` are those of [`WORK_SQL`]'s, and
+/// the execution's `steps`.
+fn work_at(row: &Row, at: usize, steps: Vec<StepRecord>) -> StoreResult<Work> {
+    let run = run_state_at(row, at, steps)?;
+    let control: Option<String> = col(row, at + 17)?;
+    let event = match (run.event_id(), col::<Option<String>>(row, at + WORK_EVENT)?) {
+        (Some(_), Some(_)) => Some(event_row_at(row, at + WORK_EVENT)?),
+        _ => None,
+    };
+    let pipeline = match (
+        run.pipeline_to_start(),
+        col::<Option<String>>(row, at + WORK_PIPELINE)?,
+    ) {
+        (Some(_), Some(_)) => Some(pipeline_row_at(row, at + WORK_PIPELINE)?),
+        _ => None,
+    };
+    Ok(Work {
+        run,
+        control: control::from_stored(control.as_deref()),
+        event,
+        pipeline,
+    })
 }
 
 /// The claim: leases to `$1` for `$2` ms up to `$4` executions due by `$3` (the node's clock),
@@ -485,7 +508,8 @@ impl PgStore {
 /// is over only once it has run out by the database's clock, checked on each entry read (an
 /// entry for a lease that ended by `$3` but not yet by that clock is passed over). SKIP LOCKED:
 /// rows another node is claiming (or writing) are left to it; a locked row is re-checked against
-/// the conditions after it is locked.
+/// the conditions after it is locked. One row per claim: its token, then what its worker reads
+/// (as in [`WORK_SQL`]'s rows).
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH picked AS ( \
        SELECT plan_execution_id, ",
@@ -496,14 +520,19 @@ pub(super) const CLAIM_SQL: &str = concat!(
     lease_over!(),
     " ORDER BY claim_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
      numbered AS ( \
-       SELECT plan_execution_id, \
+       SELECT plan_execution_id AS id, \
               row_number() OVER (ORDER BY claim_at, plan_execution_id) AS n \
-       FROM picked) \
-     UPDATE executions x SET lease_owner = $1, lease_until = ",
+       FROM picked), \
+     claimed AS ( \
+       UPDATE executions x SET lease_owner = $1, lease_until = ",
     lease_now!(),
     " + $2, lease_token = ($5::text[])[numbered.n::int] \
-     FROM numbered WHERE x.plan_execution_id = numbered.plan_execution_id \
-     RETURNING x.plan_execution_id, x.lease_token"
+       FROM numbered WHERE x.plan_execution_id = numbered.id \
+       RETURNING lease_token, ",
+    run_cols!(),
+    ", control, event_seq) \
+     SELECT c.*, we.*, wp.* FROM claimed c ",
+    work_joins!("c")
 );
 
 /// Leases up to `limit` runnable executions to `owner` (see
@@ -514,7 +543,7 @@ async fn claim_runnable(
     limit: u32,
     now: Millis,
     lease_ms: i64,
-) -> StoreResult<Vec<Claim>> {
+) -> StoreResult<Vec<Claimed>> {
     // One fresh token per execution that may be picked, handed out by row number.
     let tokens: Vec<String> = (0..limit)
         .map(|_| LeaseToken::generate().to_string())
@@ -526,9 +555,27 @@ async fn claim_runnable(
         &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
     )
     .await?;
-    rows.iter()
-        .map(|r| claim_of(col(r, 0)?, col(r, 1)?))
-        .collect()
+    rows.iter().map(|r| claimed_at(r, 0)).collect()
+}
+
+/// A claim from a row whose column `at` is its lease token, followed by the columns of
+/// [`WORK_SQL`]'s row. What its worker reads comes with it when the execution has not
+/// started, and so has no steps yet; one that has, its worker reads with its steps. Work that
+/// cannot be read is logged and left for the worker to read again, not a reason to lose the
+/// claim.
+fn claimed_at(row: &Row, at: usize) -> StoreResult<Claimed> {
+    let claim = claim_of(col(row, at + 1)?, col(row, at)?)?;
+    let work = match col::<Option<&str>>(row, at + 1 + 15)? {
+        Some(_) => None,
+        None => work_at(row, at + 1, Vec::new())
+            .inspect_err(|e| {
+                tracing::warn!(execution = %claim.id, error = %crate::error::ErrorChain(e),
+                    "reading a claimed execution with its claim; its worker reads it again")
+            })
+            .ok()
+            .map(Box::new),
+    };
+    Ok(Claimed { claim, work })
 }
 
 /// A claim as a claiming statement returns it: the execution's id and the lease token.
@@ -701,7 +748,7 @@ impl ExecutionStore for PgStore {
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<Claim>> {
+    ) -> StoreResult<Vec<Claimed>> {
         claim_runnable(&self.client().await?, owner, limit, now, lease_ms).await
     }
 
@@ -804,7 +851,7 @@ impl ExecutionStore for PgStore {
         failure_message: Option<String>,
         now: Millis,
         next: Option<&NextClaim>,
-    ) -> StoreResult<Option<Claim>> {
+    ) -> StoreResult<Option<Claimed>> {
         let (end, ended) = self
             .ends
             .submit(End {
@@ -1257,12 +1304,14 @@ async fn start(
 /// workers that end an execution while the write in flight commits wait for the next one, which
 /// ends them all. One statement per execution had bounded the engine on PostgreSQL: of the
 /// server's CPU, each end's statement start, its claim of the next execution past the rows the
-/// other ends were claiming, and its commit. One write at a time, not intake's four: each
-/// group's statement is planned with its values (see [`end_group`]), so the larger the groups
-/// the less planning per execution. Alternating runs of 32 workers draining a backlog, one, two
+/// other ends were claiming, and its commit. One write at a time, not intake's four: the
+/// larger the groups, the less each execution's share of a statement and a commit, and two
+/// groups at once contend for the same claimable rows. Alternating runs of 32 workers draining a backlog, one, two
 /// and four writes in flight: 4,978, 4,460–4,718 and 3,858–3,919 executions a second, the
 /// server's CPU 204, 263–283 and 361–369 µs per execution; matched intake meanwhile 10,082, 8,424
-/// and 6,872 events a second (the thirtieth sitting of issue 13).
+/// and 6,872 events a second (the thirtieth sitting of issue 13, each group planned on its own
+/// then). With the plan cached (the thirty-first), one and two: 3,743 and 4,305, against 3,541
+/// and 3,510 a second.
 pub(super) const END_WRITES_IN_FLIGHT: u32 = 1;
 
 /// Most executions one statement ends (more wait for the next write).
@@ -1351,10 +1400,17 @@ pub(super) const END_SQL: &str = concat!(
          WHERE numbered.plan_execution_id = x.plan_execution_id)::int] \
        WHERE x.plan_execution_id = ANY (ARRAY(SELECT plan_execution_id FROM numbered \
          WHERE n <= (SELECT count(*) FROM ended WHERE ended.next))) \
-       RETURNING x.plan_execution_id, x.lease_token) \
-     SELECT place, NULL::text, NULL::text FROM ended \
-     UNION ALL SELECT NULL::int8, plan_execution_id, lease_token FROM claimed"
+       RETURNING lease_token, ",
+    run_cols!(),
+    ", control, event_seq) \
+     SELECT e.place, c.*, we.*, wp.* FROM (SELECT place, row_number() OVER () AS k FROM ended) e \
+     LEFT JOIN (SELECT row_number() OVER () AS k, claimed.* FROM claimed) c ON c.k = e.k ",
+    work_joins!("c")
 );
+
+/// The column of a claim's lease token in [`END_SQL`]'s rows, followed by those of
+/// [`WORK_SQL`]'s row.
+const END_CLAIMED: usize = 2;
 
 /// Ends executions in groups; see [`END_SQL`].
 pub(super) struct Ends {
@@ -1376,7 +1432,7 @@ pub(super) struct End {
 #[derive(Debug)]
 pub(super) enum AtOnce {
     /// It ended the execution, and claimed this one next.
-    Ended(Option<Claim>),
+    Ended(Option<Claimed>),
     /// It wrote nothing: the lease is lost, the start refused, or the project has an enabled
     /// event rule. The caller ends the execution step by step, which tells these apart.
     Declined,
@@ -1549,11 +1605,9 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
     let mut claims = Vec::new();
     for r in &rows {
         let row = (|| -> StoreResult<()> {
-            match col::<Option<i64>>(r, 0)? {
-                Some(place) => {
-                    ended.insert(place);
-                }
-                None => claims.push(claim_of(col(r, 1)?, col(r, 2)?)?),
+            ended.insert(col::<i64>(r, 0)?);
+            if col::<Option<&str>>(r, END_CLAIMED)?.is_some() {
+                claims.push(claimed_at(r, END_CLAIMED)?);
             }
             Ok(())
         })();

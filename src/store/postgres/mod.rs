@@ -2144,7 +2144,7 @@ mod tests {
             .await
             .unwrap();
 
-        let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = claims.iter().map(|c| c.claim.id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -2211,7 +2211,7 @@ mod tests {
     async fn a_group_of_ends_claims_one_next_for_each_and_never_scans_executions() {
         use super::groups::Write as _;
         use crate::domain::ids::LeaseToken;
-        use crate::store::executions::{status, Claim, NextClaim};
+        use crate::store::executions::{status, Claim, Claimed, NextClaim};
         use executions::{AtOnce, End};
 
         let db = Fresh::create().await;
@@ -2282,9 +2282,19 @@ mod tests {
             .collect();
 
         let claimed = match &answers[..] {
-            [(a, AtOnce::Ended(Some(claim))), (b, AtOnce::Declined), (c3, AtOnce::Ended(None))]
+            [(
+                a,
+                AtOnce::Ended(Some(Claimed {
+                    claim,
+                    work: Some(work),
+                })),
+            ), (b, AtOnce::Declined), (c3, AtOnce::Ended(None))]
                 if *a == id(1001) && *b == id(1002) && *c3 == id(1003) =>
             {
+                // It had not started: what its worker reads came with the claim.
+                assert_eq!(work.run.execution.plan_execution_id, claim.id);
+                assert_eq!(work.run.execution.status, status::QUEUED);
+                assert!(work.run.steps.is_empty() && work.event.is_none());
                 claim.id.to_string()
             }
             _ => panic!("{answers:?}"),

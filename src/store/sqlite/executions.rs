@@ -15,9 +15,9 @@ use super::{
 use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
-    status, AlreadyStarted, Claim, Control, ControlOutcome, ExecutionFilter, ExecutionStore,
-    LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start, StepRecord,
-    PURGE_PROJECTS,
+    status, AlreadyStarted, Claim, Claimed, Control, ControlOutcome, ExecutionFilter,
+    ExecutionStore, LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start,
+    StepRecord, PURGE_PROJECTS,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -311,11 +311,17 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<Claim>> {
+    ) -> StoreResult<Vec<Claimed>> {
         let owner = owner.to_owned();
-        self.writer
+        let claims = self
+            .writer
             .write(move |c| claim_runnable(c, &owner, limit, now, lease_ms))
-            .await
+            .await?;
+        // The workers read what they run themselves, off the writer's thread.
+        Ok(claims
+            .into_iter()
+            .map(|claim| Claimed { claim, work: None })
+            .collect())
     }
 
     async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>> {
@@ -426,7 +432,7 @@ impl ExecutionStore for SqliteStore {
         failure_message: Option<String>,
         now: Millis,
         next: Option<&NextClaim>,
-    ) -> StoreResult<Option<Claim>> {
+    ) -> StoreResult<Option<Claimed>> {
         let ending = Ending {
             claim: claim.clone(),
             begun: begun.map(|b| (b.pipeline_spec.to_string(), b.steps, b.at)),
@@ -437,7 +443,8 @@ impl ExecutionStore for SqliteStore {
             next: next.cloned(),
         };
         let (_, claimed) = self.endings.write_waiting(ending).await?;
-        Ok(claimed)
+        // The worker reads what it runs itself, off the writer's thread.
+        Ok(claimed.map(|claim| Claimed { claim, work: None }))
     }
 
     async fn control_execution(

@@ -56,9 +56,22 @@ const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The tail of a Run step's output that is kept (DESIGN §6.1).
 const MAX_LOG_BYTES: usize = 1024 * 1024;
 
-/// The executions this process is running, by plan execution id: the claim's token and the
-/// token that stops its worker.
-type Running = Arc<parking_lot::Mutex<HashMap<String, (LeaseToken, CancellationToken)>>>;
+/// The executions this process is running, and aborts announced for ones it was not running.
+type Running = Arc<parking_lot::Mutex<Workers>>;
+
+/// How long an abort announced for an execution this process does not run is kept for a
+/// worker that may be about to run it.
+const EARLY_ABORT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Workers {
+    /// By plan execution id: the claim's token and the token that stops its worker.
+    running: HashMap<String, (LeaseToken, CancellationToken)>,
+    /// Aborts announced for executions this process did not run, by id, with when. A worker
+    /// that claimed one just before the request, and read it with the claim, registers
+    /// after the announcement: it is stopped as it registers, then reads the request.
+    early: HashMap<String, Instant>,
+}
 
 /// A handle to the running engine.
 #[derive(Clone)]
@@ -83,12 +96,18 @@ impl EngineHandle {
     /// Kills the running step of an execution this process runs (after the store flagged the
     /// abort); the worker then records it. False when this process does not run it.
     pub fn abort(&self, id: &PlanExecutionId) -> bool {
-        match self.running.lock().get(id.as_str()) {
+        let mut workers = self.running.lock();
+        match workers.running.get(id.as_str()) {
             Some((_, stop)) => {
                 stop.cancel();
                 true
             }
-            None => false,
+            None => {
+                let now = Instant::now();
+                workers.early.retain(|_, at| now - *at < EARLY_ABORT);
+                workers.early.insert(id.to_string(), now);
+                false
+            }
         }
     }
 }
@@ -269,12 +288,20 @@ async fn run_loop(
 /// Enters a claim in `running`, with the token that stops its worker (a child of `abort`).
 fn register(running: &Running, abort: &CancellationToken, claim: &Claim) -> CancellationToken {
     let stop = abort.child_token();
-    let previous = running
-        .lock()
+    let mut workers = running.lock();
+    let previous = workers
+        .running
         .insert(claim.id.to_string(), (claim.token.clone(), stop.clone()));
     if let Some((_, previous)) = previous {
         // An earlier worker here lost this lease: it stops, writing nothing.
         previous.cancel();
+    }
+    if workers
+        .early
+        .remove(claim.id.as_str())
+        .is_some_and(|at| at.elapsed() < EARLY_ABORT)
+    {
+        stop.cancel();
     }
     stop
 }
@@ -381,12 +408,13 @@ async fn work_on(
             }
         };
         {
-            let mut running = running.lock();
-            if running
+            let mut workers = running.lock();
+            if workers
+                .running
                 .get(id.as_str())
                 .is_some_and(|(token, _)| *token == claim.token)
             {
-                running.remove(id.as_str());
+                workers.running.remove(id.as_str());
             }
         }
         let Some(Next {
@@ -554,8 +582,10 @@ async fn execute(
     let mut steps = state.steps.clone();
     let mut failure: Option<String> = None;
     // The control request read with the execution, for the first step when nothing was
-    // written before it (a request may have come meanwhile); otherwise it is read again.
-    let mut control = Some(control);
+    // written before it (a request may have come meanwhile); otherwise it is read again. So it
+    // is too when the worker was stopped before it began: an abort may have been announced
+    // after the read (one read with the claim, before the worker registered).
+    let mut control = (!abort.is_cancelled()).then_some(control);
     for index in 0..steps.len() {
         let (si, ji) = (
             steps[index].stage_index as usize,
@@ -1156,4 +1186,38 @@ pub fn lower_priority(target: rustix::process::Pid, nice: i32) -> std::io::Resul
     let own = getpriority_process(Some(getpid()))?;
     setpriority_process(Some(target), (own + nice).min(19))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An abort announced for an execution this process does not run yet (its worker claimed
+    /// it and read it with the claim, before the request) stops the worker that registers it
+    /// next, once; a later worker of the same execution runs, and an abort of a running one
+    /// stops it at once.
+    #[test]
+    fn an_abort_announced_before_its_worker_registers_stops_it() {
+        let running = Running::default();
+        let handle = EngineHandle {
+            wake: Arc::new(Notify::new()),
+            running: running.clone(),
+            work_dirs: Arc::new(WorkDirs::new(std::env::temp_dir(), 0)),
+        };
+        let claim = || Claim {
+            id: PlanExecutionId::parse("AaJMbQJs8fOIPz-wN0ZfEQ").unwrap(),
+            token: LeaseToken::generate(),
+        };
+        let parent = CancellationToken::new();
+
+        assert!(!handle.abort(&claim().id), "not running here");
+        let first = register(&running, &parent, &claim());
+        assert!(first.is_cancelled(), "stopped as it registers");
+
+        let second = register(&running, &parent, &claim());
+        assert!(!second.is_cancelled(), "the abort stopped one worker only");
+        assert!(handle.abort(&claim().id), "running here");
+        assert!(second.is_cancelled());
+        assert!(running.lock().early.is_empty());
+    }
 }

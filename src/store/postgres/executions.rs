@@ -509,7 +509,8 @@ fn work_at(row: &Row, at: usize, steps: Vec<StepRecord>) -> StoreResult<Work> {
 /// entry for a lease that ended by `$3` but not yet by that clock is passed over). SKIP LOCKED:
 /// rows another node is claiming (or writing) are left to it; a locked row is re-checked against
 /// the conditions after it is locked. One row per claim: its token, then what its worker reads
-/// (as in [`WORK_SQL`]'s rows).
+/// (as in [`WORK_SQL`]'s rows). `numbered` shares no column name with `executions`, so that
+/// the names the update returns are the execution's.
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH picked AS ( \
        SELECT plan_execution_id, ",
@@ -1310,8 +1311,8 @@ async fn start(
 /// and four writes in flight: 4,978, 4,460–4,718 and 3,858–3,919 executions a second, the
 /// server's CPU 204, 263–283 and 361–369 µs per execution; matched intake meanwhile 10,082, 8,424
 /// and 6,872 events a second (the thirtieth sitting of issue 13, each group planned on its own
-/// then). With the plan cached (the thirty-first), one and two: 3,743 and 4,305, against 3,541
-/// and 3,510 a second.
+/// then). With the plan cached (the thirty-first), one write in flight drained 3,743 and 4,305
+/// executions a second, two 3,541 and 3,510.
 pub(super) const END_WRITES_IN_FLIGHT: u32 = 1;
 
 /// Most executions one statement ends (more wait for the next write).
@@ -1333,8 +1334,10 @@ pub(super) const MAX_QUEUED_ENDS: usize = 4096;
 /// [`step_cols!`]), written for the ends that ended. Then as many runnable executions as ended
 /// ones want (`$28` at most, how many of the group want one), oldest due by `$24` first, are
 /// leased to `$25` for `$26` ms with the tokens of `$27` by row number, as [`CLAIM_SQL`] would.
-/// One row per end that ended (its place in the group, NULL, NULL) and per execution claimed
-/// (NULL, its id and token).
+/// One row per end that ended: its place in the group, a row number, then a claim's token and
+/// what its worker reads (as in [`WORK_SQL`]'s row), NULL when the row has none. Claims are
+/// paired with ended rows by number only, to share their rows (there are never more claims
+/// than ends that want one), not with the end that asked for one.
 ///
 /// Ends are told apart by their place, not by the execution's id: a group may hold two ends of
 /// one execution (a worker whose lease ran out while its end waited, and the worker that
@@ -1471,9 +1474,13 @@ impl super::groups::Write for Ends {
 
 /// Opens the transaction of a group of ends, with settings that make [`END_SQL`]'s plan
 /// find each row it reads through an index, whatever the table's size was when it was made:
-/// no sequential scans, and nested loops for joins (the groups are at most [`MAX_ENDS`]).
+/// no sequential scans, and nested loops for joins. A generic plan, made once for every
+/// group, not five custom plans first. The nested loops cost comparisons between the group's
+/// parts (its steps and its ends, its ends and its claims): up to 65,536 for a full group of
+/// one-step executions, where a hash join would take hundreds.
 pub(super) const PLAN_ENDS: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+     SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// Ends `group` in one statement ([`END_SQL`]): what it did with each end, in order.
 async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<Vec<AtOnce>> {
@@ -1592,13 +1599,18 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
         .await
         .ctx("ending executions")?;
     // One round trip: the transaction, its settings, the statement and the commit, sent
-    // together. A failed statement fails the transaction, and its COMMIT rolls it back.
-    let (_, rows, _) = tokio::try_join!(
+    // together. A failed statement fails the transaction, and its COMMIT rolls it back. Each
+    // is awaited, not only up to the first failure: a COMMIT never sent would leave the
+    // pooled connection inside the transaction.
+    let (opened, rows, committed) = tokio::join!(
         c.batch_execute(PLAN_ENDS),
         c.query(&statement, &values),
         c.batch_execute("COMMIT")
-    )
-    .ctx("ending executions")?;
+    );
+    let rows = opened
+        .and(rows)
+        .and_then(|rows| committed.map(|()| rows))
+        .ctx("ending executions")?;
     // The statement has committed: a row that cannot be read is logged and left (a claim then
     // runs out as any lost lease does), never a reason to write the group again.
     let mut ended = std::collections::HashSet::new();

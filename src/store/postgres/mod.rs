@@ -2164,7 +2164,7 @@ mod tests {
     /// shown for an end of execution `id`.
     async fn plan_of_ends(c: &tokio_postgres::Client, id: &str, now: Millis) -> String {
         c.batch_execute(&format!(
-            "{}; SET LOCAL plan_cache_mode = force_generic_plan; PREPARE ends AS {}",
+            "{}; PREPARE ends AS {}",
             executions::PLAN_ENDS,
             executions::END_SQL
         ))

@@ -94,7 +94,9 @@ impl EngineHandle {
     }
 
     /// Kills the running step of an execution this process runs (after the store flagged the
-    /// abort); the worker then records it. False when this process does not run it.
+    /// abort); the worker then records it. False when this process does not run it: the abort
+    /// is then kept a while (`EARLY_ABORT`), for a worker here that claimed the execution
+    /// and has not registered yet.
     pub fn abort(&self, id: &PlanExecutionId) -> bool {
         let mut workers = self.running.lock();
         match workers.running.get(id.as_str()) {

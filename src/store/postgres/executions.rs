@@ -414,9 +414,13 @@ const EVENT_WITH_RUN_SQL: &str = concat!(
 );
 const EVENT_RUN: usize = 16;
 
+/// The column of the pipeline snapshot (NULL until the execution has started) in
+/// [`run_cols!`].
+const RUN_SPEC: usize = 15;
+
 /// The run state from a row whose columns from `at` are [`run_cols!`], and the execution's steps.
 fn run_state_at(row: &Row, at: usize, steps: Vec<StepRecord>) -> StoreResult<RunState> {
-    let spec: Option<String> = col(row, at + 15)?;
+    let spec: Option<String> = col(row, at + RUN_SPEC)?;
     Ok(RunState {
         execution: execution_row_at(row, at)?,
         pipeline_spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
@@ -566,7 +570,7 @@ async fn claim_runnable(
 /// claim.
 fn claimed_at(row: &Row, at: usize) -> StoreResult<Claimed> {
     let claim = claim_of(col(row, at + 1)?, col(row, at)?)?;
-    let work = match col::<Option<&str>>(row, at + 1 + 15)? {
+    let work = match col::<Option<&str>>(row, at + 1 + RUN_SPEC)? {
         Some(_) => None,
         None => work_at(row, at + 1, Vec::new())
             .inspect_err(|e| {
@@ -1307,12 +1311,12 @@ async fn start(
 /// server's CPU, each end's statement start, its claim of the next execution past the rows the
 /// other ends were claiming, and its commit. One write at a time, not intake's four: the
 /// larger the groups, the less each execution's share of a statement and a commit, and two
-/// groups at once contend for the same claimable rows. Alternating runs of 32 workers draining a backlog, one, two
-/// and four writes in flight: 4,978, 4,460–4,718 and 3,858–3,919 executions a second, the
-/// server's CPU 204, 263–283 and 361–369 µs per execution; matched intake meanwhile 10,082, 8,424
-/// and 6,872 events a second (the thirtieth sitting of issue 13, each group planned on its own
-/// then). With the plan cached (the thirty-first), one write in flight drained 3,743 and 4,305
-/// executions a second, two 3,541 and 3,510.
+/// groups at once contend for the same claimable rows. Alternating runs of 32 workers draining
+/// a backlog, one, two and four writes in flight: 4,978, 4,460–4,718 and 3,858–3,919 executions
+/// a second, the server's CPU 204, 263–283 and 361–369 µs per execution; matched intake
+/// meanwhile 10,082, 8,424 and 6,872 events a second (the thirtieth sitting of issue 13, each
+/// group planned on its own then). With the plan cached (the thirty-first), one write in flight
+/// drained 3,743 and 4,305 executions a second, two 3,541 and 3,510.
 pub(super) const END_WRITES_IN_FLIGHT: u32 = 1;
 
 /// Most executions one statement ends (more wait for the next write).

@@ -1804,6 +1804,20 @@ mod tests {
         c.query_one(sql, params).await.unwrap().get(0)
     }
 
+    /// The first column of every row `sql` returns.
+    async fn firsts<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        c: &tokio_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<T> {
+        c.query(sql, params)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     async fn admin(sql: &str) {
         let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
             .await
@@ -2110,16 +2124,12 @@ mod tests {
         .unwrap();
         let tokens: Vec<String> = (0..8).map(|n| format!("t{n}")).collect();
         let now = crate::store::now_millis();
-        let plan: Vec<String> = c
-            .query(
-                &format!("EXPLAIN ANALYZE {}", executions::CLAIM_SQL),
-                &[&"node", &30_000_i64, &now, &8_i64, &tokens],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let plan: Vec<String> = firsts(
+            &c,
+            &format!("EXPLAIN ANALYZE {}", executions::CLAIM_SQL),
+            &[&"node", &30_000_i64, &now, &8_i64, &tokens],
+        )
+        .await;
         c.batch_execute(
             "UPDATE executions SET lease_owner = NULL, lease_token = NULL, \
              lease_until = NULL WHERE lease_owner = 'node'",
@@ -2170,21 +2180,17 @@ mod tests {
         ))
         .await
         .unwrap();
-        let plan: Vec<String> = c
-            .query(
-                &format!(
-                    "EXPLAIN EXECUTE ends(ARRAY['{id}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
-                     ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
-                     {now}, 'node', 30000, ARRAY['new'], 1)",
-                    ["'{}'"; 15].join(", ")
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let plan: Vec<String> = firsts(
+            c,
+            &format!(
+                "EXPLAIN EXECUTE ends(ARRAY['{id}'], ARRAY['t'], ARRAY[NULL], ARRAY['Success'], \
+                 ARRAY[NULL]::int8[], ARRAY[NULL], ARRAY[{now}]::int8[], ARRAY[true], {}, \
+                 {now}, 'node', 30000, ARRAY['new'], 1)",
+                ["'{}'"; 15].join(", ")
+            ),
+            &[],
+        )
+        .await;
         c.batch_execute("ROLLBACK; DEALLOCATE ends").await.unwrap();
         plan.join("\n")
     }
@@ -2300,17 +2306,13 @@ mod tests {
             _ => panic!("{answers:?}"),
         };
         // The oldest runnable execution not in the group.
-        let leased: Vec<String> = c
-            .query(
-                "SELECT plan_execution_id FROM executions WHERE lease_owner IS NOT NULL \
-                 AND created_at > 1000 ORDER BY created_at",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let leased: Vec<String> = firsts(
+            &c,
+            "SELECT plan_execution_id FROM executions WHERE lease_owner IS NOT NULL \
+             AND created_at > 1000 ORDER BY created_at",
+            &[],
+        )
+        .await;
         assert_eq!(leased, [id(1002), claimed.clone()]);
         assert_eq!(claimed, id(1004));
         let ended = count(
@@ -2389,6 +2391,68 @@ mod tests {
         // Made on the large table, the plan finds its rows the same way.
         let plan = plan_of_ends(&c, &id(6000), now).await;
         assert!(by_indexes(&plan), "{plan}");
+        drop(c);
+        store.close().await;
+        db.drop_it().await;
+    }
+
+    /// A claim whose execution cannot be read with it (a stored value that does not parse) is
+    /// still a claim, by the run loop's claim as by an end's: it comes without what its worker
+    /// reads, and the worker reads that itself, failing on its own execution.
+    #[tokio::test]
+    async fn a_claim_whose_work_cannot_be_read_comes_without_it() {
+        use super::groups::Write as _;
+        use crate::store::executions::{status, Claimed, NextClaim};
+        use executions::{AtOnce, End};
+
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let c = store.client().await.unwrap();
+        c.batch_execute(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+               created_at) \
+             SELECT 'x' || lpad(n::text, 21, '0'), 'not an account!', 'default', 'proj', 'p', \
+               'p', 'Queued', 'MANUAL', n, '', n FROM generate_series(1, 2) n",
+        )
+        .await
+        .unwrap();
+        let unreadable = |claim: &Claimed, n: u32| {
+            claim.work.is_none() && claim.claim.id.as_str() == format!("x{n:021}")
+        };
+
+        let claims = store
+            .claim_executions("node", 1, now_millis(), 30_000)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&claims[..], [first] if unreadable(first, 1)),
+            "{claims:?}"
+        );
+        let ends = executions::Ends {
+            pool: store.pool.clone(),
+        };
+        let answers = ends
+            .write(vec![End {
+                claim: claims[0].claim.clone(),
+                begun: None,
+                steps: Vec::new(),
+                status: status::SUCCESS.to_owned(),
+                failure_message: None,
+                now: now_millis(),
+                next: Some(NextClaim {
+                    owner: "node".into(),
+                    lease_ms: 30_000,
+                }),
+            }])
+            .await;
+        assert!(
+            matches!(&answers[..], [(_, Ok(AtOnce::Ended(Some(next))))] if unreadable(next, 2)),
+            "{:?}",
+            answers.iter().map(|(_, a)| a).collect::<Vec<_>>()
+        );
         drop(c);
         store.close().await;
         db.drop_it().await;
@@ -2662,15 +2726,12 @@ mod tests {
 
     /// The run sequence numbers of `pipeline`'s executions, in order.
     async fn run_sequences(c: &Client, pipeline: &str) -> Vec<i64> {
-        c.query(
+        firsts(
+            c,
             "SELECT run_sequence FROM executions WHERE pipeline_id = $1 ORDER BY run_sequence",
             &[&pipeline],
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
     }
 
     #[tokio::test]

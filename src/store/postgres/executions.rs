@@ -990,17 +990,26 @@ impl ExecutionStore for PgStore {
     async fn purge_before(&self, cutoff: Millis, batch: u32) -> StoreResult<Purged> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        // SKIP LOCKED: nodes purging at the same time take different batches.
-        let executions = execute(
+        // SKIP LOCKED: nodes purging at the same time take different batches. Their steps and
+        // log lines go with them (no foreign key does it: migration 0009).
+        let gone = query_one(
             &tx,
             "purging old executions",
-            "DELETE FROM executions WHERE plan_execution_id IN ( \
-               SELECT plan_execution_id FROM executions WHERE ended_at < $1 \
-               AND status IN ('Success', 'Failed', 'Aborted', 'Expired', 'ApprovalRejected', 'Errored') \
-               LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "WITH gone AS ( \
+               DELETE FROM executions WHERE plan_execution_id IN ( \
+                 SELECT plan_execution_id FROM executions WHERE ended_at < $1 \
+                 AND status IN ('Success', 'Failed', 'Aborted', 'Expired', 'ApprovalRejected', 'Errored') \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               RETURNING plan_execution_id), \
+             steps AS ( \
+               DELETE FROM execution_steps WHERE plan_execution_id IN (SELECT plan_execution_id FROM gone)), \
+             lines AS ( \
+               DELETE FROM step_log_lines WHERE plan_execution_id IN (SELECT plan_execution_id FROM gone)) \
+             SELECT count(*) FROM gone",
             &[&cutoff, &i64::from(batch)],
         )
         .await?;
+        let executions = col::<i64>(&gone, 0)? as u64;
         // The cursor moves only once the purge has committed: a failed one is walked again.
         let mut from = self.purge_from.lock().clone();
         let events = purge_events(&tx, cutoff, u64::from(batch), &mut from).await?;

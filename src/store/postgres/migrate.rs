@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_event_seq.sql",
         include_str!("../../../migrations/postgres/0008_event_seq.sql"),
     ),
+    (
+        "0009_steps_without_foreign_keys.sql",
+        include_str!("../../../migrations/postgres/0009_steps_without_foreign_keys.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("trgd" "migr" in ASCII).

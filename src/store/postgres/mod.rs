@@ -2458,6 +2458,57 @@ mod tests {
         db.drop_it().await;
     }
 
+    /// Retention deletes an old execution's steps and log lines with it (no foreign key does,
+    /// since migration 0009), and leaves those of the executions it keeps.
+    #[tokio::test]
+    async fn a_purged_execution_takes_its_steps_and_log_lines_with_it() {
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let c = store.client().await.unwrap();
+        let day = 24 * 60 * 60 * 1000;
+        let old = now_millis() - 40 * day;
+        // Executions 1-3 ended 40 days ago, 4 ended now and 5 still runs; two steps and two
+        // log lines each.
+        c.batch_execute(&format!(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+               created_at, ended_at) \
+             SELECT 'x' || n, 'acc', 'default', 'proj', 'p', 'p', \
+               CASE WHEN n = 5 THEN 'Running' ELSE 'Success' END, 'MANUAL', n, '', {old}, \
+               CASE WHEN n <= 3 THEN {old} WHEN n = 4 THEN {now} END \
+             FROM generate_series(1, 5) n; \
+             INSERT INTO execution_steps (plan_execution_id, stage_index, step_index, stage_id, \
+               stage_name, step_id, step_name, step_type, status) \
+             SELECT 'x' || n, 0, i, 's', 's', 'w' || i, 'w', 'Run', 'Success' \
+             FROM generate_series(1, 5) n, generate_series(0, 1) i; \
+             INSERT INTO step_log_lines (plan_execution_id, stage_id, step_id, seq, stream, ts, \
+               line) \
+             SELECT 'x' || n, 's', 'w0', i, 'stdout', {old}, 'line' \
+             FROM generate_series(1, 5) n, generate_series(0, 1) i",
+            now = now_millis(),
+        ))
+        .await
+        .unwrap();
+
+        let purged = store.purge_before(old + 1, 100).await.unwrap();
+        assert_eq!(purged.executions, 3);
+        for table in ["executions", "execution_steps", "step_log_lines"] {
+            let sql = format!("SELECT DISTINCT plan_execution_id FROM {table} ORDER BY 1");
+            let left: Vec<String> = firsts(&c, &sql, &[]).await;
+            assert_eq!(left, ["x4", "x5"], "{table}");
+        }
+        assert_eq!(
+            count(&c, "SELECT COUNT(*) FROM execution_steps", &[]).await
+                + count(&c, "SELECT COUNT(*) FROM step_log_lines", &[]).await,
+            8
+        );
+        drop(c);
+        store.close().await;
+        db.drop_it().await;
+    }
+
     /// A connection an HTTP worker's runtime asked for first keeps working after that runtime
     /// stopped (the server's workers stop at shutdown, before the engine's last writes).
     #[tokio::test]

@@ -7,6 +7,7 @@
 -- written for an execution that is not there; and an execution is deleted only once it has
 -- ended, when no lease token is left to write under. What the keys' ON DELETE CASCADE did,
 -- retention now does itself: `purge_before` deletes the steps and the log lines of the
--- executions it deletes, in the same statement.
-ALTER TABLE execution_steps DROP CONSTRAINT IF EXISTS execution_steps_plan_execution_id_fkey;
-ALTER TABLE step_log_lines DROP CONSTRAINT IF EXISTS step_log_lines_plan_execution_id_fkey;
+-- executions it deletes, in the same statement. The keys' names are those PostgreSQL gave the
+-- inline REFERENCES of migrations 0001 and 0003; no IF EXISTS, so that a wrong one fails here.
+ALTER TABLE execution_steps DROP CONSTRAINT execution_steps_plan_execution_id_fkey;
+ALTER TABLE step_log_lines DROP CONSTRAINT step_log_lines_plan_execution_id_fkey;

@@ -2492,18 +2492,39 @@ mod tests {
         .await
         .unwrap();
 
-        let purged = store.purge_before(old + 1, 100).await.unwrap();
-        assert_eq!(purged.executions, 3);
-        for table in ["executions", "execution_steps", "step_log_lines"] {
-            let sql = format!("SELECT DISTINCT plan_execution_id FROM {table} ORDER BY 1");
-            let left: Vec<String> = firsts(&c, &sql, &[]).await;
-            assert_eq!(left, ["x4", "x5"], "{table}");
-        }
         assert_eq!(
-            count(&c, "SELECT COUNT(*) FROM execution_steps", &[]).await
-                + count(&c, "SELECT COUNT(*) FROM step_log_lines", &[]).await,
-            8
+            count(
+                &c,
+                "SELECT COUNT(*) FROM pg_constraint \
+                 WHERE contype = 'f' AND confrelid = 'executions'::regclass",
+                &[]
+            )
+            .await,
+            0,
+            "no foreign key refers to executions"
         );
+        let left =
+            |table: &str| format!("SELECT DISTINCT plan_execution_id FROM {table} ORDER BY 1");
+        let tables = ["executions", "execution_steps", "step_log_lines"];
+
+        // A purge of two: the third old execution keeps its steps and lines for the next one.
+        let purged = store.purge_before(old + 1, 2).await.unwrap();
+        assert_eq!(purged.executions, 2);
+        let kept: Vec<String> = firsts(&c, &left("executions"), &[]).await;
+        for table in tables {
+            let ids: Vec<String> = firsts(&c, &left(table), &[]).await;
+            assert_eq!(ids, kept, "{table}");
+        }
+        let purged = store.purge_before(old + 1, 2).await.unwrap();
+        assert_eq!(purged.executions, 1);
+        for table in tables {
+            let ids: Vec<String> = firsts(&c, &left(table), &[]).await;
+            assert_eq!(ids, ["x4", "x5"], "{table}");
+        }
+        for table in ["execution_steps", "step_log_lines"] {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            assert_eq!(count(&c, &sql, &[]).await, 4, "{table}");
+        }
         drop(c);
         store.close().await;
         db.drop_it().await;

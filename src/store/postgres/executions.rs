@@ -17,7 +17,7 @@ use super::outbound::sync_events;
 use super::{
     col, event_by_id, event_cols, event_row_at, execute, execution_cols, execution_row,
     execution_row_at, invalid, pipeline_cols, pipeline_row_at, query, query_one, query_opt, text,
-    PgResultExt as _, PgStore, EXECUTION_COLS,
+    Params, PgResultExt as _, PgStore, EXECUTION_COLS,
 };
 use crate::domain::ids::{EventId, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
@@ -56,6 +56,25 @@ macro_rules! claim_at {
          THEN GREATEST(created_at, COALESCE(wake_at, 0), COALESCE(lease_until + 1, 0)) END)"
     };
 }
+
+/// Settings for the rest of a transaction that make the plan of [`END_SQL`] and of
+/// [`CLAIM_SQL`] find each row it reads through an index, whatever the table's size was when it
+/// was made: no sequential scans, and nested loops for joins. A generic plan, made once for
+/// every execution of the cached statement, not five custom plans first (nor a custom plan each
+/// time, which the claim had kept making: the planner priced its generic plan higher). Every
+/// execution of the two statements runs with them, so that no generic plan is ever made and
+/// cached without them. The nested loops cost comparisons between a group's parts (its steps
+/// and its ends, its ends and its claims): up to 65,536 for a full group of one-step
+/// executions, where a hash join would take hundreds.
+macro_rules! by_indexes {
+    () => {
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+         SET LOCAL enable_mergejoin = off; SET LOCAL plan_cache_mode = force_generic_plan"
+    };
+}
+
+/// Opens a transaction for [`END_SQL`] or [`CLAIM_SQL`], with the settings of [`by_indexes!`].
+pub(super) const PLAN_BY_INDEXES: &str = concat!("BEGIN; ", by_indexes!());
 
 /// An execution's lease is over, or it has none: a claim's condition besides `claim_at`.
 macro_rules! lease_over {
@@ -540,26 +559,47 @@ pub(super) const CLAIM_SQL: &str = concat!(
     work_joins!("c")
 );
 
+/// Where a claim runs: in a transaction of its own, or as the last statement of the caller's.
+enum ClaimIn<'a> {
+    /// Sent with its transaction's `BEGIN` and `COMMIT` in one round trip.
+    Own(&'a deadpool_postgres::Client),
+    Transaction(&'a deadpool_postgres::Transaction<'a>),
+}
+
 /// Leases up to `limit` runnable executions to `owner` (see
-/// [`ExecutionStore::claim_executions`]).
+/// [`ExecutionStore::claim_executions`]), with the plan of [`by_indexes!`].
 async fn claim_runnable(
-    c: &impl GenericClient,
+    within: ClaimIn<'_>,
     owner: &str,
     limit: u32,
     now: Millis,
     lease_ms: i64,
 ) -> StoreResult<Vec<Claimed>> {
+    const WHAT: &str = "claiming executions";
     // One fresh token per execution that may be picked, handed out by row number.
     let tokens: Vec<String> = (0..limit)
         .map(|_| LeaseToken::generate().to_string())
         .collect();
-    let rows = query(
-        c,
-        "claiming executions",
-        CLAIM_SQL,
-        &[&owner, &lease_ms, &now, &i64::from(limit), &tokens],
-    )
-    .await?;
+    let params: Params<'_> = &[&owner, &lease_ms, &now, &i64::from(limit), &tokens];
+    let rows = match within {
+        ClaimIn::Own(c) => {
+            let statement = c.prepare_cached(CLAIM_SQL).await.ctx(WHAT)?;
+            // Each is awaited, not only up to the first failure, as in `end_group`.
+            let (opened, rows, committed) = tokio::join!(
+                c.batch_execute(PLAN_BY_INDEXES),
+                c.query(&statement, params),
+                c.batch_execute("COMMIT")
+            );
+            opened
+                .and(rows)
+                .and_then(|rows| committed.map(|()| rows))
+                .ctx(WHAT)?
+        }
+        ClaimIn::Transaction(tx) => {
+            tx.batch_execute(by_indexes!()).await.ctx(WHAT)?;
+            query(tx, WHAT, CLAIM_SQL, params).await?
+        }
+    };
     rows.iter().map(|r| claimed_at(r, 0)).collect()
 }
 
@@ -754,7 +794,14 @@ impl ExecutionStore for PgStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<Claimed>> {
-        claim_runnable(&self.client().await?, owner, limit, now, lease_ms).await
+        claim_runnable(
+            ClaimIn::Own(&self.client().await?),
+            owner,
+            limit,
+            now,
+            lease_ms,
+        )
+        .await
     }
 
     async fn renew_lease(&self, claim: &Claim, lease_ms: i64) -> StoreResult<Option<Control>> {
@@ -894,7 +941,7 @@ impl ExecutionStore for PgStore {
         }
         finish(&tx, id, final_status, failure_message, now).await?;
         let claimed = match next {
-            Some(n) => claim_runnable(&tx, &n.owner, 1, now, n.lease_ms)
+            Some(n) => claim_runnable(ClaimIn::Transaction(&tx), &n.owner, 1, now, n.lease_ms)
                 .await?
                 .pop(),
             None => None,
@@ -1485,16 +1532,6 @@ impl super::groups::Write for Ends {
     }
 }
 
-/// Opens the transaction of a group of ends, with settings that make [`END_SQL`]'s plan
-/// find each row it reads through an index, whatever the table's size was when it was made:
-/// no sequential scans, and nested loops for joins. A generic plan, made once for every
-/// group, not five custom plans first. The nested loops cost comparisons between the group's
-/// parts (its steps and its ends, its ends and its claims): up to 65,536 for a full group of
-/// one-step executions, where a hash join would take hundreds.
-pub(super) const PLAN_ENDS: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
-     SET LOCAL plan_cache_mode = force_generic_plan";
-
 /// Ends `group` in one statement ([`END_SQL`]): what it did with each end, in order.
 async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<Vec<AtOnce>> {
     let ids: Vec<&str> = group.iter().map(|e| e.claim.id.as_str()).collect();
@@ -1600,11 +1637,11 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
         (&(claim_tokens.len() as i64), Type::INT8),
     ];
     // A cached statement, its plan made without scans of whole tables or joins that hash or
-    // sort one (see [`PLAN_ENDS`]): a plan cached while `executions` was small, the cheapest way
-    // to find ten rows among a few hundred, scanned the whole table once it was not, and nothing
-    // replans it unless the table is analyzed. Planning each group with its values instead
-    // (an unnamed statement) kept the plans right, at about a millisecond of the server's CPU
-    // a group: 70 µs an execution in groups of 14.
+    // sort one (see [`by_indexes!`]): a plan cached while `executions` was small, the cheapest
+    // way to find ten rows among a few hundred, scanned the whole table once it was not, and
+    // nothing replans it unless the table is analyzed. Planning each group with its values
+    // instead (an unnamed statement) kept the plans right, at about a millisecond of the
+    // server's CPU a group: 70 µs an execution in groups of 14.
     let types = typed.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>();
     let values = typed.iter().map(|(v, _)| *v).collect::<Vec<_>>();
     let statement = c
@@ -1616,7 +1653,7 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
     // is awaited, not only up to the first failure: a COMMIT never sent would leave the
     // pooled connection inside the transaction.
     let (opened, rows, committed) = tokio::join!(
-        c.batch_execute(PLAN_ENDS),
+        c.batch_execute(PLAN_BY_INDEXES),
         c.query(&statement, &values),
         c.batch_execute("COMMIT")
     );

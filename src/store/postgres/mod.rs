@@ -2088,6 +2088,9 @@ mod tests {
         db.drop_it().await;
     }
 
+    /// A claim walks the claim index from its start and stops at its limit, with the generic
+    /// plan its cached statement keeps, whether that plan was made on an empty table or on a
+    /// backlog of thousands; it leases the due executions, oldest due first.
     #[tokio::test]
     async fn a_claim_walks_only_the_due_executions_in_order() {
         use crate::store::executions::ExecutionStore as _;
@@ -2096,6 +2099,9 @@ mod tests {
             .await
             .unwrap();
         let c = store.client().await.unwrap();
+        // The plan the claims keep, made on an empty table.
+        let plan = plan_of_claims(&c, crate::store::now_millis()).await;
+        assert!(walks_the_claim_index(&plan), "{plan}");
         // A backlog of 5,000 queued executions, queued in reverse order of their ids, 4,000 that
         // are not due (live leases, waits until far in the future), and one of each kind that is
         // due before the queued ones or never.
@@ -2122,31 +2128,11 @@ mod tests {
         ))
         .await
         .unwrap();
-        let tokens: Vec<String> = (0..8).map(|n| format!("t{n}")).collect();
         let now = crate::store::now_millis();
-        let plan: Vec<String> = firsts(
-            &c,
-            &format!("EXPLAIN ANALYZE {}", executions::CLAIM_SQL),
-            &[&"node", &30_000_i64, &now, &8_i64, &tokens],
-        )
-        .await;
-        c.batch_execute(
-            "UPDATE executions SET lease_owner = NULL, lease_token = NULL, \
-             lease_until = NULL WHERE lease_owner = 'node'",
-        )
-        .await
-        .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of_claims(&c, now).await;
         // The scan is bounded by the index: the entries not due are never read.
-        assert!(
-            plan.contains("Index Scan using executions_claimable")
-                && plan.contains("Index Cond: (CASE WHEN"),
-            "{plan}"
-        );
-        assert!(
-            !plan.contains("Rows Removed by Filter") && !plan.contains("Bitmap"),
-            "{plan}"
-        );
+        assert!(walks_the_claim_index(&plan), "{plan}");
+        assert!(!plan.contains("Rows Removed by Filter"), "{plan}");
         drop(c);
 
         let claims = store
@@ -2169,13 +2155,49 @@ mod tests {
         db.drop_it().await;
     }
 
+    /// The generic plan of [`executions::CLAIM_SQL`] (the one its cached statement keeps, made
+    /// for any values) prepared now with the settings of every claim
+    /// ([`executions::PLAN_BY_INDEXES`]), run for a claim of 8 due by `now` and rolled back.
+    async fn plan_of_claims(c: &tokio_postgres::Client, now: Millis) -> String {
+        c.batch_execute(&format!(
+            "{}; PREPARE claims AS {}",
+            executions::PLAN_BY_INDEXES,
+            executions::CLAIM_SQL
+        ))
+        .await
+        .unwrap();
+        let tokens = (0..8).map(|n| format!("'t{n}'")).collect::<Vec<_>>();
+        let plan: Vec<String> = firsts(
+            c,
+            &format!(
+                "EXPLAIN ANALYZE EXECUTE claims('node', 30000, {now}, 8, ARRAY[{}])",
+                tokens.join(", ")
+            ),
+            &[],
+        )
+        .await;
+        c.batch_execute("ROLLBACK; DEALLOCATE claims")
+            .await
+            .unwrap();
+        plan.join("\n")
+    }
+
+    /// Whether a claim's `plan` walks the claim index from its start in order, never all of
+    /// `executions` nor a bitmap of its due rows to sort.
+    fn walks_the_claim_index(plan: &str) -> bool {
+        plan.contains("Index Scan using executions_claimable")
+            && plan.contains("Index Cond: (CASE WHEN")
+            && !plan.contains("Seq Scan on executions")
+            && !plan.contains("Bitmap")
+    }
+
     /// The generic plan of [`executions::END_SQL`] (the one a cached statement keeps, made for
-    /// any values) prepared now with the settings of its groups ([`executions::PLAN_ENDS`]),
+    /// any values) prepared now with the settings of its groups ([`executions::PLAN_BY_INDEXES`]),
     /// shown for an end of execution `id`.
     async fn plan_of_ends(c: &tokio_postgres::Client, id: &str, now: Millis) -> String {
         c.batch_execute(&format!(
             "{}; PREPARE ends AS {}",
-            executions::PLAN_ENDS,
+            executions::PLAN_BY_INDEXES,
             executions::END_SQL
         ))
         .await

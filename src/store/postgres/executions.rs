@@ -904,20 +904,25 @@ impl ExecutionStore for PgStore {
         now: Millis,
         next: Option<&NextClaim>,
     ) -> StoreResult<Option<Claimed>> {
-        let (end, ended) = self
-            .ends
-            .submit(End {
-                claim: claim.clone(),
-                begun,
-                steps,
-                status: final_status.to_owned(),
-                failure_message,
-                now,
-                next: next.cloned(),
-            })
-            .await?;
-        if let AtOnce::Ended(claimed) = ended? {
-            return Ok(claimed);
+        let mut end = End {
+            claim: claim.clone(),
+            begun,
+            steps,
+            status: final_status.to_owned(),
+            failure_message,
+            now,
+            next: next.cloned(),
+        };
+        // An end whose row was busy goes with the next group once, before the slower path
+        // below, which waits for the row.
+        for last in [false, true] {
+            let (back, ended) = self.ends.submit(end).await?;
+            end = back;
+            match ended? {
+                AtOnce::Ended(claimed) => return Ok(claimed),
+                AtOnce::Busy if !last => {}
+                AtOnce::Busy | AtOnce::Declined => break,
+            }
         }
         let End {
             begun,
@@ -1397,7 +1402,9 @@ pub(super) const MAX_QUEUED_ENDS: usize = 4096;
 /// One row per end that ended: its place in the group, a row number, then a claim's token and
 /// what its worker reads (as in [`WORK_SQL`]'s row), NULL when the row has none. Claims are
 /// paired with ended rows by number only, to share their rows (there are never more claims
-/// than ends that want one), not with the end that asked for one.
+/// than ends that want one), not with the end that asked for one. Then one row per end
+/// declined only because another transaction held its row, which still carried its token in
+/// the statement's snapshot: minus its place, and NULLs ([`AtOnce::Busy`]).
 ///
 /// Ends are told apart by their place, not by the execution's id: a group may hold two ends of
 /// one execution (a worker whose lease ran out while its end waited, and the worker that
@@ -1466,7 +1473,12 @@ pub(super) const END_SQL: &str = concat!(
        RETURNING lease_token, ",
     run_cols!(),
     ", control, event_seq) \
-     SELECT e.place, c.*, we.*, wp.* FROM (SELECT place, row_number() OVER () AS k FROM ended) e \
+     SELECT e.place, c.*, we.*, wp.* FROM ( \
+       SELECT place, row_number() OVER () AS k FROM ended \
+       UNION ALL SELECT -r.place, NULL::bigint FROM r \
+       WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.plan_execution_id = r.id) \
+         AND EXISTS (SELECT 1 FROM executions x \
+           WHERE x.plan_execution_id = r.id AND x.lease_token = r.token)) e \
      LEFT JOIN (SELECT row_number() OVER () AS k, claimed.* FROM claimed) c ON c.k = e.k ",
     work_joins!("c")
 );
@@ -1499,6 +1511,12 @@ pub(super) enum AtOnce {
     /// It wrote nothing: the lease is lost, the start refused, or the project has an enabled
     /// event rule. The caller ends the execution step by step, which tells these apart.
     Declined,
+    /// It wrote nothing because another transaction held the execution's row, which still
+    /// carried the end's token. With two nodes on one database that is mostly the other node's
+    /// claim: a row it found queued in its snapshot, that this node's claim had leased by the
+    /// time it came to lock it, stays locked until its commit (PostgreSQL keeps the lock of a
+    /// row that fails the re-check after locking). The caller submits it again, once.
+    Busy,
 }
 
 impl super::groups::Write for Ends {
@@ -1664,10 +1682,16 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
     // The statement has committed: a row that cannot be read is logged and left (a claim then
     // runs out as any lost lease does), never a reason to write the group again.
     let mut ended = std::collections::HashSet::new();
+    let mut busy = std::collections::HashSet::new();
     let mut claims = Vec::new();
     for r in &rows {
         let row = (|| -> StoreResult<()> {
-            ended.insert(col::<i64>(r, 0)?);
+            let place = col::<i64>(r, 0)?;
+            if place < 0 {
+                busy.insert(-place);
+                return Ok(());
+            }
+            ended.insert(place);
             if col::<Option<&str>>(r, END_CLAIMED)?.is_some() {
                 claims.push(claimed_at(r, END_CLAIMED)?);
             }
@@ -1680,10 +1704,13 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
     Ok((1..)
         .zip(group)
         .map(|(place, e)| {
-            if !ended.contains(&place) {
-                return AtOnce::Declined;
+            if ended.contains(&place) {
+                AtOnce::Ended(e.next.as_ref().and_then(|_| claims.pop()))
+            } else if busy.contains(&place) {
+                AtOnce::Busy
+            } else {
+                AtOnce::Declined
             }
-            AtOnce::Ended(e.next.as_ref().and_then(|_| claims.pop()))
         })
         .collect())
 }

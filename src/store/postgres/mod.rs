@@ -2374,8 +2374,9 @@ mod tests {
 
         // Two ends of one execution (a worker whose lease ran out while its end waited, and
         // the worker that claimed it next): only the token holder's ends it, and each is told
-        // which. An end whose row another transaction holds is declined at once, not waited
-        // for with the whole group behind it.
+        // which. An end whose row another transaction holds is told so at once (to be sent
+        // again), not waited for with the whole group behind it; and the lost one's end of
+        // that execution is declined as lost.
         c.batch_execute(&format!(
             "UPDATE executions SET lease_owner = 'node', lease_until = {}, \
                lease_token = 'token' || substr(plan_execution_id, 6) \
@@ -2399,6 +2400,7 @@ mod tests {
                 end(2001, lost(), None),
                 end(2001, token(2001), None),
                 end(2002, token(2002), None),
+                end(2002, lost(), None),
             ]),
         )
         .await
@@ -2408,12 +2410,80 @@ mod tests {
             .into_iter()
             .map(|(_, answer)| format!("{:?}", answer.unwrap()))
             .collect();
-        assert_eq!(told, ["Declined", "Ended(None)", "Declined"]);
+        assert_eq!(told, ["Declined", "Ended(None)", "Busy", "Declined"]);
 
         // Made on the large table, the plan finds its rows the same way.
         let plan = plan_of_ends(&c, &id(6000), now).await;
         assert!(by_indexes(&plan), "{plan}");
         drop(c);
+        store.close().await;
+        db.drop_it().await;
+    }
+
+    /// An end whose execution's row another transaction holds (another node's claim that
+    /// locked it and found it leased) is sent again with the next group, then waited for: it
+    /// ends once the row is let go, and nothing is lost meanwhile.
+    #[tokio::test]
+    async fn an_end_whose_row_is_held_ends_once_it_is_let_go() {
+        use crate::domain::ids::LeaseToken;
+        use crate::store::executions::{status, Claim, ExecutionStore as _};
+
+        let db = Fresh::create().await;
+        let store = PgStore::open(&db.url, PoolOptions::default())
+            .await
+            .unwrap();
+        let id = "x000000000000000000001";
+        let token = "token00000000000000001";
+        let c = store.client().await.unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
+               pipeline_id, pipeline_name, status, trigger_type, run_sequence, runtime_input, \
+               created_at, lease_owner, lease_until, lease_token) \
+             VALUES ('{id}', 'acc', 'default', 'proj', 'p', 'p', 'Running', 'MANUAL', 1, '', 1, \
+               'node', {}, '{token}')",
+            now_millis() + 60_000
+        ))
+        .await
+        .unwrap();
+        let claim = Claim {
+            id: PlanExecutionId::parse(id).unwrap(),
+            token: LeaseToken::parse(token).unwrap(),
+        };
+        let mut other = store.client().await.unwrap();
+        let holding = other.transaction().await.unwrap();
+        holding
+            .execute(
+                "SELECT 1 FROM executions WHERE plan_execution_id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let (ended, status_while_held) = tokio::join!(
+            store.finish_execution(&claim, None, Vec::new(), status::SUCCESS, None, 5, None),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let seen: Vec<String> = firsts(
+                    &c,
+                    "SELECT status FROM executions WHERE plan_execution_id = $1",
+                    &[&id],
+                )
+                .await;
+                holding.commit().await.unwrap();
+                seen
+            }
+        );
+
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+        assert_eq!(status_while_held, [status::RUNNING]);
+        let now: Vec<String> = firsts(
+            &c,
+            "SELECT status || ' ' || ended_at || ' ' || (lease_token IS NULL) FROM executions",
+            &[],
+        )
+        .await;
+        assert_eq!(now, ["Success 5 true"]);
+        drop(c);
+        drop(other);
         store.close().await;
         db.drop_it().await;
     }

@@ -1403,8 +1403,9 @@ pub(super) const MAX_QUEUED_ENDS: usize = 4096;
 /// what its worker reads (as in [`WORK_SQL`]'s row), NULL when the row has none. Claims are
 /// paired with ended rows by number only, to share their rows (there are never more claims
 /// than ends that want one), not with the end that asked for one. Then one row per end
-/// declined only because another transaction held its row, which still carried its token in
-/// the statement's snapshot: minus its place, and NULLs ([`AtOnce::Busy`]).
+/// declined while another transaction held its row, which still carried its token in the
+/// statement's snapshot: minus its place, and NULLs ([`AtOnce::Busy`]; it may have been
+/// declined for another reason too, which sending it again finds out).
 ///
 /// Ends are told apart by their place, not by the execution's id: a group may hold two ends of
 /// one execution (a worker whose lease ran out while its end waited, and the worker that
@@ -1511,7 +1512,7 @@ pub(super) enum AtOnce {
     /// It wrote nothing: the lease is lost, the start refused, or the project has an enabled
     /// event rule. The caller ends the execution step by step, which tells these apart.
     Declined,
-    /// It wrote nothing because another transaction held the execution's row, which still
+    /// It wrote nothing, and another transaction held the execution's row, which still
     /// carried the end's token. With two nodes on one database that is mostly the other node's
     /// claim: a row it found queued in its snapshot, that this node's claim had leased by the
     /// time it came to lock it, stays locked until its commit (PostgreSQL keeps the lock of a

@@ -76,6 +76,24 @@ macro_rules! by_indexes {
 /// Opens a transaction for [`END_SQL`] or [`CLAIM_SQL`], with the settings of [`by_indexes!`].
 pub(super) const PLAN_BY_INDEXES: &str = concat!("BEGIN; ", by_indexes!());
 
+/// Runs `statement` (a cached [`END_SQL`] or [`CLAIM_SQL`]) in a transaction of its own, with
+/// the settings of [`by_indexes!`], in one round trip: the transaction, its settings, the
+/// statement and the commit, sent together. A failed statement fails the transaction, and its
+/// COMMIT rolls it back. Each is awaited, not only up to the first failure: a COMMIT never
+/// sent would leave the pooled connection inside the transaction.
+async fn by_indexes_alone(
+    c: &deadpool_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    params: Params<'_>,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let (opened, rows, committed) = tokio::join!(
+        c.batch_execute(PLAN_BY_INDEXES),
+        c.query(statement, params),
+        c.batch_execute("COMMIT")
+    );
+    opened.and(rows).and_then(|rows| committed.map(|()| rows))
+}
+
 /// An execution's lease is over, or it has none: a claim's condition besides `claim_at`.
 macro_rules! lease_over {
     () => {
@@ -584,16 +602,7 @@ async fn claim_runnable(
     let rows = match within {
         ClaimIn::Own(c) => {
             let statement = c.prepare_cached(CLAIM_SQL).await.ctx(WHAT)?;
-            // Each is awaited, not only up to the first failure, as in `end_group`.
-            let (opened, rows, committed) = tokio::join!(
-                c.batch_execute(PLAN_BY_INDEXES),
-                c.query(&statement, params),
-                c.batch_execute("COMMIT")
-            );
-            opened
-                .and(rows)
-                .and_then(|rows| committed.map(|()| rows))
-                .ctx(WHAT)?
+            by_indexes_alone(c, &statement, params).await.ctx(WHAT)?
         }
         ClaimIn::Transaction(tx) => {
             tx.batch_execute(by_indexes!()).await.ctx(WHAT)?;
@@ -1667,18 +1676,8 @@ async fn end_group(c: &deadpool_postgres::Client, group: &[End]) -> StoreResult<
         .prepare_typed_cached(END_SQL, &types)
         .await
         .ctx("ending executions")?;
-    // One round trip: the transaction, its settings, the statement and the commit, sent
-    // together. A failed statement fails the transaction, and its COMMIT rolls it back. Each
-    // is awaited, not only up to the first failure: a COMMIT never sent would leave the
-    // pooled connection inside the transaction.
-    let (opened, rows, committed) = tokio::join!(
-        c.batch_execute(PLAN_BY_INDEXES),
-        c.query(&statement, &values),
-        c.batch_execute("COMMIT")
-    );
-    let rows = opened
-        .and(rows)
-        .and_then(|rows| committed.map(|()| rows))
+    let rows = by_indexes_alone(c, &statement, &values)
+        .await
         .ctx("ending executions")?;
     // The statement has committed: a row that cannot be read is logged and left (a claim then
     // runs out as any lost lease does), never a reason to write the group again.

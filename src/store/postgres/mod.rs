@@ -1790,6 +1790,13 @@ mod tests {
             }
         }
 
+        /// A store (a node) on this database, with the default pool.
+        async fn store(&self) -> PgStore {
+            PgStore::open(&self.url, PoolOptions::default())
+                .await
+                .unwrap()
+        }
+
         async fn drop_it(self) {
             admin(&format!("DROP DATABASE {} WITH (FORCE)", self.name)).await;
         }
@@ -1893,9 +1900,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let seqs: Vec<(i64, Option<String>)> = c
             .query(
                 "SELECT seq, legacy_id FROM webhook_events ORDER BY seq",
@@ -1963,9 +1968,7 @@ mod tests {
         let altered = EventId::from_bytes(altered);
         assert!(store.get_event(&altered).await.unwrap().is_none());
         assert!(store.get_event_with_run(&altered).await.unwrap().is_none());
-        let other = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let other = db.store().await;
         let found = other.get_event(&id).await.unwrap().map(|e| e.event_id);
         assert_eq!(found, Some(id));
         other.close().await;
@@ -2067,9 +2070,7 @@ mod tests {
         c.batch_execute("SELECT setval('webhook_event_seq', 1)")
             .await
             .unwrap();
-        let again = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let again = db.store().await;
         for _ in 0..10 {
             let mut e = webhook_event("deploy");
             e.event_id = again.new_event_id().await.unwrap();
@@ -2095,9 +2096,7 @@ mod tests {
     async fn a_claim_walks_only_the_due_executions_in_order() {
         use crate::store::executions::ExecutionStore as _;
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let c = store.client().await.unwrap();
         // The plan the claims keep, made on an empty table.
         let plan = plan_of_claims(&c, crate::store::now_millis()).await;
@@ -2244,9 +2243,7 @@ mod tests {
         use executions::{AtOnce, End};
 
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let c = store.client().await.unwrap();
         let now = now_millis();
         // A few executions first, ended in groups, so that a plan could be cached small.
@@ -2438,9 +2435,7 @@ mod tests {
         use crate::store::executions::{status, Claim, ExecutionStore as _};
 
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let id = "x000000000000000000001";
         let token = "token00000000000000001";
         let c = store.client().await.unwrap();
@@ -2507,9 +2502,7 @@ mod tests {
         use executions::{AtOnce, End};
 
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let c = store.client().await.unwrap();
         c.batch_execute(
             "INSERT INTO executions (plan_execution_id, account_id, org_id, project_id, \
@@ -2564,9 +2557,7 @@ mod tests {
     #[tokio::test]
     async fn a_purged_execution_takes_its_steps_and_log_lines_with_it() {
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let c = store.client().await.unwrap();
         let day = 24 * 60 * 60 * 1000;
         let old = now_millis() - 40 * day;
@@ -2636,11 +2627,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_outlives_the_runtime_that_asked_for_it() {
         let db = Fresh::create().await;
-        let store = std::sync::Arc::new(
-            PgStore::open(&db.url, PoolOptions::default())
-                .await
-                .unwrap(),
-        );
+        let store = std::sync::Arc::new(db.store().await);
         let (made, made_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let worker = {
@@ -2691,9 +2678,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_whose_connections_were_cut_answers_unavailable_or_reconnects() {
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         store.get_account(&project().account).await.unwrap();
 
         admin(&format!(
@@ -2729,9 +2714,7 @@ mod tests {
             .await
             .unwrap();
         drop(c);
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         store.new_event_id().await.unwrap();
 
         // The database refuses connections: callers that need a block fail, all of them.
@@ -3004,11 +2987,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_that_keep_arriving_while_groups_are_written_are_all_stored_and_answered() {
         let db = Fresh::create().await;
-        let store = std::sync::Arc::new(
-            PgStore::open(&db.url, PoolOptions::default())
-                .await
-                .unwrap(),
-        );
+        let store = std::sync::Arc::new(db.store().await);
         // A burst of more than one group's worth, then eight callers one event after another,
         // so that events arrive while groups are being written; some callers stop waiting. The
         // events have ids the store minted, as in intake, so each is queued as soon as it is
@@ -3077,9 +3056,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_stored() {
         let db = Fresh::create().await;
-        let store = PgStore::open(&db.url, PoolOptions::default())
-            .await
-            .unwrap();
+        let store = db.store().await;
         let (first, x) = queueing("deploy");
         let taken = first.event_id.clone();
         store.record_event(first, x).await.unwrap();

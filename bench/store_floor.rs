@@ -86,6 +86,7 @@ async fn main() {
                             plan_execution_id: plan.clone(),
                             pipeline_name: pipeline_name.clone(),
                             trigger_type: "WEBHOOK_CUSTOM",
+                            lease: None,
                         }
                     });
                     store.record_event(event, execution).await.expect("write");

@@ -43,7 +43,8 @@ use crate::domain::pipeline::{PipelineSpec, Step, StepSpec};
 use crate::expr::context::{parse_payload, TriggerContext};
 use crate::expr::template::Template;
 use crate::store::executions::{
-    status, AlreadyStarted, Claim, Claimed, Control, NextClaim, RunState, Start, StepRecord, Work,
+    status, AlreadyStarted, Claim, Claimed, Control, NextClaim, QueueLease, RunState, Start,
+    StepRecord, Work,
 };
 use crate::store::{now_millis, PipelineRecord, Store, StoreError};
 
@@ -76,21 +77,61 @@ struct Workers {
 /// A handle to the running engine.
 #[derive(Clone)]
 pub struct EngineHandle {
+    crew: Arc<Crew>,
+}
+
+/// What every worker of this node runs with: shared by the run loop, the workers and intake's
+/// hand-offs ([`EngineHandle::idle_worker`]).
+struct Crew {
+    store: Arc<dyn Store>,
+    /// One permit per execution running at once. None are handed out until the engine has
+    /// recovered what the last process left (see [`start`]).
+    permits: Arc<Semaphore>,
+    /// Wakes the run loop: work was queued, or a worker is free.
     wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    /// The end of the grace period, the parent of every worker's `stop`.
+    abort: CancellationToken,
     running: Running,
     work_dirs: Arc<WorkDirs>,
+    launch: Arc<Launch>,
+    /// Who holds this node's leases, and for how long: how a worker claims the next execution
+    /// as it ends one, and the lease intake queues an execution with for an idle worker.
+    next: Arc<NextClaim>,
 }
 
 impl EngineHandle {
     /// Tells the engine that work was queued, so it does not wait for its next poll.
     pub fn notify(&self) {
-        self.wake.notify_one();
+        self.crew.wake.notify_one();
+    }
+
+    /// Reserves an idle worker of this node for an execution about to be queued, when one is
+    /// free (and the engine is not shutting down): the execution is queued with the worker's
+    /// lease ([`IdleWorker::lease`]), and once it is stored [`IdleWorker::run`] runs it. No claim
+    /// is written for it, nor, on PostgreSQL, read: while the engine keeps up, an execution
+    /// costs one write fewer. Dropping the reservation frees the worker.
+    pub fn idle_worker(&self) -> Option<IdleWorker> {
+        if self.crew.shutdown.is_cancelled() {
+            return None;
+        }
+        let permit = self.crew.permits.clone().try_acquire_owned().ok()?;
+        Some(IdleWorker {
+            lease: QueueLease {
+                owner: self.crew.next.owner.clone(),
+                token: LeaseToken::generate(),
+                lease_ms: self.crew.next.lease_ms,
+            },
+            reserved_at: Instant::now(),
+            permit,
+            crew: self.crew.clone(),
+        })
     }
 
     /// Removes the working directory of an execution that ended without a worker (aborted or
     /// rejected while it waited).
     pub fn forget(&self, id: &PlanExecutionId) {
-        self.work_dirs.remove(id);
+        self.crew.work_dirs.remove(id);
     }
 
     /// Kills the running step of an execution this process runs (after the store flagged the
@@ -98,25 +139,28 @@ impl EngineHandle {
     /// is then kept a while (`EARLY_ABORT`), for a worker here that claimed the execution
     /// and has not registered yet.
     pub fn abort(&self, id: &PlanExecutionId) -> bool {
-        let mut workers = self.running.lock();
-        match workers.running.get(id.as_str()) {
+        self.crew.running.lock().abort(id)
+    }
+}
+
+impl Workers {
+    /// See [`EngineHandle::abort`].
+    fn abort(&mut self, id: &PlanExecutionId) -> bool {
+        match self.running.get(id.as_str()) {
             Some((_, stop)) => {
                 stop.cancel();
                 true
             }
             None => {
                 let now = Instant::now();
-                workers.early.retain(|_, at| now - *at < EARLY_ABORT);
-                workers.early.insert(id.to_string(), now);
+                self.early.retain(|_, at| now - *at < EARLY_ABORT);
+                self.early.insert(id.to_string(), now);
                 false
             }
         }
     }
 }
 
-/// Starts the engine: recovers what a previous process left running, then runs executions
-/// until `shutdown` is cancelled. Running steps then get `grace` to finish before they are
-/// killed. Returns a handle and the loop's task, which ends when every execution task has.
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -146,7 +190,9 @@ pub struct Launch {
     pub user: Option<run_user::RunUser>,
 }
 
-/// Starts the engine (see [`EngineOptions`]).
+/// Starts the engine: recovers what a previous process left running, then runs executions
+/// until `shutdown` is cancelled. Running steps then get `grace` to finish before they are
+/// killed. Returns a handle and the loop's task, which ends when every execution task has.
 pub fn start(
     store: Arc<dyn Store>,
     options: EngineOptions,
@@ -161,75 +207,46 @@ pub fn start(
         lease,
     } = options;
     let launch = Arc::new(launch);
-    let wake = Arc::new(Notify::new());
-    let running = Running::default();
     // Spares are kept for supervised steps only (see `work_dirs`).
     let spares = if launch.spawner.is_some() { workers } else { 0 };
-    let work_dirs = Arc::new(WorkDirs::new(work_root, spares));
-    let handle = EngineHandle {
-        wake: wake.clone(),
-        running: running.clone(),
-        work_dirs: work_dirs.clone(),
-    };
+    let crew = Arc::new(Crew {
+        store,
+        // The run loop adds the permits once the last process's leases are recovered: before
+        // that, intake must not lease an execution that the recovery would release.
+        permits: Arc::new(Semaphore::new(0)),
+        wake: Arc::new(Notify::new()),
+        shutdown,
+        abort: CancellationToken::new(),
+        running: Running::default(),
+        work_dirs: Arc::new(WorkDirs::new(work_root, spares)),
+        launch,
+        next: Arc::new(NextClaim {
+            owner: node_id,
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        }),
+    });
+    let handle = EngineHandle { crew: crew.clone() };
     let task = tokio::spawn(async move {
-        let permits = Arc::new(Semaphore::new(workers));
-        let abort = CancellationToken::new();
-        run_loop(
-            store,
-            permits.clone(),
-            wake,
-            shutdown,
-            abort.clone(),
-            running,
-            work_dirs,
-            launch,
-            Lease {
-                owner: node_id,
-                millis: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
-            },
-        )
-        .await;
+        run_loop(&crew, workers).await;
         // Wait for running executions: they hold permits until they finish or park.
         let all = u32::try_from(workers).unwrap_or(u32::MAX);
+        let permits = crew.permits.clone();
         if tokio::time::timeout(grace, permits.acquire_many(all))
             .await
             .is_err()
         {
             tracing::warn!("steps still running after the grace period are being killed");
-            abort.cancel();
+            crew.abort.cancel();
             let _ = permits.acquire_many(all).await;
         }
     });
     (handle, task)
 }
 
-/// Who holds the engine's leases, and for how long each lasts.
-struct Lease {
-    owner: String,
-    millis: i64,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_loop(
-    store: Arc<dyn Store>,
-    permits: Arc<Semaphore>,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-    abort: CancellationToken,
-    running: Running,
-    work_dirs: Arc<WorkDirs>,
-    launch: Arc<Launch>,
-    lease: Lease,
-) {
-    let Lease {
-        owner,
-        millis: lease_ms,
-    } = lease;
-    let lease = Duration::from_millis(lease_ms.max(0) as u64);
-    let next = Arc::new(NextClaim {
-        owner: owner.clone(),
-        lease_ms,
-    });
+/// Recovers what the last process left, then leases runnable executions to free workers until
+/// shutdown.
+async fn run_loop(crew: &Arc<Crew>, workers: usize) {
+    let store = crew.store.as_ref();
     match store.recover_executions(now_millis()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -238,41 +255,36 @@ async fn run_loop(
         ),
         Err(e) => tracing::error!(error = %e, "recovering executions failed"),
     }
-    if let Err(e) = work_dirs.prepare(store.as_ref()).await {
-        tracing::error!(error = %e, dir = %work_dirs.root().display(), "preparing the working directories failed");
+    if let Err(e) = crew.work_dirs.prepare(store).await {
+        tracing::error!(error = %e, dir = %crew.work_dirs.root().display(), "preparing the working directories failed");
     }
+    crew.permits.add_permits(workers);
+    let lease = Duration::from_millis(crew.next.lease_ms.max(0) as u64);
     loop {
-        let free = permits.available_permits();
+        let free = crew.permits.available_permits();
         if free > 0 {
             let claimed_at = Instant::now();
             match store
-                .claim_executions(&owner, free as u32, now_millis(), lease_ms)
+                .claim_executions(
+                    &crew.next.owner,
+                    free as u32,
+                    now_millis(),
+                    crew.next.lease_ms,
+                )
                 .await
             {
                 Ok(claims) => {
                     for Claimed { claim, work } in claims {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
+                        let Ok(permit) = crew.permits.clone().try_acquire_owned() else {
+                            // Intake reserved the worker meanwhile (rare: while the claim was
+                            // on its way): the execution is given back at once.
+                            if let Err(e) = store.release_lease(&claim).await {
+                                tracing::warn!(execution = %claim.id, error = %e, "releasing a lease failed; it runs out instead");
+                            }
+                            continue;
                         };
-                        let stop = register(&running, &abort, &claim);
-                        tokio::spawn(work_on(
-                            store.clone(),
-                            Worker {
-                                claim,
-                                work,
-                                lease_ms,
-                                lease_until: claimed_at + lease,
-                                stop,
-                                abort: abort.clone(),
-                                shutdown: shutdown.clone(),
-                                work_dirs: work_dirs.clone(),
-                                launch: launch.clone(),
-                                running: running.clone(),
-                                next: next.clone(),
-                            },
-                            permit,
-                            wake.clone(),
-                        ));
+                        taken("claim");
+                        spawn_worker(crew, claim, work, claimed_at + lease, permit);
                     }
                 }
                 Err(StoreError::ShuttingDown) => return,
@@ -280,10 +292,84 @@ async fn run_loop(
             }
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            () = crew.shutdown.cancelled() => return,
+            () = crew.wake.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+/// Counts an execution a worker takes up, by how it came to the worker: `intake` (leased as it
+/// was queued, to an idle worker), `claim` (the run loop's claim) or `end` (claimed as the
+/// worker ended its last).
+fn taken(by: &'static str) {
+    metrics::counter!("triggerd_executions_taken_total", "by" => by).increment(1);
+}
+
+/// Registers `claim` and runs it on a task of its own under `permit` (see [`work_on`]).
+fn spawn_worker(
+    crew: &Arc<Crew>,
+    claim: Claim,
+    work: Option<Box<Work>>,
+    lease_until: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let stop = register(&crew.running, &crew.abort, &claim);
+    tokio::spawn(work_on(
+        crew.clone(),
+        Worker {
+            claim,
+            work,
+            lease_until,
+            stop,
+        },
+        permit,
+    ));
+}
+
+/// A worker of this node reserved by intake for the execution it is about to queue (see
+/// [`EngineHandle::idle_worker`]).
+pub struct IdleWorker {
+    lease: QueueLease,
+    /// Before the lease is written: the lease is counted from then, as for claims.
+    reserved_at: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    crew: Arc<Crew>,
+}
+
+impl IdleWorker {
+    /// The lease to queue the execution with.
+    pub fn lease(&self) -> QueueLease {
+        self.lease.clone()
+    }
+
+    /// Runs the execution queued, and committed, with [`lease`](Self::lease). When shutdown
+    /// has begun meanwhile, its lease is released instead, so that the next start (or another
+    /// node) takes it up at once.
+    pub fn run(self, id: PlanExecutionId) {
+        let claim = Claim {
+            id,
+            token: self.lease.token,
+        };
+        let lease = Duration::from_millis(self.lease.lease_ms.max(0) as u64);
+        if self.crew.shutdown.is_cancelled() {
+            let (store, permit) = (self.crew.store.clone(), self.permit);
+            tokio::spawn(async move {
+                if let Err(e) = store.release_lease(&claim).await {
+                    tracing::warn!(execution = %claim.id, error = %e, "releasing a lease failed; it runs out instead");
+                }
+                drop(permit);
+            });
+            return;
+        }
+        taken("intake");
+        spawn_worker(
+            &self.crew,
+            claim,
+            None,
+            self.reserved_at + lease,
+            self.permit,
+        );
     }
 }
 
@@ -308,26 +394,17 @@ fn register(running: &Running, abort: &CancellationToken, claim: &Claim) -> Canc
     stop
 }
 
-/// One worker's claim on an execution, and what it runs with.
+/// One worker's claim on an execution (what it shares with the others is the [`Crew`]).
 struct Worker {
     claim: Claim,
     /// What the worker reads to run it, when the store read it with the claim.
     work: Option<Box<Work>>,
-    lease_ms: i64,
     /// When the lease runs out as this worker last confirmed it: counted on this node's
     /// monotonic clock from before the claim or renewal was sent, so never later than the
     /// store's lease clock has it (whatever the two clocks read).
     lease_until: Instant,
     /// Kills the running step: a user's abort, a lost lease, or the end of the grace period.
     stop: CancellationToken,
-    /// The end of the grace period, the parent of every `stop`.
-    abort: CancellationToken,
-    shutdown: CancellationToken,
-    work_dirs: Arc<WorkDirs>,
-    launch: Arc<Launch>,
-    running: Running,
-    /// How this worker claims the next execution as it ends one.
-    next: Arc<NextClaim>,
 }
 
 /// The execution a worker claimed in the transaction that ended its last one, and when the
@@ -341,40 +418,40 @@ struct Next {
 
 /// Runs one claimed execution while renewing its lease, then the next one it claimed as it
 /// ended the last (while there is one), then frees the worker permit.
-async fn work_on(
-    store: Arc<dyn Store>,
-    worker: Worker,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    done: Arc<Notify>,
-) {
+async fn work_on(crew: Arc<Crew>, worker: Worker, permit: tokio::sync::OwnedSemaphorePermit) {
     let Worker {
         mut claim,
         work: mut read,
-        lease_ms,
         mut lease_until,
         mut stop,
-        abort,
+    } = worker;
+    let Crew {
+        store,
         shutdown,
+        running,
         work_dirs,
         launch,
-        running,
         next,
-    } = worker;
+        abort,
+        ..
+    } = crew.as_ref();
+    let store = store.as_ref();
+    let lease_ms = next.lease_ms;
     let lease = Duration::from_millis(lease_ms.max(0) as u64);
     loop {
         let id = claim.id.clone();
         let work = execute(
-            store.as_ref(),
+            store,
             &claim,
             read.take(),
             stop.clone(),
             shutdown.clone(),
-            &work_dirs,
-            &launch,
+            work_dirs,
+            launch,
         );
         let result = tokio::select! {
             r = work => r,
-            lost = keep_lease(store.as_ref(), &claim, lease_ms, lease_until, &stop) => Err(lost),
+            lost = keep_lease(store, &claim, lease_ms, lease_until, &stop) => Err(lost),
         };
         // The end is written out of the race with the lease (no step runs any more, and the
         // write is fenced): a renewal failing just after the end committed with a claim of the
@@ -382,8 +459,8 @@ async fn work_on(
         // its lease to run out.
         let result = match result {
             Ok(Some(end)) => {
-                let next = (!shutdown.is_cancelled()).then_some(&*next);
-                end.write(store.as_ref(), &claim, next).await
+                let next = (!shutdown.is_cancelled()).then_some(next.as_ref());
+                end.write(store, &claim, next).await
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -435,14 +512,15 @@ async fn work_on(
             }
             break;
         }
-        stop = register(&running, &abort, &following);
+        taken("end");
+        stop = register(running, abort, &following);
         claim = following;
         read = work;
         lease_until = claimed_at + lease;
     }
     drop(permit);
     // A worker is free: look for more work now, not at the next poll.
-    done.notify_one();
+    crew.wake.notify_one();
 }
 
 /// Renews the claim's lease whenever a third of it has passed since it was last confirmed, so
@@ -1201,24 +1279,20 @@ mod tests {
     #[test]
     fn an_abort_announced_before_its_worker_registers_stops_it() {
         let running = Running::default();
-        let handle = EngineHandle {
-            wake: Arc::new(Notify::new()),
-            running: running.clone(),
-            work_dirs: Arc::new(WorkDirs::new(std::env::temp_dir(), 0)),
-        };
+        let abort = |id: &PlanExecutionId| running.lock().abort(id);
         let claim = || Claim {
             id: PlanExecutionId::parse("AaJMbQJs8fOIPz-wN0ZfEQ").unwrap(),
             token: LeaseToken::generate(),
         };
         let parent = CancellationToken::new();
 
-        assert!(!handle.abort(&claim().id), "not running here");
+        assert!(!abort(&claim().id), "not running here");
         let first = register(&running, &parent, &claim());
         assert!(first.is_cancelled(), "stopped as it registers");
 
         let second = register(&running, &parent, &claim());
         assert!(!second.is_cancelled(), "the abort stopped one worker only");
-        assert!(handle.abort(&claim().id), "running here");
+        assert!(abort(&claim().id), "running here");
         assert!(second.is_cancelled());
         assert!(running.lock().early.is_empty());
     }

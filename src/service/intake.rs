@@ -353,11 +353,6 @@ async fn accept(
         idempotency_key,
         created_at: now_millis(),
     };
-    let execution = NewExecution {
-        plan_execution_id: plan,
-        pipeline_name: trigger.pipeline_name.clone(),
-        trigger_type: "WEBHOOK_CUSTOM",
-    };
     if req.dry_run {
         return Ok(Accepted {
             event,
@@ -365,12 +360,26 @@ async fn accept(
             dry_run: true,
         });
     }
-    let execution = event.plan_execution_id.is_some().then_some(execution);
+    // An idle worker of this node, when there is one, runs the execution under a lease it is
+    // queued with: no claim to write for it. Dropped unused when nothing is stored.
+    let worker = event
+        .plan_execution_id
+        .as_ref()
+        .and_then(|_| gw.engine.idle_worker());
+    let execution = event.plan_execution_id.is_some().then(|| NewExecution {
+        plan_execution_id: plan,
+        pipeline_name: trigger.pipeline_name.clone(),
+        trigger_type: "WEBHOOK_CUSTOM",
+        lease: worker.as_ref().map(|w| w.lease()),
+    });
     let (event, replayed) = match gw.store.record_event(event, execution).await? {
         RecordOutcome::Stored(event) => {
             metrics::counter!("triggerd_webhook_events_total").increment(1);
-            if event.plan_execution_id.is_some() {
-                gw.work_queued();
+            if let Some(id) = &event.plan_execution_id {
+                match worker {
+                    Some(worker) => worker.run(id.clone()),
+                    None => gw.work_queued(),
+                }
             }
             (event, false)
         }

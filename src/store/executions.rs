@@ -382,6 +382,21 @@ pub struct NextClaim {
     pub lease_ms: i64,
 }
 
+/// The lease an execution is queued with when an idle worker of the node that queues it will
+/// run it ([`NewExecution::lease`](super::NewExecution::lease)): stored with the execution, as a
+/// claim would store it, so no claim is written for it, and no other worker takes it up while
+/// the lease lasts. Should the node die before its worker starts, the lease runs out and
+/// another node (or the next start) claims the execution.
+#[derive(Debug, Clone)]
+pub struct QueueLease {
+    /// This node, recorded for operators.
+    pub owner: String,
+    /// The worker's token, as a claim's ([`Claim::token`]).
+    pub token: LeaseToken,
+    /// The lease, from the write by the lease clock.
+    pub lease_ms: i64,
+}
+
 /// A control request (`abort`, `pause`, `resume`, `approve`, `reject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {

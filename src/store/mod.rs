@@ -295,6 +295,8 @@ pub struct NewExecution {
     pub pipeline_name: String,
     /// `WEBHOOK_CUSTOM` or `MANUAL`.
     pub trigger_type: &'static str,
+    /// Queued leased to an idle worker of this node, which runs it without a claim.
+    pub lease: Option<executions::QueueLease>,
 }
 
 /// A stored execution (the engine issue extends this with stages and steps).

@@ -10,11 +10,11 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use triggerd::domain::event_rule::EventRuleSpec;
 use triggerd::domain::ids::{
-    AccountId, DeliveryId, EventId, Identifier, KeyId, PlanExecutionId, ProjectRef,
+    AccountId, DeliveryId, EventId, Identifier, KeyId, LeaseToken, PlanExecutionId, ProjectRef,
 };
 use triggerd::store::executions::{
-    Claim, Claimed, Control, ControlOutcome, NewManualExecution, NextClaim, RunState, Start,
-    StepRecord, Work,
+    Claim, Claimed, Control, ControlOutcome, NewManualExecution, NextClaim, QueueLease, RunState,
+    Start, StepRecord, Work,
 };
 use triggerd::store::outbound::{
     AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
@@ -94,6 +94,7 @@ fn queued() -> Option<NewExecution> {
         plan_execution_id: PlanExecutionId::generate(),
         pipeline_name: "Deploy".into(),
         trigger_type: "WEBHOOK_CUSTOM",
+        lease: None,
     })
 }
 
@@ -378,6 +379,159 @@ async fn run_of(f: &Fixture, id: &PlanExecutionId) -> RunState {
 
 fn is_lease_lost<T>(result: Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::LeaseLost))
+}
+
+/// Records `event` with its execution queued under `lease` (for an idle worker, as intake
+/// does when one is free).
+async fn record_leased(f: &Fixture, event: WebhookEvent, lease: QueueLease) -> PlanExecutionId {
+    let plan = event.plan_execution_id.clone().expect("an execution");
+    let execution = NewExecution {
+        plan_execution_id: plan.clone(),
+        pipeline_name: "Deploy".into(),
+        trigger_type: "WEBHOOK_CUSTOM",
+        lease: Some(lease),
+    };
+    let outcome = f
+        .store
+        .record_event(event, Some(execution))
+        .await
+        .expect("record_event");
+    assert!(matches!(outcome, RecordOutcome::Stored(_)), "{outcome:?}");
+    plan
+}
+
+/// An execution queued with a lease (for an idle worker of the node that queues it) is that
+/// worker's, as if claimed: no claim takes it while the lease lasts, the worker's writes are
+/// fenced by its token, and another token is refused. Once the lease runs out without the
+/// worker (its node died before running it), a claim takes the execution over and the old
+/// token is refused.
+#[tokio::test]
+async fn an_execution_queued_with_a_lease_is_its_workers_until_the_lease_runs_out() {
+    let f = fixture().await;
+    let lease = |lease_ms| QueueLease {
+        owner: "node-a".into(),
+        token: LeaseToken::generate(),
+        lease_ms,
+    };
+    let held = lease(LONG_LEASE);
+    let id = record_leased(&f, event(&f.scope, None, now_millis()), held.clone()).await;
+    let worker = Claim {
+        id: id.clone(),
+        token: held.token,
+    };
+
+    assert!(
+        claim(&f, "node-b").await.is_empty(),
+        "leased, not claimable"
+    );
+    let stranger = Claim {
+        id: id.clone(),
+        token: LeaseToken::generate(),
+    };
+    assert!(is_lease_lost(
+        f.store.renew_lease(&stranger, LONG_LEASE).await
+    ));
+    assert_eq!(run_of(&f, &id).await.execution.status, "Queued");
+    let ended = end(&f, &worker, "Success", None)
+        .await
+        .expect("the worker ends it");
+    assert!(ended.is_none(), "{ended:?}");
+    assert_eq!(run_of(&f, &id).await.execution.status, "Success");
+
+    let orphan = lease(SHORT_LEASE);
+    let id = record_leased(&f, event(&f.scope, None, now_millis()), orphan.clone()).await;
+    assert!(
+        claim(&f, "node-b").await.is_empty(),
+        "leased, not claimable"
+    );
+    outlive_short_lease().await;
+    let taken = claim(&f, "node-b").await;
+    assert_eq!(
+        taken.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        [&id],
+        "claimed once the lease ran out"
+    );
+    let old = Claim {
+        id,
+        token: orphan.token,
+    };
+    assert!(is_lease_lost(f.store.renew_lease(&old, LONG_LEASE).await));
+    assert!(is_lease_lost(end(&f, &old, "Success", None).await));
+}
+
+/// The engine reserves an idle worker for intake, one per free permit and none once shutdown
+/// began; the worker runs the execution queued with its lease with no claim (none could take
+/// it: the lease outlasts the test), then is free again. A reservation dropped unused (nothing
+/// was stored) frees its worker too.
+#[tokio::test]
+async fn an_idle_worker_runs_the_execution_queued_with_its_lease() {
+    let f = fixture().await;
+    let now = now_millis();
+    f.store
+        .put_pipeline(PipelineRecord {
+            scope: f.scope.clone(),
+            identifier: Identifier::parse("deploy", "pipeline").expect("id"),
+            name: "Deploy".into(),
+            spec: json!({"pipeline": {"identifier": "deploy", "name": "Deploy", "stages": [
+                {"stage": {"identifier": "s", "name": "S", "steps": [
+                    {"step": {"identifier": "w", "name": "W", "type": "Wait",
+                              "spec": {"duration": "0s"}}}]}}]}}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("pipeline");
+    let work_root = tempfile::tempdir().expect("work root");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (engine, task) = triggerd::engine::start(
+        f.store.clone(),
+        triggerd::engine::EngineOptions {
+            workers: 1,
+            grace: Duration::from_secs(5),
+            work_root: work_root.path().to_owned(),
+            launch: Default::default(),
+            node_id: "node-a".into(),
+            lease: Duration::from_millis(LONG_LEASE as u64),
+        },
+        shutdown.clone(),
+    );
+    let idle = || async {
+        for _ in 0..500 {
+            if let Some(worker) = engine.idle_worker() {
+                return worker;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no worker became idle");
+    };
+
+    let worker = idle().await;
+    assert!(
+        engine.idle_worker().is_none(),
+        "its only worker is reserved"
+    );
+    let lease = worker.lease();
+    assert_eq!(
+        (lease.owner.as_str(), lease.lease_ms),
+        ("node-a", LONG_LEASE)
+    );
+    let id = record_leased(&f, event(&f.scope, None, now_millis()), lease).await;
+    worker.run(id.clone());
+    let mut status = String::new();
+    for _ in 0..500 {
+        status = run_of(&f, &id).await.execution.status;
+        if status == "Success" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "Success", "run by the worker it was leased to");
+
+    drop(idle().await);
+    drop(idle().await);
+    shutdown.cancel();
+    task.await.expect("the engine stops");
+    assert!(engine.idle_worker().is_none(), "none once shutdown began");
 }
 
 /// A worker that ends an execution claims the next runnable one in the same write: with a

@@ -37,6 +37,7 @@ macro_rules! lease_now {
         "(extract(epoch from clock_timestamp()) * 1000)::bigint"
     };
 }
+pub(super) use lease_now;
 
 /// The columns of a step's row after its execution's id, in [`step_row`]'s order.
 macro_rules! step_cols {

@@ -175,20 +175,27 @@ pub(super) async fn insert_events(
     rows: &[EventRow<'_>],
 ) -> StoreResult<()> {
     // The events' 16 columns ([`event_cols!`]), the three an execution adds (its pipeline's
-    // name, trigger type and run sequence, NULL when the event queues none), then where the
-    // event goes: its `seq`, and its id again when it is found as a legacy one.
+    // name, trigger type and run sequence, NULL when the event queues none), where the event
+    // goes (its `seq`, and its id again when it is found as a legacy one), then the lease an
+    // execution is queued with for an idle worker ([`QueueLease`]: owner, token and length,
+    // NULL without one), its end by the lease clock as a claim's.
     const INSERT: &str = concat!(
         "WITH e AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[], $10::bytea[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::text[], \
-         $18::text[], $19::int8[], $20::int8[], $21::text[]) AS e(",
+         $18::text[], $19::int8[], $20::int8[], $21::text[], $22::text[], $23::text[], \
+         $24::int8[]) AS e(",
         super::event_cols!(),
-        ", pipeline_name, trigger_type, run_sequence, seq, legacy_id)), \
+        ", pipeline_name, trigger_type, run_sequence, seq, legacy_id, lease_owner, lease_token, \
+         lease_ms)), \
          queued AS (INSERT INTO executions (",
         super::execution_cols!(),
-        ", event_seq) SELECT plan_execution_id, account_id, org_id, project_id, pipeline_id, \
-         pipeline_name, 'Queued', trigger_type, trigger_id, event_id, run_sequence, runtime_input, \
-         created_at, NULL, NULL, seq FROM e WHERE run_sequence IS NOT NULL) \
+        ", event_seq, lease_owner, lease_until, lease_token) SELECT plan_execution_id, \
+         account_id, org_id, project_id, pipeline_id, pipeline_name, 'Queued', trigger_type, \
+         trigger_id, event_id, run_sequence, runtime_input, created_at, NULL, NULL, seq, \
+         lease_owner, ",
+        executions::lease_now!(),
+        " + lease_ms, lease_token FROM e WHERE run_sequence IS NOT NULL) \
          INSERT INTO webhook_events (seq, legacy_id, ",
         super::event_cols!(),
         ") SELECT seq, legacy_id, ",
@@ -222,6 +229,10 @@ pub(super) async fn insert_events(
         cols.seq.push(placed.seq);
         cols.legacy_id
             .push(placed.legacy.then(|| e.event_id.as_str()));
+        let lease = queued.and_then(|(x, _)| x.lease.as_ref());
+        cols.lease_owner.push(lease.map(|l| l.owner.as_str()));
+        cols.lease_token.push(lease.map(|l| l.token.as_str()));
+        cols.lease_ms.push(lease.map(|l| l.lease_ms));
     }
     super::execute(c, "recording webhook events", INSERT, &cols.params()).await?;
     Ok(())
@@ -250,6 +261,9 @@ struct Columns<'a> {
     run_sequence: Vec<Option<i64>>,
     seq: Vec<i64>,
     legacy_id: Vec<Option<&'a str>>,
+    lease_owner: Vec<Option<&'a str>>,
+    lease_token: Vec<Option<&'a str>>,
+    lease_ms: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -276,10 +290,13 @@ impl<'a> Columns<'a> {
             run_sequence: Vec::with_capacity(n),
             seq: Vec::with_capacity(n),
             legacy_id: Vec::with_capacity(n),
+            lease_owner: Vec::with_capacity(n),
+            lease_token: Vec::with_capacity(n),
+            lease_ms: Vec::with_capacity(n),
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 21] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 24] {
         [
             &self.event_id,
             &self.account_id,
@@ -302,6 +319,9 @@ impl<'a> Columns<'a> {
             &self.run_sequence,
             &self.seq,
             &self.legacy_id,
+            &self.lease_owner,
+            &self.lease_token,
+            &self.lease_ms,
         ]
     }
 }

@@ -2876,6 +2876,7 @@ mod tests {
             plan_execution_id: plan,
             pipeline_name: pipeline.into(),
             trigger_type: "WEBHOOK_CUSTOM",
+            lease: None,
         };
         (event, Some(execution))
     }

@@ -16,8 +16,8 @@ use crate::domain::ids::{LeaseToken, PlanExecutionId, ProjectRef};
 use crate::engine::control::{self, ControlAction};
 use crate::store::executions::{
     status, AlreadyStarted, Claim, Claimed, Control, ControlOutcome, ExecutionFilter,
-    ExecutionStore, LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, RunState, Start,
-    StepRecord, PURGE_PROJECTS,
+    ExecutionStore, LogLine, NewManualExecution, NextClaim, ProjectKey, Purged, QueueLease,
+    RunState, Start, StepRecord, PURGE_PROJECTS,
 };
 use crate::store::{now_millis, Execution, Millis, Page, StoreError, StoreResult};
 
@@ -145,6 +145,8 @@ pub(super) struct QueuedExecution<'a> {
     pub event_id: Option<&'a str>,
     pub runtime_input: &'a str,
     pub created_at: Millis,
+    /// Queued leased to an idle worker (see [`QueueLease`]).
+    pub lease: Option<&'a QueueLease>,
 }
 
 /// Inserts a `Queued` execution numbered by the pipeline's counter; returns its number.
@@ -187,9 +189,12 @@ pub(super) fn insert_execution(
         .map_err(sql_err("numbering an execution"))?
     };
     c.prepare_cached(&format!(
-        "INSERT INTO executions ({EXECUTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL)"
+        "INSERT INTO executions ({EXECUTION_COLS}, lease_owner, lease_until, lease_token) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Queued', ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, ?13, ?14, ?15)"
     ))
     .and_then(|mut s| {
+        // By the lease clock, as a claim's (`claim_runnable`).
+        let lease_until = x.lease.map(|l| now_millis() + l.lease_ms);
         s.execute(params![
             x.plan.as_str(),
             p.account.as_str(),
@@ -202,7 +207,10 @@ pub(super) fn insert_execution(
             x.event_id,
             run_sequence,
             x.runtime_input,
-            x.created_at
+            x.created_at,
+            x.lease.map(|l| l.owner.as_str()),
+            lease_until,
+            x.lease.map(|l| l.token.as_str())
         ])
     })
     .map_err(sql_err("queueing an execution"))?;
@@ -228,6 +236,7 @@ impl ExecutionStore for SqliteStore {
                         event_id: None,
                         runtime_input: &new.runtime_input,
                         created_at,
+                        lease: None,
                     },
                 )?;
                 Ok(Execution {

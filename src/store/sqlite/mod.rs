@@ -170,6 +170,7 @@ fn write_event(
                 event_id: Some(e.event_id.as_str()),
                 runtime_input: &e.runtime_input,
                 created_at: e.created_at,
+                lease: x.lease.as_ref(),
             },
         )?;
     }

@@ -29,6 +29,7 @@ pub mod work_dirs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,9 @@ struct Crew {
     permits: Arc<Semaphore>,
     /// Wakes the run loop: work was queued, or a worker is free.
     wake: Arc<Notify>,
+    /// How many times work was queued for the run loop ([`EngineHandle::notify`]): a worker
+    /// whose last end found nothing to claim next wakes the loop only when this moved since.
+    queued: AtomicU64,
     shutdown: CancellationToken,
     /// The end of the grace period, the parent of every worker's `stop`.
     abort: CancellationToken,
@@ -103,14 +107,16 @@ struct Crew {
 impl EngineHandle {
     /// Tells the engine that work was queued, so it does not wait for its next poll.
     pub fn notify(&self) {
+        self.crew.queued.fetch_add(1, Ordering::SeqCst);
         self.crew.wake.notify_one();
     }
 
     /// Reserves an idle worker of this node for an execution about to be queued, when one is
     /// free (and the engine is not shutting down): the execution is queued with the worker's
     /// lease ([`IdleWorker::lease`]), and once it is stored [`IdleWorker::run`] runs it. No claim
-    /// is written for it, nor, on PostgreSQL, read: while the engine keeps up, an execution
-    /// costs one write fewer. Dropping the reservation frees the worker.
+    /// is written for it: while the engine keeps up, an execution costs one write fewer (the
+    /// worker reads what it runs itself, as after a claim on SQLite). Dropping the reservation
+    /// frees the worker.
     pub fn idle_worker(&self) -> Option<IdleWorker> {
         if self.crew.shutdown.is_cancelled() {
             return None;
@@ -215,6 +221,7 @@ pub fn start(
         // that, intake must not lease an execution that the recovery would release.
         permits: Arc::new(Semaphore::new(0)),
         wake: Arc::new(Notify::new()),
+        queued: AtomicU64::new(0),
         shutdown,
         abort: CancellationToken::new(),
         running: Running::default(),
@@ -438,7 +445,8 @@ async fn work_on(crew: Arc<Crew>, worker: Worker, permit: tokio::sync::OwnedSema
     let store = store.as_ref();
     let lease_ms = next.lease_ms;
     let lease = Duration::from_millis(lease_ms.max(0) as u64);
-    loop {
+    // When the last end looked for a next execution and found none: `queued` as it was before.
+    let looked = loop {
         let id = claim.id.clone();
         let work = execute(
             store,
@@ -457,10 +465,16 @@ async fn work_on(crew: Arc<Crew>, worker: Worker, permit: tokio::sync::OwnedSema
         // write is fenced): a renewal failing just after the end committed with a claim of the
         // next execution would otherwise drop that claim, leaving the execution to wait for
         // its lease to run out.
+        let mut looked = None;
         let result = match result {
             Ok(Some(end)) => {
                 let next = (!shutdown.is_cancelled()).then_some(next.as_ref());
-                end.write(store, &claim, next).await
+                let queued = crew.queued.load(Ordering::SeqCst);
+                let written = end.write(store, &claim, next).await;
+                if next.is_some() && matches!(written, Ok(None)) {
+                    looked = Some(queued);
+                }
+                written
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -502,7 +516,7 @@ async fn work_on(crew: Arc<Crew>, worker: Worker, permit: tokio::sync::OwnedSema
             work,
         }) = following
         else {
-            break;
+            break looked;
         };
         if shutdown.is_cancelled() {
             // Shutdown began while the end was written: the next execution is left to the
@@ -510,17 +524,23 @@ async fn work_on(crew: Arc<Crew>, worker: Worker, permit: tokio::sync::OwnedSema
             if let Err(e) = store.release_lease(&following).await {
                 tracing::warn!(execution = %following.id, error = %e, "releasing a lease failed; it runs out instead");
             }
-            break;
+            break None;
         }
         taken("end");
         stop = register(running, abort, &following);
         claim = following;
         read = work;
         lease_until = claimed_at + lease;
-    }
+    };
     drop(permit);
-    // A worker is free: look for more work now, not at the next poll.
-    crew.wake.notify_one();
+    // A worker is free: the loop looks for more work now, not at the next poll. Unless its
+    // last end looked for the next execution in its transaction and found none, and no work
+    // was queued since: there is none to find, and work queued later wakes the loop itself.
+    // (Without this, while intake hands each execution to an idle worker, every execution
+    // ended with a claim that found nothing.)
+    if looked.is_none_or(|queued| queued != crew.queued.load(Ordering::SeqCst)) {
+        crew.wake.notify_one();
+    }
 }
 
 /// Renews the claim's lease whenever a third of it has passed since it was last confirmed, so

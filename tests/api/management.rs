@@ -1181,6 +1181,31 @@ async fn metrics_are_prometheus_text_counting_requests() {
         !text.contains("triggerd_http_request_duration_seconds{"),
         "no quantile series: {text}"
     );
+    // A webhook to this idle node queues its execution leased to an idle worker, counted as
+    // taken up at intake.
+    let t = app.create_trigger().await;
+    success_data(app.post_webhook(&t.v3_path(), None, "{}").await).await;
+    let taken = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("triggerd_executions_taken_total{by=\"intake\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text");
+        if taken(&metrics).is_some_and(|n| n >= 1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(taken(&metrics).is_some_and(|n| n >= 1), "{metrics}");
     if !on_postgres() {
         // The SQLite writer's batch sizes (the root key was written through it).
         assert!(

@@ -47,7 +47,7 @@ use crate::store::executions::{
     status, AlreadyStarted, Claim, Claimed, Control, NextClaim, QueueLease, RunState, Start,
     StepRecord, Work,
 };
-use crate::store::{now_millis, PipelineRecord, Store, StoreError};
+use crate::store::{now_millis, PipelineRecord, RecordOutcome, Store, StoreError, StoreResult};
 
 /// How often the loop looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(100);
@@ -85,8 +85,10 @@ pub struct EngineHandle {
 /// hand-offs ([`EngineHandle::idle_worker`]).
 struct Crew {
     store: Arc<dyn Store>,
+    /// The runtime the engine was started on, which every worker runs on.
+    runtime: tokio::runtime::Handle,
     /// One permit per execution running at once. None are handed out until the engine has
-    /// recovered what the last process left (see [`start`]).
+    /// recovered what the last process left (see [`run_loop`]).
     permits: Arc<Semaphore>,
     /// Wakes the run loop: work was queued, or a worker is free.
     wake: Arc<Notify>,
@@ -113,7 +115,8 @@ impl EngineHandle {
 
     /// Reserves an idle worker of this node for an execution about to be queued, when one is
     /// free (and the engine is not shutting down): the execution is queued with the worker's
-    /// lease ([`IdleWorker::lease`]), and once it is stored [`IdleWorker::run`] runs it. No claim
+    /// lease ([`IdleWorker::lease`]) by [`IdleWorker::queue`], and once it is stored the worker
+    /// runs it. No claim
     /// is written for it: while the engine keeps up, an execution costs one write fewer (the
     /// worker reads what it runs itself, as after a claim on SQLite). Dropping the reservation
     /// frees the worker.
@@ -129,7 +132,7 @@ impl EngineHandle {
                 lease_ms: self.crew.next.lease_ms,
             },
             reserved_at: Instant::now(),
-            permit,
+            permit: Some(permit),
             crew: self.crew.clone(),
         })
     }
@@ -217,6 +220,7 @@ pub fn start(
     let spares = if launch.spawner.is_some() { workers } else { 0 };
     let crew = Arc::new(Crew {
         store,
+        runtime: tokio::runtime::Handle::current(),
         // The run loop adds the permits once the last process's leases are recovered: before
         // that, intake must not lease an execution that the recovery would release.
         permits: Arc::new(Semaphore::new(0)),
@@ -268,27 +272,20 @@ async fn run_loop(crew: &Arc<Crew>, workers: usize) {
     crew.permits.add_permits(workers);
     let lease = Duration::from_millis(crew.next.lease_ms.max(0) as u64);
     loop {
-        let free = crew.permits.available_permits();
-        if free > 0 {
+        // The free workers are taken before the claim, so that each execution claimed has one
+        // (intake cannot reserve them meanwhile); those left over are freed after it.
+        if let Some(mut permits) = free_workers(&crew.permits) {
             let claimed_at = Instant::now();
+            let free = permits.num_permits() as u32;
             match store
-                .claim_executions(
-                    &crew.next.owner,
-                    free as u32,
-                    now_millis(),
-                    crew.next.lease_ms,
-                )
+                .claim_executions(&crew.next.owner, free, now_millis(), crew.next.lease_ms)
                 .await
             {
                 Ok(claims) => {
                     for Claimed { claim, work } in claims {
-                        let Ok(permit) = crew.permits.clone().try_acquire_owned() else {
-                            // Intake reserved the worker meanwhile (rare: while the claim was
-                            // on its way): the execution is given back at once.
-                            if let Err(e) = store.release_lease(&claim).await {
-                                tracing::warn!(execution = %claim.id, error = %e, "releasing a lease failed; it runs out instead");
-                            }
-                            continue;
+                        // The store claims no more than asked for.
+                        let Some(permit) = permits.split(1) else {
+                            break;
                         };
                         taken("claim");
                         spawn_worker(crew, claim, work, claimed_at + lease, permit);
@@ -302,6 +299,20 @@ async fn run_loop(crew: &Arc<Crew>, workers: usize) {
             () = crew.shutdown.cancelled() => return,
             () = crew.wake.notified() => {}
             () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Takes every free worker at once, if any.
+fn free_workers(permits: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        let free = u32::try_from(permits.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            return None;
+        }
+        // Fails only when intake reserved one meanwhile: then fewer are free.
+        if let Ok(taken) = permits.clone().try_acquire_many_owned(free) {
+            return Some(taken);
         }
     }
 }
@@ -322,7 +333,9 @@ fn spawn_worker(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let stop = register(&crew.running, &crew.abort, &claim);
-    tokio::spawn(work_on(
+    // On the engine's runtime even when intake hands the execution over from an HTTP worker:
+    // the engine runs below the HTTP workers' priority, and they stop first at shutdown.
+    crew.runtime.spawn(work_on(
         crew.clone(),
         Worker {
             claim,
@@ -335,14 +348,19 @@ fn spawn_worker(
 }
 
 /// A worker of this node reserved by intake for the execution it is about to queue (see
-/// [`EngineHandle::idle_worker`]).
+/// [`EngineHandle::idle_worker`]). Dropped unused, it frees the worker and wakes the run loop,
+/// which may have found no free worker for work queued meanwhile.
 pub struct IdleWorker {
     lease: QueueLease,
     /// Before the lease is written: the lease is counted from then, as for claims.
     reserved_at: Instant,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    /// Taken when the worker is put to work.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     crew: Arc<Crew>,
 }
+
+/// How long a lease given back at shutdown may take to be released: the engine waits for it.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
 impl IdleWorker {
     /// The lease to queue the execution with.
@@ -350,33 +368,67 @@ impl IdleWorker {
         self.lease.clone()
     }
 
+    /// Runs `write`, which queues the execution with [`lease`](Self::lease) (and records its
+    /// event), to its end on the engine's runtime whatever becomes of the caller (a client
+    /// that goes away does not take the write with it, nor the worker: once the event is
+    /// committed, the worker runs the execution), and answers with what it did.
+    pub async fn queue<F>(self, write: F) -> StoreResult<RecordOutcome>
+    where
+        F: std::future::Future<Output = StoreResult<RecordOutcome>> + Send + 'static,
+    {
+        let runtime = self.crew.runtime.clone();
+        let task = runtime.spawn(async move {
+            let outcome = write.await;
+            if let Ok(RecordOutcome::Stored(event)) = &outcome {
+                if let Some(id) = &event.plan_execution_id {
+                    self.run(id.clone());
+                }
+            }
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            // The engine's runtime is shutting down.
+            Err(_) => Err(StoreError::ShuttingDown),
+        }
+    }
+
     /// Runs the execution queued, and committed, with [`lease`](Self::lease). When shutdown
     /// has begun meanwhile, its lease is released instead, so that the next start (or another
     /// node) takes it up at once.
-    pub fn run(self, id: PlanExecutionId) {
+    fn run(mut self, id: PlanExecutionId) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         let claim = Claim {
             id,
-            token: self.lease.token,
+            token: self.lease.token.clone(),
         };
-        let lease = Duration::from_millis(self.lease.lease_ms.max(0) as u64);
         if self.crew.shutdown.is_cancelled() {
-            let (store, permit) = (self.crew.store.clone(), self.permit);
-            tokio::spawn(async move {
-                if let Err(e) = store.release_lease(&claim).await {
-                    tracing::warn!(execution = %claim.id, error = %e, "releasing a lease failed; it runs out instead");
+            let store = self.crew.store.clone();
+            self.crew.runtime.spawn(async move {
+                let released = tokio::time::timeout(RELEASE_WITHIN, store.release_lease(&claim));
+                match released.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(execution = %claim.id, error = %e, "releasing a lease failed; it runs out instead"),
+                    Err(_) => tracing::warn!(execution = %claim.id, "releasing a lease took too long; it runs out instead"),
                 }
                 drop(permit);
             });
             return;
         }
         taken("intake");
-        spawn_worker(
-            &self.crew,
-            claim,
-            None,
-            self.reserved_at + lease,
-            self.permit,
-        );
+        let lease = Duration::from_millis(self.lease.lease_ms.max(0) as u64);
+        spawn_worker(&self.crew, claim, None, self.reserved_at + lease, permit);
+    }
+}
+
+impl Drop for IdleWorker {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            drop(permit);
+            self.crew.wake.notify_one();
+        }
     }
 }
 

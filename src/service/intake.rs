@@ -361,7 +361,8 @@ async fn accept(
         });
     }
     // An idle worker of this node, when there is one, runs the execution under a lease it is
-    // queued with: no claim to write for it. Dropped unused when nothing is stored.
+    // queued with: no claim to write for it. The write then goes on, and the worker runs the
+    // execution, even if the caller goes away; nothing stored, the worker is freed.
     let worker = event
         .plan_execution_id
         .as_ref()
@@ -372,15 +373,24 @@ async fn accept(
         trigger_type: "WEBHOOK_CUSTOM",
         lease: worker.as_ref().map(|w| w.lease()),
     });
-    let (event, replayed) = match gw.store.record_event(event, execution).await? {
+    let outcome = match worker {
+        Some(worker) => {
+            let store = gw.store.clone();
+            worker
+                .queue(async move { store.record_event(event, execution).await })
+                .await?
+        }
+        None => {
+            let outcome = gw.store.record_event(event, execution).await?;
+            if matches!(&outcome, RecordOutcome::Stored(e) if e.plan_execution_id.is_some()) {
+                gw.work_queued();
+            }
+            outcome
+        }
+    };
+    let (event, replayed) = match outcome {
         RecordOutcome::Stored(event) => {
             metrics::counter!("triggerd_webhook_events_total").increment(1);
-            if let Some(id) = &event.plan_execution_id {
-                match worker {
-                    Some(worker) => worker.run(id.clone()),
-                    None => gw.work_queued(),
-                }
-            }
             (event, false)
         }
         RecordOutcome::Replayed(event) => (event, true),

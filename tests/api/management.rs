@@ -1182,7 +1182,8 @@ async fn metrics_are_prometheus_text_counting_requests() {
         "no quantile series: {text}"
     );
     // A webhook to this idle node queues its execution leased to an idle worker, counted as
-    // taken up at intake.
+    // taken up at intake. (The recorder is the process's, so this shows the series is
+    // exported; tests/api/store.rs shows the hand-off itself.)
     let t = app.create_trigger().await;
     success_data(app.post_webhook(&t.v3_path(), None, "{}").await).await;
     let taken = |text: &str| {

@@ -457,12 +457,60 @@ async fn an_execution_queued_with_a_lease_is_its_workers_until_the_lease_runs_ou
     };
     assert!(is_lease_lost(f.store.renew_lease(&old, LONG_LEASE).await));
     assert!(is_lease_lost(end(&f, &old, "Success", None).await));
+
+    // Recorded at once, so stored together (one group on PostgreSQL, one commit on SQLite):
+    // the leased ones keep their leases, the others are claimable.
+    let mut set = JoinSet::new();
+    for n in 0..8 {
+        let f_store = f.store.clone();
+        let e = event(&f.scope, None, now_millis());
+        let leased = (n % 2 == 0).then(|| lease(LONG_LEASE));
+        set.spawn(async move {
+            let id = e.plan_execution_id.clone().expect("an execution");
+            let execution = NewExecution {
+                plan_execution_id: id.clone(),
+                pipeline_name: "Deploy".into(),
+                trigger_type: "WEBHOOK_CUSTOM",
+                lease: leased.clone(),
+            };
+            f_store
+                .record_event(e, Some(execution))
+                .await
+                .expect("record_event");
+            (id, leased)
+        });
+    }
+    let mut free = HashSet::new();
+    let mut held = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined.expect("task") {
+            (id, None) => {
+                free.insert(id.to_string());
+            }
+            (id, Some(lease)) => held.push(Claim {
+                id,
+                token: lease.token,
+            }),
+        }
+    }
+    let claimed: HashSet<String> = claim(&f, "node-b")
+        .await
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    assert_eq!(claimed, free, "only the executions queued without a lease");
+    for worker in &held {
+        f.store
+            .renew_lease(worker, LONG_LEASE)
+            .await
+            .expect("each leased one is its worker's");
+    }
 }
 
 /// The engine reserves an idle worker for intake, one per free permit and none once shutdown
 /// began; the worker runs the execution queued with its lease with no claim (none could take
-/// it: the lease outlasts the test), then is free again. A reservation dropped unused (nothing
-/// was stored) frees its worker too.
+/// it: the lease outlasts the test, and the test above shows that the store keeps it), then is
+/// free again. A reservation dropped unused (nothing was stored) frees its worker too.
 #[tokio::test]
 async fn an_idle_worker_runs_the_execution_queued_with_its_lease() {
     let f = fixture().await;
@@ -515,8 +563,20 @@ async fn an_idle_worker_runs_the_execution_queued_with_its_lease() {
         (lease.owner.as_str(), lease.lease_ms),
         ("node-a", LONG_LEASE)
     );
-    let id = record_leased(&f, event(&f.scope, None, now_millis()), lease).await;
-    worker.run(id.clone());
+    let event = event(&f.scope, None, now_millis());
+    let id = event.plan_execution_id.clone().expect("an execution");
+    let execution = NewExecution {
+        plan_execution_id: id.clone(),
+        pipeline_name: "Deploy".into(),
+        trigger_type: "WEBHOOK_CUSTOM",
+        lease: Some(lease),
+    };
+    let store = f.store.clone();
+    let outcome = worker
+        .queue(async move { store.record_event(event, Some(execution)).await })
+        .await
+        .expect("queued");
+    assert!(matches!(outcome, RecordOutcome::Stored(_)), "{outcome:?}");
     let mut status = String::new();
     for _ in 0..500 {
         status = run_of(&f, &id).await.execution.status;

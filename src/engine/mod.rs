@@ -459,8 +459,8 @@ struct Worker {
     /// What the worker reads to run it, when the store read it with the claim.
     work: Option<Box<Work>>,
     /// When the lease runs out as this worker last confirmed it: counted on this node's
-    /// monotonic clock from before the claim or renewal was sent, so never later than the
-    /// store's lease clock has it (whatever the two clocks read).
+    /// monotonic clock from before the claim, renewal or intake's write of the lease was sent,
+    /// so never later than the store's lease clock has it (whatever the two clocks read).
     lease_until: Instant,
     /// Kills the running step: a user's abort, a lost lease, or the end of the grace period.
     stop: CancellationToken,

@@ -508,7 +508,10 @@ async fn a_supervisor_takes_the_next_step_only_when_its_last_one_changed_nothing
                   echo \"policy=$(chrt -p $$ | head -n 1 | sed 's/.*: //')\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"io=$(ionice -p $$)\" >> \"$TRIGGERD_OUTPUT\"\n\
                   echo \"autogroup=$(sed 's/.* nice //' /proc/self/autogroup)\" >> \"$TRIGGERD_OUTPUT\"\n\
-                  echo \"fds=$(ls /proc/$$/fd | tr '\\n' ' ')\" >> \"$TRIGGERD_OUTPUT\"";
+                  fds=''; for f in /proc/$$/fd/*; do fds=\"$fds${f##*/} \"; done\n\
+                  echo \"fds=$fds\" >> \"$TRIGGERD_OUTPUT\"";
+    // The shell lists its own descriptors with a glob: `$(ls /proc/$$/fd)` saw the write end
+    // of its own pipe now and then, before the shell closed it after forking `ls`.
     let first = step_outputs_of(&app, &t, report).await;
     let inherited = |outputs: &Value| {
         ["files", "nice", "policy", "io", "autogroup", "fds"].map(|name| outputs[name].clone())

@@ -273,6 +273,17 @@ async fn start(
 }
 
 impl TestApp {
+    /// `/metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Stops the app gracefully and waits until it has.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

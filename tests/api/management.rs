@@ -1193,14 +1193,7 @@ async fn metrics_are_prometheus_text_counting_requests() {
     };
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = app
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("text");
+        metrics = app.metrics().await;
         if taken(&metrics).is_some_and(|n| n >= 1) {
             break;
         }

@@ -259,14 +259,7 @@ async fn paths_near_the_hand_matched_routes_are_404_envelopes() {
         .await
         .expect("request");
     assert_error(res, 404, "RESOURCE_NOT_FOUND", "").await;
-    let metrics = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     for (route, status) in [
         ("/webhook/custom/{token}/v3", 400),
         ("/webhook/triggerExecutionDetails/{id}", 404),

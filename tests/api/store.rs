@@ -381,16 +381,25 @@ fn is_lease_lost<T>(result: Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::LeaseLost))
 }
 
-/// Records `event` with its execution queued under `lease` (for an idle worker, as intake
-/// does when one is free).
-async fn record_leased(f: &Fixture, event: WebhookEvent, lease: QueueLease) -> PlanExecutionId {
+/// The execution `event` queues (under the id it names), with `lease` if any; and that id.
+fn execution_of(
+    event: &WebhookEvent,
+    lease: Option<QueueLease>,
+) -> (NewExecution, PlanExecutionId) {
     let plan = event.plan_execution_id.clone().expect("an execution");
     let execution = NewExecution {
         plan_execution_id: plan.clone(),
         pipeline_name: "Deploy".into(),
         trigger_type: "WEBHOOK_CUSTOM",
-        lease: Some(lease),
+        lease,
     };
+    (execution, plan)
+}
+
+/// Records `event` with its execution queued under `lease` (for an idle worker, as intake
+/// does when one is free).
+async fn record_leased(f: &Fixture, event: WebhookEvent, lease: QueueLease) -> PlanExecutionId {
+    let (execution, plan) = execution_of(&event, Some(lease));
     let outcome = f
         .store
         .record_event(event, Some(execution))
@@ -466,13 +475,7 @@ async fn an_execution_queued_with_a_lease_is_its_workers_until_the_lease_runs_ou
         let e = event(&f.scope, None, now_millis());
         let leased = (n % 2 == 0).then(|| lease(LONG_LEASE));
         set.spawn(async move {
-            let id = e.plan_execution_id.clone().expect("an execution");
-            let execution = NewExecution {
-                plan_execution_id: id.clone(),
-                pipeline_name: "Deploy".into(),
-                trigger_type: "WEBHOOK_CUSTOM",
-                lease: leased.clone(),
-            };
+            let (execution, id) = execution_of(&e, leased.clone());
             f_store
                 .record_event(e, Some(execution))
                 .await
@@ -564,13 +567,7 @@ async fn an_idle_worker_runs_the_execution_queued_with_its_lease() {
         ("node-a", LONG_LEASE)
     );
     let event = event(&f.scope, None, now_millis());
-    let id = event.plan_execution_id.clone().expect("an execution");
-    let execution = NewExecution {
-        plan_execution_id: id.clone(),
-        pipeline_name: "Deploy".into(),
-        trigger_type: "WEBHOOK_CUSTOM",
-        lease: Some(lease),
-    };
+    let (execution, id) = execution_of(&event, Some(lease));
     let store = f.store.clone();
     let outcome = worker
         .queue(async move { store.record_event(event, Some(execution)).await })
@@ -588,6 +585,17 @@ async fn an_idle_worker_runs_the_execution_queued_with_its_lease() {
     assert_eq!(status, "Success", "run by the worker it was leased to");
 
     drop(idle().await);
+    drop(idle().await);
+    // A write that stores nothing (here, refused as an overloaded store would) frees the
+    // worker too, and its error reaches the caller.
+    let refused = idle()
+        .await
+        .queue(async { Err(StoreError::Overloaded) })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Overloaded)),
+        "{refused:?}"
+    );
     drop(idle().await);
     shutdown.cancel();
     task.await.expect("the engine stops");

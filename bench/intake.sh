@@ -17,6 +17,9 @@
 #   status settled   the same for a no-match event, settled when stored (engine idle)
 #   p99 at half      matched intake at a fixed rate of half the matched peak, open model with
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
+#   matched, held    matched intake held for BENCH_SUSTAIN seconds (default 60; 0 leaves the row
+#                    out) on a fresh database, with the executions the engine ended per second
+#                    meanwhile and how many it left queued: the issue's "sustained for 60 s"
 #   memory           resident memory of the node: idle once started, its peak over the rows
 #                    above (VmHWM) and the p99 run, and idle again: 11 s after the engine has
 #                    run the matched backlog (serve hands freed memory back every 10 s)
@@ -50,6 +53,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-15}
 CONNS=${2:-64}
 MODE=${3:-sqlite}
+SUSTAIN=${BENCH_SUSTAIN:-60}
 [ "$MODE" = all ] && MODE=sqlite,postgres,postgres2
 PORTS_OF_NODES=(18080 18083)
 RAW_PORT=18081
@@ -71,13 +75,17 @@ wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/
 
 # run_nodes NAME SCRIPT PATH [KEY]: wrk on every node at once, the connections split evenly;
 # prints NAME with the summed rate, the worst p99, and the nodes' CPU per request over the
-# measured run (cpu_us: every thread of every node, the engine's included).
+# measured run (cpu_us: every thread of every node, the engine's included). With COUNT_ENDS=1,
+# also the executions the nodes ended per second over the measured run (ended_per_s) and how
+# many were still queued or running at its end (queued_at_end).
 run_nodes() {
   local name=$1 script=$2 path=$3 key=${4:-} port per=$((CONNS / ${#PORTS[@]})) before after server_before server_after
   for port in "${PORTS[@]}"; do
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d3s -s "$script" "http://127.0.0.1:$port$path" >/dev/null &
   done
   wait
+  local ended_before="" ended=""
+  [ -n "${COUNT_ENDS:-}" ] && ended_before=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL")
   before=$(cpu_ticks "${NODE_PIDS[@]}")
   server_before=$(server_mark)
   for port in "${PORTS[@]}"; do
@@ -86,6 +94,10 @@ run_nodes() {
   wait
   after=$(cpu_ticks "${NODE_PIDS[@]}")
   server_after=$(server_mark)
+  if [ -n "$ended_before" ]; then
+    ended=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL")
+    ended=" ended_per_s=$(((ended - ended_before) / DURATION)) queued_at_end=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")"
+  fi
   local line
   line=$(python3 - "$name" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
 import sys
@@ -98,7 +110,7 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
       f"errors={sum(r['errors'] for r in rows):.0f}")
 PY
 )
-  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")$(server_per_req "$server_before" "$server_after" "$(requests_of "$line")")"
+  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")$(server_per_req "$server_before" "$server_after" "$(requests_of "$line")")$ended"
 }
 
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.
@@ -189,6 +201,14 @@ if [ "$MODE" != conditions ]; then
       echo "$P99"
       LINES+=("$P99")
     fi
+    if [ "$SUSTAIN" -gt 0 ]; then
+      # Matched intake held for SUSTAIN seconds on a fresh database, with the executions the
+      # engine ended meanwhile: intake that outruns its engine only grows a backlog.
+      start_triggerd "$backend"
+      SUS=$(DURATION=$SUSTAIN COUNT_ENDS=1 run_nodes "${backend}_sustained" bench/post.lua "$QUERY" "$KEY")
+      echo "$SUS"
+      LINES+=("$SUS")
+    fi
     stop_nodes
   done
   python3 - "${LINES[@]}" <<'PY'
@@ -226,6 +246,11 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
             r = rows[key]
             print(f"{name:<10} {row:<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {'':>7} {'':>7} "
                   f"{r['cpu_us_per_event']:>7.1f}  ceiling of the {intake} row: the store alone")
+    if f"{name}_sustained" in rows:
+        r = rows[f"{name}_sustained"]
+        print(f"{name:<10} {'matched, held':<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {r['rps'] / peer_true['rps']:>7.2f} "
+              f"{r['p99_ms']:>7.2f} {r['cpu_us']:>7.1f}  >= 0.25x floor, >= 2x peer, held: the engine ended "
+              f"{r['ended_per_s']:.0f}/s meanwhile, {r['queued_at_end']:.0f} left queued")
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
         print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f} {'':>7}  <= 10 ms "

@@ -619,6 +619,14 @@ impl OutboundStore for PgStore {
         let lease = DeliveryId::generate().to_string();
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
+        // The claim walks `deliveries_due` in order and stops at the limit, whatever the
+        // statistics say. With those of a table that a backlog filled seconds before (a recover,
+        // a receiver back from an outage), the planner had started from the rule instead, read
+        // every delivery of it through `deliveries_by_rule`, and sorted: 40 ms a claim in a
+        // drain of 5,000 deliveries, against 5 ms for the walk (issue 13).
+        tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
+            .await
+            .ctx("planning a claim")?;
         // Due, of an enabled rule whose selectors this node has, and not behind an earlier
         // pending event of the same execution to the same rule. That check reads the status,
         // not row locks: an earlier delivery another node is attempting (and has locked or
@@ -655,6 +663,10 @@ impl OutboundStore for PgStore {
             tx.commit().await.ctx("committing a claim")?;
             return Ok(Vec::new());
         }
+        // Sorting the claimed few is right, and walking every due delivery for them is not.
+        tx.batch_execute("RESET enable_sort; RESET enable_bitmapscan")
+            .await
+            .ctx("planning a claim")?;
         let rows = query(
             &tx,
             "reading claimed deliveries",

@@ -19,7 +19,8 @@
 #                    coordinated omission corrected (oha, bench/p99.sh), on a fresh database
 #   matched, held    matched intake held for BENCH_SUSTAIN seconds (default 60; 0 leaves the row
 #                    out) on a fresh database, with the executions the engine ended per second
-#                    meanwhile and how many it left queued: the issue's "sustained for 60 s"
+#                    meanwhile and how many it left queued (the warm-up's included): the
+#                    issue's "sustained for 60 s"
 #   memory           resident memory of the node: idle once started, its peak over the rows
 #                    above (VmHWM) and the p99 run, and idle again: 11 s after the engine has
 #                    run the matched backlog (serve hands freed memory back every 10 s)
@@ -84,8 +85,8 @@ run_nodes() {
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d3s -s "$script" "http://127.0.0.1:$port$path" >/dev/null &
   done
   wait
-  local ended_before="" ended=""
-  [ -n "${COUNT_ENDS:-}" ] && ended_before=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL")
+  local ended_before="" ended="" queued=""
+  [ -n "${COUNT_ENDS:-}" ] && ended_before=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL" || true)
   before=$(cpu_ticks "${NODE_PIDS[@]}")
   server_before=$(server_mark)
   for port in "${PORTS[@]}"; do
@@ -94,9 +95,16 @@ run_nodes() {
   wait
   after=$(cpu_ticks "${NODE_PIDS[@]}")
   server_after=$(server_mark)
-  if [ -n "$ended_before" ]; then
-    ended=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL")
-    ended=" ended_per_s=$(((ended - ended_before) / DURATION)) queued_at_end=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL")"
+  if [ -n "${COUNT_ENDS:-}" ]; then
+    ended=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL" || true)
+    queued=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL" || true)
+    # A count that failed (a busy database, say) leaves the row without these, not the run.
+    if [[ "$ended_before$ended$queued" =~ ^[0-9]+$ && -n "$ended_before" && -n "$ended" && -n "$queued" ]]; then
+      ended=" ended_per_s=$(((ended - ended_before) / DURATION)) queued_at_end=$queued"
+    else
+      echo "could not count the executions for $name" >&2
+      ended=""
+    fi
   fi
   local line
   line=$(python3 - "$name" "${PORTS[@]/#/$TMP/wrk-}" <<'PY'
@@ -249,8 +257,9 @@ for name in [n[:-len("_v3_intake")] for n in rows if n.endswith("_v3_intake")]:
     if f"{name}_sustained" in rows:
         r = rows[f"{name}_sustained"]
         print(f"{name:<10} {'matched, held':<16} {r['rps']:>8.0f} {r['rps'] / raw:>8.2f} {r['rps'] / peer_true['rps']:>7.2f} "
-              f"{r['p99_ms']:>7.2f} {r['cpu_us']:>7.1f}  >= 0.25x floor, >= 2x peer, held: the engine ended "
-              f"{r['ended_per_s']:.0f}/s meanwhile, {r['queued_at_end']:.0f} left queued")
+              f"{r['p99_ms']:>7.2f} {r['cpu_us']:>7.1f}  >= 0.25x floor, >= 2x peer, held: the engine ending "
+              f"as many as came; it ended {r.get('ended_per_s', float('nan')):.0f}/s meanwhile, "
+              f"{r.get('queued_at_end', float('nan')):.0f} left queued")
     if f"{name}_p99_half" in rows:
         r = rows[f"{name}_p99_half"]
         print(f"{name:<10} {'p99 at half':<16} {r['rps']:>8.0f} {'':>8} {'':>7} {r['p99_ms']:>7.2f} {'':>7}  <= 10 ms "

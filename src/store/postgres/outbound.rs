@@ -205,6 +205,39 @@ fn attempt_row(r: &Row) -> StoreResult<AttemptRecord> {
 
 /// Inserts a delivery; false when the event already has one for this rule (another node fanned
 /// it out first).
+/// Claims up to `$4` due deliveries (`$1`: now) for the lease `$5` until `$2`: due, of an
+/// enabled rule whose selectors this node has (`$3`), and not behind an earlier pending event of
+/// the same execution to the same rule. That check reads the status, not row locks: an earlier
+/// delivery another node is attempting (and has locked or leased) is still `Pending`, so its
+/// successor waits on every node. Run with [`CLAIM_PLAN`].
+pub(super) const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $2, lease_token = $5 \
+    WHERE id IN ( \
+      SELECT d.id FROM deliveries d JOIN event_rules r \
+        ON r.account_id = d.account_id AND r.org_id = d.org_id \
+       AND r.project_id = d.project_id AND r.id = d.rule_id \
+      WHERE d.status = 'Pending' AND d.next_attempt_at <= $1 \
+        AND (d.lease_until IS NULL OR d.lease_until < $1) AND r.enabled \
+        AND r.selectors <@ $3::text[] \
+        AND (d.execution_id IS NULL OR NOT EXISTS ( \
+              SELECT 1 FROM deliveries e WHERE e.execution_id = d.execution_id \
+              AND e.rule_id = d.rule_id AND e.status = 'Pending' AND e.seq < d.seq)) \
+      ORDER BY d.next_attempt_at, d.seq LIMIT $4 \
+      FOR UPDATE OF d SKIP LOCKED) \
+    RETURNING id";
+
+/// Settings for [`CLAIM_SQL`] that make its plan walk `deliveries_due` in order and stop at the
+/// limit, whatever the statistics say: with those of a table that a backlog filled seconds
+/// before (a recover, a receiver back from an outage), the planner had started from the rule,
+/// read every delivery of it through `deliveries_by_rule` and sorted them, 40 ms a claim in a
+/// drain of 5,000 deliveries against 5 ms for the walk (issue 13).
+pub(super) const CLAIM_PLAN: &str =
+    "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off";
+
+/// [`CLAIM_PLAN`] undone for the rest of the claim's transaction: the read of the claimed few
+/// sorts them, which is right, and would walk every due delivery for them without a sort.
+const CLAIM_PLAN_OVER: &str =
+    "SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT";
+
 async fn insert_delivery(
     c: &impl GenericClient,
     d: &NewDelivery,
@@ -619,34 +652,11 @@ impl OutboundStore for PgStore {
         let lease = DeliveryId::generate().to_string();
         let mut c = self.client().await?;
         let tx = c.transaction().await.ctx("starting a transaction")?;
-        // The claim walks `deliveries_due` in order and stops at the limit, whatever the
-        // statistics say. With those of a table that a backlog filled seconds before (a recover,
-        // a receiver back from an outage), the planner had started from the rule instead, read
-        // every delivery of it through `deliveries_by_rule`, and sorted: 40 ms a claim in a
-        // drain of 5,000 deliveries, against 5 ms for the walk (issue 13).
-        tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
-            .await
-            .ctx("planning a claim")?;
-        // Due, of an enabled rule whose selectors this node has, and not behind an earlier
-        // pending event of the same execution to the same rule. That check reads the status,
-        // not row locks: an earlier delivery another node is attempting (and has locked or
-        // leased) is still `Pending`, so its successor waits on every node.
+        tx.batch_execute(CLAIM_PLAN).await.ctx("planning a claim")?;
         let ids: Vec<String> = query(
             &tx,
             "claiming deliveries",
-            "UPDATE deliveries SET lease_until = $2, lease_token = $5 WHERE id IN ( \
-               SELECT d.id FROM deliveries d JOIN event_rules r \
-                 ON r.account_id = d.account_id AND r.org_id = d.org_id \
-                AND r.project_id = d.project_id AND r.id = d.rule_id \
-               WHERE d.status = 'Pending' AND d.next_attempt_at <= $1 \
-                 AND (d.lease_until IS NULL OR d.lease_until < $1) AND r.enabled \
-                 AND r.selectors <@ $3::text[] \
-                 AND (d.execution_id IS NULL OR NOT EXISTS ( \
-                       SELECT 1 FROM deliveries e WHERE e.execution_id = d.execution_id \
-                       AND e.rule_id = d.rule_id AND e.status = 'Pending' AND e.seq < d.seq)) \
-               ORDER BY d.next_attempt_at, d.seq LIMIT $4 \
-               FOR UPDATE OF d SKIP LOCKED) \
-             RETURNING id",
+            CLAIM_SQL,
             &[
                 &now,
                 &(now + lease_ms),
@@ -663,8 +673,7 @@ impl OutboundStore for PgStore {
             tx.commit().await.ctx("committing a claim")?;
             return Ok(Vec::new());
         }
-        // Sorting the claimed few is right, and walking every due delivery for them is not.
-        tx.batch_execute("RESET enable_sort; RESET enable_bitmapscan")
+        tx.batch_execute(CLAIM_PLAN_OVER)
             .await
             .ctx("planning a claim")?;
         let rows = query(

@@ -85,7 +85,7 @@ run_nodes() {
     BENCH_API_KEY="$key" wrk -t2 -c"$per" -d3s -s "$script" "http://127.0.0.1:$port$path" >/dev/null &
   done
   wait
-  local ended_before="" ended="" queued=""
+  local ended_before="" ended="" queued="" counts=""
   [ -n "${COUNT_ENDS:-}" ] && ended_before=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL" || true)
   before=$(cpu_ticks "${NODE_PIDS[@]}")
   server_before=$(server_mark)
@@ -99,11 +99,10 @@ run_nodes() {
     ended=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL" || true)
     queued=$(sql "SELECT COUNT(*) FROM executions WHERE ended_at IS NULL" || true)
     # A count that failed (a busy database, say) leaves the row without these, not the run.
-    if [[ "$ended_before$ended$queued" =~ ^[0-9]+$ && -n "$ended_before" && -n "$ended" && -n "$queued" ]]; then
-      ended=" ended_per_s=$(((ended - ended_before) / DURATION)) queued_at_end=$queued"
+    if [[ $ended_before =~ ^[0-9]+$ && $ended =~ ^[0-9]+$ && $queued =~ ^[0-9]+$ ]]; then
+      counts=" ended_per_s=$(((ended - ended_before) / DURATION)) queued_at_end=$queued"
     else
       echo "could not count the executions for $name" >&2
-      ended=""
     fi
   fi
   local line
@@ -118,7 +117,7 @@ print(f"{sys.argv[1]} rps={sum(r['rps'] for r in rows):.0f} p50_ms={max(r['p50_m
       f"errors={sum(r['errors'] for r in rows):.0f}")
 PY
 )
-  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")$(server_per_req "$server_before" "$server_after" "$(requests_of "$line")")$ended"
+  echo "$line cpu_us=$(cpu_us_per_req "$before" "$after" "$(requests_of "$line")")$(server_per_req "$server_before" "$server_after" "$(requests_of "$line")")$counts"
 }
 
 # floor_row NAME STATUS: store_floor on a fresh copy of the template database.

@@ -1843,6 +1843,35 @@ mod tests {
         }
     }
 
+    /// [`project`], made in `store` with an event rule `ops` to a closed port.
+    async fn project_with_rule(store: &PgStore) -> ProjectRef {
+        let p = project();
+        store.put_account(&p.account, "acc").await.unwrap();
+        store.put_project(&p, "proj").await.unwrap();
+        let spec: EventRuleSpec =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/"})).unwrap();
+        let now = now_millis();
+        store
+            .put_event_rule(
+                EventRuleRecord {
+                    scope: p.clone(),
+                    identifier: Identifier::parse("ops", "rule").unwrap(),
+                    spec,
+                    secret: "whsec_x".into(),
+                    previous_secret: None,
+                    previous_until: None,
+                    failing_since: None,
+                    disabled_reason: None,
+                    created_at: now,
+                    updated_at: now,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        p
+    }
+
     /// Two stores on one database: two nodes.
     async fn two_nodes(db: &Fresh) -> (PgStore, PgStore) {
         let (a, b) = tokio::join!(
@@ -3141,30 +3170,8 @@ mod tests {
     async fn a_claim_of_deliveries_walks_the_due_index_whatever_the_statistics_say() {
         let db = Fresh::create().await;
         let store = db.store().await;
-        let p = project();
-        store.put_account(&p.account, "acc").await.unwrap();
-        store.put_project(&p, "proj").await.unwrap();
-        let spec: EventRuleSpec =
-            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/"})).unwrap();
+        let p = project_with_rule(&store).await;
         let now = now_millis();
-        store
-            .put_event_rule(
-                EventRuleRecord {
-                    scope: p.clone(),
-                    identifier: Identifier::parse("ops", "rule").unwrap(),
-                    spec,
-                    secret: "whsec_x".into(),
-                    previous_secret: None,
-                    previous_until: None,
-                    failing_since: None,
-                    disabled_reason: None,
-                    created_at: now,
-                    updated_at: now,
-                },
-                None,
-            )
-            .await
-            .unwrap();
         let c = store.client().await.unwrap();
         // The statistics of an empty table; then four events of each of 1,000 executions
         // pending, and as many delivered.
@@ -3220,29 +3227,8 @@ mod tests {
     async fn a_later_event_of_an_execution_waits_on_every_node_while_an_earlier_one_is_pending() {
         let db = Fresh::create().await;
         let (a, b) = two_nodes(&db).await;
-        let p = project();
-        a.put_account(&p.account, "acc").await.unwrap();
-        a.put_project(&p, "proj").await.unwrap();
-        let spec: EventRuleSpec =
-            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/"})).unwrap();
+        let p = project_with_rule(&a).await;
         let now = now_millis();
-        a.put_event_rule(
-            EventRuleRecord {
-                scope: p.clone(),
-                identifier: Identifier::parse("ops", "rule").unwrap(),
-                spec,
-                secret: "whsec_x".into(),
-                previous_secret: None,
-                previous_until: None,
-                failing_since: None,
-                disabled_reason: None,
-                created_at: now,
-                updated_at: now,
-            },
-            None,
-        )
-        .await
-        .unwrap();
         let delivery = |n: u32| NewDelivery {
             id: format!("{n:024x}"),
             scope: p.clone(),

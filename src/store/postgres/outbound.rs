@@ -203,8 +203,6 @@ fn attempt_row(r: &Row) -> StoreResult<AttemptRecord> {
     })
 }
 
-/// Inserts a delivery; false when the event already has one for this rule (another node fanned
-/// it out first).
 /// Claims up to `$4` due deliveries (`$1`: now) for the lease `$5` until `$2`: due, of an
 /// enabled rule whose selectors this node has (`$3`), and not behind an earlier pending event of
 /// the same execution to the same rule. That check reads the status, not row locks: an earlier
@@ -238,6 +236,8 @@ pub(super) const CLAIM_PLAN: &str =
 const CLAIM_PLAN_OVER: &str =
     "SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT";
 
+/// Inserts a delivery; false when the event already has one for this rule (another node fanned
+/// it out first).
 async fn insert_delivery(
     c: &impl GenericClient,
     d: &NewDelivery,

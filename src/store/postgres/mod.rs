@@ -87,6 +87,8 @@ pub struct PgStore {
     intake: intake::Intake,
     /// Executions ended by this node's workers, in groups.
     ends: groups::Groups<executions::Ends>,
+    /// Delivered attempts of this node's dispatcher, in groups.
+    attempts: groups::Groups<outbound::Attempts>,
     /// Mints event ids and finds their rows.
     event_ids: event_ids::EventIds,
     /// Where the next purge of old webhook events goes on.
@@ -146,6 +148,12 @@ impl PgStore {
                 thread.runtime.clone(),
                 executions::END_WRITES_IN_FLIGHT,
                 executions::MAX_QUEUED_ENDS,
+            ),
+            attempts: groups::Groups::start(
+                outbound::Attempts { pool: pool.clone() },
+                thread.runtime.clone(),
+                outbound::ATTEMPT_WRITES_IN_FLIGHT,
+                outbound::MAX_QUEUED_ATTEMPTS,
             ),
             event_ids,
             _thread: thread,
@@ -374,6 +382,34 @@ async fn query(
 ) -> StoreResult<Vec<Row>> {
     let stmt = c.prepare_cached(sql).await.ctx(context)?;
     c.query(&stmt, params).await.ctx(context)
+}
+
+/// Runs a (cached) statement in a transaction of its own, which `setup` (simple statements,
+/// such as `SET LOCAL`, or none) begins, and returns its rows: in one round trip. `BEGIN` with
+/// `setup`, the statement and `COMMIT` go to the server together (pipelined), not one after
+/// the other's answer. Each round trip cost the outbound dispatcher 0.3–0.5 ms on a busy
+/// 2-core machine, whose claim and whose groups of attempts were chains of them (issue 13).
+///
+/// A statement that fails leaves the transaction aborted, which the `COMMIT` ends (as a
+/// rollback): the connection goes back to the pool outside any transaction whatever happens.
+async fn query_alone(
+    c: &Client,
+    context: &str,
+    setup: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await.ctx(context)?;
+    let begin = format!("BEGIN; {setup}");
+    let (begun, rows, committed) = tokio::join!(
+        c.batch_execute(&begin),
+        c.query(&stmt, params),
+        c.batch_execute("COMMIT")
+    );
+    begun.ctx(context)?;
+    let rows = rows.ctx(context)?;
+    committed.ctx(context)?;
+    Ok(rows)
 }
 
 /// Runs a (cached) statement that returns at most one row.
@@ -728,6 +764,7 @@ impl Store for PgStore {
         }
         self.intake.flush().await;
         self.ends.flush().await;
+        self.attempts.flush().await;
         self.pool.close();
     }
 

@@ -1880,6 +1880,27 @@ mod tests {
         }
     }
 
+    /// The first attempt of delivery `id`, made under `lease` at `now`, answered 200.
+    fn delivered(id: &str, lease: &str, now: Millis) -> AttemptOutcome {
+        AttemptOutcome {
+            lease: lease.into(),
+            attempt: AttemptRecord {
+                delivery_id: id.into(),
+                attempt: 1,
+                started_at: now,
+                duration_ms: 1,
+                url: "http://127.0.0.1:9/".into(),
+                request_headers: serde_json::json!({}),
+                response_status: Some(200),
+                response_headers: None,
+                response_body: None,
+                error: None,
+            },
+            next: Next::Done,
+            rule: RuleEffect::Healthy,
+        }
+    }
+
     /// [`project`], made in `store` with an event rule `ops` to a closed port.
     async fn project_with_rule(store: &PgStore) -> ProjectRef {
         let p = project();
@@ -3287,28 +3308,11 @@ mod tests {
         assert!(ids
             .iter()
             .all(|id| claimed.iter().any(|d| &d.delivery.id == id)));
-        let delivered = |id: &str, lease: &str| AttemptOutcome {
-            lease: lease.into(),
-            attempt: AttemptRecord {
-                delivery_id: id.into(),
-                attempt: 1,
-                started_at: now,
-                duration_ms: 1,
-                url: "http://127.0.0.1:9/".into(),
-                request_headers: serde_json::json!({}),
-                response_status: Some(200),
-                response_headers: None,
-                response_body: None,
-                error: None,
-            },
-            next: Next::Done,
-            rule: RuleEffect::Healthy,
-        };
         // The third under a lease it no longer holds: logged, and its delivery left alone.
         let (a, b, c) = tokio::join!(
-            store.record_attempt(delivered(&ids[0], &lease), now),
-            store.record_attempt(delivered(&ids[1], &lease), now),
-            store.record_attempt(delivered(&ids[2], "an older lease"), now)
+            store.record_attempt(delivered(&ids[0], &lease, now), now),
+            store.record_attempt(delivered(&ids[1], &lease, now), now),
+            store.record_attempt(delivered(&ids[2], "an older lease", now), now)
         );
         a.unwrap();
         b.unwrap();
@@ -3394,28 +3398,9 @@ mod tests {
             .unwrap()
             .is_empty());
 
-        a.record_attempt(
-            AttemptOutcome {
-                lease: first.lease.clone(),
-                attempt: AttemptRecord {
-                    delivery_id: first.delivery.id.clone(),
-                    attempt: 1,
-                    started_at: now,
-                    duration_ms: 1,
-                    url: "http://127.0.0.1:9/".into(),
-                    request_headers: serde_json::json!({}),
-                    response_status: Some(200),
-                    response_headers: None,
-                    response_body: None,
-                    error: None,
-                },
-                next: Next::Done,
-                rule: RuleEffect::Healthy,
-            },
-            now,
-        )
-        .await
-        .unwrap();
+        a.record_attempt(delivered(&first.delivery.id, &first.lease, now), now)
+            .await
+            .unwrap();
 
         let next = b
             .claim_deliveries(&[], 10, now_millis(), 60_000)

@@ -96,36 +96,43 @@ impl Browser {
         }
     }
 
-    /// The element, waiting up to 10 s for it (a click's navigation may still be loading).
     /// Waits until the page's path (with its query) satisfies `wanted`: a click's navigation
     /// may not have begun when the click returns.
     async fn wait_path(&self, wanted: impl Fn(&str) -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let path = self.path().await;
             if wanted(&path) {
                 return;
             }
             if Instant::now() > deadline {
-                let main = self.text("main").await;
-                panic!("never reached {what}: still on {path}\n{main}");
+                eprintln!("the page's main:\n{}", self.text("main").await);
+                panic!("never reached {what}: still on {path}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     async fn css(&self, selector: &str) -> fantoccini::elements::Element {
+        self.element(Locator::Css(selector)).await
+    }
+
+    /// The element, waiting up to 20 s for it (a click's navigation may still be loading). On
+    /// failure the page's source goes to stderr first and the reason last, so that the end of
+    /// a long test log names it.
+    async fn element(&self, locator: Locator<'_>) -> fantoccini::elements::Element {
         match self
             .client
             .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(selector))
+            .at_most(Duration::from_secs(20))
+            .for_element(locator)
             .await
         {
             Ok(el) => el,
             Err(e) => {
                 let page = self.client.source().await.unwrap_or_default();
-                panic!("{selector} on {}: {e}\n{page}", self.path().await)
+                eprintln!("the page's source:\n{page}");
+                panic!("{locator:?} on {}: {e}", self.path().await)
             }
         }
     }
@@ -135,10 +142,8 @@ impl Browser {
     }
 
     async fn click_link(&self, text: &str) {
-        self.client
-            .find(Locator::LinkText(text))
+        self.element(Locator::LinkText(text))
             .await
-            .unwrap_or_else(|e| panic!("link {text:?}: {e}"))
             .click()
             .await
             .expect("click");
@@ -395,7 +400,7 @@ async fn the_console_walks_the_whole_story_in_a_real_browser() {
     b.wait_for_text("main dl", "Success", true).await;
     // The page may show the first attempt's "Success" before the redelivery is attempted: the
     // receiver is what says it came again.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while receiver.requests().len() <= before {
         assert!(Instant::now() < deadline, "delivered again");
         tokio::time::sleep(Duration::from_millis(50)).await;

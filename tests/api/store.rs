@@ -1324,6 +1324,71 @@ async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
 }
 
 #[tokio::test]
+async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_each_count() {
+    let f = fixture().await;
+    f.store
+        .put_event_rule(rule(&f.scope), None)
+        .await
+        .expect("rule");
+    // Four executions' first events, due in the reverse of the order they were made.
+    let now = now_millis();
+    let made: Vec<NewDelivery> = (0..4_i64)
+        .map(|n| NewDelivery {
+            due_at: Some(now - 1 - n),
+            ..delivery(&f.scope, &format!("x{n}"), "pipeline_start")
+        })
+        .collect();
+    f.store
+        .fan_out(made.clone(), i64::MAX)
+        .await
+        .expect("fan out");
+    let claimed = claim_due(&f, now).await;
+    let ids = |ds: &[DueDelivery]| ds.iter().map(|d| d.delivery.id.clone()).collect::<Vec<_>>();
+    let by_due: Vec<String> = made.iter().rev().map(|d| d.id.clone()).collect();
+    assert_eq!(ids(&claimed), by_due);
+
+    // Recorded at once (together, where a backend groups them): two done, one to retry, and
+    // one under a lease the delivery no longer holds, which is logged and changes nothing.
+    let retry_at = now + 60_000;
+    let stale = DueDelivery {
+        lease: "an older lease".into(),
+        ..claimed[3].clone()
+    };
+    tokio::join!(
+        attempted(&f, &claimed[0], Next::Done),
+        attempted(&f, &claimed[1], Next::Done),
+        attempted(&f, &claimed[2], Next::RetryAt(retry_at, 1)),
+        attempted(&f, &stale, Next::Done),
+    );
+    let rule = Identifier::parse("ops", "rule").expect("id");
+    let expected = [
+        ("Success", None),
+        ("Success", None),
+        ("Pending", Some(retry_at)),
+        ("Pending", Some(now - 1)),
+    ];
+    for (d, (status, next)) in claimed.iter().zip(expected) {
+        let (delivery, attempts) = f
+            .store
+            .get_delivery(&f.scope, &rule, &d.delivery.id, 10)
+            .await
+            .expect("read")
+            .expect("the delivery");
+        assert_eq!(
+            (delivery.status.as_str(), delivery.next_attempt_at),
+            (status, next),
+            "{}",
+            d.delivery.id
+        );
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].attempt, 1);
+    }
+    // The stale attempt left the lease in place: the delivery is not handed out again.
+    assert!(claim_due(&f, now).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_closed_store_refuses_writes_instead_of_losing_them() {
     let f = fixture().await;
     assert!(f.store.ready().await.expect("ready"));

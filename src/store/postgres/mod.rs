@@ -3282,66 +3282,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delivered_attempts_are_recorded_together_and_a_stale_one_alone() {
-        let db = Fresh::create().await;
-        let store = db.store().await;
-        let p = project_with_rule(&store).await;
-        let now = now_millis();
-        let ids: Vec<String> = (1..=3).map(|n| format!("{n:024x}")).collect();
-        let deliveries = ids
-            .iter()
-            .map(|id| NewDelivery {
-                id: id.clone(),
-                scope: p.clone(),
-                rule: "ops".into(),
-                webhook_id: format!("msg_{id}"),
-                event_type: "stage_start".into(),
-                payload: "{}".into(),
-                due_at: Some(now),
-                execution_id: None,
-                test: false,
-            })
-            .collect();
-        store.fan_out(deliveries, 0).await.unwrap();
-        let claimed = store.claim_deliveries(&[], 10, now, 60_000).await.unwrap();
-        let lease = claimed[0].lease.clone();
-        assert!(ids
-            .iter()
-            .all(|id| claimed.iter().any(|d| &d.delivery.id == id)));
-        // The third under a lease it no longer holds: logged, and its delivery left alone.
-        let (a, b, c) = tokio::join!(
-            store.record_attempt(delivered(&ids[0], &lease, now), now),
-            store.record_attempt(delivered(&ids[1], &lease, now), now),
-            store.record_attempt(delivered(&ids[2], "an older lease", now), now)
-        );
-        a.unwrap();
-        b.unwrap();
-        c.unwrap();
-        let rule = Identifier::parse("ops", "rule").unwrap();
-        for (id, status) in ids.iter().zip(["Success", "Success", "Pending"]) {
-            let (delivery, attempts) = store
-                .get_delivery(&p, &rule, id, 10)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(delivery.status, status, "{id}");
-            assert_eq!(delivery.attempts, 1, "{id}");
-            assert_eq!(attempts.len(), 1, "{id}");
-            assert_eq!(attempts[0].attempt, 1, "{id}");
-            assert_eq!(attempts[0].response_status, Some(200), "{id}");
-        }
-        // The stale attempt left the lease in place: the delivery is not handed out again.
-        assert!(store
-            .claim_deliveries(&[], 10, now, 60_000)
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| d.delivery.id != ids[2]));
-        store.close().await;
-        db.drop_it().await;
-    }
-
-    #[tokio::test]
     async fn a_later_event_of_an_execution_waits_on_every_node_while_an_earlier_one_is_pending() {
         let db = Fresh::create().await;
         let (a, b) = two_nodes(&db).await;

@@ -19,7 +19,7 @@ use super::{
     project_cols, project_params, query, query_one, query_opt, PgResultExt as _, PgStore,
 };
 use crate::domain::event_rule::EventRuleSpec;
-use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::outbound::events::{implied_events, SentEvents};
 use crate::outbound::health::{after_attempt, RuleHealth};
 use crate::store::cursor::{decode_name_cursor, decode_seq_cursor, encode_cursor, page};
@@ -653,7 +653,7 @@ impl OutboundStore for PgStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<DueDelivery>> {
-        let lease = DeliveryId::generate().to_string();
+        let lease = LeaseToken::generate().to_string();
         let c = self.client().await?;
         // One round trip: each claim is a step of every delivery's way out.
         let rows = super::query_alone(

@@ -87,6 +87,8 @@ pub struct SqliteStore {
     events: Coalescer<EventWrite, Option<WebhookEvent>>,
     /// Executions' ends, written in groups; each may claim the next execution.
     endings: Coalescer<executions::Ending, Option<crate::store::executions::Claim>>,
+    /// Delivery attempts, recorded in groups.
+    attempts: Coalescer<outbound::Attempt, ()>,
     /// Mints event ids and finds their rows.
     event_ids: Arc<EventIds>,
     /// Which events' status answers each commit changed, for the status cache.
@@ -276,6 +278,7 @@ impl SqliteStore {
                 Coalescer::new(writer.clone(), move |c, w| write_event(c, &ids, w))
             },
             endings: Coalescer::new(writer.clone(), executions::write_ending),
+            attempts: Coalescer::new(writer.clone(), outbound::write_attempt),
             event_ids,
             statuses,
             purge_from: Arc::default(),

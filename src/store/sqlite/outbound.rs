@@ -11,7 +11,7 @@ use super::{
     EXECUTION_COLS,
 };
 use crate::domain::event_rule::EventRuleSpec;
-use crate::domain::ids::{DeliveryId, Identifier, PlanExecutionId, ProjectRef};
+use crate::domain::ids::{Identifier, LeaseToken, PlanExecutionId, ProjectRef};
 use crate::outbound::events::{implied_events, SentEvents};
 use crate::outbound::health::{after_attempt, RuleHealth};
 use crate::store::cursor::{decode_cursor, encode_cursor, page};
@@ -46,14 +46,24 @@ fn qualified(cols: &str, alias: &str) -> String {
         .join(", ")
 }
 
-/// A claimed delivery with its rule (built once: the dispatcher runs it for every claim).
-static CLAIMED_SQL: LazyLock<String> = LazyLock::new(|| {
+/// The claim: leases due deliveries and returns them (built once: the dispatcher runs it for
+/// every claim).
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {}, {} FROM deliveries d JOIN event_rules r \
-           ON r.account_id = d.account_id AND r.org_id = d.org_id \
-          AND r.project_id = d.project_id AND r.id = d.rule_id WHERE d.id = ?1",
-        qualified(DELIVERY_SELECT, "d"),
-        qualified(RULE_COLS, "r")
+        "UPDATE deliveries SET lease_until = ?2, lease_token = ?5 WHERE id IN ( \
+           SELECT d.id FROM deliveries d JOIN event_rules r \
+             ON r.account_id = d.account_id AND r.org_id = d.org_id \
+            AND r.project_id = d.project_id AND r.id = d.rule_id \
+           WHERE d.status = 'Pending' AND d.next_attempt_at <= ?1 \
+             AND (d.lease_until IS NULL OR d.lease_until < ?1) AND r.enabled = 1 \
+             AND NOT EXISTS (SELECT 1 FROM json_each(r.spec, '$.selectors') s \
+                             WHERE s.value NOT IN (SELECT value FROM json_each(?3))) \
+             AND (d.execution_id IS NULL OR NOT EXISTS ( \
+                   SELECT 1 FROM deliveries e WHERE e.execution_id = d.execution_id \
+                   AND e.rule_id = d.rule_id AND e.status = 'Pending' \
+                   AND e.rowid < d.rowid)) \
+           ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
+         RETURNING {DELIVERY_SELECT}"
     )
 });
 
@@ -423,47 +433,54 @@ impl OutboundStore for SqliteStore {
         lease_ms: i64,
     ) -> StoreResult<Vec<DueDelivery>> {
         let tags = serde_json::to_string(node_tags).unwrap_or_else(|_| "[]".into());
-        let lease = DeliveryId::generate().to_string();
+        let lease = LeaseToken::generate().to_string();
         self.writer
             .write(move |c| {
                 // Due, of an enabled rule whose selectors this node has, and not behind an
-                // earlier pending event of the same execution to the same rule.
-                let ids: Vec<String> = c
-                    .prepare_cached(
-                        "UPDATE deliveries SET lease_until = ?2, lease_token = ?5 WHERE id IN ( \
-                           SELECT d.id FROM deliveries d JOIN event_rules r \
-                             ON r.account_id = d.account_id AND r.org_id = d.org_id \
-                            AND r.project_id = d.project_id AND r.id = d.rule_id \
-                           WHERE d.status = 'Pending' AND d.next_attempt_at <= ?1 \
-                             AND (d.lease_until IS NULL OR d.lease_until < ?1) AND r.enabled = 1 \
-                             AND NOT EXISTS (SELECT 1 FROM json_each(r.spec, '$.selectors') s \
-                                             WHERE s.value NOT IN (SELECT value FROM json_each(?3))) \
-                             AND (d.execution_id IS NULL OR NOT EXISTS ( \
-                                   SELECT 1 FROM deliveries e WHERE e.execution_id = d.execution_id \
-                                   AND e.rule_id = d.rule_id AND e.status = 'Pending' \
-                                   AND e.rowid < d.rowid)) \
-                           ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
-                         RETURNING id",
-                    )
+                // earlier pending event of the same execution to the same rule. The rows come
+                // back from the update itself, in no particular order.
+                let mut claimed: Vec<DeliveryRecord> = c
+                    .prepare_cached(&CLAIM_SQL)
                     .and_then(|mut s| {
-                        s.query_map(params![now, now + lease_ms, tags, limit, lease], |r| r.get(0))?
-                            .collect()
+                        s.query_map(
+                            params![now, now + lease_ms, tags, limit, lease],
+                            delivery_row,
+                        )?
+                        .collect()
                     })
                     .map_err(sql_err("claiming deliveries"))?;
+                claimed.sort_by_key(|d| (d.next_attempt_at, d.seq));
+                // Each rule is read (and its spec parsed) once per claim, however many of its
+                // deliveries the claim took.
+                let mut rules: Vec<EventRuleRecord> = Vec::new();
                 let mut stmt = c
-                    .prepare_cached(&CLAIMED_SQL)
-                    .map_err(sql_err("reading claimed deliveries"))?;
-                let width = DELIVERY_SELECT.split(", ").count();
-                ids.iter()
-                    .map(|id| {
-                        stmt.query_row([id], |r| {
-                            Ok(DueDelivery {
-                                lease: lease.clone(),
-                                delivery: delivery_row(r)?,
-                                rule: rule_row_at(r, width)?,
-                            })
+                    .prepare_cached(&format!(
+                        "SELECT {RULE_COLS} FROM event_rules \
+                         WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4"
+                    ))
+                    .map_err(sql_err("reading claimed deliveries' rules"))?;
+                claimed
+                    .into_iter()
+                    .map(|delivery| {
+                        let known = rules.iter().position(|r| {
+                            r.scope == delivery.scope && r.identifier.as_str() == delivery.rule
+                        });
+                        let rule = match known {
+                            Some(i) => rules[i].clone(),
+                            None => {
+                                let [acc, org, proj] = project_params(&delivery.scope);
+                                let rule = stmt
+                                    .query_row(params![acc, org, proj, delivery.rule], rule_row)
+                                    .map_err(sql_err("reading claimed deliveries' rules"))?;
+                                rules.push(rule.clone());
+                                rule
+                            }
+                        };
+                        Ok(DueDelivery {
+                            lease: lease.clone(),
+                            delivery,
+                            rule,
                         })
-                        .map_err(sql_err("reading claimed deliveries"))
                     })
                     .collect()
             })
@@ -471,11 +488,17 @@ impl OutboundStore for SqliteStore {
     }
 
     async fn record_attempt(&self, outcome: AttemptOutcome, now: Millis) -> StoreResult<()> {
-        self.writer
-            .write(move |c| {
-                record_attempt(c, &outcome, now).map_err(sql_err("recording a delivery attempt"))
-            })
-            .await
+        let attempt = Attempt {
+            headers: outcome.attempt.request_headers.to_string(),
+            response_headers: outcome
+                .attempt
+                .response_headers
+                .as_ref()
+                .map(|h| h.to_string()),
+            outcome,
+            now,
+        };
+        self.attempts.write_waiting(attempt).await.map(|_| ())
     }
 
     async fn release_delivery_leases(&self) -> StoreResult<u64> {
@@ -672,10 +695,30 @@ fn rule_row_at(r: &Row<'_>, first: usize) -> rusqlite::Result<EventRuleRecord> {
     })
 }
 
-fn record_attempt(c: &Connection, o: &AttemptOutcome, now: Millis) -> rusqlite::Result<()> {
-    let a = &o.attempt;
-    let headers = a.request_headers.to_string();
-    let response_headers = a.response_headers.as_ref().map(|h| h.to_string());
+/// An attempt to record, its JSON columns already written out by the dispatcher's task, off the
+/// writer's thread. Attempts are recorded in groups, one savepoint for all that were queued
+/// while the writer was busy (see [`super::writer::Coalescer`]).
+pub(super) struct Attempt {
+    outcome: AttemptOutcome,
+    headers: String,
+    response_headers: Option<String>,
+    now: Millis,
+}
+
+/// Records an attempt and its consequences: the delivery's state, the later events of its
+/// execution, and its rule's health.
+pub(super) fn write_attempt(c: &Connection, attempt: &Attempt) -> StoreResult<()> {
+    record_attempt(c, attempt).map_err(sql_err("recording a delivery attempt"))
+}
+
+fn record_attempt(c: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
+    let Attempt {
+        outcome: o,
+        headers,
+        response_headers,
+        now,
+    } = attempt;
+    let (a, now) = (&o.attempt, *now);
     // Numbered here, so an attempt made under a stale lease is logged too, never overwritten.
     c.prepare_cached(&format!(
         "INSERT INTO delivery_attempts ({ATTEMPT_COLS}) VALUES (?1, \

@@ -741,13 +741,20 @@ fn record_attempt(c: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
         Next::RetryAt(at, step) => (delivery_status::PENDING, Some(at), Some(step)),
         Next::GiveUp => (delivery_status::FAILED, None, None),
     };
-    let rule: Option<(String, String, String, String, u32, bool)> = c
+    // The rule's health comes back with the delivery: its key is the delivery's.
+    let recorded = c
         .prepare_cached(
             "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
              schedule_step = COALESCE(?4, schedule_step), next_attempt_at = ?5, lease_until = NULL, \
              lease_token = NULL, last_error = ?6, response_status = ?7, updated_at = ?8 \
              WHERE id = ?1 AND lease_token = ?3 \
-             RETURNING account_id, org_id, project_id, rule_id, attempts, execution_id IS NOT NULL",
+             RETURNING account_id, org_id, project_id, rule_id, attempts, execution_id IS NOT NULL, \
+               (SELECT enabled FROM event_rules r WHERE r.account_id = deliveries.account_id \
+                  AND r.org_id = deliveries.org_id AND r.project_id = deliveries.project_id \
+                  AND r.id = deliveries.rule_id), \
+               (SELECT failing_since FROM event_rules r WHERE r.account_id = deliveries.account_id \
+                  AND r.org_id = deliveries.org_id AND r.project_id = deliveries.project_id \
+                  AND r.id = deliveries.rule_id)",
         )?
         .query_row(
             params![
@@ -761,47 +768,29 @@ fn record_attempt(c: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
                 now
             ],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                let key: [String; 4] = [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?];
+                let (attempts, in_execution): (u32, bool) = (r.get(4)?, r.get(5)?);
+                let health = RuleHealth {
+                    enabled: r.get::<_, Option<bool>>(6)?.unwrap_or(false),
+                    failing_since: r.get(7)?,
+                };
+                Ok((key, attempts, in_execution, health))
             },
         )
         .optional()?;
-    // Later events of the execution move only behind a head that is retried (or was before).
-    if let Some((.., attempts, true)) = rule {
-        if next_at.is_some() || attempts > 1 {
-            follow_the_head(c, &a.delivery_id, next_at, now)?;
-        }
-    }
-    let Some((acc, org, proj, rule, ..)) = rule else {
+    let Some((key, attempts, in_execution, current)) = recorded else {
         // Redelivered or claimed again while this attempt ran: it is logged, nothing else.
         c.prepare_cached("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1")?
             .execute([&a.delivery_id])?;
         return Ok(());
     };
-    let current: (bool, Option<Millis>) = c
-        .prepare_cached(
-            "SELECT enabled, failing_since FROM event_rules \
-             WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",
-        )?
-        .query_row(params![acc, org, proj, rule], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let update = after_attempt(
-        RuleHealth {
-            enabled: current.0,
-            failing_since: current.1,
-        },
-        &o.rule,
-        o.next,
-        a.started_at,
-    );
-    if update.failing_since != current.1 {
+    // Later events of the execution move only behind a head that is retried (or was before).
+    if in_execution && (next_at.is_some() || attempts > 1) {
+        follow_the_head(c, &a.delivery_id, next_at, now)?;
+    }
+    let [acc, org, proj, rule] = key;
+    let update = after_attempt(current, &o.rule, o.next, a.started_at);
+    if update.failing_since != current.failing_since {
         c.prepare_cached(
             "UPDATE event_rules SET failing_since = ?5 \
              WHERE account_id = ?1 AND org_id = ?2 AND project_id = ?3 AND id = ?4",

@@ -80,10 +80,6 @@ static EXECUTION_FOR_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn rule_row(r: &Row<'_>) -> rusqlite::Result<EventRuleRecord> {
-    rule_row_at(r, 0)
-}
-
 fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     Ok(DeliveryRecord {
         id: r.get(0)?,
@@ -667,30 +663,26 @@ impl OutboundStore for SqliteStore {
     }
 }
 
-/// [`rule_row`] for a row whose rule columns start at `first`.
-fn rule_row_at(r: &Row<'_>, first: usize) -> rusqlite::Result<EventRuleRecord> {
-    let spec: String = r.get(first + 4)?;
+/// A rule from its columns ([`RULE_COLS`]).
+fn rule_row(r: &Row<'_>) -> rusqlite::Result<EventRuleRecord> {
+    let spec: String = r.get(4)?;
     Ok(EventRuleRecord {
-        scope: project_cols(r, first)?,
-        identifier: identifier_col(r, first + 3)?,
+        scope: project_cols(r, 0)?,
+        identifier: identifier_col(r, 3)?,
         spec: serde_json::from_str::<EventRuleSpec>(&spec).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                first + 4,
-                rusqlite::types::Type::Text,
-                Box::new(e),
-            )
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
         })?,
-        secret: r.get(first + 5)?,
-        previous_secret: r.get(first + 6)?,
-        previous_until: r.get(first + 7)?,
-        failing_since: r.get(first + 8)?,
-        disabled_reason: r.get(first + 9)?,
-        created_at: r.get(first + 10)?,
-        updated_at: r.get(first + 11)?,
+        secret: r.get(5)?,
+        previous_secret: r.get(6)?,
+        previous_until: r.get(7)?,
+        failing_since: r.get(8)?,
+        disabled_reason: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
     })
     .and_then(|mut rule| {
         // The column is the truth: triggerd disables rules without rewriting their body.
-        rule.spec.enabled = r.get(first + 12)?;
+        rule.spec.enabled = r.get(12)?;
         Ok(rule)
     })
 }

@@ -269,8 +269,9 @@ string_newtype!(
     /// CSPRNG. As with [`PlanExecutionId`], ids made close in time sort together, so the
     /// deliveries' primary key and their attempts' (keyed by delivery) take each new row on a
     /// page already written instead of on one of their own at a random place (issue 13). A
-    /// delivery id is a name, not a credential: every route that takes one checks the caller's
-    /// key for its project first.
+    /// delivery id is a name, not a credential: every route that takes one checks that the
+    /// caller's key may manage the project's account, and finds the delivery only within that
+    /// project and rule.
     DeliveryId
 );
 
@@ -326,9 +327,10 @@ impl PlanExecutionId {
 }
 
 string_newtype!(
-    /// The token of one claim of an execution: 16 CSPRNG bytes, base64url without padding
-    /// (22 chars). Each claim gets a new one, so a worker whose lease was claimed again (on
-    /// another node or on its own) can no longer write with its old token.
+    /// The token of one claim of an execution, or of one claim of due deliveries: 16 CSPRNG
+    /// bytes, base64url without padding (22 chars). Each claim gets a new one, so a worker (or
+    /// a delivery attempt) whose lease was claimed again (on another node or on its own) can no
+    /// longer write with its old token.
     LeaseToken
 );
 

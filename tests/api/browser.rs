@@ -106,7 +106,8 @@ impl Browser {
                 return;
             }
             if Instant::now() > deadline {
-                eprintln!("the page's main:\n{}", self.text("main").await);
+                let page = self.client.source().await.unwrap_or_default();
+                eprintln!("the page's source:\n{page}");
                 panic!("never reached {what}: still on {path}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

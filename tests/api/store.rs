@@ -1380,9 +1380,12 @@ async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_
             "{}",
             d.delivery.id
         );
-        assert_eq!(delivery.attempts, 1);
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].attempt, 1);
+        let id = &d.delivery.id;
+        assert_eq!(delivery.attempts, 1, "{id}");
+        assert_eq!(attempts.len(), 1, "{id}");
+        assert_eq!(attempts[0].attempt, 1, "{id}");
+        let answered = if next == Some(retry_at) { 503 } else { 204 };
+        assert_eq!(attempts[0].response_status, Some(answered), "{id}");
     }
     // The stale attempt left the lease in place: the delivery is not handed out again.
     assert!(claim_due(&f, now).await.is_empty());

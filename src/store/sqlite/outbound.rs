@@ -763,7 +763,8 @@ fn record_attempt(c: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
                 let key: [String; 4] = [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?];
                 let (attempts, in_execution): (u32, bool) = (r.get(4)?, r.get(5)?);
                 let health = RuleHealth {
-                    enabled: r.get::<_, Option<bool>>(6)?.unwrap_or(false),
+                    // Never NULL: deleting a rule deletes its deliveries (foreign key).
+                    enabled: r.get(6)?,
                     failing_since: r.get(7)?,
                 };
                 Ok((key, attempts, in_execution, health))

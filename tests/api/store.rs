@@ -1392,6 +1392,66 @@ async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_
 }
 
 #[tokio::test]
+async fn an_attempt_whose_delivery_went_with_its_rule_records_nothing_and_spoils_no_other() {
+    let f = fixture().await;
+    let gone = Identifier::parse("gone", "rule").expect("id");
+    for identifier in [rule(&f.scope).identifier, gone.clone()] {
+        f.store
+            .put_event_rule(
+                EventRuleRecord {
+                    identifier,
+                    ..rule(&f.scope)
+                },
+                None,
+            )
+            .await
+            .expect("rule");
+    }
+    let deliveries = vec![
+        delivery(&f.scope, "x1", "pipeline_start"),
+        NewDelivery {
+            rule: gone.as_str().into(),
+            ..delivery(&f.scope, "x2", "pipeline_start")
+        },
+    ];
+    f.store
+        .fan_out(deliveries, i64::MAX)
+        .await
+        .expect("fan out");
+    let claimed = claim_due(&f, now_millis()).await;
+    assert_eq!(claimed.len(), 2);
+    // The rule is deleted while its delivery is attempted: its deliveries go with it.
+    assert!(f
+        .store
+        .delete_event_rule(&f.scope, &gone)
+        .await
+        .expect("deleted"));
+
+    // Both recorded at once: the one of the deleted rule has nothing to be recorded on, and
+    // the other is recorded as if it were alone.
+    tokio::join!(
+        attempted(&f, &claimed[0], Next::Done),
+        attempted(&f, &claimed[1], Next::Done),
+    );
+    for d in &claimed {
+        let rule = Identifier::parse(&d.delivery.rule, "rule").expect("id");
+        let found = f
+            .store
+            .get_delivery(&f.scope, &rule, &d.delivery.id, 10)
+            .await
+            .expect("read");
+        match found {
+            Some((delivery, attempts)) => {
+                assert_eq!(rule.as_str(), "ops");
+                assert_eq!(delivery.status, "Success");
+                assert_eq!(attempts.len(), 1);
+            }
+            None => assert_eq!(rule, gone),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_closed_store_refuses_writes_instead_of_losing_them() {
     let f = fixture().await;
     assert!(f.store.ready().await.expect("ready"));

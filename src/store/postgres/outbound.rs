@@ -891,7 +891,7 @@ async fn record_attempt(
            ON r.account_id = d.account_id AND r.org_id = d.org_id \
           AND r.project_id = d.project_id AND r.id = d.rule_id \
          WHERE d.id = $1";
-    let delivered = matches!((&o.rule, o.next), (RuleEffect::Healthy, Next::Done));
+    let delivered = Delivered::is(o);
     let mut key = None;
     if delivered {
         key = query_opt(

@@ -712,22 +712,29 @@ fn record_attempt(c: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
     } = attempt;
     let (a, now) = (&o.attempt, *now);
     // Numbered here, so an attempt made under a stale lease is logged too, never overwritten.
-    c.prepare_cached(&format!(
-        "INSERT INTO delivery_attempts ({ATTEMPT_COLS}) VALUES (?1, \
-         (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1), \
-         ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?
-    .execute(params![
-        a.delivery_id,
-        a.started_at,
-        a.duration_ms,
-        a.url,
-        headers,
-        a.response_status,
-        response_headers,
-        a.response_body,
-        a.error
-    ])?;
+    let logged = c
+        .prepare_cached(&format!(
+            "INSERT INTO delivery_attempts ({ATTEMPT_COLS}) VALUES (?1, \
+             (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1), \
+             ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?
+        .execute(params![
+            a.delivery_id,
+            a.started_at,
+            a.duration_ms,
+            a.url,
+            headers,
+            a.response_status,
+            response_headers,
+            a.response_body,
+            a.error
+        ]);
+    match logged {
+        // Deleted with its rule while the attempt ran: there is nothing to record it on (and
+        // no reason to fail the group it came in).
+        Err(e) if is_fk_violation(&e) => return Ok(()),
+        other => other?,
+    };
     let (status, next_at, step) = match o.next {
         Next::Done => (delivery_status::SUCCESS, None, None),
         Next::RetryAt(at, step) => (delivery_status::PENDING, Some(at), Some(step)),

@@ -1037,10 +1037,7 @@ async fn an_execution_is_started_and_finished_in_one_write_once_and_only_if_it_h
     // With an event rule, the start's state is written and read for its events before the end;
     // without one, each step is written once, as it ended. Both store the same end.
     let f = fixture().await;
-    f.store
-        .put_event_rule(rule(&f.scope), None)
-        .await
-        .expect("rule");
+    put_rule(&f, rule(&f.scope)).await;
     start_and_finish_in_one_write(&f).await;
     let f = fixture().await;
     let start = start_and_finish_in_one_write(&f).await;
@@ -1169,6 +1166,11 @@ fn rule(scope: &ProjectRef) -> EventRuleRecord {
     }
 }
 
+/// Puts `rule` in the fixture's project.
+async fn put_rule(f: &Fixture, rule: EventRuleRecord) {
+    f.store.put_event_rule(rule, None).await.expect("rule");
+}
+
 fn delivery(scope: &ProjectRef, execution: &str, event_type: &str) -> NewDelivery {
     NewDelivery {
         id: DeliveryId::generate().to_string(),
@@ -1245,10 +1247,7 @@ async fn claim_due(f: &Fixture, at: i64) -> Vec<DueDelivery> {
 #[tokio::test]
 async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_head_is_done() {
     let f = fixture().await;
-    f.store
-        .put_event_rule(rule(&f.scope), None)
-        .await
-        .expect("rule");
+    put_rule(&f, rule(&f.scope)).await;
     fan_out_one(&f, "x1", "pipeline_start").await;
     let head = claim_due(&f, now_millis())
         .await
@@ -1288,10 +1287,7 @@ async fn an_event_added_behind_a_retried_head_waits_with_it_and_is_due_when_the_
 #[tokio::test]
 async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
     let f = fixture().await;
-    f.store
-        .put_event_rule(rule(&f.scope), None)
-        .await
-        .expect("rule");
+    put_rule(&f, rule(&f.scope)).await;
     let kinds = ["pipeline_start", "stage_start", "stage_end", "pipeline_end"];
     let deliveries: Vec<_> = kinds.iter().map(|k| delivery(&f.scope, "x1", k)).collect();
     f.store
@@ -1326,10 +1322,7 @@ async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
 #[tokio::test]
 async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_each_count() {
     let f = fixture().await;
-    f.store
-        .put_event_rule(rule(&f.scope), None)
-        .await
-        .expect("rule");
+    put_rule(&f, rule(&f.scope)).await;
     // Four executions' first events, due in the reverse of the order they were made.
     let now = now_millis();
     let made: Vec<NewDelivery> = (0..4_i64)
@@ -1395,18 +1388,15 @@ async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_
 async fn an_attempt_whose_delivery_went_with_its_rule_records_nothing_and_spoils_no_other() {
     let f = fixture().await;
     let gone = Identifier::parse("gone", "rule").expect("id");
-    for identifier in [rule(&f.scope).identifier, gone.clone()] {
-        f.store
-            .put_event_rule(
-                EventRuleRecord {
-                    identifier,
-                    ..rule(&f.scope)
-                },
-                None,
-            )
-            .await
-            .expect("rule");
-    }
+    put_rule(&f, rule(&f.scope)).await;
+    put_rule(
+        &f,
+        EventRuleRecord {
+            identifier: gone.clone(),
+            ..rule(&f.scope)
+        },
+    )
+    .await;
     let deliveries = vec![
         delivery(&f.scope, "x1", "pipeline_start"),
         NewDelivery {

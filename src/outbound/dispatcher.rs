@@ -25,7 +25,7 @@ use crate::domain::ids::{DeliveryId, ProjectRef};
 use crate::store::outbound::{AttemptOutcome, DueDelivery, NewDelivery, Next, RuleEffect};
 use crate::store::{now_millis, Millis, Store, StoreError};
 
-/// How often the loop looks for work when nobody wakes it.
+/// How often the loop looks for work when nobody wakes it, and at an outbox found empty.
 const POLL: Duration = Duration::from_millis(50);
 /// Outbox events matched to rules per round.
 const FAN_OUT_BATCH: u32 = 512;
@@ -81,9 +81,18 @@ pub fn start(
         }
         let options = Arc::new(options);
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let mut next_look = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            let busy = match round(&store, &options, &permits, &shutdown).await {
-                Ok(busy) => busy,
+            let look = tokio::time::Instant::now() >= next_look;
+            let busy = match round(&store, &options, &permits, &shutdown, look).await {
+                Ok(Round { fanned, claimed }) => {
+                    // An outbox found empty is looked at again after `POLL`, not every round:
+                    // in a drain on PostgreSQL, the look was a quarter of each round (issue 13).
+                    if look && fanned == 0 {
+                        next_look = tokio::time::Instant::now() + POLL;
+                    }
+                    fanned > 0 || claimed > 0
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "outbound dispatcher round failed");
                     false
@@ -108,16 +117,29 @@ pub fn start(
     (handle, task)
 }
 
-/// One round: fan out the outbox, then start attempts for as many due deliveries as there are
-/// free permits. True when there was work (so the loop goes again at once).
+/// What one round did.
+struct Round {
+    /// Outbox events fanned out.
+    fanned: usize,
+    /// Deliveries claimed and started.
+    claimed: usize,
+}
+
+/// One round: fan out the outbox (when `look`), then start attempts for as many due deliveries
+/// as there are free permits.
 async fn round(
     store: &Arc<dyn Store>,
     options: &Arc<DispatcherOptions>,
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
-) -> Result<bool, StoreError> {
+    look: bool,
+) -> Result<Round, StoreError> {
     let first_delay = options.retry_schedule.first().copied().unwrap_or_default();
-    let fanned = fan_out(store.as_ref(), first_delay).await?;
+    let fanned = if look {
+        fan_out(store.as_ref(), first_delay).await?
+    } else {
+        0
+    };
     let batch = (options.concurrency / 8).max(1);
     if permits.available_permits() < batch {
         // Wait for attempts to finish rather than spin, and claim several at once: each claim
@@ -133,13 +155,13 @@ async fn round(
         } else if permits.available_permits() == 0 {
             tokio::select! {
                 _ = permits.clone().acquire_owned() => {}
-                () = shutdown.cancelled() => return Ok(false),
+                () = shutdown.cancelled() => return Ok(Round { fanned, claimed: 0 }),
             }
         }
     }
     let free = permits.available_permits();
     if free == 0 || shutdown.is_cancelled() {
-        return Ok(fanned > 0);
+        return Ok(Round { fanned, claimed: 0 });
     }
     let due = store
         .claim_deliveries(
@@ -162,7 +184,7 @@ async fn round(
             drop(permit);
         });
     }
-    Ok(fanned > 0 || claimed > 0)
+    Ok(Round { fanned, claimed })
 }
 
 /// Matches a batch of outbox events to the enabled rules of their projects and turns them into

@@ -1320,6 +1320,51 @@ async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
 }
 
 #[tokio::test]
+async fn a_fan_out_makes_deliveries_in_order_for_enabled_rules_only() {
+    let f = fixture().await;
+    put_rule(&f, rule(&f.scope)).await;
+    let off = Identifier::parse("off", "rule").expect("id");
+    let mut disabled = EventRuleRecord {
+        identifier: off.clone(),
+        ..rule(&f.scope)
+    };
+    disabled.spec.enabled = false;
+    put_rule(&f, disabled).await;
+    let start = delivery(&f.scope, "x1", "pipeline_start");
+    let stage = delivery(&f.scope, "x1", "stage_start");
+    let to_off = NewDelivery {
+        rule: off.as_str().into(),
+        ..delivery(&f.scope, "x1", "pipeline_start")
+    };
+    let end = delivery(&f.scope, "x1", "pipeline_end");
+    f.store
+        .fan_out(vec![start.clone(), to_off, stage.clone()], i64::MAX)
+        .await
+        .expect("fan out");
+    f.store
+        .fan_out(vec![end.clone()], i64::MAX)
+        .await
+        .expect("fan out again");
+
+    let listed = |rule: Identifier| {
+        let store = f.store.clone();
+        let scope = f.scope.clone();
+        async move {
+            let mut page = store
+                .list_deliveries(&scope, &rule, None, None, 100)
+                .await
+                .expect("deliveries")
+                .items;
+            page.sort_by_key(|d| d.seq);
+            page.into_iter().map(|d| d.id).collect::<Vec<_>>()
+        }
+    };
+    let ops = Identifier::parse("ops", "rule").expect("id");
+    assert_eq!(listed(ops).await, [start.id, stage.id, end.id]);
+    assert!(listed(off).await.is_empty(), "a disabled rule gets nothing");
+}
+
+#[tokio::test]
 async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_each_count() {
     let f = fixture().await;
     put_rule(&f, rule(&f.scope)).await;

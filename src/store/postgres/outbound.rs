@@ -240,59 +240,97 @@ pub(super) const CLAIM_SQL: &str = concat!(
 pub(super) const CLAIM_PLAN: &str =
     "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off";
 
-/// Inserts a delivery; false when the event already has one for this rule (another node fanned
-/// it out first).
-async fn insert_delivery(
+/// Inserts deliveries in one statement, in order (so that an execution's events keep theirs);
+/// one whose event already has a delivery for its rule (another node fanned it out first) is
+/// left out. Returns how many it inserted.
+///
+/// One statement for a whole fan-out: inserted one at a time, with a check of the rule's each,
+/// two round trips a delivery had capped a fan-out at about 500 deliveries a second while the
+/// engine kept the database busy, and the outbox grew behind it (issue 13).
+async fn insert_deliveries(
     c: &impl GenericClient,
-    d: &NewDelivery,
+    deliveries: &[&NewDelivery],
     now: Millis,
-) -> Result<bool, tokio_postgres::Error> {
+) -> Result<u64, tokio_postgres::Error> {
     // A test is attempted by the caller at once under its own lease, never by the dispatcher;
     // it is `Failed` until that attempt is recorded. A later event of an execution is due no
     // earlier than the pending ones before it to the same rule: behind a retried head it waits
-    // with it, as [`follow_the_head`] keeps it.
-    let (status, lease) = if d.test {
-        (delivery_status::FAILED, Some(TEST_LEASE))
-    } else {
-        (delivery_status::PENDING, None)
-    };
-    let [acc, org, proj] = project_params(&d.scope);
+    // with it, as [`follow_the_head`] keeps it. The deliveries of one statement share a due
+    // time, so none of them needs to see the others.
+    if deliveries.is_empty() {
+        return Ok(0);
+    }
+    let column =
+        |f: fn(&NewDelivery) -> &str| -> Vec<&str> { deliveries.iter().map(|d| f(d)).collect() };
+    let ids = column(|d| d.id.as_str());
+    let accounts = column(|d| d.scope.account.as_str());
+    let orgs = column(|d| d.scope.org.as_str());
+    let projects = column(|d| d.scope.project.as_str());
+    let rules = column(|d| d.rule.as_str());
+    let webhook_ids = column(|d| d.webhook_id.as_str());
+    let event_types = column(|d| d.event_type.as_str());
+    let payloads = column(|d| d.payload.as_str());
+    let statuses: Vec<&str> = deliveries
+        .iter()
+        .map(|d| {
+            if d.test {
+                delivery_status::FAILED
+            } else {
+                delivery_status::PENDING
+            }
+        })
+        .collect();
+    let due: Vec<Option<Millis>> = deliveries.iter().map(|d| d.due_at).collect();
+    let executions: Vec<Option<&str>> = deliveries
+        .iter()
+        .map(|d| d.execution_id.as_deref())
+        .collect();
+    let leases: Vec<Option<&str>> = deliveries
+        .iter()
+        .map(|d| d.test.then_some(TEST_LEASE))
+        .collect();
+    let tests: Vec<bool> = deliveries.iter().map(|d| d.test).collect();
     let stmt = c
         .prepare_cached(
             "INSERT INTO deliveries (id, account_id, org_id, project_id, rule_id, webhook_id, \
              event_type, payload, status, next_attempt_at, created_at, updated_at, execution_id, \
              lease_token, is_test) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-               GREATEST($10, (SELECT MAX(h.next_attempt_at) FROM deliveries h \
-                 WHERE h.execution_id = $12 AND h.rule_id = $5 AND h.status = 'Pending' \
-                   AND NOT $14)), \
-               $11, $11, $12, $13, $14) \
+             SELECT n.id, n.acc, n.org, n.proj, n.rule, n.webhook_id, n.event_type, n.payload, \
+               n.status, \
+               GREATEST(n.due, (SELECT MAX(h.next_attempt_at) FROM deliveries h \
+                 WHERE h.execution_id = n.execution AND h.rule_id = n.rule \
+                   AND h.status = 'Pending' AND NOT n.test)), \
+               $14, $14, n.execution, n.lease, n.test \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+               $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+               $13::bool[]) WITH ORDINALITY \
+               AS n(id, acc, org, proj, rule, webhook_id, event_type, payload, status, due, \
+                    execution, lease, test, nth) \
+             ORDER BY n.nth \
              ON CONFLICT (account_id, org_id, project_id, rule_id, webhook_id) WHERE NOT is_test \
              DO NOTHING",
         )
         .await?;
-    let n = c
-        .execute(
-            &stmt,
-            &[
-                &d.id,
-                &acc,
-                &org,
-                &proj,
-                &d.rule,
-                &d.webhook_id,
-                &d.event_type,
-                &d.payload,
-                &status,
-                &d.due_at,
-                &now,
-                &d.execution_id,
-                &lease,
-                &d.test,
-            ],
-        )
-        .await?;
-    Ok(n == 1)
+    c.execute(
+        &stmt,
+        &[
+            &ids,
+            &accounts,
+            &orgs,
+            &projects,
+            &rules,
+            &webhook_ids,
+            &event_types,
+            &payloads,
+            &statuses,
+            &due,
+            &executions,
+            &leases,
+            &tests,
+            &now,
+        ],
+    )
+    .await
 }
 
 /// Keeps the later pending events of the same execution to the same rule due no earlier than
@@ -425,7 +463,7 @@ impl OutboundStore for PgStore {
             .await?;
         }
         if let Some(ping) = &ping {
-            insert_delivery(&tx, ping, rule.updated_at)
+            insert_deliveries(&tx, &[ping], rule.updated_at)
                 .await
                 .ctx("queueing a ping")?;
         }
@@ -618,16 +656,21 @@ impl OutboundStore for PgStore {
             &[&FAN_OUT_LOCK],
         )
         .await?;
-        for d in &deliveries {
-            // A rule disabled or deleted since the events were read gets nothing.
+        // A rule disabled or deleted since the events were read gets nothing. Each rule is
+        // checked once, in key order.
+        fn key(d: &NewDelivery) -> [&str; 4] {
             let [acc, org, proj] = project_params(&d.scope);
-            if !rule_enabled(&tx, [acc, org, proj, &d.rule]).await? {
-                continue;
-            }
-            insert_delivery(&tx, d, now)
-                .await
-                .ctx("creating a delivery")?;
+            [acc, org, proj, d.rule.as_str()]
         }
+        let mut enabled: std::collections::BTreeMap<[&str; 4], bool> =
+            deliveries.iter().map(|d| (key(d), false)).collect();
+        for (rule, on) in &mut enabled {
+            *on = rule_enabled(&tx, *rule).await?;
+        }
+        let kept: Vec<&NewDelivery> = deliveries.iter().filter(|d| enabled[&key(d)]).collect();
+        insert_deliveries(&tx, &kept, now)
+            .await
+            .ctx("creating deliveries")?;
         execute(
             &tx,
             "draining the outbox",
@@ -640,7 +683,7 @@ impl OutboundStore for PgStore {
 
     async fn insert_delivery(&self, delivery: NewDelivery) -> StoreResult<()> {
         let c = self.client().await?;
-        insert_delivery(&c, &delivery, crate::store::now_millis())
+        insert_deliveries(&c, &[&delivery], crate::store::now_millis())
             .await
             .ctx("creating a delivery")?;
         Ok(())

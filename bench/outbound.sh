@@ -71,6 +71,11 @@ token=$(printf 'trigger:\n  name: t\n  identifier: t\n  source: {type: Webhook, 
 call PUT $P/eventrules/bench "{\"sendEverything\":true,\"url\":\"http://127.0.0.1:$CLOSED/\"}" >/dev/null
 url="http://127.0.0.1:$PORT/webhook/custom/$token/v3?accountIdentifier=bench&orgIdentifier=default&projectIdentifier=bench"
 wrk -t2 -c16 -d"${FIRE}s" -s bench/post.lua "$url" >/dev/null
+# Whether the fan-out kept pace with the engine while the webhooks came: the events still in the
+# outbox at the end of the fire, against the deliveries made from the others.
+sql "SELECT (SELECT COUNT(*) FROM executions), (SELECT COUNT(*) FROM executions WHERE ended_at IS NOT NULL), \
+  (SELECT COUNT(*) FROM deliveries), (SELECT COUNT(*) FROM outbox_events)" \
+  | awk -F'|' '{printf "after the fire: %d executions, %d ended, %d deliveries made, %d events still in the outbox\n", $1, $2, $3, $4}'
 wait_until_all_queued
 wait_until_no_pending
 START=$(python3 -c 'import time; print(int(time.time()*1000))')

@@ -100,7 +100,8 @@ pub fn start(
             };
             if !busy {
                 tokio::select! {
-                    () = wake.notified() => {}
+                    // Woken, it looks at once, as it did before looks were spaced.
+                    () = wake.notified() => next_look = tokio::time::Instant::now(),
                     () = tokio::time::sleep(POLL) => {}
                     () = shutdown.cancelled() => {}
                 }

@@ -281,7 +281,9 @@ pub trait OutboundStore: Send + Sync + 'static {
     /// The oldest `limit` outbox events.
     async fn outbox_events(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
     /// Creates `deliveries` and removes the outbox events up to and including `through_seq`,
-    /// atomically. Deliveries to a rule that is disabled or gone by then are left out.
+    /// atomically. Deliveries to a rule that is disabled or gone by then are left out. The
+    /// deliveries of one call share their due time (a store may insert them together, each one
+    /// unseen by the others).
     async fn fan_out(&self, deliveries: Vec<NewDelivery>, through_seq: i64) -> StoreResult<()>;
     /// Creates a delivery (a test) that is not queued; the caller attempts it at once.
     async fn insert_delivery(&self, delivery: NewDelivery) -> StoreResult<()>;

@@ -1330,15 +1330,28 @@ async fn a_fan_out_makes_deliveries_in_order_for_enabled_rules_only() {
     };
     disabled.spec.enabled = false;
     put_rule(&f, disabled).await;
+    let two = Identifier::parse("two", "rule").expect("id");
+    put_rule(
+        &f,
+        EventRuleRecord {
+            identifier: two.clone(),
+            ..rule(&f.scope)
+        },
+    )
+    .await;
     let start = delivery(&f.scope, "x1", "pipeline_start");
     let stage = delivery(&f.scope, "x1", "stage_start");
-    let to_off = NewDelivery {
-        rule: off.as_str().into(),
+    let to = |rule: &Identifier| NewDelivery {
+        rule: rule.as_str().into(),
         ..delivery(&f.scope, "x1", "pipeline_start")
     };
+    let (to_off, to_two) = (to(&off), to(&two));
     let end = delivery(&f.scope, "x1", "pipeline_end");
     f.store
-        .fan_out(vec![start.clone(), to_off, stage.clone()], i64::MAX)
+        .fan_out(
+            vec![start.clone(), to_off, to_two.clone(), stage.clone()],
+            i64::MAX,
+        )
         .await
         .expect("fan out");
     f.store
@@ -1361,6 +1374,7 @@ async fn a_fan_out_makes_deliveries_in_order_for_enabled_rules_only() {
     };
     let ops = Identifier::parse("ops", "rule").expect("id");
     assert_eq!(listed(ops).await, [start.id, stage.id, end.id]);
+    assert_eq!(listed(two).await, [to_two.id], "each enabled rule its own");
     assert!(listed(off).await.is_empty(), "a disabled rule gets nothing");
 }
 

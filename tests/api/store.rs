@@ -17,7 +17,8 @@ use triggerd::store::executions::{
     Start, StepRecord, Work,
 };
 use triggerd::store::outbound::{
-    AttemptOutcome, AttemptRecord, DueDelivery, EventRuleRecord, NewDelivery, Next, RuleEffect,
+    AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery, EventRuleRecord, NewDelivery, Next,
+    RuleEffect,
 };
 use triggerd::store::{
     now_millis, ApiKeyRecord, EventFilter, NewExecution, PipelineRecord, RecordOutcome, Role,
@@ -1171,6 +1172,18 @@ async fn put_rule(f: &Fixture, rule: EventRuleRecord) {
     f.store.put_event_rule(rule, None).await.expect("rule");
 }
 
+/// Puts a rule like [`rule`] named `name`, enabled or not, and returns its identifier.
+async fn put_named_rule(f: &Fixture, name: &str, enabled: bool) -> Identifier {
+    let identifier = Identifier::parse(name, "rule").expect("id");
+    let mut named = EventRuleRecord {
+        identifier: identifier.clone(),
+        ..rule(&f.scope)
+    };
+    named.spec.enabled = enabled;
+    put_rule(f, named).await;
+    identifier
+}
+
 fn delivery(scope: &ProjectRef, execution: &str, event_type: &str) -> NewDelivery {
     NewDelivery {
         id: DeliveryId::generate().to_string(),
@@ -1213,17 +1226,24 @@ async fn attempted(f: &Fixture, d: &DueDelivery, next: Next) {
         .expect("attempt");
 }
 
-/// When each delivery of the rule is next due, by event type.
-async fn due_times(f: &Fixture) -> Vec<(String, Option<i64>)> {
-    let rule = Identifier::parse("ops", "rule").expect("id");
+/// The deliveries of `rule`, in the order they were made.
+async fn deliveries_of(f: &Fixture, rule: &Identifier) -> Vec<DeliveryRecord> {
     let mut page = f
         .store
-        .list_deliveries(&f.scope, &rule, None, None, 100)
+        .list_deliveries(&f.scope, rule, None, None, 100)
         .await
         .expect("deliveries")
         .items;
     page.sort_by_key(|d| d.seq);
-    page.into_iter()
+    page
+}
+
+/// When each delivery of the rule is next due, by event type.
+async fn due_times(f: &Fixture) -> Vec<(String, Option<i64>)> {
+    let rule = Identifier::parse("ops", "rule").expect("id");
+    deliveries_of(f, &rule)
+        .await
+        .into_iter()
         .map(|d| (d.event_type, d.next_attempt_at))
         .collect()
 }
@@ -1323,33 +1343,26 @@ async fn the_events_of_one_execution_are_claimed_one_at_a_time_in_order() {
 async fn a_fan_out_makes_deliveries_in_order_for_enabled_rules_only() {
     let f = fixture().await;
     put_rule(&f, rule(&f.scope)).await;
-    let off = Identifier::parse("off", "rule").expect("id");
-    let mut disabled = EventRuleRecord {
-        identifier: off.clone(),
-        ..rule(&f.scope)
-    };
-    disabled.spec.enabled = false;
-    put_rule(&f, disabled).await;
-    let two = Identifier::parse("two", "rule").expect("id");
-    put_rule(
-        &f,
-        EventRuleRecord {
-            identifier: two.clone(),
-            ..rule(&f.scope)
-        },
-    )
-    .await;
+    let off = put_named_rule(&f, "off", false).await;
+    let two = put_named_rule(&f, "two", true).await;
+    let never = Identifier::parse("never", "rule").expect("id");
     let start = delivery(&f.scope, "x1", "pipeline_start");
     let stage = delivery(&f.scope, "x1", "stage_start");
     let to = |rule: &Identifier| NewDelivery {
         rule: rule.as_str().into(),
         ..delivery(&f.scope, "x1", "pipeline_start")
     };
-    let (to_off, to_two) = (to(&off), to(&two));
+    let (to_off, to_two, to_never) = (to(&off), to(&two), to(&never));
     let end = delivery(&f.scope, "x1", "pipeline_end");
     f.store
         .fan_out(
-            vec![start.clone(), to_off, to_two.clone(), stage.clone()],
+            vec![
+                start.clone(),
+                to_off,
+                to_two.clone(),
+                to_never,
+                stage.clone(),
+            ],
             i64::MAX,
         )
         .await
@@ -1359,23 +1372,25 @@ async fn a_fan_out_makes_deliveries_in_order_for_enabled_rules_only() {
         .await
         .expect("fan out again");
 
-    let listed = |rule: Identifier| {
-        let store = f.store.clone();
-        let scope = f.scope.clone();
-        async move {
-            let mut page = store
-                .list_deliveries(&scope, &rule, None, None, 100)
-                .await
-                .expect("deliveries")
-                .items;
-            page.sort_by_key(|d| d.seq);
-            page.into_iter().map(|d| d.id).collect::<Vec<_>>()
-        }
-    };
+    let ids = |ds: Vec<DeliveryRecord>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
     let ops = Identifier::parse("ops", "rule").expect("id");
-    assert_eq!(listed(ops).await, [start.id, stage.id, end.id]);
-    assert_eq!(listed(two).await, [to_two.id], "each enabled rule its own");
-    assert!(listed(off).await.is_empty(), "a disabled rule gets nothing");
+    assert_eq!(
+        ids(deliveries_of(&f, &ops).await),
+        [start.id, stage.id, end.id]
+    );
+    assert_eq!(
+        ids(deliveries_of(&f, &two).await),
+        [to_two.id],
+        "each enabled rule its own"
+    );
+    assert!(
+        deliveries_of(&f, &off).await.is_empty(),
+        "a disabled rule gets nothing"
+    );
+    assert!(
+        deliveries_of(&f, &never).await.is_empty(),
+        "nor does a rule that is not there"
+    );
 }
 
 #[tokio::test]
@@ -1446,16 +1461,8 @@ async fn a_claim_hands_out_deliveries_by_due_time_and_attempts_recorded_at_once_
 #[tokio::test]
 async fn an_attempt_whose_delivery_went_with_its_rule_records_nothing_and_spoils_no_other() {
     let f = fixture().await;
-    let gone = Identifier::parse("gone", "rule").expect("id");
     put_rule(&f, rule(&f.scope)).await;
-    put_rule(
-        &f,
-        EventRuleRecord {
-            identifier: gone.clone(),
-            ..rule(&f.scope)
-        },
-    )
-    .await;
+    let gone = put_named_rule(&f, "gone", true).await;
     let deliveries = vec![
         delivery(&f.scope, "x1", "pipeline_start"),
         NewDelivery {

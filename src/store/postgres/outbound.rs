@@ -270,24 +270,10 @@ async fn insert_deliveries(
     let webhook_ids = column(|d| d.webhook_id.as_str());
     let event_types = column(|d| d.event_type.as_str());
     let payloads = column(|d| d.payload.as_str());
-    let statuses: Vec<&str> = deliveries
-        .iter()
-        .map(|d| {
-            if d.test {
-                delivery_status::FAILED
-            } else {
-                delivery_status::PENDING
-            }
-        })
-        .collect();
     let due: Vec<Option<Millis>> = deliveries.iter().map(|d| d.due_at).collect();
     let executions: Vec<Option<&str>> = deliveries
         .iter()
         .map(|d| d.execution_id.as_deref())
-        .collect();
-    let leases: Vec<Option<&str>> = deliveries
-        .iter()
-        .map(|d| d.test.then_some(TEST_LEASE))
         .collect();
     let tests: Vec<bool> = deliveries.iter().map(|d| d.test).collect();
     let stmt = c
@@ -296,16 +282,15 @@ async fn insert_deliveries(
              event_type, payload, status, next_attempt_at, created_at, updated_at, execution_id, \
              lease_token, is_test) \
              SELECT n.id, n.acc, n.org, n.proj, n.rule, n.webhook_id, n.event_type, n.payload, \
-               n.status, \
+               CASE WHEN n.test THEN $13 ELSE 'Pending' END, \
                GREATEST(n.due, (SELECT MAX(h.next_attempt_at) FROM deliveries h \
                  WHERE h.execution_id = n.execution AND h.rule_id = n.rule \
                    AND h.status = 'Pending' AND NOT n.test)), \
-               $14, $14, n.execution, n.lease, n.test \
+               $12, $12, n.execution, CASE WHEN n.test THEN $14 END, n.test \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
-               $13::bool[]) WITH ORDINALITY \
-               AS n(id, acc, org, proj, rule, webhook_id, event_type, payload, status, due, \
-                    execution, lease, test, nth) \
+               $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bool[]) WITH ORDINALITY \
+               AS n(id, acc, org, proj, rule, webhook_id, event_type, payload, due, execution, \
+                    test, nth) \
              ORDER BY n.nth \
              ON CONFLICT (account_id, org_id, project_id, rule_id, webhook_id) WHERE NOT is_test \
              DO NOTHING",
@@ -322,12 +307,12 @@ async fn insert_deliveries(
             &webhook_ids,
             &event_types,
             &payloads,
-            &statuses,
             &due,
             &executions,
-            &leases,
             &tests,
             &now,
+            &delivery_status::FAILED,
+            &TEST_LEASE,
         ],
     )
     .await
@@ -662,12 +647,17 @@ impl OutboundStore for PgStore {
             let [acc, org, proj] = project_params(&d.scope);
             [acc, org, proj, d.rule.as_str()]
         }
-        let mut enabled: std::collections::BTreeMap<[&str; 4], bool> =
-            deliveries.iter().map(|d| (key(d), false)).collect();
-        for (rule, on) in &mut enabled {
-            *on = rule_enabled(&tx, *rule).await?;
+        let rules: std::collections::BTreeSet<[&str; 4]> = deliveries.iter().map(key).collect();
+        let mut enabled = std::collections::BTreeSet::new();
+        for rule in rules {
+            if rule_enabled(&tx, rule).await? {
+                enabled.insert(rule);
+            }
         }
-        let kept: Vec<&NewDelivery> = deliveries.iter().filter(|d| enabled[&key(d)]).collect();
+        let kept: Vec<&NewDelivery> = deliveries
+            .iter()
+            .filter(|d| enabled.contains(&key(d)))
+            .collect();
         insert_deliveries(&tx, &kept, now)
             .await
             .ctx("creating deliveries")?;
